@@ -1,0 +1,227 @@
+//! The `wisehosting` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::db::{self, AppliedState, DbError};
+use crate::dev::{self, DevError, DevOptions};
+use crate::domain::{NameError, WorkerName, Zone};
+use crate::startup::{App, StartupError};
+use crate::store::{self, StoreError};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wisehosting",
+    version,
+    about = "WiseHosting control plane: a self-hosted platform-as-a-service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane with the config at CONFIG_PATH (the default command).
+    Serve,
+    /// Run the whole platform on this machine: a private PostgreSQL, the control plane on loopback.
+    Dev {
+        /// Where the cluster, the secrets and the platform's state are kept.
+        #[arg(long, default_value = ".wisehosting")]
+        data_dir: PathBuf,
+        /// Port of the dashboard and API on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+    },
+    /// Apply, revert or list database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Manage worker hosts.
+    Worker {
+        #[command(subcommand)]
+        action: WorkerAction,
+    },
+    /// Check configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the last N applied migrations (default 1).
+    Down {
+        #[arg(default_value_t = 1)]
+        steps: usize,
+    },
+    /// List migrations as applied, pending, dirty or unknown.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerAction {
+    /// Create a worker and print its raw API key, once, alone on the last line.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        zone: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate a config file (default: CONFIG_PATH) and print it resolved, secrets redacted.
+    Check { path: Option<PathBuf> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Dev(#[from] DevError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signals(std::io::Error),
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Dev { data_dir, port } => {
+            let shutdown = CancellationToken::new();
+            spawn_signal_listener(shutdown.clone())?;
+            dev::run(DevOptions { data_dir, port }, shutdown).await.map_err(CliError::from)
+        }
+        Command::Migrate { action } => migrate(action).await,
+        Command::Worker { action: WorkerAction::Create { name, zone } } => {
+            create_worker(&name, zone.as_deref()).await
+        }
+        Command::Config { action: ConfigAction::Check { path } } => check_config(path),
+    }
+}
+
+async fn serve() -> Result<(), CliError> {
+    let config = Config::load_from_env()?;
+    telemetry::init(&config.log);
+    let app = App::build(config).await?;
+    spawn_signal_listener(app.shutdown_token())?;
+    if let Ok(addr) = app.local_addr() {
+        tracing::info!(%addr, "control plane listening");
+    }
+    app.run().await?;
+    Ok(())
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+fn spawn_signal_listener(token: CancellationToken) -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(CliError::Signals)?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        tracing::info!("shutdown signal received; draining");
+        token.cancel();
+    });
+    Ok(())
+}
+
+async fn connect_configured() -> Result<(Config, sqlx::PgPool), CliError> {
+    let config = Config::load_from_env()?;
+    telemetry::init(&config.log);
+    if config.database.url.is_none() {
+        return Err(ConfigError::Invalid(
+            "database.url is not set; set it in the config file or WH__DATABASE__URL".into(),
+        )
+        .into());
+    }
+    let pool = db::connect(&config.database).await?;
+    Ok((config, pool))
+}
+
+async fn migrate(action: MigrateAction) -> Result<(), CliError> {
+    let (_, pool) = connect_configured().await?;
+    match action {
+        MigrateAction::Up => {
+            let applied = db::migrate_up(&pool).await?;
+            say(&format!("applied {applied} migration(s); the schema is current"));
+        }
+        MigrateAction::Down { steps } => {
+            let reverted = db::migrate_down(&pool, steps).await?;
+            for version in &reverted {
+                say(&format!("reverted {version:04}"));
+            }
+            say(&format!("reverted {} migration(s)", reverted.len()));
+        }
+        MigrateAction::Status => {
+            for m in db::status(&pool).await? {
+                let state = match m.state {
+                    AppliedState::Applied { at } => format!("applied {at} UTC"),
+                    AppliedState::Pending => "pending".into(),
+                    AppliedState::Dirty => {
+                        "DIRTY (failed part-way; see `wisehosting serve` for how to recover)".into()
+                    }
+                    AppliedState::Unknown => "unknown to this binary (applied by a newer version)".into(),
+                };
+                say(&format!("{:04}  {:<24} {state}", m.version, m.description));
+            }
+        }
+    }
+    pool.close().await;
+    Ok(())
+}
+
+async fn create_worker(name: &str, zone: Option<&str>) -> Result<(), CliError> {
+    let name = WorkerName::parse(name)?;
+    let zone = zone.map(Zone::parse).transpose()?;
+    let (config, pool) = connect_configured().await?;
+    config.require_for_serve()?;
+    db::check_clean(&pool).await?;
+    db::migrate_up(&pool).await?;
+    let (_, sealer) = crate::startup::keys(&config)?;
+    let created = store::workers::create(&pool, &sealer, &name, zone.as_ref()).await?;
+    pool.close().await;
+    say(&format!("Created worker {name} with id {}.", created.id));
+    say("Its API key follows, shown this once; give it to the worker (credential worker_api_key):");
+    say(&created.raw_api_key);
+    Ok(())
+}
+
+fn check_config(path: Option<PathBuf>) -> Result<(), CliError> {
+    let config = match path {
+        Some(path) => Config::load(Some(&path))?,
+        None => Config::load_from_env()?,
+    };
+    print!("{}", config.to_redacted_yaml());
+    eprintln!("config is valid");
+    Ok(())
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) is no reason to fail, or to panic as
+/// `println!` does.
+pub(crate) fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}

@@ -1,0 +1,587 @@
+//! Typed configuration of the control plane.
+//!
+//! Sources, later ones winning: built-in defaults, the YAML file at `CONFIG_PATH` (default
+//! `/etc/wisehosting/config.yaml`), environment variables `WH__<SECTION>__<KEY>` (for example
+//! `WH__API_SERVER__PORT=8081`, `WH__SUBDOMAIN_BASE=apps.example.com`), and for secrets the
+//! systemd credentials in `$CREDENTIALS_DIRECTORY/<name>`. Unknown keys and bad values are
+//! refused with the key's dotted name and what is expected. Secrets are [`Secret`]s: a config
+//! dump shows `[redacted]`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+use wisehosting_crypto::Secret;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/wisehosting/config.yaml";
+/// The prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "WH__";
+/// The shortest master secret accepted: 32 bytes of key material.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// systemd credential names and the keys they set (SPEC §2).
+pub const CREDENTIALS: &[(&str, &[&str])] = &[
+    ("api_server_secret", &["api_server", "secret"]),
+    ("database_password", &["database", "password"]),
+    ("internal_api_token", &["internal_api", "token"]),
+    ("proxy_token", &["proxy", "token"]),
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub api_server: ApiServerConfig,
+    pub database: DatabaseConfig,
+    pub internal_api: InternalApiConfig,
+    pub proxy: ProxyConfig,
+    /// Apps get `<slug>.<subdomain_base>` unless their worker has a zone.
+    pub subdomain_base: String,
+    pub heartbeat_interval_secs: u64,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    /// The master secret: every purpose key is derived from it. At least 32 bytes.
+    pub secret: Secret,
+    /// The URL users reach the dashboard at, for links and OAuth redirects.
+    pub public_url: Option<String>,
+    pub request_timeout_secs: u64,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host:port/db` or with `?host=/socket/dir`. Its password, if any, is
+    /// redacted when printed; prefer `database.password` (a systemd credential).
+    pub url: Option<DatabaseUrl>,
+    pub password: Secret,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub max_lifetime_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InternalApiConfig {
+    pub bind: SocketAddr,
+    /// Empty disables the internal API.
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Bearer token of the central proxy's config endpoint. Empty disables the endpoint.
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `wisehosting=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api_server: ApiServerConfig::default(),
+            database: DatabaseConfig::default(),
+            internal_api: InternalApiConfig::default(),
+            proxy: ProxyConfig::default(),
+            subdomain_base: "localhost".into(),
+            heartbeat_interval_secs: 5,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 8081,
+            secret: Secret::default(),
+            public_url: None,
+            request_timeout_secs: 30,
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password: Secret::default(),
+            max_connections: 25,
+            min_connections: 5,
+            max_lifetime_secs: 300,
+            idle_timeout_secs: 300,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for InternalApiConfig {
+    fn default() -> Self {
+        Self { bind: SocketAddr::from(([127, 0, 0, 1], 9091)), token: Secret::default() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// A database URL whose password never prints.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `[redacted]`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}{tail}"),
+                None => self.0.clone(),
+            },
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; check the path (CONFIG_PATH) and its permissions")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid YAML: {message}; fix the syntax at that line")]
+    Yaml { path: String, message: String },
+    #[error("config {origin}: `{key}` is not a known key; expected one of: {expected}")]
+    UnknownKey { origin: String, key: String, expected: String },
+    #[error("config {origin}: bad value for `{key}`: {message}")]
+    BadValue { origin: String, key: String, message: String },
+    #[error("cannot read systemd credential {path}: {source}; check LoadCredential= in the unit")]
+    Credential { path: PathBuf, source: std::io::Error },
+    #[error("environment variable {var}: `{key}` is not a known key; remove the variable or fix its name")]
+    UnknownEnvKey { var: String, key: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// Where the values came from, for error messages.
+struct Origin(String);
+
+impl Config {
+    /// Loads the config the process should run with: `CONFIG_PATH` if set (it must exist),
+    /// else the default path if it exists, else defaults; then env and credentials.
+    pub fn load_from_env() -> Result<Config, ConfigError> {
+        let path = std::env::var_os("CONFIG_PATH").map(PathBuf::from);
+        match path {
+            Some(path) => Self::load(Some(&path)),
+            None => {
+                let default = Path::new(DEFAULT_CONFIG_PATH);
+                Self::load(default.exists().then_some(default))
+            }
+        }
+    }
+
+    /// Loads `path` (or nothing), overlays env and credentials, and checks every value.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_layered(Value::Mapping(Mapping::new()), path)
+    }
+
+    /// Like [`Config::load`], with `base` (generated values) under the file.
+    pub fn load_layered(base: Value, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut tree = base;
+        if let Some(path) = path {
+            merge(&mut tree, read_yaml(path)?);
+        }
+        let origin = Origin(match path {
+            Some(p) => format!("file {}", p.display()),
+            None => "(defaults and environment)".into(),
+        });
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        overlay_env(&mut tree, &env)?;
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            overlay_credentials(&mut tree, Path::new(&dir))?;
+        }
+        let config = from_tree(tree, &origin)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parses YAML text alone (no env, no credentials): for tests and `config check` of text.
+    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let tree = parse_yaml(text, origin)?;
+        let config = from_tree(tree, &Origin(origin.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks relations between values that types alone cannot express.
+    fn check(&self) -> Result<(), ConfigError> {
+        let db = &self.database;
+        if db.max_connections == 0 {
+            return Err(ConfigError::Invalid("database.max_connections must be at least 1".into()));
+        }
+        if db.min_connections > db.max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "database.min_connections ({}) is above database.max_connections ({}); lower it",
+                db.min_connections, db.max_connections
+            )));
+        }
+        if self.heartbeat_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval_secs must be at least 1 (the default is 5)".into(),
+            ));
+        }
+        if self.api_server.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "api_server.request_timeout_secs must be at least 1 (the default is 30)".into(),
+            ));
+        }
+        let secret = &self.api_server.secret;
+        if !secret.is_empty() && secret.expose().len() < MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "api_server.secret is shorter than {MIN_SECRET_LEN} bytes; generate one with `openssl rand -hex 32`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// What `serve` needs beyond a valid file: a database and a master secret.
+    pub fn require_for_serve(&self) -> Result<(), ConfigError> {
+        if self.database.url.is_none() {
+            return Err(ConfigError::Invalid(
+                "database.url is not set; set it in the config file or WH__DATABASE__URL, or run `wisehosting dev` for a private database".into(),
+            ));
+        }
+        if self.api_server.secret.is_empty() {
+            return Err(ConfigError::Invalid(
+                "api_server.secret is not set; put 32+ random bytes in the systemd credential api_server_secret (or WH__API_SERVER__SECRET)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The resolved config as YAML with every secret redacted.
+    pub fn to_redacted_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The dotted names of every key the code knows, from the defaults' own shape.
+    pub fn known_keys() -> Vec<String> {
+        let mut keys = Vec::new();
+        let defaults = serde_yaml::to_value(Config::default()).unwrap_or(Value::Null);
+        collect_keys(&defaults, "", &mut keys);
+        keys
+    }
+}
+
+fn collect_keys(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    let Value::Mapping(map) = value else {
+        out.push(prefix.to_string());
+        return;
+    };
+    for (k, v) in map {
+        let Some(k) = k.as_str() else { continue };
+        let key = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+        collect_keys(v, &key, out);
+    }
+}
+
+fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse_yaml(&text, &path.display().to_string())
+}
+
+fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError> {
+    let value: Value = serde_yaml::from_str(text)
+        .map_err(|e| ConfigError::Yaml { path: origin.to_string(), message: e.to_string() })?;
+    match value {
+        // An empty file is an empty config.
+        Value::Null => Ok(Value::Mapping(Mapping::new())),
+        Value::Mapping(_) => Ok(value),
+        _ => Err(ConfigError::Yaml {
+            path: origin.to_string(),
+            message: "the top level must be a mapping of keys to values".into(),
+        }),
+    }
+}
+
+fn from_tree(tree: Value, origin: &Origin) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(tree).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.inner().to_string();
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            // The path already ends at the unknown field.
+            let key = if path == "." || path.is_empty() { field.to_string() } else { path };
+            let expected =
+                expected.trim_start_matches(", expected one of ").trim_start_matches(", expected ");
+            return ConfigError::UnknownKey { origin: origin.0.clone(), key, expected: expected.to_string() };
+        }
+        ConfigError::BadValue { origin: origin.0.clone(), key: path, message: clean_serde_message(&message) }
+    })
+}
+
+/// serde_yaml appends positions that mean nothing after env overlays; keep the essence.
+fn clean_serde_message(message: &str) -> String {
+    message.split(" at line ").next().unwrap_or(message).to_string()
+}
+
+/// Applies `WH__SECTION__KEY=value` variables. Values are read as YAML scalars so numbers and
+/// booleans keep their types; the key path must exist in the config's shape.
+fn overlay_env(tree: &mut Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let known = Config::known_keys();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let key = path.join(".");
+        if !known.contains(&key) {
+            return Err(ConfigError::UnknownEnvKey { var: var.clone(), key });
+        }
+        let value = serde_yaml::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.clone()));
+        let value = match value {
+            Value::Mapping(_) | Value::Sequence(_) | Value::Tagged(_) => Value::String(raw.clone()),
+            scalar => scalar,
+        };
+        set_path(tree, &path, value);
+    }
+    Ok(())
+}
+
+fn overlay_credentials(tree: &mut Value, dir: &Path) -> Result<(), ConfigError> {
+    for (name, path) in CREDENTIALS {
+        let file = dir.join(name);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                let value = text.trim_end_matches(['\n', '\r']).to_string();
+                let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+                set_path(tree, &path, Value::String(value));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Credential { path: file, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Deep-merges `over` into `base`: mappings merge key by key, anything else replaces.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(base), Value::Mapping(over)) => {
+            for (k, v) in over {
+                match base.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, over) => *slot = over,
+    }
+}
+
+fn set_path(tree: &mut Value, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = tree;
+    for part in parents {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(map) = node else { return };
+        node = map.entry(Value::String(part.clone())).or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    if !node.is_mapping() {
+        *node = Value::Mapping(Mapping::new());
+    }
+    if let Value::Mapping(map) = node {
+        map.insert(Value::String(last.clone()), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_str(text, "test.yaml")
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = parse("").expect("empty config");
+        assert_eq!(c.api_server.port, 8081);
+        assert_eq!(c.database.max_connections, 25);
+        assert_eq!(c.database.min_connections, 5);
+        assert_eq!(c.database.max_lifetime_secs, 300);
+        assert_eq!(c.internal_api.bind.to_string(), "127.0.0.1:9091");
+        assert_eq!(c.heartbeat_interval_secs, 5);
+        assert_eq!(c.subdomain_base, "localhost");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_full_path() {
+        let err = parse("api_server:\n  prot: 1\n").expect_err("unknown key").to_string();
+        assert!(err.contains("`api_server.prot` is not a known key"), "{err}");
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_top_level_key_is_named() {
+        let err = parse("subdomain_bse: x\n").expect_err("unknown key").to_string();
+        assert!(err.contains("`subdomain_bse` is not a known key"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_what_is_expected() {
+        let err = parse("api_server:\n  port: eighty\n").expect_err("bad port").to_string();
+        assert!(err.contains("`api_server.port`"), "{err}");
+        assert!(err.contains("u16"), "{err}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_as_such() {
+        let err = parse("api_server: [\n").expect_err("bad yaml").to_string();
+        assert!(err.contains("not valid YAML"), "{err}");
+    }
+
+    #[test]
+    fn a_short_master_secret_is_refused() {
+        let err = parse("api_server:\n  secret: short\n").expect_err("short").to_string();
+        assert!(err.contains("api_server.secret is shorter than 32"), "{err}");
+        assert!(!err.contains("short\n"));
+    }
+
+    #[test]
+    fn env_overrides_set_typed_values_and_unknown_env_keys_are_refused() {
+        let mut tree = parse_yaml("api_server:\n  port: 1\n", "t").expect("yaml");
+        let env = vec![
+            ("WH__API_SERVER__PORT".to_string(), "9000".to_string()),
+            ("WH__PROXY__TOKEN".to_string(), "123456".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        overlay_env(&mut tree, &env).expect("overlay");
+        let c = from_tree(tree, &Origin("t".into())).expect("config");
+        assert_eq!(c.api_server.port, 9000);
+        assert_eq!(c.proxy.token.expose(), "123456");
+
+        let mut tree = Value::Mapping(Mapping::new());
+        let env = vec![("WH__API_SERVER__PORTT".to_string(), "1".to_string())];
+        let err = overlay_env(&mut tree, &env).expect_err("unknown").to_string();
+        assert!(err.contains("WH__API_SERVER__PORTT") && err.contains("api_server.portt"), "{err}");
+    }
+
+    #[test]
+    fn credentials_beat_the_yaml_for_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("proxy_token"), "from-credential\n").expect("write");
+        let mut tree = parse_yaml("proxy:\n  token: from-yaml\n", "t").expect("yaml");
+        overlay_credentials(&mut tree, dir.path()).expect("overlay");
+        let c = from_tree(tree, &Origin("t".into())).expect("config");
+        assert_eq!(c.proxy.token.expose(), "from-credential");
+    }
+
+    #[test]
+    fn an_unreadable_credential_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where a file should be cannot be read as text.
+        std::fs::create_dir(dir.path().join("api_server_secret")).expect("mkdir");
+        let mut tree = Value::Mapping(Mapping::new());
+        let err = overlay_credentials(&mut tree, dir.path()).expect_err("unreadable").to_string();
+        assert!(err.contains("api_server_secret"), "{err}");
+    }
+
+    #[test]
+    fn the_redacted_dump_hides_every_secret_and_the_url_password() {
+        let text = "api_server:\n  secret: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-canary\ndatabase:\n  url: postgres://wh:pw-canary@db:5432/wh\n  password: pw2-canary\ninternal_api:\n  token: tok-canary\nproxy:\n  token: prox-canary\n";
+        let dump = parse(text).expect("config").to_redacted_yaml();
+        assert!(!dump.contains("canary"), "{dump}");
+        assert!(dump.contains("postgres://wh:[redacted]@db:5432/wh"), "{dump}");
+    }
+
+    #[test]
+    fn the_example_config_parses_and_names_every_known_key() {
+        let text = include_str!("../../../deploy/config.example.yaml");
+        let config = parse(text).expect("example config parses");
+        assert!(config.database.url.is_some());
+        for key in Config::known_keys() {
+            let leaf = key.rsplit('.').next().unwrap_or(&key);
+            let mut found = false;
+            // Every dotted key must appear as a `leaf:` line under its section.
+            let section = key.split('.').next().unwrap_or(&key);
+            let mut in_section = !key.contains('.');
+            for line in text.lines() {
+                let trimmed = line.trim_start();
+                if !line.starts_with(' ') && !line.starts_with('#') && !line.is_empty() {
+                    in_section = !key.contains('.') || line.starts_with(&format!("{section}:"));
+                }
+                if in_section && (trimmed.starts_with(&format!("{leaf}:"))) {
+                    found = true;
+                }
+            }
+            assert!(found, "deploy/config.example.yaml does not set `{key}`");
+        }
+    }
+
+    #[test]
+    fn database_url_redaction_keeps_user_and_host() {
+        let url = DatabaseUrl::new("postgres://user:p%40ss@host:5432/db?sslmode=require");
+        assert_eq!(url.redacted(), "postgres://user:[redacted]@host:5432/db?sslmode=require");
+        let url = DatabaseUrl::new("postgres://user@localhost/db?host=/run/pg");
+        assert_eq!(url.redacted(), "postgres://user@localhost/db?host=/run/pg");
+    }
+}

@@ -1,0 +1,188 @@
+//! Single-machine mode (`wisehosting dev`): a private PostgreSQL cluster in the data dir,
+//! generated secrets kept beside it (files mode 0600), and the control plane on loopback.
+//!
+//! The file at `CONFIG_PATH`, when set, is applied over the generated values, so a script can
+//! pin `proxy.token` or `api_server.secret`. A second run reuses the cluster and the secrets.
+
+pub mod postgres;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_yaml::{Mapping, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::say;
+use crate::config::{Config, ConfigError};
+use crate::startup::{App, StartupError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("the data dir {path} is not writable ({source}); choose another with --data-dir")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot keep the secret {path}: {source}")]
+    Secret { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("cannot create the database: {0}")]
+    CreateDb(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub data_dir: PathBuf,
+    pub port: u16,
+}
+
+/// Secrets generated on first run and kept in `<data dir>/secrets/<name>`.
+const GENERATED_SECRETS: [&str; 1] = ["api_server_secret"];
+
+/// Runs the platform until `shutdown` is cancelled, then stops the control plane and the
+/// cluster, in that order.
+pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(), DevError> {
+    let bins = postgres::Binaries::find()?;
+    let run_as = postgres::RunAs::detect()?;
+    let data_dir = prepare_data_dir(&options.data_dir, run_as.switch)?;
+    let secrets = load_or_generate_secrets(&data_dir)?;
+    let layout = postgres::Layout::choose(&data_dir, &run_as);
+    if !layout.root.starts_with(&data_dir) {
+        note_cluster_location(&data_dir, &layout.root)?;
+    }
+    let created = tokio::task::block_in_place(|| postgres::ensure(&bins, &run_as, &layout))?;
+    let cluster = tokio::task::block_in_place(|| postgres::start(&bins, &run_as, &layout))?;
+    let result = serve(&options, &data_dir, &layout, &secrets, created, shutdown).await;
+    tokio::task::block_in_place(|| cluster.stop());
+    result
+}
+
+async fn serve(
+    options: &DevOptions,
+    data_dir: &Path,
+    layout: &postgres::Layout,
+    secrets: &[(String, String)],
+    created: bool,
+    shutdown: CancellationToken,
+) -> Result<(), DevError> {
+    create_database(layout).await?;
+    let base = generated_config(options, layout, secrets);
+    let path = std::env::var_os("CONFIG_PATH").map(PathBuf::from);
+    let config = Config::load_layered(base, path.as_deref())?;
+    crate::telemetry::init(&config.log);
+    let app = App::build(config).await?;
+    let addr = app.local_addr().map_err(StartupError::Serve)?;
+    let url = format!("http://{addr}");
+    let cluster_note = if created { "created" } else { "reused" };
+    say(&format!(
+        "WiseHosting is running in single-machine mode.\n  Dashboard:    {url}/\n  API:          {url}/api  (health: {url}/health, readiness: {url}/ready)\n  Edge router:  not started yet (the local worker joins in a later release)\n  Data dir:     {}\n  PostgreSQL:   {} ({cluster_note}; unix socket only, no TCP port)\nPress Ctrl-C to stop.",
+        data_dir.display(),
+        layout.root.display()
+    ));
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        token.cancel();
+    });
+    app.run().await?;
+    say("Stopped the control plane; stopping PostgreSQL.");
+    Ok(())
+}
+
+/// Creates the data dir (0700, or 0711 so the cluster's account may traverse it) and proves
+/// it writable. Returns its absolute path.
+fn prepare_data_dir(dir: &Path, other_user_traverses: bool) -> Result<PathBuf, DevError> {
+    let err = |source| DevError::DataDir { path: dir.to_path_buf(), source };
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let dir = dir.canonicalize().map_err(err)?;
+    let mode = if other_user_traverses { 0o711 } else { 0o700 };
+    fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(err)?;
+    let probe = dir.join(".write-probe");
+    fs::write(&probe, b"ok").map_err(err)?;
+    fs::remove_file(&probe).map_err(err)?;
+    Ok(dir)
+}
+
+fn load_or_generate_secrets(data_dir: &Path) -> Result<Vec<(String, String)>, DevError> {
+    let dir = data_dir.join("secrets");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| DevError::Secret { path: dir.clone(), source })?;
+    GENERATED_SECRETS
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let err = |source| DevError::Secret { path: path.clone(), source };
+            match fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    return Ok((name.to_string(), text.trim().to_string()));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(e)),
+            }
+            let value = hex::encode(wisehosting_crypto::random_bytes::<32>());
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(err)?;
+            file.write_all(value.as_bytes()).map_err(err)?;
+            Ok((name.to_string(), value))
+        })
+        .collect()
+}
+
+fn note_cluster_location(data_dir: &Path, root: &Path) -> Result<(), DevError> {
+    let path = data_dir.join("postgres-location.txt");
+    let text = format!(
+        "The PostgreSQL cluster of this data dir is kept in {}\nbecause the `postgres` user cannot traverse to {}.\n",
+        root.display(),
+        data_dir.display()
+    );
+    fs::write(&path, text).map_err(|source| DevError::DataDir { path, source })
+}
+
+fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[(String, String)]) -> Value {
+    let secret =
+        secrets.iter().find(|(n, _)| n == "api_server_secret").map(|(_, v)| v.clone()).unwrap_or_default();
+    let mut api = Mapping::new();
+    api.insert("host".into(), "127.0.0.1".into());
+    api.insert("port".into(), Value::Number(options.port.into()));
+    api.insert("secret".into(), secret.into());
+    let mut db = Mapping::new();
+    db.insert("url".into(), layout.url("wisehosting").into());
+    db.insert("min_connections".into(), Value::Number(1.into()));
+    db.insert("max_connections".into(), Value::Number(10.into()));
+    let mut root = Mapping::new();
+    root.insert("api_server".into(), Value::Mapping(api));
+    root.insert("database".into(), Value::Mapping(db));
+    Value::Mapping(root)
+}
+
+async fn create_database(layout: &postgres::Layout) -> Result<(), DevError> {
+    use sqlx::Connection;
+    let url = layout.url("postgres");
+    let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| DevError::CreateDb(e.to_string()))?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'wisehosting')")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| DevError::CreateDb(e.to_string()))?;
+    if !exists {
+        sqlx::query("CREATE DATABASE wisehosting")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| DevError::CreateDb(e.to_string()))?;
+    }
+    let _ = conn.close().await;
+    Ok(())
+}

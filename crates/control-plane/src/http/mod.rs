@@ -1,0 +1,213 @@
+//! The HTTP edge: the public router, its middleware, and the internal API router.
+//!
+//! Middleware, outermost first: panic catcher (JSON 500), request context (request id, tracing
+//! span, metrics, security headers), timeout (JSON 503), body limit. Every error body is an
+//! [`ApiError`].
+
+pub mod error;
+mod internal;
+mod ops;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+pub use error::{ApiError, ApiJson, BodyLimit};
+pub use internal::internal_router;
+
+use crate::state::AppState;
+
+/// The public router: operations endpoints now; `/api` and `/v1` join in later issues.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new().merge(ops::routes());
+    with_edge(routes, state)
+}
+
+/// Wraps a router in the shared middleware and the JSON fallbacks.
+pub fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
+    let limit = state.config.api_server.body_limit_bytes;
+    let timeout = Duration::from_secs(state.config.api_server.request_timeout_secs);
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(middleware::from_fn(move |mut req: Request, next: Next| {
+            req.extensions_mut().insert(BodyLimit(limit));
+            next.run(req)
+        }))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("a handler panicked".into()).into_response()))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint; see the API documentation for the paths".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A request id from the client if it is short and plain, else a fresh random one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .filter(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map(str::to_string)
+        .unwrap_or_else(|| hex::encode(wisehosting_crypto::random_bytes::<8>()))
+}
+
+async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %id,
+    );
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.record_http(status, elapsed);
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed.as_millis() as u64, "answered"));
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    for (name, value) in SECURITY_HEADERS {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Headers on every answer. Static dashboard assets may relax `Cache-Control` themselves.
+const SECURITY_HEADERS: [(HeaderName, &str); 7] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+    ),
+    (header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"),
+    (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+    (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Method, StatusCode};
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A router with the real middleware and a JSON echo handler, on a lazy (never-used) pool.
+    fn echo_app(body_limit: usize, timeout_secs: u64) -> Router {
+        let mut config = crate::config::Config::default();
+        config.api_server.body_limit_bytes = body_limit;
+        config.api_server.request_timeout_secs = timeout_secs;
+        let state = crate::startup::test_state(config);
+        let routes = Router::new()
+            .route("/echo", post(|ApiJson(v): ApiJson<serde_json::Value>| async move { axum::Json(v) }))
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            );
+        with_edge(routes, state)
+    }
+
+    async fn call(
+        app: Router,
+        method: Method,
+        uri: &str,
+        ctype: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(ctype) = ctype {
+            req = req.header(header::CONTENT_TYPE, ctype);
+        }
+        let response = app.oneshot(req.body(Body::from(body)).expect("request")).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, headers, json)
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_gets_413_payload_too_large_as_json() {
+        let big = format!("{{\"x\":\"{}\"}}", "a".repeat(2048));
+        let (status, _, body) =
+            call(echo_app(1024, 30), Method::POST, "/echo", Some("application/json"), big.into_bytes()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["code"], "payload_too_large");
+        assert!(body["message"].as_str().unwrap_or_default().contains("1024"));
+    }
+
+    #[tokio::test]
+    async fn malformed_json_wrong_content_type_and_unknown_paths_get_json_errors() {
+        let (status, _, body) =
+            call(echo_app(1024, 30), Method::POST, "/echo", Some("application/json"), b"{nope".to_vec())
+                .await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_json")));
+        let (status, _, body) =
+            call(echo_app(1024, 30), Method::POST, "/echo", Some("text/plain"), b"{}".to_vec()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
+        );
+        let (status, _, body) = call(echo_app(1024, 30), Method::GET, "/nowhere", None, vec![]).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (status, _, body) = call(echo_app(1024, 30), Method::GET, "/echo", None, vec![]).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_timeout_gets_503_timeout() {
+        let (status, _, body) = call(echo_app(1024, 1), Method::POST, "/slow", None, vec![]).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_security_headers_and_a_request_id() {
+        let (_, headers, _) = call(echo_app(1024, 30), Method::GET, "/nowhere", None, vec![]).await;
+        let csp =
+            headers.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+        assert_eq!(headers.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
+        assert_eq!(
+            headers.get("cross-origin-opener-policy").and_then(|v| v.to_str().ok()),
+            Some("same-origin")
+        );
+        assert_eq!(headers.get(REQUEST_ID).map(|v| v.len()), Some(16));
+    }
+}

@@ -1,0 +1,39 @@
+//! Operations endpoints: `/health` (alive), `/ready` (database reachable and migrations
+//! current) and `/metrics` (Prometheus text).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::db;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/health", get(health)).route("/ready", get(ready)).route("/metrics", get(metrics))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    sqlx::query("SELECT 1").execute(&state.db).await.map_err(ApiError::from)?;
+    let current = db::is_current(&state.db)
+        .await
+        .map_err(|e| ApiError::NotReady(format!("cannot read the migration state: {e}")))?;
+    if !current {
+        return Err(ApiError::NotReady(
+            "database migrations are not current; run `wisehosting migrate up`".into(),
+        ));
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics.render(state.db.size(), state.db.num_idle());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

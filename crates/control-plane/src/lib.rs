@@ -1,0 +1,24 @@
+//! The WiseHosting control plane as a library; `main.rs` is a thin shell over [`cli::run`].
+//!
+//! - [`config`]: typed config (YAML, env, systemd credentials), secrets that never print.
+//! - [`db`]: the pool and the embedded reversible migrations.
+//! - [`startup`]: [`startup::App`], built from config by the binary and the tests alike.
+//! - [`http`]: routers, middleware, [`http::ApiError`].
+//! - [`domain`]: parsed newtypes. [`store`]: sqlx functions per table.
+//! - [`dev`]: single-machine mode with a private PostgreSQL.
+//! - [`cli`]: the `wisehosting` command.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::App;

@@ -1,0 +1,148 @@
+//! [`App`]: builds the control plane from a [`Config`] and runs it until shutdown.
+//!
+//! The binary and the tests call the same [`App::build`]. Start-up order (SPEC §1): config →
+//! database + migrations → public server → internal API (only with a token). Later issues slot
+//! the scheduler, alert manager, usage recorder, log bus and webhook dispatcher in between.
+//! Shutdown: the [`CancellationToken`] stops accepting, in-flight requests finish, the pool is
+//! closed, [`App::run`] returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wisehosting_crypto::{Keyring, Purpose, Sealer};
+
+use crate::config::{Config, ConfigError};
+use crate::db::{self, DbError};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another process using the port? choose another with api_server.port"
+    )]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot set up encryption keys: {0}")]
+    Keys(String),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct App {
+    state: AppState,
+    public: TcpListener,
+    internal: Option<TcpListener>,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Connects, migrates and binds. Nothing is served until [`App::run`].
+    pub async fn build(config: Config) -> Result<App, StartupError> {
+        config.require_for_serve()?;
+        let pool = db::connect(&config.database).await?;
+        db::check_clean(&pool).await?;
+        let applied = db::migrate_up(&pool).await?;
+        if applied > 0 {
+            tracing::info!(applied, "applied database migrations");
+        }
+        let state = build_state(config, pool)?;
+        let api = &state.config.api_server;
+        let addr = SocketAddr::new(api.host, api.port);
+        let public = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
+        let internal = if state.config.internal_api.token.is_empty() {
+            tracing::info!(
+                "internal API disabled: set internal_api.token (systemd credential internal_api_token) to enable it for the admin console"
+            );
+            None
+        } else {
+            let addr = state.config.internal_api.bind;
+            Some(TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?)
+        };
+        Ok(App { state, public, internal, shutdown: CancellationToken::new() })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, std::io::Error> {
+        self.public.local_addr()
+    }
+
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Cancelling this token shuts the app down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn db(&self) -> PgPool {
+        self.state.db.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains and closes the pool.
+    pub async fn run(self) -> Result<(), StartupError> {
+        let App { state, public, internal, shutdown } = self;
+        let internal_task = internal.map(|listener| {
+            let router = http::internal_router(state.clone());
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+            })
+        });
+        let router = http::router(state.clone());
+        let served = axum::serve(public, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // If the public server stopped on its own, stop the rest too.
+        shutdown.cancel();
+        if let Some(task) = internal_task
+            && let Ok(Err(e)) = task.await
+        {
+            tracing::warn!(error = %e, "internal API server ended with an error");
+        }
+        state.db.close().await;
+        tracing::info!("control plane stopped");
+        served.map_err(StartupError::Serve)
+    }
+}
+
+/// The purpose keys and the column sealer derived from the configured master secret.
+pub fn keys(config: &Config) -> Result<(Keyring, Sealer), StartupError> {
+    let keys = Keyring::from_master(&config.api_server.secret);
+    let sealer = Sealer::new(1, [(1, keys.key(Purpose::ColumnEncryption).clone())])
+        .map_err(|e| StartupError::Keys(e.to_string()))?;
+    Ok((keys, sealer))
+}
+
+fn build_state(config: Config, pool: PgPool) -> Result<AppState, StartupError> {
+    let (keys, sealer) = keys(&config)?;
+    Ok(AppState {
+        db: pool,
+        config: Arc::new(config),
+        keys: Arc::new(keys),
+        sealer: Arc::new(sealer),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// State over a lazy pool that never connects, for router unit tests.
+#[cfg(test)]
+pub(crate) fn test_state(mut config: Config) -> AppState {
+    config.api_server.secret = wisehosting_crypto::Secret::new("x".repeat(32));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+        .unwrap_or_else(|e| unreachable!("a static URL parses: {e}"));
+    match build_state(config, pool) {
+        Ok(state) => state,
+        Err(e) => unreachable!("test state: {e}"),
+    }
+}

@@ -1,0 +1,218 @@
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use wisehosting_control_plane::store::workers::mac_key_aad;
+use wisehosting_crypto::{Keyring, Purpose, Sealer, Secret, envelope_mac_key, sha256_hex};
+use wisehosting_testkit::fresh_database;
+
+use super::{text, wisehosting};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+fn write_config(body: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(body.as_bytes()).expect("write");
+    file
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["dev", "--help"],
+        vec!["migrate", "--help"],
+        vec!["migrate", "down", "--help"],
+        vec!["worker", "create", "--help"],
+        vec!["config", "check", "--help"],
+    ] {
+        let out = wisehosting(&args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn config_check_names_the_bad_key_and_exits_non_zero() {
+    let file = write_config("api_server:\n  port: 8081\n  prot: 1\n");
+    let out = wisehosting(&["config", "check", file.path().to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("`api_server.prot` is not a known key"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn config_check_names_a_wrong_type_malformed_yaml_and_a_missing_file() {
+    let cases = [
+        ("heartbeat_interval_secs: soon\n", "`heartbeat_interval_secs`"),
+        ("database:\n  url: [unclosed\n", "not valid YAML"),
+        ("log:\n  format: xml\n", "`log.format`"),
+    ];
+    for (body, expected) in cases {
+        let file = write_config(body);
+        let out = wisehosting(&["config", "check", file.path().to_str().unwrap()], &[]);
+        assert!(!out.status.success(), "{body}");
+        assert!(text(&out.stderr).contains(expected), "{body}: {}", text(&out.stderr));
+    }
+    let out = wisehosting(&["config", "check", "/nonexistent/wisehosting.yaml"], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read config file /nonexistent/wisehosting.yaml"));
+}
+
+#[test]
+fn config_check_prints_the_resolved_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("proxy_token"), "credential-canary-token").expect("write");
+    let file = write_config(&format!("api_server:\n  secret: {SECRET}-canary\n"));
+    let out = wisehosting(
+        &["config", "check", file.path().to_str().unwrap()],
+        &[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap()), ("WH__API_SERVER__PORT", "9999")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("canary"), "{stdout}");
+    assert!(stdout.contains("port: 9999"), "env override applied: {stdout}");
+    assert!(stdout.contains("[redacted]"));
+}
+
+#[test]
+fn an_unreadable_credential_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("database_password")).expect("mkdir");
+    let out = wisehosting(&["config", "check"], &[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("database_password") && err.contains("LoadCredential"), "{err}");
+}
+
+#[test]
+fn serve_with_a_database_that_does_not_answer_fails_with_one_clear_line() {
+    let out = wisehosting(
+        &["serve"],
+        &[
+            ("WH__DATABASE__URL", "postgres://wh:pw-canary@127.0.0.1:1/wh"),
+            ("WH__DATABASE__ACQUIRE_TIMEOUT_SECS", "2"),
+            ("WH__API_SERVER__SECRET", SECRET),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the database at postgres://wh:[redacted]@127.0.0.1:1/wh"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-canary"));
+}
+
+#[test]
+fn serve_without_a_secret_says_where_to_put_one() {
+    let out = wisehosting(&["serve"], &[("WH__DATABASE__URL", "postgres://wh@127.0.0.1:1/wh")]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("api_server.secret is not set"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn migrate_down_one_then_up_round_trips_through_the_binary() {
+    let url = fresh_database(true).await;
+    let env = [("WH__DATABASE__URL", url.as_str())];
+    let down = wisehosting(&["migrate", "down", "1"], &env);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    let status = text(&wisehosting(&["migrate", "status"], &env).stdout);
+    assert!(status.lines().last().unwrap_or_default().contains("pending"), "{status}");
+    let up = wisehosting(&["migrate", "up"], &env);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(text(&up.stdout).contains("applied 1 migration(s)"));
+    let status = text(&wisehosting(&["migrate", "status"], &env).stdout);
+    assert!(status.lines().all(|l| l.contains("applied")), "{status}");
+}
+
+#[tokio::test]
+async fn worker_create_prints_the_key_once_and_stores_only_its_hash_and_sealed_mac_key() {
+    let url = fresh_database(true).await;
+    let env = [("WH__DATABASE__URL", url.as_str()), ("WH__API_SERVER__SECRET", SECRET)];
+    let out = wisehosting(&["worker", "create", "--name", "edge-1", "--zone", "eu"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let key = stdout.trim_end().lines().last().expect("key line").to_string();
+    assert!(key.starts_with("whk_") && key.len() == 68, "{key}");
+
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let (id, hash, sealed, zone): (i64, String, String, Option<String>) =
+        sqlx::query_as("SELECT id, api_key_hash, mac_key_sealed, zone FROM workers WHERE name = 'edge-1'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(hash, sha256_hex(key.as_bytes()));
+    assert_eq!(zone.as_deref(), Some("eu"));
+    let dump: String = sqlx::query_scalar("SELECT row_to_json(w)::text FROM workers w")
+        .fetch_one(&pool)
+        .await
+        .expect("dump");
+    assert!(!dump.contains(&key), "raw key stored");
+    let mac_key_hex = hex::encode(envelope_mac_key(&key).as_bytes());
+    assert!(!dump.contains(&mac_key_hex), "mac key stored in clear");
+
+    let keys = Keyring::from_master(&Secret::new(SECRET));
+    let sealer = Sealer::new(1, [(1, keys.key(Purpose::ColumnEncryption).clone())]).expect("sealer");
+    let opened = sealer.open(&sealed, mac_key_aad(&id.to_string())).expect("opens");
+    assert_eq!(opened, envelope_mac_key(&key).as_bytes().to_vec());
+
+    let again = wisehosting(&["worker", "create", "--name", "edge-1"], &env);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("a worker named edge-1 already exists"), "{}", text(&again.stderr));
+    let bad = wisehosting(&["worker", "create", "--name", "--oops"], &env);
+    assert!(!bad.status.success());
+}
+
+#[tokio::test]
+async fn serve_stops_gracefully_on_sigterm_and_exits_zero() {
+    let url = fresh_database(true).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wisehosting"))
+        .arg("serve")
+        .env_remove("CONFIG_PATH")
+        .env("WH__DATABASE__URL", &url)
+        .env("WH__API_SERVER__SECRET", SECRET)
+        .env("WH__API_SERVER__HOST", "127.0.0.1")
+        .env("WH__API_SERVER__PORT", "0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until it listens, then ask it to stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut all);
+        all
+    });
+    loop {
+        let count: i64 = {
+            let pool = PgPool::connect(&url).await.expect("connect");
+            let n = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wisehosting'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+            pool.close().await;
+            n
+        };
+        if count > 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("signal");
+    let status = child.wait().expect("wait");
+    let log = reader.join().expect("reader");
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("control plane stopped"), "{log}");
+}

@@ -1,0 +1,98 @@
+use serde_json::Value;
+use wisehosting_control_plane::db;
+use wisehosting_crypto::Secret;
+use wisehosting_testkit::{spawn_control_plane, spawn_control_plane_with};
+
+#[tokio::test]
+async fn health_and_ready_answer_200_on_a_migrated_database() {
+    let cp = spawn_control_plane().await;
+    let health: Value = cp.get_json("/health", 200).await;
+    assert_eq!(health["status"], "ok");
+    let ready: Value = cp.get_json("/ready", 200).await;
+    assert_eq!(ready["status"], "ready");
+}
+
+#[tokio::test]
+async fn ready_answers_503_when_migrations_are_not_current() {
+    let cp = spawn_control_plane().await;
+    db::migrate_down(&cp.db, 1).await.expect("down 1");
+    let body: Value = cp.get_json("/ready", 503).await;
+    assert_eq!(body["code"], "not_ready");
+    assert!(body["message"].as_str().unwrap_or_default().contains("migrate up"), "{body}");
+}
+
+#[tokio::test]
+async fn ready_answers_503_database_unavailable_when_the_pool_is_gone() {
+    let cp = spawn_control_plane().await;
+    cp.db.close().await;
+    let body: Value = cp.get_json("/ready", 503).await;
+    assert_eq!(body["code"], "database_unavailable");
+}
+
+#[tokio::test]
+async fn metrics_count_answered_requests_in_prometheus_text() {
+    let cp = spawn_control_plane().await;
+    cp.get("/health").await;
+    cp.get("/nowhere").await;
+    let response = cp.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("text");
+    assert!(body.contains("wisehosting_http_requests_total{class=\"2xx\"} 1"), "{body}");
+    assert!(body.contains("wisehosting_http_requests_total{class=\"4xx\"} 1"), "{body}");
+    assert!(body.contains("# TYPE wisehosting_http_request_duration_seconds histogram"));
+}
+
+#[tokio::test]
+async fn errors_are_json_with_a_stable_code_and_a_request_id() {
+    let cp = spawn_control_plane().await;
+    let response = cp.get("/api/nothing-here").await;
+    assert_eq!(response.status(), 404);
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "not_found");
+    assert!(body["message"].is_string());
+}
+
+#[tokio::test]
+async fn the_internal_api_is_off_without_a_token() {
+    let cp = spawn_control_plane().await;
+    assert!(cp.internal_addr.is_none());
+}
+
+#[tokio::test]
+async fn the_internal_api_refuses_every_token_but_the_exact_one() {
+    let token = "internal-token-0123456789abcdef";
+    let cp = spawn_control_plane_with(|c| c.internal_api.token = Secret::new(token)).await;
+    let addr = cp.internal_addr.expect("internal api enabled");
+    assert!(addr.ip().is_loopback());
+    let url = format!("http://{addr}/internal-api/health");
+    let wrong_byte = format!("{}X", &token[..token.len() - 1]);
+    let prefix = &token[..10];
+    for header in [
+        None,
+        Some(String::new()),
+        Some(format!("Bearer {prefix}")),
+        Some(format!("Bearer {wrong_byte}")),
+        Some(format!("Bearer {token}x")),
+        Some(token.to_string()),
+    ] {
+        let mut req = cp.client.get(&url);
+        if let Some(h) = &header {
+            req = req.header("authorization", h);
+        }
+        let response = req.send().await.expect("send");
+        assert_eq!(response.status(), 401, "header {header:?}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["code"], "unauthorized");
+    }
+    let ok = cp.client.get(&url).bearer_auth(token).send().await.expect("send");
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn stopping_finishes_cleanly_and_closes_the_pool() {
+    let cp = spawn_control_plane().await;
+    let pool = cp.db.clone();
+    cp.stop().await.expect("clean stop");
+    assert!(pool.is_closed());
+}

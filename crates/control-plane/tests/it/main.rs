@@ -1,0 +1,25 @@
+//! Integration tests of the control plane: a real PostgreSQL (see `scripts/test.sh`), real
+//! sockets, the real binary where the command line is under test.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod cli;
+mod dev;
+mod http;
+mod migrations;
+
+use std::process::{Command, Output};
+
+/// Runs the `wisehosting` binary with `args` and extra env, no inherited config.
+pub fn wisehosting(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wisehosting"));
+    cmd.args(args).env_remove("CONFIG_PATH").env_remove("CREDENTIALS_DIRECTORY").env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run wisehosting")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

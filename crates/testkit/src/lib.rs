@@ -1,0 +1,204 @@
+//! Test helpers shared by every crate's integration tests.
+//!
+//! - [`fresh_database`]: an empty database of its own, or one cloned from a migrated template
+//!   (created once per migration set, under an advisory lock, so parallel test processes share
+//!   it and each clone takes milliseconds).
+//! - [`spawn_control_plane`]: a real [`App`] on a free loopback port over a fresh database,
+//!   with a typed client.
+//!
+//! The PostgreSQL server comes from `WH_TEST_PG_URL` (a URL to its `postgres` database), which
+//! `scripts/test.sh` sets after starting a throwaway cluster; tests never rely on a server that
+//! something else left running.
+
+// Test support code: a failed set-up should stop the test loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::net::SocketAddr;
+
+use serde::de::DeserializeOwned;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wisehosting_control_plane::config::DatabaseUrl;
+use wisehosting_control_plane::startup::StartupError;
+use wisehosting_control_plane::{App, Config, db};
+use wisehosting_crypto::Secret;
+
+/// The admin URL of the test server, from `WH_TEST_PG_URL`.
+pub fn admin_url() -> String {
+    std::env::var("WH_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "WH_TEST_PG_URL is not set: run the tests with scripts/test.sh, which starts a throwaway PostgreSQL and sets it"
+        )
+    })
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn url_for(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let (scheme, rest) = base.split_once("://").expect("a URL with a scheme");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{database}?{q}"),
+        None => format!("{scheme}://{authority}/{database}"),
+    }
+}
+
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", hex::encode(wisehosting_crypto::random_bytes::<6>()))
+}
+
+/// Name of the template for the current migration set.
+fn template_name() -> String {
+    let mut material = String::new();
+    for m in db::MIGRATOR.iter() {
+        material.push_str(&format!("{}:{};", m.version, hex::encode(&m.checksum)));
+    }
+    let digest = wisehosting_crypto::sha256_hex(material.as_bytes());
+    format!("wh_template_{}", &digest[..16])
+}
+
+async fn admin() -> PgConnection {
+    PgConnection::connect(&admin_url()).await.expect("connect to the test PostgreSQL (WH_TEST_PG_URL)")
+}
+
+async fn ensure_template() -> String {
+    let name = template_name();
+    let mut conn = admin().await;
+    sqlx::query("SELECT pg_advisory_lock(742001)").execute(&mut conn).await.expect("advisory lock");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("look up template");
+    if !exists {
+        let building = format!("{name}_building");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {building}")).execute(&mut conn).await.expect("drop");
+        sqlx::query(&format!("CREATE DATABASE {building}"))
+            .execute(&mut conn)
+            .await
+            .expect("create template");
+        let pool = PgPool::connect(&url_for(&admin_url(), &building)).await.expect("connect template");
+        db::migrate_up(&pool).await.expect("migrate template");
+        pool.close().await;
+        sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("rename");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(742001)").execute(&mut conn).await.expect("unlock");
+    let _ = conn.close().await;
+    name
+}
+
+/// A database of this test's own: migrated (cloned from the template) or empty.
+pub async fn fresh_database(migrated: bool) -> String {
+    let name = unique_name("wh_test");
+    let template = if migrated { Some(ensure_template().await) } else { None };
+    let mut conn = admin().await;
+    let sql = match &template {
+        Some(t) => format!("CREATE DATABASE {name} TEMPLATE {t}"),
+        None => format!("CREATE DATABASE {name}"),
+    };
+    let mut tries = 0;
+    loop {
+        match sqlx::query(&sql).execute(&mut conn).await {
+            Ok(_) => break,
+            // Two clones of one template at the same instant can collide; try again.
+            Err(e) if tries < 20 && e.to_string().contains("being accessed by other users") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("create test database: {e}"),
+        }
+    }
+    let _ = conn.close().await;
+    url_for(&admin_url(), &name)
+}
+
+/// A config for tests: loopback, a free port, a random master secret, a small pool.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::default();
+    config.api_server.host = [127, 0, 0, 1].into();
+    config.api_server.port = 0;
+    config.api_server.secret = Secret::new(hex::encode(wisehosting_crypto::random_bytes::<32>()));
+    config.database.url = Some(DatabaseUrl::new(database_url));
+    config.database.min_connections = 0;
+    config.database.max_connections = 5;
+    config.internal_api.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
+/// A running control plane over its own database.
+pub struct TestControlPlane {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub internal_addr: Option<SocketAddr>,
+    pub database_url: String,
+    pub db: PgPool,
+    pub config: Config,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), StartupError>>>,
+}
+
+pub async fn spawn_control_plane() -> TestControlPlane {
+    spawn_control_plane_with(|_| {}).await
+}
+
+/// Like [`spawn_control_plane`], with the config adjusted first.
+pub async fn spawn_control_plane_with(adjust: impl FnOnce(&mut Config)) -> TestControlPlane {
+    let database_url = fresh_database(true).await;
+    let mut config = test_config(&database_url);
+    adjust(&mut config);
+    let app = App::build(config.clone()).await.expect("build the control plane");
+    let addr = app.local_addr().expect("local addr");
+    let internal_addr = app.internal_addr();
+    let db = app.db();
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run());
+    TestControlPlane {
+        addr,
+        base_url: format!("http://{addr}"),
+        internal_addr,
+        database_url,
+        db,
+        config,
+        client: reqwest::Client::builder().no_proxy().build().expect("client"),
+        shutdown,
+        task: Some(task),
+    }
+}
+
+impl TestControlPlane {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// GETs `path`, expects `status`, and decodes the JSON body.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, status: u16) -> T {
+        let response = self.get(path).await;
+        assert_eq!(response.status().as_u16(), status, "GET {path}");
+        response.json().await.expect("JSON body")
+    }
+
+    /// Stops the app gracefully and returns how `run` ended.
+    pub async fn stop(mut self) -> Result<(), StartupError> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        task.await.expect("join the app task")
+    }
+}
+
+impl Drop for TestControlPlane {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what WiseHosting needs on a fresh Debian 12 machine: PostgreSQL server binaries,
+# git, and cargo-nextest. Safe to run again; it installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+have_pg=false
+for dir in /usr/lib/postgresql/*/bin; do
+  [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ] && have_pg=true
+done
+$have_pg || need_apt+=(postgresql-15)
+command -v git >/dev/null || need_apt+=(git)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing packages: ${need_apt[*]}; install them with: sudo apt-get install ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  # The Debian package starts a system cluster we do not use; the platform runs its own.
+  if command -v pg_ctlcluster >/dev/null; then
+    pg_ctlcluster 15 main stop 2>/dev/null || true
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is not installed; install Rust (rustup) first" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
