@@ -109,8 +109,10 @@ impl RunAs {
         Ok(RunAs { uid: user.uid, gid: user.gid, switch: true })
     }
 
-    fn command(&self, program: PathBuf) -> Command {
+    fn command(&self, program: PathBuf, cwd: &Path) -> Command {
         let mut cmd = Command::new(program);
+        // The caller's directory may be closed to the cluster's account (a checkout in /root).
+        cmd.current_dir(cwd);
         if self.switch {
             cmd.uid(self.uid.as_raw()).gid(self.gid.as_raw());
         }
@@ -200,6 +202,16 @@ pub fn ensure(bins: &Binaries, run_as: &RunAs, layout: &Layout) -> Result<bool, 
     if len > SOCKET_PATH_MAX {
         return Err(PgError::SocketPathTooLong { path: socket, len });
     }
+    // Parents must be traversable by the cluster's account; the cluster dirs are its alone.
+    if let Some(parent) = layout.root.parent()
+        && !parent.exists()
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(io_err("cannot create", parent))?;
+    }
     for dir in [layout.root.clone(), layout.run()] {
         fs::DirBuilder::new()
             .recursive(true)
@@ -215,7 +227,7 @@ pub fn ensure(bins: &Binaries, run_as: &RunAs, layout: &Layout) -> Result<bool, 
         fs::remove_dir_all(&data).map_err(io_err("cannot remove the incomplete", &data))?;
     }
     let output = run_as
-        .command(bins.bindir.join("initdb"))
+        .command(bins.bindir.join("initdb"), &layout.root)
         .arg("-D")
         .arg(&data)
         .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"])
@@ -245,7 +257,7 @@ pub fn start(bins: &Binaries, run_as: &RunAs, layout: &Layout) -> Result<Cluster
         .map_err(io_err("cannot open the log", &log_path))?;
     let log_err = log.try_clone().map_err(io_err("cannot open the log", &log_path))?;
     let child = run_as
-        .command(bins.bindir.join("postgres"))
+        .command(bins.bindir.join("postgres"), &layout.root)
         .arg("-D")
         .arg(layout.data())
         .arg("-k")
