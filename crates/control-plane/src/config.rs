@@ -38,6 +38,10 @@ pub struct Config {
     /// Apps get `<slug>.<subdomain_base>` unless their worker has a zone.
     pub subdomain_base: String,
     pub heartbeat_interval_secs: u64,
+    /// Lifetime of worker JWTs; workers renew 2 minutes before expiry.
+    pub worker_token_ttl_secs: u64,
+    /// Worker registrations and token refreshes allowed per client IP per minute.
+    pub worker_auth_per_minute: u32,
     pub log: LogConfig,
 }
 
@@ -107,6 +111,8 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             subdomain_base: "localhost".into(),
             heartbeat_interval_secs: 5,
+            worker_token_ttl_secs: 900,
+            worker_auth_per_minute: 30,
             log: LogConfig::default(),
         }
     }
@@ -283,6 +289,11 @@ impl Config {
         if self.heartbeat_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "heartbeat_interval_secs must be at least 1 (the default is 5)".into(),
+            ));
+        }
+        if self.worker_token_ttl_secs < 5 {
+            return Err(ConfigError::Invalid(
+                "worker_token_ttl_secs must be at least 5 (the default is 900)".into(),
             ));
         }
         if self.api_server.request_timeout_secs == 0 {

@@ -4,6 +4,7 @@
 //! - [`db`]: the pool and the embedded reversible migrations.
 //! - [`startup`]: [`startup::App`], built from config by the binary and the tests alike.
 //! - [`http`]: routers, middleware, [`http::ApiError`].
+//! - [`hub`]: the WebSocket hub of worker connections.
 //! - [`domain`]: parsed newtypes. [`store`]: sqlx functions per table.
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
 //! - [`cli`]: the `wisehosting` command.
@@ -14,6 +15,7 @@ pub mod db;
 pub mod dev;
 pub mod domain;
 pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod startup;
 pub mod state;

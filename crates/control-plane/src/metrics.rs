@@ -7,6 +7,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use wisehosting_proto::RejectCode;
+
 const BUCKETS_SECS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Debug)]
@@ -16,6 +18,18 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; BUCKETS_SECS.len()],
     latency_sum_micros: AtomicU64,
     latency_count: AtomicU64,
+    envelope_rejections: [AtomicU64; RejectCode::ALL.len()],
+    unknown_messages: AtomicU64,
+    upgrade_refusals: AtomicU64,
+    register_refusals: AtomicU64,
+}
+
+/// Values read at scrape time from their owners.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub pool_size: u32,
+    pub pool_idle: usize,
+    pub hub_connections: usize,
 }
 
 impl Default for Metrics {
@@ -27,6 +41,10 @@ impl Default for Metrics {
             latency_buckets: Default::default(),
             latency_sum_micros: AtomicU64::new(0),
             latency_count: AtomicU64::new(0),
+            envelope_rejections: Default::default(),
+            unknown_messages: AtomicU64::new(0),
+            upgrade_refusals: AtomicU64::new(0),
+            register_refusals: AtomicU64::new(0),
         }
     }
 }
@@ -46,8 +64,34 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The text exposition, with the pool's current size and idle count.
-    pub fn render(&self, pool_size: u32, pool_idle: usize) -> String {
+    pub fn record_rejection(&self, code: RejectCode) {
+        if let Some(i) = RejectCode::ALL.iter().position(|c| *c == code) {
+            self.envelope_rejections[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_unknown_message(&self) {
+        self.unknown_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_upgrade_refusal(&self) {
+        self.upgrade_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_register_refusal(&self) {
+        self.register_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rejections(&self, code: RejectCode) -> u64 {
+        RejectCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.envelope_rejections[i].load(Ordering::Relaxed))
+    }
+
+    /// The text exposition, with gauges read from their owners.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let Gauges { pool_size, pool_idle, hub_connections } = gauges;
         let mut out = String::with_capacity(2048);
         let _ = writeln!(
             out,
@@ -87,6 +131,47 @@ impl Metrics {
         let _ = writeln!(out, "# HELP wisehosting_db_pool_idle_connections Idle database connections.");
         let _ = writeln!(out, "# TYPE wisehosting_db_pool_idle_connections gauge");
         let _ = writeln!(out, "wisehosting_db_pool_idle_connections {pool_idle}");
+        let _ = writeln!(out, "# HELP wisehosting_hub_connections Worker WebSocket connections open.");
+        let _ = writeln!(out, "# TYPE wisehosting_hub_connections gauge");
+        let _ = writeln!(out, "wisehosting_hub_connections {hub_connections}");
+        let _ = writeln!(out, "# HELP wisehosting_envelope_rejections_total Worker frames refused, by code.");
+        let _ = writeln!(out, "# TYPE wisehosting_envelope_rejections_total counter");
+        for (code, counter) in RejectCode::ALL.iter().zip(&self.envelope_rejections) {
+            let _ = writeln!(
+                out,
+                "wisehosting_envelope_rejections_total{{code=\"{}\"}} {}",
+                code.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wisehosting_hub_unknown_messages_total Worker frames of an unknown type, ignored."
+        );
+        let _ = writeln!(out, "# TYPE wisehosting_hub_unknown_messages_total counter");
+        let _ = writeln!(
+            out,
+            "wisehosting_hub_unknown_messages_total {}",
+            self.unknown_messages.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wisehosting_hub_upgrade_refusals_total WebSocket upgrades refused before the 101."
+        );
+        let _ = writeln!(out, "# TYPE wisehosting_hub_upgrade_refusals_total counter");
+        let _ = writeln!(
+            out,
+            "wisehosting_hub_upgrade_refusals_total {}",
+            self.upgrade_refusals.load(Ordering::Relaxed)
+        );
+        let _ =
+            writeln!(out, "# HELP wisehosting_worker_register_refusals_total Worker registrations refused.");
+        let _ = writeln!(out, "# TYPE wisehosting_worker_register_refusals_total counter");
+        let _ = writeln!(
+            out,
+            "wisehosting_worker_register_refusals_total {}",
+            self.register_refusals.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -101,7 +186,10 @@ mod tests {
         m.record_http(200, Duration::from_millis(3));
         m.record_http(404, Duration::from_millis(30));
         m.record_http(503, Duration::from_secs(20));
-        let text = m.render(3, 1);
+        m.record_rejection(RejectCode::BadMac);
+        let text = m.render(Gauges { pool_size: 3, pool_idle: 1, hub_connections: 2 });
+        assert!(text.contains("wisehosting_envelope_rejections_total{code=\"bad_mac\"} 1"), "{text}");
+        assert!(text.contains("wisehosting_hub_connections 2"), "{text}");
         assert!(text.contains("wisehosting_http_requests_total{class=\"2xx\"} 1"), "{text}");
         assert!(text.contains("wisehosting_http_requests_total{class=\"4xx\"} 1"), "{text}");
         assert!(text.contains("wisehosting_http_requests_total{class=\"5xx\"} 1"), "{text}");

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -16,7 +17,8 @@ use wisehosting_crypto::{Keyring, Purpose, Sealer};
 
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
-use crate::http;
+use crate::http::{self, RateLimiter};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -53,7 +55,9 @@ impl App {
         if applied > 0 {
             tracing::info!(applied, "applied database migrations");
         }
-        let state = build_state(config, pool)?;
+        let shutdown = CancellationToken::new();
+        let state = build_state(config, pool, shutdown.clone())?;
+        state.hub.start().await.map_err(DbError::from)?;
         let api = &state.config.api_server;
         let addr = SocketAddr::new(api.host, api.port);
         let public = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
@@ -66,7 +70,7 @@ impl App {
             let addr = state.config.internal_api.bind;
             Some(TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?)
         };
-        Ok(App { state, public, internal, shutdown: CancellationToken::new() })
+        Ok(App { state, public, internal, shutdown })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, std::io::Error> {
@@ -86,6 +90,10 @@ impl App {
         self.state.db.clone()
     }
 
+    pub fn hub(&self) -> Hub {
+        self.state.hub.clone()
+    }
+
     /// Serves until the shutdown token is cancelled, then drains and closes the pool.
     pub async fn run(self) -> Result<(), StartupError> {
         let App { state, public, internal, shutdown } = self;
@@ -102,8 +110,10 @@ impl App {
         let served = axum::serve(public, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
-        // If the public server stopped on its own, stop the rest too.
+        // If the public server stopped on its own, stop the rest too; the hub closes its
+        // connections cleanly and flushes heartbeat times.
         shutdown.cancel();
+        state.hub.drained().await;
         if let Some(task) = internal_task
             && let Ok(Err(e)) = task.await
         {
@@ -123,14 +133,22 @@ pub fn keys(config: &Config) -> Result<(Keyring, Sealer), StartupError> {
     Ok((keys, sealer))
 }
 
-fn build_state(config: Config, pool: PgPool) -> Result<AppState, StartupError> {
+fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Result<AppState, StartupError> {
     let (keys, sealer) = keys(&config)?;
+    let metrics = Arc::new(Metrics::default());
+    let heartbeat = Duration::from_secs(config.heartbeat_interval_secs);
+    let hub = Hub::new(pool.clone(), heartbeat, metrics.clone(), shutdown);
     Ok(AppState {
         db: pool,
-        config: Arc::new(config),
         keys: Arc::new(keys),
         sealer: Arc::new(sealer),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
+        hub,
+        config: Arc::new(config.clone()),
+        worker_auth_limiter: Arc::new(RateLimiter::new(
+            config.worker_auth_per_minute,
+            Duration::from_secs(60),
+        )),
     })
 }
 
@@ -141,7 +159,7 @@ pub(crate) fn test_state(mut config: Config) -> AppState {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://nobody@127.0.0.1:1/none")
         .unwrap_or_else(|e| unreachable!("a static URL parses: {e}"));
-    match build_state(config, pool) {
+    match build_state(config, pool, CancellationToken::new()) {
         Ok(state) => state,
         Err(e) => unreachable!("test state: {e}"),
     }

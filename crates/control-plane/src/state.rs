@@ -6,6 +6,8 @@ use sqlx::PgPool;
 use wisehosting_crypto::{Keyring, Sealer};
 
 use crate::config::Config;
+use crate::http::RateLimiter;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -15,4 +17,7 @@ pub struct AppState {
     pub keys: Arc<Keyring>,
     pub sealer: Arc<Sealer>,
     pub metrics: Arc<Metrics>,
+    pub hub: Hub,
+    /// Worker registration and token refresh, per client IP.
+    pub worker_auth_limiter: Arc<RateLimiter>,
 }

@@ -110,12 +110,6 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-/// The worker envelope MAC key of SPEC §4.2: HKDF-SHA256 of the raw API key's text, no salt,
-/// info `wisehosting-envelope-v1`. The control plane stores it only sealed.
-pub fn envelope_mac_key(raw_api_key: &str) -> PurposeKey {
-    PurposeKey(derive32(raw_api_key.as_bytes(), b"wisehosting-envelope-v1"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,15 +173,6 @@ mod tests {
         assert_eq!(expected.as_deref(), Some(&ring.key(Purpose::ColumnEncryption).as_bytes()[..]));
         let expected = hkdf_sha256(master.as_bytes(), None, b"wisehosting-worker-jwt-v1", 32);
         assert_eq!(expected.as_deref(), Some(&ring.key(Purpose::WorkerJwt).as_bytes()[..]));
-    }
-
-    #[test]
-    fn envelope_mac_key_is_not_the_stored_key_hash() {
-        let raw = "whk_example";
-        let key = envelope_mac_key(raw);
-        assert_ne!(hex::encode(key.as_bytes()), crate::sha256_hex(raw.as_bytes()));
-        let expected = hkdf_sha256(raw.as_bytes(), None, b"wisehosting-envelope-v1", 32);
-        assert_eq!(expected.as_deref(), Some(&key.as_bytes()[..]));
     }
 
     #[test]

@@ -7,14 +7,16 @@
 //! - [`seal`]: AES-256-GCM sealing of column values with a fresh random nonce, a stored form that
 //!   names its key version, associated data that binds a value to its table, column and row,
 //!   and a per-key use counter that refuses to go past the safe number of random nonces.
+//! - [`jwt`]: worker JWTs, HS256 only, every claim required, no leeway.
 //! - [`token`]: random tokens, sha256 hex digests and constant-time comparison.
 
+pub mod jwt;
 pub mod keyring;
 pub mod seal;
 pub mod secret;
 pub mod token;
 
-pub use keyring::{Keyring, Purpose, PurposeKey, envelope_mac_key, hkdf_sha256};
+pub use keyring::{Keyring, Purpose, PurposeKey, hkdf_sha256};
 pub use seal::{Aad, KeyVersion, SealError, Sealer};
 pub use secret::Secret;
 pub use token::{constant_time_eq, random_bytes, random_token, sha256_hex};

@@ -1,9 +1,25 @@
 //! The control plane <-> worker wire protocol (SPEC §4).
 //!
-//! This crate is the contract that outlives a deploy: old workers talk to new control planes.
-//! It depends on serde (and, with the worker-link issue, hmac/sha2) only: no tokio, axum or
-//! sqlx. The envelope, its signing and replay window, and the message types arrive with the
-//! worker-link issue; for now it holds the pieces both sides already share.
+//! This crate is the contract that outlives a deploy: old workers talk to new control planes,
+//! and a worker written in another language must be able to talk to ours from the spec alone.
+//! It depends on serde, hmac and sha2 only: no tokio, axum or sqlx, no IO, no clock, no
+//! randomness (callers pass the time and the message ids in).
+//!
+//! - [`keys`]: the envelope MAC key (HKDF of the raw API key) and the per-connection,
+//!   per-direction keys.
+//! - [`envelope`]: sealing frames and the receive checks in the spec's order.
+//! - [`window`]: the replay window.
+//! - [`messages`]: every message type, append-only.
+
+pub mod envelope;
+pub mod keys;
+pub mod messages;
+pub mod window;
+
+pub use envelope::{Frame, MAX_FRAME_BYTES, MAX_SKEW_MS, Receiver, RejectCode, Rejection, Sender};
+pub use keys::{DirectionKey, LinkKeys, mac_key_from_api_key};
+pub use messages::{MessageType, ServerMessage, WorkerMessage};
+pub use window::ReplayWindow;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +34,8 @@ pub struct ErrorBody {
 pub const LABEL_APP: &str = "wisehosting.app";
 /// Container label naming the deployment a container runs (SPEC §13).
 pub const LABEL_DEPLOYMENT: &str = "wisehosting.deployment";
+/// The response header carrying the connection id at upgrade.
+pub const CONNECTION_HEADER: &str = "x-wh-connection";
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,8 @@
 //!   it and each clone takes milliseconds).
 //! - [`spawn_control_plane`]: a real [`App`] on a free loopback port over a fresh database,
 //!   with a typed client.
+//! - [`worker`]: worker rows, hand-driven connections for attacks, the real agent.
+//! - [`proxy`]: a TCP proxy that can cut a link, for outage tests.
 //!
 //! The PostgreSQL server comes from `WH_TEST_PG_URL` (a URL to its `postgres` database), which
 //! `scripts/test.sh` sets after starting a throwaway cluster; tests never rely on a server that
@@ -12,6 +14,12 @@
 
 // Test support code: a failed set-up should stop the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+pub mod proxy;
+pub mod worker;
+
+pub use proxy::CutProxy;
+pub use worker::{RawWorker, SpawnedWorker, TestWorker, create_worker, open_ws, spawn_worker};
 
 use std::net::SocketAddr;
 
@@ -139,6 +147,7 @@ pub struct TestControlPlane {
     pub internal_addr: Option<SocketAddr>,
     pub database_url: String,
     pub db: PgPool,
+    pub hub: wisehosting_control_plane::hub::Hub,
     pub config: Config,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
@@ -158,6 +167,7 @@ pub async fn spawn_control_plane_with(adjust: impl FnOnce(&mut Config)) -> TestC
     let addr = app.local_addr().expect("local addr");
     let internal_addr = app.internal_addr();
     let db = app.db();
+    let hub = app.hub();
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run());
     TestControlPlane {
@@ -166,6 +176,7 @@ pub async fn spawn_control_plane_with(adjust: impl FnOnce(&mut Config)) -> TestC
         internal_addr,
         database_url,
         db,
+        hub,
         config,
         client: reqwest::Client::builder().no_proxy().build().expect("client"),
         shutdown,

@@ -1,21 +1,65 @@
-//! `wisehosting-worker`: the worker agent. For now it only reports its version; the link to the
-//! control plane, the Podman runtime and the edge router arrive with their issues.
+//! `wisehosting-worker`: the worker agent. Everything lives in the library.
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("--version") | Some("version") => {
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+use wisehosting_worker::{Agent, WorkerConfig};
+
+fn main() -> ExitCode {
+    let arg = std::env::args().nth(1);
+    match arg.as_deref() {
+        Some("--version" | "-V") => {
             println!("wisehosting-worker {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
         }
-        Some("--help") | Some("-h") => {
+        Some("--help" | "-h") => {
             println!(
-                "wisehosting-worker {}\n\nThe worker agent is not implemented yet; it only prints its version.",
+                "wisehosting-worker {}\n\nRuns the worker agent with the config at CONFIG_PATH (default /etc/wisehosting/worker.yaml).\nSecrets: systemd credentials worker_api_key and worker_shared_secret.",
                 env!("CARGO_PKG_VERSION")
             );
+            return ExitCode::SUCCESS;
         }
         Some(other) => {
-            eprintln!("error: unknown argument {other:?}; the worker agent only supports --version for now");
-            std::process::exit(2);
+            eprintln!("error: unknown argument {other:?}; see --help");
+            return ExitCode::from(2);
         }
+        None => {}
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let agent = match WorkerConfig::load_from_env().map_err(Into::into).and_then(Agent::new) {
+            Ok(agent) => agent,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                return;
+            };
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            token.cancel();
+        });
+        agent.run(shutdown).await;
+        ExitCode::SUCCESS
+    })
 }

@@ -7,6 +7,8 @@
 pub mod error;
 mod internal;
 mod ops;
+mod ratelimit;
+pub mod workers;
 
 use std::time::{Duration, Instant};
 
@@ -20,12 +22,13 @@ use tracing::Instrument;
 
 pub use error::{ApiError, ApiJson, BodyLimit};
 pub use internal::internal_router;
+pub use ratelimit::RateLimiter;
 
 use crate::state::AppState;
 
 /// The public router: operations endpoints now; `/api` and `/v1` join in later issues.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new().merge(ops::routes());
+    let routes = Router::new().merge(ops::routes()).merge(workers::routes());
     with_edge(routes, state)
 }
 

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use crate::db;
+use crate::metrics::Gauges;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -34,6 +35,10 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.db.size(), state.db.num_idle());
+    let body = state.metrics.render(Gauges {
+        pool_size: state.db.size(),
+        pool_idle: state.db.num_idle(),
+        hub_connections: state.hub.connection_count(),
+    });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

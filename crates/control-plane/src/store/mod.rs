@@ -1,5 +1,6 @@
 //! sqlx functions, one file per aggregate. Functions take a pool or a transaction.
 
+pub mod audit;
 pub mod workers;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! The `workers` table.
 
 use sqlx::PgPool;
-use wisehosting_crypto::{Aad, Sealer, envelope_mac_key, random_token, sha256_hex};
+use wisehosting_crypto::{Aad, Sealer, random_token, sha256_hex};
+use wisehosting_proto::mac_key_from_api_key;
 
 use super::{StoreError, is_unique_violation};
 use crate::domain::{WorkerName, Zone};
@@ -44,7 +45,7 @@ pub async fn create(
         }
     })?;
     let row = id.to_string();
-    let sealed = sealer.seal(envelope_mac_key(&raw_api_key).as_bytes(), mac_key_aad(&row))?;
+    let sealed = sealer.seal(&mac_key_from_api_key(&raw_api_key), mac_key_aad(&row))?;
     sqlx::query("UPDATE workers SET mac_key_sealed = $1 WHERE id = $2")
         .bind(sealed)
         .bind(id)
@@ -52,4 +53,121 @@ pub async fn create(
         .await?;
     tx.commit().await?;
     Ok(CreatedWorker { id, raw_api_key })
+}
+
+/// What the worker API needs of a worker row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkerAuth {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub mac_key_sealed: String,
+}
+
+impl WorkerAuth {
+    pub fn is_disabled(&self) -> bool {
+        self.status == "disabled"
+    }
+
+    /// The envelope MAC key, opened from its sealed column.
+    pub fn mac_key(&self, sealer: &Sealer) -> Result<[u8; 32], StoreError> {
+        let row = self.id.to_string();
+        let bytes = sealer.open(&self.mac_key_sealed, mac_key_aad(&row))?;
+        bytes.try_into().map_err(|_| StoreError::Conflict("the sealed MAC key has the wrong length".into()))
+    }
+}
+
+/// Looks a worker up by the sha256 hex of its raw API key.
+pub async fn find_by_key(pool: &PgPool, raw_api_key: &str) -> Result<Option<WorkerAuth>, sqlx::Error> {
+    sqlx::query_as("SELECT id, name, status, mac_key_sealed FROM workers WHERE api_key_hash = $1")
+        .bind(sha256_hex(raw_api_key.as_bytes()))
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn find(pool: &PgPool, id: i64) -> Result<Option<WorkerAuth>, sqlx::Error> {
+    sqlx::query_as("SELECT id, name, status, mac_key_sealed FROM workers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// What a worker says of itself at registration.
+#[derive(Debug, Clone)]
+pub struct Registration<'a> {
+    pub version: &'a str,
+    pub cpus: i32,
+    pub memory_mb: i64,
+    pub wg_public_key: Option<&'a str>,
+}
+
+pub async fn record_registration(
+    db: impl sqlx::PgExecutor<'_>,
+    id: i64,
+    reg: &Registration<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE workers SET version = $2, capacity_cpus = $3, capacity_memory_mb = $4, wg_public_key = $5, registered_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reg.version)
+    .bind(reg.cpus)
+    .bind(reg.memory_mb)
+    .bind(reg.wg_public_key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_online(pool: &PgPool, id: i64, version: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE workers SET status = 'online', version = COALESCE(NULLIF($2, ''), version), last_heartbeat_at = now() WHERE id = $1 AND status <> 'disabled'",
+    )
+    .bind(id)
+    .bind(version)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks a worker offline and its running apps stopped (un-routable), in one transaction.
+pub async fn mark_offline(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE workers SET status = 'offline' WHERE id = $1 AND status = 'online'")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE apps SET status = 'stopped', updated_at = now() WHERE worker_id = $1 AND status = 'running'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Workers the database believes online (after a control-plane restart, they get a grace
+/// period to reconnect before they are marked offline).
+pub async fn online_ids(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM workers WHERE status = 'online'").fetch_all(pool).await
+}
+
+/// Persists the latest heartbeat times in one statement.
+pub async fn flush_heartbeats(
+    pool: &PgPool,
+    beats: &[(i64, chrono::DateTime<chrono::Utc>)],
+) -> Result<(), sqlx::Error> {
+    if beats.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = beats.iter().map(|(id, _)| *id).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = beats.iter().map(|(_, t)| *t).collect();
+    sqlx::query(
+        "UPDATE workers w SET last_heartbeat_at = u.at FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at) WHERE w.id = u.id",
+    )
+    .bind(ids)
+    .bind(times)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use wisehosting_control_plane::store::workers::mac_key_aad;
-use wisehosting_crypto::{Keyring, Purpose, Sealer, Secret, envelope_mac_key, sha256_hex};
+use wisehosting_crypto::{Keyring, Purpose, Sealer, Secret, sha256_hex};
+use wisehosting_proto::mac_key_from_api_key;
 use wisehosting_testkit::fresh_database;
 
 use super::{text, wisehosting};
@@ -153,13 +154,13 @@ async fn worker_create_prints_the_key_once_and_stores_only_its_hash_and_sealed_m
         .await
         .expect("dump");
     assert!(!dump.contains(&key), "raw key stored");
-    let mac_key_hex = hex::encode(envelope_mac_key(&key).as_bytes());
+    let mac_key_hex = hex::encode(mac_key_from_api_key(&key));
     assert!(!dump.contains(&mac_key_hex), "mac key stored in clear");
 
     let keys = Keyring::from_master(&Secret::new(SECRET));
     let sealer = Sealer::new(1, [(1, keys.key(Purpose::ColumnEncryption).clone())]).expect("sealer");
     let opened = sealer.open(&sealed, mac_key_aad(&id.to_string())).expect("opens");
-    assert_eq!(opened, envelope_mac_key(&key).as_bytes().to_vec());
+    assert_eq!(opened, mac_key_from_api_key(&key).to_vec());
 
     let again = wisehosting(&["worker", "create", "--name", "edge-1"], &env);
     assert!(!again.status.success());

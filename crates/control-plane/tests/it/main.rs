@@ -3,10 +3,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod agent;
 mod cli;
 mod dev;
 mod http;
 mod migrations;
+mod worker_link;
 
 use std::process::{Command, Output};
 

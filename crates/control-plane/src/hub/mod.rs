@@ -1,0 +1,407 @@
+//! The WebSocket hub: a registry of live worker connections, one task per connection.
+//!
+//! The hub keeps, per worker: the open connection (if any), when its last frame arrived, its
+//! latest heartbeat snapshot, and whether it counts as online. A worker silent for three
+//! heartbeat intervals goes offline (status changed, its apps marked stopped, a
+//! [`HubEvent::WorkerOffline`] for the alert manager), whether or not its socket is still
+//! open; a short outage followed by a reconnect never does. Heartbeat times are persisted by a
+//! flusher in one statement every few seconds, not one write per heartbeat.
+//!
+//! Admin queries ([`Hub::worker_query`]) go out as `admin_query` frames with a fresh query id;
+//! a pending map of one-shot channels routes replies back, and stray replies are dropped.
+
+mod conn;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wisehosting_proto::MessageType;
+use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, Heartbeat};
+
+pub use conn::{ConnectionParams, serve_connection};
+
+use crate::metrics::Metrics;
+use crate::store;
+
+/// The read-only podman commands a worker runs for admins (SPEC §4.4).
+pub const ADMIN_COMMANDS: [&str; 5] = ["ps", "ps_all", "network_ls", "volume_ls", "image_ls"];
+/// A heartbeat snapshot older than this is not live.
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(45);
+/// Missed heartbeat intervals before a worker is offline.
+pub const OFFLINE_AFTER_INTERVALS: u32 = 3;
+const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    WorkerOnline { worker_id: i64 },
+    WorkerOffline { worker_id: i64 },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("unknown command; allowed: ps, ps_all, network_ls, volume_ls, image_ls")]
+    UnknownCommand,
+    #[error("the worker is not connected")]
+    Offline,
+    #[error("the worker did not answer before the deadline")]
+    Timeout,
+}
+
+/// A frame to send: its type and its payload's JSON text.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub t: &'static str,
+    pub payload: String,
+}
+
+impl Outgoing {
+    pub fn of<M: MessageType>(message: &M) -> Self {
+        Self { t: M::TYPE, payload: serde_json::to_string(message).unwrap_or_else(|_| "{}".into()) }
+    }
+}
+
+#[derive(Debug)]
+struct ConnHandle {
+    id: String,
+    tx: mpsc::Sender<Outgoing>,
+    close: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Live {
+    conn: Option<ConnHandle>,
+    last_frame: Instant,
+    snapshot: Option<(Heartbeat, Instant)>,
+    online: bool,
+    /// A heartbeat arrived since the last flush.
+    beat_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Live {
+    fn new() -> Self {
+        Self { conn: None, last_frame: Instant::now(), snapshot: None, online: false, beat_at: None }
+    }
+}
+
+/// What the internal API shows of a worker's link.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkStatus {
+    pub worker_id: i64,
+    pub connected: bool,
+    pub online: bool,
+    pub seconds_since_last_frame: u64,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: PgPool,
+    heartbeat: Duration,
+    workers: Mutex<HashMap<i64, Live>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<AdminQueryReply>>>,
+    query_seq: AtomicU64,
+    metrics: Arc<Metrics>,
+    events: broadcast::Sender<HubEvent>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("connections", &self.connection_count()).finish()
+    }
+}
+
+impl Hub {
+    pub fn new(db: PgPool, heartbeat: Duration, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+        let (events, _) = broadcast::channel(256);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                heartbeat,
+                workers: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                query_seq: AtomicU64::new(0),
+                metrics,
+                events,
+                shutdown,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.inner.heartbeat
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn with_workers<R>(&self, f: impl FnOnce(&mut HashMap<i64, Live>) -> R) -> R {
+        let mut guard = match self.inner.workers.lock() {
+            Ok(g) => g,
+            // A panic while holding the lock cannot leave the map half-updated in a way that
+            // matters more than losing the hub; keep serving.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    pub fn is_connected(&self, worker_id: i64) -> bool {
+        self.with_workers(|w| w.get(&worker_id).is_some_and(|l| l.conn.is_some()))
+    }
+
+    pub fn is_online(&self, worker_id: i64) -> bool {
+        self.with_workers(|w| w.get(&worker_id).is_some_and(|l| l.online))
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.with_workers(|w| w.values().filter(|l| l.conn.is_some()).count())
+    }
+
+    pub fn connection_id(&self, worker_id: i64) -> Option<String> {
+        self.with_workers(|w| w.get(&worker_id).and_then(|l| l.conn.as_ref().map(|c| c.id.clone())))
+    }
+
+    /// The latest heartbeat if it is fresher than [`SNAPSHOT_TTL`].
+    pub fn snapshot(&self, worker_id: i64) -> Option<Heartbeat> {
+        self.with_workers(|w| {
+            w.get(&worker_id)
+                .and_then(|l| l.snapshot.as_ref())
+                .filter(|(_, at)| at.elapsed() <= SNAPSHOT_TTL)
+                .map(|(hb, _)| hb.clone())
+        })
+    }
+
+    pub fn link_statuses(&self) -> Vec<LinkStatus> {
+        self.with_workers(|w| {
+            let mut out: Vec<LinkStatus> = w
+                .iter()
+                .map(|(id, l)| LinkStatus {
+                    worker_id: *id,
+                    connected: l.conn.is_some(),
+                    online: l.online,
+                    seconds_since_last_frame: l.last_frame.elapsed().as_secs(),
+                })
+                .collect();
+            out.sort_by_key(|s| s.worker_id);
+            out
+        })
+    }
+
+    /// Queues a frame for a connected worker.
+    pub fn send(&self, worker_id: i64, out: Outgoing) -> Result<(), HubError> {
+        let tx = self.with_workers(|w| w.get(&worker_id).and_then(|l| l.conn.as_ref().map(|c| c.tx.clone())));
+        let tx = tx.ok_or(HubError::Offline)?;
+        tx.try_send(out).map_err(|_| HubError::Offline)
+    }
+
+    /// Runs one of the five read-only podman commands on a worker and waits for its reply.
+    pub async fn worker_query(
+        &self,
+        worker_id: i64,
+        command: &str,
+        deadline: Duration,
+    ) -> Result<AdminQueryReply, HubError> {
+        if !ADMIN_COMMANDS.contains(&command) {
+            return Err(HubError::UnknownCommand);
+        }
+        if !self.is_connected(worker_id) {
+            return Err(HubError::Offline);
+        }
+        let seq = self.inner.query_seq.fetch_add(1, Ordering::Relaxed);
+        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let query_id = format!("q-{nanos}-{seq}");
+        let (tx, rx) = oneshot::channel();
+        self.lock_pending().insert(query_id.clone(), tx);
+        let sent = self.send(
+            worker_id,
+            Outgoing::of(&AdminQuery { query_id: query_id.clone(), command: command.into() }),
+        );
+        let result = match sent {
+            Err(e) => Err(e),
+            Ok(()) => match tokio::time::timeout(deadline, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(HubError::Offline),
+                Err(_) => Err(HubError::Timeout),
+            },
+        };
+        self.lock_pending().remove(&query_id);
+        result
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<AdminQueryReply>>> {
+        match self.inner.pending.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Routes a reply to its waiter; a stray or late reply is dropped.
+    fn complete_query(&self, reply: AdminQueryReply) {
+        let waiter = self.lock_pending().remove(&reply.query_id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None => {
+                tracing::debug!(query_id = %reply.query_id.chars().take(40).collect::<String>(), "dropped a stray admin query reply")
+            }
+        }
+    }
+
+    /// Registers a new connection, closing any older one of the same worker.
+    fn attach(&self, worker_id: i64, id: String, tx: mpsc::Sender<Outgoing>, close: CancellationToken) {
+        let old = self.with_workers(|w| {
+            let live = w.entry(worker_id).or_insert_with(Live::new);
+            live.last_frame = Instant::now();
+            live.conn.replace(ConnHandle { id, tx, close })
+        });
+        if let Some(old) = old {
+            old.close.cancel();
+        }
+    }
+
+    fn detach(&self, worker_id: i64, id: &str) {
+        self.with_workers(|w| {
+            if let Some(live) = w.get_mut(&worker_id)
+                && live.conn.as_ref().is_some_and(|c| c.id == id)
+            {
+                live.conn = None;
+            }
+        });
+    }
+
+    fn touch(&self, worker_id: i64) {
+        self.with_workers(|w| {
+            if let Some(live) = w.get_mut(&worker_id) {
+                live.last_frame = Instant::now();
+            }
+        });
+    }
+
+    fn record_heartbeat(&self, worker_id: i64, heartbeat: Heartbeat) {
+        self.with_workers(|w| {
+            if let Some(live) = w.get_mut(&worker_id) {
+                live.snapshot = Some((heartbeat, Instant::now()));
+                live.beat_at = Some(chrono::Utc::now());
+            }
+        });
+    }
+
+    /// Marks a worker online after its `hello`; persists only a change of state.
+    async fn came_online(&self, worker_id: i64, version: &str) {
+        let was_online = self.with_workers(|w| {
+            let live = w.entry(worker_id).or_insert_with(Live::new);
+            std::mem::replace(&mut live.online, true)
+        });
+        if let Err(e) = store::workers::mark_online(&self.inner.db, worker_id, version).await {
+            tracing::warn!(worker_id, error = %e, "cannot record that a worker is online");
+        }
+        if !was_online {
+            tracing::info!(worker_id, "worker online");
+            let _ = self.inner.events.send(HubEvent::WorkerOnline { worker_id });
+        }
+    }
+
+    /// Starts the sweeper (offline detection) and the heartbeat flusher.
+    pub async fn start(&self) -> Result<(), sqlx::Error> {
+        // Workers the database thinks online get one grace period to come back.
+        for id in store::workers::online_ids(&self.inner.db).await? {
+            self.with_workers(|w| {
+                let live = w.entry(id).or_insert_with(Live::new);
+                live.online = true;
+            });
+        }
+        let hub = self.clone();
+        self.inner.tasks.spawn(async move { hub.sweep_forever().await });
+        let hub = self.clone();
+        self.inner.tasks.spawn(async move { hub.flush_forever().await });
+        Ok(())
+    }
+
+    async fn sweep_forever(&self) {
+        let mut tick = tokio::time::interval(
+            self.inner.heartbeat.min(Duration::from_secs(1)).max(Duration::from_millis(100)),
+        );
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tick.tick() => self.sweep().await,
+            }
+        }
+    }
+
+    /// Marks offline every worker silent for three heartbeat intervals.
+    async fn sweep(&self) {
+        let limit = self.inner.heartbeat * OFFLINE_AFTER_INTERVALS;
+        let silent: Vec<(i64, Option<CancellationToken>)> = self.with_workers(|w| {
+            w.iter_mut()
+                .filter(|(_, l)| l.online && l.last_frame.elapsed() > limit)
+                .map(|(id, l)| {
+                    l.online = false;
+                    l.snapshot = None;
+                    (*id, l.conn.take().map(|c| c.close))
+                })
+                .collect()
+        });
+        for (worker_id, close) in silent {
+            if let Some(close) = close {
+                close.cancel();
+            }
+            tracing::warn!(
+                worker_id,
+                "worker offline: no frame for {} heartbeat intervals",
+                OFFLINE_AFTER_INTERVALS
+            );
+            if let Err(e) = store::workers::mark_offline(&self.inner.db, worker_id).await {
+                tracing::warn!(worker_id, error = %e, "cannot record that a worker is offline");
+            }
+            let _ = self.inner.events.send(HubEvent::WorkerOffline { worker_id });
+        }
+    }
+
+    async fn flush_forever(&self) {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => {
+                    self.flush().await;
+                    return;
+                }
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+    }
+
+    async fn flush(&self) {
+        let beats: Vec<_> = self.with_workers(|w| {
+            w.iter_mut().filter_map(|(id, l)| l.beat_at.take().map(|at| (*id, at))).collect()
+        });
+        if let Err(e) = store::workers::flush_heartbeats(&self.inner.db, &beats).await {
+            tracing::warn!(error = %e, "cannot persist heartbeat times");
+        }
+    }
+
+    /// Wraps a connection's future so shutdown can wait for it.
+    pub fn track<F: std::future::Future>(&self, task: F) -> tokio_util::task::task_tracker::TrackedFuture<F> {
+        self.inner.tasks.track_future(task)
+    }
+
+    /// Waits for every connection and background task after the shutdown token fired.
+    pub async fn drained(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}

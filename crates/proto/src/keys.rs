@@ -1,0 +1,103 @@
+//! Envelope keys (SPEC §4.2).
+//!
+//! `mac_key` = HKDF-SHA256(ikm = the raw API key's text, no salt, info =
+//! `wisehosting-envelope-v1`), 32 bytes. Per connection: `k_c2s` = HMAC-SHA256(mac_key,
+//! "c2s|" + connection id) signs worker → CP frames, `k_s2c` = HMAC-SHA256(mac_key, "s2c|" +
+//! connection id) signs CP → worker frames. HKDF is written out here with HMAC (RFC 5869 §2)
+//! so this crate needs nothing beyond hmac and sha2.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so new_from_slice cannot fail.
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return [0; 32],
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The envelope MAC key of a worker, derived from its raw API key.
+pub fn mac_key_from_api_key(raw_api_key: &str) -> [u8; 32] {
+    // Extract with the default salt (32 zero bytes), then one block of expand.
+    let prk = hmac(&[0u8; 32], &[raw_api_key.as_bytes()]);
+    hmac(&prk, &[b"wisehosting-envelope-v1", &[1u8]])
+}
+
+/// The key that signs one direction of one connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirectionKey(pub(crate) [u8; 32]);
+
+impl DirectionKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// HMAC-SHA256 of `parts` under this key.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        hmac(&self.0, parts)
+    }
+
+    pub(crate) fn verifier(&self) -> HmacSha256 {
+        match HmacSha256::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            // Unreachable: HMAC takes any key length. A zero key would only fail verification.
+            Err(_) => <HmacSha256 as Mac>::new(&Default::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for DirectionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectionKey([redacted])")
+    }
+}
+
+/// Both directions' keys of one connection.
+#[derive(Debug, Clone)]
+pub struct LinkKeys {
+    /// Signs worker → control plane frames.
+    pub c2s: DirectionKey,
+    /// Signs control plane → worker frames.
+    pub s2c: DirectionKey,
+}
+
+impl LinkKeys {
+    pub fn derive(mac_key: &[u8; 32], connection_id: &str) -> Self {
+        Self {
+            c2s: DirectionKey(hmac(mac_key, &[b"c2s|", connection_id.as_bytes()])),
+            s2c: DirectionKey(hmac(mac_key, &[b"s2c|", connection_id.as_bytes()])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hkdf_by_hand_matches_rfc5869_test_case_3_for_32_bytes() {
+        // RFC 5869 A.3: IKM = 22 x 0x0b, salt and info empty; the first 32 bytes of the OKM.
+        let ikm = [0x0bu8; 22];
+        let prk = hmac(&[0u8; 32], &[&ikm]);
+        assert_eq!(hex::encode(prk), "19ef24a32c717b167f33a91d6f648bdf96596776afdb6377ac434c1c293ccb04");
+        let okm = hmac(&prk, &[&[1u8]]);
+        assert_eq!(hex::encode(okm), "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d");
+    }
+
+    #[test]
+    fn directions_and_connections_get_different_keys() {
+        let mac = mac_key_from_api_key("whk_test");
+        let a = LinkKeys::derive(&mac, "00112233445566778899aabbccddeeff");
+        let b = LinkKeys::derive(&mac, "ffeeddccbbaa99887766554433221100");
+        assert_ne!(a.c2s, a.s2c);
+        assert_ne!(a.c2s, b.c2s);
+        assert_ne!(a.s2c, b.s2c);
+    }
+}

@@ -1,0 +1,320 @@
+//! Message types (SPEC §4.3). Append-only: a new field gets a serde default so an older
+//! peer's frames still parse, and an unknown type decodes to `Unknown` for the receiver to
+//! log and ignore.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A payload type and its `t`.
+pub trait MessageType: Serialize {
+    const TYPE: &'static str;
+}
+
+macro_rules! message {
+    ($ty:ident, $name:literal) => {
+        impl MessageType for $ty {
+            const TYPE: &'static str = $name;
+        }
+    };
+}
+
+// ---- Worker -> control plane ----
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hello {
+    pub version: String,
+    pub capabilities: Vec<String>,
+    /// The app containers the worker runs, for re-sync after a reconnect.
+    pub containers: Vec<ContainerInfo>,
+}
+message!(Hello, "hello");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub app_id: Option<i64>,
+    pub deployment_id: Option<i64>,
+    pub image_id: String,
+    /// Podman's state: `running`, `exited`, ….
+    pub state: String,
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Heartbeat {
+    pub cpu_pct: f64,
+    pub load1: f64,
+    pub mem_used_bytes: u64,
+    pub mem_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub containers_running: u64,
+    pub uptime_secs: u64,
+}
+message!(Heartbeat, "heartbeat");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppStats {
+    pub apps: Vec<AppStat>,
+}
+message!(AppStats, "app_stats");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppStat {
+    pub app_id: i64,
+    pub cpu_pct: f64,
+    pub memory_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppStates {
+    pub apps: Vec<AppStateEntry>,
+}
+message!(AppStates, "app_state");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppStateEntry {
+    pub app_id: i64,
+    /// `running`, `exited` or `crash_looping`.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobAccepted {
+    pub job_id: i64,
+    pub attempt: i32,
+}
+message!(JobAccepted, "job_accepted");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobProgress {
+    pub job_id: i64,
+    pub attempt: i32,
+    /// `cloning`, `building`, `starting`, `health_checking` or `switching`.
+    pub phase: String,
+}
+message!(JobProgress, "job_progress");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobResult {
+    pub job_id: i64,
+    pub attempt: i32,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub image_id: Option<String>,
+    pub host_port: Option<u16>,
+    pub container_id: Option<String>,
+}
+message!(JobResult, "job_result");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Log {
+    pub app_id: i64,
+    pub deployment_id: Option<i64>,
+    /// `build` or `runtime`.
+    pub stream: String,
+    pub lines: Vec<String>,
+}
+message!(Log, "log");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminQueryReply {
+    pub query_id: String,
+    pub command: String,
+    pub output: String,
+    pub err: Option<String>,
+}
+message!(AdminQueryReply, "admin_query_reply");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthRefresh {
+    pub token: String,
+}
+message!(AuthRefresh, "auth_refresh");
+
+// ---- Control plane -> worker ----
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Welcome {
+    pub connection_id: String,
+    pub server_time_ms: i64,
+    pub heartbeat_interval_ms: u64,
+}
+message!(Welcome, "welcome");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Job {
+    pub job_id: i64,
+    pub attempt: i32,
+    /// `deploy`, `restart`, `stop`, `start` or `remove`.
+    pub kind: String,
+    pub app_id: i64,
+    pub deployment_id: Option<i64>,
+    pub payload: serde_json::Value,
+}
+message!(Job, "job");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobCancel {
+    pub job_id: i64,
+    pub attempt: i32,
+}
+message!(JobCancel, "job_cancel");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoutesChanged {}
+message!(RoutesChanged, "routes_changed");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminQuery {
+    pub query_id: String,
+    pub command: String,
+}
+message!(AdminQuery, "admin_query");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorMessage {
+    pub code: String,
+    pub message: String,
+}
+message!(ErrorMessage, "error");
+
+fn decode<T: DeserializeOwned>(p: &RawValue) -> Result<T, serde_json::Error> {
+    serde_json::from_str(p.get())
+}
+
+/// A frame from a worker, by type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerMessage {
+    Hello(Hello),
+    Heartbeat(Heartbeat),
+    AppStats(AppStats),
+    AppState(AppStates),
+    JobAccepted(JobAccepted),
+    JobProgress(JobProgress),
+    JobResult(JobResult),
+    Log(Log),
+    AdminQueryReply(AdminQueryReply),
+    AuthRefresh(AuthRefresh),
+    Unknown(String),
+}
+
+impl WorkerMessage {
+    pub fn decode(t: &str, p: &RawValue) -> Result<Self, serde_json::Error> {
+        Ok(match t {
+            Hello::TYPE => Self::Hello(decode(p)?),
+            Heartbeat::TYPE => Self::Heartbeat(decode(p)?),
+            AppStats::TYPE => Self::AppStats(decode(p)?),
+            AppStates::TYPE => Self::AppState(decode(p)?),
+            JobAccepted::TYPE => Self::JobAccepted(decode(p)?),
+            JobProgress::TYPE => Self::JobProgress(decode(p)?),
+            JobResult::TYPE => Self::JobResult(decode(p)?),
+            Log::TYPE => Self::Log(decode(p)?),
+            AdminQueryReply::TYPE => Self::AdminQueryReply(decode(p)?),
+            AuthRefresh::TYPE => Self::AuthRefresh(decode(p)?),
+            other => Self::Unknown(other.chars().take(64).collect()),
+        })
+    }
+}
+
+/// A frame from the control plane, by type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    Welcome(Welcome),
+    Job(Job),
+    JobCancel(JobCancel),
+    RoutesChanged(RoutesChanged),
+    AdminQuery(AdminQuery),
+    Error(ErrorMessage),
+    Unknown(String),
+}
+
+impl ServerMessage {
+    pub fn decode(t: &str, p: &RawValue) -> Result<Self, serde_json::Error> {
+        Ok(match t {
+            Welcome::TYPE => Self::Welcome(decode(p)?),
+            Job::TYPE => Self::Job(decode(p)?),
+            JobCancel::TYPE => Self::JobCancel(decode(p)?),
+            RoutesChanged::TYPE => Self::RoutesChanged(decode(p)?),
+            AdminQuery::TYPE => Self::AdminQuery(decode(p)?),
+            ErrorMessage::TYPE => Self::Error(decode(p)?),
+            other => Self::Unknown(other.chars().take(64).collect()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).expect("raw json")
+    }
+
+    #[test]
+    fn the_heartbeat_has_exactly_the_spec_fields() {
+        let json = serde_json::to_value(Heartbeat::default()).expect("json");
+        let mut keys: Vec<_> = json.as_object().expect("object").keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "containers_running",
+                "cpu_pct",
+                "disk_total_bytes",
+                "disk_used_bytes",
+                "load1",
+                "mem_total_bytes",
+                "mem_used_bytes",
+                "net_rx_bytes",
+                "net_tx_bytes",
+                "uptime_secs"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_fields_default_and_unknown_fields_are_ignored() {
+        let msg = WorkerMessage::decode("hello", &raw("{\"version\":\"1\",\"from_the_future\":true}"))
+            .expect("decodes");
+        assert_eq!(msg, WorkerMessage::Hello(Hello { version: "1".into(), ..Hello::default() }));
+    }
+
+    #[test]
+    fn an_unknown_type_decodes_as_unknown_for_the_receiver_to_ignore() {
+        let msg = ServerMessage::decode("teleport", &raw("{}")).expect("decodes");
+        assert_eq!(msg, ServerMessage::Unknown("teleport".into()));
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_an_error() {
+        assert!(WorkerMessage::decode("heartbeat", &raw("{\"cpu_pct\":\"high\"}")).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! A TCP proxy whose link can be cut and restored, to simulate network outages between a
+//! worker and the control plane.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+struct Shared {
+    down: AtomicBool,
+    /// Cancelled on every cut; replaced by a fresh token afterwards.
+    generation: Mutex<CancellationToken>,
+}
+
+impl Shared {
+    fn current(&self) -> CancellationToken {
+        self.generation.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl CutProxy {
+    pub async fn start(target: SocketAddr) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Shared {
+            down: AtomicBool::new(false),
+            generation: Mutex::new(CancellationToken::new()),
+        });
+        let stop = CancellationToken::new();
+        let (task_shared, task_stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = task_stop.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((mut client, _)) = accepted else { continue };
+                if task_shared.down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let cut = task_shared.current();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = cut.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, shared, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.shared.down.store(true, Ordering::SeqCst);
+        if let Ok(mut generation) = self.shared.generation.lock() {
+            generation.cancel();
+            *generation = CancellationToken::new();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.shared.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,210 @@
+//! Workers for tests: [`create_worker`] (a row and its raw key), [`RawWorker`] (a hand-driven
+//! connection that can send any frame, for attacks), [`spawn_worker`] (the real agent).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use wisehosting_control_plane::domain::WorkerName;
+use wisehosting_control_plane::store;
+use wisehosting_proto::{LinkKeys, Receiver, Sender, ServerMessage, mac_key_from_api_key};
+use wisehosting_worker::{Agent, AgentStatus, WorkerConfig};
+
+use crate::TestControlPlane;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+/// A worker row and its raw API key.
+#[derive(Debug, Clone)]
+pub struct TestWorker {
+    pub id: i64,
+    pub name: String,
+    pub api_key: String,
+}
+
+pub async fn create_worker(cp: &TestControlPlane, name: &str) -> TestWorker {
+    let (_, sealer) = wisehosting_control_plane::startup::keys(&cp.config).expect("keys");
+    let created = store::workers::create(&cp.db, &sealer, &WorkerName::parse(name).expect("name"), None)
+        .await
+        .expect("create worker");
+    TestWorker { id: created.id, name: name.to_string(), api_key: created.raw_api_key }
+}
+
+impl TestControlPlane {
+    /// `POST /v1/workers/register` with the right secret, for `worker`.
+    pub async fn register(&self, worker: &TestWorker) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/workers/register"))
+            .json(&json!({
+                "secret": self.config.api_server.secret.expose(),
+                "api_key": worker.api_key,
+                "name": worker.name,
+                "version": "test",
+                "zone": null,
+                "capacity": {"cpus": 2, "memory_mb": 2048},
+                "wg_public_key": null
+            }))
+            .send()
+            .await
+            .expect("register")
+    }
+
+    /// A valid JWT for `worker`.
+    pub async fn token(&self, worker: &TestWorker) -> String {
+        let response = self.register(worker).await;
+        assert_eq!(response.status(), 200, "register");
+        let body: Value = response.json().await.expect("json");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/workers/ws", self.addr)
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens the worker WebSocket with `token` (any string); the upgrade's error on refusal.
+pub async fn open_ws(cp: &TestControlPlane, token: &str) -> Result<(Ws, String), tungstenite::Error> {
+    let mut request = cp.ws_url().into_client_request()?;
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?,
+    );
+    let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+    let id = response
+        .headers()
+        .get("x-wh-connection")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok((ws, id))
+}
+
+/// A connection driven by hand: sends any frame, reads and verifies the control plane's.
+pub struct RawWorker {
+    pub worker: TestWorker,
+    pub ws: Ws,
+    pub connection_id: String,
+    pub keys: LinkKeys,
+    pub sender: Sender,
+    pub receiver: Receiver,
+}
+
+impl RawWorker {
+    /// Registers, connects and reads the welcome.
+    pub async fn connect(cp: &TestControlPlane, worker: &TestWorker) -> RawWorker {
+        let token = cp.token(worker).await;
+        let (ws, connection_id) = open_ws(cp, &token).await.expect("upgrade");
+        assert_eq!(connection_id.len(), 32, "X-WH-Connection");
+        let keys = LinkKeys::derive(&mac_key_from_api_key(&worker.api_key), &connection_id);
+        let mut raw = RawWorker {
+            worker: worker.clone(),
+            ws,
+            connection_id,
+            sender: Sender::new(keys.c2s.clone()),
+            receiver: Receiver::new(keys.s2c.clone()),
+            keys,
+        };
+        match raw.recv().await {
+            Some(ServerMessage::Welcome(w)) => assert_eq!(w.connection_id, raw.connection_id),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        raw
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.ws.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    /// Seals and sends a typed message with the next sequence number.
+    pub async fn send<M: wisehosting_proto::MessageType>(&mut self, message: &M) {
+        let text = self.sender.seal(message, wisehosting_crypto::random_bytes::<16>(), now_ms());
+        self.send_text(text).await;
+    }
+
+    /// The next verified message, or None when the socket closes (10 s limit).
+    pub async fn recv(&mut self) -> Option<ServerMessage> {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await.ok()??;
+            match next {
+                Ok(Message::Text(text)) => {
+                    let frame = self
+                        .receiver
+                        .accept(text.as_str(), now_ms())
+                        .expect("the control plane's frame verifies");
+                    return Some(ServerMessage::decode(frame.t, frame.p).expect("decodes"));
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Waits for an `error` frame and then the close; returns the error's code.
+    pub async fn expect_error_and_close(&mut self) -> String {
+        let code = loop {
+            match self.recv().await {
+                Some(ServerMessage::Error(e)) => break e.code,
+                Some(_) => continue,
+                None => panic!("closed without an error frame"),
+            }
+        };
+        assert!(self.recv().await.is_none(), "the connection stays open after an error");
+        code
+    }
+}
+
+/// A real agent running in this process.
+pub struct SpawnedWorker {
+    pub worker: TestWorker,
+    pub status: std::sync::Arc<AgentStatus>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SpawnedWorker {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until `check` holds, polling every 50 ms, up to `limit`.
+    pub async fn wait_for(&self, limit: Duration, check: impl Fn(&AgentStatus) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if check(&self.status) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        check(&self.status)
+    }
+}
+
+/// Starts the real agent for `worker` against `base_url` (the control plane, or a proxy to it).
+pub fn spawn_worker(cp: &TestControlPlane, worker: &TestWorker, base_url: &str) -> SpawnedWorker {
+    let yaml = format!(
+        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: /tmp\n",
+        worker.name,
+        worker.api_key,
+        cp.config.api_server.secret.expose()
+    );
+    let config = WorkerConfig::from_yaml(&yaml, "test").expect("worker config");
+    let agent = Agent::new(config)
+        .expect("agent")
+        .with_backoff(Duration::from_millis(50), Duration::from_millis(500));
+    let status = agent.status();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    SpawnedWorker { worker: worker.clone(), status, shutdown, task }
+}

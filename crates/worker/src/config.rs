@@ -1,0 +1,223 @@
+//! Worker configuration: YAML at `CONFIG_PATH` (default `/etc/wisehosting/worker.yaml`), with
+//! the raw API key and the shared secret from systemd credentials (`worker_api_key`,
+//! `worker_shared_secret`) beating the YAML. Unknown keys are refused with their name.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use wisehosting_crypto::Secret;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/wisehosting/worker.yaml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// `http://` only to a loopback or private-range address (the mesh).
+    pub control_plane_url: String,
+    /// The raw API key printed by `wisehosting worker create`.
+    #[serde(default)]
+    pub api_key: Secret,
+    /// The control plane's `api_server.secret`, which registration presents.
+    #[serde(default)]
+    pub shared_secret: Secret,
+    pub name: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub edge: EdgeConfig,
+    #[serde(default)]
+    pub podman: PodmanConfig,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodmanConfig {
+    /// Handed to podman as `CONTAINERS_CONF` (see `deploy/containers.conf`).
+    pub containers_conf: Option<PathBuf>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/wisehosting-worker")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerConfigError {
+    #[error("cannot read worker config {path}: {source}; check CONFIG_PATH")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("worker config {path}: `{key}`: {message}")]
+    Bad { path: String, key: String, message: String },
+    #[error("cannot read systemd credential {path}: {source}")]
+    Credential { path: PathBuf, source: std::io::Error },
+    #[error("control_plane_url {url:?} is not a valid http(s) URL; expected e.g. http://10.50.0.1:8081")]
+    BadUrl { url: String },
+    #[error(
+        "control_plane_url {url:?} uses http:// to a public address: the API key would cross the internet in clear; use the mesh address (10.50.0.1) or https://"
+    )]
+    PlainHttpToPublic { url: String },
+    #[error(
+        "control_plane_url {url:?}: https:// is not supported yet; reach the control plane over the mesh address with http://"
+    )]
+    HttpsUnsupported { url: String },
+    #[error("{0} is not set; put it in the config or the systemd credential {1}")]
+    Missing(&'static str, &'static str),
+}
+
+impl WorkerConfig {
+    pub fn load_from_env() -> Result<Self, WorkerConfigError> {
+        let path =
+            std::env::var_os("CONFIG_PATH").map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| WorkerConfigError::Read { path: path.clone(), source })?;
+        let mut config = Self::from_yaml(&text, &path.display().to_string())?;
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            config.overlay_credentials(Path::new(&dir))?;
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, WorkerConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| WorkerConfigError::Bad {
+            path: origin.to_string(),
+            key: e.path().to_string(),
+            message: e.inner().to_string().split(" at line ").next().unwrap_or_default().to_string(),
+        })
+    }
+
+    fn overlay_credentials(&mut self, dir: &Path) -> Result<(), WorkerConfigError> {
+        for (name, slot) in
+            [("worker_api_key", &mut self.api_key), ("worker_shared_secret", &mut self.shared_secret)]
+        {
+            let file = dir.join(name);
+            match std::fs::read_to_string(&file) {
+                Ok(text) => *slot = Secret::new(text.trim_end_matches(['\n', '\r'])),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(WorkerConfigError::Credential { path: file, source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every check that needs more than types: the URL rule and the two secrets.
+    pub fn check(&self) -> Result<(), WorkerConfigError> {
+        check_control_plane_url(&self.control_plane_url)?;
+        if self.api_key.is_empty() {
+            return Err(WorkerConfigError::Missing("api_key", "worker_api_key"));
+        }
+        if self.shared_secret.is_empty() {
+            return Err(WorkerConfigError::Missing("shared_secret", "worker_shared_secret"));
+        }
+        Ok(())
+    }
+}
+
+/// The base URL, checked: `http://` only to loopback or private-range addresses.
+pub fn check_control_plane_url(url: &str) -> Result<Url, WorkerConfigError> {
+    let bad = || WorkerConfigError::BadUrl { url: url.to_string() };
+    let parsed = Url::parse(url).map_err(|_| bad())?;
+    let host = parsed.host_str().ok_or_else(bad)?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad());
+    }
+    match parsed.scheme() {
+        "https" => Err(WorkerConfigError::HttpsUnsupported { url: url.to_string() }),
+        "http" => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let private = match host.parse::<IpAddr>() {
+                Ok(ip) => is_loopback_or_private(ip),
+                Err(_) => host.eq_ignore_ascii_case("localhost"),
+            };
+            if private {
+                Ok(parsed)
+            } else {
+                Err(WorkerConfigError::PlainHttpToPublic { url: url.to_string() })
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn is_loopback_or_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        // fc00::/7, unique local addresses.
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_accepted_only_to_loopback_and_private_addresses() {
+        for ok in [
+            "http://127.0.0.1:8081",
+            "http://10.50.0.1:8081",
+            "http://192.168.1.2",
+            "http://172.16.0.1",
+            "http://[::1]:8081",
+            "http://[::ffff:10.50.0.1]",
+            "http://localhost:8081",
+        ] {
+            assert!(check_control_plane_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://8.8.8.8",
+            "http://example.com",
+            "http://[2001:db8::1]",
+            "http://172.32.0.1",
+            "http://[::ffff:8.8.8.8]",
+        ] {
+            assert!(
+                matches!(check_control_plane_url(bad), Err(WorkerConfigError::PlainHttpToPublic { .. })),
+                "{bad}"
+            );
+        }
+        for bad in ["ftp://10.0.0.1", "not a url", "http://user:pw@10.0.0.1"] {
+            assert!(matches!(check_control_plane_url(bad), Err(WorkerConfigError::BadUrl { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = WorkerConfig::from_yaml(
+            "control_plane_url: http://10.0.0.1\nname: w\nedge:\n  lisen: x\n",
+            "w.yaml",
+        )
+        .expect_err("unknown");
+        assert!(err.to_string().contains("edge.lisen") || err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn credentials_beat_the_yaml_and_secrets_never_print() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("worker_api_key"), "whk_from_credential\n").expect("write");
+        let mut c = WorkerConfig::from_yaml(
+            "control_plane_url: http://10.0.0.1\nname: w\napi_key: whk_from_yaml\nshared_secret: s\n",
+            "w.yaml",
+        )
+        .expect("parses");
+        c.overlay_credentials(dir.path()).expect("overlay");
+        assert_eq!(c.api_key.expose(), "whk_from_credential");
+        assert!(!format!("{c:?}").contains("whk_"));
+        assert!(c.check().is_ok());
+    }
+}
