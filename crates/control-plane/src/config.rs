@@ -55,6 +55,8 @@ pub struct ApiServerConfig {
     /// The URL users reach the dashboard at, for links and OAuth redirects.
     pub public_url: Option<String>,
     pub request_timeout_secs: u64,
+    /// A client must send a request's headers within this time or lose the connection.
+    pub header_read_timeout_secs: u64,
     pub body_limit_bytes: usize,
 }
 
@@ -126,6 +128,7 @@ impl Default for ApiServerConfig {
             secret: Secret::default(),
             public_url: None,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
             body_limit_bytes: 1024 * 1024,
         }
     }
@@ -294,6 +297,11 @@ impl Config {
         if self.worker_token_ttl_secs < 5 {
             return Err(ConfigError::Invalid(
                 "worker_token_ttl_secs must be at least 5 (the default is 900)".into(),
+            ));
+        }
+        if self.api_server.header_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "api_server.header_read_timeout_secs must be at least 1 (the default is 10)".into(),
             ));
         }
         if self.api_server.request_timeout_secs == 0 {

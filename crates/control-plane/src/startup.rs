@@ -94,22 +94,24 @@ impl App {
         self.state.hub.clone()
     }
 
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    pub fn sealer(&self) -> Arc<Sealer> {
+        self.state.sealer.clone()
+    }
+
     /// Serves until the shutdown token is cancelled, then drains and closes the pool.
     pub async fn run(self) -> Result<(), StartupError> {
         let App { state, public, internal, shutdown } = self;
+        let header_timeout = Duration::from_secs(state.config.api_server.header_read_timeout_secs);
         let internal_task = internal.map(|listener| {
             let router = http::internal_router(state.clone());
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-            })
+            tokio::spawn(http::serve::serve(listener, router, header_timeout, shutdown.clone()))
         });
         let router = http::router(state.clone());
-        let served = axum::serve(public, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = http::serve::serve(public, router, header_timeout, shutdown.clone()).await;
         // If the public server stopped on its own, stop the rest too; the hub closes its
         // connections cleanly and flushes heartbeat times.
         shutdown.cancel();

@@ -11,11 +11,17 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde_yaml::{Mapping, Value};
 use tokio_util::sync::CancellationToken;
+use wisehosting_crypto::Secret;
+use wisehosting_worker::config::{EdgeConfig, PodmanConfig};
+use wisehosting_worker::{Agent, WorkerConfig};
 
 use crate::cli::say;
 use crate::config::{Config, ConfigError};
+use crate::domain::WorkerName;
 use crate::startup::{App, StartupError};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,8 @@ pub enum DevError {
     Startup(#[from] StartupError),
     #[error("cannot create the database: {0}")]
     CreateDb(String),
+    #[error("cannot set up the local worker: {0}")]
+    Worker(String),
 }
 
 #[derive(Debug, Clone)]
@@ -41,7 +49,9 @@ pub struct DevOptions {
 }
 
 /// Secrets generated on first run and kept in `<data dir>/secrets/<name>`.
-const GENERATED_SECRETS: [&str; 1] = ["api_server_secret"];
+const GENERATED_SECRETS: [&str; 2] = ["api_server_secret", "worker_api_key"];
+/// The name of the worker single-machine mode runs in-process.
+pub const LOCAL_WORKER: &str = "local";
 
 /// Runs the platform until `shutdown` is cancelled, then stops the control plane and the
 /// cluster, in that order.
@@ -77,21 +87,97 @@ async fn serve(
     let app = App::build(config).await?;
     let addr = app.local_addr().map_err(StartupError::Serve)?;
     let url = format!("http://{addr}");
+    let (db, sealer, hub, master) =
+        (app.db(), app.sealer(), app.hub(), app.config().api_server.secret.clone());
+    let token = app.shutdown_token();
+    let serving = tokio::spawn(app.run());
+    let local = LocalWorker { db: &db, sealer: &sealer, master: &master, url: &url };
+    let worker = match local.start(data_dir, secrets, shutdown.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            token.cancel();
+            let _ = serving.await;
+            return Err(e);
+        }
+    };
+    let online = wait_online(&hub, worker, Duration::from_secs(15)).await;
     let cluster_note = if created { "created" } else { "reused" };
+    let worker_note = if online { "online" } else { "connecting (see the log)" };
     say(&format!(
-        "WiseHosting is running in single-machine mode.\n  Dashboard:    {url}/\n  API:          {url}/api  (health: {url}/health, readiness: {url}/ready)\n  Edge router:  not started yet (the local worker joins in a later release)\n  Data dir:     {}\n  PostgreSQL:   {} ({cluster_note}; unix socket only, no TCP port)\nPress Ctrl-C to stop.",
+        "WiseHosting is running in single-machine mode.\n  Dashboard:    {url}/\n  API:          {url}/api  (health: {url}/health, readiness: {url}/ready)\n  Worker:       {LOCAL_WORKER} (id {worker}), {worker_note}\n  Edge router:  not started yet (it arrives with routing)\n  Data dir:     {}\n  PostgreSQL:   {} ({cluster_note}; unix socket only, no TCP port)\nPress Ctrl-C to stop.",
         data_dir.display(),
         layout.root.display()
     ));
-    let token = app.shutdown_token();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        token.cancel();
-    });
-    app.run().await?;
+    shutdown.cancelled().await;
+    token.cancel();
+    match serving.await {
+        Ok(result) => result?,
+        Err(e) => return Err(StartupError::Serve(std::io::Error::other(e.to_string())).into()),
+    }
     say("Stopped the control plane; stopping PostgreSQL.");
     Ok(())
 }
+
+/// What the local worker needs of the running control plane.
+struct LocalWorker<'a> {
+    db: &'a sqlx::PgPool,
+    sealer: &'a wisehosting_crypto::Sealer,
+    master: &'a Secret,
+    url: &'a str,
+}
+
+impl LocalWorker<'_> {
+    /// Registers the local worker (its key kept in the data dir) and runs the agent in-process.
+    async fn start(
+        &self,
+        data_dir: &Path,
+        secrets: &[(String, String)],
+        shutdown: CancellationToken,
+    ) -> Result<i64, DevError> {
+        let api_key =
+            secrets.iter().find(|(n, _)| n == "worker_api_key").map(|(_, v)| v.clone()).unwrap_or_default();
+        let name = WorkerName::parse(LOCAL_WORKER).map_err(|e| DevError::Worker(e.to_string()))?;
+        let id = crate::store::workers::ensure_with_key(self.db, self.sealer, &name, api_key.clone())
+            .await
+            .map_err(|e| DevError::Worker(e.to_string()))?;
+        let worker_dir = data_dir.join("worker");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&worker_dir)
+            .map_err(|source| DevError::DataDir { path: worker_dir.clone(), source })?;
+        let containers_conf = worker_dir.join("containers.conf");
+        fs::write(&containers_conf, CONTAINERS_CONF)
+            .map_err(|source| DevError::DataDir { path: containers_conf.clone(), source })?;
+        let config = WorkerConfig {
+            control_plane_url: self.url.to_string(),
+            api_key: Secret::new(api_key),
+            shared_secret: self.master.clone(),
+            name: LOCAL_WORKER.into(),
+            zone: None,
+            edge: EdgeConfig { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)) },
+            podman: PodmanConfig { containers_conf: Some(containers_conf) },
+            data_dir: worker_dir,
+        };
+        let agent = Agent::new(config).map_err(|e| DevError::Worker(e.to_string()))?;
+        tokio::spawn(agent.run(shutdown));
+        Ok(id)
+    }
+}
+
+async fn wait_online(hub: &crate::hub::Hub, worker_id: i64, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if hub.is_online(worker_id) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The podman settings this machine needs (see `deploy/containers.conf`).
+const CONTAINERS_CONF: &str = include_str!("../../../../deploy/containers.conf");
 
 /// Creates the data dir (0700, or 0711 so the cluster's account may traverse it) and proves
 /// it writable. Returns its absolute path.
@@ -127,7 +213,10 @@ fn load_or_generate_secrets(data_dir: &Path) -> Result<Vec<(String, String)>, De
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(err(e)),
             }
-            let value = hex::encode(wisehosting_crypto::random_bytes::<32>());
+            let value = match *name {
+                "worker_api_key" => wisehosting_crypto::random_token("whk_"),
+                _ => hex::encode(wisehosting_crypto::random_bytes::<32>()),
+            };
             let mut file = fs::OpenOptions::new()
                 .create(true)
                 .truncate(true)

@@ -8,6 +8,7 @@ pub mod error;
 mod internal;
 mod ops;
 mod ratelimit;
+pub mod serve;
 pub mod workers;
 
 use std::time::{Duration, Instant};

@@ -27,7 +27,41 @@ pub async fn create(
     name: &WorkerName,
     zone: Option<&Zone>,
 ) -> Result<CreatedWorker, StoreError> {
-    let raw_api_key = random_token("whk_");
+    create_with_key(pool, sealer, name, zone, random_token("whk_")).await
+}
+
+/// Creates the worker `name`, or gives an existing one this key (single-machine mode keeps
+/// its local worker's key in the data dir and re-keys the row when the two disagree).
+pub async fn ensure_with_key(
+    pool: &PgPool,
+    sealer: &Sealer,
+    name: &WorkerName,
+    raw_api_key: String,
+) -> Result<i64, StoreError> {
+    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM workers WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await?;
+    let Some(id) = existing else {
+        return Ok(create_with_key(pool, sealer, name, None, raw_api_key).await?.id);
+    };
+    let sealed = sealer.seal(&mac_key_from_api_key(&raw_api_key), mac_key_aad(&id.to_string()))?;
+    sqlx::query("UPDATE workers SET api_key_hash = $2, mac_key_sealed = $3 WHERE id = $1")
+        .bind(id)
+        .bind(sha256_hex(raw_api_key.as_bytes()))
+        .bind(sealed)
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
+
+async fn create_with_key(
+    pool: &PgPool,
+    sealer: &Sealer,
+    name: &WorkerName,
+    zone: Option<&Zone>,
+    raw_api_key: String,
+) -> Result<CreatedWorker, StoreError> {
     let mut tx = pool.begin().await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO workers (name, zone, api_key_hash, mac_key_sealed) VALUES ($1, $2, $3, '') RETURNING id",

@@ -73,6 +73,11 @@ async fn dev_serves_health_and_ready_then_ctrl_c_leaves_no_postgres_and_a_second
 
     let run = start_dev(&data);
     assert!(run.banner.contains("created"), "{}", run.banner);
+    assert!(
+        run.banner.contains("Worker:       local (id 1), online"),
+        "the local worker shows online: {}",
+        run.banner
+    );
     for path in ["/health", "/ready"] {
         let status = client.get(format!("{}{path}", run.url)).send().await.expect("GET").status();
         assert_eq!(status, 200, "{path}");
@@ -95,6 +100,7 @@ async fn dev_serves_health_and_ready_then_ctrl_c_leaves_no_postgres_and_a_second
 
     let run = start_dev(&data);
     assert!(run.banner.contains("reused"), "{}", run.banner);
+    assert!(run.banner.contains("local (id 1), online"), "the same local worker again: {}", run.banner);
     let status = client.get(format!("{}/ready", run.url)).send().await.expect("GET").status();
     assert_eq!(status, 200);
     assert_eq!(

@@ -607,3 +607,54 @@ async fn a_frame_built_by_hand_from_the_spec_is_accepted() {
         .expect("row");
     assert_eq!(version.as_deref(), Some("interop-1.0"));
 }
+
+#[tokio::test]
+async fn idle_and_slow_sockets_are_dropped_and_a_thousand_of_them_do_not_block_others() {
+    let cp = spawn_control_plane_with(|c| c.api_server.header_read_timeout_secs = 1).await;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(cp.addr).await.expect("connect"));
+    }
+    // A slow upgrade: half a request line, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(cp.addr).await.expect("connect");
+    slow.write_all(b"GET /v1/workers/ws HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let health = cp.get("/health").await;
+    assert_eq!(health.status(), 200, "the server answers others while 1,000 sockets sit idle");
+    let mut closed = 0;
+    for mut socket in idle.into_iter().chain(std::iter::once(slow)) {
+        let mut buf = Vec::new();
+        if tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut buf)).await.is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1001, "every idle or slow socket was closed by the header timeout");
+}
+
+#[tokio::test]
+async fn invalid_utf8_ends_the_connection_and_a_ping_flood_does_not_stop_the_link() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let cp = spawn_control_plane().await;
+    let w = create_worker(&cp, "abuse").await;
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    let bad = Frame::message(vec![0xff, 0xfe, 0x80], OpCode::Data(Data::Text), true);
+    let _ = raw.ws.send(Message::Frame(bad)).await;
+    assert!(raw.recv().await.is_none(), "invalid UTF-8 closed the connection");
+
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    for i in 0..5_000u32 {
+        raw.ws.feed(Message::Ping(i.to_be_bytes().to_vec().into())).await.expect("ping");
+    }
+    raw.ws.flush().await.expect("flush");
+    raw.send(&Heartbeat { load1: 7.0, ..Heartbeat::default() }).await;
+    let mut seen = false;
+    for _ in 0..100 {
+        if cp.hub.snapshot(w.id).map(|h| h.load1) == Some(7.0) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the heartbeat after 5,000 pings was handled");
+    assert_eq!(cp.get("/health").await.status(), 200);
+}
