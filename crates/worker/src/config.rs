@@ -221,3 +221,27 @@ mod tests {
         assert!(c.check().is_ok());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_worker_config_parses_and_names_every_key() {
+        let text = include_str!("../../../deploy/worker.example.yaml");
+        let config = WorkerConfig::from_yaml(text, "deploy/worker.example.yaml").expect("parses");
+        assert!(check_control_plane_url(&config.control_plane_url).is_ok());
+        for key in [
+            "control_plane_url:",
+            "name:",
+            "zone:",
+            "api_key:",
+            "shared_secret:",
+            "listen:",
+            "containers_conf:",
+            "data_dir:",
+        ] {
+            assert!(text.lines().any(|l| l.trim_start().starts_with(key)), "missing {key}");
+        }
+    }
+}

@@ -1,5 +1,9 @@
 //! Newtypes built only through `parse`, so a value that exists is a valid one.
 
+mod app;
 mod name;
 
+pub use app::{
+    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, InvalidInput, RepoUrl, parse_port,
+};
 pub use name::{NameError, WorkerName, Zone};

@@ -232,7 +232,7 @@ async fn connect(
     let mut response = upgrade
         // Small buffers keep ten thousand idle connections cheap; the frame cap is the spec's
         // 2 MiB plus room for the envelope, so the receive check can name an oversize frame.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_FRAME_BYTES * 2)
         .max_message_size(MAX_FRAME_BYTES + 64 * 1024)

@@ -405,3 +405,51 @@ impl Hub {
         self.inner.tasks.wait().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap_or_else(|e| unreachable!("a static URL parses: {e}"));
+        Hub::new(pool, Duration::from_secs(5), Arc::new(Metrics::default()), CancellationToken::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_is_live_for_45_seconds_and_then_not() {
+        let hub = hub();
+        let (tx, _rx) = mpsc::channel(1);
+        hub.attach(7, "c1".into(), tx, CancellationToken::new());
+        hub.record_heartbeat(7, Heartbeat { cpu_pct: 3.0, ..Heartbeat::default() });
+        tokio::time::advance(Duration::from_secs(44)).await;
+        assert_eq!(hub.snapshot(7).map(|h| h.cpu_pct), Some(3.0));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(hub.snapshot(7), None, "stale snapshots are not live");
+    }
+
+    #[tokio::test]
+    async fn a_newer_connection_replaces_and_closes_the_older_one() {
+        let hub = hub();
+        let (tx1, _rx1) = mpsc::channel(1);
+        let (tx2, _rx2) = mpsc::channel(1);
+        let first = CancellationToken::new();
+        hub.attach(7, "c1".into(), tx1, first.clone());
+        hub.attach(7, "c2".into(), tx2, CancellationToken::new());
+        assert!(first.is_cancelled());
+        assert_eq!(hub.connection_id(7).as_deref(), Some("c2"));
+        // The old connection's detach must not remove the new one.
+        hub.detach(7, "c1");
+        assert!(hub.is_connected(7));
+        hub.detach(7, "c2");
+        assert!(!hub.is_connected(7));
+    }
+
+    #[tokio::test]
+    async fn a_stray_reply_is_dropped_without_blocking() {
+        let hub = hub();
+        hub.complete_query(AdminQueryReply { query_id: "q-1-1".into(), ..AdminQueryReply::default() });
+        assert!(hub.lock_pending().is_empty());
+    }
+}

@@ -1,0 +1,316 @@
+//! What a user gives when deploying: names, repository URLs, git refs, paths, env keys, ports.
+//! Each is a newtype built only through `parse`, which names the problem and the fix; values
+//! that reach git or podman argv are plain by construction (no leading `-`, no `..`).
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidInput {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidInput {
+    InvalidInput { field, message: message.into() }
+}
+
+/// A DNS-label slug derived from an app's name: `My App!` → `my-app`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AppSlug(String);
+
+impl AppSlug {
+    pub const MAX_LEN: usize = 40;
+
+    /// Lowercases, turns runs of other characters into one `-`, trims `-` at both ends.
+    pub fn from_name(name: &str) -> Result<AppSlug, InvalidInput> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(invalid("name", "give the app a name of 1 to 64 characters"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(invalid("name", "the name must not contain control characters"));
+        }
+        let mut slug = String::new();
+        for c in name.chars().flat_map(char::to_lowercase) {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                slug.push(c);
+            } else if !slug.ends_with('-') {
+                slug.push('-');
+            }
+        }
+        let slug = slug.trim_matches('-');
+        if slug.is_empty() {
+            return Err(invalid("name", "the name needs at least one letter or digit (a-z, 0-9)"));
+        }
+        if slug.len() > Self::MAX_LEN {
+            return Err(invalid(
+                "name",
+                format!("the name makes a slug longer than {} characters; shorten it", Self::MAX_LEN),
+            ));
+        }
+        Ok(AppSlug(slug.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppSlug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where the code comes from: `https://` (public hosts, checked again by the worker before it
+/// connects), or in single-machine mode a `file://` URL or absolute local path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoUrl(String);
+
+impl RepoUrl {
+    pub fn parse(value: &str, allow_local: bool) -> Result<RepoUrl, InvalidInput> {
+        let value = value.trim();
+        let bad = |m: &str| Err(invalid("repo_url", m.to_string()));
+        if value.is_empty() || value.len() > 500 {
+            return bad("give the repository's https:// URL (at most 500 characters)");
+        }
+        if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return bad("the URL must not contain spaces or control characters");
+        }
+        if let Some(rest) = value.strip_prefix("https://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.is_empty() || authority.contains('@') {
+                return bad("put no user name or token in the URL; link a git provider account instead");
+            }
+            if rest.split('/').any(|seg| seg == "..") {
+                return bad("the URL must not contain `..`");
+            }
+            return Ok(RepoUrl(value.to_string()));
+        }
+        if allow_local {
+            let path = value.strip_prefix("file://").unwrap_or(value);
+            if path.starts_with('/') && !path.split('/').any(|seg| seg == "..") {
+                return Ok(RepoUrl(format!("file://{path}")));
+            }
+            return bad("use an https:// URL, a file:// URL, or an absolute path without `..`");
+        }
+        bad("use an https:// URL (git://, ssh:// and http:// are not supported)")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A branch name: git's own rules, minus anything that could read as an option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branch(String);
+
+impl Branch {
+    pub fn parse(value: &str) -> Result<Branch, InvalidInput> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+        let bad = value.is_empty()
+            || value.len() > 100
+            || !value.chars().all(ok_char)
+            || value.starts_with(['-', '/', '.'])
+            || value.ends_with(['/', '.'])
+            || value.ends_with(".lock")
+            || value.contains("..")
+            || value.contains("//")
+            || value.contains("/.");
+        if bad {
+            return Err(invalid(
+                "branch",
+                "use a plain branch name (letters, digits, `.`, `_`, `-`, `/`; not starting with `-`, no `..`)",
+            ));
+        }
+        Ok(Branch(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A commit id: 7 to 40 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitSha(String);
+
+impl CommitSha {
+    pub fn parse(value: &str) -> Result<CommitSha, InvalidInput> {
+        if (7..=40).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(CommitSha(value.to_ascii_lowercase()))
+        } else {
+            Err(invalid("commit", "give a commit id of 7 to 40 hex digits"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Containerfile path relative to the repository root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerfilePath(String);
+
+impl DockerfilePath {
+    pub fn parse(value: &str) -> Result<DockerfilePath, InvalidInput> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+        let bad = value.is_empty()
+            || value.len() > 200
+            || !value.chars().all(ok_char)
+            || value.starts_with(['/', '-'])
+            || value.split('/').any(|seg| seg.is_empty() || seg == ".." || seg == ".");
+        if bad {
+            return Err(invalid(
+                "dockerfile_path",
+                "give a path inside the repository, like `Containerfile` or `docker/Dockerfile` (no `..`, no leading `/`)",
+            ));
+        }
+        Ok(DockerfilePath(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An environment variable name, `^[A-Z][A-Z0-9_]{0,63}$`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvKey(String);
+
+impl EnvKey {
+    pub fn parse(value: &str) -> Result<EnvKey, InvalidInput> {
+        let mut chars = value.chars();
+        let ok = value.len() <= 64
+            && chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(EnvKey(value.to_string()))
+        } else {
+            Err(invalid(
+                "env",
+                format!(
+                    "{:?} is not a valid name: use A-Z, 0-9 and `_`, starting with a letter, at most 64 characters",
+                    value.chars().take(70).collect::<String>()
+                ),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How the image is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framework {
+    Dockerfile,
+    Static,
+}
+
+impl Framework {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Framework::Dockerfile => "dockerfile",
+            Framework::Static => "static",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Framework, InvalidInput> {
+        match value {
+            "dockerfile" => Ok(Framework::Dockerfile),
+            "static" => Ok(Framework::Static),
+            _ => Err(invalid("framework", "choose `dockerfile` or `static`")),
+        }
+    }
+}
+
+/// The port the app listens on inside its container.
+pub fn parse_port(value: i64) -> Result<u16, InvalidInput> {
+    u16::try_from(value).ok().filter(|p| *p > 0).ok_or_else(|| invalid("port", "give a port from 1 to 65535"))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn names_become_dns_slugs() {
+        assert_eq!(AppSlug::from_name("My App!").map(|s| s.0), Ok("my-app".into()));
+        assert_eq!(AppSlug::from_name("  hello--world  ").map(|s| s.0), Ok("hello-world".into()));
+        assert!(AppSlug::from_name("$(id)").is_ok_and(|s| s.as_str() == "id"));
+        assert!(AppSlug::from_name("!!!").is_err());
+        assert!(AppSlug::from_name("").is_err());
+        assert!(AppSlug::from_name(&"a".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn option_like_and_traversing_refs_and_paths_are_refused() {
+        for bad in
+            ["--upload-pack=touch /tmp/x", "-b", "a..b", "a//b", "/abs", "x.lock", "a b", "a;b", "$(id)", ""]
+        {
+            assert!(Branch::parse(bad).is_err(), "{bad}");
+        }
+        for ok in ["main", "release/1.2", "feature_x-y"] {
+            assert!(Branch::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["../Dockerfile", "/etc/passwd", "a/../b", "-f", "a//b", "./x", "a b"] {
+            assert!(DockerfilePath::parse(bad).is_err(), "{bad}");
+        }
+        assert!(DockerfilePath::parse("docker/Containerfile").is_ok());
+    }
+
+    #[test]
+    fn repo_urls_must_be_https_or_local_in_single_machine_mode() {
+        assert!(RepoUrl::parse("https://github.com/a/b.git", false).is_ok());
+        for bad in [
+            "http://x/y",
+            "git://x/y",
+            "ssh://git@x/y",
+            "https://user:tok@x/y",
+            "ext::sh -c id",
+            "-u",
+            "https://",
+        ] {
+            assert!(RepoUrl::parse(bad, false).is_err(), "{bad}");
+        }
+        assert!(RepoUrl::parse("/srv/repo", false).is_err());
+        assert_eq!(RepoUrl::parse("/srv/repo", true).map(|r| r.0), Ok("file:///srv/repo".into()));
+        assert!(RepoUrl::parse("file:///srv/../etc", true).is_err());
+    }
+
+    #[test]
+    fn env_keys_follow_the_spec_pattern() {
+        for ok in ["A", "DATABASE_URL", "X1", &format!("A{}", "B".repeat(63))] {
+            assert!(EnvKey::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a", "1A", "_A", "A-B", "A B", &format!("A{}", "B".repeat(64))] {
+            assert!(EnvKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_parsed_branch_can_never_start_an_option(s in "\\PC{0,40}") {
+            if let Ok(b) = Branch::parse(&s) {
+                prop_assert!(!b.as_str().starts_with('-'));
+                prop_assert!(!b.as_str().contains(".."));
+            }
+        }
+
+        #[test]
+        fn slugs_are_dns_labels(s in "\\PC{0,70}") {
+            if let Ok(slug) = AppSlug::from_name(&s) {
+                prop_assert!(slug.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+                prop_assert!(!slug.as_str().starts_with('-') && !slug.as_str().ends_with('-'));
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs a benchmark with a throwaway PostgreSQL: `bash scripts/bench.sh hub` (worker
+# connections). Prints figures; asserts nothing about speed. Release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+which=${1:-hub}
+pgdir=$(mktemp -d /tmp/wisehosting-bench-pg.XXXXXX)
+cleanup() { bash scripts/pg-temp.sh stop "$pgdir"; }
+trap cleanup EXIT
+WH_TEST_PG_URL=$(bash scripts/pg-temp.sh start "$pgdir")
+export WH_TEST_PG_URL
+case $which in
+  hub) cargo bench -p wisehosting-control-plane --bench hub_connections ;;
+  *) echo "unknown benchmark $which; choose: hub" >&2; exit 2 ;;
+esac
