@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what WiseHosting needs on a fresh Debian 12 machine: PostgreSQL server binaries,
-# git, and cargo-nextest. Safe to run again; it installs only what is missing.
+# git, podman with runc, busybox-static (for the local base image), and cargo-nextest.
+# Safe to run again; it installs only what is missing.
 set -euo pipefail
 
 need_apt=()
@@ -10,6 +11,9 @@ for dir in /usr/lib/postgresql/*/bin; do
 done
 $have_pg || need_apt+=(postgresql-15)
 command -v git >/dev/null || need_apt+=(git)
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || need_apt+=(runc)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
 
@@ -21,7 +25,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  # A package mirror may fail once; try a second time before giving up.
+  apt-get install -y -qq "${need_apt[@]}" || { sleep 5; apt-get update -qq; apt-get install -y -qq "${need_apt[@]}"; }
   # The Debian package starts a system cluster we do not use; the platform runs its own.
   if command -v pg_ctlcluster >/dev/null; then
     pg_ctlcluster 15 main stop 2>/dev/null || true
@@ -32,6 +37,9 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo is not installed; install Rust (rustup) first" >&2
   exit 1
 fi
+# The local base image apps and tests build on (no registry is reachable).
+bash "$(dirname "$0")/base-image.sh"
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest

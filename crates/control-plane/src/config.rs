@@ -42,6 +42,9 @@ pub struct Config {
     pub worker_token_ttl_secs: u64,
     /// Worker registrations and token refreshes allowed per client IP per minute.
     pub worker_auth_per_minute: u32,
+    /// Single-machine mode (`wisehosting dev` sets it): enables `POST /api/auth/dev-login` and
+    /// local repositories. Refused unless every listener is on loopback.
+    pub single_machine: bool,
     pub log: LogConfig,
 }
 
@@ -115,6 +118,7 @@ impl Default for Config {
             heartbeat_interval_secs: 5,
             worker_token_ttl_secs: 900,
             worker_auth_per_minute: 30,
+            single_machine: false,
             log: LogConfig::default(),
         }
     }
@@ -307,6 +311,12 @@ impl Config {
         if self.api_server.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "api_server.request_timeout_secs must be at least 1 (the default is 30)".into(),
+            ));
+        }
+        let loopback = self.api_server.host.is_loopback() && self.internal_api.bind.ip().is_loopback();
+        if self.single_machine && !loopback {
+            return Err(ConfigError::Invalid(
+                "single_machine is only allowed when api_server.host and internal_api.bind are loopback addresses; it enables a password-less login".into(),
             ));
         }
         let secret = &self.api_server.secret;
@@ -594,6 +604,13 @@ mod tests {
             }
             assert!(found, "deploy/config.example.yaml does not set `{key}`");
         }
+    }
+
+    #[test]
+    fn single_machine_mode_is_refused_on_a_public_listener() {
+        let err = parse("single_machine: true\n").expect_err("0.0.0.0 is not loopback").to_string();
+        assert!(err.contains("single_machine is only allowed"), "{err}");
+        assert!(parse("single_machine: true\napi_server:\n  host: 127.0.0.1\n").is_ok());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
 use crate::http::{self, RateLimiter};
 use crate::hub::Hub;
+use crate::jobs::dispatch::{self, Dispatcher};
+use crate::logbus::LogBus;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -58,6 +60,9 @@ impl App {
         let shutdown = CancellationToken::new();
         let state = build_state(config, pool, shutdown.clone())?;
         state.hub.start().await.map_err(DbError::from)?;
+        let dispatcher =
+            Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
+        dispatch::spawn(dispatcher, shutdown.clone());
         let api = &state.config.api_server;
         let addr = SocketAddr::new(api.host, api.port);
         let public = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
@@ -139,13 +144,15 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let (keys, sealer) = keys(&config)?;
     let metrics = Arc::new(Metrics::default());
     let heartbeat = Duration::from_secs(config.heartbeat_interval_secs);
-    let hub = Hub::new(pool.clone(), heartbeat, metrics.clone(), shutdown);
+    let logbus = Arc::new(LogBus::default());
+    let hub = Hub::new(pool.clone(), heartbeat, metrics.clone(), logbus.clone(), shutdown);
     Ok(AppState {
         db: pool,
         keys: Arc::new(keys),
         sealer: Arc::new(sealer),
         metrics,
         hub,
+        logbus,
         config: Arc::new(config.clone()),
         worker_auth_limiter: Arc::new(RateLimiter::new(
             config.worker_auth_per_minute,

@@ -8,6 +8,7 @@ use wisehosting_crypto::{Keyring, Sealer};
 use crate::config::Config;
 use crate::http::RateLimiter;
 use crate::hub::Hub;
+use crate::logbus::LogBus;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -18,6 +19,7 @@ pub struct AppState {
     pub sealer: Arc<Sealer>,
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
+    pub logbus: Arc<LogBus>,
     /// Worker registration and token refresh, per client IP.
     pub worker_auth_limiter: Arc<RateLimiter>,
 }

@@ -213,3 +213,116 @@ impl Drop for TestControlPlane {
         self.shutdown.cancel();
     }
 }
+
+/// A signed-in user of a test control plane (dev login), with a client that sends the cookie.
+pub struct UserSession {
+    pub cookie: String,
+    pub user_id: i64,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl TestControlPlane {
+    /// Signs in with the dev login (the control plane must run with `single_machine`).
+    pub async fn login(&self, email: &str) -> UserSession {
+        let response = self
+            .client
+            .post(self.url("/api/auth/dev-login"))
+            .json(&serde_json::json!({ "email": email }))
+            .send()
+            .await
+            .expect("dev-login");
+        assert_eq!(response.status(), 200, "dev-login");
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("session cookie")
+            .to_string();
+        let body: serde_json::Value = response.json().await.expect("json");
+        UserSession {
+            cookie,
+            user_id: body["user"]["id"].as_i64().expect("id"),
+            base: self.base_url.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl UserSession {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base)).header("cookie", &self.cookie)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path).send().await.expect("GET")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path).json(body).send().await.expect("POST")
+    }
+
+    /// Polls a deployment until it reaches a final state (or the limit), returning it.
+    pub async fn wait_deployment(&self, id: i64, limit: std::time::Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let d: serde_json::Value =
+                self.get(&format!("/api/deployments/{id}")).await.json().await.expect("json");
+            let status = d["status"].as_str().unwrap_or_default().to_string();
+            if ["running", "failed", "cancelled", "superseded"].contains(&status.as_str())
+                || tokio::time::Instant::now() > deadline
+            {
+                return d;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A git repository made by the test, with helpers to commit files.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRepo {
+    pub fn new() -> TestRepo {
+        let dir = tempfile::Builder::new().prefix("wh-repo").tempdir_in("/tmp").expect("repo dir");
+        let repo = TestRepo { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.path().display())
+    }
+
+    pub fn git(&self, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-C"])
+            .arg(self.dir.path())
+            .args(args)
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    /// Writes files and commits them.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) {
+        for (path, text) in files {
+            let full = self.dir.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(full, text).expect("write");
+        }
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
+}
+
+impl Default for TestRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}

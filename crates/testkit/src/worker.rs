@@ -164,18 +164,67 @@ impl RawWorker {
     }
 }
 
-/// A real agent running in this process.
+/// A real agent running in this process. Its containers and images carry a unique
+/// `wisehosting.instance` label and are removed when it is dropped.
 pub struct SpawnedWorker {
     pub worker: TestWorker,
     pub status: std::sync::Arc<AgentStatus>,
+    pub instance: String,
+    _data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl SpawnedWorker {
-    pub async fn stop(self) {
+/// The project's podman settings for this machine.
+pub fn containers_conf() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/containers.conf")
+}
+
+/// Removes every container and image labelled with this instance.
+pub fn remove_instance(instance: &str) {
+    let filter = format!("label=wisehosting.instance={instance}");
+    let podman = || {
+        let mut cmd = std::process::Command::new("podman");
+        cmd.env("CONTAINERS_CONF", containers_conf())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    for (list, remove) in [(["ps", "-aq"], ["rm", "-f"]), (["images", "-q"], ["rmi", "-f"])] {
+        let Ok(out) = podman().args(list).arg("--filter").arg(&filter).output() else { continue };
+        let ids: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let _ = podman().args(remove).arg("--").args(&ids).output();
+        }
+    }
+}
+
+impl Drop for SpawnedWorker {
+    fn drop(&mut self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        remove_instance(&self.instance);
+    }
+}
+
+impl SpawnedWorker {
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+
+    /// Lists this worker's containers of an app, as podman reports them.
+    pub fn containers_of(&self, app_id: i64) -> Vec<serde_json::Value> {
+        let out = std::process::Command::new("podman")
+            .env("CONTAINERS_CONF", containers_conf())
+            .args(["ps", "-a", "--format", "json", "--filter"])
+            .arg(format!("label=wisehosting.instance={}", self.instance))
+            .arg("--filter")
+            .arg(format!("label=wisehosting.app={app_id}"))
+            .output()
+            .expect("podman ps");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
     /// Waits until `check` holds, polling every 50 ms, up to `limit`.
@@ -193,11 +242,15 @@ impl SpawnedWorker {
 
 /// Starts the real agent for `worker` against `base_url` (the control plane, or a proxy to it).
 pub fn spawn_worker(cp: &TestControlPlane, worker: &TestWorker, base_url: &str) -> SpawnedWorker {
+    let instance = format!("t{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
+    let data_dir = tempfile::tempdir().expect("worker data dir");
     let yaml = format!(
-        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: /tmp\n",
+        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n",
         worker.name,
         worker.api_key,
-        cp.config.api_server.secret.expose()
+        cp.config.api_server.secret.expose(),
+        data_dir.path().display(),
+        containers_conf().display(),
     );
     let config = WorkerConfig::from_yaml(&yaml, "test").expect("worker config");
     let agent = Agent::new(config)
@@ -206,5 +259,5 @@ pub fn spawn_worker(cp: &TestControlPlane, worker: &TestWorker, base_url: &str) 
     let status = agent.status();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(agent.run(shutdown.clone()));
-    SpawnedWorker { worker: worker.clone(), status, shutdown, task }
+    SpawnedWorker { worker: worker.clone(), status, instance, _data_dir: data_dir, shutdown, task }
 }

@@ -31,6 +31,37 @@ pub struct WorkerConfig {
     pub podman: PodmanConfig,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    #[serde(default)]
+    pub deploy: DeploySettings,
+}
+
+/// How the deploy pipeline runs on this worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// Prefix of container and image names and value of the `wisehosting.instance` label, so
+    /// several platforms (or test runs) can share one podman without touching each other.
+    pub instance: String,
+    /// Accept `file://` repositories (single-machine mode only).
+    pub allow_local_repos: bool,
+    /// Base image of the `static` preset (a busybox with `httpd`; `scripts/base-image.sh`).
+    pub static_image: String,
+    /// How long a new container may take to answer its first non-5xx response.
+    pub health_timeout_secs: u64,
+    /// How long the old container keeps serving after the switch before it is stopped.
+    pub drain_secs: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            instance: "wh".into(),
+            allow_local_repos: false,
+            static_image: "localhost/wisehosting/busybox:latest".into(),
+            health_timeout_secs: 60,
+            drain_secs: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +149,18 @@ impl WorkerConfig {
     /// Every check that needs more than types: the URL rule and the two secrets.
     pub fn check(&self) -> Result<(), WorkerConfigError> {
         check_control_plane_url(&self.control_plane_url)?;
+        let instance = &self.deploy.instance;
+        let plain = !instance.is_empty()
+            && instance.len() <= 20
+            && instance.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && instance.as_bytes()[0].is_ascii_lowercase();
+        if !plain {
+            return Err(WorkerConfigError::Bad {
+                path: "worker config".into(),
+                key: "deploy.instance".into(),
+                message: "use 1-20 lowercase letters and digits, starting with a letter".into(),
+            });
+        }
         if self.api_key.is_empty() {
             return Err(WorkerConfigError::Missing("api_key", "worker_api_key"));
         }

@@ -9,6 +9,7 @@
 //! The worker never talks to PostgreSQL: everything goes through the control plane.
 
 pub mod config;
+pub mod deploy;
 pub mod link;
 pub mod runtime;
 pub mod stats;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 use tokio_util::sync::CancellationToken;
 use wisehosting_crypto::Secret;
-use wisehosting_worker::config::{EdgeConfig, PodmanConfig};
+use wisehosting_worker::config::{DeploySettings, EdgeConfig, PodmanConfig};
 use wisehosting_worker::{Agent, WorkerConfig};
 
 use crate::cli::say;
@@ -158,6 +158,7 @@ impl LocalWorker<'_> {
             edge: EdgeConfig { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)) },
             podman: PodmanConfig { containers_conf: Some(containers_conf) },
             data_dir: worker_dir,
+            deploy: DeploySettings { allow_local_repos: true, ..DeploySettings::default() },
         };
         let agent = Agent::new(config).map_err(|e| DevError::Worker(e.to_string()))?;
         tokio::spawn(agent.run(shutdown));
@@ -252,6 +253,7 @@ fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[
     db.insert("min_connections".into(), Value::Number(1.into()));
     db.insert("max_connections".into(), Value::Number(10.into()));
     let mut root = Mapping::new();
+    root.insert("single_machine".into(), Value::Bool(true));
     root.insert("api_server".into(), Value::Mapping(api));
     root.insert("database".into(), Value::Mapping(db));
     Value::Mapping(root)

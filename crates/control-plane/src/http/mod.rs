@@ -4,7 +4,10 @@
 //! span, metrics, security headers), timeout (JSON 503), body limit. Every error body is an
 //! [`ApiError`].
 
+mod apps;
+mod auth;
 pub mod error;
+pub mod extract;
 mod internal;
 mod ops;
 mod ratelimit;
@@ -29,7 +32,11 @@ use crate::state::AppState;
 
 /// The public router: operations endpoints now; `/api` and `/v1` join in later issues.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new().merge(ops::routes()).merge(workers::routes());
+    let api = Router::new()
+        .merge(auth::routes())
+        .merge(apps::routes())
+        .layer(middleware::from_fn(extract::csrf_guard));
+    let routes = Router::new().merge(ops::routes()).merge(workers::routes()).merge(api);
     with_edge(routes, state)
 }
 

@@ -89,6 +89,12 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
 }
 
 impl Conn {
+    fn report(&self, result: Result<(), sqlx::Error>) {
+        if let Err(e) = result {
+            tracing::warn!(worker_id = self.worker_id, error = %e, "cannot apply a worker report");
+        }
+    }
+
     fn frame(&mut self, out: &Outgoing) -> Message {
         let id = wisehosting_crypto::random_bytes::<16>();
         Message::Text(self.sender.seal_raw(out.t, id, now_ms(), &out.payload).into())
@@ -181,10 +187,21 @@ impl Conn {
                 self.hub.inner.metrics.record_unknown_message();
                 tracing::debug!(worker_id = self.worker_id, message_type = %t, "ignored a frame of an unknown type");
             }
-            // Job, stats, state and log messages are handled by the deploy pipeline.
-            other => {
-                tracing::debug!(worker_id = self.worker_id, message_type = ?std::mem::discriminant(&other), "no handler yet")
+            WorkerMessage::JobAccepted(m) => {
+                self.report(crate::jobs::events::accepted(&self.hub.inner.db, self.worker_id, m).await)
             }
+            WorkerMessage::JobProgress(m) => {
+                self.report(crate::jobs::events::progress(&self.hub.inner.db, self.worker_id, m).await)
+            }
+            WorkerMessage::JobResult(m) => {
+                self.report(crate::jobs::events::result(&self.hub.inner.db, self.worker_id, m).await)
+            }
+            WorkerMessage::Log(m) => {
+                let bus = self.hub.inner.logbus.clone();
+                self.report(crate::jobs::events::log(&self.hub.inner.db, &bus, self.worker_id, m).await)
+            }
+            // Stats and app states feed the usage recorder and alerts (later issues).
+            WorkerMessage::AppStats(_) | WorkerMessage::AppState(_) => {}
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, Heartbeat};
 
 pub use conn::{ConnectionParams, serve_connection};
 
+use crate::logbus::LogBus;
 use crate::metrics::Metrics;
 use crate::store;
 
@@ -111,6 +112,7 @@ struct Inner {
     pending: Mutex<HashMap<String, oneshot::Sender<AdminQueryReply>>>,
     query_seq: AtomicU64,
     metrics: Arc<Metrics>,
+    logbus: Arc<LogBus>,
     events: broadcast::Sender<HubEvent>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -123,7 +125,13 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    pub fn new(db: PgPool, heartbeat: Duration, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        db: PgPool,
+        heartbeat: Duration,
+        metrics: Arc<Metrics>,
+        logbus: Arc<LogBus>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (events, _) = broadcast::channel(256);
         Self {
             inner: Arc::new(Inner {
@@ -133,6 +141,7 @@ impl Hub {
                 pending: Mutex::new(HashMap::new()),
                 query_seq: AtomicU64::new(0),
                 metrics,
+                logbus,
                 events,
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -414,7 +423,13 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap_or_else(|e| unreachable!("a static URL parses: {e}"));
-        Hub::new(pool, Duration::from_secs(5), Arc::new(Metrics::default()), CancellationToken::new())
+        Hub::new(
+            pool,
+            Duration::from_secs(5),
+            Arc::new(Metrics::default()),
+            Arc::default(),
+            CancellationToken::new(),
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,9 @@
 //! sqlx functions, one file per aggregate. Functions take a pool or a transaction.
 
+pub mod apps;
 pub mod audit;
+pub mod jobs;
+pub mod users;
 pub mod workers;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 
 mod agent;
 mod cli;
+mod deploy;
 mod dev;
 mod http;
 mod migrations;

@@ -32,6 +32,7 @@ use wisehosting_proto::{
 pub use backoff::Backoff;
 
 use crate::config::{WorkerConfig, WorkerConfigError, check_control_plane_url};
+use crate::deploy::Pipeline;
 use crate::runtime::Podman;
 use crate::stats::HostSampler;
 
@@ -128,13 +129,13 @@ impl TokenResponse {
 
 /// A frame to send: its type and its payload's JSON text.
 #[derive(Debug)]
-struct Outgoing {
+pub struct Outgoing {
     t: &'static str,
     payload: String,
 }
 
 impl Outgoing {
-    fn of<M: MessageType>(message: &M) -> Self {
+    pub fn of<M: MessageType>(message: &M) -> Self {
         Self { t: M::TYPE, payload: serde_json::to_string(message).unwrap_or_else(|_| "{}".into()) }
     }
 }
@@ -143,7 +144,19 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
+/// Jobs in flight, by job id, with the token that cancels each.
+type RunningJobs = std::collections::HashMap<i64, CancellationToken>;
+
+/// Job messages outlive a session: they queue here and go out on whichever session is live
+/// (the control plane's fencing drops any that no longer count).
+struct JobQueue {
+    tx: mpsc::Sender<Outgoing>,
+    rx: mpsc::Receiver<Outgoing>,
+    running: RunningJobs,
+}
+
 pub struct Agent {
+    pipeline: Arc<Pipeline>,
     config: WorkerConfig,
     base: Url,
     http: reqwest::Client,
@@ -174,7 +187,13 @@ impl Agent {
             .build()
             .map_err(|e| LinkError::Http(e.to_string()))?;
         let podman = Podman::new(config.podman.containers_conf.clone());
+        let pipeline = Arc::new(Pipeline {
+            podman: podman.clone(),
+            data_dir: config.data_dir.clone(),
+            settings: config.deploy.clone(),
+        });
         Ok(Agent {
+            pipeline,
             config,
             base,
             http,
@@ -196,13 +215,15 @@ impl Agent {
 
     /// Runs until `shutdown` fires.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let (tx, rx) = mpsc::channel(1024);
+        let mut jobs = JobQueue { tx, rx, running: RunningJobs::new() };
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
             let started = Instant::now();
             let end = match self.register().await {
-                Ok(token) => self.session(token, &shutdown).await,
+                Ok(token) => self.session(token, &shutdown, &mut jobs).await,
                 Err(e) => SessionEnd::Lost(e),
             };
             self.status.set_connection(None);
@@ -251,8 +272,13 @@ impl Agent {
         Ok(token)
     }
 
-    async fn session(&self, token: TokenResponse, shutdown: &CancellationToken) -> SessionEnd {
-        match self.session_inner(token, shutdown).await {
+    async fn session(
+        &self,
+        token: TokenResponse,
+        shutdown: &CancellationToken,
+        jobs: &mut JobQueue,
+    ) -> SessionEnd {
+        match self.session_inner(token, shutdown, jobs).await {
             Ok(()) => SessionEnd::Shutdown,
             Err(e) => SessionEnd::Lost(e),
         }
@@ -262,6 +288,7 @@ impl Agent {
         &self,
         token: TokenResponse,
         shutdown: &CancellationToken,
+        jobs: &mut JobQueue,
     ) -> Result<(), LinkError> {
         let mut ws_url = self.url("/v1/workers/ws")?;
         let scheme = if ws_url.scheme() == "https" { "wss" } else { "ws" };
@@ -342,6 +369,7 @@ impl Agent {
                     return Ok(());
                 }
                 Some(out) = out_rx.recv() => send(&mut sink, &mut sender, &out).await?,
+                Some(out) = jobs.rx.recv() => send(&mut sink, &mut sender, &out).await?,
                 incoming = stream.next() => {
                     let text = match incoming {
                         Some(Ok(Message::Text(text))) => text,
@@ -360,6 +388,25 @@ impl Agent {
                                 let reply = AdminQueryReply { query_id: query.query_id, command: query.command, output: outcome.output, err: outcome.err };
                                 let _ = tx.send(Outgoing::of(&reply)).await;
                             });
+                        }
+                        Ok(ServerMessage::Job(job)) => {
+                            jobs.running.retain(|_, token| !token.is_cancelled());
+                            let cancel = CancellationToken::new();
+                            jobs.running.insert(job.job_id, cancel.clone());
+                            tracing::info!(job_id = job.job_id, kind = %job.kind, app_id = job.app_id, "job received");
+                            let pipeline = self.pipeline.clone();
+                            let tx = jobs.tx.clone();
+                            tokio::spawn(async move {
+                                pipeline.run_job(job, tx, cancel.clone()).await;
+                                // Finished: the token marks the slot free.
+                                cancel.cancel();
+                            });
+                        }
+                        Ok(ServerMessage::JobCancel(c)) => {
+                            if let Some(token) = jobs.running.get(&c.job_id) {
+                                tracing::info!(job_id = c.job_id, "job cancelled by the control plane");
+                                token.cancel();
+                            }
                         }
                         Ok(ServerMessage::Unknown(t)) => tracing::debug!(message_type = %t, "ignored a frame of an unknown type"),
                         Ok(other) => tracing::debug!(message = ?other, "no handler yet"),

@@ -39,6 +39,17 @@ impl Podman {
         Self { program: PathBuf::from("podman"), containers_conf }
     }
 
+    /// A podman command with these first arguments, `CONTAINERS_CONF` applied; the caller adds
+    /// the rest and chooses how to read its output.
+    pub fn command_for(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(args).kill_on_drop(true);
+        if let Some(conf) = &self.containers_conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
+        cmd
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);

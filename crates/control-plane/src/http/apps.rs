@@ -1,0 +1,459 @@
+//! Apps and deployments (issue 4's REST API). Every route takes the signed-in user and only
+//! ever finds that user's rows: another user's id answers 404 (T08). Changes that start work
+//! enqueue a job in the same transaction, with an audit row.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::ApiJson;
+use super::extract::CurrentUser;
+use crate::domain::{
+    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, InvalidInput, RepoUrl, parse_port,
+};
+use crate::hub::Outgoing;
+use crate::plans;
+use crate::state::AppState;
+use crate::store::apps::{self, App, Deployment, FINAL_DEPLOYMENT_STATES, NewApp};
+use crate::store::audit::{self, AuditEvent};
+use crate::store::{StoreError, jobs};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/deploy", post(deploy))
+        .route("/api/apps", get(list_apps))
+        .route("/api/apps/{id}", get(get_app).delete(delete_app))
+        .route("/api/apps/{id}/deployments", get(list_deployments).post(redeploy))
+        .route("/api/apps/{id}/restart", post(|s, u, p| lifecycle(s, u, p, "restart")))
+        .route("/api/apps/{id}/stop", post(|s, u, p| lifecycle(s, u, p, "stop")))
+        .route("/api/apps/{id}/start", post(|s, u, p| lifecycle(s, u, p, "start")))
+        .route("/api/apps/{id}/env", get(get_env).put(put_env))
+        .route("/api/apps/{id}/logs", get(tail_logs))
+        .route("/api/apps/{id}/logs/stream", get(stream_logs))
+        .route("/api/deployments/{id}", get(get_deployment))
+        .route("/api/deployments/{id}/log", get(deployment_log))
+        .route("/api/deployments/{id}/cancel", post(cancel_deployment))
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::Invalid { field: e.field.into(), message: e.message }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Db(e) => ApiError::from(e),
+            StoreError::Seal(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DeployRequest {
+    name: String,
+    repo_url: String,
+    #[serde(default = "default_branch")]
+    branch: String,
+    #[serde(default = "default_framework")]
+    framework: String,
+    #[serde(default)]
+    dockerfile_path: Option<String>,
+    #[serde(default = "default_port")]
+    port: i64,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_framework() -> String {
+    "dockerfile".into()
+}
+fn default_port() -> i64 {
+    8080
+}
+
+/// The largest env value accepted.
+const MAX_ENV_VALUE: usize = 32 * 1024;
+const MAX_ENV_VARS: usize = 200;
+
+fn parse_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(ApiError::invalid("env", format!("at most {MAX_ENV_VARS} variables")));
+    }
+    for (key, value) in &env {
+        EnvKey::parse(key)?;
+        if value.len() > MAX_ENV_VALUE || value.contains('\0') || value.contains('\n') {
+            return Err(ApiError::invalid(
+                "env",
+                format!("the value of {key} must be one line of at most 32 KiB"),
+            ));
+        }
+    }
+    Ok(env)
+}
+
+fn audit_event<'a>(
+    user: &CurrentUser,
+    actor: &'a str,
+    action: &'a str,
+    kind: &'a str,
+    id: i64,
+    detail: Value,
+) -> AuditEvent<'a> {
+    AuditEvent {
+        user_id: Some(user.id),
+        actor,
+        action,
+        target_type: Some(kind),
+        target_id: Some(id.to_string()),
+        ip: None,
+        detail,
+    }
+}
+
+/// The job payload of a deploy: everything the worker needs, env values included (sealed at
+/// rest in the job row, decrypted only for the wire).
+fn deploy_payload(
+    app: &App,
+    deployment: &Deployment,
+    env: &BTreeMap<String, String>,
+    plan: &plans::Plan,
+) -> Value {
+    json!({
+        "slug": app.slug,
+        "repo_url": app.repo_url,
+        "branch": deployment.branch,
+        "commit": deployment.commit_sha,
+        "framework": app.framework,
+        "dockerfile_path": app.dockerfile_path,
+        "port": app.port,
+        "env": env,
+        "memory_mb": plan.memory_mb,
+        "cpus": plan.cpus,
+    })
+}
+
+async fn deploy(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(req): ApiJson<DeployRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let slug = AppSlug::from_name(&req.name)?;
+    let repo = RepoUrl::parse(&req.repo_url, state.config.single_machine)?;
+    let branch = Branch::parse(&req.branch)?;
+    let framework = Framework::parse(&req.framework)?;
+    let dockerfile = req.dockerfile_path.as_deref().map(DockerfilePath::parse).transpose()?;
+    let port = parse_port(req.port)?;
+    let env = parse_env(req.env)?;
+    let plan = plans::plan("free");
+    if apps::count_for_user(&state.db, user.id).await? >= plan.max_apps {
+        return Err(ApiError::Forbidden(format!(
+            "the {} plan allows {} apps; delete one first",
+            plan.name, plan.max_apps
+        )));
+    }
+    let mut tx = state.db.begin().await?;
+    let app = apps::insert(
+        &mut *tx,
+        &NewApp {
+            user_id: user.id,
+            slug: slug.as_str(),
+            name: req.name.trim(),
+            repo_url: repo.as_str(),
+            branch: branch.as_str(),
+            framework: framework.as_str(),
+            dockerfile_path: dockerfile.as_ref().map(DockerfilePath::as_str),
+            port,
+        },
+    )
+    .await?;
+    apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
+    let deployment = apps::insert_deployment(&mut *tx, app.id, branch.as_str(), None).await?;
+    let payload = deploy_payload(&app, &deployment, &env, plan);
+    jobs::enqueue(&mut tx, &state.sealer, "deploy", app.id, Some(deployment.id), &payload).await?;
+    let actor = format!("user:{}", user.id);
+    audit::record(
+        &mut *tx,
+        audit_event(&user, &actor, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
+}
+
+async fn own_app(state: &AppState, user: &CurrentUser, id: i64) -> Result<App, ApiError> {
+    apps::get_for_user(&state.db, user.id, id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))
+}
+
+async fn list_apps(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<App>>, ApiError> {
+    Ok(Json(apps::list_for_user(&state.db, user.id).await?))
+}
+
+async fn get_app(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<App>, ApiError> {
+    Ok(Json(own_app(&state, &user, id).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RedeployRequest {
+    branch: Option<String>,
+    commit: Option<String>,
+}
+
+async fn redeploy(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<RedeployRequest>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    let branch = Branch::parse(req.branch.as_deref().unwrap_or(&app.branch))?;
+    let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
+    let mut tx = state.db.begin().await?;
+    let deployment =
+        apps::insert_deployment(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
+            .await?;
+    let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
+    let payload = deploy_payload(&app, &deployment, &env, plans::plan("free"));
+    jobs::enqueue(&mut tx, &state.sealer, "deploy", app.id, Some(deployment.id), &payload).await?;
+    sqlx::query("UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'deploying' ELSE status END WHERE id = $1")
+        .bind(app.id)
+        .execute(&mut *tx)
+        .await?;
+    let actor = format!("user:{}", user.id);
+    audit::record(
+        &mut *tx,
+        audit_event(&user, &actor, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(deployment)))
+}
+
+async fn list_deployments(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<Deployment>>, ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    Ok(Json(apps::deployments_for_app(&state.db, app.id).await?))
+}
+
+async fn own_deployment(state: &AppState, user: &CurrentUser, id: i64) -> Result<Deployment, ApiError> {
+    apps::deployment_for_user(&state.db, user.id, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such deployment".into()))
+}
+
+async fn get_deployment(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<Deployment>, ApiError> {
+    Ok(Json(own_deployment(&state, &user, id).await?))
+}
+
+async fn deployment_log(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let deployment = own_deployment(&state, &user, id).await?;
+    let log = apps::build_log(&state.db, deployment.id).await?;
+    Ok(Json(json!({ "deployment_id": deployment.id, "log": log })))
+}
+
+async fn cancel_deployment(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<Deployment>, ApiError> {
+    let deployment = own_deployment(&state, &user, id).await?;
+    if FINAL_DEPLOYMENT_STATES.contains(&deployment.status.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "the deployment is already {}; nothing to cancel",
+            deployment.status
+        )));
+    }
+    let mut tx = state.db.begin().await?;
+    let lease = jobs::cancel_for_deployment(&mut tx, deployment.id).await?;
+    sqlx::query("UPDATE deployments SET status = 'cancelled', error = 'cancelled by the user', finished_at = now() WHERE id = $1")
+        .bind(deployment.id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END WHERE id = $1")
+        .bind(deployment.app_id)
+        .execute(&mut *tx)
+        .await?;
+    let actor = format!("user:{}", user.id);
+    audit::record(
+        &mut *tx,
+        audit_event(&user, &actor, "deployment.cancel", "deployment", deployment.id, json!({})),
+    )
+    .await?;
+    tx.commit().await?;
+    if let Some((job_id, attempt, worker_id)) = lease {
+        let _ = state
+            .hub
+            .send(worker_id, Outgoing::of(&wisehosting_proto::messages::JobCancel { job_id, attempt }));
+    }
+    Ok(Json(own_deployment(&state, &user, id).await?))
+}
+
+async fn lifecycle(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    kind: &'static str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    if app.current_deployment_id.is_none() {
+        return Err(ApiError::Conflict("the app has no running version yet; deploy it first".into()));
+    }
+    let mut tx = state.db.begin().await?;
+    let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
+    let payload =
+        json!({ "slug": app.slug, "port": app.port, "env": env, "deployment_id": app.current_deployment_id });
+    let job =
+        jobs::enqueue(&mut tx, &state.sealer, kind, app.id, app.current_deployment_id, &payload).await?;
+    let actor = format!("user:{}", user.id);
+    let action = format!("app.{kind}");
+    audit::record(&mut *tx, audit_event(&user, &actor, &action, "app", app.id, json!({ "job": job })))
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))))
+}
+
+async fn delete_app(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    let mut tx = state.db.begin().await?;
+    let actor = format!("user:{}", user.id);
+    audit::record(
+        &mut *tx,
+        audit_event(&user, &actor, "app.delete", "app", app.id, json!({ "slug": app.slug })),
+    )
+    .await?;
+    if app.worker_id.is_none() {
+        // Never placed: nothing runs anywhere.
+        sqlx::query("DELETE FROM apps WHERE id = $1").bind(app.id).execute(&mut *tx).await?;
+    } else {
+        sqlx::query("UPDATE jobs SET status = 'cancelled', error = 'the app was deleted', finished_at = now() WHERE app_id = $1 AND status = 'queued'")
+            .bind(app.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE apps SET status = 'deleting' WHERE id = $1")
+            .bind(app.id)
+            .execute(&mut *tx)
+            .await?;
+        jobs::enqueue(&mut tx, &state.sealer, "remove", app.id, None, &json!({ "slug": app.slug })).await?;
+    }
+    tx.commit().await?;
+    state.logbus.forget(app.id);
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EnvQuery {
+    #[serde(default)]
+    reveal: bool,
+}
+
+async fn get_env(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    let env = apps::load_env(&state.db, &state.sealer, app.id).await?;
+    if q.reveal {
+        let actor = format!("user:{}", user.id);
+        audit::record(&state.db, audit_event(&user, &actor, "env.reveal", "app", app.id, json!({}))).await?;
+        return Ok(Json(json!({ "env": env })));
+    }
+    let masked: BTreeMap<&String, &str> = env.keys().map(|k| (k, "********")).collect();
+    Ok(Json(json!({ "env": masked })))
+}
+
+async fn put_env(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    let env = parse_env(body)?;
+    let mut tx = state.db.begin().await?;
+    apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
+    let actor = format!("user:{}", user.id);
+    let names: Vec<&String> = env.keys().collect();
+    audit::record(
+        &mut *tx,
+        audit_event(&user, &actor, "env.write", "app", app.id, json!({ "names": names })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "names": names, "applies": "on the next deploy or restart" })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TailQuery {
+    tail: Option<usize>,
+}
+
+async fn tail_logs(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Query(q): Query<TailQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    let lines = state.logbus.tail(app.id, q.tail.unwrap_or(100).min(crate::logbus::RING));
+    Ok(Json(json!({ "lines": lines })))
+}
+
+async fn stream_logs(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    use tokio::sync::broadcast::error::RecvError;
+    let app = own_app(&state, &user, id).await?;
+    let app_id = app.id;
+    let stream = futures_util::stream::unfold(state.logbus.subscribe(), move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) if line.app_id == app_id => {
+                    let event = Event::default().event(line.stream).json_data(&line).unwrap_or_default();
+                    return Some((Ok(event), rx));
+                }
+                // Another app's line, or this client fell behind: skip ahead.
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,126 @@
+//! Sign-in for now: `POST /api/auth/dev-login` (single-machine mode only; 404 otherwise),
+//! `POST /api/auth/logout`, `GET /api/me`. Google sign-in arrives with the identity issue.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::{CurrentUser, SESSION_COOKIE};
+use super::{ApiError, ApiJson};
+use crate::state::AppState;
+use crate::store::audit::{self, AuditEvent};
+use crate::store::users;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/dev-login", post(dev_login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/me", get(me))
+}
+
+#[derive(Debug, Deserialize)]
+struct DevLogin {
+    email: String,
+}
+
+fn valid_email(email: &str) -> bool {
+    let email = email.trim();
+    (3..=254).contains(&email.len())
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+}
+
+fn session_cookie(token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}"
+    ))
+    .map_err(|_| ApiError::Internal("cannot build the session cookie".into()))
+}
+
+async fn dev_login(
+    State(state): State<AppState>,
+    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<DevLogin>,
+) -> Result<Response, ApiError> {
+    if !state.config.single_machine {
+        return Err(ApiError::NotFound("no such endpoint; see the API documentation for the paths".into()));
+    }
+    if !valid_email(&body.email) {
+        return Err(ApiError::invalid("email", "give an email address like you@example.com"));
+    }
+    let user_id = users::upsert_by_email(&state.db, body.email.trim()).await?;
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let mut tx = state.db.begin().await?;
+    let token = users::create_session(&mut *tx, user_id, Some(&ip.ip().to_string()), agent).await?;
+    let actor = format!("user:{user_id}");
+    audit::record(
+        &mut *tx,
+        AuditEvent {
+            user_id: Some(user_id),
+            actor: &actor,
+            action: "auth.login",
+            target_type: Some("session"),
+            target_id: None,
+            ip: Some(ip.ip().to_string()),
+            detail: json!({ "method": "dev-login" }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let cookie = session_cookie(&token, i64::from(users::SESSION_DAYS) * 86_400)?;
+    let mut response =
+        (StatusCode::OK, Json(json!({ "user": { "id": user_id, "email": body.email.trim() } })))
+            .into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin().await?;
+    users::revoke_session(&mut *tx, user.session_id).await?;
+    let actor = format!("user:{}", user.id);
+    audit::record(
+        &mut *tx,
+        AuditEvent {
+            user_id: Some(user.id),
+            actor: &actor,
+            action: "auth.logout",
+            target_type: Some("session"),
+            target_id: Some(user.session_id.to_string()),
+            ip: None,
+            detail: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    Ok(response)
+}
+
+async fn me(user: CurrentUser) -> Json<serde_json::Value> {
+    Json(json!({ "user": { "id": user.id, "email": user.email } }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_need_one_at_and_no_spaces() {
+        assert!(valid_email("a@b"));
+        assert!(valid_email("dev@example.com"));
+        for bad in ["", "ab", "a@", "@b", "a b@c", "a@b@c", "a\n@b"] {
+            assert!(!valid_email(bad), "{bad:?}");
+        }
+    }
+}

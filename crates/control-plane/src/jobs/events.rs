@@ -1,0 +1,160 @@
+//! What workers report about jobs and apps, applied under the fence: a message counts only if
+//! its (job id, attempt) is the job's live lease and the sender is the worker it was leased to.
+//! A worker that was cut off and comes back can never overwrite a newer result.
+
+use sqlx::PgPool;
+use wisehosting_proto::messages::{JobAccepted, JobProgress, JobResult, Log};
+
+use crate::logbus::LogBus;
+use crate::store::jobs::{self, Fence};
+
+/// The deployment phases a worker may report.
+const PHASES: [&str; 4] = ["cloning", "building", "starting", "health_checking"];
+/// Lines accepted in one `log` frame.
+const MAX_LINES_PER_FRAME: usize = 1000;
+
+pub async fn accepted(db: &PgPool, worker_id: i64, msg: JobAccepted) -> Result<(), sqlx::Error> {
+    let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
+    match jobs::accept(db, fence).await? {
+        Some(job) => {
+            if let Some(deployment) = job.deployment_id {
+                sqlx::query("UPDATE deployments SET status = 'cloning', started_at = now() WHERE id = $1 AND status = 'queued'")
+                    .bind(deployment)
+                    .execute(db)
+                    .await?;
+            }
+        }
+        None => stale(worker_id, msg.job_id, msg.attempt, "job_accepted"),
+    }
+    Ok(())
+}
+
+pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(), sqlx::Error> {
+    let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
+    let Some(job) = jobs::fenced(db, fence).await? else {
+        stale(worker_id, msg.job_id, msg.attempt, "job_progress");
+        return Ok(());
+    };
+    if let (Some(deployment), true) = (job.deployment_id, PHASES.contains(&msg.phase.as_str())) {
+        sqlx::query(
+            "UPDATE deployments SET status = $2 WHERE id = $1 AND status NOT IN ('running', 'superseded', 'failed', 'cancelled')",
+        )
+        .bind(deployment)
+        .bind(&msg.phase)
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), sqlx::Error> {
+    let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
+    let mut tx = db.begin().await?;
+    let error = msg.error.as_deref().map(|e| e.chars().take(8_000).collect::<String>());
+    let Some(job) = jobs::finish(&mut tx, fence, msg.ok, error.as_deref()).await? else {
+        stale(worker_id, msg.job_id, msg.attempt, "job_result");
+        return Ok(());
+    };
+    match (job.kind.as_str(), msg.ok) {
+        ("deploy", true) => {
+            let deployment = job.deployment_id.unwrap_or_default();
+            sqlx::query(
+                "UPDATE deployments SET status = 'running', image_id = $2, container_id = $3, host_port = $4, error = NULL, finished_at = now() WHERE id = $1",
+            )
+            .bind(deployment)
+            .bind(&msg.image_id)
+            .bind(&msg.container_id)
+            .bind(msg.host_port.map(i32::from))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE deployments SET status = 'superseded' WHERE app_id = $1 AND id <> $2 AND status = 'running'")
+                .bind(job.app_id)
+                .bind(deployment)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE apps SET status = 'running', current_deployment_id = $2, host_port = $3, updated_at = now() WHERE id = $1",
+            )
+            .bind(job.app_id)
+            .bind(deployment)
+            .bind(msg.host_port.map(i32::from))
+            .execute(&mut *tx)
+            .await?;
+        }
+        ("deploy", false) => {
+            sqlx::query(
+                "UPDATE deployments SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
+            )
+            .bind(job.deployment_id)
+            .bind(error.as_deref().unwrap_or("the deploy failed"))
+            .execute(&mut *tx)
+            .await?;
+            // The previous version keeps serving; an app that never ran is failed.
+            sqlx::query(
+                "UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END, updated_at = now() WHERE id = $1",
+            )
+            .bind(job.app_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        ("stop", true) => set_app_status(&mut tx, job.app_id, "stopped").await?,
+        ("start" | "restart", true) => set_app_status(&mut tx, job.app_id, "running").await?,
+        ("remove", true) => {
+            sqlx::query("DELETE FROM apps WHERE id = $1").bind(job.app_id).execute(&mut *tx).await?;
+        }
+        _ => {}
+    }
+    tx.commit().await
+}
+
+async fn set_app_status(tx: &mut sqlx::PgConnection, app_id: i64, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(app_id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Log lines go to the bus; build lines also to their deployment's stored log. Only lines
+/// about apps placed on the sending worker are taken.
+pub async fn log(db: &PgPool, bus: &LogBus, worker_id: i64, msg: Log) -> Result<(), sqlx::Error> {
+    let owner: Option<Option<i64>> = sqlx::query_scalar("SELECT worker_id FROM apps WHERE id = $1")
+        .bind(msg.app_id)
+        .fetch_optional(db)
+        .await?;
+    if owner.flatten() != Some(worker_id) {
+        tracing::warn!(
+            worker_id,
+            app_id = msg.app_id,
+            "dropped log lines about an app this worker does not run"
+        );
+        return Ok(());
+    }
+    let lines: Vec<String> = msg.lines.into_iter().take(MAX_LINES_PER_FRAME).collect();
+    let stream = if msg.stream == "build" { "build" } else { "runtime" };
+    bus.push(msg.app_id, msg.deployment_id, stream, &lines);
+    if let (Some(deployment), "build") = (msg.deployment_id, stream) {
+        let cleaned: Vec<String> = lines.iter().map(|l| crate::logbus::clean_line(l)).collect();
+        let belongs: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND app_id = $2)")
+                .bind(deployment)
+                .bind(msg.app_id)
+                .fetch_one(db)
+                .await?;
+        if belongs {
+            crate::store::apps::append_build_log(db, deployment, &cleaned).await?;
+        }
+    }
+    Ok(())
+}
+
+fn stale(worker_id: i64, job_id: i64, attempt: i32, what: &str) {
+    tracing::info!(
+        worker_id,
+        job_id,
+        attempt,
+        message = what,
+        "ignored a message for a job lease that is not live"
+    );
+}

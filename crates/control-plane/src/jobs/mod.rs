@@ -1,0 +1,5 @@
+//! The job machinery: the dispatcher that leases queued jobs to connected workers
+//! ([`dispatch`]), and the handling of what workers report about them ([`events`]).
+
+pub mod dispatch;
+pub mod events;

@@ -1,0 +1,235 @@
+//! The `jobs` table: the queue (SPEC §5). Jobs are enqueued in the transaction of the rows they
+//! act on, claimed with `FOR UPDATE SKIP LOCKED`, and fenced: every worker message names
+//! (job id, attempt) and counts only if it matches the job's current lease.
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use wisehosting_crypto::{Aad, Sealer};
+
+use super::StoreError;
+
+/// The channel `NOTIFY` wakes the dispatcher on.
+pub const CHANNEL: &str = "wh_jobs";
+/// A job leased longer than this is failed with a reason.
+pub const STUCK_AFTER_MINUTES: i32 = 15;
+
+fn payload_aad(job_id: &str) -> Aad<'_> {
+    Aad { table: "jobs", column: "payload_sealed", row: job_id }
+}
+
+/// Queues a job with its payload sealed, supersedes older queued deploys of the app, and
+/// notifies the dispatcher (the notification is sent at commit).
+pub async fn enqueue(
+    tx: &mut PgConnection,
+    sealer: &Sealer,
+    kind: &str,
+    app_id: i64,
+    deployment_id: Option<i64>,
+    payload: &Value,
+) -> Result<i64, StoreError> {
+    if kind == "deploy" {
+        supersede_queued_deploys(tx, app_id).await?;
+    }
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO jobs (kind, app_id, deployment_id) VALUES ($1, $2, $3) RETURNING id")
+            .bind(kind)
+            .bind(app_id)
+            .bind(deployment_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let sealed = sealer.seal(payload.to_string().as_bytes(), payload_aad(&id.to_string()))?;
+    sqlx::query("UPDATE jobs SET payload_sealed = $2 WHERE id = $1")
+        .bind(id)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(id.to_string()).execute(&mut *tx).await?;
+    Ok(id)
+}
+
+/// A newer deploy replaces queued older ones: their jobs are cancelled and their
+/// deployments superseded.
+async fn supersede_queued_deploys(tx: &mut PgConnection, app_id: i64) -> Result<(), sqlx::Error> {
+    let superseded: Vec<Option<i64>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'cancelled', error = 'superseded by a newer deploy', finished_at = now()
+         WHERE app_id = $1 AND kind = 'deploy' AND status = 'queued' RETURNING deployment_id",
+    )
+    .bind(app_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids: Vec<i64> = superseded.into_iter().flatten().collect();
+    sqlx::query("UPDATE deployments SET status = 'superseded', finished_at = now() WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A queued job ready to lease: no other job of its app is leased.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ready {
+    pub id: i64,
+    pub kind: String,
+    pub app_id: i64,
+    pub deployment_id: Option<i64>,
+    pub payload_sealed: Option<String>,
+    pub app_worker_id: Option<i64>,
+}
+
+pub async fn lock_ready(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ready>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT j.id, j.kind, j.app_id, j.deployment_id, j.payload_sealed, a.worker_id AS app_worker_id
+         FROM jobs j JOIN apps a ON a.id = j.app_id
+         WHERE j.status = 'queued'
+           AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.app_id = j.app_id AND r.status IN ('dispatched', 'running'))
+         ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Leases a job to a worker; returns the new attempt.
+pub async fn lease(
+    tx: &mut PgConnection,
+    job_id: i64,
+    app_id: i64,
+    worker_id: i64,
+) -> Result<i32, sqlx::Error> {
+    let attempt: i32 = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'dispatched', worker_id = $2, attempt = attempt + 1, dispatched_at = now()
+         WHERE id = $1 RETURNING attempt",
+    )
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE apps SET worker_id = $2 WHERE id = $1")
+        .bind(app_id)
+        .bind(worker_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(attempt)
+}
+
+/// Puts back a lease whose frame could not be sent (the worker never saw it).
+pub async fn unlease(db: &PgPool, job_id: i64, attempt: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET status = 'queued', worker_id = NULL WHERE id = $1 AND attempt = $2 AND status = 'dispatched'")
+        .bind(job_id)
+        .bind(attempt)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub fn open_payload(sealer: &Sealer, job_id: i64, sealed: &str) -> Result<Value, StoreError> {
+    let bytes = sealer.open(sealed, payload_aad(&job_id.to_string()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::Conflict(format!("job {job_id} has an unreadable payload: {e}")))
+}
+
+/// The lease a worker message must match.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    pub job_id: i64,
+    pub attempt: i32,
+    pub worker_id: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Leased {
+    pub kind: String,
+    pub app_id: i64,
+    pub deployment_id: Option<i64>,
+}
+
+/// `job_accepted`: dispatched → running, if the fence matches.
+pub async fn accept(db: &PgPool, fence: Fence) -> Result<Option<Leased>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE jobs SET status = 'running', started_at = now()
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = 'dispatched'
+         RETURNING kind, app_id, deployment_id",
+    )
+    .bind(fence.job_id)
+    .bind(fence.attempt)
+    .bind(fence.worker_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The job, if the fence matches its live lease.
+pub async fn fenced(db: impl sqlx::PgExecutor<'_>, fence: Fence) -> Result<Option<Leased>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kind, app_id, deployment_id FROM jobs
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status IN ('dispatched', 'running')",
+    )
+    .bind(fence.job_id)
+    .bind(fence.attempt)
+    .bind(fence.worker_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Ends a leased job, if the fence matches; returns what it was.
+pub async fn finish(
+    tx: &mut PgConnection,
+    fence: Fence,
+    ok: bool,
+    error: Option<&str>,
+) -> Result<Option<Leased>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE jobs SET status = CASE WHEN $4 THEN 'succeeded' ELSE 'failed' END, error = $5, finished_at = now()
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status IN ('dispatched', 'running')
+         RETURNING kind, app_id, deployment_id",
+    )
+    .bind(fence.job_id)
+    .bind(fence.attempt)
+    .bind(fence.worker_id)
+    .bind(ok)
+    .bind(error)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// Fails every job leased longer than the rescue horizon, and its deployment.
+pub async fn fail_stuck(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let reason = format!("the worker did not finish within {STUCK_AFTER_MINUTES} minutes; deploy again");
+    let stuck: Vec<Option<i64>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'failed', error = $2, finished_at = now()
+         WHERE status IN ('dispatched', 'running') AND dispatched_at < now() - make_interval(mins => $1)
+         RETURNING deployment_id",
+    )
+    .bind(STUCK_AFTER_MINUTES)
+    .bind(&reason)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids: Vec<i64> = stuck.iter().flatten().copied().collect();
+    sqlx::query("UPDATE deployments SET status = 'failed', error = $2, finished_at = now() WHERE id = ANY($1) AND status NOT IN ('running', 'superseded', 'failed', 'cancelled')")
+        .bind(&ids)
+        .bind(&reason)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(stuck.len() as u64)
+}
+
+/// Cancels the unfinished job of a deployment. Returns the lease to tell the worker about,
+/// when the job had reached one.
+pub async fn cancel_for_deployment(
+    tx: &mut PgConnection,
+    deployment_id: i64,
+) -> Result<Option<(i64, i32, i64)>, sqlx::Error> {
+    let row: Option<(i64, i32, Option<i64>, String)> = sqlx::query_as(
+        "UPDATE jobs j SET status = 'cancelled', error = 'cancelled by the user', finished_at = now()
+         FROM jobs old WHERE old.id = j.id AND j.deployment_id = $1 AND j.status IN ('queued', 'dispatched', 'running')
+         RETURNING j.id, j.attempt, j.worker_id, old.status",
+    )
+    .bind(deployment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.and_then(|(id, attempt, worker, old)| match (worker, old.as_str()) {
+        (Some(w), "dispatched" | "running") => Some((id, attempt, w)),
+        _ => None,
+    }))
+}

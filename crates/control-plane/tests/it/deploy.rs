@@ -1,0 +1,264 @@
+//! The deploy pipeline end to end: a real control plane, a real agent, real git repositories
+//! made by the test, real podman builds and containers on the local busybox base image.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use wisehosting_testkit::{TestRepo, UserSession, create_worker, spawn_control_plane_with, spawn_worker};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn containerfile(body: &str) -> String {
+    format!(
+        "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo '{body}' > /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    )
+}
+
+async fn fetch(port: i64) -> String {
+    let client =
+        reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client");
+    client.get(format!("http://127.0.0.1:{port}/")).send().await.expect("GET app").text().await.expect("body")
+}
+
+async fn app(user: &UserSession, id: i64) -> Value {
+    user.get(&format!("/api/apps/{id}")).await.json().await.expect("app json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+    })
+    .await;
+    let w = create_worker(&cp, "deployer").await;
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
+    assert!(
+        agent
+            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+            .await
+    );
+    let user = cp.login("dev@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &containerfile("hello v1"))], "v1");
+
+    let created = user
+        .post_json(
+            "/api/deploy",
+            &json!({"name": "Hello App", "repo_url": repo.url(), "branch": "main", "framework": "dockerfile",
+                    "dockerfile_path": null, "port": 8080, "env": {"GREETING": "hi-canary"}}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.expect("json");
+    let app_id = created["app"]["id"].as_i64().expect("app id");
+    assert_eq!(created["app"]["slug"], "hello-app");
+    let first = created["deployment"]["id"].as_i64().expect("deployment id");
+    let d = user.wait_deployment(first, LIMIT).await;
+    assert_eq!(d["status"], "running", "{d}");
+    assert!(d["image_id"].as_str().unwrap_or_default().starts_with("sha256:"));
+    let a = app(&user, app_id).await;
+    assert_eq!(a["status"], "running");
+    assert_eq!(a["current_deployment_id"], first);
+    let port = a["host_port"].as_i64().expect("host port");
+    assert_eq!(fetch(port).await.trim(), "hello v1");
+    let containers = agent.containers_of(app_id);
+    assert_eq!(containers.len(), 1, "exactly one container: {containers:?}");
+    assert_eq!(containers[0]["Labels"]["wisehosting.app"], app_id.to_string());
+    assert_eq!(containers[0]["Labels"]["wisehosting.deployment"], first.to_string());
+    let log: Value = user.get(&format!("/api/deployments/{first}/log")).await.json().await.expect("log");
+    assert!(log["log"].as_str().unwrap_or_default().contains("checked out"), "{log}");
+
+    // A new commit and a redeploy: the new page, one container, the old deployment superseded.
+    repo.commit(&[("Containerfile", &containerfile("hello v2"))], "v2");
+    let second = user.post_json(&format!("/api/apps/{app_id}/deployments"), &json!({})).await;
+    assert_eq!(second.status(), 201);
+    let second = second.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
+    let d = user.wait_deployment(second, LIMIT).await;
+    assert_eq!(d["status"], "running", "{d}");
+    let a = app(&user, app_id).await;
+    let port = a["host_port"].as_i64().expect("host port");
+    assert_eq!(fetch(port).await.trim(), "hello v2");
+    let old: Value = user.get(&format!("/api/deployments/{first}")).await.json().await.expect("json");
+    assert_eq!(old["status"], "superseded");
+    let containers = agent.containers_of(app_id);
+    assert_eq!(containers.len(), 1, "the old container is gone: {containers:?}");
+
+    // A build that fails: the deployment fails with the build's lines; v2 keeps serving.
+    repo.commit(
+        &[("Containerfile", "FROM localhost/wisehosting/busybox:latest\nRUN echo about-to-fail && false\n")],
+        "broken",
+    );
+    let broken = user.post_json(&format!("/api/apps/{app_id}/deployments"), &json!({})).await;
+    let broken = broken.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
+    let d = user.wait_deployment(broken, LIMIT).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(d["error"].as_str().unwrap_or_default().contains("podman build failed"), "{d}");
+    assert_eq!(fetch(port).await.trim(), "hello v2", "the previous version still serves");
+    assert_eq!(app(&user, app_id).await["status"], "running");
+
+    // A container that exits at once: failed with its last lines; v2 still serves.
+    repo.commit(&[("Containerfile", "FROM localhost/wisehosting/busybox:latest\nCMD [\"sh\", \"-c\", \"echo crashing-now; exit 3\"]\n")], "crash");
+    let crash = user.post_json(&format!("/api/apps/{app_id}/deployments"), &json!({})).await;
+    let crash = crash.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
+    let d = user.wait_deployment(crash, LIMIT).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(d["error"].as_str().unwrap_or_default().contains("crashing-now"), "{d}");
+    assert_eq!(fetch(port).await.trim(), "hello v2");
+    assert_eq!(agent.containers_of(app_id).len(), 1, "the crashed container was removed");
+
+    // Env values are sealed at rest and masked unless revealed (audited).
+    let dump: String = sqlx::query_scalar("SELECT string_agg(value_sealed, ' ') FROM env_vars")
+        .fetch_one(&cp.db)
+        .await
+        .expect("dump");
+    assert!(!dump.contains("hi-canary"));
+    let masked: Value = user.get(&format!("/api/apps/{app_id}/env")).await.json().await.expect("json");
+    assert_eq!(masked["env"]["GREETING"], "********");
+    let revealed: Value =
+        user.get(&format!("/api/apps/{app_id}/env?reveal=true")).await.json().await.expect("json");
+    assert_eq!(revealed["env"]["GREETING"], "hi-canary");
+
+    // Delete: the container goes.
+    let deleted = user.request(Method::DELETE, &format!("/api/apps/{app_id}")).send().await.expect("delete");
+    assert_eq!(deleted.status(), 202);
+    let mut gone = false;
+    for _ in 0..100 {
+        if agent.containers_of(app_id).is_empty()
+            && user.get(&format!("/api/apps/{app_id}")).await.status() == 404
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "the app and its container were removed");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_error_and_nothing_runs() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let user = cp.login("bad@example.com").await;
+    let canary = "/tmp/wh-argv-canary";
+    let _ = std::fs::remove_file(canary);
+    let base = json!({"name": "ok", "repo_url": "https://example.com/r.git", "branch": "main", "framework": "dockerfile", "port": 8080, "env": {}});
+    let cases = [
+        ("branch", json!({"branch": format!("--upload-pack=touch {canary}")})),
+        ("name", json!({"name": "$(id)!!"})),
+        ("dockerfile_path", json!({"dockerfile_path": "../Dockerfile"})),
+        ("repo_url", json!({"repo_url": "ext::sh -c touch% /tmp/x"})),
+        ("repo_url", json!({"repo_url": "http://example.com/r.git"})),
+        ("env", json!({"env": {"lower": "x"}})),
+        ("port", json!({"port": 70000})),
+        ("framework", json!({"framework": "php"})),
+    ];
+    for (field, patch) in cases {
+        let mut body = base.clone();
+        for (k, v) in patch.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let response = user.post_json("/api/deploy", &body).await;
+        let status = response.status().as_u16();
+        let err: Value = response.json().await.expect("json");
+        if field == "name" {
+            // `$(id)!!` is a fine name: it becomes the slug `id`, never a command.
+            assert_eq!(status, 201, "{err}");
+            continue;
+        }
+        assert_eq!(status, 422, "{field}: {err}");
+        assert_eq!(err["code"], "invalid_input");
+        assert!(err["message"].as_str().unwrap_or_default().starts_with(field), "{field}: {err}");
+    }
+    assert!(!std::path::Path::new(canary).exists());
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&cp.db).await.expect("count");
+    assert_eq!(jobs, 1, "only the valid request queued a job");
+}
+
+#[tokio::test]
+async fn another_users_apps_and_deployments_answer_404() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let alice = cp.login("alice@example.com").await;
+    let bob = cp.login("bob@example.com").await;
+    let created: Value = alice
+        .post_json(
+            "/api/deploy",
+            &json!({"name": "alice-app", "repo_url": "https://example.com/a.git", "port": 8080}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let app = created["app"]["id"].as_i64().expect("id");
+    let deployment = created["deployment"]["id"].as_i64().expect("id");
+    for path in [
+        format!("/api/apps/{app}"),
+        format!("/api/apps/{app}/deployments"),
+        format!("/api/apps/{app}/env"),
+        format!("/api/apps/{app}/logs"),
+        format!("/api/deployments/{deployment}"),
+        format!("/api/deployments/{deployment}/log"),
+    ] {
+        let response = bob.get(&path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let text = response.text().await.expect("text");
+        assert!(!text.contains("alice"), "{path}: {text}");
+    }
+    for path in [
+        format!("/api/apps/{app}/deployments"),
+        format!("/api/apps/{app}/restart"),
+        format!("/api/deployments/{deployment}/cancel"),
+    ] {
+        assert_eq!(bob.post_json(&path, &json!({})).await.status(), 404, "{path}");
+    }
+    assert_eq!(
+        bob.request(Method::DELETE, &format!("/api/apps/{app}")).send().await.expect("delete").status(),
+        404
+    );
+    let listed: Value = bob.get("/api/apps").await.json().await.expect("json");
+    assert_eq!(listed, json!([]));
+}
+
+#[tokio::test]
+async fn dev_login_is_404_outside_single_machine_mode_and_cross_site_posts_are_refused() {
+    let cp = spawn_control_plane_with(|_| {}).await;
+    let response = cp
+        .client
+        .post(cp.url("/api/auth/dev-login"))
+        .json(&json!({"email": "a@b"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 404);
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let user = cp.login("csrf@example.com").await;
+    let cross = user
+        .request(Method::POST, "/api/deploy")
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({"name": "x", "repo_url": "https://example.com/x.git"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(cross.status(), 403);
+    let foreign = user
+        .request(Method::POST, "/api/deploy")
+        .header("origin", "https://evil.example")
+        .json(&json!({"name": "x", "repo_url": "https://example.com/x.git"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(foreign.status(), 403);
+    let plain = user
+        .request(Method::POST, "/api/deploy")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(plain.status(), 415);
+    assert_eq!(
+        cp.client.get(cp.url("/api/apps")).send().await.expect("send").status(),
+        401,
+        "no session, no apps"
+    );
+}

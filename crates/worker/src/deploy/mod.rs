@@ -1,0 +1,150 @@
+//! The deploy pipeline and the other jobs (SPEC §6), run on the worker for the control plane.
+//!
+//! Every step is argv only: `git` and `podman` get validated values, never a shell string.
+//! A deploy is: clone (shallow) → build (`podman build`, image id read back from `--iidfile`)
+//! → run by image id with the plan's limits, labels and env (from a 0600 env file removed at
+//! once, so values are in neither argv nor podman's environment) → health check (HTTP until a
+//! non-5xx answer) → switch (older containers of the app drain, then stop) → prune old images
+//! (the newest 3 stay). On failure the new container is removed and the old one keeps serving.
+
+mod steps;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wisehosting_proto::messages::{Job, JobAccepted, JobProgress, JobResult, Log};
+
+use crate::config::DeploySettings;
+use crate::link::Outgoing;
+use crate::runtime::Podman;
+
+pub use steps::is_public_ip;
+
+/// What the control plane sends with a `deploy` job.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeployPayload {
+    pub repo_url: String,
+    pub branch: String,
+    #[serde(default)]
+    pub commit: Option<String>,
+    pub framework: String,
+    #[serde(default)]
+    pub dockerfile_path: Option<String>,
+    pub port: u16,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub memory_mb: u32,
+    pub cpus: f32,
+}
+
+/// What the control plane sends with `restart`, `stop`, `start` and `remove` jobs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LifecyclePayload {
+    pub port: u16,
+    pub env: BTreeMap<String, String>,
+    pub deployment_id: Option<i64>,
+}
+
+/// Runs jobs and reports through the session's outgoing queue.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub podman: Podman,
+    pub data_dir: PathBuf,
+    pub settings: DeploySettings,
+}
+
+/// Sends job messages and batched log lines.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    out: mpsc::Sender<Outgoing>,
+    job: (i64, i32),
+    app_id: i64,
+    deployment_id: Option<i64>,
+}
+
+impl Reporter {
+    pub fn new(out: mpsc::Sender<Outgoing>, job: &Job) -> Self {
+        Self { out, job: (job.job_id, job.attempt), app_id: job.app_id, deployment_id: job.deployment_id }
+    }
+
+    async fn send(&self, message: Outgoing) {
+        let _ = self.out.send(message).await;
+    }
+
+    pub async fn progress(&self, phase: &str) {
+        let (job_id, attempt) = self.job;
+        self.send(Outgoing::of(&JobProgress { job_id, attempt, phase: phase.into() })).await;
+    }
+
+    pub async fn build_log(&self, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        let log =
+            Log { app_id: self.app_id, deployment_id: self.deployment_id, stream: "build".into(), lines };
+        self.send(Outgoing::of(&log)).await;
+    }
+}
+
+/// The outcome of a job, for `job_result`.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub image_id: Option<String>,
+    pub host_port: Option<u16>,
+    pub container_id: Option<String>,
+}
+
+impl Pipeline {
+    /// Accepts, runs and reports one job; cancelling `cancel` stops it where it stands.
+    pub async fn run_job(self: Arc<Self>, job: Job, out: mpsc::Sender<Outgoing>, cancel: CancellationToken) {
+        let reporter = Reporter::new(out.clone(), &job);
+        reporter.send(Outgoing::of(&JobAccepted { job_id: job.job_id, attempt: job.attempt })).await;
+        let work = self.dispatch(&job, &reporter);
+        let result = tokio::select! {
+            r = work => r,
+            _ = cancel.cancelled() => Err("cancelled".to_string()),
+        };
+        if result.is_err() {
+            // Whatever the job started for this deployment goes: the old version keeps serving.
+            if let Some(deployment) = job.deployment_id.filter(|_| job.kind == "deploy") {
+                self.remove_deployment_containers(job.app_id, deployment).await;
+            }
+        }
+        let (ok, error, done) = match result {
+            Ok(done) => (true, None, done),
+            Err(e) => (false, Some(e), Done::default()),
+        };
+        let message = JobResult {
+            job_id: job.job_id,
+            attempt: job.attempt,
+            ok,
+            error,
+            image_id: done.image_id,
+            host_port: done.host_port,
+            container_id: done.container_id,
+        };
+        let _ = out.send(Outgoing::of(&message)).await;
+    }
+
+    async fn dispatch(&self, job: &Job, reporter: &Reporter) -> Result<Done, String> {
+        match job.kind.as_str() {
+            "deploy" => {
+                let payload: DeployPayload = serde_json::from_value(job.payload.clone())
+                    .map_err(|e| format!("the deploy job's payload is not understood: {e}"))?;
+                let deployment = job.deployment_id.ok_or("a deploy job needs a deployment")?;
+                self.deploy(job.app_id, deployment, &payload, reporter).await
+            }
+            "restart" | "start" | "stop" | "remove" => {
+                let payload: LifecyclePayload =
+                    serde_json::from_value(job.payload.clone()).unwrap_or_default();
+                self.lifecycle(job.kind.as_str(), job.app_id, &payload, reporter).await
+            }
+            other => Err(format!("this worker does not know the job kind {other:?}")),
+        }
+    }
+}

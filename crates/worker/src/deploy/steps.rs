@@ -1,0 +1,602 @@
+//! The pipeline's steps. Each external command is an argv array; output is streamed to the
+//! build log and its tail kept for error messages.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use super::{DeployPayload, Done, LifecyclePayload, Pipeline, Reporter};
+
+/// Lines of output kept for an error message.
+const TAIL: usize = 25;
+
+/// True for addresses on the public internet (not loopback, private, link-local, CGNAT,
+/// multicast, documentation, or IPv4 inside IPv6).
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
+        }
+    }
+}
+
+/// Runs a command, streaming stdout and stderr lines to the build log; returns the tail.
+async fn run_logged(mut cmd: Command, reporter: &Reporter, what: &str) -> Result<Vec<String>, String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(format!("cannot read the output of {what}"));
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+    for pipe in [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(stderr)] {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut tail: Vec<String> = Vec::new();
+    let mut batch = Vec::new();
+    let mut last_flush = Instant::now();
+    while let Some(line) = rx.recv().await {
+        tail.push(line.clone());
+        if tail.len() > TAIL {
+            tail.remove(0);
+        }
+        batch.push(line);
+        if batch.len() >= 50 || last_flush.elapsed() > Duration::from_millis(250) {
+            reporter.build_log(std::mem::take(&mut batch)).await;
+            last_flush = Instant::now();
+        }
+    }
+    reporter.build_log(batch).await;
+    let status = child.wait().await.map_err(|e| format!("{what} did not finish: {e}"))?;
+    if status.success() { Ok(tail) } else { Err(format!("{what} failed ({status}):\n{}", tail.join("\n"))) }
+}
+
+/// Runs a command and returns its stdout; stderr's tail in the error.
+async fn run_quiet(mut cmd: Command, what: &str) -> Result<String, String> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .map_err(|_| format!("{what} timed out"))?
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!("{what} failed ({}): {}", out.status, err.trim().chars().take(2000).collect::<String>()))
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+impl Pipeline {
+    fn label(&self, key: &str, value: impl std::fmt::Display) -> String {
+        format!("{key}={value}")
+    }
+
+    fn instance_filter(&self) -> String {
+        format!("label=wisehosting.instance={}", self.settings.instance)
+    }
+
+    fn container_name(&self, app_id: i64, deployment_id: i64) -> String {
+        format!(
+            "{}-app{app_id}-d{deployment_id}-{}",
+            self.settings.instance,
+            hex::encode(wisehosting_crypto::random_bytes::<3>())
+        )
+    }
+
+    fn git(&self, home: &Path) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", home)
+            .env_remove("GIT_ASKPASS")
+            .env_remove("SSH_ASKPASS");
+        cmd
+    }
+
+    /// Checks where a repository may be fetched from, before git connects.
+    async fn check_repo(&self, url: &str) -> Result<(), String> {
+        if let Some(rest) = url.strip_prefix("https://") {
+            let host = rest.split('/').next().unwrap_or_default();
+            if host.is_empty() || host.contains('@') {
+                return Err("the repository URL has no plain host".into());
+            }
+            let lookup = if host.contains(':') { host.to_string() } else { format!("{host}:443") };
+            let addrs: Vec<_> = tokio::net::lookup_host(lookup)
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+            if addrs.is_empty() || addrs.iter().any(|a| !is_public_ip(a.ip())) {
+                return Err(format!(
+                    "{host} resolves to a private or local address; repositories must be on the public internet"
+                ));
+            }
+            return Ok(());
+        }
+        if url.starts_with("file:///") && self.settings.allow_local_repos {
+            return Ok(());
+        }
+        Err("this worker only fetches https:// repositories (file:// in single-machine mode)".into())
+    }
+
+    async fn clone(
+        &self,
+        work: &Path,
+        src: &Path,
+        payload: &DeployPayload,
+        reporter: &Reporter,
+    ) -> Result<String, String> {
+        self.check_repo(&payload.repo_url).await?;
+        let mut protocols = vec!["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"];
+        if self.settings.allow_local_repos {
+            protocols.extend(["-c", "protocol.file.allow=always"]);
+        }
+        let mut clone = self.git(work);
+        clone.args(&protocols).args(["clone", "--depth", "1", "--no-tags", "--single-branch", "--branch"]);
+        clone.arg(&payload.branch).arg("--").arg(&payload.repo_url).arg(src);
+        run_logged(clone, reporter, "git clone").await?;
+        if let Some(commit) = &payload.commit {
+            let mut fetch = self.git(work);
+            fetch
+                .args(&protocols)
+                .arg("-C")
+                .arg(src)
+                .args(["fetch", "--depth", "1", "origin", "--"])
+                .arg(commit);
+            run_logged(fetch, reporter, "git fetch of the commit").await?;
+            let mut checkout = self.git(work);
+            checkout.arg("-C").arg(src).args(["checkout", "--detach", "FETCH_HEAD"]);
+            run_logged(checkout, reporter, "git checkout").await?;
+        }
+        let mut head = self.git(work);
+        head.arg("-C").arg(src).args(["rev-parse", "HEAD"]);
+        run_quiet(head, "git rev-parse").await
+    }
+
+    /// The Containerfile to build with: the configured path (inside the checkout), the
+    /// repository's `Containerfile`/`Dockerfile`, or the static preset's.
+    fn containerfile(&self, src: &Path, payload: &DeployPayload) -> Result<PathBuf, String> {
+        if payload.framework == "static" {
+            let file = src.join(".wisehosting.Containerfile");
+            let text = format!(
+                "FROM {}\nCOPY . /www\nEXPOSE {port}\nCMD [\"httpd\", \"-f\", \"-v\", \"-p\", \"{port}\", \"-h\", \"/www\"]\n",
+                self.settings.static_image,
+                port = payload.port
+            );
+            std::fs::write(&file, text)
+                .map_err(|e| format!("cannot write the static preset's Containerfile: {e}"))?;
+            return Ok(file);
+        }
+        let candidates: Vec<PathBuf> = match &payload.dockerfile_path {
+            Some(path) => vec![src.join(path)],
+            None => vec![src.join("Containerfile"), src.join("Dockerfile")],
+        };
+        let root = src.canonicalize().map_err(|e| format!("cannot read the checkout: {e}"))?;
+        for candidate in candidates {
+            if let Ok(real) = candidate.canonicalize()
+                && real.starts_with(&root)
+                && real.is_file()
+            {
+                return Ok(real);
+            }
+        }
+        Err(match &payload.dockerfile_path {
+            Some(path) => format!("no Containerfile at {path} in the repository; fix dockerfile_path"),
+            None => "the repository has no Containerfile or Dockerfile at its root; add one, set dockerfile_path, or use the static framework".into(),
+        })
+    }
+
+    pub(super) async fn deploy(
+        &self,
+        app_id: i64,
+        deployment_id: i64,
+        payload: &DeployPayload,
+        reporter: &Reporter,
+    ) -> Result<Done, String> {
+        let work = self.data_dir.join("builds").join(format!("{}-{deployment_id}", self.settings.instance));
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        tokio::fs::create_dir_all(&work)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        let result = self.deploy_in(&work, app_id, deployment_id, payload, reporter).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        result
+    }
+
+    async fn deploy_in(
+        &self,
+        work: &Path,
+        app_id: i64,
+        deployment_id: i64,
+        payload: &DeployPayload,
+        reporter: &Reporter,
+    ) -> Result<Done, String> {
+        reporter.progress("cloning").await;
+        let src = work.join("src");
+        let commit = self.clone(work, &src, payload, reporter).await?;
+        reporter.build_log(vec![format!("checked out {commit}")]).await;
+
+        reporter.progress("building").await;
+        let containerfile = self.containerfile(&src, payload)?;
+        let iidfile = work.join("image-id");
+        let tag = format!("localhost/{}-app{app_id}:d{deployment_id}", self.settings.instance);
+        let mut build = self.podman.command_for(&["build"]);
+        build
+            .arg("-f")
+            .arg(&containerfile)
+            .arg("-t")
+            .arg(&tag)
+            .arg("--label")
+            .arg(self.label("wisehosting.app", app_id))
+            .arg("--label")
+            .arg(self.label("wisehosting.deployment", deployment_id))
+            .arg("--label")
+            .arg(self.label("wisehosting.instance", &self.settings.instance))
+            .arg("--iidfile")
+            .arg(&iidfile)
+            .arg("--")
+            .arg(&src);
+        run_logged(build, reporter, "podman build").await?;
+        let image_id = tokio::fs::read_to_string(&iidfile)
+            .await
+            .map_err(|e| format!("the build left no image id: {e}"))?;
+        let image_id = image_id.trim().to_string();
+        if !image_id.starts_with("sha256:") || image_id.len() != 71 {
+            return Err(format!("the build reported a malformed image id {image_id:?}"));
+        }
+        let done = self
+            .start_version(
+                work,
+                app_id,
+                deployment_id,
+                &image_id,
+                payload.port,
+                &payload.env,
+                payload.memory_mb,
+                payload.cpus,
+                reporter,
+            )
+            .await?;
+        self.prune_images(app_id, &image_id).await;
+        Ok(done)
+    }
+
+    /// Runs an image as the app's new version, checks its health and switches to it.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_version(
+        &self,
+        work: &Path,
+        app_id: i64,
+        deployment_id: i64,
+        image_id: &str,
+        port: u16,
+        env: &std::collections::BTreeMap<String, String>,
+        memory_mb: u32,
+        cpus: f32,
+        reporter: &Reporter,
+    ) -> Result<Done, String> {
+        reporter.progress("starting").await;
+        let host_port = free_port()?;
+        let env_file = work.join("env");
+        let mut text = String::new();
+        for (k, v) in env {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        write_private(&env_file, &text)?;
+        let name = self.container_name(app_id, deployment_id);
+        let mut run = self.podman.command_for(&["run", "-d"]);
+        run.arg("--name")
+            .arg(&name)
+            .arg("--label")
+            .arg(self.label("wisehosting.app", app_id))
+            .arg("--label")
+            .arg(self.label("wisehosting.deployment", deployment_id))
+            .arg("--label")
+            .arg(self.label("wisehosting.instance", &self.settings.instance))
+            .arg("--memory")
+            .arg(format!("{memory_mb}m"))
+            .arg("--cpus")
+            .arg(format!("{cpus}"))
+            .arg("--restart")
+            .arg("on-failure:5")
+            .arg("-p")
+            .arg(format!("127.0.0.1:{host_port}:{port}"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .arg("--")
+            .arg(image_id);
+        let started = run_quiet(run, "podman run").await;
+        let _ = std::fs::remove_file(&env_file);
+        let container_id = started?;
+
+        reporter.progress("health_checking").await;
+        if let Err(e) = self.wait_healthy(&container_id, host_port).await {
+            let mut logs = self.podman.command_for(&["logs", "--tail", "20"]);
+            logs.arg(&container_id);
+            let tail = run_quiet(logs, "podman logs").await.unwrap_or_default();
+            return Err(format!("{e}\nlast lines of the container:\n{tail}"));
+        }
+        reporter.progress("switching").await;
+        self.retire_others(app_id, &container_id).await;
+        Ok(Done {
+            image_id: Some(image_id.to_string()),
+            host_port: Some(host_port),
+            container_id: Some(container_id),
+        })
+    }
+
+    async fn wait_healthy(&self, container_id: &str, host_port: u16) -> Result<(), String> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(self.settings.health_timeout_secs);
+        let url = format!("http://127.0.0.1:{host_port}/");
+        loop {
+            let mut inspect = self.podman.command_for(&["inspect", "--format", "{{.State.Status}}"]);
+            inspect.arg(container_id);
+            let state = run_quiet(inspect, "podman inspect").await.unwrap_or_default();
+            if state == "exited" || state == "stopped" {
+                return Err("the container exited before answering its health check".into());
+            }
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().as_u16() < 500
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no answer below 500 on the app's port within {} s",
+                    self.settings.health_timeout_secs
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The app's containers, as (id, deployment id).
+    async fn app_containers(&self, app_id: i64) -> Vec<(String, Option<i64>)> {
+        let filter = format!("label=wisehosting.app={app_id}");
+        let instance = self.instance_filter();
+        let mut ps = self.podman.command_for(&["ps", "-a", "--format", "json", "--filter"]);
+        ps.arg(&filter).arg("--filter").arg(&instance);
+        let text = run_quiet(ps, "podman ps").await.unwrap_or_default();
+        crate::runtime::podman::parse_ps(text.as_bytes())
+            .into_iter()
+            .map(|c| (c.id, c.deployment_id))
+            .collect()
+    }
+
+    /// Stops and removes every container of the app but `keep`, after the drain delay.
+    async fn retire_others(&self, app_id: i64, keep: &str) {
+        let others: Vec<String> =
+            self.app_containers(app_id).await.into_iter().map(|(id, _)| id).filter(|id| id != keep).collect();
+        if others.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(self.settings.drain_secs)).await;
+        self.remove_containers(&others).await;
+    }
+
+    async fn remove_containers(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut stop = self.podman.command_for(&["stop", "-t", "5", "--"]);
+        stop.args(ids);
+        let _ = run_quiet(stop, "podman stop").await;
+        let mut rm = self.podman.command_for(&["rm", "-f", "--"]);
+        rm.args(ids);
+        if let Err(e) = run_quiet(rm, "podman rm").await {
+            tracing::warn!(error = %e, "cannot remove old containers");
+        }
+    }
+
+    pub(super) async fn remove_deployment_containers(&self, app_id: i64, deployment_id: i64) {
+        let ids: Vec<String> = self
+            .app_containers(app_id)
+            .await
+            .into_iter()
+            .filter(|(_, d)| *d == Some(deployment_id))
+            .map(|(id, _)| id)
+            .collect();
+        self.remove_containers(&ids).await;
+    }
+
+    /// Keeps the newest three images of the app (and the one in use); removes the rest.
+    async fn prune_images(&self, app_id: i64, in_use: &str) {
+        let filter = format!("label=wisehosting.app={app_id}");
+        let mut ls = self.podman.command_for(&["images", "--format", "json", "--filter"]);
+        ls.arg(&filter).arg("--filter").arg(self.instance_filter());
+        let text = run_quiet(ls, "podman images").await.unwrap_or_default();
+        let Ok(serde_json::Value::Array(images)) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        let mut entries: Vec<(i64, String)> = images
+            .iter()
+            .filter_map(|i| Some((i["Created"].as_i64().unwrap_or(0), i["Id"].as_str()?.to_string())))
+            .collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let in_use = in_use.trim_start_matches("sha256:");
+        let old: Vec<String> = entries
+            .into_iter()
+            .skip(3)
+            .map(|(_, id)| id)
+            .filter(|id| id.trim_start_matches("sha256:") != in_use)
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        let mut rmi = self.podman.command_for(&["rmi", "-f", "--"]);
+        rmi.args(&old);
+        if let Err(e) = run_quiet(rmi, "podman rmi").await {
+            tracing::warn!(error = %e, "cannot prune old images");
+        }
+    }
+
+    pub(super) async fn lifecycle(
+        &self,
+        kind: &str,
+        app_id: i64,
+        payload: &LifecyclePayload,
+        reporter: &Reporter,
+    ) -> Result<Done, String> {
+        let containers = self.app_containers(app_id).await;
+        let ids: Vec<String> = containers.iter().map(|(id, _)| id.clone()).collect();
+        match kind {
+            "stop" => {
+                let mut stop = self.podman.command_for(&["stop", "-t", "10", "--"]);
+                stop.args(&ids);
+                if !ids.is_empty() {
+                    run_quiet(stop, "podman stop").await?;
+                }
+                Ok(Done::default())
+            }
+            "start" => {
+                if ids.is_empty() {
+                    return Err("the app has no container on this worker; deploy it again".into());
+                }
+                let mut start = self.podman.command_for(&["start", "--"]);
+                start.args(&ids);
+                run_quiet(start, "podman start").await?;
+                Ok(Done::default())
+            }
+            "remove" => {
+                self.remove_containers(&ids).await;
+                let mut rmi = self.podman.command_for(&["rmi", "-f", "--filter"]);
+                rmi.arg(format!("label=wisehosting.app={app_id}"));
+                let mut ls = self.podman.command_for(&["images", "-q", "--filter"]);
+                ls.arg(format!("label=wisehosting.app={app_id}")).arg("--filter").arg(self.instance_filter());
+                let images: Vec<String> = run_quiet(ls, "podman images")
+                    .await
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                if !images.is_empty() {
+                    let mut rmi = self.podman.command_for(&["rmi", "-f", "--"]);
+                    rmi.args(&images);
+                    let _ = run_quiet(rmi, "podman rmi").await;
+                }
+                Ok(Done::default())
+            }
+            // Restart re-creates the current version with the app's current env.
+            _ => {
+                let deployment = payload.deployment_id.ok_or("the app has no current deployment")?;
+                let current = containers
+                    .iter()
+                    .find(|(_, d)| *d == Some(deployment))
+                    .map(|(id, _)| id.clone())
+                    .ok_or("the current version's container is gone from this worker; deploy again")?;
+                let mut inspect = self.podman.command_for(&["inspect", "--format", "{{.Image}}"]);
+                inspect.arg(&current);
+                let image = run_quiet(inspect, "podman inspect").await?;
+                let image = if image.starts_with("sha256:") { image } else { format!("sha256:{image}") };
+                let work = self
+                    .data_dir
+                    .join("builds")
+                    .join(format!("{}-restart-{deployment}", self.settings.instance));
+                tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
+                let result = self
+                    .start_version(
+                        &work,
+                        app_id,
+                        deployment,
+                        &image,
+                        payload.port,
+                        &payload.env,
+                        256,
+                        0.5,
+                        reporter,
+                    )
+                    .await;
+                let _ = tokio::fs::remove_dir_all(&work).await;
+                result
+            }
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write the env file: {e}"))?;
+    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write the env file: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::7f00:1",
+            "fc00::1",
+            "fe80::1",
+            "224.0.0.1",
+            "10.50.0.1",
+        ] {
+            assert!(!is_public_ip(private.parse().expect("ip")), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public_ip(public.parse().expect("ip")), "{public}");
+        }
+    }
+}
