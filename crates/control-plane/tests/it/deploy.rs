@@ -262,3 +262,86 @@ async fn dev_login_is_404_outside_single_machine_mode_and_cross_site_posts_are_r
         "no session, no apps"
     );
 }
+
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_version() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+    })
+    .await;
+    let w = create_worker(&cp, "canceller").await;
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
+    assert!(
+        agent
+            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+            .await
+    );
+    let user = cp.login("cancel@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &containerfile("stable"))], "v1");
+    let created: Value = user
+        .post_json("/api/deploy", &json!({"name": "cancel-app", "repo_url": repo.url(), "port": 8080}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let app_id = created["app"]["id"].as_i64().expect("id");
+    let first = created["deployment"]["id"].as_i64().expect("id");
+    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
+    let port = app(&user, app_id).await["host_port"].as_i64().expect("port");
+
+    repo.commit(
+        &[(
+            "Containerfile",
+            "FROM localhost/wisehosting/busybox:latest\nRUN echo slow-build-started && sleep 120\n",
+        )],
+        "slow",
+    );
+    let slow: Value = user
+        .post_json(&format!("/api/apps/{app_id}/deployments"), &json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let slow = slow["id"].as_i64().expect("id");
+    let tag = format!("{}-app{app_id}:d{slow}", agent.instance);
+    let mut building = false;
+    for _ in 0..200 {
+        let d: Value = user.get(&format!("/api/deployments/{slow}")).await.json().await.expect("json");
+        if d["status"] == "building" && !processes_mentioning(&tag).is_empty() {
+            building = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(building, "the slow build started");
+    let cancelled = user.post_json(&format!("/api/deployments/{slow}/cancel"), &json!({})).await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(cancelled.json::<Value>().await.expect("json")["status"], "cancelled");
+    let mut stopped = false;
+    for _ in 0..100 {
+        if processes_mentioning(&tag).is_empty() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "the build process was stopped: {:?}", processes_mentioning(&tag));
+    assert_eq!(fetch(port).await.trim(), "stable", "the previous version still serves");
+    let containers = agent.containers_of(app_id);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0]["Labels"]["wisehosting.deployment"], first.to_string());
+    let d: Value = user.get(&format!("/api/deployments/{slow}")).await.json().await.expect("json");
+    assert_eq!(d["status"], "cancelled", "a late result did not overwrite the cancel");
+}

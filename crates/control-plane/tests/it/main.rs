@@ -9,6 +9,7 @@ mod deploy;
 mod dev;
 mod http;
 mod migrations;
+mod queue;
 mod worker_link;
 
 use std::process::{Command, Output};

@@ -1,0 +1,249 @@
+//! The job queue without podman: supersede, fencing of stale and foreign messages (T17, T28),
+//! cancel of a queued deploy, the stuck-job rescue, and log lines reaching the log bus and its
+//! live stream.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wisehosting_proto::ServerMessage;
+use wisehosting_proto::messages::{JobAccepted, JobProgress, JobResult, Log};
+use wisehosting_testkit::{
+    RawWorker, TestControlPlane, UserSession, create_worker, spawn_control_plane_with,
+};
+
+async fn deploy(user: &UserSession, name: &str) -> (i64, i64) {
+    let created: Value = user
+        .post_json(
+            "/api/deploy",
+            &json!({"name": name, "repo_url": "https://example.com/r.git", "port": 8080}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    (created["app"]["id"].as_i64().expect("app"), created["deployment"]["id"].as_i64().expect("deployment"))
+}
+
+async fn deployment_status(user: &UserSession, id: i64) -> String {
+    let d: Value = user.get(&format!("/api/deployments/{id}")).await.json().await.expect("json");
+    d["status"].as_str().unwrap_or_default().to_string()
+}
+
+async fn job_status(cp: &TestControlPlane, deployment: i64) -> (String, i32) {
+    sqlx::query_as("SELECT status, attempt FROM jobs WHERE deployment_id = $1")
+        .bind(deployment)
+        .fetch_one(&cp.db)
+        .await
+        .expect("job")
+}
+
+async fn single() -> TestControlPlane {
+    spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_newer_deploy_supersedes_a_queued_older_one() {
+    let cp = single().await;
+    let user = cp.login("q@example.com").await;
+    let (app, first) = deploy(&user, "queued").await;
+    let second: Value =
+        user.post_json(&format!("/api/apps/{app}/deployments"), &json!({})).await.json().await.expect("json");
+    let second = second["id"].as_i64().expect("id");
+    assert_eq!(deployment_status(&user, first).await, "superseded");
+    assert_eq!(deployment_status(&user, second).await, "queued");
+    assert_eq!(job_status(&cp, first).await.0, "cancelled");
+}
+
+#[tokio::test]
+async fn a_queued_deploy_can_be_cancelled_and_a_final_one_cannot() {
+    let cp = single().await;
+    let user = cp.login("c@example.com").await;
+    let (_, deployment) = deploy(&user, "cancel-me").await;
+    let response = user.post_json(&format!("/api/deployments/{deployment}/cancel"), &json!({})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(deployment_status(&user, deployment).await, "cancelled");
+    assert_eq!(job_status(&cp, deployment).await.0, "cancelled");
+    let again = user.post_json(&format!("/api/deployments/{deployment}/cancel"), &json!({})).await;
+    assert_eq!(again.status(), 409);
+}
+
+/// Waits for the next job frame on a raw worker connection.
+async fn next_job(raw: &mut RawWorker) -> wisehosting_proto::messages::Job {
+    loop {
+        match raw.recv().await {
+            Some(ServerMessage::Job(job)) => return job,
+            Some(_) => continue,
+            None => panic!("the connection closed before a job arrived"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
+    let cp = single().await;
+    let a = create_worker(&cp, "lease-a").await;
+    let b = create_worker(&cp, "lease-b").await;
+    let mut raw_a = RawWorker::connect(&cp, &a).await;
+    raw_a.send(&wisehosting_proto::messages::Hello { version: "t".into(), ..Default::default() }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let user = cp.login("fence@example.com").await;
+    let (app, deployment) = deploy(&user, "fenced").await;
+    let job = next_job(&mut raw_a).await;
+    assert_eq!((job.app_id, job.deployment_id, job.attempt), (app, Some(deployment), 1));
+    assert_eq!(job.payload["repo_url"], "https://example.com/r.git");
+
+    // Worker B tries to report A's job: ignored (T17).
+    let mut raw_b = RawWorker::connect(&cp, &b).await;
+    raw_b
+        .send(&JobResult {
+            job_id: job.job_id,
+            attempt: 1,
+            ok: true,
+            host_port: Some(1),
+            ..Default::default()
+        })
+        .await;
+    raw_b
+        .send(&Log {
+            app_id: app,
+            deployment_id: Some(deployment),
+            stream: "build".into(),
+            lines: vec!["forged by b".into()],
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_status(&cp, deployment).await.0, "dispatched");
+    let log: Value =
+        user.get(&format!("/api/deployments/{deployment}/log")).await.json().await.expect("json");
+    assert!(!log["log"].as_str().unwrap_or_default().contains("forged"), "{log}");
+
+    // The lease is rescued and given a new attempt (as after a silent worker); the old
+    // attempt's late messages change nothing (T28).
+    sqlx::query("UPDATE jobs SET attempt = attempt + 1 WHERE id = $1")
+        .bind(job.job_id)
+        .execute(&cp.db)
+        .await
+        .expect("bump");
+    raw_a.send(&JobAccepted { job_id: job.job_id, attempt: 1 }).await;
+    raw_a.send(&JobProgress { job_id: job.job_id, attempt: 1, phase: "building".into() }).await;
+    raw_a
+        .send(&JobResult {
+            job_id: job.job_id,
+            attempt: 1,
+            ok: true,
+            host_port: Some(1),
+            ..Default::default()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_status(&cp, deployment).await, ("dispatched".into(), 2));
+    assert_eq!(deployment_status(&user, deployment).await, "queued");
+
+    // The current attempt counts: accepted → running, progress, then the result.
+    raw_a.send(&JobAccepted { job_id: job.job_id, attempt: 2 }).await;
+    raw_a.send(&JobProgress { job_id: job.job_id, attempt: 2, phase: "building".into() }).await;
+    raw_a
+        .send(&Log {
+            app_id: app,
+            deployment_id: Some(deployment),
+            stream: "build".into(),
+            lines: vec!["\u{1b}[32mstep 1\u{1b}[0m".into()],
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deployment_status(&user, deployment).await, "building");
+    raw_a
+        .send(&JobResult {
+            job_id: job.job_id,
+            attempt: 2,
+            ok: true,
+            image_id: Some("sha256:x".into()),
+            host_port: Some(4242),
+            container_id: Some("c".into()),
+            error: None,
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deployment_status(&user, deployment).await, "running");
+    let app_json: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("json");
+    assert_eq!((app_json["status"].as_str(), app_json["host_port"].as_i64()), (Some("running"), Some(4242)));
+    let log: Value =
+        user.get(&format!("/api/deployments/{deployment}/log")).await.json().await.expect("json");
+    assert!(log["log"].as_str().unwrap_or_default().contains("step 1\n"), "ANSI stripped: {log}");
+    // A replayed result after the end changes nothing either.
+    raw_a
+        .send(&JobResult {
+            job_id: job.job_id,
+            attempt: 2,
+            ok: false,
+            error: Some("late".into()),
+            ..Default::default()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deployment_status(&user, deployment).await, "running");
+}
+
+#[tokio::test]
+async fn a_job_stuck_past_the_horizon_is_failed_with_a_reason() {
+    let cp = single().await;
+    let w = create_worker(&cp, "stuck").await;
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    raw.send(&wisehosting_proto::messages::Hello::default()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let user = cp.login("stuck@example.com").await;
+    let (_, deployment) = deploy(&user, "stuck-app").await;
+    let _ = next_job(&mut raw).await;
+    sqlx::query("UPDATE jobs SET dispatched_at = now() - interval '16 minutes' WHERE deployment_id = $1")
+        .bind(deployment)
+        .execute(&cp.db)
+        .await
+        .expect("age");
+    let fixed = wisehosting_control_plane::store::jobs::fail_stuck(&cp.db).await.expect("rescue");
+    assert_eq!(fixed, 1);
+    let d: Value = user.get(&format!("/api/deployments/{deployment}")).await.json().await.expect("json");
+    assert_eq!(d["status"], "failed");
+    assert!(d["error"].as_str().unwrap_or_default().contains("15 minutes"), "{d}");
+}
+
+#[tokio::test]
+async fn log_lines_reach_the_tail_and_the_live_stream_of_their_app_only() {
+    let cp = single().await;
+    let w = create_worker(&cp, "logger").await;
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    raw.send(&wisehosting_proto::messages::Hello::default()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let user = cp.login("logs@example.com").await;
+    let (app, _) = deploy(&user, "logging").await;
+    let job = next_job(&mut raw).await;
+    assert_eq!(job.app_id, app);
+    let stream = user.get(&format!("/api/apps/{app}/logs/stream")).await;
+    assert_eq!(stream.status(), 200);
+    assert!(stream.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/event-stream"));
+    let mut body = stream;
+    raw.send(&Log {
+        app_id: app,
+        deployment_id: None,
+        stream: "runtime".into(),
+        lines: vec!["hello from the app\0".into()],
+    })
+    .await;
+    let mut seen = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(chunk)) = body.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("hello from the app") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "the live stream carried the line: {seen}");
+    assert!(seen.contains("event: runtime"), "{seen}");
+    let tail: Value = user.get(&format!("/api/apps/{app}/logs?tail=10")).await.json().await.expect("json");
+    assert_eq!(tail["lines"][0]["line"], "hello from the app", "NUL stripped: {tail}");
+}
