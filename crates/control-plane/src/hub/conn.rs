@@ -172,7 +172,12 @@ impl Conn {
         let message =
             WorkerMessage::decode(frame.t, frame.p).map_err(|_| End::Rejected(RejectCode::BadFrame))?;
         match message {
-            WorkerMessage::Hello(hello) => self.hub.came_online(self.worker_id, &hello.version).await,
+            WorkerMessage::Hello(hello) => {
+                self.hub.came_online(self.worker_id, &hello.version).await;
+                self.report(
+                    crate::jobs::events::resync(&self.hub.inner.db, self.worker_id, &hello.containers).await,
+                );
+            }
             WorkerMessage::Heartbeat(heartbeat) => self.hub.record_heartbeat(self.worker_id, heartbeat),
             WorkerMessage::AdminQueryReply(reply) => self.hub.complete_query(reply),
             WorkerMessage::AuthRefresh(refresh) => {
@@ -200,8 +205,11 @@ impl Conn {
                 let bus = self.hub.inner.logbus.clone();
                 self.report(crate::jobs::events::log(&self.hub.inner.db, &bus, self.worker_id, m).await)
             }
-            // Stats and app states feed the usage recorder and alerts (later issues).
-            WorkerMessage::AppStats(_) | WorkerMessage::AppState(_) => {}
+            WorkerMessage::AppState(m) => {
+                self.report(crate::jobs::events::app_states(&self.hub.inner.db, self.worker_id, m).await)
+            }
+            // Per-app figures feed live stats and the usage recorder (later issues).
+            WorkerMessage::AppStats(m) => self.hub.record_app_stats(self.worker_id, m),
         }
         Ok(())
     }

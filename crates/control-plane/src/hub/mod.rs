@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wisehosting_proto::MessageType;
-use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, Heartbeat};
+use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, AppStat, AppStats, Heartbeat};
 
 pub use conn::{ConnectionParams, serve_connection};
 
@@ -113,6 +113,7 @@ struct Inner {
     query_seq: AtomicU64,
     metrics: Arc<Metrics>,
     logbus: Arc<LogBus>,
+    app_stats: Mutex<HashMap<i64, (AppStat, Instant)>>,
     events: broadcast::Sender<HubEvent>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -142,6 +143,7 @@ impl Hub {
                 query_seq: AtomicU64::new(0),
                 metrics,
                 logbus,
+                app_stats: Mutex::new(HashMap::new()),
                 events,
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -307,6 +309,24 @@ impl Hub {
                 live.beat_at = Some(chrono::Utc::now());
             }
         });
+    }
+
+    /// Keeps the latest per-app figures. Apps are trusted to the worker that reports them only
+    /// as far as live figures go; nothing is persisted from here.
+    fn record_app_stats(&self, worker_id: i64, stats: AppStats) {
+        let now = Instant::now();
+        if let Ok(mut map) = self.inner.app_stats.lock() {
+            for stat in stats.apps.into_iter().take(1000) {
+                map.insert(stat.app_id, (stat, now));
+            }
+        }
+        tracing::trace!(worker_id, "app stats");
+    }
+
+    /// The latest figures of an app if fresher than [`SNAPSHOT_TTL`].
+    pub fn app_snapshot(&self, app_id: i64) -> Option<AppStat> {
+        let map = self.inner.app_stats.lock().ok()?;
+        map.get(&app_id).filter(|(_, at)| at.elapsed() <= SNAPSHOT_TTL).map(|(s, _)| s.clone())
     }
 
     /// Marks a worker online after its `hello`; persists only a change of state.

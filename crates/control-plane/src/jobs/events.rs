@@ -3,7 +3,7 @@
 //! A worker that was cut off and comes back can never overwrite a newer result.
 
 use sqlx::PgPool;
-use wisehosting_proto::messages::{JobAccepted, JobProgress, JobResult, Log};
+use wisehosting_proto::messages::{AppStates, ContainerInfo, JobAccepted, JobProgress, JobResult, Log};
 
 use crate::logbus::LogBus;
 use crate::store::jobs::{self, Fence};
@@ -157,4 +157,55 @@ fn stale(worker_id: i64, job_id: i64, attempt: i32, what: &str) {
         message = what,
         "ignored a message for a job lease that is not live"
     );
+}
+
+/// App states from the worker's monitor: a running app that exits or crash-loops is
+/// `crashed`; a crashed or offline-stopped app whose container runs again is `running`. Only
+/// apps placed on the sending worker are touched.
+pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<(), sqlx::Error> {
+    for entry in msg.apps {
+        let (from, to): (&[&str], &str) = match entry.state.as_str() {
+            "running" => (&["crashed", "stopped"], "running"),
+            "crash_looping" | "exited" => (&["running"], "crashed"),
+            _ => continue,
+        };
+        // A user's stop is a stop: an offline-stopped app comes back only with a live
+        // container of its current deployment, which the monitor just reported.
+        sqlx::query(
+            "UPDATE apps SET status = $3, updated_at = now() WHERE id = $1 AND worker_id = $2 AND status = ANY($4)
+               AND current_deployment_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = apps.id AND j.kind = 'stop' AND j.status = 'succeeded'
+                               AND j.finished_at > coalesce((SELECT max(finished_at) FROM jobs s WHERE s.app_id = apps.id AND s.kind IN ('start', 'restart', 'deploy') AND s.status = 'succeeded'), 'epoch'))",
+        )
+        .bind(entry.app_id)
+        .bind(worker_id)
+        .bind(to)
+        .bind(from)
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Re-sync after a reconnect (`hello`): apps whose current deployment's container runs on
+/// this worker are routable again.
+pub async fn resync(db: &PgPool, worker_id: i64, containers: &[ContainerInfo]) -> Result<(), sqlx::Error> {
+    let running: Vec<(i64, i64)> = containers
+        .iter()
+        .filter(|c| c.state == "running")
+        .filter_map(|c| Some((c.app_id?, c.deployment_id?)))
+        .collect();
+    let (apps, deployments): (Vec<i64>, Vec<i64>) = running.into_iter().unzip();
+    sqlx::query(
+        "UPDATE apps a SET status = 'running', updated_at = now() FROM unnest($2::bigint[], $3::bigint[]) AS r(app_id, deployment_id)
+         WHERE a.id = r.app_id AND a.current_deployment_id = r.deployment_id AND a.worker_id = $1 AND a.status IN ('stopped', 'crashed')
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.kind = 'stop' AND j.status = 'succeeded'
+                           AND j.finished_at > coalesce((SELECT max(finished_at) FROM jobs s WHERE s.app_id = a.id AND s.kind IN ('start', 'restart', 'deploy') AND s.status = 'succeeded'), 'epoch'))",
+    )
+    .bind(worker_id)
+    .bind(&apps)
+    .bind(&deployments)
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -11,7 +11,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 fn containerfile(body: &str) -> String {
     format!(
-        "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo '{body}' > /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+        "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo '{body}' > /www/index.html\nEXPOSE 8080\nCMD [\"sh\", \"-c\", \"echo runtime-hello-$GREETING; exec httpd -f -p 8080 -h /www\"]\n"
     )
 }
 
@@ -69,6 +69,30 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     assert_eq!(containers[0]["Labels"]["wisehosting.deployment"], first.to_string());
     let log: Value = user.get(&format!("/api/deployments/{first}/log")).await.json().await.expect("log");
     assert!(log["log"].as_str().unwrap_or_default().contains("checked out"), "{log}");
+    // The worker follows the container: its output reaches the app's log tail, and its
+    // figures reach the hub.
+    let mut runtime_line = false;
+    for _ in 0..100 {
+        let tail: Value =
+            user.get(&format!("/api/apps/{app_id}/logs?tail=50")).await.json().await.expect("json");
+        if tail["lines"].as_array().is_some_and(|l| {
+            l.iter().any(|x| x["stream"] == "runtime" && x["line"] == "runtime-hello-hi-canary")
+        }) {
+            runtime_line = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(runtime_line, "the container's output reached the log bus with the app's env");
+    let mut figures = None;
+    for _ in 0..100 {
+        figures = cp.hub.app_snapshot(app_id);
+        if figures.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(figures.is_some_and(|f| f.memory_bytes > 0), "per-app figures arrived");
 
     // A new commit and a redeploy: the new page, one container, the old deployment superseded.
     repo.commit(&[("Containerfile", &containerfile("hello v2"))], "v2");
@@ -344,4 +368,46 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
     assert_eq!(containers[0]["Labels"]["wisehosting.deployment"], first.to_string());
     let d: Value = user.get(&format!("/api/deployments/{slow}")).await.json().await.expect("json");
     assert_eq!(d["status"], "cancelled", "a late result did not overwrite the cancel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_keeps_exiting_is_reported_as_crashed() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+    })
+    .await;
+    let w = create_worker(&cp, "crasher").await;
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
+    assert!(
+        agent
+            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+            .await
+    );
+    let user = cp.login("crash@example.com").await;
+    let repo = TestRepo::new();
+    // Serves long enough to pass its health check, then dies, again and again.
+    repo.commit(
+        &[("Containerfile", "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo up > /www/index.html\nCMD [\"sh\", \"-c\", \"httpd -p 8080 -h /www; sleep 3; exit 7\"]\n")],
+        "flaky",
+    );
+    let created: Value = user
+        .post_json("/api/deploy", &json!({"name": "flaky", "repo_url": repo.url(), "port": 8080}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let app_id = created["app"]["id"].as_i64().expect("id");
+    let deployment = created["deployment"]["id"].as_i64().expect("id");
+    let d = user.wait_deployment(deployment, LIMIT).await;
+    assert_eq!(d["status"], "running", "{d}");
+    let mut crashed = false;
+    for _ in 0..120 {
+        if app(&user, app_id).await["status"] == "crashed" {
+            crashed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(crashed, "the app shows crashed: {}", app(&user, app_id).await);
 }

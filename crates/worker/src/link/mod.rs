@@ -216,6 +216,13 @@ impl Agent {
     /// Runs until `shutdown` fires.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (tx, rx) = mpsc::channel(1024);
+        let monitor = crate::runtime::monitor::Monitor {
+            podman: self.pipeline.podman.clone(),
+            instance: self.config.deploy.instance.clone(),
+            out: tx.clone(),
+            every: Duration::from_secs(5),
+        };
+        tokio::spawn(monitor.run(shutdown.child_token()));
         let mut jobs = JobQueue { tx, rx, running: RunningJobs::new() };
         loop {
             if shutdown.is_cancelled() {

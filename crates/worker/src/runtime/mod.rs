@@ -1,5 +1,6 @@
 //! Podman, driven with argv arrays only (never a shell).
 
+pub mod monitor;
 pub mod podman;
 
 pub use podman::{AdminOutcome, Podman, admin_argv};
