@@ -122,6 +122,8 @@ pub struct JobResult {
     pub image_id: Option<String>,
     pub host_port: Option<u16>,
     pub container_id: Option<String>,
+    /// The commit the deploy built (added after the first release; optional).
+    pub commit: Option<String>,
 }
 message!(JobResult, "job_result");
 

@@ -59,12 +59,14 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), s
         ("deploy", true) => {
             let deployment = job.deployment_id.unwrap_or_default();
             sqlx::query(
-                "UPDATE deployments SET status = 'running', image_id = $2, container_id = $3, host_port = $4, error = NULL, finished_at = now() WHERE id = $1",
+                "UPDATE deployments SET status = 'running', image_id = $2, container_id = $3, host_port = $4, error = NULL, finished_at = now(),
+                        commit_sha = COALESCE(commit_sha, $5) WHERE id = $1",
             )
             .bind(deployment)
             .bind(&msg.image_id)
             .bind(&msg.container_id)
             .bind(msg.host_port.map(i32::from))
+            .bind(msg.commit.as_deref().filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit())))
             .execute(&mut *tx)
             .await?;
             sqlx::query("UPDATE deployments SET status = 'superseded' WHERE app_id = $1 AND id <> $2 AND status = 'running'")

@@ -43,11 +43,41 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     let repo = TestRepo::new();
     repo.commit(&[("Containerfile", &containerfile("hello v1"))], "v1");
 
+    // T20: a secret env value is watched for in process arguments and environments while the
+    // deploy runs, and afterwards in a pg_dump, the platform's logs and every API answer.
+    let secret = format!("s3cr3t-{}", hex::encode(wisehosting_crypto::random_bytes::<8>()));
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (secret, watching) = (secret.clone(), watching.clone());
+        std::thread::spawn(move || {
+            let mut hits = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                    let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                    let ours = cmd.starts_with("podman")
+                        || cmd.starts_with("git")
+                        || cmd.contains("/podman ")
+                        || cmd.contains("conmon");
+                    let environ = if ours {
+                        std::fs::read(entry.path().join("environ")).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    if cmd.contains(&secret) || String::from_utf8_lossy(&environ).contains(&secret) {
+                        hits.push(cmd);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            hits
+        })
+    };
     let created = user
         .post_json(
             "/api/deploy",
             &json!({"name": "Hello App", "repo_url": repo.url(), "branch": "main", "framework": "dockerfile",
-                    "dockerfile_path": null, "port": 8080, "env": {"GREETING": "hi-canary"}}),
+                    "dockerfile_path": null, "port": 8080, "env": {"GREETING": "hi-canary", "SECRET_TOKEN": secret}}),
         )
         .await;
     assert_eq!(created.status(), 201);
@@ -58,6 +88,7 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     let d = user.wait_deployment(first, LIMIT).await;
     assert_eq!(d["status"], "running", "{d}");
     assert!(d["image_id"].as_str().unwrap_or_default().starts_with("sha256:"));
+    assert_eq!(d["commit"].as_str().map(str::len), Some(40), "the built commit is recorded: {d}");
     let a = app(&user, app_id).await;
     assert_eq!(a["status"], "running");
     assert_eq!(a["current_deployment_id"], first);
@@ -67,6 +98,34 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     assert_eq!(containers.len(), 1, "exactly one container: {containers:?}");
     assert_eq!(containers[0]["Labels"]["wisehosting.app"], app_id.to_string());
     assert_eq!(containers[0]["Labels"]["wisehosting.deployment"], first.to_string());
+    // T24: the container runs the image id the build produced.
+    assert_eq!(
+        containers[0]["ImageID"].as_str().map(|i| i.trim_start_matches("sha256:")),
+        d["image_id"].as_str().map(|i| i.trim_start_matches("sha256:")),
+        "run by image id"
+    );
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let hits = watcher.join().expect("watcher");
+    assert!(hits.is_empty(), "the secret appeared in a process's arguments or environment: {hits:?}");
+    let dump = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+        .arg("--dbname")
+        .arg(&cp.database_url)
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(dump.stdout.len() > 1000);
+    assert!(!String::from_utf8_lossy(&dump.stdout).contains(&secret), "the secret is in a pg_dump");
+    for path in [
+        format!("/api/apps/{app_id}"),
+        format!("/api/apps/{app_id}/deployments"),
+        format!("/api/apps/{app_id}/env"),
+        format!("/api/deployments/{first}/log"),
+        format!("/api/apps/{app_id}/logs?tail=1000"),
+        "/api/apps".to_string(),
+    ] {
+        let body = user.get(&path).await.text().await.expect("text");
+        assert!(!body.contains(&secret), "{path} shows the secret");
+    }
     let log: Value = user.get(&format!("/api/deployments/{first}/log")).await.json().await.expect("log");
     assert!(log["log"].as_str().unwrap_or_default().contains("checked out"), "{log}");
     // The worker follows the container: its output reaches the app's log tail, and its

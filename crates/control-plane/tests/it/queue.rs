@@ -165,10 +165,13 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
             host_port: Some(4242),
             container_id: Some("c".into()),
             error: None,
+            commit: Some("abcdef1234567".into()),
         })
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(deployment_status(&user, deployment).await, "running");
+    let d: Value = user.get(&format!("/api/deployments/{deployment}")).await.json().await.expect("json");
+    assert_eq!(d["commit"], "abcdef1234567");
     let app_json: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("json");
     assert_eq!((app_json["status"].as_str(), app_json["host_port"].as_i64()), (Some("running"), Some(4242)));
     let log: Value =

@@ -94,6 +94,7 @@ impl Reporter {
 /// The outcome of a job, for `job_result`.
 #[derive(Debug, Default)]
 pub struct Done {
+    pub commit: Option<String>,
     pub image_id: Option<String>,
     pub host_port: Option<u16>,
     pub container_id: Option<String>,
@@ -127,6 +128,7 @@ impl Pipeline {
             image_id: done.image_id,
             host_port: done.host_port,
             container_id: done.container_id,
+            commit: done.commit,
         };
         let _ = out.send(Outgoing::of(&message)).await;
     }

@@ -297,7 +297,7 @@ impl Pipeline {
             )
             .await?;
         self.prune_images(app_id, &image_id).await;
-        Ok(done)
+        Ok(Done { commit: Some(commit), ..done })
     }
 
     /// Runs an image as the app's new version, checks its health and switches to it.
@@ -358,6 +358,7 @@ impl Pipeline {
         reporter.progress("switching").await;
         self.retire_others(app_id, &container_id).await;
         Ok(Done {
+            commit: None,
             image_id: Some(image_id.to_string()),
             host_port: Some(host_port),
             container_id: Some(container_id),
