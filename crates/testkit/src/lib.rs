@@ -92,10 +92,28 @@ async fn ensure_template() -> String {
         let pool = PgPool::connect(&url_for(&admin_url(), &building)).await.expect("connect template");
         db::migrate_up(&pool).await.expect("migrate template");
         pool.close().await;
-        sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("rename");
+        // The migrating session may linger a moment after the pool closes; retry the rename.
+        let mut tries = 0;
+        loop {
+            match sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}")).execute(&mut conn).await
+            {
+                Ok(_) => break,
+                Err(e) if tries < 50 && e.to_string().contains("being accessed by other users") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    let who: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                        "SELECT application_name, state, query FROM pg_stat_activity WHERE datname = $1",
+                    )
+                    .bind(&building)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                    panic!("rename the template database: {e}; sessions on it: {who:?}")
+                }
+            }
+        }
     }
     sqlx::query("SELECT pg_advisory_unlock(742001)").execute(&mut conn).await.expect("unlock");
     let _ = conn.close().await;

@@ -50,6 +50,9 @@ pub struct DeploySettings {
     pub health_timeout_secs: u64,
     /// How long the old container keeps serving after the switch before it is stopped.
     pub drain_secs: u64,
+    /// Run builds on the isolated `wisehosting-build` network (needs iptables and root).
+    /// Turning it off lets a build reach private addresses: never in production.
+    pub isolate_builds: bool,
 }
 
 impl Default for DeploySettings {
@@ -60,6 +63,7 @@ impl Default for DeploySettings {
             static_image: "localhost/wisehosting/busybox:latest".into(),
             health_timeout_secs: 60,
             drain_secs: 2,
+            isolate_builds: true,
         }
     }
 }

@@ -470,3 +470,61 @@ async fn a_container_that_keeps_exiting_is_reported_as_crashed() {
     }
     assert!(crashed, "the app shows crashed: {}", app(&user, app_id).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_cannot_reach_the_host_or_private_addresses() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+    })
+    .await;
+    // A canary on every host address: any connection from a build counts as a hit.
+    let canary = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("canary");
+    let port = canary.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = canary.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let w = create_worker(&cp, "isolated").await;
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
+    assert!(
+        agent
+            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+            .await
+    );
+    let user = cp.login("egress@example.com").await;
+    let repo = TestRepo::new();
+    // Each probe prints REACHED or BLOCKED; the build itself succeeds either way.
+    let probes: Vec<String> = ["10.89.0.1", "10.50.0.1", "172.17.0.1", "192.168.0.1", "169.254.169.254"]
+        .iter()
+        .map(|host| format!("RUN (printf 'GET /probe HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} {port} | head -1 | grep -q HTTP && echo REACHED-{host}) || echo BLOCKED-{host}\n"))
+        .collect();
+    let file = format!(
+        "FROM localhost/wisehosting/busybox:latest\n{}RUN mkdir -p /www && echo ok > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        probes.concat()
+    );
+    repo.commit(&[("Containerfile", &file)], "probe");
+    let created: Value = user
+        .post_json("/api/deploy", &json!({"name": "prober", "repo_url": repo.url(), "port": 8080}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let deployment = created["deployment"]["id"].as_i64().expect("id");
+    let d = user.wait_deployment(deployment, LIMIT).await;
+    assert_eq!(d["status"], "running", "{d}");
+    let log: Value =
+        user.get(&format!("/api/deployments/{deployment}/log")).await.json().await.expect("json");
+    let log = log["log"].as_str().unwrap_or_default().to_string();
+    // The STEP lines echo each instruction; the probes' own output stands alone on a line.
+    for host in ["10.89.0.1", "10.50.0.1", "172.17.0.1", "192.168.0.1", "169.254.169.254"] {
+        assert!(log.lines().any(|l| l.trim() == format!("BLOCKED-{host}")), "{host} was not refused: {log}");
+    }
+    assert!(!log.lines().any(|l| l.trim().starts_with("REACHED-")), "{log}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the canary on the host was reached from a build");
+}

@@ -260,6 +260,12 @@ impl Pipeline {
         let iidfile = work.join("image-id");
         let tag = format!("localhost/{}-app{app_id}:d{deployment_id}", self.settings.instance);
         let mut build = self.podman.command_for(&["build"]);
+        if self.settings.isolate_builds {
+            crate::runtime::firewall::ensure(&self.podman)
+                .await
+                .map_err(|e| format!("cannot isolate the build, so it was not started: {e}"))?;
+            build.arg("--network").arg(crate::runtime::firewall::NETWORK);
+        }
         build
             .arg("-f")
             .arg(&containerfile)

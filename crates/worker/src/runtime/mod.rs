@@ -1,5 +1,6 @@
 //! Podman, driven with argv arrays only (never a shell).
 
+pub mod firewall;
 pub mod monitor;
 pub mod podman;
 
