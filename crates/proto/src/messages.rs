@@ -28,8 +28,18 @@ pub struct Hello {
     pub capabilities: Vec<String>,
     /// The app containers the worker runs, for re-sync after a reconnect.
     pub containers: Vec<ContainerInfo>,
+    /// The jobs the worker is still running (id, attempt). Jobs leased to it before this
+    /// connection and missing here were lost (the worker restarted) and are failed at once.
+    pub running_jobs: Vec<RunningJob>,
 }
 message!(Hello, "hello");
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunningJob {
+    pub job_id: i64,
+    pub attempt: i32,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -200,6 +210,24 @@ pub struct AdminQuery {
 }
 message!(AdminQuery, "admin_query");
 
+/// What should run on the worker, sent after its `hello`: for each app placed on it, the
+/// deployment whose container should run (none while `busy`: a job is changing it). The worker
+/// removes containers of other deployments and of apps not listed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DesiredState {
+    pub apps: Vec<DesiredApp>,
+}
+message!(DesiredState, "desired_state");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DesiredApp {
+    pub app_id: i64,
+    pub deployment_id: Option<i64>,
+    pub busy: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ErrorMessage {
@@ -254,6 +282,7 @@ pub enum ServerMessage {
     JobCancel(JobCancel),
     RoutesChanged(RoutesChanged),
     AdminQuery(AdminQuery),
+    DesiredState(DesiredState),
     Error(ErrorMessage),
     Unknown(String),
 }
@@ -266,6 +295,7 @@ impl ServerMessage {
             JobCancel::TYPE => Self::JobCancel(decode(p)?),
             RoutesChanged::TYPE => Self::RoutesChanged(decode(p)?),
             AdminQuery::TYPE => Self::AdminQuery(decode(p)?),
+            DesiredState::TYPE => Self::DesiredState(decode(p)?),
             ErrorMessage::TYPE => Self::Error(decode(p)?),
             other => Self::Unknown(other.chars().take(64).collect()),
         })

@@ -91,7 +91,14 @@ async fn ensure_template() -> String {
             .expect("create template");
         let pool = PgPool::connect(&url_for(&admin_url(), &building)).await.expect("connect template");
         db::migrate_up(&pool).await.expect("migrate template");
-        pool.close().await;
+        // `close` can wait a long time for a connection in a multi-threaded runtime; bound it,
+        // then end whatever session is left so the template can be renamed and cloned.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pool.close()).await;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+            .bind(&building)
+            .execute(&mut conn)
+            .await
+            .expect("end template sessions");
         // The migrating session may linger a moment after the pool closes; retry the rename.
         let mut tries = 0;
         loop {

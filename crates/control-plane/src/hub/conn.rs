@@ -55,6 +55,8 @@ struct Conn {
     receiver: Receiver,
     jwt_key: PurposeKey,
     token_exp: i64,
+    /// When this connection opened; jobs leased before it may have been lost.
+    connected_at: chrono::DateTime<chrono::Utc>,
 }
 
 pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionParams) {
@@ -71,6 +73,7 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
         receiver: Receiver::new(keys.c2s),
         jwt_key,
         token_exp,
+        connected_at: chrono::Utc::now(),
     };
     let end = conn.run(socket, rx, close, &connection_id).instrument(span).await;
     hub.detach(worker_id, &connection_id);
@@ -174,6 +177,30 @@ impl Conn {
         match message {
             WorkerMessage::Hello(hello) => {
                 self.hub.came_online(self.worker_id, &hello.version).await;
+                let lost = crate::jobs::events::fail_lost_jobs(
+                    &self.hub.inner.db,
+                    self.worker_id,
+                    self.connected_at,
+                    &hello.running_jobs,
+                )
+                .await;
+                match lost {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        worker_id = self.worker_id,
+                        jobs = n,
+                        "failed jobs the worker lost while it was away"
+                    ),
+                    Err(e) => tracing::warn!(worker_id = self.worker_id, error = %e, "cannot fail lost jobs"),
+                }
+                match crate::jobs::events::desired_state(&self.hub.inner.db, self.worker_id).await {
+                    Ok(desired) => {
+                        let _ = self.hub.send(self.worker_id, super::Outgoing::of(&desired));
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker_id = self.worker_id, error = %e, "cannot compute the desired state")
+                    }
+                }
                 self.report(
                     crate::jobs::events::resync(&self.hub.inner.db, self.worker_id, &hello.containers).await,
                 );

@@ -3,7 +3,9 @@
 //! A worker that was cut off and comes back can never overwrite a newer result.
 
 use sqlx::PgPool;
-use wisehosting_proto::messages::{AppStates, ContainerInfo, JobAccepted, JobProgress, JobResult, Log};
+use wisehosting_proto::messages::{
+    AppStates, ContainerInfo, JobAccepted, JobProgress, JobResult, Log, RunningJob,
+};
 
 use crate::logbus::LogBus;
 use crate::store::jobs::{self, Fence};
@@ -210,4 +212,71 @@ pub async fn resync(db: &PgPool, worker_id: i64, containers: &[ContainerInfo]) -
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// After a reconnect: jobs leased to this worker before the connection opened that it no
+/// longer runs were lost with its process; they fail at once instead of waiting for the
+/// rescue horizon, and the user can deploy again.
+pub async fn fail_lost_jobs(
+    db: &PgPool,
+    worker_id: i64,
+    connected_at: chrono::DateTime<chrono::Utc>,
+    running: &[RunningJob],
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<i64> = running.iter().map(|j| j.job_id).collect();
+    let reason = "the worker restarted while running this job; deploy again";
+    let mut tx = db.begin().await?;
+    let lost: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+        "UPDATE jobs SET status = 'failed', error = $4, finished_at = now()
+         WHERE worker_id = $1 AND status IN ('dispatched', 'running') AND dispatched_at < $2 AND NOT (id = ANY($3))
+         RETURNING app_id, deployment_id, kind",
+    )
+    .bind(worker_id)
+    .bind(connected_at)
+    .bind(&ids)
+    .bind(reason)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (app_id, deployment, kind) in &lost {
+        if kind == "deploy" {
+            sqlx::query(
+                "UPDATE deployments SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
+            )
+            .bind(deployment)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END WHERE id = $1")
+                .bind(app_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(lost.len() as u64)
+}
+
+/// The desired state of a worker's apps, for `desired_state` after its `hello`.
+pub async fn desired_state(
+    db: &PgPool,
+    worker_id: i64,
+) -> Result<wisehosting_proto::messages::DesiredState, sqlx::Error> {
+    let rows: Vec<(i64, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT a.id, a.current_deployment_id,
+                EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.status IN ('queued', 'dispatched', 'running'))
+         FROM apps a WHERE a.worker_id = $1",
+    )
+    .bind(worker_id)
+    .fetch_all(db)
+    .await?;
+    Ok(wisehosting_proto::messages::DesiredState {
+        apps: rows
+            .into_iter()
+            .map(|(app_id, deployment_id, busy)| wisehosting_proto::messages::DesiredApp {
+                app_id,
+                deployment_id,
+                busy,
+            })
+            .collect(),
+    })
 }

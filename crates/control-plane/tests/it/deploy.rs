@@ -165,8 +165,17 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     assert_eq!(fetch(port).await.trim(), "hello v2");
     let old: Value = user.get(&format!("/api/deployments/{first}")).await.json().await.expect("json");
     assert_eq!(old["status"], "superseded");
-    let containers = agent.containers_of(app_id);
+    // The old container drains after the switch, then goes.
+    let mut containers = agent.containers_of(app_id);
+    for _ in 0..100 {
+        if containers.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        containers = agent.containers_of(app_id);
+    }
     assert_eq!(containers.len(), 1, "the old container is gone: {containers:?}");
+    assert_eq!(containers[0]["Labels"]["wisehosting.deployment"], second.to_string());
 
     // A build that fails: the deployment fails with the build's lines; v2 keeps serving.
     repo.commit(
@@ -486,8 +495,11 @@ async fn a_build_cannot_reach_the_host_or_private_addresses() {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     tokio::spawn(async move {
-        while let Ok((_socket, _)) = canary.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
+        while let Ok((_socket, peer)) = canary.accept().await {
+            // Other tests' local clients may stumble on this port; builds come from elsewhere.
+            if !peer.ip().is_loopback() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
         }
     });
     let w = create_worker(&cp, "isolated").await;
@@ -527,4 +539,134 @@ async fn a_build_cannot_reach_the_host_or_private_addresses() {
     }
     assert!(!log.lines().any(|l| l.trim().starts_with("REACHED-")), "{log}");
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the canary on the host was reached from a build");
+}
+
+/// The real `wisehosting-worker` binary as a child process, for kill -9.
+struct WorkerProcess {
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    fn start(config: &std::path::Path) -> WorkerProcess {
+        let binary =
+            std::path::Path::new(env!("CARGO_BIN_EXE_wisehosting")).with_file_name("wisehosting-worker");
+        let child = std::process::Command::new(binary)
+            .env("CONFIG_PATH", config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the worker binary");
+        WorkerProcess { child }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn running_containers(instance: &str, app_id: i64) -> Vec<String> {
+    let out = std::process::Command::new("podman")
+        .env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf())
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=wisehosting.instance={instance}"))
+        .arg("--filter")
+        .arg(format!("label=wisehosting.app={app_id}"))
+        .output()
+        .expect("podman ps");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_job() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+    })
+    .await;
+    let w = create_worker(&cp, "killable").await;
+    let instance = format!("k{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
+    let data = tempfile::tempdir().expect("data dir");
+    let config = data.path().join("worker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "control_plane_url: {}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n",
+            cp.base_url,
+            w.name,
+            w.api_key,
+            cp.config.api_server.secret.expose(),
+            data.path().display(),
+            wisehosting_testkit::worker::containers_conf().display()
+        ),
+    )
+    .expect("config");
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            wisehosting_testkit::worker::remove_instance(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(instance.clone());
+    let mut worker = WorkerProcess::start(&config);
+    let user = cp.login("kill@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &containerfile("round 0"))], "v0");
+    let created: Value = user
+        .post_json("/api/deploy", &json!({"name": "killed", "repo_url": repo.url(), "port": 8080}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let app_id = created["app"]["id"].as_i64().expect("id");
+    let first = created["deployment"]["id"].as_i64().expect("id");
+    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
+
+    // Kill -9 at different points of a deploy, restart, and check the invariants each time.
+    for (round, delay_ms) in [150u64, 600, 1200, 2500].into_iter().enumerate() {
+        repo.commit(&[("Containerfile", &containerfile(&format!("round {}", round + 1)))], "next");
+        let next: Value = user
+            .post_json(&format!("/api/apps/{app_id}/deployments"), &json!({}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let next = next["id"].as_i64().expect("id");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        worker.kill9();
+        worker = WorkerProcess::start(&config);
+        let d = user.wait_deployment(next, LIMIT).await;
+        let status = d["status"].as_str().unwrap_or_default().to_string();
+        assert!(status == "running" || status == "failed", "round {round}: {d}");
+        let mut one = false;
+        for _ in 0..100 {
+            let active: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('dispatched', 'running')")
+                    .fetch_one(&cp.db)
+                    .await
+                    .expect("count");
+            if running_containers(&instance, app_id).len() == 1 && active == 0 {
+                one = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(one, "round {round}: containers {:?}", running_containers(&instance, app_id));
+        let a = app(&user, app_id).await;
+        let port = a["host_port"].as_i64().expect("port");
+        let current = a["current_deployment_id"].as_i64().expect("current");
+        let expected = if status == "running" { next } else { current };
+        assert_eq!(current, expected, "round {round}");
+        let body = fetch(port).await;
+        assert!(body.starts_with("round "), "round {round}: the current version serves: {body}");
+    }
+    worker.kill9();
 }

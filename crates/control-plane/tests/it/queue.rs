@@ -250,3 +250,36 @@ async fn log_lines_reach_the_tail_and_the_live_stream_of_their_app_only() {
     let tail: Value = user.get(&format!("/api/apps/{app}/logs?tail=10")).await.json().await.expect("json");
     assert_eq!(tail["lines"][0]["line"], "hello from the app", "NUL stripped: {tail}");
 }
+
+#[tokio::test]
+async fn a_worker_that_comes_back_without_its_job_fails_it_at_once_and_one_that_kept_it_does_not() {
+    let cp = single().await;
+    let w = create_worker(&cp, "restarter").await;
+    let user = cp.login("restart@example.com").await;
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    raw.send(&wisehosting_proto::messages::Hello::default()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, kept) = deploy(&user, "kept-job").await;
+    let kept_job = next_job(&mut raw).await;
+    raw.send(&JobAccepted { job_id: kept_job.job_id, attempt: kept_job.attempt }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(raw);
+
+    // The same process reconnects and still runs the job: nothing changes.
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    let running =
+        vec![wisehosting_proto::messages::RunningJob { job_id: kept_job.job_id, attempt: kept_job.attempt }];
+    raw.send(&wisehosting_proto::messages::Hello { running_jobs: running, ..Default::default() }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_status(&cp, kept).await.0, "running");
+    drop(raw);
+
+    // A restarted process (kill -9) knows no job: the deploy fails now, not in 15 minutes.
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    raw.send(&wisehosting_proto::messages::Hello::default()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d: Value = user.get(&format!("/api/deployments/{kept}")).await.json().await.expect("json");
+    assert_eq!(d["status"], "failed");
+    assert!(d["error"].as_str().unwrap_or_default().contains("restarted"), "{d}");
+    assert_eq!(job_status(&cp, kept).await.0, "failed");
+}

@@ -120,6 +120,7 @@ impl Pipeline {
             Ok(done) => (true, None, done),
             Err(e) => (false, Some(e), Done::default()),
         };
+        let new_container = done.container_id.clone();
         let message = JobResult {
             job_id: job.job_id,
             attempt: job.attempt,
@@ -131,6 +132,9 @@ impl Pipeline {
             commit: done.commit,
         };
         let _ = out.send(Outgoing::of(&message)).await;
+        if let Some(keep) = new_container {
+            self.retire_others(job.app_id, &keep).await;
+        }
     }
 
     async fn dispatch(&self, job: &Job, reporter: &Reporter) -> Result<Done, String> {

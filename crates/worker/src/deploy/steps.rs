@@ -361,8 +361,10 @@ impl Pipeline {
             let tail = run_quiet(logs, "podman logs").await.unwrap_or_default();
             return Err(format!("{e}\nlast lines of the container:\n{tail}"));
         }
+        // The switch: the result goes out first (the control plane moves the app to the new
+        // container), then the old ones drain and stop (`Pipeline::run_job`). A worker killed in
+        // between leaves the old container to the re-sync, never an app with none.
         reporter.progress("switching").await;
-        self.retire_others(app_id, &container_id).await;
         Ok(Done {
             commit: None,
             image_id: Some(image_id.to_string()),
@@ -416,7 +418,7 @@ impl Pipeline {
     }
 
     /// Stops and removes every container of the app but `keep`, after the drain delay.
-    async fn retire_others(&self, app_id: i64, keep: &str) {
+    pub(super) async fn retire_others(&self, app_id: i64, keep: &str) {
         let others: Vec<String> =
             self.app_containers(app_id).await.into_iter().map(|(id, _)| id).filter(|id| id != keep).collect();
         if others.is_empty() {
@@ -437,6 +439,26 @@ impl Pipeline {
         rm.args(ids);
         if let Err(e) = run_quiet(rm, "podman rm").await {
             tracing::warn!(error = %e, "cannot remove old containers");
+        }
+    }
+
+    /// Removes containers the control plane does not want: those of apps it does not place
+    /// here, and those of other deployments than an idle app's current one.
+    pub async fn reconcile(&self, desired: &wisehosting_proto::messages::DesiredState) {
+        let mut ps = self.podman.command_for(&["ps", "-a", "--format", "json", "--filter"]);
+        ps.arg(self.instance_filter());
+        let text = run_quiet(ps, "podman ps").await.unwrap_or_default();
+        let orphans: Vec<String> = crate::runtime::podman::parse_ps(text.as_bytes())
+            .into_iter()
+            .filter(|c| match c.app_id.and_then(|app| desired.apps.iter().find(|d| d.app_id == app)) {
+                None => true,
+                Some(d) => !d.busy && d.deployment_id != c.deployment_id,
+            })
+            .map(|c| c.id)
+            .collect();
+        if !orphans.is_empty() {
+            tracing::info!(count = orphans.len(), "removing containers the control plane no longer wants");
+            self.remove_containers(&orphans).await;
         }
     }
 

@@ -144,8 +144,8 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
-/// Jobs in flight, by job id, with the token that cancels each.
-type RunningJobs = std::collections::HashMap<i64, CancellationToken>;
+/// Jobs in flight, by job id: the token that cancels each, and its attempt.
+type RunningJobs = std::collections::HashMap<i64, (CancellationToken, i32)>;
 
 /// Job messages outlive a session: they queue here and go out on whichever session is live
 /// (the control plane's fencing drops any that no longer count).
@@ -342,10 +342,19 @@ impl Agent {
         let session = CancellationToken::new();
         let _stop_tasks = session.clone().drop_guard();
         let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(64);
+        jobs.running.retain(|_, (token, _)| !token.is_cancelled());
         let hello = Hello {
             version: env!("CARGO_PKG_VERSION").into(),
             capabilities: vec!["admin_query".into()],
             containers: self.podman.app_containers().await,
+            running_jobs: jobs
+                .running
+                .iter()
+                .map(|(job_id, (_, attempt))| wisehosting_proto::messages::RunningJob {
+                    job_id: *job_id,
+                    attempt: *attempt,
+                })
+                .collect(),
         };
         send(&mut sink, &mut sender, &Outgoing::of(&hello)).await?;
         self.status.set_connection(Some(connection_id.clone()));
@@ -397,9 +406,9 @@ impl Agent {
                             });
                         }
                         Ok(ServerMessage::Job(job)) => {
-                            jobs.running.retain(|_, token| !token.is_cancelled());
+                            jobs.running.retain(|_, (token, _)| !token.is_cancelled());
                             let cancel = CancellationToken::new();
-                            jobs.running.insert(job.job_id, cancel.clone());
+                            jobs.running.insert(job.job_id, (cancel.clone(), job.attempt));
                             tracing::info!(job_id = job.job_id, kind = %job.kind, app_id = job.app_id, "job received");
                             let pipeline = self.pipeline.clone();
                             let tx = jobs.tx.clone();
@@ -410,10 +419,14 @@ impl Agent {
                             });
                         }
                         Ok(ServerMessage::JobCancel(c)) => {
-                            if let Some(token) = jobs.running.get(&c.job_id) {
+                            if let Some((token, _)) = jobs.running.get(&c.job_id) {
                                 tracing::info!(job_id = c.job_id, "job cancelled by the control plane");
                                 token.cancel();
                             }
+                        }
+                        Ok(ServerMessage::DesiredState(desired)) => {
+                            let pipeline = self.pipeline.clone();
+                            tokio::spawn(async move { pipeline.reconcile(&desired).await });
                         }
                         Ok(ServerMessage::Unknown(t)) => tracing::debug!(message_type = %t, "ignored a frame of an unknown type"),
                         Ok(other) => tracing::debug!(message = ?other, "no handler yet"),
