@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a benchmark with a throwaway PostgreSQL: `bash scripts/bench.sh hub` (worker
-# connections). Prints figures; asserts nothing about speed. Release build.
+# connections) or `bash scripts/bench.sh deploy` (deploy-to-first-200). Prints figures; asserts nothing about speed. Release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,5 +12,6 @@ WH_TEST_PG_URL=$(bash scripts/pg-temp.sh start "$pgdir")
 export WH_TEST_PG_URL
 case $which in
   hub) cargo bench -p wisehosting-control-plane --bench hub_connections ;;
-  *) echo "unknown benchmark $which; choose: hub" >&2; exit 2 ;;
+  deploy) cargo bench -p wisehosting-control-plane --bench deploy ;;
+  *) echo "unknown benchmark $which; choose: hub, deploy" >&2; exit 2 ;;
 esac

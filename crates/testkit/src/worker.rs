@@ -190,12 +190,14 @@ pub fn remove_instance(instance: &str) {
             .stderr(std::process::Stdio::null());
         cmd
     };
-    for (list, remove) in [(["ps", "-aq"], ["rm", "-f"]), (["images", "-q"], ["rmi", "-f"])] {
+    for (list, remove) in
+        [(["ps", "-aq"], vec!["rm", "-f", "-t", "0"]), (["images", "-q"], vec!["rmi", "-f"])]
+    {
         let Ok(out) = podman().args(list).arg("--filter").arg(&filter).output() else { continue };
         let ids: Vec<String> =
             String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
         if !ids.is_empty() {
-            let _ = podman().args(remove).arg("--").args(&ids).output();
+            let _ = podman().args(&remove).arg("--").args(&ids).output();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The deploy pipeline end to end: a real control plane, a real agent, real git repositories
 //! made by the test, real podman builds and containers on the local busybox base image.
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -551,6 +552,7 @@ impl WorkerProcess {
         let binary =
             std::path::Path::new(env!("CARGO_BIN_EXE_wisehosting")).with_file_name("wisehosting-worker");
         let child = std::process::Command::new(binary)
+            .process_group(0)
             .env("CONFIG_PATH", config)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
@@ -560,15 +562,19 @@ impl WorkerProcess {
         WorkerProcess { child }
     }
 
+    /// SIGKILL to the worker and every process it started (its podman and git children), as
+    /// when its host or cgroup dies.
     fn kill9(mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -612,6 +618,9 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
     struct Cleanup(String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
+            // A podman run started by a killed worker may land a moment later; sweep twice.
+            wisehosting_testkit::worker::remove_instance(&self.0);
+            std::thread::sleep(Duration::from_secs(1));
             wisehosting_testkit::worker::remove_instance(&self.0);
         }
     }
