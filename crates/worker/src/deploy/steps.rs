@@ -425,20 +425,21 @@ impl Pipeline {
             return;
         }
         tokio::time::sleep(Duration::from_secs(self.settings.drain_secs)).await;
+        let mut stop = self.podman.command_for(&["stop", "-t", "5", "--"]);
+        stop.args(&others);
+        let _ = run_quiet(stop, "podman stop").await;
         self.remove_containers(&others).await;
     }
 
+    /// Removes containers at once (SIGKILL), for what must not run.
     async fn remove_containers(&self, ids: &[String]) {
         if ids.is_empty() {
             return;
         }
-        let mut stop = self.podman.command_for(&["stop", "-t", "5", "--"]);
-        stop.args(ids);
-        let _ = run_quiet(stop, "podman stop").await;
-        let mut rm = self.podman.command_for(&["rm", "-f", "--"]);
+        let mut rm = self.podman.command_for(&["rm", "-f", "-t", "0", "--"]);
         rm.args(ids);
         if let Err(e) = run_quiet(rm, "podman rm").await {
-            tracing::warn!(error = %e, "cannot remove old containers");
+            tracing::warn!(error = %e, "cannot remove containers");
         }
     }
 
