@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use wisehosting_testkit::{TestRepo, UserSession, create_worker, spawn_control_plane_with, spawn_worker};
+use wisehosting_testkit::{
+    SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, spawn_control_plane_with,
+    spawn_worker,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -22,26 +25,32 @@ async fn fetch(port: i64) -> String {
     client.get(format!("http://127.0.0.1:{port}/")).send().await.expect("GET app").text().await.expect("body")
 }
 
-async fn app(user: &UserSession, id: i64) -> Value {
-    user.get(&format!("/api/apps/{id}")).await.json().await.expect("app json")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
+/// A control plane in single-machine mode, a real agent connected to it, a signed-in user and
+/// an empty repository.
+async fn platform(worker: &str, email: &str) -> (TestControlPlane, SpawnedWorker, UserSession, TestRepo) {
     let cp = spawn_control_plane_with(|c| {
         c.single_machine = true;
         c.heartbeat_interval_secs = 1;
     })
     .await;
-    let w = create_worker(&cp, "deployer").await;
+    let w = create_worker(&cp, worker).await;
     let agent = spawn_worker(&cp, &w, &cp.base_url);
     assert!(
         agent
             .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
             .await
     );
-    let user = cp.login("dev@example.com").await;
-    let repo = TestRepo::new();
+    let user = cp.login(email).await;
+    (cp, agent, user, TestRepo::new())
+}
+
+async fn app(user: &UserSession, id: i64) -> Value {
+    user.get(&format!("/api/apps/{id}")).await.json().await.expect("app json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
+    let (cp, agent, user, repo) = platform("deployer", "dev@example.com").await;
     repo.commit(&[("Containerfile", &containerfile("hello v1"))], "v1");
 
     // T20: a secret env value is watched for in process arguments and environments while the
@@ -368,20 +377,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_version() {
-    let cp = spawn_control_plane_with(|c| {
-        c.single_machine = true;
-        c.heartbeat_interval_secs = 1;
-    })
-    .await;
-    let w = create_worker(&cp, "canceller").await;
-    let agent = spawn_worker(&cp, &w, &cp.base_url);
-    assert!(
-        agent
-            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
-            .await
-    );
-    let user = cp.login("cancel@example.com").await;
-    let repo = TestRepo::new();
+    let (_cp, agent, user, repo) = platform("canceller", "cancel@example.com").await;
     repo.commit(&[("Containerfile", &containerfile("stable"))], "v1");
     let created: Value = user
         .post_json("/api/deploy", &json!({"name": "cancel-app", "repo_url": repo.url(), "port": 8080}))
@@ -441,20 +437,7 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_that_keeps_exiting_is_reported_as_crashed() {
-    let cp = spawn_control_plane_with(|c| {
-        c.single_machine = true;
-        c.heartbeat_interval_secs = 1;
-    })
-    .await;
-    let w = create_worker(&cp, "crasher").await;
-    let agent = spawn_worker(&cp, &w, &cp.base_url);
-    assert!(
-        agent
-            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
-            .await
-    );
-    let user = cp.login("crash@example.com").await;
-    let repo = TestRepo::new();
+    let (_cp, _agent, user, repo) = platform("crasher", "crash@example.com").await;
     // Serves long enough to pass its health check, then dies, again and again.
     repo.commit(
         &[("Containerfile", "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo up > /www/index.html\nCMD [\"sh\", \"-c\", \"httpd -p 8080 -h /www; sleep 3; exit 7\"]\n")],

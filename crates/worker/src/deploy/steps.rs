@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::{DeployPayload, Done, LifecyclePayload, Pipeline, Reporter};
@@ -52,19 +51,7 @@ async fn run_logged(mut cmd: Command, reporter: &Reporter, what: &str) -> Result
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(format!("cannot read the output of {what}"));
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
-    for pipe in [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(stderr)] {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let mut rx = crate::runtime::output_lines(stdout, stderr, 256);
     let mut tail: Vec<String> = Vec::new();
     let mut batch = Vec::new();
     let mut last_flush = Instant::now();

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wisehosting_proto::messages::{AppStat, AppStateEntry, AppStates, AppStats, Log};
@@ -221,19 +220,7 @@ async fn follow(
     cmd.arg(&id).stdout(Stdio::piped()).stderr(Stdio::piped());
     let Ok(mut child) = cmd.spawn() else { return };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else { return };
-    let (tx, mut rx) = mpsc::channel::<String>(512);
-    for pipe in [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(stderr)] {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let mut rx = super::output_lines(stdout, stderr, 512);
     let mut batch = Vec::new();
     loop {
         let next = tokio::select! {
