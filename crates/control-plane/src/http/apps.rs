@@ -107,23 +107,26 @@ fn parse_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, 
     Ok(env)
 }
 
-fn audit_event<'a>(
+/// One audit row for an action of the signed-in user on one target.
+async fn audit_user(
+    db: impl sqlx::PgExecutor<'_>,
     user: &CurrentUser,
-    actor: &'a str,
-    action: &'a str,
-    kind: &'a str,
+    action: &str,
+    kind: &str,
     id: i64,
     detail: Value,
-) -> AuditEvent<'a> {
-    AuditEvent {
+) -> Result<(), sqlx::Error> {
+    let actor = format!("user:{}", user.id);
+    let event = AuditEvent {
         user_id: Some(user.id),
-        actor,
+        actor: &actor,
         action,
         target_type: Some(kind),
         target_id: Some(id.to_string()),
         ip: None,
         detail,
-    }
+    };
+    audit::record(db, event).await
 }
 
 /// The job payload of a deploy: everything the worker needs, env values included (sealed at
@@ -186,12 +189,7 @@ async fn deploy(
     let deployment = apps::insert_deployment(&mut *tx, app.id, branch.as_str(), None).await?;
     let payload = deploy_payload(&app, &deployment, &env, plan);
     jobs::enqueue(&mut tx, &state.sealer, "deploy", app.id, Some(deployment.id), &payload).await?;
-    let actor = format!("user:{}", user.id);
-    audit::record(
-        &mut *tx,
-        audit_event(&user, &actor, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })),
-    )
-    .await?;
+    audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
 }
@@ -238,12 +236,7 @@ async fn redeploy(
         .bind(app.id)
         .execute(&mut *tx)
         .await?;
-    let actor = format!("user:{}", user.id);
-    audit::record(
-        &mut *tx,
-        audit_event(&user, &actor, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })),
-    )
-    .await?;
+    audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
 }
@@ -303,12 +296,7 @@ async fn cancel_deployment(
         .bind(deployment.app_id)
         .execute(&mut *tx)
         .await?;
-    let actor = format!("user:{}", user.id);
-    audit::record(
-        &mut *tx,
-        audit_event(&user, &actor, "deployment.cancel", "deployment", deployment.id, json!({})),
-    )
-    .await?;
+    audit_user(&mut *tx, &user, "deployment.cancel", "deployment", deployment.id, json!({})).await?;
     tx.commit().await?;
     if let Some((job_id, attempt, worker_id)) = lease {
         let _ = state
@@ -334,10 +322,8 @@ async fn lifecycle(
         json!({ "slug": app.slug, "port": app.port, "env": env, "deployment_id": app.current_deployment_id });
     let job =
         jobs::enqueue(&mut tx, &state.sealer, kind, app.id, app.current_deployment_id, &payload).await?;
-    let actor = format!("user:{}", user.id);
     let action = format!("app.{kind}");
-    audit::record(&mut *tx, audit_event(&user, &actor, &action, "app", app.id, json!({ "job": job })))
-        .await?;
+    audit_user(&mut *tx, &user, &action, "app", app.id, json!({ "job": job })).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))))
 }
@@ -349,12 +335,7 @@ async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     let app = own_app(&state, &user, id).await?;
     let mut tx = state.db.begin().await?;
-    let actor = format!("user:{}", user.id);
-    audit::record(
-        &mut *tx,
-        audit_event(&user, &actor, "app.delete", "app", app.id, json!({ "slug": app.slug })),
-    )
-    .await?;
+    audit_user(&mut *tx, &user, "app.delete", "app", app.id, json!({ "slug": app.slug })).await?;
     if app.worker_id.is_none() {
         // Never placed: nothing runs anywhere.
         sqlx::query("DELETE FROM apps WHERE id = $1").bind(app.id).execute(&mut *tx).await?;
@@ -389,8 +370,7 @@ async fn get_env(
     let app = own_app(&state, &user, id).await?;
     let env = apps::load_env(&state.db, &state.sealer, app.id).await?;
     if q.reveal {
-        let actor = format!("user:{}", user.id);
-        audit::record(&state.db, audit_event(&user, &actor, "env.reveal", "app", app.id, json!({}))).await?;
+        audit_user(&state.db, &user, "env.reveal", "app", app.id, json!({})).await?;
         return Ok(Json(json!({ "env": env })));
     }
     let masked: BTreeMap<&String, &str> = env.keys().map(|k| (k, "********")).collect();
@@ -407,13 +387,8 @@ async fn put_env(
     let env = parse_env(body)?;
     let mut tx = state.db.begin().await?;
     apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
-    let actor = format!("user:{}", user.id);
     let names: Vec<&String> = env.keys().collect();
-    audit::record(
-        &mut *tx,
-        audit_event(&user, &actor, "env.write", "app", app.id, json!({ "names": names })),
-    )
-    .await?;
+    audit_user(&mut *tx, &user, "env.write", "app", app.id, json!({ "names": names })).await?;
     tx.commit().await?;
     Ok(Json(json!({ "names": names, "applies": "on the next deploy or restart" })))
 }

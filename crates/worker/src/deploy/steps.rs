@@ -94,8 +94,16 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl Pipeline {
-    fn label(&self, key: &str, value: impl std::fmt::Display) -> String {
-        format!("{key}={value}")
+    /// The `--label` arguments every image and container of a deployment carries.
+    fn labels(&self, app_id: i64, deployment_id: i64) -> [String; 6] {
+        [
+            "--label".into(),
+            format!("{}={app_id}", wisehosting_proto::LABEL_APP),
+            "--label".into(),
+            format!("{}={deployment_id}", wisehosting_proto::LABEL_DEPLOYMENT),
+            "--label".into(),
+            format!("wisehosting.instance={}", self.settings.instance),
+        ]
     }
 
     fn instance_filter(&self) -> String {
@@ -258,12 +266,7 @@ impl Pipeline {
             .arg(&containerfile)
             .arg("-t")
             .arg(&tag)
-            .arg("--label")
-            .arg(self.label("wisehosting.app", app_id))
-            .arg("--label")
-            .arg(self.label("wisehosting.deployment", deployment_id))
-            .arg("--label")
-            .arg(self.label("wisehosting.instance", &self.settings.instance))
+            .args(self.labels(app_id, deployment_id))
             .arg("--iidfile")
             .arg(&iidfile)
             .arg("--")
@@ -319,12 +322,7 @@ impl Pipeline {
         let mut run = self.podman.command_for(&["run", "-d"]);
         run.arg("--name")
             .arg(&name)
-            .arg("--label")
-            .arg(self.label("wisehosting.app", app_id))
-            .arg("--label")
-            .arg(self.label("wisehosting.deployment", deployment_id))
-            .arg("--label")
-            .arg(self.label("wisehosting.instance", &self.settings.instance))
+            .args(self.labels(app_id, deployment_id))
             .arg("--memory")
             .arg(format!("{memory_mb}m"))
             .arg("--cpus")
