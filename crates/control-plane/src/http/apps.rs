@@ -318,8 +318,15 @@ async fn lifecycle(
     }
     let mut tx = state.db.begin().await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-    let payload =
-        json!({ "slug": app.slug, "port": app.port, "env": env, "deployment_id": app.current_deployment_id });
+    let plan = plans::plan("free");
+    let payload = json!({
+        "slug": app.slug,
+        "port": app.port,
+        "env": env,
+        "deployment_id": app.current_deployment_id,
+        "memory_mb": plan.memory_mb,
+        "cpus": plan.cpus,
+    });
     let job =
         jobs::enqueue(&mut tx, &state.sealer, kind, app.id, app.current_deployment_id, &payload).await?;
     let action = format!("app.{kind}");

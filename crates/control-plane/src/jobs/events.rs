@@ -102,7 +102,24 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), s
             .await?;
         }
         ("stop", true) => set_app_status(&mut tx, job.app_id, "stopped").await?,
-        ("start" | "restart", true) => set_app_status(&mut tx, job.app_id, "running").await?,
+        ("start", true) => set_app_status(&mut tx, job.app_id, "running").await?,
+        ("restart", true) => {
+            // A restart re-creates the current version with the current env on a new port.
+            set_app_status(&mut tx, job.app_id, "running").await?;
+            if let Some(port) = msg.host_port {
+                sqlx::query("UPDATE apps SET host_port = $2 WHERE id = $1")
+                    .bind(job.app_id)
+                    .bind(i32::from(port))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE deployments SET host_port = $2, container_id = COALESCE($3, container_id) WHERE id = $1")
+                    .bind(job.deployment_id)
+                    .bind(i32::from(port))
+                    .bind(&msg.container_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         ("remove", true) => {
             sqlx::query("DELETE FROM apps WHERE id = $1").bind(job.app_id).execute(&mut *tx).await?;
         }

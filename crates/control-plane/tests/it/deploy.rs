@@ -210,17 +210,49 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     assert_eq!(fetch(port).await.trim(), "hello v2");
     assert_eq!(agent.containers_of(app_id).len(), 1, "the crashed container was removed");
 
+    // A changed env takes effect on restart: the current version is re-created with it.
+    let put = user
+        .request(Method::PUT, &format!("/api/apps/{app_id}/env"))
+        .json(&json!({"GREETING": "changed", "SECRET_TOKEN": secret}))
+        .send()
+        .await
+        .expect("put env");
+    assert_eq!(put.status(), 200);
+    let restart = user.post_json(&format!("/api/apps/{app_id}/restart"), &json!({})).await;
+    assert_eq!(restart.status(), 202);
+    let mut restarted = false;
+    for _ in 0..150 {
+        let tail: Value =
+            user.get(&format!("/api/apps/{app_id}/logs?tail=100")).await.json().await.expect("json");
+        if tail["lines"].as_array().is_some_and(|l| l.iter().any(|x| x["line"] == "runtime-hello-changed")) {
+            restarted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(restarted, "the restarted container runs with the new env");
+    let mut serving = false;
+    for _ in 0..50 {
+        let a = app(&user, app_id).await;
+        if a["status"] == "running" && a["host_port"].as_i64() != Some(port) {
+            serving = fetch(a["host_port"].as_i64().expect("port")).await.trim() == "hello v2";
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(serving, "after the restart the app serves the same version on its new port");
+
     // Env values are sealed at rest and masked unless revealed (audited).
     let dump: String = sqlx::query_scalar("SELECT string_agg(value_sealed, ' ') FROM env_vars")
         .fetch_one(&cp.db)
         .await
         .expect("dump");
-    assert!(!dump.contains("hi-canary"));
+    assert!(!dump.contains(&secret) && !dump.contains("changed"), "env values are sealed at rest");
     let masked: Value = user.get(&format!("/api/apps/{app_id}/env")).await.json().await.expect("json");
     assert_eq!(masked["env"]["GREETING"], "********");
     let revealed: Value =
         user.get(&format!("/api/apps/{app_id}/env?reveal=true")).await.json().await.expect("json");
-    assert_eq!(revealed["env"]["GREETING"], "hi-canary");
+    assert_eq!(revealed["env"]["GREETING"], "changed");
 
     // Delete: the container goes.
     let deleted = user.request(Method::DELETE, &format!("/api/apps/{app_id}")).send().await.expect("delete");

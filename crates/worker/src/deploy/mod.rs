@@ -42,12 +42,21 @@ pub struct DeployPayload {
 }
 
 /// What the control plane sends with `restart`, `stop`, `start` and `remove` jobs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LifecyclePayload {
     pub port: u16,
     pub env: BTreeMap<String, String>,
     pub deployment_id: Option<i64>,
+    pub memory_mb: u32,
+    pub cpus: f32,
+}
+
+impl Default for LifecyclePayload {
+    /// The `free` plan's limits when an older control plane sends none.
+    fn default() -> Self {
+        Self { port: 8080, env: BTreeMap::new(), deployment_id: None, memory_mb: 256, cpus: 0.5 }
+    }
 }
 
 /// Runs jobs and reports through the session's outgoing queue.

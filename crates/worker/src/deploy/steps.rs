@@ -561,8 +561,8 @@ impl Pipeline {
                         &image,
                         payload.port,
                         &payload.env,
-                        256,
-                        0.5,
+                        payload.memory_mb,
+                        payload.cpus,
                         reporter,
                     )
                     .await;
