@@ -146,6 +146,8 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let heartbeat = Duration::from_secs(config.heartbeat_interval_secs);
     let logbus = Arc::new(LogBus::default());
     let hub = Hub::new(pool.clone(), heartbeat, metrics.clone(), logbus.clone(), shutdown);
+    let worker_auth_limiter =
+        Arc::new(RateLimiter::new(config.worker_auth_per_minute, Duration::from_secs(60)));
     Ok(AppState {
         db: pool,
         keys: Arc::new(keys),
@@ -153,11 +155,8 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         metrics,
         hub,
         logbus,
-        config: Arc::new(config.clone()),
-        worker_auth_limiter: Arc::new(RateLimiter::new(
-            config.worker_auth_per_minute,
-            Duration::from_secs(60),
-        )),
+        config: Arc::new(config),
+        worker_auth_limiter,
     })
 }
 

@@ -11,6 +11,20 @@ pub trait MessageType: Serialize {
     const TYPE: &'static str;
 }
 
+/// A message ready to seal: its type and its payload's JSON text. Both sides queue these and
+/// seal them with the next sequence number when the frame goes out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub t: &'static str,
+    pub payload: String,
+}
+
+impl Outgoing {
+    pub fn of<M: MessageType>(message: &M) -> Self {
+        Self { t: M::TYPE, payload: serde_json::to_string(message).unwrap_or_else(|_| "{}".into()) }
+    }
+}
+
 macro_rules! message {
     ($ty:ident, $name:literal) => {
         impl MessageType for $ty {

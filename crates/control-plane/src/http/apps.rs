@@ -288,14 +288,7 @@ async fn cancel_deployment(
     }
     let mut tx = state.db.begin().await?;
     let lease = jobs::cancel_for_deployment(&mut tx, deployment.id).await?;
-    sqlx::query("UPDATE deployments SET status = 'cancelled', error = 'cancelled by the user', finished_at = now() WHERE id = $1")
-        .bind(deployment.id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END WHERE id = $1")
-        .bind(deployment.app_id)
-        .execute(&mut *tx)
-        .await?;
+    apps::end_deployment(&mut tx, deployment.id, "cancelled", "cancelled by the user").await?;
     audit_user(&mut *tx, &user, "deployment.cancel", "deployment", deployment.id, json!({})).await?;
     tx.commit().await?;
     if let Some((job_id, attempt, worker_id)) = lease {

@@ -22,10 +22,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wisehosting_proto::MessageType;
 use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, AppStat, AppStats, Heartbeat};
 
 pub use conn::{ConnectionParams, serve_connection};
+pub use wisehosting_proto::messages::Outgoing;
 
 use crate::logbus::LogBus;
 use crate::metrics::Metrics;
@@ -53,19 +53,6 @@ pub enum HubError {
     Offline,
     #[error("the worker did not answer before the deadline")]
     Timeout,
-}
-
-/// A frame to send: its type and its payload's JSON text.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub t: &'static str,
-    pub payload: String,
-}
-
-impl Outgoing {
-    pub fn of<M: MessageType>(message: &M) -> Self {
-        Self { t: M::TYPE, payload: serde_json::to_string(message).unwrap_or_else(|_| "{}".into()) }
-    }
 }
 
 #[derive(Debug)]

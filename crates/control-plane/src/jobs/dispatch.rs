@@ -72,9 +72,17 @@ impl Dispatcher {
     async fn dispatch_batch(&self) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let ready = jobs::lock_ready(&mut tx, 20).await?;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // One look at the online workers serves the whole batch.
+        let online: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM workers WHERE status = 'online' ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
         let mut leased = Vec::new();
         for job in ready {
-            let Some(worker_id) = self.choose_worker(&job).await? else { continue };
+            let Some(worker_id) = self.choose_worker(&job, &online) else { continue };
             let attempt = jobs::lease(&mut tx, job.id, job.app_id, worker_id).await?;
             leased.push((job, worker_id, attempt));
         }
@@ -109,16 +117,12 @@ impl Dispatcher {
 
     /// The app's worker while it is connected (an app stays on its worker); a new app goes to
     /// the least loaded connected worker. Jobs other than deploys wait for the app's worker.
-    async fn choose_worker(&self, job: &Ready) -> Result<Option<i64>, sqlx::Error> {
+    fn choose_worker(&self, job: &Ready, online: &[i64]) -> Option<i64> {
         if let Some(current) = job.app_worker_id
             && (self.hub.is_connected(current) || job.kind != "deploy")
         {
-            return Ok(self.hub.is_connected(current).then_some(current));
+            return self.hub.is_connected(current).then_some(current);
         }
-        let online: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM workers WHERE status = 'online' ORDER BY id")
-                .fetch_all(&self.db)
-                .await?;
         let load = |id: i64| {
             self.hub.snapshot(id).map_or(1.0, |hb| {
                 let mem = if hb.mem_total_bytes > 0 {
@@ -129,10 +133,11 @@ impl Dispatcher {
                 hb.cpu_pct / 100.0 + mem
             })
         };
-        Ok(online
-            .into_iter()
+        online
+            .iter()
+            .copied()
             .filter(|id| self.hub.is_connected(*id))
-            .min_by(|a, b| load(*a).total_cmp(&load(*b))))
+            .min_by(|a, b| load(*a).total_cmp(&load(*b)))
     }
 }
 

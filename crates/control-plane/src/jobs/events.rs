@@ -86,20 +86,10 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), s
             .await?;
         }
         ("deploy", false) => {
-            sqlx::query(
-                "UPDATE deployments SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
-            )
-            .bind(job.deployment_id)
-            .bind(error.as_deref().unwrap_or("the deploy failed"))
-            .execute(&mut *tx)
-            .await?;
-            // The previous version keeps serving; an app that never ran is failed.
-            sqlx::query(
-                "UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END, updated_at = now() WHERE id = $1",
-            )
-            .bind(job.app_id)
-            .execute(&mut *tx)
-            .await?;
+            let reason = error.as_deref().unwrap_or("the deploy failed");
+            if let Some(deployment) = job.deployment_id {
+                crate::store::apps::end_deployment(&mut tx, deployment, "failed", reason).await?;
+            }
         }
         ("stop", true) => set_app_status(&mut tx, job.app_id, "stopped").await?,
         ("start", true) => set_app_status(&mut tx, job.app_id, "running").await?,
@@ -180,6 +170,13 @@ fn stale(worker_id: i64, job_id: i64, attempt: i32, what: &str) {
     );
 }
 
+/// True for an app the user has not stopped since it last started (a SQL condition on `apps`):
+/// a container coming back never overrides a user's stop.
+const NOT_STOPPED_BY_USER: &str =
+    "NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = apps.id AND j.kind = 'stop' AND j.status = 'succeeded'
+    AND j.finished_at > coalesce((SELECT max(s.finished_at) FROM jobs s WHERE s.app_id = apps.id
+        AND s.kind IN ('start', 'restart', 'deploy') AND s.status = 'succeeded'), 'epoch'))";
+
 /// App states from the worker's monitor: a running app that exits or crash-loops is
 /// `crashed`; a crashed or offline-stopped app whose container runs again is `running`. Only
 /// apps placed on the sending worker are touched.
@@ -190,13 +187,11 @@ pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<(
             "crash_looping" | "exited" => (&["running"], "crashed"),
             _ => continue,
         };
-        // A user's stop is a stop: an offline-stopped app comes back only with a live
-        // container of its current deployment, which the monitor just reported.
         sqlx::query(
-            "UPDATE apps SET status = $3, updated_at = now() WHERE id = $1 AND worker_id = $2 AND status = ANY($4)
-               AND current_deployment_id IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = apps.id AND j.kind = 'stop' AND j.status = 'succeeded'
-                               AND j.finished_at > coalesce((SELECT max(finished_at) FROM jobs s WHERE s.app_id = apps.id AND s.kind IN ('start', 'restart', 'deploy') AND s.status = 'succeeded'), 'epoch'))",
+            &format!(
+                "UPDATE apps SET status = $3, updated_at = now() WHERE id = $1 AND worker_id = $2 AND status = ANY($4)
+                   AND current_deployment_id IS NOT NULL AND {NOT_STOPPED_BY_USER}"
+            ),
         )
         .bind(entry.app_id)
         .bind(worker_id)
@@ -218,10 +213,11 @@ pub async fn resync(db: &PgPool, worker_id: i64, containers: &[ContainerInfo]) -
         .collect();
     let (apps, deployments): (Vec<i64>, Vec<i64>) = running.into_iter().unzip();
     sqlx::query(
-        "UPDATE apps a SET status = 'running', updated_at = now() FROM unnest($2::bigint[], $3::bigint[]) AS r(app_id, deployment_id)
-         WHERE a.id = r.app_id AND a.current_deployment_id = r.deployment_id AND a.worker_id = $1 AND a.status IN ('stopped', 'crashed')
-           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.kind = 'stop' AND j.status = 'succeeded'
-                           AND j.finished_at > coalesce((SELECT max(finished_at) FROM jobs s WHERE s.app_id = a.id AND s.kind IN ('start', 'restart', 'deploy') AND s.status = 'succeeded'), 'epoch'))",
+        &format!(
+            "UPDATE apps SET status = 'running', updated_at = now() FROM unnest($2::bigint[], $3::bigint[]) AS r(app_id, deployment_id)
+             WHERE apps.id = r.app_id AND apps.current_deployment_id = r.deployment_id AND apps.worker_id = $1
+               AND apps.status IN ('stopped', 'crashed') AND {NOT_STOPPED_BY_USER}"
+        ),
     )
     .bind(worker_id)
     .bind(&apps)
@@ -243,10 +239,10 @@ pub async fn fail_lost_jobs(
     let ids: Vec<i64> = running.iter().map(|j| j.job_id).collect();
     let reason = "the worker restarted while running this job; deploy again";
     let mut tx = db.begin().await?;
-    let lost: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+    let lost: Vec<Option<i64>> = sqlx::query_scalar(
         "UPDATE jobs SET status = 'failed', error = $4, finished_at = now()
          WHERE worker_id = $1 AND status IN ('dispatched', 'running') AND dispatched_at < $2 AND NOT (id = ANY($3))
-         RETURNING app_id, deployment_id, kind",
+         RETURNING deployment_id",
     )
     .bind(worker_id)
     .bind(connected_at)
@@ -254,20 +250,8 @@ pub async fn fail_lost_jobs(
     .bind(reason)
     .fetch_all(&mut *tx)
     .await?;
-    for (app_id, deployment, kind) in &lost {
-        if kind == "deploy" {
-            sqlx::query(
-                "UPDATE deployments SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
-            )
-            .bind(deployment)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END WHERE id = $1")
-                .bind(app_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+    for deployment in lost.iter().flatten() {
+        crate::store::apps::end_deployment(&mut tx, *deployment, "failed", reason).await?;
     }
     tx.commit().await?;
     Ok(lost.len() as u64)

@@ -85,6 +85,35 @@ pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, St
     })
 }
 
+/// Ends a deployment that did not make it (`failed` or `cancelled`, with the reason). A
+/// deployment already final is left alone (a restart's job names the running one); an app that
+/// never ran becomes `failed`, while a running app keeps serving its current version.
+pub async fn end_deployment(
+    tx: &mut sqlx::PgConnection,
+    deployment_id: i64,
+    status: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    let app_id: Option<i64> = sqlx::query_scalar(
+        "UPDATE deployments SET status = $2, error = $3, finished_at = now()
+         WHERE id = $1 AND status NOT IN ('running', 'superseded', 'failed', 'cancelled') RETURNING app_id",
+    )
+    .bind(deployment_id)
+    .bind(status)
+    .bind(error)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(app_id) = app_id {
+        sqlx::query(
+            "UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END, updated_at = now() WHERE id = $1",
+        )
+        .bind(app_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn count_for_user(db: &PgPool, user_id: i64) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM apps WHERE user_id = $1").bind(user_id).fetch_one(db).await
 }

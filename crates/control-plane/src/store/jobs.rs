@@ -204,12 +204,9 @@ pub async fn fail_stuck(db: &PgPool) -> Result<u64, sqlx::Error> {
     .bind(&reason)
     .fetch_all(&mut *tx)
     .await?;
-    let ids: Vec<i64> = stuck.iter().flatten().copied().collect();
-    sqlx::query("UPDATE deployments SET status = 'failed', error = $2, finished_at = now() WHERE id = ANY($1) AND status NOT IN ('running', 'superseded', 'failed', 'cancelled')")
-        .bind(&ids)
-        .bind(&reason)
-        .execute(&mut *tx)
-        .await?;
+    for deployment in stuck.iter().flatten() {
+        super::apps::end_deployment(&mut tx, *deployment, "failed", &reason).await?;
+    }
     tx.commit().await?;
     Ok(stuck.len() as u64)
 }

@@ -25,11 +25,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use wisehosting_proto::messages::{AdminQueryReply, AuthRefresh, Hello};
 use wisehosting_proto::{
-    CONNECTION_HEADER, LinkKeys, MAX_FRAME_BYTES, MessageType, Receiver, Sender, ServerMessage,
-    mac_key_from_api_key,
+    CONNECTION_HEADER, LinkKeys, MAX_FRAME_BYTES, Receiver, Sender, ServerMessage, mac_key_from_api_key,
 };
 
 pub use backoff::Backoff;
+pub use wisehosting_proto::messages::Outgoing;
 
 use crate::config::{WorkerConfig, WorkerConfigError, check_control_plane_url};
 use crate::deploy::Pipeline;
@@ -124,19 +124,6 @@ impl TokenResponse {
             .ok()
             .and_then(|t| u64::try_from(t.timestamp()).ok())
             .map_or_else(SystemTime::now, |secs| UNIX_EPOCH + Duration::from_secs(secs))
-    }
-}
-
-/// A frame to send: its type and its payload's JSON text.
-#[derive(Debug)]
-pub struct Outgoing {
-    t: &'static str,
-    payload: String,
-}
-
-impl Outgoing {
-    pub fn of<M: MessageType>(message: &M) -> Self {
-        Self { t: M::TYPE, payload: serde_json::to_string(message).unwrap_or_else(|_| "{}".into()) }
     }
 }
 

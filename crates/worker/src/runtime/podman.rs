@@ -50,12 +50,10 @@ impl Podman {
         cmd
     }
 
+    /// A podman command whose output is captured.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        if let Some(conf) = &self.containers_conf {
-            cmd.env("CONTAINERS_CONF", conf);
-        }
+        let mut cmd = self.command_for(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd
     }
 
