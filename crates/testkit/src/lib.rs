@@ -351,3 +351,21 @@ impl Default for TestRepo {
         Self::new()
     }
 }
+
+/// Polls `check` every `every` until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, every: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}

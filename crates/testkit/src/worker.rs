@@ -231,14 +231,7 @@ impl SpawnedWorker {
 
     /// Waits until `check` holds, polling every 50 ms, up to `limit`.
     pub async fn wait_for(&self, limit: Duration, check: impl Fn(&AgentStatus) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if check(&self.status) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        check(&self.status)
+        crate::eventually(limit, Duration::from_millis(50), || async { check(&self.status) }).await
     }
 }
 

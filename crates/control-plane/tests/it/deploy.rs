@@ -1,17 +1,18 @@
 //! The deploy pipeline end to end: a real control plane, a real agent, real git repositories
 //! made by the test, real podman builds and containers on the local busybox base image.
 
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use wisehosting_testkit::{
-    SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, spawn_control_plane_with,
-    spawn_worker,
+    SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, eventually,
+    spawn_control_plane_with, spawn_worker,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
+/// How often the tests look again while waiting for something to happen.
+const POLL: Duration = Duration::from_millis(200);
 
 fn containerfile(body: &str) -> String {
     format!(
@@ -140,28 +141,17 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     assert!(log["log"].as_str().unwrap_or_default().contains("checked out"), "{log}");
     // The worker follows the container: its output reaches the app's log tail, and its
     // figures reach the hub.
-    let mut runtime_line = false;
-    for _ in 0..100 {
+    let runtime_line = eventually(Duration::from_secs(20), POLL, || async {
         let tail: Value =
             user.get(&format!("/api/apps/{app_id}/logs?tail=50")).await.json().await.expect("json");
-        if tail["lines"].as_array().is_some_and(|l| {
+        tail["lines"].as_array().is_some_and(|l| {
             l.iter().any(|x| x["stream"] == "runtime" && x["line"] == "runtime-hello-hi-canary")
-        }) {
-            runtime_line = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        })
+    })
+    .await;
     assert!(runtime_line, "the container's output reached the log bus with the app's env");
-    let mut figures = None;
-    for _ in 0..100 {
-        figures = cp.hub.app_snapshot(app_id);
-        if figures.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(figures.is_some_and(|f| f.memory_bytes > 0), "per-app figures arrived");
+    eventually(Duration::from_secs(20), POLL, || async { cp.hub.app_snapshot(app_id).is_some() }).await;
+    assert!(cp.hub.app_snapshot(app_id).is_some_and(|f| f.memory_bytes > 0), "per-app figures arrived");
 
     // A new commit and a redeploy: the new page, one container, the old deployment superseded.
     repo.commit(&[("Containerfile", &containerfile("hello v2"))], "v2");
@@ -176,14 +166,8 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     let old: Value = user.get(&format!("/api/deployments/{first}")).await.json().await.expect("json");
     assert_eq!(old["status"], "superseded");
     // The old container drains after the switch, then goes.
-    let mut containers = agent.containers_of(app_id);
-    for _ in 0..100 {
-        if containers.len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        containers = agent.containers_of(app_id);
-    }
+    eventually(Duration::from_secs(10), POLL, || async { agent.containers_of(app_id).len() == 1 }).await;
+    let containers = agent.containers_of(app_id);
     assert_eq!(containers.len(), 1, "the old container is gone: {containers:?}");
     assert_eq!(containers[0]["Labels"]["wisehosting.deployment"], second.to_string());
 
@@ -257,16 +241,11 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     // Delete: the container goes.
     let deleted = user.request(Method::DELETE, &format!("/api/apps/{app_id}")).send().await.expect("delete");
     assert_eq!(deleted.status(), 202);
-    let mut gone = false;
-    for _ in 0..100 {
-        if agent.containers_of(app_id).is_empty()
+    let gone = eventually(Duration::from_secs(20), POLL, || async {
+        agent.containers_of(app_id).is_empty()
             && user.get(&format!("/api/apps/{app_id}")).await.status() == 404
-        {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     assert!(gone, "the app and its container were removed");
 }
 
@@ -450,14 +429,8 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
     let cancelled = user.post_json(&format!("/api/deployments/{slow}/cancel"), &json!({})).await;
     assert_eq!(cancelled.status(), 200);
     assert_eq!(cancelled.json::<Value>().await.expect("json")["status"], "cancelled");
-    let mut stopped = false;
-    for _ in 0..100 {
-        if processes_mentioning(&tag).is_empty() {
-            stopped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stopped =
+        eventually(Duration::from_secs(10), POLL, || async { processes_mentioning(&tag).is_empty() }).await;
     assert!(stopped, "the build process was stopped: {:?}", processes_mentioning(&tag));
     assert_eq!(fetch(port).await.trim(), "stable", "the previous version still serves");
     let containers = agent.containers_of(app_id);
@@ -485,14 +458,10 @@ async fn a_container_that_keeps_exiting_is_reported_as_crashed() {
     let deployment = created["deployment"]["id"].as_i64().expect("id");
     let d = user.wait_deployment(deployment, LIMIT).await;
     assert_eq!(d["status"], "running", "{d}");
-    let mut crashed = false;
-    for _ in 0..120 {
-        if app(&user, app_id).await["status"] == "crashed" {
-            crashed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let crashed = eventually(Duration::from_secs(60), POLL, || async {
+        app(&user, app_id).await["status"] == "crashed"
+    })
+    .await;
     assert!(crashed, "the app shows crashed: {}", app(&user, app_id).await);
 }
 
@@ -567,7 +536,6 @@ impl WorkerProcess {
         let binary =
             std::path::Path::new(env!("CARGO_BIN_EXE_wisehosting")).with_file_name("wisehosting-worker");
         let child = std::process::Command::new(binary)
-            .process_group(0)
             .env("CONFIG_PATH", config)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
@@ -577,19 +545,18 @@ impl WorkerProcess {
         WorkerProcess { child }
     }
 
-    /// SIGKILL to the worker and every process it started (its podman and git children), as
-    /// when its host or cgroup dies.
+    /// SIGKILL to the worker process alone, as `kill -9 <pid>` does. Its podman children run
+    /// on (killing them too, mid-`podman build`, corrupts podman's image store for everyone);
+    /// what they leave behind is the re-sync's to clean.
     fn kill9(mut self) {
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
