@@ -44,6 +44,10 @@ fn podman(args: &[&str]) -> String {
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG=info` shows where a deploy's time goes (the worker's phases, with timestamps).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     // Short timeouts: a first SYN sent before the port mapping exists is retried at once
     // instead of waiting for the kernel's 1 s retransmission.
     let client = reqwest::Client::builder()
@@ -107,6 +111,7 @@ async fn main() {
             .await
             .expect("json");
         let id = d["id"].as_i64().expect("id");
+        let posted = started.elapsed();
         loop {
             let d: Value = user.get(&format!("/api/deployments/{id}")).await.json().await.expect("json");
             match d["status"].as_str() {
@@ -116,8 +121,10 @@ async fn main() {
             }
         }
         let a: Value = user.get(&format!("/api/apps/{app_id}")).await.json().await.expect("json");
+        let running = started.elapsed();
         first_200(&client, a["host_port"].as_i64().expect("port")).await;
         platform.push(started.elapsed());
+        tracing::info!(?posted, ?running, total = ?started.elapsed(), "round");
     }
     agent.stop().await;
 

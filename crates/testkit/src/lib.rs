@@ -19,7 +19,10 @@ pub mod proxy;
 pub mod worker;
 
 pub use proxy::CutProxy;
-pub use worker::{RawWorker, SpawnedWorker, TestWorker, create_worker, open_ws, spawn_worker};
+pub use worker::{
+    RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
+    spawn_worker_with_secret,
+};
 
 use std::net::SocketAddr;
 
@@ -185,7 +188,15 @@ pub async fn spawn_control_plane() -> TestControlPlane {
 
 /// Like [`spawn_control_plane`], with the config adjusted first.
 pub async fn spawn_control_plane_with(adjust: impl FnOnce(&mut Config)) -> TestControlPlane {
-    let database_url = fresh_database(true).await;
+    spawn_control_plane_on(&fresh_database(true).await, adjust).await
+}
+
+/// A control plane over `database_url` (already migrated), with the config adjusted first.
+pub async fn spawn_control_plane_on(
+    database_url: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> TestControlPlane {
+    let database_url = database_url.to_string();
     let mut config = test_config(&database_url);
     adjust(&mut config);
     let app = App::build(config.clone()).await.expect("build the control plane");
@@ -250,9 +261,16 @@ pub struct UserSession {
 impl TestControlPlane {
     /// Signs in with the dev login (the control plane must run with `single_machine`).
     pub async fn login(&self, email: &str) -> UserSession {
-        let response = self
-            .client
-            .post(self.url("/api/auth/dev-login"))
+        UserSession::dev_login(&self.base_url, email).await
+    }
+}
+
+impl UserSession {
+    /// Signs in with the dev login at the control plane at `base_url`.
+    pub async fn dev_login(base_url: &str, email: &str) -> UserSession {
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let response = client
+            .post(format!("{base_url}/api/auth/dev-login"))
             .json(&serde_json::json!({ "email": email }))
             .send()
             .await
@@ -269,13 +287,11 @@ impl TestControlPlane {
         UserSession {
             cookie,
             user_id: body["user"]["id"].as_i64().expect("id"),
-            base: self.base_url.clone(),
-            client: self.client.clone(),
+            base: base_url.to_string(),
+            client,
         }
     }
-}
 
-impl UserSession {
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.base)).header("cookie", &self.cookie)
     }

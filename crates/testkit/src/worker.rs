@@ -31,8 +31,17 @@ pub struct TestWorker {
 }
 
 pub async fn create_worker(cp: &TestControlPlane, name: &str) -> TestWorker {
-    let (_, sealer) = wisehosting_control_plane::startup::keys(&cp.config).expect("keys");
-    let created = store::workers::create(&cp.db, &sealer, &WorkerName::parse(name).expect("name"), None)
+    create_worker_in(&cp.db, &cp.config, name).await
+}
+
+/// Creates a worker row in `db` for a control plane configured by `config`.
+pub async fn create_worker_in(
+    db: &sqlx::PgPool,
+    config: &wisehosting_control_plane::config::Config,
+    name: &str,
+) -> TestWorker {
+    let (_, sealer) = wisehosting_control_plane::startup::keys(config).expect("keys");
+    let created = store::workers::create(db, &sealer, &WorkerName::parse(name).expect("name"), None)
         .await
         .expect("create worker");
     TestWorker { id: created.id, name: name.to_string(), api_key: created.raw_api_key }
@@ -229,6 +238,19 @@ impl SpawnedWorker {
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
+    /// The tags of this worker's images of an app.
+    pub fn image_tags_of(&self, app_id: i64) -> Vec<String> {
+        let out = std::process::Command::new("podman")
+            .env("CONTAINERS_CONF", containers_conf())
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter"])
+            .arg(format!("label=wisehosting.instance={}", self.instance))
+            .arg("--filter")
+            .arg(format!("label=wisehosting.app={app_id}"))
+            .output()
+            .expect("podman images");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
     /// Waits until `check` holds, polling every 50 ms, up to `limit`.
     pub async fn wait_for(&self, limit: Duration, check: impl Fn(&AgentStatus) -> bool) -> bool {
         crate::eventually(limit, Duration::from_millis(50), || async { check(&self.status) }).await
@@ -237,13 +259,19 @@ impl SpawnedWorker {
 
 /// Starts the real agent for `worker` against `base_url` (the control plane, or a proxy to it).
 pub fn spawn_worker(cp: &TestControlPlane, worker: &TestWorker, base_url: &str) -> SpawnedWorker {
+    spawn_worker_with_secret(cp.config.api_server.secret.expose(), worker, base_url)
+}
+
+/// Starts the real agent for `worker` against the control plane at `base_url` whose shared
+/// secret is `secret` (for a control plane that runs as its own process).
+pub fn spawn_worker_with_secret(secret: &str, worker: &TestWorker, base_url: &str) -> SpawnedWorker {
     let instance = format!("t{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
     let data_dir = tempfile::tempdir().expect("worker data dir");
     let yaml = format!(
         "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n",
         worker.name,
         worker.api_key,
-        cp.config.api_server.secret.expose(),
+        secret,
         data_dir.path().display(),
         containers_conf().display(),
     );

@@ -97,7 +97,18 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                ApiError::DatabaseUnavailable
+            }
+            // A backend terminated, a server shutting down or starting up (SQLSTATE class 57),
+            // a broken connection (class 08): the database is away, not the request wrong.
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            {
                 tracing::warn!(error = %err, "database unavailable");
                 ApiError::DatabaseUnavailable
             }

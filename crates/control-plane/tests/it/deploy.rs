@@ -226,6 +226,19 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     }
     assert!(serving, "after the restart the app serves the same version on its new port");
 
+    // One more version: the app's images beyond the newest three deployments' are pruned.
+    repo.commit(&[("Containerfile", &containerfile("hello v3"))], "v3");
+    let third = user.post_json(&format!("/api/apps/{app_id}/deployments"), &json!({})).await;
+    let third = third.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
+    assert_eq!(user.wait_deployment(third, LIMIT).await["status"], "running");
+    let first_tag = format!(":d{first}");
+    let pruned = eventually(Duration::from_secs(20), POLL, || async {
+        let tags = agent.image_tags_of(app_id);
+        !tags.is_empty() && tags.len() <= 3 && !tags.iter().any(|t| t.ends_with(&first_tag))
+    })
+    .await;
+    assert!(pruned, "old images pruned: {:?}", agent.image_tags_of(app_id));
+
     // Env values are sealed at rest and masked unless revealed (audited).
     let dump: String = sqlx::query_scalar("SELECT string_agg(value_sealed, ' ') FROM env_vars")
         .fetch_one(&cp.db)

@@ -7,6 +7,7 @@ mod agent;
 mod cli;
 mod deploy;
 mod dev;
+mod faults;
 mod http;
 mod migrations;
 mod queue;

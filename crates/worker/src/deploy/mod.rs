@@ -87,6 +87,7 @@ impl Reporter {
 
     pub async fn progress(&self, phase: &str) {
         let (job_id, attempt) = self.job;
+        tracing::info!(job_id, attempt, phase, "job phase");
         self.send(Outgoing::of(&JobProgress { job_id, attempt, phase: phase.into() })).await;
     }
 
@@ -129,7 +130,7 @@ impl Pipeline {
             Ok(done) => (true, None, done),
             Err(e) => (false, Some(e), Done::default()),
         };
-        let new_container = done.container_id.clone();
+        let switched = done.container_id.clone().zip(done.image_id.clone());
         let message = JobResult {
             job_id: job.job_id,
             attempt: job.attempt,
@@ -141,8 +142,14 @@ impl Pipeline {
             commit: done.commit,
         };
         let _ = out.send(Outgoing::of(&message)).await;
-        if let Some(keep) = new_container {
-            self.retire_others(job.app_id, &keep).await;
+        // After the switch, off the job's path: the old containers drain and stop, then old
+        // images go. The next job of the app may already run; it never touches these.
+        if let Some((keep, image)) = switched {
+            let pipeline = self.clone();
+            tokio::spawn(async move {
+                pipeline.retire_others(job.app_id, &keep, job.deployment_id).await;
+                pipeline.prune_images(job.app_id, &image).await;
+            });
         }
     }
 

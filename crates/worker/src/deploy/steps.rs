@@ -292,7 +292,6 @@ impl Pipeline {
                 reporter,
             )
             .await?;
-        self.prune_images(app_id, &image_id).await;
         Ok(Done { commit: Some(commit), ..done })
     }
 
@@ -402,10 +401,18 @@ impl Pipeline {
             .collect()
     }
 
-    /// Stops and removes every container of the app but `keep`, after the drain delay.
-    pub(super) async fn retire_others(&self, app_id: i64, keep: &str) {
-        let others: Vec<String> =
-            self.app_containers(app_id).await.into_iter().map(|(id, _)| id).filter(|id| id != keep).collect();
+    /// Stops and removes the app's other containers, after the drain delay, so requests they
+    /// still serve finish.
+    /// Only containers of this deployment or older ones: a newer deploy's container, started
+    /// meanwhile, is never touched.
+    pub(super) async fn retire_others(&self, app_id: i64, keep: &str, deployment_id: Option<i64>) {
+        let others: Vec<String> = self
+            .app_containers(app_id)
+            .await
+            .into_iter()
+            .filter(|(id, d)| id != keep && d.zip(deployment_id).is_none_or(|(d, mine)| d <= mine))
+            .map(|(id, _)| id)
+            .collect();
         if others.is_empty() {
             return;
         }
@@ -421,10 +428,19 @@ impl Pipeline {
         if ids.is_empty() {
             return;
         }
-        let mut rm = self.podman.command_for(&["rm", "-f", "-t", "0", "--"]);
-        rm.args(ids);
-        if let Err(e) = run_quiet(rm, "podman rm").await {
-            tracing::warn!(error = %e, "cannot remove containers");
+        // A container that podman is restarting (`on-failure`) can refuse one `rm`; a few
+        // tries a moment apart settle it. `--ignore` makes an already-gone container a success.
+        for attempt in 1..=5 {
+            let mut rm = self.podman.command_for(&["rm", "-f", "--ignore", "-t", "0", "--"]);
+            rm.args(ids);
+            match run_quiet(rm, "podman rm").await {
+                Ok(_) => return,
+                Err(e) if attempt == 5 => tracing::warn!(error = %e, "cannot remove containers"),
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "podman rm refused; trying again");
+                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                }
+            }
         }
     }
 
@@ -459,34 +475,22 @@ impl Pipeline {
         self.remove_containers(&ids).await;
     }
 
-    /// Keeps the newest three images of the app (and the one in use); removes the rest.
-    async fn prune_images(&self, app_id: i64, in_use: &str) {
+    /// Keeps the images of the app's newest three deployments (and the one in use); untags
+    /// the rest, and podman deletes an image when its last tag goes. Without `-f`: an image a
+    /// container still uses (one draining, say) stays until a later prune.
+    pub(super) async fn prune_images(&self, app_id: i64, in_use: &str) {
         let filter = format!("label=wisehosting.app={app_id}");
         let mut ls = self.podman.command_for(&["images", "--format", "json", "--filter"]);
         ls.arg(&filter).arg("--filter").arg(self.instance_filter());
         let text = run_quiet(ls, "podman images").await.unwrap_or_default();
-        let Ok(serde_json::Value::Array(images)) = serde_json::from_str::<serde_json::Value>(&text) else {
-            return;
-        };
-        let mut entries: Vec<(i64, String)> = images
-            .iter()
-            .filter_map(|i| Some((i["Created"].as_i64().unwrap_or(0), i["Id"].as_str()?.to_string())))
-            .collect();
-        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-        let in_use = in_use.trim_start_matches("sha256:");
-        let old: Vec<String> = entries
-            .into_iter()
-            .skip(3)
-            .map(|(_, id)| id)
-            .filter(|id| id.trim_start_matches("sha256:") != in_use)
-            .collect();
+        let old = tags_to_prune(&text, in_use, 3);
         if old.is_empty() {
             return;
         }
-        let mut rmi = self.podman.command_for(&["rmi", "-f", "--"]);
+        let mut rmi = self.podman.command_for(&["rmi", "--"]);
         rmi.args(&old);
         if let Err(e) = run_quiet(rmi, "podman rmi").await {
-            tracing::warn!(error = %e, "cannot prune old images");
+            tracing::debug!(error = %e, "some old images are still in use; a later prune takes them");
         }
     }
 
@@ -573,6 +577,36 @@ impl Pipeline {
     }
 }
 
+/// The tags (`…:d<deployment>`) of `podman images --format json` output to remove: all but
+/// the newest `keep` deployments' and those of the image in use.
+fn tags_to_prune(images_json: &str, in_use: &str, keep: usize) -> Vec<String> {
+    let Ok(serde_json::Value::Array(images)) = serde_json::from_str::<serde_json::Value>(images_json) else {
+        return Vec::new();
+    };
+    let in_use = in_use.trim_start_matches("sha256:");
+    let mut tags: Vec<(i64, String)> = images
+        .iter()
+        .filter(|i| i["Id"].as_str().is_some_and(|id| id.trim_start_matches("sha256:") != in_use))
+        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| {
+            let name = n.as_str()?.to_string();
+            let deployment = name.rsplit_once(":d")?.1.parse::<i64>().ok()?;
+            Some((deployment, name))
+        })
+        .collect();
+    let mut newest: Vec<i64> = images
+        .iter()
+        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str()?.rsplit_once(":d")?.1.parse::<i64>().ok())
+        .collect();
+    newest.sort_unstable_by(|a, b| b.cmp(a));
+    newest.truncate(keep);
+    tags.retain(|(d, _)| !newest.contains(d));
+    tags.sort();
+    tags.dedup();
+    tags.into_iter().map(|(_, name)| name).collect()
+}
+
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -613,5 +647,25 @@ mod tests {
         for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
             assert!(is_public_ip(public.parse().expect("ip")), "{public}");
         }
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_three_deployments_and_the_image_in_use() {
+        // d1 and d2 share an image (a cached build); d7 is in use though old.
+        let images = r#"[
+            {"Id": "sha256:aaa", "Names": ["localhost/x-app1:d1", "localhost/x-app1:d2"]},
+            {"Id": "aaa7", "Names": ["localhost/x-app1:d7"]},
+            {"Id": "bbb", "Names": ["localhost/x-app1:d8", "localhost/x-app1:d9"]},
+            {"Id": "ccc", "Names": ["localhost/x-app1:d10", "other:latest"]}
+        ]"#;
+        assert_eq!(
+            tags_to_prune(images, "sha256:aaa7", 3),
+            vec!["localhost/x-app1:d1", "localhost/x-app1:d2"]
+        );
+        assert_eq!(
+            tags_to_prune(images, "sha256:none", 3),
+            vec!["localhost/x-app1:d1", "localhost/x-app1:d2", "localhost/x-app1:d7"]
+        );
+        assert!(tags_to_prune("not json", "x", 3).is_empty());
     }
 }
