@@ -205,6 +205,35 @@ impl EnvKey {
     }
 }
 
+/// A repository access token (a personal access token or deploy token): printable ASCII
+/// without spaces, at most 1,024 characters. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitToken(String);
+
+impl GitToken {
+    pub fn parse(value: &str) -> Result<GitToken, InvalidInput> {
+        if !value.is_empty() && value.len() <= 1024 && value.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(GitToken(value.to_string()))
+        } else {
+            Err(invalid(
+                "git_token",
+                "a repository token is 1 to 1,024 printable characters without spaces; paste the token alone",
+            ))
+        }
+    }
+
+    /// The token's text, for sealing. Never print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for GitToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GitToken([redacted])")
+    }
+}
+
 /// How the image is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,6 +4,7 @@ mod app;
 mod name;
 
 pub use app::{
-    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, InvalidInput, RepoUrl, parse_port,
+    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, InvalidInput, RepoUrl,
+    parse_port,
 };
 pub use name::{NameError, WorkerName, Zone};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -19,7 +19,8 @@ use super::ApiError;
 use super::ApiJson;
 use super::extract::CurrentUser;
 use crate::domain::{
-    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, InvalidInput, RepoUrl, parse_port,
+    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, InvalidInput, RepoUrl,
+    parse_port,
 };
 use crate::hub::Outgoing;
 use crate::plans;
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/apps/{id}/stop", post(|s, u, p| lifecycle(s, u, p, "stop")))
         .route("/api/apps/{id}/start", post(|s, u, p| lifecycle(s, u, p, "start")))
         .route("/api/apps/{id}/env", get(get_env).put(put_env))
+        .route("/api/apps/{id}/git-token", put(put_git_token))
         .route("/api/apps/{id}/logs", get(tail_logs))
         .route("/api/apps/{id}/logs/stream", get(stream_logs))
         .route("/api/deployments/{id}", get(get_deployment))
@@ -75,6 +77,9 @@ struct DeployRequest {
     port: i64,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// A token for a private repository; write-only (sealed at rest, never shown again).
+    #[serde(default)]
+    git_token: Option<wisehosting_crypto::Secret>,
 }
 
 fn default_branch() -> String {
@@ -129,15 +134,17 @@ async fn audit_user(
     audit::record(db, event).await
 }
 
-/// The job payload of a deploy: everything the worker needs, env values included (sealed at
-/// rest in the job row, decrypted only for the wire).
+/// The job payload of a deploy: everything the worker needs, env values and the repository
+/// token included (sealed at rest in the job row, decrypted only for the wire).
 fn deploy_payload(
     app: &App,
     deployment: &Deployment,
     env: &BTreeMap<String, String>,
+    git_token: Option<&str>,
     plan: &plans::Plan,
 ) -> Value {
     json!({
+        "git_token": git_token,
         "slug": app.slug,
         "repo_url": app.repo_url,
         "branch": deployment.branch,
@@ -163,6 +170,8 @@ async fn deploy(
     let dockerfile = req.dockerfile_path.as_deref().map(DockerfilePath::parse).transpose()?;
     let port = parse_port(req.port)?;
     let env = parse_env(req.env)?;
+    let git_token =
+        req.git_token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
     let plan = plans::plan("free");
     if apps::count_for_user(&state.db, user.id).await? >= plan.max_apps {
         return Err(ApiError::Forbidden(format!(
@@ -186,8 +195,11 @@ async fn deploy(
     )
     .await?;
     apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
+    let token = git_token.as_ref().map(GitToken::expose);
+    apps::set_git_token(&mut *tx, &state.sealer, app.id, token).await?;
+    let app = App { has_git_token: token.is_some(), ..app };
     let deployment = apps::insert_deployment(&mut *tx, app.id, branch.as_str(), None).await?;
-    let payload = deploy_payload(&app, &deployment, &env, plan);
+    let payload = deploy_payload(&app, &deployment, &env, token, plan);
     jobs::enqueue(&mut tx, &state.sealer, "deploy", app.id, Some(deployment.id), &payload).await?;
     audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
     tx.commit().await?;
@@ -230,7 +242,8 @@ async fn redeploy(
         apps::insert_deployment(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
             .await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-    let payload = deploy_payload(&app, &deployment, &env, plans::plan("free"));
+    let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
+    let payload = deploy_payload(&app, &deployment, &env, token.as_deref(), plans::plan("free"));
     jobs::enqueue(&mut tx, &state.sealer, "deploy", app.id, Some(deployment.id), &payload).await?;
     sqlx::query("UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'deploying' ELSE status END WHERE id = $1")
         .bind(app.id)
@@ -239,6 +252,31 @@ async fn redeploy(
     audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
+}
+
+#[derive(Debug, Deserialize)]
+struct GitTokenRequest {
+    /// The new token, or null to remove it.
+    token: Option<wisehosting_crypto::Secret>,
+}
+
+/// Sets or removes the app's repository token; takes effect on the next deploy. Audited
+/// without the value.
+async fn put_git_token(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<GitTokenRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    let token =
+        req.token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
+    let mut tx = state.db.begin().await?;
+    apps::set_git_token(&mut *tx, &state.sealer, app.id, token.as_ref().map(GitToken::expose)).await?;
+    let action = if token.is_some() { "app.git_token.set" } else { "app.git_token.remove" };
+    audit_user(&mut *tx, &user, action, "app", app.id, json!({})).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "has_git_token": token.is_some() })))
 }
 
 async fn list_deployments(

@@ -25,10 +25,12 @@ pub struct App {
     pub worker_id: Option<i64>,
     pub current_deployment_id: Option<i64>,
     pub host_port: Option<i32>,
+    /// Whether a repository token is stored; the token itself is never read back.
+    pub has_git_token: bool,
     pub created_at: DateTime<Utc>,
 }
 
-const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, created_at";
+const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, created_at";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
@@ -241,4 +243,40 @@ pub async fn load_env(
         out.insert(name, String::from_utf8_lossy(&value).into_owned());
     }
     Ok(out)
+}
+
+fn git_token_aad(app_id: &str) -> Aad<'_> {
+    Aad { table: "apps", column: "git_token_sealed", row: app_id }
+}
+
+/// Stores (sealed, bound to the app) or clears the app's repository token.
+pub async fn set_git_token(
+    db: impl PgExecutor<'_>,
+    sealer: &Sealer,
+    app_id: i64,
+    token: Option<&str>,
+) -> Result<(), StoreError> {
+    let sealed = token.map(|t| sealer.seal(t.as_bytes(), git_token_aad(&app_id.to_string()))).transpose()?;
+    sqlx::query("UPDATE apps SET git_token_sealed = $2 WHERE id = $1")
+        .bind(app_id)
+        .bind(sealed)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The app's repository token, opened for a deploy job's (sealed) payload.
+pub async fn load_git_token(
+    db: impl PgExecutor<'_>,
+    sealer: &Sealer,
+    app_id: i64,
+) -> Result<Option<String>, StoreError> {
+    let sealed: Option<String> = sqlx::query_scalar("SELECT git_token_sealed FROM apps WHERE id = $1")
+        .bind(app_id)
+        .fetch_optional(db)
+        .await?
+        .flatten();
+    let Some(sealed) = sealed else { return Ok(None) };
+    let token = sealer.open(&sealed, git_token_aad(&app_id.to_string()))?;
+    Ok(Some(String::from_utf8_lossy(&token).into_owned()))
 }

@@ -284,3 +284,68 @@ async fn a_worker_that_comes_back_without_its_job_fails_it_at_once_and_one_that_
     assert!(d["error"].as_str().unwrap_or_default().contains("restarted"), "{d}");
     assert_eq!(job_status(&cp, kept).await.0, "failed");
 }
+
+#[tokio::test]
+async fn a_repository_token_reaches_the_worker_in_the_job_and_can_be_replaced_or_removed() {
+    let cp = single().await;
+    let w = create_worker(&cp, "token-w").await;
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    raw.send(&wisehosting_proto::messages::Hello { version: "t".into(), ..Default::default() }).await;
+    let user = cp.login("token@example.com").await;
+    let created: Value = user
+        .post_json(
+            "/api/deploy",
+            &json!({"name": "private", "repo_url": "https://example.com/p.git", "git_token": "glpat-first"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(created["app"]["has_git_token"], true, "{created}");
+    assert!(!created.to_string().contains("glpat-first"));
+    let app = created["app"]["id"].as_i64().expect("app");
+    let job = next_job(&mut raw).await;
+    assert_eq!(job.payload["git_token"], "glpat-first");
+    let finish = |job: wisehosting_proto::messages::Job| JobResult {
+        job_id: job.job_id,
+        attempt: job.attempt,
+        ok: false,
+        error: Some("done".into()),
+        ..Default::default()
+    };
+    raw.send(&finish(job)).await;
+
+    // Replaced: the next deploy carries the new one. Removed: none.
+    for (token, expected) in [(json!("glpat-second"), json!("glpat-second")), (Value::Null, Value::Null)] {
+        let put = user
+            .request(reqwest::Method::PUT, &format!("/api/apps/{app}/git-token"))
+            .json(&json!({ "token": token }))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(put.status(), 200);
+        let body: Value = put.json().await.expect("json");
+        assert_eq!(body["has_git_token"], !token.is_null());
+        let redeploy = user.post_json(&format!("/api/apps/{app}/deployments"), &json!({})).await;
+        assert_eq!(redeploy.status(), 201);
+        let job = next_job(&mut raw).await;
+        assert_eq!(job.payload["git_token"], expected);
+        raw.send(&finish(job)).await;
+    }
+    let bad = user
+        .request(reqwest::Method::PUT, &format!("/api/apps/{app}/git-token"))
+        .json(&json!({ "token": "with\nnewline" }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(bad.status(), 422);
+    let audit: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, detail::text FROM audit_events WHERE action LIKE 'app.git_token%' ORDER BY id",
+    )
+    .fetch_all(&cp.db)
+    .await
+    .expect("audit");
+    let actions: Vec<_> = audit.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["app.git_token.set", "app.git_token.remove"]);
+    assert!(audit.iter().all(|(_, d)| !d.contains("glpat")), "the audit holds no token");
+}

@@ -39,6 +39,9 @@ pub struct DeployPayload {
     pub env: BTreeMap<String, String>,
     pub memory_mb: u32,
     pub cpus: f32,
+    /// A token for a private `https://` repository; given to git through its environment.
+    #[serde(default)]
+    pub git_token: Option<wisehosting_crypto::Secret>,
 }
 
 /// What the control plane sends with `restart`, `stop`, `start` and `remove` jobs.

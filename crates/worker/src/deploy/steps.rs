@@ -94,16 +94,23 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl Pipeline {
-    /// The `--label` arguments every image and container of a deployment carries.
-    fn labels(&self, app_id: i64, deployment_id: i64) -> [String; 6] {
+    /// The `--label` arguments of an app's images: the app and the instance only, so an
+    /// unchanged repository rebuilds to the same, fully cached image (each deployment's image
+    /// is told apart by its tag, `…:d<deployment>`).
+    fn image_labels(&self, app_id: i64) -> [String; 4] {
         [
             "--label".into(),
             format!("{}={app_id}", wisehosting_proto::LABEL_APP),
             "--label".into(),
-            format!("{}={deployment_id}", wisehosting_proto::LABEL_DEPLOYMENT),
-            "--label".into(),
             format!("wisehosting.instance={}", self.settings.instance),
         ]
+    }
+
+    /// The `--label` arguments of a deployment's container: the image's and the deployment.
+    fn labels(&self, app_id: i64, deployment_id: i64) -> impl Iterator<Item = String> {
+        self.image_labels(app_id)
+            .into_iter()
+            .chain(["--label".into(), format!("{}={deployment_id}", wisehosting_proto::LABEL_DEPLOYMENT)])
     }
 
     fn instance_filter(&self) -> String {
@@ -124,7 +131,9 @@ impl Pipeline {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("HOME", home)
             .env_remove("GIT_ASKPASS")
-            .env_remove("SSH_ASKPASS");
+            .env_remove("SSH_ASKPASS")
+            .env_remove("GIT_CONFIG_PARAMETERS")
+            .env_remove("GIT_CONFIG_COUNT");
         cmd
     }
 
@@ -165,12 +174,15 @@ impl Pipeline {
         if self.settings.allow_local_repos {
             protocols.extend(["-c", "protocol.file.allow=always"]);
         }
+        let auth = payload.git_token.as_ref().and_then(|t| git_auth_env(&payload.repo_url, t.expose()));
         let mut clone = self.git(work);
+        clone.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
         clone.args(&protocols).args(["clone", "--depth", "1", "--no-tags", "--single-branch", "--branch"]);
         clone.arg(&payload.branch).arg("--").arg(&payload.repo_url).arg(src);
         run_logged(clone, reporter, "git clone").await?;
         if let Some(commit) = &payload.commit {
             let mut fetch = self.git(work);
+            fetch.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
             fetch
                 .args(&protocols)
                 .arg("-C")
@@ -266,7 +278,7 @@ impl Pipeline {
             .arg(&containerfile)
             .arg("-t")
             .arg(&tag)
-            .args(self.labels(app_id, deployment_id))
+            .args(self.image_labels(app_id))
             .arg("--iidfile")
             .arg(&iidfile)
             .arg("--")
@@ -366,17 +378,24 @@ impl Pipeline {
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(self.settings.health_timeout_secs);
         let url = format!("http://127.0.0.1:{host_port}/");
-        loop {
+        // Asked every 10 ms for the first 100 ms (most apps answer that fast), then with a
+        // growing pause up to 250 ms, asking podman each time whether the container died.
+        let mut pause = Duration::from_millis(10);
+        for attempt in 0.. {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().as_u16() < 500
+            {
+                return Ok(());
+            }
+            if attempt < 10 {
+                tokio::time::sleep(pause).await;
+                continue;
+            }
             let mut inspect = self.podman.command_for(&["inspect", "--format", "{{.State.Status}}"]);
             inspect.arg(container_id);
             let state = run_quiet(inspect, "podman inspect").await.unwrap_or_default();
             if state == "exited" || state == "stopped" {
                 return Err("the container exited before answering its health check".into());
-            }
-            if let Ok(response) = client.get(&url).send().await
-                && response.status().as_u16() < 500
-            {
-                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -384,8 +403,10 @@ impl Pipeline {
                     self.settings.health_timeout_secs
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+            tokio::time::sleep(pause).await;
         }
+        Err("the health check ended without an answer".into())
     }
 
     /// The app's containers, as (id, deployment id).
@@ -484,13 +505,18 @@ impl Pipeline {
         ls.arg(&filter).arg("--filter").arg(self.instance_filter());
         let text = run_quiet(ls, "podman images").await.unwrap_or_default();
         let old = tags_to_prune(&text, in_use, 3);
-        if old.is_empty() {
-            return;
+        if !old.is_empty() {
+            let mut rmi = self.podman.command_for(&["rmi", "--"]);
+            rmi.args(&old);
+            if let Err(e) = run_quiet(rmi, "podman rmi").await {
+                tracing::debug!(error = %e, "some old images are still in use; a later prune takes them");
+            }
         }
-        let mut rmi = self.podman.command_for(&["rmi", "--"]);
-        rmi.args(&old);
-        if let Err(e) = run_quiet(rmi, "podman rmi").await {
-            tracing::debug!(error = %e, "some old images are still in use; a later prune takes them");
+        // Untagged leftovers of the app (failed builds' last layers) go too.
+        let mut dangling = self.podman.command_for(&["image", "prune", "-f", "--filter"]);
+        dangling.arg(&filter).arg("--filter").arg(self.instance_filter());
+        if let Err(e) = run_quiet(dangling, "podman image prune").await {
+            tracing::debug!(error = %e, "cannot prune the app's untagged images");
         }
     }
 
@@ -523,8 +549,6 @@ impl Pipeline {
             }
             "remove" => {
                 self.remove_containers(&ids).await;
-                let mut rmi = self.podman.command_for(&["rmi", "-f", "--filter"]);
-                rmi.arg(format!("label=wisehosting.app={app_id}"));
                 let mut ls = self.podman.command_for(&["images", "-q", "--filter"]);
                 ls.arg(format!("label=wisehosting.app={app_id}")).arg("--filter").arg(self.instance_filter());
                 let images: Vec<String> = run_quiet(ls, "podman images")
@@ -575,6 +599,27 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The environment that gives git a repository token: an `Authorization` header scoped to
+/// the repository's own `https://` host (git's `GIT_CONFIG_*` variables), so the token is in
+/// neither argv nor a URL nor a file, and is not sent to another host. `None` for other URLs.
+fn git_auth_env(repo_url: &str, token: &str) -> Option<[(String, String); 3]> {
+    let host =
+        repo_url.strip_prefix("https://")?.split('/').next().filter(|h| !h.is_empty() && !h.contains('@'))?;
+    Some(auth_header_env(&format!("https://{host}/"), token))
+}
+
+/// `http.<base>.extraHeader` with basic auth for `x-access-token:<token>`, the form GitHub,
+/// GitLab, Gitea/Codeberg and Bitbucket app passwords accept.
+fn auth_header_env(base: &str, token: &str) -> [(String, String); 3] {
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    [
+        ("GIT_CONFIG_COUNT".into(), "1".into()),
+        ("GIT_CONFIG_KEY_0".into(), format!("http.{base}.extraHeader")),
+        ("GIT_CONFIG_VALUE_0".into(), format!("Authorization: Basic {basic}")),
+    ]
 }
 
 /// The tags (`…:d<deployment>`) of `podman images --format json` output to remove: all but
@@ -667,5 +712,58 @@ mod tests {
             vec!["localhost/x-app1:d1", "localhost/x-app1:d2", "localhost/x-app1:d7"]
         );
         assert!(tags_to_prune("not json", "x", 3).is_empty());
+    }
+
+    #[test]
+    fn a_repository_token_goes_only_to_the_repositorys_https_host() {
+        let env = git_auth_env("https://git.example.com/me/app.git", "tok3n").expect("https");
+        assert_eq!(env[1].1, "http.https://git.example.com/.extraHeader");
+        assert!(env.iter().all(|(k, _)| !k.contains("tok3n")));
+        for url in ["file:///srv/repo", "https://user@host/x", "https:///x", "/srv/repo"] {
+            assert!(git_auth_env(url, "t").is_none(), "{url}");
+        }
+    }
+
+    /// Real git, a loopback HTTP server that records what git sends: the token arrives in the
+    /// Authorization header while git's argv holds no trace of it.
+    #[test]
+    fn git_sends_the_token_as_a_header_and_never_in_argv() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = format!("http://{}/", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut authorization = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("Authorization: ") {
+                    authorization = Some(v.trim().to_string());
+                }
+            }
+            let mut stream = stream;
+            let _ =
+                stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            authorization
+        });
+        let token = "ghp_secretTOKEN123";
+        let home = tempfile::tempdir().expect("home");
+        let mut git = std::process::Command::new("git");
+        git.env("HOME", home.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(auth_header_env(&base, token).iter().map(|(k, v)| (k, v)))
+            .args(["ls-remote", "--", &format!("{base}repo.git")]);
+        let argv: Vec<String> = git.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(argv.iter().all(|a| !a.contains(token)), "{argv:?}");
+        let out = git.output().expect("run git");
+        assert!(!out.status.success(), "the stand-in answers 404");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(token), "git's error output holds no token");
+        let sent = server.join().expect("server").expect("an Authorization header");
+        use base64::Engine as _;
+        let expected = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        assert_eq!(sent, format!("Basic {expected}"));
     }
 }
