@@ -90,6 +90,9 @@ pub struct InternalApiConfig {
 pub struct ProxyConfig {
     /// Bearer token of the central proxy's config endpoint. Empty disables the endpoint.
     pub token: Secret,
+    /// A Traefik certificate resolver named on every router of the proxy config (for
+    /// example `letsencrypt`); empty for none.
+    pub cert_resolver: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

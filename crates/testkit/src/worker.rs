@@ -268,7 +268,7 @@ pub fn spawn_worker_with_secret(secret: &str, worker: &TestWorker, base_url: &st
     let instance = format!("t{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
     let data_dir = tempfile::tempdir().expect("worker data dir");
     let yaml = format!(
-        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n",
+        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\nedge:\n  listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n",
         worker.name,
         worker.api_key,
         secret,

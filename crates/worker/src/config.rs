@@ -71,12 +71,18 @@ impl Default for DeploySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
+    /// Where the edge router takes the apps' HTTP traffic.
     pub listen: SocketAddr,
+    /// Where its per-app request figures are served (`GET /metrics`); `null` for nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9101))),
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! - [`config`]: the worker's YAML config and systemd credentials.
 //! - [`link`]: the connection to the control plane: register, signed WebSocket session,
 //!   token refresh, reconnect with capped exponential backoff and full jitter.
+//! - [`edge`]: the edge router: apps' HTTP traffic by hostname, its table from the control
+//!   plane's Traefik JSON, zero-downtime drains.
 //! - [`runtime`]: Podman, argv only (the admin query runner for now).
 //! - [`stats`]: host figures for heartbeats, read from `/proc` and `statvfs`.
 //!
@@ -10,6 +12,7 @@
 
 pub mod config;
 pub mod deploy;
+pub mod edge;
 pub mod link;
 pub mod runtime;
 pub mod stats;

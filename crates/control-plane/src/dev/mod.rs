@@ -155,7 +155,10 @@ impl LocalWorker<'_> {
             shared_secret: self.master.clone(),
             name: LOCAL_WORKER.into(),
             zone: None,
-            edge: EdgeConfig { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)) },
+            edge: EdgeConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9101))),
+            },
             podman: PodmanConfig { containers_conf: Some(containers_conf) },
             data_dir: worker_dir,
             deploy: DeploySettings { allow_local_repos: true, ..DeploySettings::default() },

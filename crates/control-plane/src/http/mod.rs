@@ -12,6 +12,7 @@ mod internal;
 mod ops;
 mod ratelimit;
 pub mod serve;
+mod traefik;
 pub mod workers;
 
 use std::time::{Duration, Instant};
@@ -36,7 +37,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(apps::routes())
         .layer(middleware::from_fn(extract::csrf_guard));
-    let routes = Router::new().merge(ops::routes()).merge(workers::routes()).merge(api);
+    let routes =
+        Router::new().merge(ops::routes()).merge(workers::routes()).merge(traefik::routes()).merge(api);
     with_edge(routes, state)
 }
 

@@ -155,7 +155,7 @@ async fn register(
     Ok(Json(issue_token(&state, worker.id)))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
@@ -186,7 +186,10 @@ fn refuse_upgrade(state: &AppState, reason: &str) -> Response {
     response
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(WorkerAuth, i64), &'static str> {
+pub(super) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(WorkerAuth, i64), &'static str> {
     let token = bearer(headers).ok_or("no bearer token")?;
     let claims = verify_worker_token(state.keys.key(Purpose::WorkerJwt), token, now_secs())
         .map_err(|_| "invalid token")?;

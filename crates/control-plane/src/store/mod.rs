@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod audit;
 pub mod jobs;
+pub mod routes;
 pub mod users;
 pub mod workers;
 

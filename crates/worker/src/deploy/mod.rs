@@ -68,6 +68,8 @@ pub struct Pipeline {
     pub podman: Podman,
     pub data_dir: PathBuf,
     pub settings: DeploySettings,
+    /// The edge router, whose drain an old container waits for before it stops.
+    pub edge: Option<Arc<crate::edge::Edge>>,
 }
 
 /// Sends job messages and batched log lines.

@@ -422,21 +422,45 @@ impl Pipeline {
             .collect()
     }
 
+    /// The app's containers with their published host ports.
+    async fn app_container_ports(&self, app_id: i64) -> Vec<(String, Option<i64>, Option<u16>)> {
+        let filter = format!("label=wisehosting.app={app_id}");
+        let mut ps = self.podman.command_for(&["ps", "-a", "--format", "json", "--filter"]);
+        ps.arg(&filter).arg("--filter").arg(self.instance_filter());
+        let text = run_quiet(ps, "podman ps").await.unwrap_or_default();
+        crate::runtime::podman::parse_ps(text.as_bytes())
+            .into_iter()
+            .map(|c| (c.id, c.deployment_id, c.host_port))
+            .collect()
+    }
+
     /// Stops and removes the app's other containers, after the drain delay, so requests they
     /// still serve finish.
     /// Only containers of this deployment or older ones: a newer deploy's container, started
     /// meanwhile, is never touched.
     pub(super) async fn retire_others(&self, app_id: i64, keep: &str, deployment_id: Option<i64>) {
-        let others: Vec<String> = self
-            .app_containers(app_id)
+        let old: Vec<(String, Option<u16>)> = self
+            .app_container_ports(app_id)
             .await
             .into_iter()
-            .filter(|(id, d)| id != keep && d.zip(deployment_id).is_none_or(|(d, mine)| d <= mine))
-            .map(|(id, _)| id)
+            .filter(|(id, d, _)| id != keep && d.zip(deployment_id).is_none_or(|(d, mine)| d <= mine))
+            .map(|(id, _, port)| (id, port))
             .collect();
-        if others.is_empty() {
+        if old.is_empty() {
             return;
         }
+        // First the edge router moves its route away and finishes what is in flight to the
+        // old containers (bounded); then the drain delay covers other proxies and bodies
+        // still streaming.
+        if let Some(edge) = &self.edge {
+            for port in old.iter().filter_map(|(_, p)| *p) {
+                let upstream = format!("127.0.0.1:{port}");
+                if !edge.wait_drained(&upstream, Duration::from_secs(30)).await {
+                    tracing::warn!(%upstream, "the edge router still routes to an old container after 30 s; stopping it anyway");
+                }
+            }
+        }
+        let others: Vec<String> = old.into_iter().map(|(id, _)| id).collect();
         tokio::time::sleep(Duration::from_secs(self.settings.drain_secs)).await;
         let mut stop = self.podman.command_for(&["stop", "-t", "5", "--"]);
         stop.args(&others);

@@ -70,8 +70,15 @@ pub struct AgentStatus {
     pub sessions: AtomicU64,
     pub refreshes: AtomicU64,
     pub heartbeats: AtomicU64,
+    /// Times the edge router's table was replaced by a fetched one.
+    pub route_swaps: AtomicU64,
     connection_id: Mutex<Option<String>>,
     worker_id: AtomicU64,
+    /// The current worker JWT, for the edge router's route fetches.
+    token: Mutex<Option<wisehosting_crypto::Secret>>,
+    /// Where the edge router and its metrics listen, once bound.
+    edge_addr: Mutex<Option<std::net::SocketAddr>>,
+    metrics_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl AgentStatus {
@@ -84,6 +91,26 @@ impl AgentStatus {
             0 => None,
             id => i64::try_from(id).ok(),
         }
+    }
+
+    pub fn token(&self) -> Option<wisehosting_crypto::Secret> {
+        self.token.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn set_token(&self, token: &str) {
+        if let Ok(mut g) = self.token.lock() {
+            *g = Some(wisehosting_crypto::Secret::new(token));
+        }
+    }
+
+    /// The edge router's bound address (`edge.listen` with its real port).
+    pub fn edge_addr(&self) -> Option<std::net::SocketAddr> {
+        self.edge_addr.lock().ok().and_then(|g| *g)
+    }
+
+    /// The bound address of the edge router's `/metrics`.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr.lock().ok().and_then(|g| *g)
     }
 
     fn set_connection(&self, id: Option<String>) {
@@ -143,6 +170,9 @@ struct JobQueue {
 }
 
 pub struct Agent {
+    edge: Arc<crate::edge::Edge>,
+    /// Fired by a `routes_changed` push: the edge router fetches its routes at once.
+    routes_wake: Arc<tokio::sync::Notify>,
     pipeline: Arc<Pipeline>,
     config: WorkerConfig,
     base: Url,
@@ -174,12 +204,16 @@ impl Agent {
             .build()
             .map_err(|e| LinkError::Http(e.to_string()))?;
         let podman = Podman::new(config.podman.containers_conf.clone());
+        let edge = crate::edge::Edge::new();
         let pipeline = Arc::new(Pipeline {
             podman: podman.clone(),
             data_dir: config.data_dir.clone(),
             settings: config.deploy.clone(),
+            edge: Some(edge.clone()),
         });
         Ok(Agent {
+            edge,
+            routes_wake: Arc::new(tokio::sync::Notify::new()),
             pipeline,
             config,
             base,
@@ -210,6 +244,7 @@ impl Agent {
             every: Duration::from_secs(5),
         };
         tokio::spawn(monitor.run(shutdown.child_token()));
+        self.start_edge(&shutdown).await;
         let mut jobs = JobQueue { tx, rx, running: RunningJobs::new() };
         loop {
             if shutdown.is_cancelled() {
@@ -239,6 +274,42 @@ impl Agent {
         }
     }
 
+    /// Binds the edge router and its metrics listener and starts the route sync. A port that
+    /// cannot be bound is logged and the worker goes on without that listener: deploys do
+    /// not depend on it.
+    async fn start_edge(&self, shutdown: &CancellationToken) {
+        match tokio::net::TcpListener::bind(self.config.edge.listen).await {
+            Ok(listener) => {
+                if let Ok(mut g) = self.status.edge_addr.lock() {
+                    *g = listener.local_addr().ok();
+                }
+                tracing::info!(listen = ?listener.local_addr().ok(), "edge router listening");
+                tokio::spawn(self.edge.clone().serve(listener, shutdown.child_token()));
+            }
+            Err(e) => {
+                tracing::error!(listen = %self.config.edge.listen, error = %e, "cannot bind the edge router; apps are not reachable through this worker until it can")
+            }
+        }
+        if let Some(addr) = self.config.edge.metrics_listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    if let Ok(mut g) = self.status.metrics_addr.lock() {
+                        *g = listener.local_addr().ok();
+                    }
+                    tokio::spawn(self.edge.clone().serve_metrics(listener, shutdown.child_token()));
+                }
+                Err(e) => tracing::warn!(listen = %addr, error = %e, "cannot bind the edge metrics listener"),
+            }
+        }
+        tokio::spawn(self.edge.clone().sync(
+            self.http.clone(),
+            self.base.clone(),
+            self.status.clone(),
+            self.routes_wake.clone(),
+            shutdown.child_token(),
+        ));
+    }
+
     fn url(&self, path: &str) -> Result<Url, LinkError> {
         self.base.join(path).map_err(|e| LinkError::Http(e.to_string()))
     }
@@ -263,6 +334,7 @@ impl Agent {
         let token = token_from(response).await?;
         self.status.registrations.fetch_add(1, Ordering::Relaxed);
         self.status.worker_id.store(u64::try_from(token.worker_id).unwrap_or(0), Ordering::Relaxed);
+        self.status.set_token(&token.token);
         Ok(token)
     }
 
@@ -415,6 +487,7 @@ impl Agent {
                             let pipeline = self.pipeline.clone();
                             tokio::spawn(async move { pipeline.reconcile(&desired).await });
                         }
+                        Ok(ServerMessage::RoutesChanged(_)) => self.routes_wake.notify_one(),
                         Ok(ServerMessage::Unknown(t)) => tracing::debug!(message_type = %t, "ignored a frame of an unknown type"),
                         Ok(other) => tracing::debug!(message = ?other, "no handler yet"),
                         Err(e) => return Err(LinkError::BadFrame(format!("payload: {e}"))),
@@ -508,6 +581,7 @@ async fn refresher(
                 Ok(token) => {
                     expires_at = token.expires_at();
                     status.refreshes.fetch_add(1, Ordering::Relaxed);
+                    status.set_token(&token.token);
                     if out.send(Outgoing::of(&AuthRefresh { token: token.token })).await.is_err() {
                         return;
                     }

@@ -1,0 +1,198 @@
+//! The edge router (SPEC §7): an HTTP/1.1 reverse proxy on `edge.listen` (`:8080`) that sends
+//! each request to the app its `Host` names. Its table is the control plane's Traefik JSON for
+//! this worker, fetched every 2 s with `If-None-Match` and at once on a `routes_changed` push,
+//! and swapped whole (readers never see half a table). Keep-alive to clients and upstreams,
+//! WebSocket upgrades passed through, `X-Forwarded-*` set, clear 404/502/503/504 pages, and
+//! per-app request counts and latency histograms for `/metrics`.
+//!
+//! Zero-downtime switches rest on [`Edge::wait_drained`]: the deploy pipeline stops an old
+//! container only once no route points at it and no request to it is in flight.
+
+mod metrics;
+mod proxy;
+pub mod table;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use table::{Route, Table};
+
+use crate::link::AgentStatus;
+
+/// How often the table is fetched when no push arrives.
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// The router's shared state.
+pub struct Edge {
+    table: RwLock<Arc<Table>>,
+    client: Client<HttpConnector, Incoming>,
+    metrics: metrics::Registry,
+    /// Requests in flight, by upstream `host:port`.
+    inflight: Mutex<HashMap<String, usize>>,
+    /// Woken on every swap and every finished request, for drain waits.
+    changed: Notify,
+    etag: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("routes", &self.table().hosts.len()).finish()
+    }
+}
+
+impl Edge {
+    pub fn new() -> Arc<Edge> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Arc::new(Edge {
+            table: RwLock::new(Arc::new(Table::default())),
+            client,
+            metrics: metrics::Registry::default(),
+            inflight: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            etag: Mutex::new(None),
+        })
+    }
+
+    /// The current table (a cheap clone of an `Arc`).
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the whole table at once.
+    pub fn swap(&self, table: Table) {
+        if let Ok(mut current) = self.table.write() {
+            *current = Arc::new(table);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn inflight_add(&self, authority: &str, delta: isize) {
+        if let Ok(mut map) = self.inflight.lock() {
+            let n = map.entry(authority.to_string()).or_insert(0);
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                map.remove(authority);
+            }
+        }
+        if delta < 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn inflight_of(&self, authority: &str) -> usize {
+        self.inflight.lock().map(|m| m.get(authority).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Waits until no route points at `authority` and no request to it is in flight, up to
+    /// `limit`; true when drained.
+    pub async fn wait_drained(&self, authority: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            if !self.table().uses(authority) && self.inflight_of(authority) == 0 {
+                return true;
+            }
+            // A wake-up may be missed between the check and the wait: poll now and then too.
+            let wait = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(Duration::from_millis(100));
+            if wait.is_zero() {
+                return false;
+            }
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// Prometheus text of the per-app request figures.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// Serves the router on `listener` until `shutdown`.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+        proxy::serve(self, listener, shutdown).await;
+    }
+
+    /// Serves `GET /metrics` on `listener` until `shutdown`.
+    pub async fn serve_metrics(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) {
+        proxy::serve_metrics(self, listener, shutdown).await;
+    }
+
+    /// Fetches this worker's routes: every [`POLL_EVERY`], and at once when `wake` fires.
+    pub async fn sync(
+        self: Arc<Self>,
+        http: reqwest::Client,
+        base: reqwest::Url,
+        status: Arc<AgentStatus>,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            if let Err(e) = self.fetch_once(&http, &base, &status).await {
+                tracing::debug!(error = %e, "cannot fetch the routes; keeping the current table");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        http: &reqwest::Client,
+        base: &reqwest::Url,
+        status: &AgentStatus,
+    ) -> Result<(), String> {
+        let (Some(worker_id), Some(token)) = (status.worker_id(), status.token()) else {
+            return Ok(());
+        };
+        let mut url = base.join("/v1/traefik/config").map_err(|e| e.to_string())?;
+        url.query_pairs_mut().append_pair("worker_id", &worker_id.to_string());
+        let mut request = http.get(url).bearer_auth(token.expose());
+        if let Some(etag) = self.etag.lock().ok().and_then(|e| e.clone()) {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let response = request.send().await.map_err(|e| e.without_url().to_string())?;
+        if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(());
+        }
+        if !response.status().is_success() {
+            return Err(format!("the control plane answered {}", response.status()));
+        }
+        let etag =
+            response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let config: serde_json::Value = response.json().await.map_err(|e| e.without_url().to_string())?;
+        let (table, warnings) = Table::from_traefik(&config);
+        for warning in warnings {
+            tracing::warn!(%warning, "a route was skipped");
+        }
+        tracing::debug!(hosts = table.hosts.len(), "routes updated");
+        self.swap(table);
+        if let Ok(mut current) = self.etag.lock() {
+            *current = etag;
+        }
+        status.route_swaps.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

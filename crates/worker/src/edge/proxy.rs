@@ -1,0 +1,250 @@
+//! The proxying itself: one hyper HTTP/1.1 connection task per client, each request sent to
+//! its app over a pooled keep-alive client, upgrades spliced byte for byte.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+
+use super::Edge;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How long a client may take to send a request head, and an app to answer with one.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "edge accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let edge = edge.clone();
+                async move { Ok::<_, Infallible>(handle(edge, req, peer).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}
+
+pub async fn serve_metrics(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+        };
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let edge = edge.clone();
+                async move {
+                    let response = if req.uri().path() == "/metrics" {
+                        text(StatusCode::OK, "text/plain; version=0.0.4", edge.render_metrics())
+                    } else {
+                        text(StatusCode::NOT_FOUND, "text/plain", "only /metrics here\n".into())
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A short HTML page that says what happened and whose fault it is.
+fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{code} — {title}</h1>\
+         <p>{detail}</p><hr><small>WiseHosting edge router</small></body></html>\n",
+        code = status.as_u16()
+    );
+    let mut response = text(status, "text/html; charset=utf-8", body);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they are.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if connection_upgrade { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or_default()
+        .to_string();
+    let table = edge.table();
+    let Some(route) = table.lookup(&host).cloned() else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "No app here",
+            "No app on this platform answers to this hostname. Check the address; if it is your \
+             app's custom domain, verify the domain in the dashboard.",
+        );
+    };
+    let Some(authority) = route.upstream.clone() else {
+        let response = page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "App not running",
+            "This app exists but is not running right now (stopped, crashed or not deployed yet). \
+             Its owner can start or redeploy it from the dashboard.",
+        );
+        edge.metrics.record(&route.name, 503, started.elapsed());
+        return response;
+    };
+
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
+    let forwarded_for = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        parts.headers.insert("x-forwarded-host", v);
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("http://{authority}{path}").parse() else {
+        return page(StatusCode::BAD_REQUEST, "Bad request", "The request's path could not be forwarded.");
+    };
+    parts.uri = uri;
+    let upstream_request = Request::from_parts(parts, body);
+
+    edge.inflight_add(&authority, 1);
+    let sent = tokio::time::timeout(UPSTREAM_TIMEOUT, edge.client.request(upstream_request)).await;
+    let response = match sent {
+        Ok(Ok(mut response)) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_upgrade) = client_upgrade
+            {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                let (edge, authority) = (edge.clone(), authority.clone());
+                // The upgraded connection counts as in flight until either side closes it.
+                edge.inflight_add(&authority, 1);
+                tokio::spawn(async move {
+                    if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
+                        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    edge.inflight_add(&authority, -1);
+                });
+                let (parts, _) = response.into_parts();
+                Response::from_parts(parts, Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+            } else {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                // The body streams after this returns; its end is not tracked, the drain
+                // delay after the route moves covers it.
+                Response::from_parts(parts, body.boxed())
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, upstream = %authority, "upstream request failed");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "The app did not answer",
+                "The platform reached this app's container but it did not answer properly \
+                 (it may be starting, crashing or not listening on its configured port). \
+                 Its owner can check the app's logs in the dashboard.",
+            )
+        }
+        Err(_) => page(
+            StatusCode::GATEWAY_TIMEOUT,
+            "The app took too long",
+            "The app did not start answering within 60 seconds. Its owner can check the app's logs.",
+        ),
+    };
+    edge.inflight_add(&authority, -1);
+    edge.metrics.record(&route.name, response.status().as_u16(), started.elapsed());
+    response
+}
