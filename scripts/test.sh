@@ -11,5 +11,7 @@ cleanup() { bash scripts/pg-temp.sh stop "$pgdir"; }
 trap cleanup EXIT
 WH_TEST_PG_URL=$(bash scripts/pg-temp.sh start "$pgdir")
 export WH_TEST_PG_URL
+WH_TRAEFIK_BIN=$(bash scripts/traefik.sh)
+export WH_TRAEFIK_BIN
 
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -11,6 +11,7 @@ mod faults;
 mod http;
 mod migrations;
 mod queue;
+mod routing;
 mod worker_link;
 
 use std::process::{Command, Output};
