@@ -304,6 +304,19 @@ impl UserSession {
         self.request(reqwest::Method::POST, path).json(body).send().await.expect("POST")
     }
 
+    /// `POST /api/deploy` of `repo_url` (port 8080, no env) as `name`: (app id, deployment id).
+    pub async fn deploy(&self, name: &str, repo_url: &str) -> (i64, i64) {
+        let response = self
+            .post_json("/api/deploy", &serde_json::json!({"name": name, "repo_url": repo_url, "port": 8080}))
+            .await;
+        assert_eq!(response.status(), 201, "deploy {name}");
+        let created: serde_json::Value = response.json().await.expect("json");
+        (
+            created["app"]["id"].as_i64().expect("app id"),
+            created["deployment"]["id"].as_i64().expect("deployment id"),
+        )
+    }
+
     /// Polls a deployment until it reaches a final state (or the limit), returning it.
     pub async fn wait_deployment(&self, id: i64, limit: std::time::Duration) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + limit;

@@ -104,7 +104,7 @@ async fn serve(
     let cluster_note = if created { "created" } else { "reused" };
     let worker_note = if online { "online" } else { "connecting (see the log)" };
     say(&format!(
-        "WiseHosting is running in single-machine mode.\n  Dashboard:    {url}/\n  API:          {url}/api  (health: {url}/health, readiness: {url}/ready)\n  Worker:       {LOCAL_WORKER} (id {worker}), {worker_note}\n  Edge router:  not started yet (it arrives with routing)\n  Data dir:     {}\n  PostgreSQL:   {} ({cluster_note}; unix socket only, no TCP port)\nPress Ctrl-C to stop.",
+        "WiseHosting is running in single-machine mode.\n  Dashboard:    {url}/\n  API:          {url}/api  (health: {url}/health, readiness: {url}/ready)\n  Worker:       {LOCAL_WORKER} (id {worker}), {worker_note}\n  Apps:         http://<app slug>.localhost:8080/ (the edge router on 127.0.0.1:8080)\n  Data dir:     {}\n  PostgreSQL:   {} ({cluster_note}; unix socket only, no TCP port)\nPress Ctrl-C to stop.",
         data_dir.display(),
         layout.root.display()
     ));

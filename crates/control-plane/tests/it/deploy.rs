@@ -417,14 +417,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_version() {
     let (_cp, agent, user, repo) = platform("canceller", "cancel@example.com").await;
     repo.commit(&[("Containerfile", &containerfile("stable"))], "v1");
-    let created: Value = user
-        .post_json("/api/deploy", &json!({"name": "cancel-app", "repo_url": repo.url(), "port": 8080}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let app_id = created["app"]["id"].as_i64().expect("id");
-    let first = created["deployment"]["id"].as_i64().expect("id");
+    let (app_id, first) = user.deploy("cancel-app", &repo.url()).await;
     assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
     let port = app(&user, app_id).await["host_port"].as_i64().expect("port");
 

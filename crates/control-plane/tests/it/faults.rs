@@ -190,16 +190,7 @@ async fn a_deploy_survives_a_control_plane_kill_and_ends_with_one_container() {
     let containerfile = "FROM localhost/wisehosting/busybox:latest\nRUN sleep 3 && mkdir -p /www && echo survived > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
     repo.commit(&[("Containerfile", containerfile)], "v1");
     let user = UserSession::dev_login(&cp.base_url, "survivor@example.com").await;
-    let created: Value = user
-        .post_json("/api/deploy", &json!({"name": "survivor", "repo_url": repo.url(), "port": 8080}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let (app_id, deployment) = (
-        created["app"]["id"].as_i64().expect("app"),
-        created["deployment"]["id"].as_i64().expect("deployment"),
-    );
+    let (app_id, deployment) = user.deploy("survivor", &repo.url()).await;
 
     // Killed while the worker builds; back half a second later on the same address.
     let building = eventually(Duration::from_secs(30), Duration::from_millis(50), || async {

@@ -47,14 +47,7 @@ async fn via_edge(client: &reqwest::Client, agent: &SpawnedWorker, host: &str) -
 }
 
 async fn deploy(user: &UserSession, repo: &TestRepo, name: &str) -> (i64, i64) {
-    let created: Value = user
-        .post_json("/api/deploy", &json!({"name": name, "repo_url": repo.url(), "port": 8080}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let app = created["app"]["id"].as_i64().expect("app");
-    let deployment = created["deployment"]["id"].as_i64().expect("deployment");
+    let (app, deployment) = user.deploy(name, &repo.url()).await;
     assert_eq!(user.wait_deployment(deployment, LIMIT).await["status"], "running");
     (app, deployment)
 }
@@ -123,30 +116,18 @@ async fn the_edge_router_serves_each_app_at_its_hostname_and_says_why_when_it_ca
         let r = client.get(&proxy_url).bearer_auth(bad).send().await.expect("proxy config");
         assert_eq!(r.status(), 401, "{bad:?}");
     }
-    let none: Value = client
-        .get(&proxy_url)
-        .bearer_auth("proxy-token-0123456789")
-        .send()
-        .await
-        .expect("proxy")
-        .json()
-        .await
-        .expect("json");
+    let proxy_table = || async {
+        let r = client.get(&proxy_url).bearer_auth("proxy-token-0123456789").send().await.expect("proxy");
+        r.json::<Value>().await.expect("json")
+    };
+    let none = proxy_table().await;
     assert_eq!(none["http"]["routers"], json!({}), "no mesh address, no route: {none}");
     sqlx::query("UPDATE workers SET wg_ip = '10.50.0.7' WHERE id = $1")
         .bind(worker_id)
         .execute(&cp.db)
         .await
         .expect("wg ip");
-    let mesh: Value = client
-        .get(&proxy_url)
-        .bearer_auth("proxy-token-0123456789")
-        .send()
-        .await
-        .expect("proxy")
-        .json()
-        .await
-        .expect("json");
+    let mesh = proxy_table().await;
     let a: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("app");
     assert_eq!(
         mesh["http"]["services"][format!("app-{app}")]["loadBalancer"]["servers"][0]["url"],
