@@ -26,6 +26,7 @@ pub const CREDENTIALS: &[(&str, &[&str])] = &[
     ("database_password", &["database", "password"]),
     ("internal_api_token", &["internal_api", "token"]),
     ("proxy_token", &["proxy", "token"]),
+    ("cloudflare_api_token", &["cloudflare", "api_token"]),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,7 +46,104 @@ pub struct Config {
     /// Single-machine mode (`wisehosting dev` sets it): enables `POST /api/auth/dev-login` and
     /// local repositories. Refused unless every listener is on loopback.
     pub single_machine: bool,
+    pub domains: DomainsConfig,
+    pub cloudflare: CloudflareConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainsConfig {
+    /// The recursive DNS server custom-domain verification asks (`ip` or `ip:port`); empty for
+    /// the first `nameserver` of /etc/resolv.conf.
+    pub dns_resolver: String,
+    /// How long one DNS question may take before it is asked again (three tries in all).
+    pub dns_timeout_ms: u64,
+    /// Accept `*.example.com` (one leading wildcard label) as a custom domain.
+    pub allow_wildcards: bool,
+}
+
+impl Default for DomainsConfig {
+    fn default() -> Self {
+        Self { dns_resolver: String::new(), dns_timeout_ms: 2000, allow_wildcards: false }
+    }
+}
+
+impl DomainsConfig {
+    /// `dns_resolver` as a socket address (port 53 when none is given); `None` for the system's.
+    pub fn resolver_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.dns_resolver.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Some(addr));
+        }
+        text.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map(|ip| Some(SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "domains.dns_resolver {text:?} is not an IP address or ip:port; give one like 1.1.1.1 or 127.0.0.1:5353, or leave it empty for /etc/resolv.conf"
+                ))
+            })
+    }
+}
+
+/// Cloudflare for SaaS: with both `zone_id` and `api_token` set, each custom domain is also
+/// registered as a custom hostname of that zone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudflareConfig {
+    pub zone_id: String,
+    /// An API token with the zone's SSL and Certificates edit permission (a systemd
+    /// credential: `cloudflare_api_token`).
+    pub api_token: Secret,
+    /// The API's base URL; only tests point it elsewhere (`http://` is accepted for loopback only).
+    pub api_url: String,
+}
+
+impl Default for CloudflareConfig {
+    fn default() -> Self {
+        Self {
+            zone_id: String::new(),
+            api_token: Secret::default(),
+            api_url: "https://api.cloudflare.com/client/v4".into(),
+        }
+    }
+}
+
+impl CloudflareConfig {
+    pub fn enabled(&self) -> bool {
+        !self.zone_id.is_empty() && !self.api_token.is_empty()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.zone_id.is_empty() != self.api_token.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cloudflare.zone_id and cloudflare.api_token go together: set both to use Cloudflare for SaaS, or neither".into(),
+            ));
+        }
+        if !self.zone_id.is_empty()
+            && (self.zone_id.len() > 64 || !self.zone_id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(ConfigError::Invalid(
+                "cloudflare.zone_id must be the zone's id (letters and digits, as shown on the zone's overview page)".into(),
+            ));
+        }
+        let url = self.api_url.trim_end_matches('/');
+        let loopback_http = url.strip_prefix("http://").is_some_and(|rest| {
+            let host = rest.split(['/', ':']).next().unwrap_or_default();
+            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if !(url.starts_with("https://") || loopback_http) {
+            return Err(ConfigError::Invalid(format!(
+                "cloudflare.api_url {url:?} must be an https:// URL (http:// only to a loopback address, for tests)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -122,6 +220,8 @@ impl Default for Config {
             worker_token_ttl_secs: 900,
             worker_auth_per_minute: 30,
             single_machine: false,
+            domains: DomainsConfig::default(),
+            cloudflare: CloudflareConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -322,6 +422,13 @@ impl Config {
                 "single_machine is only allowed when api_server.host and internal_api.bind are loopback addresses; it enables a password-less login".into(),
             ));
         }
+        self.domains.resolver_addr()?;
+        if self.domains.dns_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "domains.dns_timeout_ms must be at least 1 (the default is 2000)".into(),
+            ));
+        }
+        self.cloudflare.check()?;
         let secret = &self.api_server.secret;
         if !secret.is_empty() && secret.expose().len() < MIN_SECRET_LEN {
             return Err(ConfigError::Invalid(format!(

@@ -7,12 +7,15 @@
 //! - [`hub`]: the WebSocket hub of worker connections.
 //! - [`domain`]: parsed newtypes. [`store`]: sqlx functions per table.
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
+//! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
 //! - [`cli`]: the `wisehosting` command.
 
 pub mod cli;
+pub mod cloudflare;
 pub mod config;
 pub mod db;
 pub mod dev;
+pub mod dns;
 pub mod domain;
 pub mod http;
 pub mod hub;

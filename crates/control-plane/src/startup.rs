@@ -15,8 +15,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wisehosting_crypto::{Keyring, Purpose, Sealer};
 
+use crate::cloudflare::Cloudflare;
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
+use crate::dns::TxtResolver;
 use crate::http::{self, RateLimiter};
 use crate::hub::Hub;
 use crate::jobs::dispatch::{self, Dispatcher};
@@ -36,6 +38,8 @@ pub enum StartupError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up encryption keys: {0}")]
     Keys(String),
+    #[error("cannot set up the Cloudflare client: {0}")]
+    Cloudflare(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -148,7 +152,16 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let hub = Hub::new(pool.clone(), heartbeat, metrics.clone(), logbus.clone(), shutdown);
     let worker_auth_limiter =
         Arc::new(RateLimiter::new(config.worker_auth_per_minute, Duration::from_secs(60)));
+    let timeout = Duration::from_millis(config.domains.dns_timeout_ms);
+    let dns = match config.domains.resolver_addr()? {
+        Some(addr) => TxtResolver::new(addr, timeout),
+        None => TxtResolver::system(timeout),
+    };
+    let cloudflare =
+        Cloudflare::from_config(&config.cloudflare).map_err(|e| StartupError::Cloudflare(e.to_string()))?;
     Ok(AppState {
+        dns,
+        cloudflare,
         db: pool,
         keys: Arc::new(keys),
         sealer: Arc::new(sealer),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use wisehosting_crypto::{Keyring, Sealer};
 
+use crate::cloudflare::Cloudflare;
 use crate::config::Config;
+use crate::dns::TxtResolver;
 use crate::http::RateLimiter;
 use crate::hub::Hub;
 use crate::logbus::LogBus;
@@ -22,4 +24,8 @@ pub struct AppState {
     pub logbus: Arc<LogBus>,
     /// Worker registration and token refresh, per client IP.
     pub worker_auth_limiter: Arc<RateLimiter>,
+    /// Reads custom-domain verification records.
+    pub dns: TxtResolver,
+    /// Cloudflare for SaaS, when configured.
+    pub cloudflare: Option<Cloudflare>,
 }

@@ -7,6 +7,8 @@
 //!   with a typed client.
 //! - [`worker`]: worker rows, hand-driven connections for attacks, the real agent.
 //! - [`proxy`]: a TCP proxy that can cut a link, for outage tests.
+//! - [`dns`]: a local DNS server with TXT records the test sets (domain verification).
+//! - [`cloudflare`]: a stand-in for Cloudflare's custom-hostnames API.
 //!
 //! The PostgreSQL server comes from `WH_TEST_PG_URL` (a URL to its `postgres` database), which
 //! `scripts/test.sh` sets after starting a throwaway cluster; tests never rely on a server that
@@ -15,9 +17,13 @@
 // Test support code: a failed set-up should stop the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod cloudflare;
+pub mod dns;
 pub mod proxy;
 pub mod worker;
 
+pub use cloudflare::FakeCloudflare;
+pub use dns::TestDns;
 pub use proxy::CutProxy;
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,

@@ -113,7 +113,7 @@ fn parse_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, 
 }
 
 /// One audit row for an action of the signed-in user on one target.
-async fn audit_user(
+pub(super) async fn audit_user(
     db: impl sqlx::PgExecutor<'_>,
     user: &CurrentUser,
     action: &str,
@@ -206,7 +206,7 @@ async fn deploy(
     Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
 }
 
-async fn own_app(state: &AppState, user: &CurrentUser, id: i64) -> Result<App, ApiError> {
+pub(super) async fn own_app(state: &AppState, user: &CurrentUser, id: i64) -> Result<App, ApiError> {
     apps::get_for_user(&state.db, user.id, id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))
 }
 
@@ -372,6 +372,7 @@ async fn delete_app(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     let app = own_app(&state, &user, id).await?;
+    super::domains::forget_cloudflare_hostnames(&state, app.id).await;
     let mut tx = state.db.begin().await?;
     audit_user(&mut *tx, &user, "app.delete", "app", app.id, json!({ "slug": app.slug })).await?;
     if app.worker_id.is_none() {

@@ -32,6 +32,12 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A custom domain whose verification record is not (yet) in DNS.
+    #[error("{0}")]
+    VerificationFailed(String),
+    /// A service we depend on (DNS, Cloudflare) failed; the message says which and what to do.
+    #[error("{0}")]
+    Upstream(String),
     #[error("too many requests; wait {retry_after_secs} s and try again")]
     RateLimited { retry_after_secs: u64 },
     #[error("the request took too long and was stopped; try again")]
@@ -59,6 +65,8 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::VerificationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),

@@ -6,6 +6,7 @@
 
 mod apps;
 mod auth;
+mod domains;
 pub mod error;
 pub mod extract;
 mod internal;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::routes())
         .merge(apps::routes())
+        .merge(domains::routes())
         .layer(middleware::from_fn(extract::csrf_guard));
     let routes =
         Router::new().merge(ops::routes()).merge(workers::routes()).merge(traefik::routes()).merge(api);

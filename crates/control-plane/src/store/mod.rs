@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod audit;
+pub mod domains;
 pub mod jobs;
 pub mod routes;
 pub mod users;

@@ -68,12 +68,8 @@ pub fn traefik_config(
     for row in rows {
         let Some(url) = upstream(row) else { continue };
         let name = format!("app-{}", row.app_id);
-        let rule = row
-            .hostnames(subdomain_base)
-            .iter()
-            .map(|h| format!("Host(`{h}`)"))
-            .collect::<Vec<_>>()
-            .join(" || ");
+        let rule =
+            row.hostnames(subdomain_base).iter().map(|h| host_matcher(h)).collect::<Vec<_>>().join(" || ");
         let mut router = json!({ "rule": rule, "service": name });
         if !cert_resolver.is_empty() {
             router["tls"] = json!({ "certResolver": cert_resolver });
@@ -83,6 +79,15 @@ pub fn traefik_config(
         services.insert(name, json!({ "loadBalancer": { "servers": servers } }));
     }
     json!({ "http": { "routers": routers, "services": services } })
+}
+
+/// `Host(`a.b`)`, or for a wildcard `*.b.c` the one-label pattern
+/// `HostRegexp(`^[a-z0-9-]+\.b\.c$`)` (the shape the edge router reads back).
+fn host_matcher(host: &str) -> String {
+    match host.strip_prefix("*.") {
+        Some(suffix) => format!("HostRegexp(`^[a-z0-9-]+\\.{}$`)", suffix.replace('.', "\\.")),
+        None => format!("Host(`{host}`)"),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +127,17 @@ mod tests {
         );
         // A stopped app keeps its router, with no server: a 503, not a 404.
         assert_eq!(config["http"]["services"]["app-2"]["loadBalancer"]["servers"], json!([]));
+    }
+
+    #[test]
+    fn a_wildcard_domain_becomes_a_one_label_host_regexp() {
+        let mut a = row(4, "shop", "running", Some(1));
+        a.domains = vec!["*.shops.example.org".into()];
+        let config = traefik_config(&[a], "localhost", "", |_| Some("http://x:1".into()));
+        assert_eq!(
+            config["http"]["routers"]["app-4"]["rule"],
+            "Host(`shop.localhost`) || HostRegexp(`^[a-z0-9-]+\\.shops\\.example\\.org$`)"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod agent;
 mod cli;
 mod deploy;
 mod dev;
+mod domains;
 mod faults;
 mod http;
 mod migrations;

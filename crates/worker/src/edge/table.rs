@@ -56,11 +56,18 @@ impl Table {
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host, |(h, _)| h);
         let host = host.trim_end_matches('.');
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.hosts.get(&host.to_ascii_lowercase())
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
         } else {
-            self.hosts.get(host)
-        }
+            host
+        };
+        self.hosts.get(host).or_else(|| {
+            // A one-label wildcard: `a.b.c` matches `*.b.c`.
+            let (_, parent) = host.split_once('.')?;
+            self.hosts.get(&format!("*.{parent}"))
+        })
     }
 
     /// True when some route still sends traffic to `authority` (`host:port`).
@@ -69,10 +76,27 @@ impl Table {
     }
 }
 
-/// `Host(`a`) || Host(`b`)` → `["a", "b"]` (lowercased); anything else → `None`.
+/// The one-label wildcard pattern the control plane writes for `*.suffix`.
+const WILDCARD_PREFIX: &str = "^[a-z0-9-]+\\.";
+
+/// `HostRegexp(`^[a-z0-9-]+\.b\.c$`)` → `*.b.c`; other patterns → `None`.
+fn parse_wildcard(term: &str) -> Option<String> {
+    let pattern = term.strip_prefix("HostRegexp(`")?.strip_suffix("`)")?;
+    let suffix = pattern.strip_prefix(WILDCARD_PREFIX)?.strip_suffix('$')?.replace("\\.", ".");
+    let plain = suffix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    (plain && suffix.contains('.') && !suffix.starts_with('.'))
+        .then(|| format!("*.{}", suffix.to_ascii_lowercase()))
+}
+
+/// `Host(`a`) || Host(`b`)` → `["a", "b"]` (lowercased), with one-label wildcards as
+/// `*.suffix`; anything else → `None`.
 fn parse_host_rule(rule: &str) -> Option<Vec<String>> {
     let mut hosts = Vec::new();
     for term in rule.split("||") {
+        if let Some(wildcard) = parse_wildcard(term.trim()) {
+            hosts.push(wildcard);
+            continue;
+        }
         let inner = term.trim().strip_prefix("Host(")?.strip_suffix(')')?;
         for name in inner.split(',') {
             let name = name.trim().strip_prefix('`')?.strip_suffix('`')?;
@@ -134,5 +158,30 @@ mod tests {
         assert_eq!(parse_host_rule("Host(`a`, `b`)"), Some(vec!["a".into(), "b".into()]));
         assert_eq!(parse_host_rule("Host(`a`) && Path(`/`)"), None);
         assert_eq!(parse_host_rule(""), None);
+        assert_eq!(
+            parse_host_rule("Host(`a`) || HostRegexp(`^[a-z0-9-]+\\.Shops\\.example\\.org$`)"),
+            Some(vec!["a".into(), "*.shops.example.org".into()])
+        );
+        assert_eq!(parse_host_rule("HostRegexp(`^.*$`)"), None, "only the one-label shape");
+    }
+
+    #[test]
+    fn a_wildcard_matches_exactly_one_label_and_exact_names_win() {
+        let config = json!({"http": {
+            "routers": {
+                "app-1": {"rule": "HostRegexp(`^[a-z0-9-]+\\.shops\\.example\\.org$`)", "service": "app-1"},
+                "app-2": {"rule": "Host(`vip.shops.example.org`)", "service": "app-2"}
+            },
+            "services": {
+                "app-1": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:1"}]}},
+                "app-2": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:2"}]}}
+            }
+        }});
+        let (table, warnings) = Table::from_traefik(&config);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(table.lookup("a.shops.example.org").map(|r| r.name.as_str()), Some("app-1"));
+        assert_eq!(table.lookup("VIP.shops.example.org:80").map(|r| r.name.as_str()), Some("app-2"));
+        assert!(table.lookup("a.b.shops.example.org").is_none(), "one label only");
+        assert!(table.lookup("shops.example.org").is_none());
     }
 }

@@ -1,0 +1,221 @@
+//! Custom domains of an app (issue 5): add, list, verify, delete.
+//!
+//! A hostname is parsed strictly ([`Hostname`]), may not be one of the platform's own names
+//! (`subdomain_base`, worker zones, `localhost`), and belongs to at most one app across all
+//! users. It is routed only once verified: the user publishes a TXT record
+//! `_wisehosting-challenge.<hostname>` holding the token the API shows, then asks for
+//! verification, which reads it through the configured resolver. With Cloudflare for SaaS
+//! configured, the hostname is also registered as a custom hostname of the zone (in the same
+//! transaction: a refusal leaves no row) and removed with the domain. Every change is audited.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use super::ApiJson;
+use super::apps::{audit_user, own_app};
+use super::extract::CurrentUser;
+use crate::cloudflare::CloudflareError;
+use crate::domain::Hostname;
+use crate::hub::Outgoing;
+use crate::plans;
+use crate::state::AppState;
+use crate::store::apps::App;
+use crate::store::domains::{self, Domain, DomainRow};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/apps/{id}/domains", get(list).post(add))
+        .route("/api/apps/{id}/domains/{hostname}", get(show).delete(remove))
+        .route("/api/apps/{id}/domains/{hostname}/verify", post(verify))
+}
+
+impl From<CloudflareError> for ApiError {
+    fn from(e: CloudflareError) -> Self {
+        ApiError::Upstream(format!("{e}; the domain was left as it was"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AddRequest {
+    hostname: String,
+}
+
+/// A fresh verification token: what the TXT record must hold.
+fn verification_token() -> String {
+    format!("wisehosting-verify={}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// Tells the app's worker to fetch its routes now.
+fn routes_changed(state: &AppState, app: &App) {
+    if let Some(worker) = app.worker_id {
+        let _ = state.hub.send(worker, Outgoing::of(&wisehosting_proto::messages::RoutesChanged {}));
+    }
+}
+
+async fn add(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<AddRequest>,
+) -> Result<(StatusCode, Json<Domain>), ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    let hostname = Hostname::parse(&req.hostname, state.config.domains.allow_wildcards)?;
+    let platform_names = [state.config.subdomain_base.as_str(), "localhost"];
+    if platform_names.iter().any(|base| hostname.is_within(base))
+        || domains::under_a_zone(&state.db, hostname.as_str()).await?
+    {
+        return Err(ApiError::invalid(
+            "hostname",
+            format!("{hostname} is one of the platform's own app hostnames; use a domain you own"),
+        ));
+    }
+    if domains::app_of_hostname(&state.db, hostname.as_str()).await? == Some(app.id) {
+        return Err(ApiError::Conflict(format!("{hostname} is already a domain of this app")));
+    }
+    let plan = plans::plan("free");
+    if domains::count_for_app(&state.db, app.id).await? >= i64::from(plan.custom_domains) {
+        return Err(ApiError::Forbidden(format!(
+            "the {} plan allows {} custom domain(s) per app; remove one first",
+            plan.name, plan.custom_domains
+        )));
+    }
+    let mut tx = state.db.begin().await?;
+    let Some(mut row) = domains::insert(&mut *tx, app.id, hostname.as_str(), &verification_token()).await?
+    else {
+        drop(tx);
+        let owner = domains::app_of_hostname(&state.db, hostname.as_str()).await?;
+        return Err(ApiError::Conflict(if owner == Some(app.id) {
+            format!("{hostname} is already a domain of this app")
+        } else {
+            format!(
+                "{hostname} is already in use by another app on this platform; remove it there first (if it is yours, contact support)"
+            )
+        }));
+    };
+    if let Some(cloudflare) = &state.cloudflare {
+        let custom = cloudflare.create(hostname.as_str()).await?;
+        row = domains::set_cloudflare(&mut *tx, row.id, &custom).await?;
+    }
+    audit_user(&mut *tx, &user, "domain.add", "app", app.id, json!({ "hostname": row.hostname })).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(row.view())))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<Domain>>, ApiError> {
+    let app = own_app(&state, &user, id).await?;
+    Ok(Json(domains::list_for_app(&state.db, app.id).await?.iter().map(DomainRow::view).collect()))
+}
+
+/// The app and its domain named in the path; 404 for either missing.
+async fn own_domain(
+    state: &AppState,
+    user: &CurrentUser,
+    id: i64,
+    hostname: &str,
+) -> Result<(App, DomainRow), ApiError> {
+    let app = own_app(state, user, id).await?;
+    let not_found = || ApiError::NotFound(format!("{hostname:?} is not a domain of this app"));
+    let name = Hostname::parse(hostname, true).map_err(|_| not_found())?;
+    let row = domains::get(&state.db, app.id, name.as_str()).await?.ok_or_else(not_found)?;
+    Ok((app, row))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((id, hostname)): Path<(i64, String)>,
+) -> Result<Json<Domain>, ApiError> {
+    let (_, row) = own_domain(&state, &user, id, &hostname).await?;
+    Ok(Json(row.view()))
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((id, hostname)): Path<(i64, String)>,
+) -> Result<Json<Domain>, ApiError> {
+    let (app, mut row) = own_domain(&state, &user, id, &hostname).await?;
+    if let (Some(cloudflare), Some(cf_id)) = (&state.cloudflare, row.cloudflare_id.clone()) {
+        // Status only: a Cloudflare hiccup does not block our own verification.
+        match cloudflare.get(&cf_id).await {
+            Ok(custom) => row = domains::set_cloudflare(&state.db, row.id, &custom).await?,
+            Err(e) => {
+                tracing::warn!(error = %e, hostname = %row.hostname, "cannot refresh the Cloudflare status")
+            }
+        }
+    }
+    if row.verified_at.is_some() {
+        return Ok(Json(row.view()));
+    }
+    let name = row.challenge_name();
+    let found = state.dns.txt(&name).await.map_err(|e| {
+        ApiError::Upstream(format!("cannot read the TXT records of {name}: {e}; try again in a minute"))
+    })?;
+    if !found.iter().any(|value| value.trim() == row.verification_token) {
+        let seen = if found.is_empty() {
+            "no TXT record is published there yet".to_string()
+        } else {
+            format!("the TXT records there are {found:?}")
+        };
+        return Err(ApiError::VerificationFailed(format!(
+            "{} is not verified: {seen}. Add a TXT record named {name} with the value {} at your DNS provider, wait until it is published (often a few minutes), then verify again",
+            row.hostname, row.verification_token
+        )));
+    }
+    let mut tx = state.db.begin().await?;
+    let row = domains::mark_verified(&mut *tx, row.id).await?;
+    audit_user(&mut *tx, &user, "domain.verify", "app", app.id, json!({ "hostname": row.hostname })).await?;
+    tx.commit().await?;
+    routes_changed(&state, &app);
+    Ok(Json(row.view()))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((id, hostname)): Path<(i64, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (app, row) = own_domain(&state, &user, id, &hostname).await?;
+    if let (Some(cloudflare), Some(cf_id)) = (&state.cloudflare, &row.cloudflare_id) {
+        match cloudflare.delete(cf_id).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    domains::delete(&mut *tx, row.id).await?;
+    audit_user(&mut *tx, &user, "domain.delete", "app", app.id, json!({ "hostname": row.hostname })).await?;
+    tx.commit().await?;
+    if row.verified_at.is_some() {
+        routes_changed(&state, &app);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes the Cloudflare custom hostnames of an app about to be deleted (best effort: a
+/// failure is logged, and the app is deleted all the same).
+pub async fn forget_cloudflare_hostnames(state: &AppState, app_id: i64) {
+    let Some(cloudflare) = &state.cloudflare else { return };
+    let rows = match domains::list_for_app(&state.db, app_id).await {
+        Ok(rows) => rows,
+        Err(e) => return tracing::warn!(error = %e, app_id, "cannot list the app's domains"),
+    };
+    for row in rows {
+        if let Some(cf_id) = &row.cloudflare_id
+            && let Err(e) = cloudflare.delete(cf_id).await
+            && !e.is_not_found()
+        {
+            tracing::warn!(error = %e, hostname = %row.hostname, "cannot remove the Cloudflare custom hostname");
+        }
+    }
+}

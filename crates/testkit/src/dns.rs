@@ -1,0 +1,132 @@
+//! [`TestDns`]: a local DNS server standing in for the internet's DNS in domain-verification
+//! tests. It answers TXT questions from a table the test edits, over UDP and TCP on one
+//! loopback port; unknown names get NXDOMAIN, and a UDP answer over 512 bytes is sent
+//! truncated (TC) so clients must retry over TCP, as real servers make them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+type Records = Arc<Mutex<HashMap<String, Vec<String>>>>;
+
+pub struct TestDns {
+    pub addr: SocketAddr,
+    records: Records,
+    stop: CancellationToken,
+}
+
+impl TestDns {
+    pub async fn start() -> TestDns {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
+        let addr = udp.local_addr().expect("addr");
+        let tcp = TcpListener::bind(addr).await.expect("bind dns tcp on the same port");
+        let records: Records = Arc::default();
+        let stop = CancellationToken::new();
+        let (r, s) = (records.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                tokio::select! {
+                    () = s.cancelled() => return,
+                    got = udp.recv_from(&mut buf) => {
+                        let Ok((n, from)) = got else { continue };
+                        if let Some(reply) = answer(&buf[..n], &r, true) {
+                            let _ = udp.send_to(&reply, from).await;
+                        }
+                    }
+                }
+            }
+        });
+        let (r, s) = (records.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = s.cancelled() => return,
+                    a = tcp.accept() => a,
+                };
+                let Ok((mut stream, _)) = accepted else { continue };
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let Ok(len) = stream.read_u16().await else { return };
+                    let mut query = vec![0u8; usize::from(len)];
+                    if stream.read_exact(&mut query).await.is_err() {
+                        return;
+                    }
+                    if let Some(reply) = answer(&query, &r, false) {
+                        let mut framed = u16::try_from(reply.len()).expect("fits").to_be_bytes().to_vec();
+                        framed.extend_from_slice(&reply);
+                        let _ = stream.write_all(&framed).await;
+                    }
+                });
+            }
+        });
+        TestDns { addr, records, stop }
+    }
+
+    /// Sets the TXT records of `name` (replacing any); an empty list removes the name.
+    pub fn set_txt(&self, name: &str, values: &[&str]) {
+        let mut records = self.records.lock().expect("records");
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        if values.is_empty() {
+            records.remove(&key);
+        } else {
+            records.insert(key, values.iter().map(|v| (*v).to_string()).collect());
+        }
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The reply to one query, or `None` for something that is not a plain query.
+fn answer(query: &[u8], records: &Records, udp: bool) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut pos = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*query.get(pos)?);
+        pos += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(pos..pos + len)?).to_ascii_lowercase());
+        pos += len;
+    }
+    let question_end = pos + 4;
+    let qtype = u16::from_be_bytes([*query.get(pos)?, *query.get(pos + 1)?]);
+    let name = labels.join(".");
+    let found = records.lock().expect("records").get(&name).cloned();
+    let mut out = query.get(..question_end)?.to_vec();
+    out[2] = 0x84 | (query[2] & 0x01); // response, authoritative, RD copied
+    out[3] = if found.is_some() { 0x80 } else { 0x83 }; // RA; NXDOMAIN when unknown
+    out[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let txt = if qtype == 16 { found.unwrap_or_default() } else { Vec::new() };
+    let mut count = 0u16;
+    for value in &txt {
+        let mut data = Vec::new();
+        for chunk in value.as_bytes().chunks(255) {
+            data.push(u8::try_from(chunk.len()).expect("chunk"));
+            data.extend_from_slice(chunk);
+        }
+        out.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 30]);
+        out.extend_from_slice(&u16::try_from(data.len()).expect("record").to_be_bytes());
+        out.extend_from_slice(&data);
+        count += 1;
+    }
+    if udp && out.len() > 512 {
+        out.truncate(question_end);
+        out[2] |= 0x02; // TC
+        return Some(out);
+    }
+    out[6..8].copy_from_slice(&count.to_be_bytes());
+    Some(out)
+}
