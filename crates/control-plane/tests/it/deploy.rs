@@ -461,8 +461,8 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_that_keeps_exiting_is_reported_as_crashed() {
-    let (_cp, _agent, user, repo) = platform("crasher", "crash@example.com").await;
+async fn a_container_that_keeps_exiting_is_restarted_with_growing_back_off_and_reported_crashed() {
+    let (_cp, agent, user, repo) = platform("crasher", "crash@example.com").await;
     // Serves long enough to pass its health check, then dies, again and again.
     repo.commit(
         &[("Containerfile", "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo up > /www/index.html\nCMD [\"sh\", \"-c\", \"httpd -p 8080 -h /www; sleep 3; exit 7\"]\n")],
@@ -483,6 +483,33 @@ async fn a_container_that_keeps_exiting_is_reported_as_crashed() {
     })
     .await;
     assert!(crashed, "the app shows crashed: {}", app(&user, app_id).await);
+
+    // The supervisor starts it again after 1 s, 2 s, 4 s, 8 s …: each run lasts ~3 s, so the
+    // gaps between starts grow (podman's policy would restart at once, every time).
+    let containers = agent.containers_of(app_id);
+    assert_eq!(containers.len(), 1, "one container, started again and again: {containers:?}");
+    let id = containers[0]["Id"].as_str().expect("id").to_string();
+    let mut starts: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while starts.len() < 4 && std::time::Instant::now() < deadline {
+        let out = std::process::Command::new("podman")
+            .env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf())
+            .args(["inspect", "--format", "{{.State.StartedAt.UnixMilli}}", &id])
+            .output()
+            .expect("podman inspect");
+        let started = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !started.is_empty() && starts.last() != Some(&started) {
+            starts.push(started);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ms: Vec<i64> = starts.iter().filter_map(|s| s.parse().ok()).collect();
+    assert!(ms.len() >= 4, "the container was started again: {starts:?}");
+    let gaps: Vec<i64> = ms.windows(2).map(|w| w[1] - w[0]).collect();
+    let (first, last) = (gaps[0], gaps[gaps.len() - 1]);
+    assert!(last >= first + 2500, "the back-off grows: gaps between starts {gaps:?} ms");
+    let state = app(&user, app_id).await;
+    assert!(["crashed", "running"].contains(&state["status"].as_str().unwrap_or_default()), "{state}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,6 +142,11 @@ async fn the_edge_router_serves_each_app_at_its_hostname_and_says_why_when_it_ca
     .await;
     assert!(unavailable, "a stopped app answers 503");
     assert!(via_edge(&client, &agent, "routed-app.localhost").await.1.contains("not running right now"));
+    // A user's stop is not a crash: the worker's supervisor does not start it again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let states: Vec<Value> = agent.containers_of(app).iter().map(|c| c["State"].clone()).collect();
+    assert!(!states.is_empty() && states.iter().all(|s| s != "running"), "{states:?}");
+    assert_eq!(via_edge(&client, &agent, "routed-app.localhost").await.0, 503);
     let metrics_addr = agent.status.metrics_addr().expect("metrics listen");
     let metrics = client
         .get(format!("http://{metrics_addr}/metrics"))

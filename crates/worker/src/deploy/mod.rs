@@ -70,6 +70,8 @@ pub struct Pipeline {
     pub settings: DeploySettings,
     /// The edge router, whose drain an old container waits for before it stops.
     pub edge: Option<Arc<crate::edge::Edge>>,
+    /// Restarts app containers that exit on their own, with back-off.
+    pub supervisor: Arc<crate::runtime::Supervisor>,
 }
 
 /// Sends job messages and batched log lines.

@@ -338,8 +338,6 @@ impl Pipeline {
             .arg(format!("{memory_mb}m"))
             .arg("--cpus")
             .arg(format!("{cpus}"))
-            .arg("--restart")
-            .arg("on-failure:5")
             .arg("-p")
             .arg(format!("127.0.0.1:{host_port}:{port}"))
             .arg("--env-file")
@@ -357,6 +355,9 @@ impl Pipeline {
             let tail = run_quiet(logs, "podman logs").await.unwrap_or_default();
             return Err(format!("{e}\nlast lines of the container:\n{tail}"));
         }
+        // From now on an exit of its own is restarted with back-off (not podman's policy,
+        // which restarts at once, forever).
+        self.supervisor.watch(&container_id);
         // The switch: the result goes out first (the control plane moves the app to the new
         // container), then the old ones drain and stop (`Pipeline::run_job`). A worker killed in
         // between leaves the old container to the re-sync, never an app with none.
@@ -461,6 +462,7 @@ impl Pipeline {
             }
         }
         let others: Vec<String> = old.into_iter().map(|(id, _)| id).collect();
+        self.supervisor.release(&others);
         tokio::time::sleep(Duration::from_secs(self.settings.drain_secs)).await;
         let mut stop = self.podman.command_for(&["stop", "-t", "5", "--"]);
         stop.args(&others);
@@ -473,8 +475,9 @@ impl Pipeline {
         if ids.is_empty() {
             return;
         }
-        // A container that podman is restarting (`on-failure`) can refuse one `rm`; a few
-        // tries a moment apart settle it. `--ignore` makes an already-gone container a success.
+        self.supervisor.release(ids);
+        // A container being started or stopped can refuse one `rm`; a few tries a moment
+        // apart settle it. `--ignore` makes an already-gone container a success.
         for attempt in 1..=5 {
             let mut rm = self.podman.command_for(&["rm", "-f", "--ignore", "-t", "0", "--"]);
             rm.args(ids);
@@ -555,6 +558,7 @@ impl Pipeline {
         let ids: Vec<String> = containers.iter().map(|(id, _)| id.clone()).collect();
         match kind {
             "stop" => {
+                self.supervisor.release(&ids);
                 let mut stop = self.podman.command_for(&["stop", "-t", "10", "--"]);
                 stop.args(&ids);
                 if !ids.is_empty() {
@@ -569,6 +573,7 @@ impl Pipeline {
                 let mut start = self.podman.command_for(&["start", "--"]);
                 start.args(&ids);
                 run_quiet(start, "podman start").await?;
+                self.supervisor.rewatch(&ids);
                 Ok(Done::default())
             }
             "remove" => {

@@ -210,6 +210,7 @@ impl Agent {
             data_dir: config.data_dir.clone(),
             settings: config.deploy.clone(),
             edge: Some(edge.clone()),
+            supervisor: crate::runtime::Supervisor::new(podman.clone()),
         });
         Ok(Agent {
             edge,
@@ -242,7 +243,10 @@ impl Agent {
             instance: self.config.deploy.instance.clone(),
             out: tx.clone(),
             every: Duration::from_secs(5),
+            supervisor: self.pipeline.supervisor.clone(),
         };
+        let supervisor = self.pipeline.supervisor.clone();
+        tokio::spawn(supervisor.run(self.config.deploy.instance.clone(), shutdown.child_token()));
         tokio::spawn(monitor.run(shutdown.child_token()));
         self.start_edge(&shutdown).await;
         let mut jobs = JobQueue { tx, rx, running: RunningJobs::new() };

@@ -3,8 +3,10 @@
 pub mod firewall;
 pub mod monitor;
 pub mod podman;
+pub mod supervisor;
 
 pub use podman::{AdminOutcome, Podman, admin_argv};
+pub use supervisor::Supervisor;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdout};

@@ -14,8 +14,7 @@ use wisehosting_proto::messages::{AppStat, AppStateEntry, AppStates, AppStats, L
 use super::Podman;
 use crate::link::Outgoing;
 
-/// Restarts after which an app counts as crash-looping.
-pub const CRASH_LOOP_RESTARTS: u32 = 3;
+use super::supervisor::{CRASH_LOOP_FAILURES, Supervisor};
 
 /// One container as `podman inspect` describes it.
 #[derive(Debug, Clone)]
@@ -32,6 +31,7 @@ pub struct Monitor {
     pub instance: String,
     pub out: mpsc::Sender<Outgoing>,
     pub every: Duration,
+    pub supervisor: std::sync::Arc<Supervisor>,
 }
 
 impl Monitor {
@@ -47,7 +47,24 @@ impl Monitor {
                 }
                 _ = tick.tick() => {}
             }
-            let seen = self.containers().await;
+            let mut seen = self.containers().await;
+            // Every running app container is wanted (the worker stops what it does not want,
+            // releasing it first): watch those not watched yet — after an agent restart, say.
+            // An exit the events stream missed is caught here.
+            for c in &seen {
+                if c.running {
+                    self.supervisor.watch(&c.id);
+                } else {
+                    self.supervisor.exited(&c.id);
+                }
+            }
+            for c in &mut seen {
+                c.restarts = self.supervisor.failures(&c.id).unwrap_or(0);
+            }
+            // An empty list may be a podman that did not answer: forget nothing then.
+            if !seen.is_empty() {
+                self.supervisor.retain(&seen.iter().map(|c| c.id.as_str()).collect());
+            }
             let live: HashSet<&str> = seen.iter().filter(|c| c.running).map(|c| c.id.as_str()).collect();
             following.retain(|id, token| {
                 let keep = live.contains(id.as_str()) && !token.is_cancelled();
@@ -109,7 +126,7 @@ impl Monitor {
                     app_id,
                     running: c["State"]["Running"].as_bool().unwrap_or(false),
                     exit_code: c["State"]["ExitCode"].as_i64().and_then(|v| i32::try_from(v).ok()),
-                    restarts: c["RestartCount"].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+                    restarts: 0,
                 })
             })
             .collect()
@@ -157,13 +174,14 @@ impl Monitor {
     }
 }
 
-/// Per app: running if any container runs; crash-looping after repeated restarts; else exited.
+/// Per app: running if any container runs; crash-looping after repeated exits in a row (the
+/// supervisor's count); else exited.
 fn app_states(seen: &[Seen]) -> Vec<AppStateEntry> {
     let mut by_app: HashMap<i64, AppStateEntry> = HashMap::new();
     for c in seen {
-        let state = if c.running && c.restarts < CRASH_LOOP_RESTARTS {
+        let state = if c.running && c.restarts < CRASH_LOOP_FAILURES {
             "running"
-        } else if c.restarts >= CRASH_LOOP_RESTARTS {
+        } else if c.restarts >= CRASH_LOOP_FAILURES {
             "crash_looping"
         } else {
             "exited"
