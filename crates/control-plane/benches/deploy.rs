@@ -102,7 +102,17 @@ async fn main() {
     let first = created["deployment"]["id"].as_i64().expect("id");
     assert_eq!(user.wait_deployment(first, Duration::from_secs(120)).await["status"], "running");
     let mut platform = Vec::new();
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
+        // Like the raw loop, which removes its container between rounds untimed: the previous
+        // deploy's retire and prune (old container drained and stopped, old images pruned)
+        // finish before the next deploy starts, so rounds do not contend for podman's locks.
+        let housekeeping = &agent.status.housekeeping_done;
+        let settled = agent
+            .wait_for(Duration::from_secs(60), |s| {
+                s.housekeeping_done.load(std::sync::atomic::Ordering::Relaxed) > round as u64
+            })
+            .await;
+        assert!(settled, "the previous deploy's retire finished ({housekeeping:?})");
         let started = Instant::now();
         let d: Value = user
             .post_json(&format!("/api/apps/{app_id}/deployments"), &json!({}))
@@ -117,7 +127,7 @@ async fn main() {
             match d["status"].as_str() {
                 Some("running") => break,
                 Some("failed" | "cancelled" | "superseded") => panic!("deploy ended {d}"),
-                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
             }
         }
         let a: Value = user.get(&format!("/api/apps/{app_id}")).await.json().await.expect("json");

@@ -189,9 +189,10 @@ pub fn containers_conf() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/containers.conf")
 }
 
-/// Removes every container and image labelled with this instance.
+/// Removes every container labelled with this instance, then its images' tags
+/// (`localhost/<instance>-app…`; untagged without `-f`, so an image another test's app shares
+/// stays for it).
 pub fn remove_instance(instance: &str) {
-    let filter = format!("label=wisehosting.instance={instance}");
     let podman = || {
         let mut cmd = std::process::Command::new("podman");
         cmd.env("CONTAINERS_CONF", containers_conf())
@@ -199,16 +200,43 @@ pub fn remove_instance(instance: &str) {
             .stderr(std::process::Stdio::null());
         cmd
     };
-    for (list, remove) in
-        [(["ps", "-aq"], vec!["rm", "-f", "-t", "0"]), (["images", "-q"], vec!["rmi", "-f"])]
-    {
-        let Ok(out) = podman().args(list).arg("--filter").arg(&filter).output() else { continue };
-        let ids: Vec<String> =
-            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
-        if !ids.is_empty() {
-            let _ = podman().args(&remove).arg("--").args(&ids).output();
-        }
+    let containers = podman()
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=wisehosting.instance={instance}"))
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if !containers.is_empty() {
+        let _ = podman().args(["rm", "-f", "-t", "0", "--"]).args(&containers).output();
     }
+    let tags = image_names(&format!("localhost/{instance}-*"), &format!("localhost/{instance}-app"));
+    if !tags.is_empty() {
+        let _ = podman().args(["rmi", "--"]).args(&tags).output();
+    }
+}
+
+/// The image names matching the `reference` filter that start with `prefix`.
+fn image_names(reference: &str, prefix: &str) -> Vec<String> {
+    let Ok(out) = std::process::Command::new("podman")
+        .env("CONTAINERS_CONF", containers_conf())
+        .args(["images", "--format", "json", "--filter"])
+        .arg(format!("reference={reference}"))
+        .output()
+    else {
+        return Vec::new();
+    };
+    let images: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut names: Vec<String> = images
+        .iter()
+        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 impl Drop for SpawnedWorker {
@@ -238,17 +266,10 @@ impl SpawnedWorker {
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
-    /// The tags of this worker's images of an app.
+    /// The tags of this worker's images of an app (`localhost/<instance>-app<id>:d<n>`).
     pub fn image_tags_of(&self, app_id: i64) -> Vec<String> {
-        let out = std::process::Command::new("podman")
-            .env("CONTAINERS_CONF", containers_conf())
-            .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter"])
-            .arg(format!("label=wisehosting.instance={}", self.instance))
-            .arg("--filter")
-            .arg(format!("label=wisehosting.app={app_id}"))
-            .output()
-            .expect("podman images");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        let repo = format!("localhost/{}-app{app_id}", self.instance);
+        image_names(&repo, &format!("{repo}:"))
     }
 
     /// Waits until `check` holds, polling every 50 ms, up to `limit`.

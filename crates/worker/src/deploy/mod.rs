@@ -72,6 +72,8 @@ pub struct Pipeline {
     pub edge: Option<Arc<crate::edge::Edge>>,
     /// Restarts app containers that exit on their own, with back-off.
     pub supervisor: Arc<crate::runtime::Supervisor>,
+    /// Counts finished retire-and-prune passes (tests and benchmarks wait on it).
+    pub housekeeping_done: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Sends job messages and batched log lines.
@@ -156,6 +158,7 @@ impl Pipeline {
             tokio::spawn(async move {
                 pipeline.retire_others(job.app_id, &keep, job.deployment_id).await;
                 pipeline.prune_images(job.app_id, &image).await;
+                pipeline.housekeeping_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
     }

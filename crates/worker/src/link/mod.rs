@@ -72,6 +72,9 @@ pub struct AgentStatus {
     pub heartbeats: AtomicU64,
     /// Times the edge router's table was replaced by a fetched one.
     pub route_swaps: AtomicU64,
+    /// Retire-and-prune passes finished after deploys (old containers stopped, old images
+    /// pruned), shared with the pipeline.
+    pub housekeeping_done: Arc<AtomicU64>,
     connection_id: Mutex<Option<String>>,
     worker_id: AtomicU64,
     /// The current worker JWT, for the edge router's route fetches.
@@ -205,7 +208,9 @@ impl Agent {
             .map_err(|e| LinkError::Http(e.to_string()))?;
         let podman = Podman::new(config.podman.containers_conf.clone());
         let edge = crate::edge::Edge::new();
+        let status = Arc::new(AgentStatus::default());
         let pipeline = Arc::new(Pipeline {
+            housekeeping_done: status.housekeeping_done.clone(),
             podman: podman.clone(),
             data_dir: config.data_dir.clone(),
             settings: config.deploy.clone(),
@@ -220,7 +225,7 @@ impl Agent {
             base,
             http,
             podman,
-            status: Arc::new(AgentStatus::default()),
+            status,
             backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
         })
     }
