@@ -215,6 +215,46 @@ pub fn remove_instance(instance: &str) {
     if !tags.is_empty() {
         let _ = podman().args(["rmi", "--"]).args(&tags).output();
     }
+    reap_orphans(instance);
+}
+
+/// Deletes containers of `instance` that podman lost track of (a podman process killed
+/// half-way can leave the runc container running with no record): found by their conmon's
+/// `-n <instance>-…` argument, deleted with runc.
+fn reap_orphans(instance: &str) {
+    let prefix = format!("{instance}-");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for entry in dir.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if !args.first().is_some_and(|a| a.ends_with(b"conmon")) {
+            continue;
+        }
+        let value = |flag: &[u8]| {
+            args.windows(2).find(|w| w[0] == flag).map(|w| String::from_utf8_lossy(w[1]).into_owned())
+        };
+        let (Some(name), Some(id)) = (value(b"-n"), value(b"-c")) else { continue };
+        if !name.starts_with(&prefix) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let known = std::process::Command::new("podman")
+            .env("CONTAINERS_CONF", containers_conf())
+            .args(["container", "exists", &id])
+            .status()
+            .is_ok_and(|s| s.success());
+        if known {
+            continue;
+        }
+        let _ = std::process::Command::new("runc")
+            .args(["--root", "/run/runc", "delete", "-f", &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// The image names matching the `reference` filter that start with `prefix`.

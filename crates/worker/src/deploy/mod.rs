@@ -74,6 +74,8 @@ pub struct Pipeline {
     pub supervisor: Arc<crate::runtime::Supervisor>,
     /// Counts finished retire-and-prune passes (tests and benchmarks wait on it).
     pub housekeeping_done: Arc<std::sync::atomic::AtomicU64>,
+    /// Retires and late clean-ups spawned by jobs, awaited when the agent shuts down.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Sends job messages and batched log lines.
@@ -131,8 +133,15 @@ impl Pipeline {
         };
         if result.is_err() {
             // Whatever the job started for this deployment goes: the old version keeps serving.
+            // A `podman run` the cancel interrupted runs to its end (it is never killed
+            // half-way), so look again a moment later for a container it created late.
             if let Some(deployment) = job.deployment_id.filter(|_| job.kind == "deploy") {
                 self.remove_deployment_containers(job.app_id, deployment).await;
+                let pipeline = self.clone();
+                self.tasks.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                    pipeline.remove_deployment_containers(job.app_id, deployment).await;
+                });
             }
         }
         let (ok, error, done) = match result {
@@ -155,7 +164,7 @@ impl Pipeline {
         // images go. The next job of the app may already run; it never touches these.
         if let Some((keep, image)) = switched {
             let pipeline = self.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 pipeline.retire_others(job.app_id, &keep, job.deployment_id).await;
                 pipeline.prune_images(job.app_id, &image).await;
                 pipeline.housekeeping_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

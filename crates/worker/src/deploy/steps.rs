@@ -72,8 +72,11 @@ async fn run_logged(mut cmd: Command, reporter: &Reporter, what: &str) -> Result
 }
 
 /// Runs a command and returns its stdout; stderr's tail in the error.
+/// Runs a short command to its end and returns its stdout. Not killed when the caller is
+/// dropped (a cancelled job, a shutting-down agent): a `podman run`, `stop`, `rm` or `start`
+/// killed half-way can leave a container running that podman no longer knows.
 async fn run_quiet(mut cmd: Command, what: &str) -> Result<String, String> {
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    cmd.stdin(Stdio::null()).kill_on_drop(false);
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .map_err(|_| format!("{what} timed out"))?

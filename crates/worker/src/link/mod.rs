@@ -174,6 +174,8 @@ struct JobQueue {
 
 pub struct Agent {
     edge: Arc<crate::edge::Edge>,
+    /// The tasks of jobs in flight, awaited at shutdown.
+    job_tasks: tokio_util::task::TaskTracker,
     /// Fired by a `routes_changed` push: the edge router fetches its routes at once.
     routes_wake: Arc<tokio::sync::Notify>,
     pipeline: Arc<Pipeline>,
@@ -211,6 +213,7 @@ impl Agent {
         let status = Arc::new(AgentStatus::default());
         let pipeline = Arc::new(Pipeline {
             housekeeping_done: status.housekeeping_done.clone(),
+            tasks: tokio_util::task::TaskTracker::new(),
             podman: podman.clone(),
             data_dir: config.data_dir.clone(),
             settings: config.deploy.clone(),
@@ -219,6 +222,7 @@ impl Agent {
         });
         Ok(Agent {
             edge,
+            job_tasks: tokio_util::task::TaskTracker::new(),
             routes_wake: Arc::new(tokio::sync::Notify::new()),
             pipeline,
             config,
@@ -255,13 +259,32 @@ impl Agent {
         tokio::spawn(monitor.run(shutdown.child_token()));
         self.start_edge(&shutdown).await;
         let mut jobs = JobQueue { tx, rx, running: RunningJobs::new() };
+        self.link_until(&shutdown, &mut jobs).await;
+        // Shutting down: jobs in flight are cancelled (each removes what it started, so no
+        // half-deployed container outlives the agent) and awaited, for a bounded time.
+        for (token, _) in jobs.running.values() {
+            token.cancel();
+        }
+        self.job_tasks.close();
+        self.pipeline.tasks.close();
+        let both = async {
+            self.job_tasks.wait().await;
+            self.pipeline.tasks.wait().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(45), both).await.is_err() {
+            tracing::warn!("jobs and retires still running after 45 s; exiting anyway");
+        }
+    }
+
+    /// Registers and keeps a session, reconnecting with back-off, until `shutdown`.
+    async fn link_until(&mut self, shutdown: &CancellationToken, jobs: &mut JobQueue) {
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
             let started = Instant::now();
             let end = match self.register().await {
-                Ok(token) => self.session(token, &shutdown, &mut jobs).await,
+                Ok(token) => self.session(token, shutdown, jobs).await,
                 Err(e) => SessionEnd::Lost(e),
             };
             self.status.set_connection(None);
@@ -480,7 +503,7 @@ impl Agent {
                             tracing::info!(job_id = job.job_id, kind = %job.kind, app_id = job.app_id, "job received");
                             let pipeline = self.pipeline.clone();
                             let tx = jobs.tx.clone();
-                            tokio::spawn(async move {
+                            self.job_tasks.spawn(async move {
                                 pipeline.run_job(job, tx, cancel.clone()).await;
                                 // Finished: the token marks the slot free.
                                 cancel.cancel();

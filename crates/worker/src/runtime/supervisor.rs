@@ -143,13 +143,13 @@ impl Supervisor {
             _ = tokio::time::sleep(wait) => {}
         }
         let mut start = self.podman.command_for(&["start", "--"]);
-        start.arg(&id).stdout(Stdio::null()).stderr(Stdio::null());
+        start.arg(&id).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(false);
         let ok = start.status().await.is_ok_and(|s| s.success());
         if stop.is_cancelled() {
             // Released while podman was starting it: the worker's own stop may have run
             // before this start, so stop it again.
             let mut again = self.podman.command_for(&["stop", "-t", "5", "--"]);
-            again.arg(&id).stdout(Stdio::null()).stderr(Stdio::null());
+            again.arg(&id).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(false);
             let _ = again.status().await;
             return;
         }
