@@ -170,6 +170,7 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         logbus,
         config: Arc::new(config),
         worker_auth_limiter,
+        domain_limiter: Arc::new(RateLimiter::new(20, Duration::from_secs(60))),
     })
 }
 

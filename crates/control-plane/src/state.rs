@@ -24,6 +24,8 @@ pub struct AppState {
     pub logbus: Arc<LogBus>,
     /// Worker registration and token refresh, per client IP.
     pub worker_auth_limiter: Arc<RateLimiter>,
+    /// Custom-domain adds and verifications (DNS lookups, Cloudflare calls), per user.
+    pub domain_limiter: Arc<RateLimiter<i64>>,
     /// Reads custom-domain verification records.
     pub dns: TxtResolver,
     /// Cloudflare for SaaS, when configured.

@@ -50,6 +50,11 @@ fn verification_token() -> String {
     format!("wisehosting-verify={}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
+/// At most 20 adds and verifications per user per minute: each may ask DNS or Cloudflare.
+fn limit(state: &AppState, user: &CurrentUser) -> Result<(), ApiError> {
+    state.domain_limiter.check(user.id).map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
+}
+
 /// Tells the app's worker to fetch its routes now.
 fn routes_changed(state: &AppState, app: &App) {
     if let Some(worker) = app.worker_id {
@@ -64,6 +69,7 @@ async fn add(
     ApiJson(req): ApiJson<AddRequest>,
 ) -> Result<(StatusCode, Json<Domain>), ApiError> {
     let app = own_app(&state, &user, id).await?;
+    limit(&state, &user)?;
     let hostname = Hostname::parse(&req.hostname, state.config.domains.allow_wildcards)?;
     let platform_names = [state.config.subdomain_base.as_str(), "localhost"];
     if platform_names.iter().any(|base| hostname.is_within(base))
@@ -144,6 +150,7 @@ async fn verify(
     Path((id, hostname)): Path<(i64, String)>,
 ) -> Result<Json<Domain>, ApiError> {
     let (app, mut row) = own_domain(&state, &user, id, &hostname).await?;
+    limit(&state, &user)?;
     if let (Some(cloudflare), Some(cf_id)) = (&state.cloudflare, row.cloudflare_id.clone()) {
         // Status only: a Cloudflare hiccup does not block our own verification.
         match cloudflare.get(&cf_id).await {

@@ -1,7 +1,8 @@
-//! A fixed-window rate limiter keyed by client IP, in memory. Enough for one control plane;
-//! windows are short, so the map is pruned as it is used.
+//! A fixed-window rate limiter keyed by client IP (or another key, such as a user id), in
+//! memory. Enough for one control plane; windows are short, so the map is pruned as it is used.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,25 +10,25 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     limit: u32,
     window: Duration,
-    hits: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    hits: Mutex<HashMap<K, (Instant, u32)>>,
 }
 
-impl RateLimiter {
+impl<K: Eq + Hash> RateLimiter<K> {
     pub fn new(limit: u32, window: Duration) -> Self {
         Self { limit, window, hits: Mutex::new(HashMap::new()) }
     }
 
     /// Counts a hit; `Err(seconds to wait)` when over the limit.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+    pub fn check(&self, key: K) -> Result<(), u64> {
         let now = Instant::now();
         let Ok(mut hits) = self.hits.lock() else { return Ok(()) };
         if hits.len() > 10_000 {
             hits.retain(|_, (start, _)| now.duration_since(*start) < self.window);
         }
-        let entry = hits.entry(ip).or_insert((now, 0));
+        let entry = hits.entry(key).or_insert((now, 0));
         if now.duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }

@@ -290,3 +290,34 @@ async fn cloudflare_for_saas_registers_shows_refreshes_and_removes_custom_hostna
     assert!(err.contains("403") && err.contains("[10000] Authentication error"), "{err}");
     assert!(!err.contains("wrong-token-value"), "{err}");
 }
+
+#[tokio::test]
+async fn a_user_hammering_domain_verification_is_slowed_down() {
+    let dns = TestDns::start().await;
+    let resolver = dns.addr.to_string();
+    let cp = spawn_control_plane_with(move |c| {
+        c.single_machine = true;
+        c.domains.dns_resolver = resolver;
+    })
+    .await;
+    let user = cp.login("hammer@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("index.html", "hi")], "v1");
+    let (app, _) = user.deploy("Hammer", &repo.url()).await;
+    let (status, _) = add_domain(&user, app, "hammer.example.net").await;
+    assert_eq!(status, 201);
+    // 20 adds and verifications per user per minute; the add counted as one.
+    let mut statuses = Vec::new();
+    for _ in 0..21 {
+        let r =
+            user.post_json(&format!("/api/apps/{app}/domains/hammer.example.net/verify"), &json!({})).await;
+        let retry_after = r.headers().get("retry-after").is_some();
+        statuses.push((r.status().as_u16(), retry_after));
+    }
+    assert!(statuses[..19].iter().all(|s| *s == (422, false)), "{statuses:?}");
+    assert!(statuses[19..].iter().all(|s| *s == (429, true)), "{statuses:?}");
+    // Another user is not slowed down by this one.
+    let other = cp.login("calm@example.com").await;
+    let (other_app, _) = other.deploy("Calm", &repo.url()).await;
+    assert_eq!(add_domain(&other, other_app, "calm.example.net").await.0, 201);
+}

@@ -161,6 +161,25 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
+/// Deletes untagged images older than an hour (the last layers of builds that were killed or
+/// failed), 10 minutes after start and then daily. Tagged images (apps' versions) and the
+/// layers finished builds reuse are not dangling, so caching is untouched.
+async fn prune_dangling_images(podman: Podman, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(600);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let mut prune = podman.command_for(&["image", "prune", "-f", "--filter", "until=1h"]);
+        prune.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(false);
+        if !prune.status().await.is_ok_and(|s| s.success()) {
+            tracing::warn!("cannot prune old untagged images; trying again tomorrow");
+        }
+        wait = Duration::from_secs(24 * 3600);
+    }
+}
+
 /// Jobs in flight, by job id: the token that cancels each, and its attempt.
 type RunningJobs = std::collections::HashMap<i64, (CancellationToken, i32)>;
 
@@ -256,6 +275,7 @@ impl Agent {
         };
         let supervisor = self.pipeline.supervisor.clone();
         tokio::spawn(supervisor.run(self.config.deploy.instance.clone(), shutdown.child_token()));
+        tokio::spawn(prune_dangling_images(self.podman.clone(), shutdown.child_token()));
         tokio::spawn(monitor.run(shutdown.child_token()));
         self.start_edge(&shutdown).await;
         let mut jobs = JobQueue { tx, rx, running: RunningJobs::new() };
