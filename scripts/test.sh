@@ -7,7 +7,24 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 pgdir=$(mktemp -d /tmp/wisehosting-test-pg.XXXXXX)
-cleanup() { bash scripts/pg-temp.sh stop "$pgdir"; }
+started=$(date +%s)
+# Builds that tests cancel or kill leave buildah's working containers (storage only, no
+# process) and untagged last layers: remove those this run created.
+created_since() {
+  python3 -c 'import json, sys
+since = int(sys.argv[1])
+for c in json.load(sys.stdin) or []:
+    if c.get("State", "storage") == "storage" and int(c.get("Created", 0)) >= since:
+        print(c["Id"])' "$started"
+}
+remove_build_leftovers() {
+  export CONTAINERS_CONF=deploy/containers.conf
+  podman ps -a --external --format json 2>/dev/null | created_since |
+    xargs -r podman rm -f -- >/dev/null 2>&1 || true
+  podman images --filter dangling=true --format json 2>/dev/null | created_since |
+    xargs -r podman rmi -- >/dev/null 2>&1 || true
+}
+cleanup() { remove_build_leftovers; bash scripts/pg-temp.sh stop "$pgdir"; }
 trap cleanup EXIT
 WH_TEST_PG_URL=$(bash scripts/pg-temp.sh start "$pgdir")
 export WH_TEST_PG_URL

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wisehosting_testkit::worker::containers_conf;
-use wisehosting_testkit::{TestRepo, create_worker, spawn_control_plane_with, spawn_worker};
+use wisehosting_testkit::{
+    TestRepo, create_worker, page_containerfile, spawn_control_plane_with, spawn_worker,
+};
 
 const ROUNDS: usize = 20;
-const CONTAINERFILE: &str = "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo bench > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -58,7 +59,7 @@ async fn main() {
         .build()
         .expect("client");
     let repo = TestRepo::new();
-    repo.commit(&[("Containerfile", CONTAINERFILE)], "bench");
+    repo.commit(&[("Containerfile", &page_containerfile("bench"))], "bench");
 
     eprintln!("raw podman steps, {ROUNDS} rounds…");
     // The raw steps, by hand.

@@ -21,11 +21,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wisehosting_testkit::{TestDns, TestRepo, create_worker, spawn_control_plane_with, spawn_worker};
+use wisehosting_testkit::{TestDns, TestRepo, page_containerfile, spawn_platform};
 use wisehosting_worker::edge::{Edge, Table};
 
 const ROUTES: usize = 1000;
@@ -369,23 +368,11 @@ fn propagation() {
     runtime.block_on(async {
         let dns = TestDns::start().await;
         let resolver = dns.addr.to_string();
-        let cp = spawn_control_plane_with(move |c| {
-            c.single_machine = true;
-            c.domains.dns_resolver = resolver;
-        })
-        .await;
-        let w = create_worker(&cp, "bench-routing").await;
-        let agent = spawn_worker(&cp, &w, &cp.base_url);
-        assert!(agent.wait_for(Duration::from_secs(15), |s| s.connected.load(Ordering::Relaxed)).await);
-        let user = cp.login("bench@example.com").await;
+        let (_cp, agent, user) =
+            spawn_platform("bench-routing", "bench@example.com", move |c| c.domains.dns_resolver = resolver)
+                .await;
         let repo = TestRepo::new();
-        repo.commit(
-            &[(
-                "Containerfile",
-                "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo bench > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-            )],
-            "v1",
-        );
+        repo.commit(&[("Containerfile", &page_containerfile("bench"))], "v1");
         let (app, deployment) = user.deploy("Propagation", &repo.url()).await;
         assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
         let edge = agent.status.edge_addr().expect("edge");

@@ -65,7 +65,7 @@ impl FakeCloudflare {
         let shared = Shared { token: token.clone(), zone: zone_id.clone(), inner: Arc::default() };
         let router = axum::Router::new()
             .route("/client/v4/zones/{zone}/custom_hostnames", get(list).post(create))
-            .route("/client/v4/zones/{zone}/custom_hostnames/{id}", get(read).delete(remove))
+            .route("/client/v4/zones/{zone}/custom_hostnames/{id}", get(one).delete(one))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -187,23 +187,8 @@ async fn list(
     ok(Value::Array(inner.hostnames.values().cloned().collect()))
 }
 
-async fn read(
-    State(s): State<Shared>,
-    Path((zone, id)): Path<(String, String)>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = gate(&s, &method, format!("/zones/{zone}/custom_hostnames/{id}"), &headers, &zone) {
-        return r;
-    }
-    let inner = s.inner.lock().expect("state");
-    match inner.hostnames.get(&id) {
-        Some(value) => ok(value.clone()),
-        None => envelope_error(StatusCode::NOT_FOUND, 1436, "The custom hostname was not found."),
-    }
-}
-
-async fn remove(
+/// `GET` (read) or `DELETE` (remove) of one custom hostname.
+async fn one(
     State(s): State<Shared>,
     Path((zone, id)): Path<(String, String)>,
     method: Method,
@@ -213,8 +198,13 @@ async fn remove(
         return r;
     }
     let mut inner = s.inner.lock().expect("state");
-    match inner.hostnames.remove(&id) {
-        Some(_) => ok(json!({ "id": id })),
+    let found = if method == Method::DELETE {
+        inner.hostnames.remove(&id).map(|_| json!({ "id": id }))
+    } else {
+        inner.hostnames.get(&id).cloned()
+    };
+    match found {
+        Some(value) => ok(value),
         None => envelope_error(StatusCode::NOT_FOUND, 1436, "The custom hostname was not found."),
     }
 }

@@ -192,6 +192,39 @@ pub async fn spawn_control_plane() -> TestControlPlane {
     spawn_control_plane_with(|_| {}).await
 }
 
+/// A Containerfile on the local busybox base image whose httpd serves `body` (and a newline)
+/// at `/` on port 8080.
+pub fn page_containerfile(body: &str) -> String {
+    format!(
+        "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo '{body}' > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    )
+}
+
+/// The whole platform for one test: a control plane in single-machine mode (1 s heartbeats,
+/// then `adjust`), one real worker agent named `worker` connected to it, and `email` signed in.
+pub async fn spawn_platform(
+    worker: &str,
+    email: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> (TestControlPlane, SpawnedWorker, UserSession) {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+        adjust(c);
+    })
+    .await;
+    let w = create_worker(&cp, worker).await;
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
+    let connected = agent
+        .wait_for(std::time::Duration::from_secs(15), |s| {
+            s.connected.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .await;
+    assert!(connected, "the worker {worker} connects");
+    let user = cp.login(email).await;
+    (cp, agent, user)
+}
+
 /// Like [`spawn_control_plane`], with the config adjusted first.
 pub async fn spawn_control_plane_with(adjust: impl FnOnce(&mut Config)) -> TestControlPlane {
     spawn_control_plane_on(&fresh_database(true).await, adjust).await

@@ -46,6 +46,8 @@ pub struct DeploySettings {
     pub allow_local_repos: bool,
     /// Base image of the `static` preset (a busybox with `httpd`; `scripts/base-image.sh`).
     pub static_image: String,
+    /// How long a build may take; a longer one is stopped (with its `RUN` steps) and fails.
+    pub build_timeout_secs: u64,
     /// How long a new container may take to answer its first non-5xx response.
     pub health_timeout_secs: u64,
     /// How long the old container keeps serving after the switch before it is stopped.
@@ -61,6 +63,7 @@ impl Default for DeploySettings {
             instance: "wh".into(),
             allow_local_repos: false,
             static_image: "localhost/wisehosting/busybox:latest".into(),
+            build_timeout_secs: 600,
             health_timeout_secs: 60,
             drain_secs: 2,
             isolate_builds: true,
@@ -169,6 +172,13 @@ impl WorkerConfig {
                 path: "worker config".into(),
                 key: "deploy.instance".into(),
                 message: "use 1-20 lowercase letters and digits, starting with a letter".into(),
+            });
+        }
+        if self.deploy.build_timeout_secs == 0 {
+            return Err(WorkerConfigError::Bad {
+                path: "worker config".into(),
+                key: "deploy.build_timeout_secs".into(),
+                message: "must be at least 1 (the default is 600)".into(),
             });
         }
         if self.api_key.is_empty() {

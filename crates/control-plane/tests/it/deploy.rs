@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use wisehosting_testkit::{
     SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, eventually,
-    spawn_control_plane_with, spawn_worker,
+    spawn_control_plane_with, spawn_platform, spawn_worker,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -29,19 +29,7 @@ async fn fetch(port: i64) -> String {
 /// A control plane in single-machine mode, a real agent connected to it, a signed-in user and
 /// an empty repository.
 async fn platform(worker: &str, email: &str) -> (TestControlPlane, SpawnedWorker, UserSession, TestRepo) {
-    let cp = spawn_control_plane_with(|c| {
-        c.single_machine = true;
-        c.heartbeat_interval_secs = 1;
-    })
-    .await;
-    let w = create_worker(&cp, worker).await;
-    let agent = spawn_worker(&cp, &w, &cp.base_url);
-    assert!(
-        agent
-            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
-            .await
-    );
-    let user = cp.login(email).await;
+    let (cp, agent, user) = spawn_platform(worker, email, |_| {}).await;
     (cp, agent, user, TestRepo::new())
 }
 
@@ -421,10 +409,13 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
     assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
     let port = app(&user, app_id).await["host_port"].as_i64().expect("port");
 
+    // The RUN step sleeps for a number of seconds no other process uses, to be found by it.
+    let seconds = 100_000 + rand::random::<u32>() % 800_000;
+    let step = format!("sleep {seconds}");
     repo.commit(
         &[(
             "Containerfile",
-            "FROM localhost/wisehosting/busybox:latest\nRUN echo slow-build-started && sleep 120\n",
+            &format!("FROM localhost/wisehosting/busybox:latest\nRUN echo slow-build-started && {step}\n"),
         )],
         "slow",
     );
@@ -452,6 +443,11 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
     let stopped =
         eventually(Duration::from_secs(10), POLL, || async { processes_mentioning(&tag).is_empty() }).await;
     assert!(stopped, "the build process was stopped: {:?}", processes_mentioning(&tag));
+    // Its RUN step too: a runc container in a session of its own, which a kill of podman
+    // alone would leave running.
+    let step_stopped =
+        eventually(Duration::from_secs(10), POLL, || async { processes_mentioning(&step).is_empty() }).await;
+    assert!(step_stopped, "the RUN step was stopped: {:?}", processes_mentioning(&step));
     assert_eq!(fetch(port).await.trim(), "stable", "the previous version still serves");
     let containers = agent.containers_of(app_id);
     assert_eq!(containers.len(), 1, "{containers:?}");
@@ -651,8 +647,43 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
             wisehosting_testkit::worker::remove_instance(&self.0);
             std::thread::sleep(Duration::from_secs(1));
             wisehosting_testkit::worker::remove_instance(&self.0);
+            // A killed worker's `podman build` runs on by itself and may still commit a layer:
+            // wait (bounded) until no podman process of this instance is left.
+            for _ in 0..30 {
+                let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                        let text = String::from_utf8_lossy(&c);
+                        text.starts_with("podman") && text.contains(&self.0)
+                    })
+                });
+                if !busy {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            // A build killed half-way leaves its last layer untagged; this test's layers carry
+            // its label.
+            let podman = || {
+                let mut cmd = std::process::Command::new("podman");
+                cmd.env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf());
+                cmd
+            };
+            if let Ok(out) = podman()
+                .args(["images", "-q", "--filter"])
+                .arg(format!("label=wisehosting.test={}", self.0))
+                .output()
+            {
+                let ids: Vec<String> =
+                    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+                if !ids.is_empty() {
+                    let _ = podman().arg("rmi").arg("--").args(&ids).output();
+                }
+            }
         }
     }
+    // This test's images carry a label of their own, so what killed builds leave is found.
+    let containerfile =
+        |body: &str| containerfile(body).replacen('\n', &format!("\nLABEL wisehosting.test={instance}\n"), 1);
     let _cleanup = Cleanup(instance.clone());
     let mut worker = WorkerProcess::start(&config);
     let user = cp.login("kill@example.com").await;

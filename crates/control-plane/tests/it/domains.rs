@@ -2,7 +2,6 @@
 //! verification against a local DNS server, routing through the edge router only once
 //! verified, audit rows, and Cloudflare for SaaS against a local stand-in of its API.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -11,8 +10,8 @@ use wisehosting_control_plane::cloudflare::Cloudflare;
 use wisehosting_control_plane::config::CloudflareConfig;
 use wisehosting_control_plane::dns::{DnsError, TxtResolver};
 use wisehosting_testkit::{
-    FakeCloudflare, SpawnedWorker, TestDns, TestRepo, UserSession, create_worker, eventually,
-    spawn_control_plane_with, spawn_worker,
+    FakeCloudflare, SpawnedWorker, TestDns, TestRepo, UserSession, eventually, page_containerfile,
+    spawn_control_plane_with, spawn_platform,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -41,24 +40,10 @@ async fn verify(user: &UserSession, app: i64, hostname: &str) -> (u16, Value) {
 async fn a_custom_domain_is_routed_only_after_its_txt_record_verifies_and_belongs_to_one_app() {
     let dns = TestDns::start().await;
     let resolver = dns.addr.to_string();
-    let cp = spawn_control_plane_with(move |c| {
-        c.single_machine = true;
-        c.heartbeat_interval_secs = 1;
-        c.domains.dns_resolver = resolver;
-    })
-    .await;
-    let w = create_worker(&cp, "domains").await;
-    let agent = spawn_worker(&cp, &w, &cp.base_url);
-    assert!(agent.wait_for(Duration::from_secs(15), |s| s.connected.load(Ordering::Relaxed)).await);
-    let user = cp.login("owner@example.com").await;
+    let (cp, agent, user) =
+        spawn_platform("domains", "owner@example.com", move |c| c.domains.dns_resolver = resolver).await;
     let repo = TestRepo::new();
-    repo.commit(
-        &[(
-            "Containerfile",
-            "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo 'shop v1' > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-        )],
-        "v1",
-    );
+    repo.commit(&[("Containerfile", &page_containerfile("shop v1"))], "v1");
     let (app, deployment) = user.deploy("Shop", &repo.url()).await;
     assert_eq!(user.wait_deployment(deployment, LIMIT).await["status"], "running");
 

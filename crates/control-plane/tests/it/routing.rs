@@ -7,33 +7,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wisehosting_testkit::{
-    SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, eventually,
-    spawn_control_plane_with, spawn_worker,
+    SpawnedWorker, TestControlPlane, TestRepo, UserSession, eventually, page_containerfile, spawn_platform,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn containerfile(body: &str) -> String {
-    format!(
-        "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo '{body}' > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-    )
-}
 
 async fn platform(
     worker: &str,
     proxy_token: &str,
 ) -> (TestControlPlane, SpawnedWorker, UserSession, TestRepo) {
     let token = proxy_token.to_string();
-    let cp = spawn_control_plane_with(move |c| {
-        c.single_machine = true;
-        c.heartbeat_interval_secs = 1;
+    let (cp, agent, user) = spawn_platform(worker, &format!("{worker}@example.com"), move |c| {
         c.proxy.token = wisehosting_crypto::Secret::new(token);
     })
     .await;
-    let w = create_worker(&cp, worker).await;
-    let agent = spawn_worker(&cp, &w, &cp.base_url);
-    assert!(agent.wait_for(Duration::from_secs(15), |s| s.connected.load(Ordering::Relaxed)).await);
-    let user = cp.login(&format!("{worker}@example.com")).await;
     (cp, agent, user, TestRepo::new())
 }
 
@@ -55,7 +42,7 @@ async fn deploy(user: &UserSession, repo: &TestRepo, name: &str) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_router_serves_each_app_at_its_hostname_and_says_why_when_it_cannot() {
     let (cp, agent, user, repo) = platform("router", "proxy-token-0123456789").await;
-    repo.commit(&[("Containerfile", &containerfile("routed v1"))], "v1");
+    repo.commit(&[("Containerfile", &page_containerfile("routed v1"))], "v1");
     let client =
         reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
 
@@ -165,7 +152,7 @@ async fn the_edge_router_serves_each_app_at_its_hostname_and_says_why_when_it_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_redeploys_under_steady_traffic_drop_no_request() {
     let (_cp, agent, user, repo) = platform("steady", "").await;
-    repo.commit(&[("Containerfile", &containerfile("version 0"))], "v0");
+    repo.commit(&[("Containerfile", &page_containerfile("version 0"))], "v0");
     let (app, _) = deploy(&user, &repo, "steady").await;
     let edge = agent.status.edge_addr().expect("edge");
     let client =
@@ -209,7 +196,10 @@ async fn ten_redeploys_under_steady_traffic_drop_no_request() {
         }));
     }
     for round in 1..=10 {
-        repo.commit(&[("Containerfile", &containerfile(&format!("version {round}")))], &format!("v{round}"));
+        repo.commit(
+            &[("Containerfile", &page_containerfile(&format!("version {round}")))],
+            &format!("v{round}"),
+        );
         let d: Value = user
             .post_json(&format!("/api/apps/{app}/deployments"), &json!({}))
             .await
@@ -261,7 +251,7 @@ async fn real_traefik_routes_to_the_app_from_the_proxy_config() {
         .execute(&cp.db)
         .await
         .expect("wg ip");
-    repo.commit(&[("Containerfile", &containerfile("through traefik"))], "v1");
+    repo.commit(&[("Containerfile", &page_containerfile("through traefik"))], "v1");
     deploy(&user, &repo, "via-traefik").await;
 
     let dir = tempfile::tempdir().expect("dir");

@@ -44,30 +44,59 @@ pub fn is_public_ip(ip: IpAddr) -> bool {
     }
 }
 
-/// Runs a command, streaming stdout and stderr lines to the build log; returns the tail.
-async fn run_logged(mut cmd: Command, reporter: &Reporter, what: &str) -> Result<Vec<String>, String> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+/// How long a clone or fetch may take.
+const GIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs a command (a clone, a build), streaming stdout and stderr lines to the build log;
+/// returns the tail. It runs in a process group of its own; when the job is cancelled (this
+/// future dropped) or `limit` passes, the whole tree goes, the runc containers of `RUN` steps
+/// included ([`TreeGuard`](crate::runtime::tree::TreeGuard)).
+async fn run_logged(
+    mut cmd: Command,
+    reporter: &Reporter,
+    what: &str,
+    limit: Duration,
+) -> Result<Vec<String>, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
+    let mut guard = crate::runtime::tree::TreeGuard::new(child.id());
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(format!("cannot read the output of {what}"));
     };
     let mut rx = crate::runtime::output_lines(stdout, stderr, 256);
     let mut tail: Vec<String> = Vec::new();
-    let mut batch = Vec::new();
-    let mut last_flush = Instant::now();
-    while let Some(line) = rx.recv().await {
-        tail.push(line.clone());
-        if tail.len() > TAIL {
-            tail.remove(0);
+    let work = async {
+        let mut batch = Vec::new();
+        let mut last_flush = Instant::now();
+        while let Some(line) = rx.recv().await {
+            tail.push(line.clone());
+            if tail.len() > TAIL {
+                tail.remove(0);
+            }
+            batch.push(line);
+            if batch.len() >= 50 || last_flush.elapsed() > Duration::from_millis(250) {
+                reporter.build_log(std::mem::take(&mut batch)).await;
+                last_flush = Instant::now();
+            }
         }
-        batch.push(line);
-        if batch.len() >= 50 || last_flush.elapsed() > Duration::from_millis(250) {
-            reporter.build_log(std::mem::take(&mut batch)).await;
-            last_flush = Instant::now();
+        reporter.build_log(batch).await;
+        child.wait().await
+    };
+    let status = match tokio::time::timeout(limit, work).await {
+        Ok(status) => status.map_err(|e| format!("{what} did not finish: {e}"))?,
+        // The guard, dropped on return, stops the tree.
+        Err(_) => {
+            return Err(format!(
+                "{what} took longer than {} s and was stopped; make it faster, or raise the worker's limit",
+                limit.as_secs()
+            ));
         }
-    }
-    reporter.build_log(batch).await;
-    let status = child.wait().await.map_err(|e| format!("{what} did not finish: {e}"))?;
+    };
+    guard.disarm();
     if status.success() { Ok(tail) } else { Err(format!("{what} failed ({status}):\n{}", tail.join("\n"))) }
 }
 
@@ -193,7 +222,7 @@ impl Pipeline {
         clone.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
         clone.args(&protocols).args(["clone", "--depth", "1", "--no-tags", "--single-branch", "--branch"]);
         clone.arg(&payload.branch).arg("--").arg(&payload.repo_url).arg(src);
-        run_logged(clone, reporter, "git clone").await?;
+        run_logged(clone, reporter, "git clone", GIT_TIMEOUT).await?;
         if let Some(commit) = &payload.commit {
             let mut fetch = self.git(work);
             fetch.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
@@ -203,10 +232,10 @@ impl Pipeline {
                 .arg(src)
                 .args(["fetch", "--depth", "1", "origin", "--"])
                 .arg(commit);
-            run_logged(fetch, reporter, "git fetch of the commit").await?;
+            run_logged(fetch, reporter, "git fetch of the commit", GIT_TIMEOUT).await?;
             let mut checkout = self.git(work);
             checkout.arg("-C").arg(src).args(["checkout", "--detach", "FETCH_HEAD"]);
-            run_logged(checkout, reporter, "git checkout").await?;
+            run_logged(checkout, reporter, "git checkout", GIT_TIMEOUT).await?;
         }
         let mut head = self.git(work);
         head.arg("-C").arg(src).args(["rev-parse", "HEAD"]);
@@ -296,7 +325,8 @@ impl Pipeline {
             .arg(&iidfile)
             .arg("--")
             .arg(&src);
-        run_logged(build, reporter, "podman build").await?;
+        let limit = Duration::from_secs(self.settings.build_timeout_secs);
+        run_logged(build, reporter, "podman build", limit).await?;
         let image_id = tokio::fs::read_to_string(&iidfile)
             .await
             .map_err(|e| format!("the build left no image id: {e}"))?;

@@ -161,9 +161,11 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
-/// Deletes untagged images older than an hour (the last layers of builds that were killed or
-/// failed), 10 minutes after start and then daily. Tagged images (apps' versions) and the
-/// layers finished builds reuse are not dangling, so caching is untouched.
+/// Clears what stopped builds leave behind, 10 minutes after start and then daily: buildah's
+/// working containers (storage only, no process) older than an hour — no build runs that long
+/// (`deploy.build_timeout_secs`) — and untagged images older than an hour (the last layers of
+/// builds that were killed or failed). Tagged images (apps' versions) and the layers finished
+/// builds reuse are not dangling, so caching is untouched.
 async fn prune_dangling_images(podman: Podman, shutdown: CancellationToken) {
     let mut wait = Duration::from_secs(600);
     loop {
@@ -171,13 +173,39 @@ async fn prune_dangling_images(podman: Podman, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        wait = Duration::from_secs(24 * 3600);
+        let mut ps = podman.command_for(&["ps", "-a", "--external", "--format", "json"]);
+        ps.stderr(std::process::Stdio::null());
+        let listing = ps.output().await.map(|o| o.stdout).unwrap_or_default();
+        let hour_ago = chrono::Utc::now().timestamp() - 3600;
+        let stale = stale_build_containers(&listing, hour_ago);
+        if !stale.is_empty() {
+            let mut rm = podman.command_for(&["rm", "-f", "--"]);
+            rm.args(&stale)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(false);
+            let _ = rm.status().await;
+        }
         let mut prune = podman.command_for(&["image", "prune", "-f", "--filter", "until=1h"]);
         prune.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(false);
         if !prune.status().await.is_ok_and(|s| s.success()) {
             tracing::warn!("cannot prune old untagged images; trying again tomorrow");
         }
-        wait = Duration::from_secs(24 * 3600);
     }
+}
+
+/// Ids of buildah working containers (`State: storage`) created before `before` (unix
+/// seconds), from `podman ps -a --external --format json`.
+fn stale_build_containers(listing: &[u8], before: i64) -> Vec<String> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_slice(listing) else { return Vec::new() };
+    items
+        .iter()
+        .filter(|c| c["State"] == "storage" && c["Created"].as_i64().is_some_and(|t| t < before))
+        .filter_map(|c| {
+            c["Id"].as_str().filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit())).map(str::to_string)
+        })
+        .collect()
 }
 
 /// Jobs in flight, by job id: the token that cancels each, and its attempt.
@@ -665,4 +693,21 @@ fn host_capacity() -> CapacityBody {
         })
         .map_or(0, |kib| kib / 1024);
     CapacityBody { cpus, memory_mb }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_build_containers;
+
+    #[test]
+    fn only_old_buildah_working_containers_are_stale() {
+        let listing = br#"[
+            {"Id": "aa11", "State": "storage", "Created": 100},
+            {"Id": "bb22", "State": "storage", "Created": 5000},
+            {"Id": "cc33", "State": "running", "Created": 100},
+            {"Id": "--rm", "State": "storage", "Created": 100}
+        ]"#;
+        assert_eq!(stale_build_containers(listing, 1000), vec!["aa11".to_string()]);
+        assert!(stale_build_containers(b"null", 1000).is_empty());
+    }
 }

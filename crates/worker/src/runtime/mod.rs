@@ -4,6 +4,7 @@ pub mod firewall;
 pub mod monitor;
 pub mod podman;
 pub mod supervisor;
+pub mod tree;
 
 pub use podman::{AdminOutcome, Podman, admin_argv};
 pub use supervisor::Supervisor;
