@@ -744,6 +744,33 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_command_past_its_limit_is_stopped_with_its_whole_tree() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let reporter = Reporter::new(tx, &wisehosting_proto::messages::Job::default());
+        let seconds = 100_000 + rand::random::<u32>() % 800_000;
+        let mut cmd = Command::new("sh");
+        // The sleep runs in a session of its own, as a RUN step's container process does.
+        cmd.args(["-c", &format!("echo started; setsid sleep {seconds} & wait")]);
+        let err =
+            run_logged(cmd, &reporter, "the slow step", Duration::from_secs(1)).await.expect_err("too slow");
+        assert!(err.contains("the slow step took longer than 1 s and was stopped"), "{err}");
+        let needle = format!("sleep\0{seconds}");
+        let mut gone = false;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            gone = !std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+            });
+            if gone {
+                break;
+            }
+        }
+        assert!(gone, "the step's sleep outlived the limit");
+    }
+
     #[test]
     fn only_public_addresses_are_public() {
         for private in [
