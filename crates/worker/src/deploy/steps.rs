@@ -177,18 +177,24 @@ impl Pipeline {
             .env_remove("SSH_ASKPASS")
             .env_remove("GIT_CONFIG_PARAMETERS")
             .env_remove("GIT_CONFIG_COUNT");
+        // No proxy: git connects to the address the worker checked, itself.
+        for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+            cmd.env_remove(var);
+        }
         cmd
     }
 
-    /// Checks where a repository may be fetched from, before git connects.
-    async fn check_repo(&self, url: &str) -> Result<(), String> {
+    /// Checks where a repository may be fetched from, before git connects; for an `https://`
+    /// repository, the checked address git must then use (see [`git_network_config`]).
+    async fn check_repo(&self, url: &str) -> Result<Option<Pin>, String> {
         if let Some(rest) = url.strip_prefix("https://") {
-            let host = rest.split('/').next().unwrap_or_default();
-            if host.is_empty() || host.contains('@') {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.is_empty() || authority.contains('@') {
                 return Err("the repository URL has no plain host".into());
             }
-            let lookup = if host.contains(':') { host.to_string() } else { format!("{host}:443") };
-            let addrs: Vec<_> = tokio::net::lookup_host(lookup)
+            let (host, port) =
+                split_authority(authority).ok_or("the repository URL has a malformed host or port")?;
+            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
                 .await
                 .map_err(|e| format!("cannot resolve {host}: {e}"))?
                 .collect();
@@ -197,10 +203,10 @@ impl Pipeline {
                     "{host} resolves to a private or local address; repositories must be on the public internet"
                 ));
             }
-            return Ok(());
+            return Ok(Some(Pin { host, port, ip: addrs[0].ip() }));
         }
         if url.starts_with("file:///") && self.settings.allow_local_repos {
-            return Ok(());
+            return Ok(None);
         }
         Err("this worker only fetches https:// repositories (file:// in single-machine mode)".into())
     }
@@ -212,11 +218,8 @@ impl Pipeline {
         payload: &DeployPayload,
         reporter: &Reporter,
     ) -> Result<String, String> {
-        self.check_repo(&payload.repo_url).await?;
-        let mut protocols = vec!["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"];
-        if self.settings.allow_local_repos {
-            protocols.extend(["-c", "protocol.file.allow=always"]);
-        }
+        let pin = self.check_repo(&payload.repo_url).await?;
+        let protocols = git_network_config(pin.as_ref(), self.settings.allow_local_repos);
         let auth = payload.git_token.as_ref().and_then(|t| git_auth_env(&payload.repo_url, t.expose()));
         let mut clone = self.git(work);
         clone.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
@@ -660,6 +663,57 @@ impl Pipeline {
     }
 }
 
+/// The address an `https://` repository's host was checked at.
+#[derive(Debug, Clone, PartialEq)]
+struct Pin {
+    host: String,
+    port: u16,
+    ip: std::net::IpAddr,
+}
+
+/// `host[:port]` or `[v6][:port]` → (host, port); 443 by default.
+fn split_authority(authority: &str) -> Option<(String, u16)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => 443,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((authority.to_string(), 443)),
+    }
+    .filter(|(host, _)| !host.is_empty())
+}
+
+/// git's `-c` options for fetching: only `https://` (and `file://` where allowed); for an
+/// `https://` repository, the checked address pinned (`http.curloptResolve`, so a DNS answer
+/// that changes between the check and git's own lookup — rebinding — cannot send git to a
+/// private address) and redirects refused (they could lead to another host).
+fn git_network_config(pin: Option<&Pin>, allow_file: bool) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"].map(String::from).into();
+    if allow_file {
+        args.extend(["-c".into(), "protocol.file.allow=always".into()]);
+    }
+    if let Some(pin) = pin {
+        let address = match pin.ip {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        args.extend([
+            "-c".into(),
+            format!("http.curloptResolve={}:{}:{address}", pin.host, pin.port),
+            "-c".into(),
+            "http.followRedirects=false".into(),
+        ]);
+    }
+    args
+}
+
 /// The environment that gives git a repository token: an `Authorization` header scoped to
 /// the repository's own `https://` host (git's `GIT_CONFIG_*` variables), so the token is in
 /// neither argv nor a URL nor a file, and is not sent to another host. `None` for other URLs.
@@ -743,6 +797,30 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_is_pinned_to_the_checked_address_and_follows_no_redirect() {
+        let pin = Pin { host: "git.example.com".into(), port: 443, ip: "93.184.216.34".parse().expect("ip") };
+        let args = git_network_config(Some(&pin), false);
+        assert!(
+            args.contains(&"http.curloptResolve=git.example.com:443:93.184.216.34".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"http.followRedirects=false".to_string()));
+        assert!(!args.iter().any(|a| a.contains("file.allow")));
+        let v6 =
+            Pin { host: "git.example.com".into(), port: 8443, ip: "2606:4700::1111".parse().expect("ip") };
+        assert!(
+            git_network_config(Some(&v6), true)
+                .contains(&"http.curloptResolve=git.example.com:8443:[2606:4700::1111]".to_string())
+        );
+        assert!(git_network_config(None, true).contains(&"protocol.file.allow=always".to_string()));
+        assert_eq!(split_authority("git.example.com"), Some(("git.example.com".into(), 443)));
+        assert_eq!(split_authority("git.example.com:8443"), Some(("git.example.com".into(), 8443)));
+        assert_eq!(split_authority("[2606:4700::1111]:444"), Some(("2606:4700::1111".into(), 444)));
+        assert_eq!(split_authority("host:notaport"), None);
+        assert_eq!(split_authority(":443"), None);
+    }
 
     #[tokio::test]
     async fn a_command_past_its_limit_is_stopped_with_its_whole_tree() {
