@@ -25,6 +25,7 @@ use crate::jobs::dispatch::{self, Dispatcher};
 use crate::logbus::LogBus;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -63,6 +64,10 @@ impl App {
         }
         let shutdown = CancellationToken::new();
         let state = build_state(config, pool, shutdown.clone())?;
+        let version = state.sealer.active_version();
+        let persisted = store::key_usage::load(&state.db, version).await.map_err(DbError::from)?;
+        state.sealer.resume_seal_count(version, persisted);
+        tokio::spawn(flush_seal_counts(state.db.clone(), state.sealer.clone(), shutdown.clone()));
         state.hub.start().await.map_err(DbError::from)?;
         let dispatcher =
             Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
@@ -130,9 +135,34 @@ impl App {
         {
             tracing::warn!(error = %e, "internal API server ended with an error");
         }
+        save_seal_count(&state.db, &state.sealer).await;
         state.db.close().await;
         tracing::info!("control plane stopped");
         served.map_err(StartupError::Serve)
+    }
+}
+
+/// Persists the active key's seal count.
+async fn save_seal_count(db: &PgPool, sealer: &Sealer) {
+    let version = sealer.active_version();
+    if let Err(e) = store::key_usage::save(db, version, sealer.seal_count(version)).await {
+        tracing::warn!(error = %e, "cannot persist the key's seal count; it is tried again");
+    }
+}
+
+/// Persists the seal count every 30 s until shutdown (`App::run` saves it a last time).
+async fn flush_seal_counts(db: PgPool, sealer: Arc<Sealer>, shutdown: CancellationToken) {
+    let mut last = sealer.seal_count(sealer.active_version());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        let now = sealer.seal_count(sealer.active_version());
+        if now != last {
+            save_seal_count(&db, &sealer).await;
+            last = now;
+        }
     }
 }
 

@@ -111,6 +111,14 @@ impl Sealer {
         self
     }
 
+    /// Raises a key's counter to a persisted count (never lowers it), for a sealer already
+    /// shared.
+    pub fn resume_seal_count(&self, version: KeyVersion, count: u64) {
+        if let Some(key) = self.keys.get(&version) {
+            key.seals.fetch_max(count, Ordering::Relaxed);
+        }
+    }
+
     /// Lowers the seal limit (tests use it to reach exhaustion quickly).
     pub fn with_limit(mut self, limit: u64) -> Self {
         self.limit = limit;

@@ -4,6 +4,7 @@ pub mod apps;
 pub mod audit;
 pub mod domains;
 pub mod jobs;
+pub mod key_usage;
 pub mod routes;
 pub mod users;
 pub mod workers;

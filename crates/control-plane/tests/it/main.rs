@@ -10,6 +10,7 @@ mod dev;
 mod domains;
 mod faults;
 mod http;
+mod keys;
 mod migrations;
 mod queue;
 mod routing;
