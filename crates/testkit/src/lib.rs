@@ -27,7 +27,7 @@ pub use dns::TestDns;
 pub use proxy::CutProxy;
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
-    spawn_worker_with_secret,
+    spawn_worker_on_mesh, spawn_worker_with_secret,
 };
 
 use std::net::SocketAddr;

@@ -48,6 +48,10 @@ pub struct DeploySettings {
     pub static_image: String,
     /// How long a build may take; a longer one is stopped (with its `RUN` steps) and fails.
     pub build_timeout_secs: u64,
+    /// The worker's mesh address (its WireGuard IP, e.g. 10.50.0.2): app containers are
+    /// published there too, where a central proxy reaches them; unset, only on loopback (for
+    /// this worker's own edge router).
+    pub mesh_address: Option<std::net::IpAddr>,
     /// How long a new container may take to answer its first non-5xx response.
     pub health_timeout_secs: u64,
     /// How long the old container keeps serving after the switch before it is stopped.
@@ -64,6 +68,7 @@ impl Default for DeploySettings {
             allow_local_repos: false,
             static_image: "localhost/wisehosting/busybox:latest".into(),
             build_timeout_secs: 600,
+            mesh_address: None,
             health_timeout_secs: 60,
             drain_secs: 2,
             isolate_builds: true,

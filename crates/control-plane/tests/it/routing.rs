@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wisehosting_testkit::{
-    SpawnedWorker, TestControlPlane, TestRepo, UserSession, eventually, page_containerfile, spawn_platform,
+    SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, eventually, page_containerfile,
+    spawn_control_plane_with, spawn_platform, spawn_worker_on_mesh,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -245,9 +246,21 @@ async fn real_traefik_routes_to_the_app_from_the_proxy_config() {
         "WH_TRAEFIK_BIN names the Traefik binary; scripts/test.sh sets it (scripts/traefik.sh fetches it)",
     );
     let token = "traefik-proxy-token-0123456789";
-    let (cp, _agent, user, repo) = platform("traefik", token).await;
-    // The mesh address of this single machine is loopback, where the app's port is published.
-    sqlx::query("UPDATE workers SET wg_ip = '127.0.0.1' WHERE name = 'traefik'")
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+        c.proxy.token = wisehosting_crypto::Secret::new(token.to_string());
+    })
+    .await;
+    // The worker's mesh address stands in as 127.0.0.2 (only loopback exists here): the app
+    // is published there as well as on 127.0.0.1, and Traefik reaches it only through it.
+    let mesh: std::net::IpAddr = [127, 0, 0, 2].into();
+    let w = create_worker(&cp, "traefik").await;
+    let agent = spawn_worker_on_mesh(&cp, &w, &cp.base_url, mesh);
+    assert!(agent.wait_for(Duration::from_secs(15), |s| s.connected.load(Ordering::Relaxed)).await);
+    let user = cp.login("traefik@example.com").await;
+    let repo = TestRepo::new();
+    sqlx::query("UPDATE workers SET wg_ip = '127.0.0.2' WHERE name = 'traefik'")
         .execute(&cp.db)
         .await
         .expect("wg ip");

@@ -384,8 +384,7 @@ impl Pipeline {
             .arg(format!("{memory_mb}m"))
             .arg("--cpus")
             .arg(format!("{cpus}"))
-            .arg("-p")
-            .arg(format!("127.0.0.1:{host_port}:{port}"))
+            .args(publish_args(self.settings.mesh_address, host_port, port))
             .arg("--env-file")
             .arg(&env_file)
             .arg("--")
@@ -663,6 +662,21 @@ impl Pipeline {
     }
 }
 
+/// `-p` arguments: the container's port on loopback (the edge router's upstream, the health
+/// check) and, when the worker has a mesh address, there too at the same port (a central
+/// proxy's upstream, `http://<wg_ip>:<port>`).
+fn publish_args(mesh: Option<std::net::IpAddr>, host_port: u16, port: u16) -> Vec<String> {
+    let mut args = vec!["-p".to_string(), format!("127.0.0.1:{host_port}:{port}")];
+    match mesh {
+        Some(ip) if ip != std::net::IpAddr::from([127, 0, 0, 1]) => {
+            let address = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            args.extend(["-p".to_string(), format!("{address}:{host_port}:{port}")]);
+        }
+        _ => {}
+    }
+    args
+}
+
 /// The address an `https://` repository's host was checked at.
 #[derive(Debug, Clone, PartialEq)]
 struct Pin {
@@ -797,6 +811,17 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_are_published_on_loopback_and_on_the_mesh_address_when_there_is_one() {
+        assert_eq!(publish_args(None, 40001, 8080), ["-p", "127.0.0.1:40001:8080"]);
+        assert_eq!(
+            publish_args(Some("10.50.0.2".parse().expect("ip")), 40001, 8080),
+            ["-p", "127.0.0.1:40001:8080", "-p", "10.50.0.2:40001:8080"]
+        );
+        assert_eq!(publish_args(Some("127.0.0.1".parse().expect("ip")), 1, 2), ["-p", "127.0.0.1:1:2"]);
+        assert_eq!(publish_args(Some("fd00::2".parse().expect("ip")), 1, 2)[3], "[fd00::2]:1:2");
+    }
 
     #[test]
     fn git_is_pinned_to_the_checked_address_and_follows_no_redirect() {
