@@ -246,10 +246,14 @@ async fn real_traefik_routes_to_the_app_from_the_proxy_config() {
         "WH_TRAEFIK_BIN names the Traefik binary; scripts/test.sh sets it (scripts/traefik.sh fetches it)",
     );
     let token = "traefik-proxy-token-0123456789";
-    let cp = spawn_control_plane_with(|c| {
+    let dns = wisehosting_testkit::TestDns::start().await;
+    let resolver = dns.addr.to_string();
+    let cp = spawn_control_plane_with(move |c| {
         c.single_machine = true;
         c.heartbeat_interval_secs = 1;
         c.proxy.token = wisehosting_crypto::Secret::new(token.to_string());
+        c.domains.dns_resolver = resolver;
+        c.domains.allow_wildcards = true;
     })
     .await;
     // The worker's mesh address stands in as 127.0.0.2 (only loopback exists here): the app
@@ -265,7 +269,20 @@ async fn real_traefik_routes_to_the_app_from_the_proxy_config() {
         .await
         .expect("wg ip");
     repo.commit(&[("Containerfile", &page_containerfile("through traefik"))], "v1");
-    deploy(&user, &repo, "via-traefik").await;
+    let (app, _) = deploy(&user, &repo, "via-traefik").await;
+    // A verified wildcard domain: its HostRegexp rule must be one real Traefik accepts.
+    let added = user
+        .post_json(&format!("/api/apps/{app}/domains"), &json!({"hostname": "*.shops.example.org"}))
+        .await;
+    assert_eq!(added.status(), 201);
+    let added: Value = added.json().await.expect("json");
+    dns.set_txt(
+        "_wisehosting-challenge.shops.example.org",
+        &[added["verification"]["value"].as_str().expect("token")],
+    );
+    let verified =
+        user.post_json(&format!("/api/apps/{app}/domains/*.shops.example.org/verify"), &json!({})).await;
+    assert_eq!(verified.status(), 200);
 
     let dir = tempfile::tempdir().expect("dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -296,11 +313,32 @@ async fn real_traefik_routes_to_the_app_from_the_proxy_config() {
         }
     })
     .await;
+    let wildcard = eventually(Duration::from_secs(10), Duration::from_millis(200), || async {
+        match client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("host", "berlin.shops.example.org")
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => r.text().await.unwrap_or_default() == "through traefik\n",
+            _ => false,
+        }
+    })
+    .await;
+    let two_labels =
+        client.get(format!("http://127.0.0.1:{port}/")).header("host", "a.b.shops.example.org").send().await;
     let unknown =
         client.get(format!("http://127.0.0.1:{port}/")).header("host", "other.localhost").send().await;
+    // The edge router reads the same rule the same way.
+    let edge = agent.status.edge_addr().expect("edge");
+    let via_edge =
+        client.get(format!("http://{edge}/")).header("host", "berlin.shops.example.org").send().await;
     let _ = child.kill();
     let _ = child.wait();
     let traefik_log = std::fs::read_to_string(dir.path().join("traefik.log")).unwrap_or_default();
     assert!(served, "Traefik served the app from the proxy config; its log:\n{traefik_log}");
+    assert!(wildcard, "Traefik served the wildcard domain; its log:\n{traefik_log}");
+    assert_eq!(two_labels.expect("traefik answers").status(), 404, "a wildcard covers one label");
     assert_eq!(unknown.expect("traefik answers").status(), 404);
+    assert_eq!(via_edge.expect("edge answers").status(), 200);
 }
