@@ -301,30 +301,21 @@ async fn real_traefik_routes_to_the_app_from_the_proxy_config() {
         .expect("start traefik");
     let client =
         reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client");
-    let served = eventually(Duration::from_secs(30), Duration::from_millis(200), || async {
-        match client
-            .get(format!("http://127.0.0.1:{port}/"))
-            .header("host", "via-traefik.localhost")
-            .send()
+    // Traefik serves the app's page for `host`, within `limit` (it polls the config each second).
+    let serves = |host: &'static str, limit: u64| {
+        let client = client.clone();
+        async move {
+            eventually(Duration::from_secs(limit), Duration::from_millis(200), || async {
+                match client.get(format!("http://127.0.0.1:{port}/")).header("host", host).send().await {
+                    Ok(r) if r.status() == 200 => r.text().await.unwrap_or_default() == "through traefik\n",
+                    _ => false,
+                }
+            })
             .await
-        {
-            Ok(r) if r.status() == 200 => r.text().await.unwrap_or_default() == "through traefik\n",
-            _ => false,
         }
-    })
-    .await;
-    let wildcard = eventually(Duration::from_secs(10), Duration::from_millis(200), || async {
-        match client
-            .get(format!("http://127.0.0.1:{port}/"))
-            .header("host", "berlin.shops.example.org")
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 200 => r.text().await.unwrap_or_default() == "through traefik\n",
-            _ => false,
-        }
-    })
-    .await;
+    };
+    let served = serves("via-traefik.localhost", 30).await;
+    let wildcard = serves("berlin.shops.example.org", 10).await;
     let two_labels =
         client.get(format!("http://127.0.0.1:{port}/")).header("host", "a.b.shops.example.org").send().await;
     let unknown =
