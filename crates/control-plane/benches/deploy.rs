@@ -11,16 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wisehosting_testkit::worker::containers_conf;
 use wisehosting_testkit::{
-    TestRepo, create_worker, page_containerfile, spawn_control_plane_with, spawn_worker,
+    TestRepo, create_worker, page_containerfile, percentile, spawn_control_plane_with, spawn_worker,
 };
 
 const ROUNDS: usize = 20;
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i]
-}
 
 async fn first_200(client: &reqwest::Client, port: i64) {
     let url = format!("http://127.0.0.1:{port}/");

@@ -42,13 +42,7 @@ fn raise_fd_limit() -> u64 {
 
 /// RSS in bytes and CPU jiffies (user + system) of a process.
 fn proc_usage(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let rss_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
+    let rss_kib = wisehosting_testkit::proc_status_kib(pid, "VmRSS:");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();

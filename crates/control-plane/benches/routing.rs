@@ -24,7 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wisehosting_testkit::{TestDns, TestRepo, page_containerfile, spawn_platform};
+use wisehosting_testkit::{
+    TestDns, TestRepo, page_containerfile, percentile, proc_status_kib, spawn_platform,
+};
 use wisehosting_worker::edge::{Edge, Table};
 
 const ROUTES: usize = 1000;
@@ -45,15 +47,6 @@ fn wait_port(port: u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("nothing listens on {port}");
-}
-
-/// `VmRSS` or `VmHWM` of a process, in KiB.
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn pid_of(id: u32) -> nix::unistd::Pid {
@@ -222,7 +215,7 @@ fn main() {
     // The edge router in its own process: the worker's runtime with one thread, and a
     // current-thread runtime for comparison.
     let (router_port, mut router) = spawn_router(&table_path, "multi");
-    let router_rss_loaded = proc_kib(router.id(), "VmRSS:");
+    let router_rss_loaded = proc_status_kib(router.id(), "VmRSS:");
     let (current_port, mut current_router) = spawn_router(&table_path, "current");
 
     for port in [router_port, current_port, nginx_port, traefik_port] {
@@ -244,7 +237,7 @@ fn main() {
     let edge_current = wrk(current_port, TARGET_HOST);
     let nginx = wrk(nginx_port, TARGET_HOST);
     let traefik_load = wrk(traefik_port, TARGET_HOST);
-    let rss = |pid: u32| proc_kib(pid, "VmRSS:") as f64 / 1024.0;
+    let rss = |pid: u32| proc_status_kib(pid, "VmRSS:") as f64 / 1024.0;
     let nginx_worker = child_of(nginx_proxy.id());
     println!("| | requests/s | p50 | p99 | RSS after the run | errors |");
     println!("|---|---:|---:|---:|---:|---|");
@@ -291,7 +284,7 @@ fn main() {
     println!(
         "edge router RSS with {ROUTES} routes: {:.1} MB loaded and idle, {:.1} MB peak under load",
         router_rss_loaded as f64 / 1024.0,
-        proc_kib(router.id(), "VmHWM:") as f64 / 1024.0
+        proc_status_kib(router.id(), "VmHWM:") as f64 / 1024.0
     );
     println!(
         "ratios: edge/nginx requests/s {:.2}x, edge/Traefik {:.2}x",
@@ -356,12 +349,6 @@ fn answers_200(port: u16) -> bool {
     false
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i]
-}
-
 /// Route propagation through the whole platform: verify a domain, time the first 200.
 fn propagation() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
@@ -369,7 +356,11 @@ fn propagation() {
         let dns = TestDns::start().await;
         let resolver = dns.addr.to_string();
         let (_cp, agent, user) =
-            spawn_platform("bench-routing", "bench@example.com", move |c| c.domains.dns_resolver = resolver)
+            spawn_platform("bench-routing", "bench@example.com", move |c| {
+                c.domains.dns_resolver = resolver;
+                // Two domain changes a round, far more than a user may make by default.
+                c.domains.changes_per_minute = 10_000;
+            })
                 .await;
         let repo = TestRepo::new();
         repo.commit(&[("Containerfile", &page_containerfile("bench"))], "v1");

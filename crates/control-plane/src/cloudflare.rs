@@ -26,13 +26,6 @@ pub enum CloudflareError {
     Malformed(String),
 }
 
-impl CloudflareError {
-    /// True when the hostname is already gone (deleting it again is then done).
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, CloudflareError::Refused { status: 404, .. })
-    }
-}
-
 /// A DNS record Cloudflare wants published before it serves the hostname.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidationRecord {
@@ -108,8 +101,12 @@ impl Cloudflare {
         parse_custom_hostname(&result)
     }
 
+    /// Deletes a custom hostname; one already gone counts as deleted.
     pub async fn delete(&self, id: &str) -> Result<(), CloudflareError> {
-        self.call(reqwest::Method::DELETE, Some(id), None).await.map(|_| ())
+        match self.call(reqwest::Method::DELETE, Some(id), None).await {
+            Ok(_) | Err(CloudflareError::Refused { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn call(

@@ -61,11 +61,19 @@ pub struct DomainsConfig {
     pub dns_timeout_ms: u64,
     /// Accept `*.example.com` (one leading wildcard label) as a custom domain.
     pub allow_wildcards: bool,
+    /// Domain adds and verifications allowed per user per minute (each may ask DNS or
+    /// Cloudflare).
+    pub changes_per_minute: u32,
 }
 
 impl Default for DomainsConfig {
     fn default() -> Self {
-        Self { dns_resolver: String::new(), dns_timeout_ms: 2000, allow_wildcards: false }
+        Self {
+            dns_resolver: String::new(),
+            dns_timeout_ms: 2000,
+            allow_wildcards: false,
+            changes_per_minute: 20,
+        }
     }
 }
 

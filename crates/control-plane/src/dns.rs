@@ -5,7 +5,7 @@
 //! retries a lost datagram. Replies are parsed defensively: a malformed one is an error,
 //! never a panic.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,7 +88,7 @@ impl TxtResolver {
         let local: SocketAddr = if self.server.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
-            "[::]:0".parse().map_err(|_| self.malformed("address"))?
+            (Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let socket = UdpSocket::bind(local).await.map_err(io)?;
         socket.connect(self.server).await.map_err(io)?;

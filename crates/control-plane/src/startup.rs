@@ -189,7 +189,10 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     };
     let cloudflare =
         Cloudflare::from_config(&config.cloudflare).map_err(|e| StartupError::Cloudflare(e.to_string()))?;
+    let domain_limiter =
+        Arc::new(RateLimiter::new(config.domains.changes_per_minute, Duration::from_secs(60)));
     Ok(AppState {
+        domain_limiter,
         dns,
         cloudflare,
         db: pool,
@@ -200,7 +203,6 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         logbus,
         config: Arc::new(config),
         worker_auth_limiter,
-        domain_limiter: Arc::new(RateLimiter::new(20, Duration::from_secs(60))),
     })
 }
 

@@ -103,16 +103,8 @@ impl Sealer {
         Ok(Self { active, keys, limit: Self::MAX_SEALS_PER_KEY })
     }
 
-    /// Starts a key's counter at what was persisted, so the limit holds across restarts.
-    pub fn with_seal_count(self, version: KeyVersion, count: u64) -> Self {
-        if let Some(key) = self.keys.get(&version) {
-            key.seals.store(count, Ordering::Relaxed);
-        }
-        self
-    }
-
-    /// Raises a key's counter to a persisted count (never lowers it), for a sealer already
-    /// shared.
+    /// Raises a key's counter to what was persisted (never lowers it), so the limit holds
+    /// across restarts.
     pub fn resume_seal_count(&self, version: KeyVersion, count: u64) {
         if let Some(key) = self.keys.get(&version) {
             key.seals.fetch_max(count, Ordering::Relaxed);
@@ -282,7 +274,8 @@ mod tests {
         }
         assert_eq!(s.seal(b"v", AAD), Err(SealError::KeyExhausted(1)));
         assert_eq!(s.seal_count(1), 3);
-        let resumed = sealer().with_limit(3).with_seal_count(1, 3);
+        let resumed = sealer().with_limit(3);
+        resumed.resume_seal_count(1, 3);
         assert_eq!(resumed.seal(b"v", AAD), Err(SealError::KeyExhausted(1)));
     }
 

@@ -192,6 +192,22 @@ pub async fn spawn_control_plane() -> TestControlPlane {
     spawn_control_plane_with(|_| {}).await
 }
 
+/// The `p` quantile (0.0 to 1.0) of `samples`, for benchmarks' figures.
+pub fn percentile(samples: &mut [std::time::Duration], p: f64) -> std::time::Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 when unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A Containerfile on the local busybox base image whose httpd serves `body` (and a newline)
 /// at `/` on port 8080.
 pub fn page_containerfile(body: &str) -> String {

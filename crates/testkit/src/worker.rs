@@ -245,11 +245,7 @@ fn reap_orphans(instance: &str) {
         if known {
             continue;
         }
-        let _ = std::process::Command::new("runc")
-            .args(["--root", "/run/runc", "delete", "-f", &id])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        wisehosting_worker::runtime::tree::delete_runc_container(&id);
         if let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

@@ -79,10 +79,9 @@ impl Hostname {
         self.0.starts_with("*.")
     }
 
-    /// The name the verification TXT record is looked up under: `_wisehosting-challenge.`
-    /// before the hostname (before the name under the `*` for a wildcard).
+    /// The name the verification TXT record is looked up under (see [`challenge_name`]).
     pub fn challenge_name(&self) -> String {
-        format!("_wisehosting-challenge.{}", self.0.trim_start_matches("*."))
+        challenge_name(&self.0)
     }
 
     /// True when this name is `base` or lies under it (`x.base`, `*.base`).
@@ -100,6 +99,12 @@ impl fmt::Display for Hostname {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The name the verification TXT record of a (parsed, stored) hostname is looked up under:
+/// `_wisehosting-challenge.` before the hostname (before the name under the `*` for a wildcard).
+pub fn challenge_name(hostname: &str) -> String {
+    format!("_wisehosting-challenge.{}", hostname.trim_start_matches("*."))
 }
 
 fn looks_like_ipv4_with_port(text: &str) -> bool {

@@ -8,5 +8,5 @@ pub use app::{
     AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, InvalidInput, RepoUrl,
     parse_port,
 };
-pub use hostname::Hostname;
+pub use hostname::{Hostname, challenge_name};
 pub use name::{NameError, WorkerName, Zone};

@@ -21,7 +21,6 @@ use super::apps::{audit_user, own_app};
 use super::extract::CurrentUser;
 use crate::cloudflare::CloudflareError;
 use crate::domain::Hostname;
-use crate::hub::Outgoing;
 use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::App;
@@ -50,7 +49,8 @@ fn verification_token() -> String {
     format!("wisehosting-verify={}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
-/// At most 20 adds and verifications per user per minute: each may ask DNS or Cloudflare.
+/// At most `domains.changes_per_minute` adds and verifications per user: each may ask DNS or
+/// Cloudflare.
 fn limit(state: &AppState, user: &CurrentUser) -> Result<(), ApiError> {
     state.domain_limiter.check(user.id).map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
 }
@@ -58,7 +58,7 @@ fn limit(state: &AppState, user: &CurrentUser) -> Result<(), ApiError> {
 /// Tells the app's worker to fetch its routes now.
 fn routes_changed(state: &AppState, app: &App) {
     if let Some(worker) = app.worker_id {
-        let _ = state.hub.send(worker, Outgoing::of(&wisehosting_proto::messages::RoutesChanged {}));
+        state.hub.routes_changed(worker);
     }
 }
 
@@ -80,16 +80,6 @@ async fn add(
             format!("{hostname} is one of the platform's own app hostnames; use a domain you own"),
         ));
     }
-    if domains::app_of_hostname(&state.db, hostname.as_str()).await? == Some(app.id) {
-        return Err(ApiError::Conflict(format!("{hostname} is already a domain of this app")));
-    }
-    let plan = plans::plan("free");
-    if domains::count_for_app(&state.db, app.id).await? >= i64::from(plan.custom_domains) {
-        return Err(ApiError::Forbidden(format!(
-            "the {} plan allows {} custom domain(s) per app; remove one first",
-            plan.name, plan.custom_domains
-        )));
-    }
     let mut tx = state.db.begin().await?;
     let Some(mut row) = domains::insert(&mut *tx, app.id, hostname.as_str(), &verification_token()).await?
     else {
@@ -103,6 +93,14 @@ async fn add(
             )
         }));
     };
+    // Counted with the new row: over the plan's limit, the transaction rolls back.
+    let plan = plans::plan("free");
+    if domains::count_for_app(&mut *tx, app.id).await? > i64::from(plan.custom_domains) {
+        return Err(ApiError::Forbidden(format!(
+            "the {} plan allows {} custom domain(s) per app; remove one first",
+            plan.name, plan.custom_domains
+        )));
+    }
     if let Some(cloudflare) = &state.cloudflare {
         let custom = cloudflare.create(hostname.as_str()).await?;
         row = domains::set_cloudflare(&mut *tx, row.id, &custom).await?;
@@ -193,11 +191,7 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let (app, row) = own_domain(&state, &user, id, &hostname).await?;
     if let (Some(cloudflare), Some(cf_id)) = (&state.cloudflare, &row.cloudflare_id) {
-        match cloudflare.delete(cf_id).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+        cloudflare.delete(cf_id).await?;
     }
     let mut tx = state.db.begin().await?;
     domains::delete(&mut *tx, row.id).await?;
@@ -220,7 +214,6 @@ pub async fn forget_cloudflare_hostnames(state: &AppState, app_id: i64) {
     for row in rows {
         if let Some(cf_id) = &row.cloudflare_id
             && let Err(e) = cloudflare.delete(cf_id).await
-            && !e.is_not_found()
         {
             tracing::warn!(error = %e, hostname = %row.hostname, "cannot remove the Cloudflare custom hostname");
         }

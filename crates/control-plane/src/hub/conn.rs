@@ -167,14 +167,6 @@ impl Conn {
         }
     }
 
-    /// Tells the worker's edge router to fetch its routes now (after anything that may have
-    /// moved one); an unchanged table costs it a 304.
-    fn routes_changed(&self) {
-        let _ = self
-            .hub
-            .send(self.worker_id, super::Outgoing::of(&wisehosting_proto::messages::RoutesChanged {}));
-    }
-
     /// Checks and handles one text frame; `Err` ends the connection.
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         let frame =
@@ -212,7 +204,7 @@ impl Conn {
                 self.report(
                     crate::jobs::events::resync(&self.hub.inner.db, self.worker_id, &hello.containers).await,
                 );
-                self.routes_changed();
+                self.hub.routes_changed(self.worker_id);
             }
             WorkerMessage::Heartbeat(heartbeat) => self.hub.record_heartbeat(self.worker_id, heartbeat),
             WorkerMessage::AdminQueryReply(reply) => self.hub.complete_query(reply),
@@ -236,7 +228,7 @@ impl Conn {
             }
             WorkerMessage::JobResult(m) => {
                 self.report(crate::jobs::events::result(&self.hub.inner.db, self.worker_id, m).await);
-                self.routes_changed();
+                self.hub.routes_changed(self.worker_id);
             }
             WorkerMessage::Log(m) => {
                 let bus = self.hub.inner.logbus.clone();
@@ -244,7 +236,7 @@ impl Conn {
             }
             WorkerMessage::AppState(m) => {
                 self.report(crate::jobs::events::app_states(&self.hub.inner.db, self.worker_id, m).await);
-                self.routes_changed();
+                self.hub.routes_changed(self.worker_id);
             }
             // Per-app figures feed live stats and the usage recorder (later issues).
             WorkerMessage::AppStats(m) => self.hub.record_app_stats(self.worker_id, m),

@@ -208,6 +208,13 @@ impl Hub {
         tx.try_send(out).map_err(|_| HubError::Offline)
     }
 
+    /// Tells a worker's edge router to fetch its routes now (after anything that may have
+    /// moved one); an unchanged table costs it a 304. A worker that is not connected fetches
+    /// them when it comes back.
+    pub fn routes_changed(&self, worker_id: i64) {
+        let _ = self.send(worker_id, Outgoing::of(&wisehosting_proto::messages::RoutesChanged {}));
+    }
+
     /// Runs one of the five read-only podman commands on a worker and waits for its reply.
     pub async fn worker_query(
         &self,

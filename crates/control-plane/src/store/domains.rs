@@ -40,7 +40,7 @@ pub struct Domain {
 
 impl DomainRow {
     pub fn challenge_name(&self) -> String {
-        format!("_wisehosting-challenge.{}", self.hostname.trim_start_matches("*."))
+        crate::domain::challenge_name(&self.hostname)
     }
 
     pub fn view(&self) -> Domain {

@@ -655,13 +655,7 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
             // A killed worker's `podman build` runs on by itself and may still commit a layer:
             // wait (bounded) until no podman process of this instance is left.
             for _ in 0..30 {
-                let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                        let text = String::from_utf8_lossy(&c);
-                        text.starts_with("podman") && text.contains(&self.0)
-                    })
-                });
-                if !busy {
+                if !processes_mentioning(&self.0).iter().any(|c| c.starts_with("podman")) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(500));

@@ -74,7 +74,8 @@ pub struct Pipeline {
     pub supervisor: Arc<crate::runtime::Supervisor>,
     /// Counts finished retire-and-prune passes (tests and benchmarks wait on it).
     pub housekeeping_done: Arc<std::sync::atomic::AtomicU64>,
-    /// Retires and late clean-ups spawned by jobs, awaited when the agent shuts down.
+    /// Jobs in flight, and the retires and late clean-ups they spawn: awaited when the agent
+    /// shuts down.
     pub tasks: tokio_util::task::TaskTracker,
 }
 

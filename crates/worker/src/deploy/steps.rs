@@ -100,8 +100,8 @@ async fn run_logged(
     if status.success() { Ok(tail) } else { Err(format!("{what} failed ({status}):\n{}", tail.join("\n"))) }
 }
 
-/// Runs a command and returns its stdout; stderr's tail in the error.
-/// Runs a short command to its end and returns its stdout. Not killed when the caller is
+/// Runs a short command to its end and returns its stdout (stderr's tail in the error). Not
+/// killed when the caller is
 /// dropped (a cancelled job, a shutting-down agent): a `podman run`, `stop`, `rm` or `start`
 /// killed half-way can leave a container running that podman no longer knows.
 async fn run_quiet(mut cmd: Command, what: &str) -> Result<String, String> {
@@ -148,12 +148,11 @@ impl Pipeline {
     }
 
     /// The tags of the app's images on this worker.
-    async fn image_tags(&self, app_id: i64) -> (Vec<String>, String) {
+    async fn image_tags(&self, app_id: i64) -> Vec<ImageTag> {
         let repo = self.image_repo(app_id);
         let mut ls = self.podman.command_for(&["images", "--format", "json", "--filter"]);
         ls.arg(format!("reference={repo}"));
-        let text = run_quiet(ls, "podman images").await.unwrap_or_default();
-        (own_tags(&text, &repo).into_iter().map(|(_, tag)| tag).collect(), text)
+        own_tags(&run_quiet(ls, "podman images").await.unwrap_or_default(), &repo)
     }
 
     fn instance_filter(&self) -> String {
@@ -572,9 +571,7 @@ impl Pipeline {
     /// the rest, and podman deletes an image when its last tag goes. Without `-f`: an image a
     /// container still uses (one draining, say) stays until a later prune.
     pub(super) async fn prune_images(&self, app_id: i64, in_use: &str) {
-        let repo = self.image_repo(app_id);
-        let (_, listing) = self.image_tags(app_id).await;
-        let old = tags_to_prune(&listing, &repo, in_use, 3);
+        let old = tags_to_prune(&self.image_tags(app_id).await, in_use, 3);
         if !old.is_empty() {
             let mut rmi = self.podman.command_for(&["rmi", "--"]);
             rmi.args(&old);
@@ -617,7 +614,7 @@ impl Pipeline {
                 self.remove_containers(&ids).await;
                 // By tag, without -f: an image another app shares (the same build) only loses
                 // this app's tags.
-                let (tags, _) = self.image_tags(app_id).await;
+                let tags: Vec<String> = self.image_tags(app_id).await.into_iter().map(|t| t.name).collect();
                 if !tags.is_empty() {
                     let mut rmi = self.podman.command_for(&["rmi", "--"]);
                     rmi.args(&tags);
@@ -665,16 +662,17 @@ impl Pipeline {
 /// `-p` arguments: the container's port on loopback (the edge router's upstream, the health
 /// check) and, when the worker has a mesh address, there too at the same port (a central
 /// proxy's upstream, `http://<wg_ip>:<port>`).
-fn publish_args(mesh: Option<std::net::IpAddr>, host_port: u16, port: u16) -> Vec<String> {
+fn publish_args(mesh: Option<IpAddr>, host_port: u16, port: u16) -> Vec<String> {
     let mut args = vec!["-p".to_string(), format!("127.0.0.1:{host_port}:{port}")];
-    match mesh {
-        Some(ip) if ip != std::net::IpAddr::from([127, 0, 0, 1]) => {
-            let address = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
-            args.extend(["-p".to_string(), format!("{address}:{host_port}:{port}")]);
-        }
-        _ => {}
+    if let Some(ip) = mesh.filter(|ip| *ip != IpAddr::from([127, 0, 0, 1])) {
+        args.extend(["-p".to_string(), format!("{}:{host_port}:{port}", ip_literal(ip))]);
     }
     args
+}
+
+/// An address as it stands in `host:port` strings: IPv6 in brackets.
+fn ip_literal(ip: IpAddr) -> String {
+    if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
 }
 
 /// The address an `https://` repository's host was checked at.
@@ -682,7 +680,7 @@ fn publish_args(mesh: Option<std::net::IpAddr>, host_port: u16, port: u16) -> Ve
 struct Pin {
     host: String,
     port: u16,
-    ip: std::net::IpAddr,
+    ip: IpAddr,
 }
 
 /// `host[:port]` or `[v6][:port]` → (host, port); 443 by default.
@@ -714,13 +712,9 @@ fn git_network_config(pin: Option<&Pin>, allow_file: bool) -> Vec<String> {
         args.extend(["-c".into(), "protocol.file.allow=always".into()]);
     }
     if let Some(pin) = pin {
-        let address = match pin.ip {
-            std::net::IpAddr::V4(ip) => ip.to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        };
         args.extend([
             "-c".into(),
-            format!("http.curloptResolve={}:{}:{address}", pin.host, pin.port),
+            format!("http.curloptResolve={}:{}:{}", pin.host, pin.port, ip_literal(pin.ip)),
             "-c".into(),
             "http.followRedirects=false".into(),
         ]);
@@ -749,49 +743,49 @@ fn auth_header_env(base: &str, token: &str) -> [(String, String); 3] {
     ]
 }
 
-/// The names of `podman images --format json` output in `repo` (`repo:d<deployment>`), with
-/// their deployment, sorted and without repeats. Names of other repositories that share an
-/// image are left out.
-fn own_tags(images_json: &str, repo: &str) -> Vec<(i64, String)> {
+/// One tag of an app's image repository: `repo:d<deployment>`.
+#[derive(Debug, Clone, PartialEq)]
+struct ImageTag {
+    deployment: i64,
+    name: String,
+    image_id: String,
+}
+
+/// The tags in `repo` of `podman images --format json` output, oldest deployment first.
+/// Names of other repositories that share an image are left out.
+fn own_tags(images_json: &str, repo: &str) -> Vec<ImageTag> {
     let Ok(serde_json::Value::Array(images)) = serde_json::from_str::<serde_json::Value>(images_json) else {
         return Vec::new();
     };
     let prefix = format!("{repo}:d");
-    let mut tags: Vec<(i64, String)> = images
+    let prefix = prefix.as_str();
+    let mut tags: Vec<ImageTag> = images
         .iter()
-        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| {
-            let name = n.as_str()?;
-            let deployment = name.strip_prefix(&prefix)?.parse::<i64>().ok()?;
-            Some((deployment, name.to_string()))
+        .flat_map(|i| {
+            let image_id = i["Id"].as_str().unwrap_or_default().trim_start_matches("sha256:").to_string();
+            let names = i["Names"].as_array().cloned().unwrap_or_default();
+            names.into_iter().filter_map(move |n| {
+                let name = n.as_str()?;
+                let deployment = name.strip_prefix(prefix)?.parse::<i64>().ok()?;
+                Some(ImageTag { deployment, name: name.to_string(), image_id: image_id.clone() })
+            })
         })
         .collect();
-    tags.sort();
-    tags.dedup();
+    tags.sort_by(|a, b| (a.deployment, &a.name).cmp(&(b.deployment, &b.name)));
+    tags.dedup_by(|a, b| a.name == b.name);
     tags
 }
 
-/// The tags of `repo` to remove: all but the newest `keep` deployments' and those of the image
-/// in use.
-fn tags_to_prune(images_json: &str, repo: &str, in_use: &str, keep: usize) -> Vec<String> {
-    let Ok(serde_json::Value::Array(images)) = serde_json::from_str::<serde_json::Value>(images_json) else {
-        return Vec::new();
-    };
+/// The tags to remove: all but the newest `keep` deployments' and those of the image in use.
+fn tags_to_prune(tags: &[ImageTag], in_use: &str, keep: usize) -> Vec<String> {
     let in_use = in_use.trim_start_matches("sha256:");
-    let in_use_names: Vec<String> = images
-        .iter()
-        .filter(|i| i["Id"].as_str().is_some_and(|id| id.trim_start_matches("sha256:") == in_use))
-        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_string))
-        .collect();
-    let tags = own_tags(images_json, repo);
-    let mut newest: Vec<i64> = tags.iter().map(|(d, _)| *d).collect();
+    let mut newest: Vec<i64> = tags.iter().map(|t| t.deployment).collect();
     newest.sort_unstable_by(|a, b| b.cmp(a));
     newest.dedup();
     newest.truncate(keep);
-    tags.into_iter()
-        .filter(|(d, name)| !newest.contains(d) && !in_use_names.contains(name))
-        .map(|(_, name)| name)
+    tags.iter()
+        .filter(|t| !newest.contains(&t.deployment) && t.image_id != in_use)
+        .map(|t| t.name.clone())
         .collect()
 }
 
@@ -910,14 +904,14 @@ mod tests {
         ]"#;
         let repo = "localhost/x-app1";
         assert_eq!(
-            tags_to_prune(images, repo, "sha256:aaa7", 3),
+            tags_to_prune(&own_tags(images, repo), "sha256:aaa7", 3),
             vec!["localhost/x-app1:d1", "localhost/x-app1:d2"]
         );
         assert_eq!(
-            tags_to_prune(images, repo, "sha256:none", 3),
+            tags_to_prune(&own_tags(images, repo), "sha256:none", 3),
             vec!["localhost/x-app1:d1", "localhost/x-app1:d2", "localhost/x-app1:d7"]
         );
-        assert!(tags_to_prune("not json", repo, "x", 3).is_empty());
+        assert!(tags_to_prune(&own_tags("not json", repo), "x", 3).is_empty());
     }
 
     #[test]
@@ -928,10 +922,10 @@ mod tests {
             {"Id": "sha256:bbb", "Names": ["localhost/x-app1:d4", "localhost/x-app1:d5", "localhost/x-app1:d6"]}
         ]"#;
         assert_eq!(
-            tags_to_prune(images, "localhost/x-app1", "sha256:bbb", 3),
+            tags_to_prune(&own_tags(images, "localhost/x-app1"), "sha256:bbb", 3),
             vec!["localhost/x-app1:d1", "localhost/x-app1:d3"]
         );
-        let own: Vec<String> = own_tags(images, "localhost/x-app1").into_iter().map(|(_, t)| t).collect();
+        let own: Vec<String> = own_tags(images, "localhost/x-app1").into_iter().map(|t| t.name).collect();
         assert!(!own.iter().any(|t| t.contains("app12")), "{own:?}");
     }
 

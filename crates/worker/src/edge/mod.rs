@@ -17,6 +17,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +34,7 @@ pub const POLL_EVERY: Duration = Duration::from_secs(2);
 /// The router's shared state.
 pub struct Edge {
     table: RwLock<Arc<Table>>,
+    client: Client<HttpConnector, Incoming>,
     metrics: metrics::Registry,
     /// Requests in flight, by upstream `host:port`.
     inflight: Mutex<HashMap<String, usize>>,
@@ -46,8 +51,16 @@ impl std::fmt::Debug for Edge {
 
 impl Edge {
     pub fn new() -> Arc<Edge> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
         Arc::new(Edge {
             table: RwLock::new(Arc::new(Table::default())),
+            client,
             metrics: metrics::Registry::default(),
             inflight: Mutex::new(HashMap::new()),
             changed: Notify::new(),

@@ -1,25 +1,10 @@
-//! The proxying itself: one hyper HTTP/1.1 connection task per client, upgrades spliced byte
-//! for byte.
-//!
-//! Upstream connections are tied to the client connection that opened them (HAProxy's
-//! "safe" reuse): a client's keep-alive requests to one app go over one kept-alive upstream
-//! connection, driven in the client's own task. A request then costs no pool lock, no
-//! channel hop to another task and no cross-task wake-up, which is where a shared pool spends
-//! its time. An upstream connection that the app closed is replaced, and a request it never
-//! took is sent again on a fresh one; a route that moves gets a fresh connection to the new
-//! upstream, and the old one closes.
+//! The proxying itself: one hyper HTTP/1.1 connection task per client, each request sent to
+//! its app over a pooled keep-alive client, upgrades spliced byte for byte.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use hyper::client::conn::http1::SendRequest;
-use tokio::sync::mpsc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -39,98 +24,6 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// How long a client may take to send a request head, and an app to answer with one.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The upstream side of one client connection: its kept-alive connection (to one app at a
-/// time), and the queue through which new upstream connections reach the client's task to be
-/// driven there.
-struct Upstreams {
-    cached: Mutex<Option<(String, SendRequest<Incoming>)>>,
-    spawn: mpsc::UnboundedSender<Driven>,
-}
-
-impl Upstreams {
-    /// The kept-alive connection to `authority`, if it is still good.
-    fn take(&self, authority: &str) -> Option<SendRequest<Incoming>> {
-        let mut cached = self.cached.lock().ok()?;
-        match cached.take() {
-            Some((a, sender)) if a == authority && !sender.is_closed() => Some(sender),
-            _ => None,
-        }
-    }
-
-    fn keep(&self, authority: String, sender: SendRequest<Incoming>) {
-        if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some((authority, sender));
-        }
-    }
-
-    async fn connect(&self, authority: &str) -> Result<SendRequest<Incoming>, String> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let driven: Driven = Box::pin(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        self.spawn.send(driven).map_err(|_| "the client connection is closing".to_string())?;
-        Ok(sender)
-    }
-
-    /// Sends `req` to `authority`: on the kept-alive connection, or a fresh one; a request the
-    /// old connection did not take (the app closed it meanwhile) goes again on a fresh one.
-    async fn send(
-        &self,
-        authority: &str,
-        req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, SendRequest<Incoming>), String> {
-        let mut req = req;
-        let mut fresh = false;
-        let mut sender = match self.take(authority) {
-            Some(s) => s,
-            None => {
-                fresh = true;
-                self.connect(authority).await?
-            }
-        };
-        loop {
-            if sender.ready().await.is_ok() {
-                match sender.try_send_request(req).await {
-                    Ok(response) => return Ok((response, sender)),
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) if !fresh => req = unsent,
-                        _ => return Err(e.into_error().to_string()),
-                    },
-                }
-            } else if fresh {
-                return Err("the app closed the connection".into());
-            }
-            fresh = true;
-            sender = self.connect(authority).await?;
-        }
-    }
-}
-
-/// Drives the upstream connections of one client connection until it closes.
-async fn drive(mut incoming: mpsc::UnboundedReceiver<Driven>) {
-    let mut conns: FuturesUnordered<Driven> = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            next = incoming.recv() => match next {
-                Some(conn) => conns.push(conn),
-                None => break,
-            },
-            Some(()) = conns.next(), if !conns.is_empty() => {}
-        }
-    }
-    while conns.next().await.is_some() {}
-}
 
 pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
     loop {
@@ -149,11 +42,9 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown:
         let edge = edge.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let (spawn, incoming) = mpsc::unbounded_channel();
-            let upstreams = Arc::new(Upstreams { cached: Mutex::new(None), spawn });
             let service = service_fn(move |req| {
-                let (edge, upstreams) = (edge.clone(), upstreams.clone());
-                async move { Ok::<_, Infallible>(handle(edge, upstreams, req, peer).await) }
+                let edge = edge.clone();
+                async move { Ok::<_, Infallible>(handle(edge, req, peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -162,19 +53,11 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown:
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(conn);
-            // The upstream connections live in this task too; they end with the client's.
-            let driver = async {
-                drive(incoming).await;
-                std::future::pending::<()>().await;
-            };
-            tokio::pin!(driver);
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = driver.as_mut() => {}
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    let both = async { tokio::select! { _ = conn => {}, _ = driver => {} } };
-                    let _ = tokio::time::timeout(Duration::from_secs(5), both).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
                 }
             }
         });
@@ -262,12 +145,7 @@ fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     if connection_upgrade { headers.get(header::UPGRADE).cloned() } else { None }
 }
 
-async fn handle(
-    edge: Arc<Edge>,
-    upstreams: Arc<Upstreams>,
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
+async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let host = req
         .headers()
@@ -315,26 +193,17 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&host) {
         parts.headers.insert("x-forwarded-host", v);
     }
-    // An origin-form target: the upstream connection already names the app.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = path.parse() else {
+    let Ok(uri) = format!("http://{authority}{path}").parse() else {
         return page(StatusCode::BAD_REQUEST, "Bad request", "The request's path could not be forwarded.");
     };
     parts.uri = uri;
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&host)
-    {
-        parts.headers.insert(header::HOST, v);
-    }
     let upstream_request = Request::from_parts(parts, body);
 
     edge.inflight_add(&authority, 1);
-    let sent = tokio::time::timeout(UPSTREAM_TIMEOUT, upstreams.send(&authority, upstream_request)).await;
+    let sent = tokio::time::timeout(UPSTREAM_TIMEOUT, edge.client.request(upstream_request)).await;
     let response = match sent {
-        Ok(Ok((mut response, sender))) => {
-            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                upstreams.keep(authority.clone(), sender);
-            }
+        Ok(Ok(mut response)) => {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS
                 && let Some(client_upgrade) = client_upgrade
             {

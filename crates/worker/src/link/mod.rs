@@ -166,7 +166,7 @@ fn now_ms() -> i64 {
 /// (`deploy.build_timeout_secs`) — and untagged images older than an hour (the last layers of
 /// builds that were killed or failed). Tagged images (apps' versions) and the layers finished
 /// builds reuse are not dangling, so caching is untouched.
-async fn prune_dangling_images(podman: Podman, shutdown: CancellationToken) {
+async fn clear_build_leftovers(podman: Podman, shutdown: CancellationToken) {
     let mut wait = Duration::from_secs(600);
     loop {
         tokio::select! {
@@ -180,16 +180,9 @@ async fn prune_dangling_images(podman: Podman, shutdown: CancellationToken) {
         let hour_ago = chrono::Utc::now().timestamp() - 3600;
         let stale = stale_build_containers(&listing, hour_ago);
         if !stale.is_empty() {
-            let mut rm = podman.command_for(&["rm", "-f", "--"]);
-            rm.args(&stale)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(false);
-            let _ = rm.status().await;
+            podman.change(&["rm", "-f", "--"], &stale).await;
         }
-        let mut prune = podman.command_for(&["image", "prune", "-f", "--filter", "until=1h"]);
-        prune.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(false);
-        if !prune.status().await.is_ok_and(|s| s.success()) {
+        if !podman.change(&["image", "prune", "-f", "--filter", "until=1h"], &[]).await {
             tracing::warn!("cannot prune old untagged images; trying again tomorrow");
         }
     }
@@ -221,8 +214,6 @@ struct JobQueue {
 
 pub struct Agent {
     edge: Arc<crate::edge::Edge>,
-    /// The tasks of jobs in flight, awaited at shutdown.
-    job_tasks: tokio_util::task::TaskTracker,
     /// Fired by a `routes_changed` push: the edge router fetches its routes at once.
     routes_wake: Arc<tokio::sync::Notify>,
     pipeline: Arc<Pipeline>,
@@ -269,7 +260,6 @@ impl Agent {
         });
         Ok(Agent {
             edge,
-            job_tasks: tokio_util::task::TaskTracker::new(),
             routes_wake: Arc::new(tokio::sync::Notify::new()),
             pipeline,
             config,
@@ -303,7 +293,7 @@ impl Agent {
         };
         let supervisor = self.pipeline.supervisor.clone();
         tokio::spawn(supervisor.run(self.config.deploy.instance.clone(), shutdown.child_token()));
-        tokio::spawn(prune_dangling_images(self.podman.clone(), shutdown.child_token()));
+        tokio::spawn(clear_build_leftovers(self.podman.clone(), shutdown.child_token()));
         tokio::spawn(monitor.run(shutdown.child_token()));
         self.start_edge(&shutdown).await;
         let mut jobs = JobQueue { tx, rx, running: RunningJobs::new() };
@@ -313,13 +303,8 @@ impl Agent {
         for (token, _) in jobs.running.values() {
             token.cancel();
         }
-        self.job_tasks.close();
         self.pipeline.tasks.close();
-        let both = async {
-            self.job_tasks.wait().await;
-            self.pipeline.tasks.wait().await;
-        };
-        if tokio::time::timeout(Duration::from_secs(45), both).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(45), self.pipeline.tasks.wait()).await.is_err() {
             tracing::warn!("jobs and retires still running after 45 s; exiting anyway");
         }
     }
@@ -551,7 +536,7 @@ impl Agent {
                             tracing::info!(job_id = job.job_id, kind = %job.kind, app_id = job.app_id, "job received");
                             let pipeline = self.pipeline.clone();
                             let tx = jobs.tx.clone();
-                            self.job_tasks.spawn(async move {
+                            self.pipeline.tasks.spawn(async move {
                                 pipeline.run_job(job, tx, cancel.clone()).await;
                                 // Finished: the token marks the slot free.
                                 cancel.cancel();

@@ -50,6 +50,20 @@ impl Podman {
         cmd
     }
 
+    /// Runs a command that changes containers or images (`start`, `stop`, `rm`, `prune`) to
+    /// its end, output discarded; true when it succeeded. Never killed half-way, even when the
+    /// caller is dropped: a podman killed mid-change can leave a running container it no
+    /// longer knows.
+    pub async fn change(&self, args: &[&str], targets: &[String]) -> bool {
+        let mut cmd = self.command_for(args);
+        cmd.args(targets)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false);
+        cmd.status().await.is_ok_and(|s| s.success())
+    }
+
     /// A podman command whose output is captured.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.command_for(args);

@@ -142,15 +142,12 @@ impl Supervisor {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        let mut start = self.podman.command_for(&["start", "--"]);
-        start.arg(&id).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(false);
-        let ok = start.status().await.is_ok_and(|s| s.success());
+        let target = [id.clone()];
+        let ok = self.podman.change(&["start", "--"], &target).await;
         if stop.is_cancelled() {
             // Released while podman was starting it: the worker's own stop may have run
             // before this start, so stop it again.
-            let mut again = self.podman.command_for(&["stop", "-t", "5", "--"]);
-            again.arg(&id).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(false);
-            let _ = again.status().await;
+            self.podman.change(&["stop", "-t", "5", "--"], &target).await;
             return;
         }
         let Ok(mut state) = self.state.lock() else { return };

@@ -11,6 +11,18 @@ use std::path::Path;
 /// Where runc keeps its containers' state when run as root (podman's and buildah's default).
 const RUNC_ROOT: &str = "/run/runc";
 
+/// Kills and deletes a runc container by id (ids other than plain names are ignored).
+pub fn delete_runc_container(id: &str) {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return;
+    }
+    let _ = std::process::Command::new("runc")
+        .args(["--root", RUNC_ROOT, "delete", "--force", "--", id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 /// The parent of every process, from `/proc/<pid>/stat`.
 fn parents() -> HashMap<i32, i32> {
     let mut map = HashMap::new();
@@ -63,14 +75,7 @@ fn runc_containers_of(pids: &HashSet<i32>) -> Vec<String> {
 pub fn kill_tree(pgid: i32) {
     let below = descendants(pgid);
     for id in runc_containers_of(&below) {
-        if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            continue;
-        }
-        let _ = std::process::Command::new("runc")
-            .args(["--root", RUNC_ROOT, "delete", "--force", "--", &id])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        delete_runc_container(&id);
     }
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
     // Whatever of the tree is left (a step that changed its group) goes too.
