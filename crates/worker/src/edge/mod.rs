@@ -8,11 +8,14 @@
 //! Zero-downtime switches rest on [`Edge::wait_drained`]: the deploy pipeline stops an old
 //! container only once no route points at it and no request to it is in flight.
 
+mod chunked;
+mod fast;
 mod metrics;
+mod pages;
 mod proxy;
 pub mod table;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -31,10 +34,20 @@ use crate::link::AgentStatus;
 /// How often the table is fetched when no push arrives.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a client may take to send a request head, and an app to answer with one.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle upstream connections of the fast path: kept this long, this many per upstream.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+const POOL_PER_UPSTREAM: usize = 64;
+
 /// The router's shared state.
 pub struct Edge {
     table: RwLock<Arc<Table>>,
     client: Client<HttpConnector, Incoming>,
+    /// The fast path's idle upstream connections, by `host:port`, oldest first.
+    pool: Mutex<HashMap<String, VecDeque<(tokio::net::TcpStream, std::time::Instant)>>>,
     metrics: metrics::Registry,
     /// Requests in flight, by upstream `host:port`.
     inflight: Mutex<HashMap<String, usize>>,
@@ -61,6 +74,7 @@ impl Edge {
         Arc::new(Edge {
             table: RwLock::new(Arc::new(Table::default())),
             client,
+            pool: Mutex::new(HashMap::new()),
             metrics: metrics::Registry::default(),
             inflight: Mutex::new(HashMap::new()),
             changed: Notify::new(),
@@ -73,12 +87,40 @@ impl Edge {
         self.table.read().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Replaces the whole table at once.
+    /// Replaces the whole table at once; idle connections to upstreams it no longer uses
+    /// are closed.
     pub fn swap(&self, table: Table) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.retain(|authority, _| table.uses(authority));
+        }
         if let Ok(mut current) = self.table.write() {
             *current = Arc::new(table);
         }
         self.changed.notify_waiters();
+    }
+
+    /// The newest idle connection to `authority`; connections idle for too long are closed
+    /// on the way (the oldest are at the front, so one look there suffices).
+    fn pool_take(&self, authority: &str) -> Option<tokio::net::TcpStream> {
+        let mut pool = self.pool.lock().ok()?;
+        let idle = pool.get_mut(authority)?;
+        let (stream, since) = idle.pop_back()?;
+        let now = std::time::Instant::now();
+        while idle.front().is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE) {
+            idle.pop_front();
+        }
+        (now.duration_since(since) < POOL_IDLE).then_some(stream)
+    }
+
+    fn pool_put(&self, authority: &str, stream: tokio::net::TcpStream) {
+        let Ok(mut pool) = self.pool.lock() else { return };
+        let idle = match pool.get_mut(authority) {
+            Some(idle) => idle,
+            None => pool.entry(authority.to_string()).or_default(),
+        };
+        if idle.len() < POOL_PER_UPSTREAM {
+            idle.push_back((stream, std::time::Instant::now()));
+        }
     }
 
     fn inflight_add(&self, authority: &str, delta: isize) {

@@ -1,9 +1,12 @@
-//! The proxying itself: one hyper HTTP/1.1 connection task per client, each request sent to
-//! its app over a pooled keep-alive client, upgrades spliced byte for byte.
+//! The proxying itself: one task per client connection. Requests start on the fast path
+//! (`fast.rs`); a request it leaves alone hands the connection to hyper here, which sends each
+//! request to its app over a pooled keep-alive client and splices upgrades byte for byte.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,15 +18,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use super::Edge;
+use super::fast::{self, Outcome};
+use super::pages::Failure;
+use super::{Edge, HEADER_READ_TIMEOUT, UPSTREAM_TIMEOUT};
 
 type Body = BoxBody<Bytes, hyper::Error>;
-
-/// How long a client may take to send a request head, and an app to answer with one.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
     loop {
@@ -42,25 +44,96 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown:
         let edge = edge.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let edge = edge.clone();
-                async move { Ok::<_, Infallible>(handle(edge, req, peer).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            let mut stream = stream;
+            let work = async {
+                match fast::serve(&edge, &mut stream, peer, &stop).await {
+                    Outcome::Closed => {}
+                    Outcome::Handoff(read) => {
+                        let io = Rewind { read: read.freeze(), inner: stream };
+                        serve_with_hyper(edge.clone(), io, peer, stop.clone()).await;
+                    }
                 }
+            };
+            // Requests in flight at shutdown get 5 s to finish.
+            let grace = async {
+                stop.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            };
+            tokio::select! {
+                () = work => {}
+                () = grace => {}
             }
         });
+    }
+}
+
+/// Serves the rest of a connection with hyper: requests the fast path leaves alone.
+async fn serve_with_hyper(edge: Arc<Edge>, io: Rewind, peer: SocketAddr, stop: CancellationToken) {
+    let service = service_fn(move |req| {
+        let edge = edge.clone();
+        async move { Ok::<_, Infallible>(handle(edge, req, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A client connection whose first bytes were already read by the fast path.
+struct Rewind {
+    read: Bytes,
+    inner: tokio::net::TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -95,15 +168,10 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     response
 }
 
-/// A short HTML page that says what happened and whose fault it is.
-fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
-         <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{code} — {title}</h1>\
-         <p>{detail}</p><hr><small>WiseHosting edge router</small></body></html>\n",
-        code = status.as_u16()
-    );
-    let mut response = text(status, "text/html; charset=utf-8", body);
+/// The router's own page for `failure`.
+fn page(failure: Failure) -> Response<Body> {
+    let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = text(status, "text/html; charset=utf-8", failure.html());
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -119,6 +187,11 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// True for a hop-by-hop header's name (any case).
+pub(super) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
@@ -156,20 +229,10 @@ async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -
         .to_string();
     let table = edge.table();
     let Some(route) = table.lookup(&host).cloned() else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "No app here",
-            "No app on this platform answers to this hostname. Check the address; if it is your \
-             app's custom domain, verify the domain in the dashboard.",
-        );
+        return page(Failure::NoApp);
     };
     let Some(authority) = route.upstream.clone() else {
-        let response = page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "App not running",
-            "This app exists but is not running right now (stopped, crashed or not deployed yet). \
-             Its owner can start or redeploy it from the dashboard.",
-        );
+        let response = page(Failure::NotRunning);
         edge.metrics.record(&route.name, 503, started.elapsed());
         return response;
     };
@@ -195,7 +258,7 @@ async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("http://{authority}{path}").parse() else {
-        return page(StatusCode::BAD_REQUEST, "Bad request", "The request's path could not be forwarded.");
+        return page(Failure::BadRequest);
     };
     parts.uri = uri;
     let upstream_request = Request::from_parts(parts, body);
@@ -230,19 +293,9 @@ async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -
         }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, upstream = %authority, "upstream request failed");
-            page(
-                StatusCode::BAD_GATEWAY,
-                "The app did not answer",
-                "The platform reached this app's container but it did not answer properly \
-                 (it may be starting, crashing or not listening on its configured port). \
-                 Its owner can check the app's logs in the dashboard.",
-            )
+            page(Failure::BadGateway)
         }
-        Err(_) => page(
-            StatusCode::GATEWAY_TIMEOUT,
-            "The app took too long",
-            "The app did not start answering within 60 seconds. Its owner can check the app's logs.",
-        ),
+        Err(_) => page(Failure::Timeout),
     };
     edge.inflight_add(&authority, -1);
     edge.metrics.record(&route.name, response.status().as_u16(), started.elapsed());

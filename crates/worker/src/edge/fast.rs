@@ -1,0 +1,553 @@
+//! The router's own HTTP/1.1 path for the common case: a request without a body, in origin
+//! form, from an HTTP/1.1 client. It reads the head with `httparse`, writes a fresh head to
+//! the app (so the app sees the router's reading of the request, never the client's bytes),
+//! and relays the answer on an upstream connection the task owns while the request lasts —
+//! no channel, no second task. Anything else (a body, `Transfer-Encoding`, an upgrade,
+//! `Expect`, HTTP/1.0, an absolute or `*` target, more than 64 headers, a `Connection`
+//! header naming other headers) hands the connection, with what was read of it, to hyper in
+//! `proxy.rs`, which handles the full protocol.
+//!
+//! Request smuggling: the head the app gets is re-serialised from the parsed request with
+//! CRLF line ends, and no body bytes follow it; a request whose framing is not "no body" is
+//! never read here. An app's response must be framed plainly (one `Content-Length`, or
+//! `Transfer-Encoding` ending in `chunked`, or read until close), else it is a 502 and the
+//! upstream connection is dropped.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::chunked::ChunkedEnd;
+use super::pages::Failure;
+use super::table::Route;
+use super::{Edge, HEADER_READ_TIMEOUT, UPSTREAM_TIMEOUT};
+
+/// The longest request or response head read.
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a client connection left the fast path.
+pub enum Outcome {
+    Closed,
+    /// Hyper serves the rest of the connection, starting with these bytes.
+    Handoff(BytesMut),
+}
+
+/// What a request head asks for.
+enum Prepared {
+    Partial,
+    Hyper,
+    Answer { consumed: usize, failure: Failure, route: Option<std::sync::Arc<Route>>, close: bool },
+    Forward(Forward),
+}
+
+/// A request to send on: its head is in the output buffer.
+struct Forward {
+    consumed: usize,
+    route: std::sync::Arc<Route>,
+    /// The client asked to close after this response.
+    close: bool,
+    /// A `HEAD` request: the answer has no body whatever its headers say.
+    head: bool,
+    /// Safe to send twice (RFC 9110 §9.2.2): retried once when a pooled connection was dead.
+    idempotent: bool,
+}
+
+/// How an app's response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// What an app's response head says.
+struct Answer {
+    consumed: usize,
+    status: u16,
+    framing: Framing,
+    /// The app keeps the connection open after this response.
+    upstream_keeps: bool,
+}
+
+/// Serves `client` until it closes, errs, `stop` fires between requests, or a request needs
+/// hyper.
+pub async fn serve(
+    edge: &Edge,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    stop: &CancellationToken,
+) -> Outcome {
+    let peer_ip = peer.ip().to_string();
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut ubuf = BytesMut::with_capacity(16 * 1024);
+    // One wait for the stop for the whole connection, not one registration per request.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
+    loop {
+        let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+        let prepared = loop {
+            if !inbuf.is_empty() {
+                out.clear();
+                // The table as it is when the head is complete, not when the wait began.
+                match prepare(&inbuf, &edge.table(), &peer_ip, &mut out) {
+                    Prepared::Partial => {}
+                    other => break other,
+                }
+                if inbuf.len() >= MAX_HEAD {
+                    break Prepared::Answer {
+                        consumed: inbuf.len(),
+                        failure: Failure::HeadTooLarge,
+                        route: None,
+                        close: true,
+                    };
+                }
+            }
+            if inbuf.capacity() - inbuf.len() < 1024 {
+                inbuf.reserve(4096);
+            }
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout_at(deadline, client.read_buf(&mut inbuf)) => read,
+                () = &mut stopped, if inbuf.is_empty() => return Outcome::Closed,
+            };
+            match read {
+                Ok(Ok(0) | Err(_)) | Err(_) => return Outcome::Closed,
+                Ok(Ok(_)) => {}
+            }
+        };
+        match prepared {
+            Prepared::Partial | Prepared::Hyper => return Outcome::Handoff(inbuf),
+            Prepared::Answer { consumed, failure, route, close } => {
+                inbuf.advance(consumed);
+                out.clear();
+                failure.write_response(close, &mut out);
+                if let Some(route) = route {
+                    edge.metrics.record(&route.name, failure.status(), Duration::ZERO);
+                }
+                if client.write_all(&out).await.is_err() || close {
+                    return Outcome::Closed;
+                }
+            }
+            Prepared::Forward(forward) => {
+                inbuf.advance(forward.consumed);
+                let Some(authority) = forward.route.upstream.as_deref() else { return Outcome::Closed };
+                edge.inflight_add(authority, 1);
+                let kept = exchange(edge, client, authority, &forward, &mut out, &mut ubuf).await;
+                edge.inflight_add(authority, -1);
+                if !kept || forward.close {
+                    return Outcome::Closed;
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            return Outcome::Closed;
+        }
+    }
+}
+
+fn is(name: &str, wanted: &str) -> bool {
+    name.eq_ignore_ascii_case(wanted)
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    value.trim_ascii()
+}
+
+/// Parses a request head at the start of `buf` and, when it can be forwarded here, writes the
+/// head for the app into `out`.
+fn prepare(buf: &[u8], table: &super::Table, peer_ip: &str, out: &mut Vec<u8>) -> Prepared {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let consumed = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Prepared::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Prepared::Hyper,
+        Err(_) => {
+            return Prepared::Answer {
+                consumed: buf.len(),
+                failure: Failure::BadRequest,
+                route: None,
+                close: true,
+            };
+        }
+    };
+    let (Some(method), Some(path), Some(1)) = (request.method, request.path, request.version) else {
+        return Prepared::Hyper;
+    };
+    if !path.starts_with('/') {
+        return Prepared::Hyper;
+    }
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    let mut close = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if is(name, "host") {
+            hosts += 1;
+            host = Some(trim(header.value));
+        } else if is(name, "content-length") {
+            if trim(header.value) != b"0" {
+                return Prepared::Hyper;
+            }
+        } else if is(name, "transfer-encoding") || is(name, "upgrade") || is(name, "expect") {
+            return Prepared::Hyper;
+        } else if is(name, "connection") {
+            for token in header.value.split(|b| *b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    return Prepared::Hyper;
+                }
+            }
+        }
+    }
+    let bad = |close| Prepared::Answer { consumed, failure: Failure::BadRequest, route: None, close };
+    if hosts > 1 {
+        return bad(true);
+    }
+    let Ok(host) = std::str::from_utf8(host.unwrap_or_default()) else { return bad(true) };
+    let Some(route) = table.lookup(host).cloned() else {
+        return Prepared::Answer { consumed, failure: Failure::NoApp, route: None, close };
+    };
+    if route.upstream.is_none() {
+        return Prepared::Answer { consumed, failure: Failure::NotRunning, route: Some(route), close };
+    }
+
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    for header in request.headers.iter() {
+        let name = header.name;
+        if is(name, "x-forwarded-for") {
+            forwarded_for.push(trim(header.value));
+            continue;
+        }
+        if is(name, "x-forwarded-proto") || is(name, "x-forwarded-host") || super::proxy::is_hop_by_hop(name)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for prior in forwarded_for.into_iter().filter(|p| !p.is_empty()) {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if !host.is_empty() {
+        out.extend_from_slice(b"X-Forwarded-Host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE");
+    Prepared::Forward(Forward { consumed, route, close, head: method == "HEAD", idempotent })
+}
+
+/// Parses an app's response head at the start of `buf`; when complete, writes the head for
+/// the client into `out`. `Err` when the head is malformed or its framing unclear.
+fn answer(
+    buf: &[u8],
+    head_request: bool,
+    close_client: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<Answer>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut response = httparse::Response::new(&mut headers);
+    let consumed = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return if buf.len() >= MAX_HEAD { Err(()) } else { Ok(None) },
+        Err(_) => return Err(()),
+    };
+    let (Some(version), Some(status)) = (response.version, response.code) else { return Err(()) };
+    if (100..200).contains(&status) {
+        // Informational answers (100, 103) are dropped; 101 was never asked for.
+        return if status == 101 {
+            Err(())
+        } else {
+            Ok(Some(Answer { consumed, status, framing: Framing::Empty, upstream_keeps: true }))
+        };
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut upstream_keeps = version == 1;
+    // Headers the app's `Connection` names as hop-by-hop.
+    let mut named: Vec<&[u8]> = Vec::new();
+    for header in response.headers.iter() {
+        if is(header.name, "content-length") {
+            let value = std::str::from_utf8(trim(header.value))
+                .ok()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
+            let Some(n) = value.and_then(|v| v.parse::<u64>().ok()) else { return Err(()) };
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        } else if is(header.name, "transfer-encoding") {
+            if chunked.is_some() {
+                return Err(());
+            }
+            let last = header.value.rsplit(|b| *b == b',').next().map(trim).unwrap_or_default();
+            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if is(header.name, "connection") {
+            for token in header.value.split(|b| *b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    upstream_keeps = false;
+                } else if !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        }
+    }
+    let framing = if head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) | (None, None) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    if framing == Framing::UntilClose {
+        upstream_keeps = false;
+    }
+    let close_client = close_client || framing == Framing::UntilClose;
+
+    // httparse reads exactly three digits.
+    let digits = [status / 100, status / 10 % 10, status % 10].map(|d| b'0' + (d as u8));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&digits);
+    out.push(b' ');
+    out.extend_from_slice(response.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in response.headers.iter() {
+        let name = header.name;
+        let keep_framing = is(name, "transfer-encoding") && framing == Framing::Chunked;
+        let drop_length = is(name, "content-length") && chunked.is_some();
+        let listed = named.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+        if (super::proxy::is_hop_by_hop(name) && !keep_framing) || drop_length || listed {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close_client {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(Answer { consumed, status, framing, upstream_keeps }))
+}
+
+/// Why no response head came from the app.
+#[derive(Debug, Clone, Copy)]
+enum Failed {
+    /// Before any byte of an answer: another connection may try again.
+    Early,
+    Late,
+    TimedOut,
+}
+
+async fn connect(authority: &str) -> Option<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await.ok()?.ok()?;
+    let _ = stream.set_nodelay(true);
+    Some(stream)
+}
+
+/// Sends the head in `request` on `upstream` and reads the answer's head into `ubuf`.
+async fn send(
+    upstream: &mut TcpStream,
+    request: &[u8],
+    ubuf: &mut BytesMut,
+    deadline: tokio::time::Instant,
+) -> Result<(), Failed> {
+    ubuf.clear();
+    if upstream.write_all(request).await.is_err() {
+        return Err(Failed::Early);
+    }
+    match tokio::time::timeout_at(deadline, upstream.read_buf(ubuf)).await {
+        Ok(Ok(0) | Err(_)) => Err(Failed::Early),
+        Ok(Ok(_)) => Ok(()),
+        Err(_) => Err(Failed::TimedOut),
+    }
+}
+
+/// One request's round trip to the app and the answer's relay to the client; false when the
+/// client connection must close.
+async fn exchange(
+    edge: &Edge,
+    client: &mut TcpStream,
+    authority: &str,
+    forward: &Forward,
+    out: &mut Vec<u8>,
+    ubuf: &mut BytesMut,
+) -> bool {
+    let started = Instant::now();
+    let (route, close) = (forward.route.name.as_str(), forward.close);
+    let request = std::mem::take(out);
+    let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
+    let mut pooled = edge.pool_take(authority);
+    let mut outcome = Err(Failed::Early);
+    let mut upstream = None;
+    for _ in 0..2 {
+        let reused = pooled.is_some();
+        let Some(mut stream) = (match pooled.take() {
+            Some(s) => Some(s),
+            None => connect(authority).await,
+        }) else {
+            break;
+        };
+        outcome = send(&mut stream, &request, ubuf, deadline).await;
+        upstream = Some(stream);
+        // A pooled connection the app closed meanwhile: once more on a fresh one.
+        if !(matches!(outcome, Err(Failed::Early)) && reused && forward.idempotent) {
+            break;
+        }
+    }
+    *out = request;
+    out.clear();
+    let (Ok(()), Some(mut upstream)) = (outcome, upstream) else {
+        let failure =
+            if matches!(outcome, Err(Failed::TimedOut)) { Failure::Timeout } else { Failure::BadGateway };
+        return answer_failure(edge, client, route, failure, close, started, out).await;
+    };
+
+    // The answer's head: informational ones skipped, more read as needed.
+    let parsed = loop {
+        match answer(ubuf, forward.head, close, out) {
+            Ok(Some(a)) if (100..200).contains(&a.status) => {
+                ubuf.advance(a.consumed);
+                out.clear();
+            }
+            Ok(Some(a)) => break Ok(a),
+            Ok(None) => {}
+            Err(()) => break Err(Failed::Late),
+        }
+        if ubuf.capacity() - ubuf.len() < 4096 {
+            ubuf.reserve(16 * 1024);
+        }
+        match tokio::time::timeout_at(deadline, upstream.read_buf(ubuf)).await {
+            Ok(Ok(0) | Err(_)) => break Err(Failed::Late),
+            Ok(Ok(_)) => {}
+            Err(_) => break Err(Failed::TimedOut),
+        }
+    };
+    let parsed = match parsed {
+        Ok(a) => a,
+        Err(failed) => {
+            out.clear();
+            let failure =
+                if matches!(failed, Failed::TimedOut) { Failure::Timeout } else { Failure::BadGateway };
+            return answer_failure(edge, client, route, failure, close, started, out).await;
+        }
+    };
+    edge.metrics.record(route, parsed.status, started.elapsed());
+    ubuf.advance(parsed.consumed);
+    let client_keeps = !close && parsed.framing != Framing::UntilClose;
+
+    let finished = relay(client, &mut upstream, parsed.framing, out, ubuf).await;
+    match finished {
+        Ok(()) => {
+            if parsed.upstream_keeps && ubuf.is_empty() {
+                edge.pool_put(authority, upstream);
+            }
+            client_keeps
+        }
+        Err(()) => false,
+    }
+}
+
+async fn answer_failure(
+    edge: &Edge,
+    client: &mut TcpStream,
+    route: &str,
+    failure: Failure,
+    close: bool,
+    started: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    edge.metrics.record(route, failure.status(), started.elapsed());
+    failure.write_response(close, out);
+    client.write_all(out).await.is_ok()
+}
+
+/// Sends the head in `out` and the body after it (its first bytes in `ubuf`) to the client.
+/// On success `ubuf` holds what the app sent beyond this response.
+async fn relay(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    framing: Framing,
+    out: &mut Vec<u8>,
+    ubuf: &mut BytesMut,
+) -> Result<(), ()> {
+    match framing {
+        Framing::Empty => client.write_all(out).await.map_err(drop),
+        Framing::Length(total) => {
+            let mut left = total;
+            let take = usize::try_from(left).unwrap_or(usize::MAX).min(ubuf.len());
+            out.extend_from_slice(&ubuf[..take]);
+            ubuf.advance(take);
+            left -= take as u64;
+            client.write_all(out).await.map_err(drop)?;
+            while left > 0 {
+                ubuf.clear();
+                ubuf.reserve(16 * 1024);
+                if upstream.read_buf(ubuf).await.map_err(drop)? == 0 {
+                    return Err(());
+                }
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(ubuf.len());
+                client.write_all(&ubuf[..take]).await.map_err(drop)?;
+                ubuf.advance(take);
+                left -= take as u64;
+            }
+            Ok(())
+        }
+        Framing::Chunked => {
+            let mut end = ChunkedEnd::default();
+            let mut first = true;
+            loop {
+                let done = end.feed(ubuf).map_err(drop)?;
+                let take = done.unwrap_or(ubuf.len());
+                if first {
+                    out.extend_from_slice(&ubuf[..take]);
+                    client.write_all(out).await.map_err(drop)?;
+                    first = false;
+                } else {
+                    client.write_all(&ubuf[..take]).await.map_err(drop)?;
+                }
+                ubuf.advance(take);
+                if done.is_some() {
+                    return Ok(());
+                }
+                ubuf.clear();
+                ubuf.reserve(16 * 1024);
+                if upstream.read_buf(ubuf).await.map_err(drop)? == 0 {
+                    return Err(());
+                }
+            }
+        }
+        Framing::UntilClose => {
+            out.extend_from_slice(ubuf);
+            ubuf.clear();
+            client.write_all(out).await.map_err(drop)?;
+            let _ = tokio::io::copy(upstream, client).await;
+            let _ = client.shutdown().await;
+            Ok(())
+        }
+    }
+}
