@@ -125,6 +125,7 @@ impl ChunkedEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn end_of(body: &[u8]) -> Result<Option<usize>, Malformed> {
         ChunkedEnd::default().feed(body)
@@ -161,5 +162,54 @@ mod tests {
         }
         let long_extension = format!("1;{}\r\n", "x".repeat(MAX_LINE + 1));
         assert_eq!(end_of(long_extension.as_bytes()), Err(Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn the_end_is_found_exactly_however_the_body_is_split(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..8),
+            extension in proptest::option::of("[a-z]{1,8}=[a-z0-9]{0,8}"),
+            trailers in proptest::collection::vec("[A-Za-z-]{1,12}: [ -~]{0,20}", 0..3),
+            upper in any::<bool>(),
+            cuts in proptest::collection::vec(0usize..4000, 0..6),
+        ) {
+            let mut body = Vec::new();
+            for chunk in &chunks {
+                let size = if upper { format!("{:X}", chunk.len()) } else { format!("{:x}", chunk.len()) };
+                body.extend_from_slice(size.as_bytes());
+                if let Some(ext) = &extension {
+                    body.extend_from_slice(format!(";{ext}").as_bytes());
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend_from_slice(chunk);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            for trailer in &trailers {
+                body.extend_from_slice(trailer.as_bytes());
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
+            cuts.push(body.len());
+            cuts.sort_unstable();
+            let mut scanner = ChunkedEnd::default();
+            let mut at = 0;
+            let mut found = None;
+            for cut in cuts {
+                if cut <= at {
+                    continue;
+                }
+                if let Some(n) = scanner.feed(&body[at..cut]).expect("well formed") {
+                    found = Some(at + n);
+                    break;
+                }
+                at = cut;
+            }
+            prop_assert_eq!(found, Some(end));
+        }
     }
 }

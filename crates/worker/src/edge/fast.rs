@@ -551,3 +551,124 @@ async fn relay(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn routed_table() -> super::super::Table {
+        let config = serde_json::json!({"http": {
+            "routers": {"app-1": {"rule": "Host(`a.localhost`)", "service": "app-1"}},
+            "services": {"app-1": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:1"}]}}}
+        }});
+        super::super::Table::from_traefik(&config).0
+    }
+
+    /// Checks what `prepare` made of `input`: a forwarded head is exactly one complete,
+    /// bodyless HTTP/1.1 request with the same method and target.
+    fn check(input: &[u8]) -> Result<(), TestCaseError> {
+        let mut out = Vec::new();
+        let prepared = prepare(input, &routed_table(), "127.0.0.1", &mut out);
+        if let Prepared::Forward(forward) = prepared {
+            prop_assert!(forward.consumed <= input.len());
+            let mut original_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut original = httparse::Request::new(&mut original_headers);
+            prop_assert!(matches!(original.parse(input), Ok(httparse::Status::Complete(_))));
+            // What was read as one request has no body: nothing after it belongs to it.
+            for header in original.headers.iter() {
+                prop_assert!(
+                    !header.name.eq_ignore_ascii_case("transfer-encoding"),
+                    "a framed body read as none"
+                );
+                if header.name.eq_ignore_ascii_case("content-length") {
+                    prop_assert_eq!(header.value.trim_ascii(), b"0");
+                }
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 3];
+            let mut sent = httparse::Request::new(&mut headers);
+            prop_assert_eq!(sent.parse(&out), Ok(httparse::Status::Complete(out.len())));
+            prop_assert_eq!(sent.method, original.method);
+            prop_assert_eq!(sent.path, original.path);
+            for header in sent.headers.iter() {
+                let name = header.name.to_ascii_lowercase();
+                prop_assert!(
+                    !["transfer-encoding", "connection", "upgrade", "expect"].contains(&name.as_str()),
+                    "{} forwarded",
+                    name
+                );
+                if name == "content-length" {
+                    prop_assert_eq!(header.value.trim_ascii(), b"0");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bodyless_requests_are_forwarded_and_everything_else_is_handed_over_or_refused() {
+        let kind = |input: &str| {
+            let mut out = Vec::new();
+            match prepare(input.as_bytes(), &routed_table(), "127.0.0.1", &mut out) {
+                Prepared::Partial => "partial".to_string(),
+                Prepared::Hyper => "hyper".to_string(),
+                Prepared::Answer { failure, .. } => failure.status().to_string(),
+                Prepared::Forward(_) => String::from_utf8_lossy(&out).to_string(),
+            }
+        };
+        let forwarded = kind(
+            "GET /x?y HTTP/1.1\r\nHost: a.localhost\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive\r\n\r\n",
+        );
+        assert_eq!(
+            forwarded,
+            "GET /x?y HTTP/1.1\r\nHost: a.localhost\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: a.localhost\r\n\r\n"
+        );
+        assert_eq!(kind("GET / HTTP/1.1\r\nHost: a.localhost\r\n"), "partial");
+        for handed_over in [
+            "POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a.localhost\r\n\r\n",
+            "GET http://a.localhost/ HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+        ] {
+            assert_eq!(kind(handed_over), "hyper", "{handed_over:?}");
+        }
+        assert_eq!(kind("GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b\r\n\r\n"), "400");
+        assert_eq!(kind("GET / HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n"), "404");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes_are_answered_handed_over_or_forwarded_as_one_bodyless_request(
+            input in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            check(&input)?;
+        }
+
+        #[test]
+        fn request_like_heads_are_forwarded_as_one_bodyless_request(
+            method in "GET|HEAD|POST|DELETE|OPTIONS|G\\x00T",
+            path in "/[!-~]{0,20}",
+            version in "HTTP/1\\.1|HTTP/1\\.1|HTTP/1\\.0",
+            headers in proptest::collection::vec(
+                (
+                    "Host|host|Content-Length|Transfer-Encoding|Connection|Upgrade|Expect|X-Forwarded-For|X-A|Te|Trailer",
+                    "a\\.localhost|0|5|chunked|close|keep-alive|Upgrade|x, close|[ -~]{0,10}",
+                ),
+                0..8,
+            ),
+            line_end in "\r\n|\n",
+        ) {
+            let mut input = format!("{method} {path} {version}{line_end}Host: a.localhost{line_end}");
+            for (name, value) in headers {
+                input.push_str(&format!("{name}: {value}{line_end}"));
+            }
+            input.push_str(&line_end);
+            input.push_str("GET /next HTTP/1.1\r\n\r\n");
+            check(input.as_bytes())?;
+        }
+    }
+}
