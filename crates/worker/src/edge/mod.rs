@@ -42,6 +42,17 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 const POOL_IDLE: Duration = Duration::from_secs(30);
 const POOL_PER_UPSTREAM: usize = 64;
 
+/// True unless an idle upstream connection was closed by the app (or sent something unasked).
+/// Apps close idle keep-alive connections after a few seconds (Node and uvicorn after 5 s,
+/// gunicorn after 2): a request written to such a connection would be lost, and one that is
+/// not idempotent cannot be sent again. Costs no system call while the socket has had no event.
+fn still_open(stream: &tokio::net::TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    matches!(stream.poll_peek(&mut cx, &mut buf), std::task::Poll::Pending)
+}
+
 /// The router's shared state.
 pub struct Edge {
     table: RwLock<Arc<Table>>,
@@ -99,17 +110,22 @@ impl Edge {
         self.changed.notify_waiters();
     }
 
-    /// The newest idle connection to `authority`; connections idle for too long are closed
-    /// on the way (the oldest are at the front, so one look there suffices).
+    /// The newest idle connection to `authority` that the app has not closed meanwhile;
+    /// connections idle for too long are closed on the way (the oldest are at the front, so
+    /// one look there suffices).
     fn pool_take(&self, authority: &str) -> Option<tokio::net::TcpStream> {
         let mut pool = self.pool.lock().ok()?;
         let idle = pool.get_mut(authority)?;
-        let (stream, since) = idle.pop_back()?;
         let now = std::time::Instant::now();
         while idle.front().is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE) {
             idle.pop_front();
         }
-        (now.duration_since(since) < POOL_IDLE).then_some(stream)
+        while let Some((stream, _)) = idle.pop_back() {
+            if still_open(&stream) {
+                return Some(stream);
+            }
+        }
+        None
     }
 
     fn pool_put(&self, authority: &str, stream: tokio::net::TcpStream) {
