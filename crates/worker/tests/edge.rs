@@ -13,6 +13,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wisehosting_worker::edge::{Edge, Table};
 
+/// An upstream on a free port that runs `handle` for each connection it accepts.
+async fn upstream_each<F, Fut>(handle: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    port
+}
+
 /// An upstream that answers every request with the request head it received, as text.
 async fn echo_upstream() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -97,6 +113,13 @@ async fn start_edge() -> (Arc<Edge>, String, String, CancellationToken) {
     (edge, base, metrics_url, stop)
 }
 
+/// An edge router with one route, `app-1`: `host` → `127.0.0.1:port`.
+async fn edge_routing(host: &str, port: u16) -> (Arc<Edge>, String, CancellationToken) {
+    let (edge, base, _, stop) = start_edge().await;
+    edge.swap(table(config(&[("app-1", host, Some(port))])));
+    (edge, base, stop)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -153,8 +176,7 @@ async fn requests_reach_the_app_named_by_host_with_forwarded_headers_and_clear_e
 #[tokio::test]
 async fn one_client_connection_is_kept_alive_across_requests_and_a_table_swap() {
     let (a, b) = (echo_upstream().await, echo_upstream().await);
-    let (edge, base, _, stop) = start_edge().await;
-    edge.swap(table(config(&[("app-1", "ka.localhost", Some(a))])));
+    let (edge, base, stop) = edge_routing("ka.localhost", a).await;
     let addr = base.trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     let mut answers = Vec::new();
@@ -215,22 +237,15 @@ async fn websocket_upgrades_pass_through_to_the_app() {
 #[tokio::test]
 async fn a_drain_waits_for_the_route_to_move_and_in_flight_requests_to_finish() {
     // An upstream that answers only after 500 ms.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let slow = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow")
-                    .await;
-            });
-        }
-    });
-    let (edge, base, _, stop) = start_edge().await;
-    edge.swap(table(config(&[("app-1", "slow.localhost", Some(slow))])));
+    let slow = upstream_each(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ =
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow").await;
+    })
+    .await;
+    let (edge, base, stop) = edge_routing("slow.localhost", slow).await;
     let upstream = format!("127.0.0.1:{slow}");
     assert!(!edge.wait_drained(&upstream, Duration::from_millis(100)).await, "still routed: not drained");
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
@@ -246,76 +261,74 @@ async fn a_drain_waits_for_the_route_to_move_and_in_flight_requests_to_finish() 
 
 /// An upstream that answers by path with one framing or another; counts its connections.
 async fn framing_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    buf.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
-                    let is_head = head.starts_with("HEAD ");
-                    let parts: Vec<Vec<u8>> = match path.as_str() {
-                        "/length" if is_head => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec()],
-                        "/length" => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()],
-                        "/chunked" => vec![
-                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel".to_vec(),
-                            b"lo\r\n6\r\n world\r\n0\r\nX-Done: yes\r\n\r\n".to_vec(),
-                        ],
-                        "/early" => vec![
-                            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".to_vec(),
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
-                        ],
-                        "/empty" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
-                        "/big" => {
-                            let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
-                            r.resize(r.len() + 1_048_576, b'x');
-                            vec![r]
-                        }
-                        "/named" => vec![
-                            b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\nok"
-                                .to_vec(),
-                        ],
-                        "/conflict" => {
-                            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec()]
-                        }
-                        "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec()],
-                        _ => vec![b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()],
-                    };
-                    for part in parts {
-                        if stream.write_all(&part).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+    let port = upstream_each(move |mut stream| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
-                    if path == "/close" || path == "/conflict" {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                buf.drain(..end + 4);
+                let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let is_head = head.starts_with("HEAD ");
+                let parts: Vec<Vec<u8>> = match path.as_str() {
+                    "/length" if is_head => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec()],
+                    "/length" => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()],
+                    "/chunked" => vec![
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel".to_vec(),
+                        b"lo\r\n6\r\n world\r\n0\r\nX-Done: yes\r\n\r\n".to_vec(),
+                    ],
+                    "/early" => vec![
+                        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".to_vec(),
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                    ],
+                    "/empty" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+                    "/big" => {
+                        let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+                        r.resize(r.len() + 1_048_576, b'x');
+                        vec![r]
+                    }
+                    "/named" => vec![
+                    b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\nok"
+                        .to_vec(),
+                ],
+                    "/conflict" => {
+                        vec![
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+                        ]
+                    }
+                    "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec()],
+                    _ => vec![b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()],
+                };
+                for part in parts {
+                    if stream.write_all(&part).await.is_err() {
                         return;
                     }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-            });
+                if path == "/close" || path == "/conflict" {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     (port, accepted)
 }
 
 #[tokio::test]
 async fn every_response_framing_is_relayed_whole_over_one_reused_upstream_connection() {
     let (up, accepted) = framing_upstream().await;
-    let (edge, base, _, stop) = start_edge().await;
-    edge.swap(table(config(&[("app-1", "frames.localhost", Some(up))])));
+    let (_edge, base, stop) = edge_routing("frames.localhost", up).await;
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
     let get = |path: &str| client.get(format!("{base}{path}")).header("host", "frames.localhost").send();
 
@@ -381,8 +394,7 @@ fn statuses(text: &str) -> Vec<u16> {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let up = echo_upstream().await;
-    let (edge, base, _, stop) = start_edge().await;
-    edge.swap(table(config(&[("app-1", "pipe.localhost", Some(up))])));
+    let (_edge, base, stop) = edge_routing("pipe.localhost", up).await;
     let mut stream =
         tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("connect");
     stream
@@ -404,41 +416,35 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 /// every request it gets.
 async fn recording_upstream() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
     use http_body_util::BodyExt;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let line = format!("{} {}", req.method(), req.uri().path());
-                            let body =
-                                req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                            log.lock().expect("log").push(format!("{line} {body}"));
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"seen")),
-                            ))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+    let port = upstream_each(move |stream| {
+        let log = log.clone();
+        async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let log = log.clone();
+                async move {
+                    let line = format!("{} {}", req.method(), req.uri().path());
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                    log.lock().expect("log").push(format!("{line} {body}"));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"seen"),
+                    )))
+                }
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
         }
-    });
+    })
+    .await;
     (port, seen)
 }
 
 #[tokio::test]
 async fn request_smuggling_attempts_never_put_an_unseen_request_before_the_app() {
     let (up, seen) = recording_upstream().await;
-    let (edge, base, _, stop) = start_edge().await;
-    edge.swap(table(config(&[("app-1", "h.localhost", Some(up))])));
+    let (_edge, base, stop) = edge_routing("h.localhost", up).await;
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: h.localhost\r\n\r\n";
     // (what is sent, the statuses the client gets, what the app sees)
     let cases: Vec<(String, Vec<u16>, Vec<String>)> = vec![
@@ -517,8 +523,7 @@ async fn request_smuggling_attempts_never_put_an_unseen_request_before_the_app()
 #[tokio::test]
 async fn an_oversized_head_gets_431_and_garbage_gets_400() {
     let up = echo_upstream().await;
-    let (edge, base, _, stop) = start_edge().await;
-    edge.swap(table(config(&[("app-1", "big.localhost", Some(up))])));
+    let (_edge, base, stop) = edge_routing("big.localhost", up).await;
     let addr = base.trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     let big = format!("GET / HTTP/1.1\r\nHost: big.localhost\r\nCookie: {}\r\n\r\n", "a".repeat(70 * 1024));
@@ -541,20 +546,14 @@ async fn an_oversized_head_gets_431_and_garbage_gets_400() {
 #[tokio::test]
 async fn a_pooled_connection_the_app_closed_is_replaced_without_an_error_even_for_a_post() {
     // An app that answers one request per connection and then hangs up without saying so.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                if matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
-                }
-            });
+    let port = upstream_each(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        if matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
         }
-    });
-    let (edge, base, _, stop) = start_edge().await;
-    edge.swap(table(config(&[("app-1", "flaky.localhost", Some(port))])));
+    })
+    .await;
+    let (_edge, base, stop) = edge_routing("flaky.localhost", port).await;
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
     for i in 0..20 {
         // A POST cannot be sent twice, so the dead connection must be noticed before it is used.
