@@ -21,9 +21,17 @@ pub struct TestDns {
 
 impl TestDns {
     pub async fn start() -> TestDns {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
-        let addr = udp.local_addr().expect("addr");
-        let tcp = TcpListener::bind(addr).await.expect("bind dns tcp on the same port");
+        // A free UDP port may be taken for TCP (by a client's ephemeral port, say): try others.
+        let mut attempt = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
+            let addr = udp.local_addr().expect("addr");
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, addr, tcp),
+                Err(_) if attempt < 50 => attempt += 1,
+                Err(e) => panic!("no port free for both UDP and TCP after 50 tries: {e}"),
+            }
+        };
         let records: Records = Arc::default();
         let stop = CancellationToken::new();
         let (r, s) = (records.clone(), stop.clone());
