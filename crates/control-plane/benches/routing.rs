@@ -38,6 +38,7 @@ const WRK_SECONDS: u32 = 5;
 const ROUNDS: usize = 5;
 const WRK_CONNECTIONS: u32 = 50;
 const PROPAGATION_ROUNDS: usize = 100;
+const IDLE_CONNECTIONS: usize = 3000;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -134,6 +135,44 @@ fn wrk(port: u16, host: &str) -> Load {
         p99: field("99%"),
         errors: if errors.is_empty() { "none".into() } else { errors },
     }
+}
+
+/// Opens [`IDLE_CONNECTIONS`] keep-alive connections to the proxy on `port`, one request on
+/// each, and keeps them open.
+fn open_idle_connections(port: u16) -> Vec<std::net::TcpStream> {
+    use std::io::Read;
+    let request = format!("GET / HTTP/1.1\r\nHost: {TARGET_HOST}\r\n\r\n");
+    let mut held = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        // The backend's answer is `ok` and a newline.
+        while !answer.ends_with(b"\r\n\r\nok\n") {
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "the proxy on {port} closed a connection: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        held.push(stream);
+    }
+    held
+}
+
+/// How much the RSS of `pid` grows per idle keep-alive connection to `port`, in KiB: for a
+/// first batch of [`IDLE_CONNECTIONS`], and for a second batch opened once the first has been
+/// idle for 3 s (past the edge router's 1 s buffer release, so freed memory can be reused).
+fn idle_kib_per_connection(port: u16, pid: u32) -> (f64, f64) {
+    let per_connection = |from: u64, to: u64| to.saturating_sub(from) as f64 / IDLE_CONNECTIONS as f64;
+    let before = proc_status_kib(pid, "VmRSS:");
+    let first = open_idle_connections(port);
+    std::thread::sleep(Duration::from_secs(3));
+    let after_first = proc_status_kib(pid, "VmRSS:");
+    let second = open_idle_connections(port);
+    std::thread::sleep(Duration::from_secs(3));
+    let after_second = proc_status_kib(pid, "VmRSS:");
+    drop((first, second));
+    (per_connection(before, after_first), per_connection(after_first, after_second))
 }
 
 /// A wrk latency figure (`653.00us`, `1.51ms`, `2.00s`) in milliseconds.
@@ -312,6 +351,22 @@ fn main() {
     println!("  edge/nginx requests/s {vs_nginx:.2}x ({nginx_rounds})");
     println!("  edge/Traefik requests/s {vs_traefik:.2}x ({traefik_rounds})");
     println!("  edge/nginx p99 {p99_vs_nginx:.2}x ({p99_rounds})");
+
+    println!(
+        "RSS growth per idle keep-alive connection (one request each, then idle 3 s), a first and then a second batch of {IDLE_CONNECTIONS}:"
+    );
+    for (name, port, pid) in [
+        ("edge router", router_port, router.id()),
+        (
+            "nginx (worker; allocates its 4,096-connection table at start)",
+            nginx_port,
+            child_of(nginx_proxy.id()),
+        ),
+        ("Traefik", traefik_port, traefik.id()),
+    ] {
+        let (first, second) = idle_kib_per_connection(port, pid);
+        println!("  {name}: {first:.1} KiB, then {second:.1} KiB");
+    }
 
     drop(router.stdin.take());
     let _ = router.wait();

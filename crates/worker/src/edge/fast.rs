@@ -30,6 +30,8 @@ use super::{Edge, HEADER_READ_TIMEOUT, UPSTREAM_TIMEOUT};
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client connection waits for its next request before its buffers are freed.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// How a client connection left the fast path.
 pub enum Outcome {
@@ -85,12 +87,18 @@ pub async fn serve(
     stop: &CancellationToken,
 ) -> Outcome {
     let peer_ip = peer.ip().to_string();
-    let mut inbuf = BytesMut::with_capacity(4096);
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
-    let mut ubuf = BytesMut::with_capacity(16 * 1024);
+    let mut inbuf = BytesMut::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut ubuf = BytesMut::new();
     // One wait for the stop for the whole connection, not one registration per request.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    // Buffers are given back while the connection waits for a next request for long
+    // ([`IDLE_RELEASE`]), so an idle keep-alive connection holds no buffer. The timer is armed
+    // once and left running across requests, not reset per request.
+    let idle = tokio::time::sleep(IDLE_RELEASE);
+    tokio::pin!(idle);
+    let mut armed = false;
     loop {
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
         let prepared = loop {
@@ -109,16 +117,34 @@ pub async fn serve(
                         close: true,
                     };
                 }
+            } else {
+                // Between requests: wait without holding a buffer.
+                let holding = inbuf.capacity() + out.capacity() + ubuf.capacity() > 0;
+                if holding && !armed {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_RELEASE);
+                    armed = true;
+                }
+                let ready = tokio::select! {
+                    biased;
+                    ready = tokio::time::timeout_at(deadline, client.readable()) => ready,
+                    () = &mut stopped => return Outcome::Closed,
+                    () = &mut idle, if armed => {
+                        armed = false;
+                        (inbuf, out, ubuf) = (BytesMut::new(), Vec::new(), BytesMut::new());
+                        continue;
+                    }
+                };
+                if !matches!(ready, Ok(Ok(()))) {
+                    return Outcome::Closed;
+                }
             }
-            if inbuf.capacity() - inbuf.len() < 1024 {
-                inbuf.reserve(4096);
+            // Small first buffers: most heads fit in 2 KiB, and an idle connection's pages count.
+            if inbuf.capacity() - inbuf.len() < 256 {
+                inbuf.reserve(2048);
             }
-            let read = tokio::select! {
-                biased;
-                read = tokio::time::timeout_at(deadline, client.read_buf(&mut inbuf)) => read,
-                () = &mut stopped, if inbuf.is_empty() => return Outcome::Closed,
-            };
-            match read {
+            // `read_buf`, not `try_read_buf`: only the former takes a short read as "drained"
+            // and waits for the next event instead of trying the socket again.
+            match tokio::time::timeout_at(deadline, client.read_buf(&mut inbuf)).await {
                 Ok(Ok(0) | Err(_)) | Err(_) => return Outcome::Closed,
                 Ok(Ok(_)) => {}
             }
@@ -377,6 +403,9 @@ async fn send(
     deadline: tokio::time::Instant,
 ) -> Result<(), Failed> {
     ubuf.clear();
+    if ubuf.capacity() < 2048 {
+        ubuf.reserve(4096);
+    }
     if upstream.write_all(request).await.is_err() {
         return Err(Failed::Early);
     }
@@ -438,7 +467,7 @@ async fn exchange(
             Ok(None) => {}
             Err(()) => break Err(Failed::Late),
         }
-        if ubuf.capacity() - ubuf.len() < 4096 {
+        if ubuf.capacity() - ubuf.len() < 1024 {
             ubuf.reserve(16 * 1024);
         }
         match tokio::time::timeout_at(deadline, upstream.read_buf(ubuf)).await {

@@ -50,7 +50,8 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown:
                     Outcome::Closed => {}
                     Outcome::Handoff(read) => {
                         let io = Rewind { read: read.freeze(), inner: stream };
-                        serve_with_hyper(edge.clone(), io, peer, stop.clone()).await;
+                        // Boxed: the rare hyper path does not make every connection's task larger.
+                        Box::pin(serve_with_hyper(edge.clone(), io, peer, stop.clone())).await;
                     }
                 }
             };
