@@ -565,3 +565,34 @@ async fn a_pooled_connection_the_app_closed_is_replaced_without_an_error_even_fo
     }
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_connection_idle_past_the_buffer_release_still_serves_requests_large_heads_too() {
+    let up = echo_upstream().await;
+    let (_edge, base, stop) = edge_routing("idle.localhost", up).await;
+    let mut stream =
+        tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("connect");
+    let mut answers = Vec::new();
+    for (round, cookie) in ["a".repeat(10), "b".repeat(3000), "c".repeat(10)].iter().enumerate() {
+        if round > 0 {
+            // Past the 1 s after which an idle connection's buffers are given back.
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+        }
+        let request = format!("GET /{round} HTTP/1.1\r\nHost: idle.localhost\r\nCookie: {cookie}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 8192];
+        while !String::from_utf8_lossy(&answer).contains(cookie.as_str()) {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("answer in time")
+                .expect("read");
+            assert!(n > 0, "closed after round {round}");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        answers.push(String::from_utf8_lossy(&answer).to_string());
+    }
+    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200")), "{answers:?}");
+    assert!(answers[1].contains("GET /1 HTTP/1.1"), "the 3 KiB head arrived whole");
+    stop.cancel();
+}
