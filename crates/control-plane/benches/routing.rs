@@ -229,13 +229,13 @@ fn main() {
 
     // The backend: nginx answering `ok` with keep-alive.
     let backend = free_port();
-    let mut backend_nginx = start_nginx(
+    let backend_nginx = Stopped(start_nginx(
         &dir.path().join("backend"),
         &nginx_conf(
             &dir.path().join("backend"),
             &format!("  server {{ listen 127.0.0.1:{backend}; location / {{ return 200 \"ok\\n\"; }} }}"),
         ),
-    );
+    ));
     wait_port(backend);
     let table = traefik_table(backend);
     let table_path = dir.path().join("table.yaml");
@@ -251,8 +251,8 @@ fn main() {
             "  server {{ listen 127.0.0.1:{nginx_port}; server_name app-{i}.bench.test; location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}\n"
         ));
     }
-    let mut nginx_proxy =
-        start_nginx(&dir.path().join("proxy"), &nginx_conf(&dir.path().join("proxy"), &servers));
+    let nginx_proxy =
+        Stopped(start_nginx(&dir.path().join("proxy"), &nginx_conf(&dir.path().join("proxy"), &servers)));
     wait_port(nginx_port);
 
     // Traefik, one OS thread for Go code, the same 1,000 routes from a file.
@@ -262,13 +262,15 @@ fn main() {
         table_path.display()
     );
     std::fs::write(dir.path().join("traefik.yml"), static_config).expect("write");
-    let mut traefik = Command::new(&traefik_bin)
-        .arg(format!("--configFile={}", dir.path().join("traefik.yml").display()))
-        .env("GOMAXPROCS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("traefik (scripts/traefik.sh fetches it)");
+    let traefik = Stopped(
+        Command::new(&traefik_bin)
+            .arg(format!("--configFile={}", dir.path().join("traefik.yml").display()))
+            .env("GOMAXPROCS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("traefik (scripts/traefik.sh fetches it)"),
+    );
     wait_port(traefik_port);
 
     // The edge router in its own process.
@@ -312,10 +314,10 @@ fn main() {
     }
     let rss = |pid: u32| proc_status_kib(pid, "VmRSS:") as f64 / 1024.0;
     let rss_after = [
-        format!("{:.1} MB", rss(child_of(backend_nginx.id()))),
+        format!("{:.1} MB", rss(child_of(backend_nginx.0.id()))),
         format!("{:.1} MB", rss(router.id())),
-        format!("{:.1} MB (worker)", rss(child_of(nginx_proxy.id()))),
-        format!("{:.1} MB", rss(traefik.id())),
+        format!("{:.1} MB (worker)", rss(child_of(nginx_proxy.0.id()))),
+        format!("{:.1} MB", rss(traefik.0.id())),
     ];
     let names = [
         "backend direct (nginx, reference)",
@@ -360,9 +362,9 @@ fn main() {
         (
             "nginx (worker; allocates its 4,096-connection table at start)",
             nginx_port,
-            child_of(nginx_proxy.id()),
+            child_of(nginx_proxy.0.id()),
         ),
-        ("Traefik", traefik_port, traefik.id()),
+        ("Traefik", traefik_port, traefik.0.id()),
     ] {
         let (first, second) = idle_kib_per_connection(port, pid);
         println!("  {name}: {first:.1} KiB, then {second:.1} KiB");
@@ -370,19 +372,27 @@ fn main() {
 
     drop(router.stdin.take());
     let _ = router.wait();
-    // SIGTERM: nginx's master stops its worker first (a SIGKILL would orphan it).
-    for child in [&mut traefik, &mut nginx_proxy, &mut backend_nginx] {
+    drop((traefik, nginx_proxy, backend_nginx));
+    let _ = std::io::stdout().flush();
+
+    if std::env::var_os("WH_BENCH_ONLY_PROXIES").is_none() {
+        propagation();
+    }
+}
+
+/// A proxy or backend process, stopped when dropped (also when the bench panics) with SIGTERM:
+/// nginx's master stops its worker first (a SIGKILL would orphan it).
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let child = &mut self.0;
         let workers = child_of(child.id());
         let _ = nix::sys::signal::kill(pid_of(child.id()), nix::sys::signal::Signal::SIGTERM);
         let _ = child.wait();
         if workers != child.id() {
             let _ = nix::sys::signal::kill(pid_of(workers), nix::sys::signal::Signal::SIGKILL);
         }
-    }
-    let _ = std::io::stdout().flush();
-
-    if std::env::var_os("WH_BENCH_ONLY_PROXIES").is_none() {
-        propagation();
     }
 }
 
