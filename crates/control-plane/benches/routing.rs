@@ -188,12 +188,6 @@ fn millis(figure: &str) -> f64 {
     }
 }
 
-/// The middle of `values` (the upper one of two).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// Router mode: serve the table in `WH_BENCH_ROUTER_TABLE` on `WH_BENCH_ROUTER_PORT` on the
 /// worker's runtime with one thread until stdin closes.
 fn router_mode(table_path: &str) {
@@ -342,9 +336,9 @@ fn main() {
         proc_status_kib(router.id(), "VmHWM:") as f64 / 1024.0
     );
     let per_round = |f: &dyn Fn(&[Load; 4]) -> f64| -> (f64, String) {
-        let values: Vec<f64> = rounds.iter().map(f).collect();
+        let mut values: Vec<f64> = rounds.iter().map(f).collect();
         let listed = values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
-        (median(values), listed)
+        (percentile(&mut values, 0.5), listed)
     };
     let (vs_nginx, nginx_rounds) = per_round(&|r| r[1].rps / r[2].rps.max(1.0));
     let (vs_traefik, traefik_rounds) = per_round(&|r| r[1].rps / r[3].rps.max(1.0));

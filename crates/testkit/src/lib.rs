@@ -193,8 +193,8 @@ pub async fn spawn_control_plane() -> TestControlPlane {
 }
 
 /// The `p` quantile (0.0 to 1.0) of `samples`, for benchmarks' figures.
-pub fn percentile(samples: &mut [std::time::Duration], p: f64) -> std::time::Duration {
-    samples.sort();
+pub fn percentile<T: PartialOrd + Copy>(samples: &mut [T], p: f64) -> T {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[i]
 }

@@ -395,7 +395,8 @@ async fn connect(authority: &str) -> Option<TcpStream> {
     Some(stream)
 }
 
-/// Sends the head in `request` on `upstream` and reads the answer's head into `ubuf`.
+/// Sends the head in `request` on `upstream` and reads the first bytes of the answer into
+/// `ubuf`.
 async fn send(
     upstream: &mut TcpStream,
     request: &[u8],
@@ -427,96 +428,105 @@ async fn exchange(
     ubuf: &mut BytesMut,
 ) -> bool {
     let started = Instant::now();
-    let (route, close) = (forward.route.name.as_str(), forward.close);
-    let request = std::mem::take(out);
-    let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
-    let mut pooled = edge.pool_take(authority);
-    let mut outcome = Err(Failed::Early);
-    let mut upstream = None;
-    for _ in 0..2 {
-        let reused = pooled.is_some();
-        let Some(mut stream) = (match pooled.take() {
-            Some(s) => Some(s),
-            None => connect(authority).await,
-        }) else {
-            break;
-        };
-        outcome = send(&mut stream, &request, ubuf, deadline).await;
-        upstream = Some(stream);
-        // A pooled connection the app closed meanwhile: once more on a fresh one.
-        if !(matches!(outcome, Err(Failed::Early)) && reused && forward.idempotent) {
-            break;
+    let route = forward.route.name.as_str();
+    let (mut upstream, parsed) = match round_trip(edge, authority, forward, out, ubuf).await {
+        Ok(done) => done,
+        Err(failed) => {
+            let failure =
+                if matches!(failed, Failed::TimedOut) { Failure::Timeout } else { Failure::BadGateway };
+            edge.metrics.record(route, failure.status(), started.elapsed());
+            out.clear();
+            failure.write_response(forward.close, out);
+            return client.write_all(out).await.is_ok();
         }
-    }
-    *out = request;
-    out.clear();
-    let (Ok(()), Some(mut upstream)) = (outcome, upstream) else {
-        let failure =
-            if matches!(outcome, Err(Failed::TimedOut)) { Failure::Timeout } else { Failure::BadGateway };
-        return answer_failure(edge, client, route, failure, close, started, out).await;
     };
+    edge.metrics.record(route, parsed.status, started.elapsed());
+    ubuf.advance(parsed.consumed);
+    if relay(client, &mut upstream, parsed.framing, out, ubuf).await.is_err() {
+        return false;
+    }
+    if parsed.upstream_keeps && ubuf.is_empty() {
+        edge.pool_put(authority, upstream);
+    }
+    !forward.close && parsed.framing != Framing::UntilClose
+}
 
-    // The answer's head: informational ones skipped, more read as needed.
-    let parsed = loop {
-        match answer(ubuf, forward.head, close, out) {
+/// Sends the request head in `out` to the app (once more on a fresh connection when a pooled
+/// one turns out dead and the request may be repeated) and reads the answer's head, skipping
+/// informational ones; on success `out` holds the head for the client and `ubuf` starts with
+/// it.
+async fn round_trip(
+    edge: &Edge,
+    authority: &str,
+    forward: &Forward,
+    out: &mut Vec<u8>,
+    ubuf: &mut BytesMut,
+) -> Result<(TcpStream, Answer), Failed> {
+    let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
+    let pooled = match edge.pool_take(authority) {
+        Some(mut stream) => match send(&mut stream, out, ubuf, deadline).await {
+            Ok(()) => Some(stream),
+            Err(Failed::Early) if forward.idempotent => None,
+            Err(failed) => return Err(failed),
+        },
+        None => None,
+    };
+    let mut upstream = match pooled {
+        Some(stream) => stream,
+        None => {
+            let mut fresh = connect(authority).await.ok_or(Failed::Early)?;
+            send(&mut fresh, out, ubuf, deadline).await?;
+            fresh
+        }
+    };
+    out.clear();
+    loop {
+        match answer(ubuf, forward.head, forward.close, out) {
             Ok(Some(a)) if (100..200).contains(&a.status) => {
                 ubuf.advance(a.consumed);
                 out.clear();
             }
-            Ok(Some(a)) => break Ok(a),
+            Ok(Some(a)) => return Ok((upstream, a)),
             Ok(None) => {}
-            Err(()) => break Err(Failed::Late),
+            Err(()) => return Err(Failed::Late),
         }
         if ubuf.capacity() - ubuf.len() < 1024 {
             ubuf.reserve(16 * 1024);
         }
         match tokio::time::timeout_at(deadline, upstream.read_buf(ubuf)).await {
-            Ok(Ok(0) | Err(_)) => break Err(Failed::Late),
+            Ok(Ok(0) | Err(_)) => return Err(Failed::Late),
             Ok(Ok(_)) => {}
-            Err(_) => break Err(Failed::TimedOut),
+            Err(_) => return Err(Failed::TimedOut),
         }
-    };
-    let parsed = match parsed {
-        Ok(a) => a,
-        Err(failed) => {
-            out.clear();
-            let failure =
-                if matches!(failed, Failed::TimedOut) { Failure::Timeout } else { Failure::BadGateway };
-            return answer_failure(edge, client, route, failure, close, started, out).await;
-        }
-    };
-    edge.metrics.record(route, parsed.status, started.elapsed());
-    ubuf.advance(parsed.consumed);
-    let client_keeps = !close && parsed.framing != Framing::UntilClose;
-
-    let finished = relay(client, &mut upstream, parsed.framing, out, ubuf).await;
-    match finished {
-        Ok(()) => {
-            if parsed.upstream_keeps && ubuf.is_empty() {
-                edge.pool_put(authority, upstream);
-            }
-            client_keeps
-        }
-        Err(()) => false,
     }
 }
 
-async fn answer_failure(
-    edge: &Edge,
-    client: &mut TcpStream,
-    route: &str,
-    failure: Failure,
-    close: bool,
-    started: Instant,
-    out: &mut Vec<u8>,
-) -> bool {
-    edge.metrics.record(route, failure.status(), started.elapsed());
-    failure.write_response(close, out);
-    client.write_all(out).await.is_ok()
+/// Where a response body ends: after so many bytes, or where its chunked framing says.
+enum BodyEnd {
+    Length(u64),
+    Chunked(ChunkedEnd),
 }
 
-/// Sends the head in `out` and the body after it (its first bytes in `ubuf`) to the client.
-/// On success `ubuf` holds what the app sent beyond this response.
+impl BodyEnd {
+    /// How many of `bytes` belong to the body, and whether the body ends there.
+    fn take(&mut self, bytes: &[u8]) -> Result<(usize, bool), ()> {
+        match self {
+            BodyEnd::Length(left) => {
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len());
+                *left -= take as u64;
+                Ok((take, *left == 0))
+            }
+            BodyEnd::Chunked(end) => {
+                let done = end.feed(bytes).map_err(drop)?;
+                Ok((done.unwrap_or(bytes.len()), done.is_some()))
+            }
+        }
+    }
+}
+
+/// Sends the head in `out` and the body after it (its first bytes in `ubuf`) to the client,
+/// the head and the body's first bytes in one write. On success `ubuf` holds what the app sent
+/// beyond this response.
 async fn relay(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
@@ -524,59 +534,37 @@ async fn relay(
     out: &mut Vec<u8>,
     ubuf: &mut BytesMut,
 ) -> Result<(), ()> {
-    match framing {
-        Framing::Empty => client.write_all(out).await.map_err(drop),
-        Framing::Length(total) => {
-            let mut left = total;
-            let take = usize::try_from(left).unwrap_or(usize::MAX).min(ubuf.len());
-            out.extend_from_slice(&ubuf[..take]);
-            ubuf.advance(take);
-            left -= take as u64;
-            client.write_all(out).await.map_err(drop)?;
-            while left > 0 {
-                ubuf.clear();
-                ubuf.reserve(16 * 1024);
-                if upstream.read_buf(ubuf).await.map_err(drop)? == 0 {
-                    return Err(());
-                }
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(ubuf.len());
-                client.write_all(&ubuf[..take]).await.map_err(drop)?;
-                ubuf.advance(take);
-                left -= take as u64;
-            }
-            Ok(())
-        }
-        Framing::Chunked => {
-            let mut end = ChunkedEnd::default();
-            let mut first = true;
-            loop {
-                let done = end.feed(ubuf).map_err(drop)?;
-                let take = done.unwrap_or(ubuf.len());
-                if first {
-                    out.extend_from_slice(&ubuf[..take]);
-                    client.write_all(out).await.map_err(drop)?;
-                    first = false;
-                } else {
-                    client.write_all(&ubuf[..take]).await.map_err(drop)?;
-                }
-                ubuf.advance(take);
-                if done.is_some() {
-                    return Ok(());
-                }
-                ubuf.clear();
-                ubuf.reserve(16 * 1024);
-                if upstream.read_buf(ubuf).await.map_err(drop)? == 0 {
-                    return Err(());
-                }
-            }
-        }
+    let mut end = match framing {
+        Framing::Empty => BodyEnd::Length(0),
+        Framing::Length(n) => BodyEnd::Length(n),
+        Framing::Chunked => BodyEnd::Chunked(ChunkedEnd::default()),
         Framing::UntilClose => {
             out.extend_from_slice(ubuf);
             ubuf.clear();
             client.write_all(out).await.map_err(drop)?;
             let _ = tokio::io::copy(upstream, client).await;
             let _ = client.shutdown().await;
-            Ok(())
+            return Ok(());
+        }
+    };
+    let mut head = Some(out);
+    loop {
+        let (take, done) = end.take(ubuf)?;
+        match head.take() {
+            Some(out) => {
+                out.extend_from_slice(&ubuf[..take]);
+                client.write_all(out).await.map_err(drop)?;
+            }
+            None => client.write_all(&ubuf[..take]).await.map_err(drop)?,
+        }
+        ubuf.advance(take);
+        if done {
+            return Ok(());
+        }
+        ubuf.clear();
+        ubuf.reserve(16 * 1024);
+        if upstream.read_buf(ubuf).await.map_err(drop)? == 0 {
+            return Err(());
         }
     }
 }
