@@ -26,6 +26,7 @@ use wisehosting_proto::{LinkKeys, Receiver, Sender, mac_key_from_api_key};
 use wisehosting_testkit::worker::now_ms;
 
 const SECRET: &str = "bench-master-secret-0123456789abcdef0123456789";
+const JOIN_SECRET: &str = "bench-join-secret-0123456789abcdef0123456789";
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 fn raise_fd_limit() -> u64 {
@@ -92,7 +93,7 @@ async fn simulated_worker(
     permits: Arc<Semaphore>,
 ) {
     let permit = permits.acquire_owned().await.expect("permit");
-    let body = serde_json::json!({"secret": SECRET, "api_key": api_key, "name": name, "version": "bench",
+    let body = serde_json::json!({"secret": JOIN_SECRET, "api_key": api_key, "name": name, "version": "bench",
         "zone": null, "capacity": {"cpus": 1, "memory_mb": 512}, "wg_public_key": null});
     let token: serde_json::Value = {
         // A client per registration, dropped at once, so its pooled socket does not linger.
@@ -155,7 +156,7 @@ async fn main() {
     let mut config = tempfile::NamedTempFile::new().expect("config");
     write!(
         config,
-        "api_server:\n  host: 127.0.0.1\n  port: {port}\n  secret: {SECRET}\ndatabase:\n  url: \"{url}\"\n  max_connections: 10\n  min_connections: 1\nheartbeat_interval_secs: 5\nworker_auth_per_minute: 100000000\nlog:\n  level: warn\n"
+        "api_server:\n  host: 127.0.0.1\n  port: {port}\n  secret: {SECRET}\nworkers:\n  join_secret: {JOIN_SECRET}\ndatabase:\n  url: \"{url}\"\n  max_connections: 10\n  min_connections: 1\nheartbeat_interval_secs: 5\nworker_auth_per_minute: 100000000\nlog:\n  level: warn\n"
     )
     .expect("write config");
     let mut cp = Command::new(env!("CARGO_BIN_EXE_wisehosting"))

@@ -27,6 +27,7 @@ pub const CREDENTIALS: &[(&str, &[&str])] = &[
     ("internal_api_token", &["internal_api", "token"]),
     ("proxy_token", &["proxy", "token"]),
     ("cloudflare_api_token", &["cloudflare", "api_token"]),
+    ("worker_join_secret", &["workers", "join_secret"]),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -36,6 +37,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub internal_api: InternalApiConfig,
     pub proxy: ProxyConfig,
+    pub workers: WorkersConfig,
     /// Apps get `<slug>.<subdomain_base>` unless their worker has a zone.
     pub subdomain_base: String,
     pub heartbeat_interval_secs: u64,
@@ -191,6 +193,16 @@ pub struct InternalApiConfig {
     pub token: Secret,
 }
 
+/// What workers present to join the fleet (SPEC §4.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// The fleet's join secret, checked at `POST /v1/workers/register` (credential
+    /// `worker_join_secret`). It is not the master secret: workers run untrusted builds and
+    /// must hold nothing that opens sealed data or signs a JWT. Empty: no worker can register.
+    pub join_secret: Secret,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
@@ -223,6 +235,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             internal_api: InternalApiConfig::default(),
             proxy: ProxyConfig::default(),
+            workers: WorkersConfig::default(),
             subdomain_base: "localhost".into(),
             heartbeat_interval_secs: 5,
             worker_token_ttl_secs: 900,
@@ -424,6 +437,18 @@ impl Config {
                 "api_server.request_timeout_secs must be at least 1 (the default is 30)".into(),
             ));
         }
+        if !self.internal_api.bind.ip().to_canonical().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "internal_api.bind {} is not a loopback address; the internal API must listen on loopback only (the default is 127.0.0.1:9091)",
+                self.internal_api.bind
+            )));
+        }
+        let token = &self.internal_api.token;
+        if !token.is_empty() && token.expose().len() < MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "internal_api.token is shorter than {MIN_SECRET_LEN} bytes; generate one with `openssl rand -hex 32`"
+            )));
+        }
         let loopback = self.api_server.host.is_loopback() && self.internal_api.bind.ip().is_loopback();
         if self.single_machine && !loopback {
             return Err(ConfigError::Invalid(
@@ -442,6 +467,19 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "api_server.secret is shorter than {MIN_SECRET_LEN} bytes; generate one with `openssl rand -hex 32`"
             )));
+        }
+        let join = &self.workers.join_secret;
+        if !join.is_empty() && join.expose().len() < MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "workers.join_secret is shorter than {MIN_SECRET_LEN} bytes; generate one with `openssl rand -hex 32`"
+            )));
+        }
+        if !join.is_empty()
+            && wisehosting_crypto::constant_time_eq(join.expose().as_bytes(), secret.expose().as_bytes())
+        {
+            return Err(ConfigError::Invalid(
+                "workers.join_secret equals api_server.secret; workers must never hold the master secret, so generate a separate join secret with `openssl rand -hex 32`".into(),
+            ));
         }
         Ok(())
     }
@@ -694,7 +732,7 @@ mod tests {
 
     #[test]
     fn the_redacted_dump_hides_every_secret_and_the_url_password() {
-        let text = "api_server:\n  secret: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-canary\ndatabase:\n  url: postgres://wh:pw-canary@db:5432/wh\n  password: pw2-canary\ninternal_api:\n  token: tok-canary\nproxy:\n  token: prox-canary\n";
+        let text = "api_server:\n  secret: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-canary\ndatabase:\n  url: postgres://wh:pw-canary@db:5432/wh\n  password: pw2-canary\ninternal_api:\n  token: tok-canary-0123456789abcdef0123456789\nproxy:\n  token: prox-canary\nworkers:\n  join_secret: join-canary-0123456789abcdef0123456789\n";
         let dump = parse(text).expect("config").to_redacted_yaml();
         assert!(!dump.contains("canary"), "{dump}");
         assert!(dump.contains("postgres://wh:[redacted]@db:5432/wh"), "{dump}");
@@ -722,6 +760,36 @@ mod tests {
             }
             assert!(found, "deploy/config.example.yaml does not set `{key}`");
         }
+    }
+
+    #[test]
+    fn the_join_secret_must_be_long_and_differ_from_the_master_secret() {
+        let master = "m".repeat(40);
+        let err = parse(&format!("api_server:\n  secret: {master}\nworkers:\n  join_secret: {master}\n"))
+            .expect_err("same as the master")
+            .to_string();
+        assert!(err.contains("workers.join_secret equals api_server.secret"), "{err}");
+        assert!(!err.contains(&master), "the secret is not printed: {err}");
+        let err = parse("workers:\n  join_secret: short\n").expect_err("short").to_string();
+        assert!(err.contains("workers.join_secret is shorter than 32"), "{err}");
+        let ok =
+            parse(&format!("api_server:\n  secret: {master}\nworkers:\n  join_secret: {}\n", "j".repeat(40)));
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn the_internal_api_must_bind_loopback_with_a_long_token() {
+        let err = parse("internal_api:\n  bind: 0.0.0.0:9091\n").expect_err("public bind").to_string();
+        assert!(err.contains("internal_api.bind 0.0.0.0:9091 is not a loopback address"), "{err}");
+        let err =
+            parse("internal_api:\n  bind: \"[::ffff:10.0.0.1]:9091\"\n").expect_err("mapped").to_string();
+        assert!(err.contains("not a loopback address"), "{err}");
+        let err = parse("internal_api:\n  token: short-token\n").expect_err("short").to_string();
+        assert!(err.contains("internal_api.token is shorter than 32"), "{err}");
+        assert!(
+            parse("internal_api:\n  bind: \"[::1]:9091\"\n  token: 0123456789abcdef0123456789abcdef\n")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct Metrics {
     latency_count: AtomicU64,
     envelope_rejections: [AtomicU64; RejectCode::ALL.len()],
     unknown_messages: AtomicU64,
+    before_hello: AtomicU64,
     upgrade_refusals: AtomicU64,
     register_refusals: AtomicU64,
 }
@@ -43,6 +44,7 @@ impl Default for Metrics {
             latency_count: AtomicU64::new(0),
             envelope_rejections: Default::default(),
             unknown_messages: AtomicU64::new(0),
+            before_hello: AtomicU64::new(0),
             upgrade_refusals: AtomicU64::new(0),
             register_refusals: AtomicU64::new(0),
         }
@@ -72,6 +74,10 @@ impl Metrics {
 
     pub fn record_unknown_message(&self) {
         self.unknown_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_before_hello(&self) {
+        self.before_hello.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_upgrade_refusal(&self) {
@@ -153,6 +159,16 @@ impl Metrics {
             out,
             "wisehosting_hub_unknown_messages_total {}",
             self.unknown_messages.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wisehosting_hub_frames_before_hello_total Worker frames sent before a signed hello, ignored."
+        );
+        let _ = writeln!(out, "# TYPE wisehosting_hub_frames_before_hello_total counter");
+        let _ = writeln!(
+            out,
+            "wisehosting_hub_frames_before_hello_total {}",
+            self.before_hello.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -161,12 +161,13 @@ pub async fn fresh_database(migrated: bool) -> String {
     url_for(&admin_url(), &name)
 }
 
-/// A config for tests: loopback, a free port, a random master secret, a small pool.
+/// A config for tests: loopback, a free port, random master and join secrets, a small pool.
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::default();
     config.api_server.host = [127, 0, 0, 1].into();
     config.api_server.port = 0;
     config.api_server.secret = Secret::new(hex::encode(wisehosting_crypto::random_bytes::<32>()));
+    config.workers.join_secret = Secret::new(hex::encode(wisehosting_crypto::random_bytes::<32>()));
     config.database.url = Some(DatabaseUrl::new(database_url));
     config.database.min_connections = 0;
     config.database.max_connections = 5;

@@ -48,12 +48,12 @@ pub async fn create_worker_in(
 }
 
 impl TestControlPlane {
-    /// `POST /v1/workers/register` with the right secret, for `worker`.
+    /// `POST /v1/workers/register` with the right (join) secret, for `worker`.
     pub async fn register(&self, worker: &TestWorker) -> reqwest::Response {
         self.client
             .post(self.url("/v1/workers/register"))
             .json(&json!({
-                "secret": self.config.api_server.secret.expose(),
+                "secret": self.config.workers.join_secret.expose(),
                 "api_key": worker.api_key,
                 "name": worker.name,
                 "version": "test",
@@ -128,6 +128,23 @@ impl RawWorker {
             Some(ServerMessage::Welcome(w)) => assert_eq!(w.connection_id, raw.connection_id),
             other => panic!("expected welcome, got {other:?}"),
         }
+        raw
+    }
+
+    /// Registers, connects, reads the welcome and sends a `hello`; returns once the control
+    /// plane has answered it (`desired_state`, then `routes_changed`), so the connection is the
+    /// worker's registered one and nothing of the hello's answer is left to read.
+    pub async fn connect_online(cp: &TestControlPlane, worker: &TestWorker) -> RawWorker {
+        let mut raw = Self::connect(cp, worker).await;
+        raw.send(&wisehosting_proto::messages::Hello { version: "test".into(), ..Default::default() }).await;
+        loop {
+            match raw.recv().await {
+                Some(ServerMessage::RoutesChanged(_)) => break,
+                Some(_) => continue,
+                None => panic!("the connection closed after the hello"),
+            }
+        }
+        assert!(cp.hub.is_connected(worker.id), "the hello registered the connection");
         raw
     }
 
@@ -316,7 +333,7 @@ impl SpawnedWorker {
 
 /// Starts the real agent for `worker` against `base_url` (the control plane, or a proxy to it).
 pub fn spawn_worker(cp: &TestControlPlane, worker: &TestWorker, base_url: &str) -> SpawnedWorker {
-    spawn_worker_with_secret(cp.config.api_server.secret.expose(), worker, base_url)
+    spawn_worker_with_secret(cp.config.workers.join_secret.expose(), worker, base_url)
 }
 
 /// Starts the real agent for `worker` against the control plane at `base_url` whose shared
@@ -333,7 +350,7 @@ pub fn spawn_worker_on_mesh(
     base_url: &str,
     mesh: std::net::IpAddr,
 ) -> SpawnedWorker {
-    spawn_agent(cp.config.api_server.secret.expose(), worker, base_url, Some(mesh))
+    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, Some(mesh))
 }
 
 fn spawn_agent(

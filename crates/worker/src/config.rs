@@ -19,7 +19,8 @@ pub struct WorkerConfig {
     /// The raw API key printed by `wisehosting worker create`.
     #[serde(default)]
     pub api_key: Secret,
-    /// The control plane's `api_server.secret`, which registration presents.
+    /// The fleet's join secret (the control plane's `workers.join_secret`), which registration
+    /// presents. Never the master secret: a worker runs untrusted builds.
     #[serde(default)]
     pub shared_secret: Secret,
     pub name: String,
@@ -59,6 +60,10 @@ pub struct DeploySettings {
     /// Run builds on the isolated `wisehosting-build` network (needs iptables and root).
     /// Turning it off lets a build reach private addresses: never in production.
     pub isolate_builds: bool,
+    /// Run app containers on the confined `wisehosting-apps` network, whose egress to the
+    /// host, private ranges and other apps is refused (needs iptables, `br_netfilter` and
+    /// root). Turning it off puts apps on podman's default bridge: never in production.
+    pub isolate_apps: bool,
 }
 
 impl Default for DeploySettings {
@@ -72,6 +77,7 @@ impl Default for DeploySettings {
             health_timeout_secs: 60,
             drain_secs: 2,
             isolate_builds: true,
+            isolate_apps: true,
         }
     }
 }

@@ -49,7 +49,7 @@ pub struct DevOptions {
 }
 
 /// Secrets generated on first run and kept in `<data dir>/secrets/<name>`.
-const GENERATED_SECRETS: [&str; 2] = ["api_server_secret", "worker_api_key"];
+const GENERATED_SECRETS: [&str; 3] = ["api_server_secret", "worker_join_secret", "worker_api_key"];
 /// The name of the worker single-machine mode runs in-process.
 pub const LOCAL_WORKER: &str = "local";
 
@@ -87,11 +87,11 @@ async fn serve(
     let app = App::build(config).await?;
     let addr = app.local_addr().map_err(StartupError::Serve)?;
     let url = format!("http://{addr}");
-    let (db, sealer, hub, master) =
-        (app.db(), app.sealer(), app.hub(), app.config().api_server.secret.clone());
+    let (db, sealer, hub, join_secret) =
+        (app.db(), app.sealer(), app.hub(), app.config().workers.join_secret.clone());
     let token = app.shutdown_token();
     let serving = tokio::spawn(app.run());
-    let local = LocalWorker { db: &db, sealer: &sealer, master: &master, url: &url };
+    let local = LocalWorker { db: &db, sealer: &sealer, join_secret: &join_secret, url: &url };
     let worker = match local.start(data_dir, secrets, shutdown.clone()).await {
         Ok(id) => id,
         Err(e) => {
@@ -122,7 +122,8 @@ async fn serve(
 struct LocalWorker<'a> {
     db: &'a sqlx::PgPool,
     sealer: &'a wisehosting_crypto::Sealer,
-    master: &'a Secret,
+    /// The fleet's join secret; the local worker, like any other, never sees the master.
+    join_secret: &'a Secret,
     url: &'a str,
 }
 
@@ -152,7 +153,7 @@ impl LocalWorker<'_> {
         let config = WorkerConfig {
             control_plane_url: self.url.to_string(),
             api_key: Secret::new(api_key),
-            shared_secret: self.master.clone(),
+            shared_secret: self.join_secret.clone(),
             name: LOCAL_WORKER.into(),
             zone: None,
             edge: EdgeConfig {
@@ -245,8 +246,11 @@ fn note_cluster_location(data_dir: &Path, root: &Path) -> Result<(), DevError> {
 }
 
 fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[(String, String)]) -> Value {
-    let secret =
-        secrets.iter().find(|(n, _)| n == "api_server_secret").map(|(_, v)| v.clone()).unwrap_or_default();
+    let generated =
+        |name: &str| secrets.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let secret = generated("api_server_secret");
+    let mut workers = Mapping::new();
+    workers.insert("join_secret".into(), generated("worker_join_secret").into());
     let mut api = Mapping::new();
     api.insert("host".into(), "127.0.0.1".into());
     api.insert("port".into(), Value::Number(options.port.into()));
@@ -259,6 +263,7 @@ fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[
     root.insert("single_machine".into(), Value::Bool(true));
     root.insert("api_server".into(), Value::Mapping(api));
     root.insert("database".into(), Value::Mapping(db));
+    root.insert("workers".into(), Value::Mapping(workers));
     Value::Mapping(root)
 }
 

@@ -1,8 +1,9 @@
 //! The worker API (SPEC §4.1, §13): `POST /v1/workers/register`, `POST
 //! /v1/workers/refresh-token`, `GET /v1/workers/ws`.
 //!
-//! Registration checks the shared secret and the raw API key, both in constant time (the key
-//! by its sha256 look-up), and answers the same 401 for either; it is rate-limited per IP and
+//! Registration checks the fleet's join secret (`workers.join_secret`, never the master
+//! secret) and the raw API key, both in constant time (the key by its sha256 look-up), and
+//! answers the same 401 for either; it is rate-limited per IP and
 //! audited. The WebSocket's JWT is checked before the 101: a refused upgrade answers 401 with
 //! `Connection: close`, so the TCP connection ends with it.
 
@@ -111,8 +112,10 @@ async fn register(
         .worker_auth_limiter
         .check(ip.ip())
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-    let secret_ok =
-        constant_time_eq(req.secret.as_bytes(), state.config.api_server.secret.expose().as_bytes());
+    // The join secret, not the master: a worker runs strangers' builds and must hold nothing
+    // that opens sealed data or signs a JWT. An empty join secret admits no one.
+    let join = &state.config.workers.join_secret;
+    let secret_ok = !join.is_empty() && constant_time_eq(req.secret.as_bytes(), join.expose().as_bytes());
     // Look the key up even when the secret is wrong, so both failures take the same path.
     let worker = workers::find_by_key(&state.db, &req.api_key).await?;
     let worker = match (secret_ok, worker) {

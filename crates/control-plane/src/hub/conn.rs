@@ -1,5 +1,11 @@
 //! One worker connection: `welcome` first, then every frame through the receive checks.
 //!
+//! A valid JWT alone proves little (it is a bearer token); a signed `hello` proves the worker
+//! holds its API key. So the connection joins the hub's registry only at its first valid
+//! `hello`: until then it displaces no live connection of the same worker, is sent nothing but
+//! its `welcome`, and its other frames are verified but not acted on; a `hello` that does not
+//! come within [`HELLO_TIMEOUT`] ends it.
+//!
 //! Frames go out through an mpsc queue so any part of the control plane can send; a refused
 //! frame gets an `error` envelope with its code and closes the connection; the connection also
 //! closes when the worker's JWT lapses without an `auth_refresh`, when a newer connection of
@@ -31,6 +37,9 @@ pub struct ConnectionParams {
     pub jwt_key: PurposeKey,
 }
 
+/// How long a new connection may take to send its signed `hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
@@ -43,6 +52,7 @@ fn now_secs() -> i64 {
 enum End {
     Rejected(RejectCode),
     TokenExpired,
+    NoHello,
     Replaced,
     Shutdown,
     PeerClosed,
@@ -57,6 +67,10 @@ struct Conn {
     token_exp: i64,
     /// When this connection opened; jobs leased before it may have been lost.
     connected_at: chrono::DateTime<chrono::Utc>,
+    connection_id: String,
+    /// The queue and close token the hub gets at the first valid `hello`; `None` once the
+    /// connection is registered.
+    unproven: Option<(mpsc::Sender<Outgoing>, CancellationToken)>,
 }
 
 pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionParams) {
@@ -65,7 +79,6 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
     let keys = LinkKeys::derive(&mac_key, &connection_id);
     let (tx, rx) = mpsc::channel::<Outgoing>(64);
     let close = CancellationToken::new();
-    hub.attach(worker_id, connection_id.clone(), tx, close.clone());
     let mut conn = Conn {
         hub: hub.clone(),
         worker_id,
@@ -74,6 +87,8 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
         jwt_key,
         token_exp,
         connected_at: chrono::Utc::now(),
+        connection_id: connection_id.clone(),
+        unproven: Some((tx, close.clone())),
     };
     let end = conn.run(socket, rx, close, &connection_id).instrument(span).await;
     hub.detach(worker_id, &connection_id);
@@ -84,6 +99,7 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
             "closed a worker connection after a refused frame"
         ),
         End::TokenExpired => tracing::info!(worker_id, "closed a worker connection whose token lapsed"),
+        End::NoHello => tracing::warn!(worker_id, "closed a worker connection that sent no signed hello"),
         End::Replaced => {
             tracing::info!(worker_id, "closed a worker connection replaced by a newer one or swept offline")
         }
@@ -121,11 +137,13 @@ impl Conn {
             return End::PeerClosed;
         }
         let shutdown = self.hub.inner.shutdown.clone();
+        let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
         loop {
             let until_exp = Duration::from_secs(u64::try_from(self.token_exp - now_secs()).unwrap_or(0));
             let end = tokio::select! {
                 _ = shutdown.cancelled() => Some(End::Shutdown),
                 _ = close.cancelled() => Some(End::Replaced),
+                _ = tokio::time::sleep_until(hello_deadline), if self.unproven.is_some() => Some(End::NoHello),
                 _ = tokio::time::sleep(until_exp) => {
                     if now_secs() >= self.token_exp { Some(End::TokenExpired) } else { None }
                 }
@@ -156,6 +174,10 @@ impl Conn {
                     code: "token_expired".into(),
                     message: "the connection's token lapsed without an auth_refresh; register again".into(),
                 }),
+                End::NoHello => Some(ErrorMessage {
+                    code: "hello_timeout".into(),
+                    message: "no signed hello arrived in time after the welcome; reconnect".into(),
+                }),
                 _ => None,
             };
             if let Some(error) = error {
@@ -171,9 +193,27 @@ impl Conn {
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         let frame =
             self.receiver.accept(text, now_ms()).map_err(|rejection| End::Rejected(rejection.code))?;
-        self.hub.touch(self.worker_id);
         let message =
             WorkerMessage::decode(frame.t, frame.p).map_err(|_| End::Rejected(RejectCode::BadFrame))?;
+        if let WorkerMessage::Hello(_) = &message
+            && let Some((tx, close)) = self.unproven.take()
+        {
+            // The first valid hello: from now on this is the worker's connection.
+            self.hub.attach(self.worker_id, self.connection_id.clone(), tx, close);
+        }
+        if self.unproven.is_some() {
+            if let WorkerMessage::AuthRefresh(refresh) = message {
+                return self.refresh(&refresh.token);
+            }
+            self.hub.inner.metrics.record_before_hello();
+            tracing::debug!(
+                worker_id = self.worker_id,
+                message_type = frame.t,
+                "ignored a frame sent before hello"
+            );
+            return Ok(());
+        }
+        self.hub.touch(self.worker_id);
         match message {
             WorkerMessage::Hello(hello) => {
                 self.hub.came_online(self.worker_id, &hello.version).await;
@@ -208,14 +248,7 @@ impl Conn {
             }
             WorkerMessage::Heartbeat(heartbeat) => self.hub.record_heartbeat(self.worker_id, heartbeat),
             WorkerMessage::AdminQueryReply(reply) => self.hub.complete_query(reply),
-            WorkerMessage::AuthRefresh(refresh) => {
-                let claims = verify_worker_token(&self.jwt_key, &refresh.token, now_secs())
-                    .map_err(|_| End::TokenExpired)?;
-                if claims.worker_id() != Ok(self.worker_id) {
-                    return Err(End::TokenExpired);
-                }
-                self.token_exp = claims.exp;
-            }
+            WorkerMessage::AuthRefresh(refresh) => self.refresh(&refresh.token)?,
             WorkerMessage::Unknown(t) => {
                 self.hub.inner.metrics.record_unknown_message();
                 tracing::debug!(worker_id = self.worker_id, message_type = %t, "ignored a frame of an unknown type");
@@ -241,6 +274,16 @@ impl Conn {
             // Per-app figures feed live stats and the usage recorder (later issues).
             WorkerMessage::AppStats(m) => self.hub.record_app_stats(self.worker_id, m),
         }
+        Ok(())
+    }
+
+    /// A fresh JWT extends the connection's life; one that fails or names another worker ends it.
+    fn refresh(&mut self, token: &str) -> Result<(), End> {
+        let claims = verify_worker_token(&self.jwt_key, token, now_secs()).map_err(|_| End::TokenExpired)?;
+        if claims.worker_id() != Ok(self.worker_id) {
+            return Err(End::TokenExpired);
+        }
+        self.token_exp = claims.exp;
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, AppStat, AppStats, Heartbeat};
 
-pub use conn::{ConnectionParams, serve_connection};
+pub use conn::{ConnectionParams, HELLO_TIMEOUT, serve_connection};
 pub use wisehosting_proto::messages::Outgoing;
 
 use crate::logbus::LogBus;

@@ -574,6 +574,241 @@ async fn a_build_cannot_reach_the_host_or_private_addresses() {
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the canary on the host was reached from a build");
 }
 
+/// T35: a repository is hostile. A symbolic link named like the file the static preset
+/// generates must not make the worker write through it; a Containerfile that is (or lies
+/// behind) a link leaving the checkout is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_in_the_repository_never_makes_the_worker_touch_a_file_outside_it() {
+    let (_cp, _agent, user, repo) = platform("symlinked", "links@example.com").await;
+    let outside = tempfile::tempdir().expect("outside dir");
+    let canary = outside.path().join("canary");
+    std::fs::write(&canary, "untouched").expect("canary");
+    std::fs::write(outside.path().join("Containerfile"), containerfile("from outside"))
+        .expect("outside file");
+    // The name the static preset once wrote into the checkout, committed as a link.
+    std::os::unix::fs::symlink(&canary, repo.dir.path().join(".wisehosting.Containerfile")).expect("link");
+    repo.commit(&[("index.html", "<h1>linked</h1>")], "page and link");
+    let created: Value = user
+        .post_json(
+            "/api/deploy",
+            &json!({"name": "linked", "repo_url": repo.url(), "framework": "static", "port": 8080}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+    assert_eq!(d["status"], "running", "{d}");
+    assert_eq!(std::fs::read_to_string(&canary).expect("canary"), "untouched", "written through the link");
+
+    // A Containerfile that is a link out of the checkout, and one behind a linked directory.
+    for (name, dockerfile_path) in [("link-file", None), ("link-dir", Some("sub/Containerfile"))] {
+        let repo = TestRepo::new();
+        match dockerfile_path {
+            None => std::os::unix::fs::symlink(
+                outside.path().join("Containerfile"),
+                repo.dir.path().join("Containerfile"),
+            ),
+            Some(_) => std::os::unix::fs::symlink(outside.path(), repo.dir.path().join("sub")),
+        }
+        .expect("link");
+        repo.commit(&[("README", "links")], "link");
+        let created: Value = user
+            .post_json(
+                "/api/deploy",
+                &json!({"name": name, "repo_url": repo.url(), "framework": "dockerfile",
+                        "dockerfile_path": dockerfile_path, "port": 8080}),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+        assert_eq!(d["status"], "failed", "{name}: {d}");
+        let error = d["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("symbolic link") && error.contains("leaves the repository"),
+            "{name}: {error}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&canary).expect("canary"), "untouched");
+}
+
+/// T36: an app that prints a 3 MB line neither closes the worker's link (a frame over 2 MiB
+/// would) nor fills memory: one line of 8 KiB is stored, and the lines after it flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_printing_a_3_mb_line_keeps_the_link_up_and_stores_one_8_kib_line() {
+    let (_cp, agent, user, repo) = platform("long-lines", "lines@example.com").await;
+    let sessions = agent.status.sessions.load(std::sync::atomic::Ordering::Relaxed);
+    let connection = agent.status.connection_id();
+    // httpd in the background (it daemonizes), then a 3 MB line every 2 s, so the worker's
+    // follower, which starts after the health check, sees one live.
+    let file = "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo ok > /www/index.html\nCMD [\"sh\", \"-c\", \"httpd -p 8080 -h /www; while true; do head -c 3000000 /dev/zero | tr '\\\\0' L; echo; echo after-the-long-line; sleep 2; done\"]\n";
+    repo.commit(&[("Containerfile", file)], "long line");
+    let created: Value = user
+        .post_json("/api/deploy", &json!({"name": "long-liner", "repo_url": repo.url(), "port": 8080}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let app_id = created["app"]["id"].as_i64().expect("app id");
+    let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+    assert_eq!(d["status"], "running", "{d}");
+    let runtime_lines = || async {
+        let tail: Value =
+            user.get(&format!("/api/apps/{app_id}/logs?tail=1000")).await.json().await.expect("json");
+        tail["lines"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|x| x["stream"] == "runtime")
+                    .filter_map(|x| x["line"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    // Two long lines, each followed by the short one: the link carried them and kept going.
+    let seen = eventually(Duration::from_secs(30), POLL, || async {
+        let lines = runtime_lines().await;
+        lines.windows(2).filter(|w| w[0].starts_with("LLLL") && w[1] == "after-the-long-line").count() >= 2
+    })
+    .await;
+    let lines = runtime_lines().await;
+    assert!(
+        seen,
+        "no long line followed by the next one: {:?}",
+        lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    let long: Vec<usize> = lines.iter().filter(|l| l.starts_with('L')).map(String::len).collect();
+    assert!(long.iter().all(|n| *n == 8 * 1024), "every 3 MB line is one line of 8 KiB: {long:?}");
+    assert_eq!(
+        agent.status.sessions.load(std::sync::atomic::Ordering::Relaxed),
+        sessions,
+        "the link was never closed and reopened"
+    );
+    assert_eq!(agent.status.connection_id(), connection);
+}
+
+fn podman(args: &[&str]) -> String {
+    let out = std::process::Command::new("podman")
+        .env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf())
+        .args(args)
+        .output()
+        .expect("podman");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A shell probe run in a container: per `host port`, "REACHED <last line of the answer>"
+/// when it answers, else "BLOCKED". (busybox's `nc`: its `wget` crashes here.)
+fn probe_script(targets: &[String]) -> String {
+    targets
+        .iter()
+        .map(|target| {
+            format!("if body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {target}); then echo \"REACHED $(echo \"$body\" | tail -1)\"; else echo BLOCKED; fi; ")
+        })
+        .collect()
+}
+
+/// T37: from inside an app, the host's services and another app's container are out of
+/// reach, while the same probes from an unconfined container reach them (so the canaries
+/// answer and the probes work); the app runs with no new privileges, few capabilities, a
+/// pids limit and (static preset) a read-only root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_reaches_neither_the_host_nor_another_app_and_runs_without_privileges() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_cp, agent, user, repo) = platform("confiner", "confined@example.com").await;
+    // A canary on every host address, answering HTTP; any hit from a container counts.
+    let canary = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("canary");
+    let port = canary.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, peer)) = canary.accept().await {
+            if !peer.ip().is_loopback() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = socket.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\ncanary").await;
+        }
+    });
+    repo.commit(&[("index.html", "target-app")], "target");
+    let prober_repo = TestRepo::new();
+    prober_repo.commit(&[("index.html", "prober-app")], "prober");
+    let mut ids = Vec::new();
+    for (name, url) in [("target", repo.url()), ("prober", prober_repo.url())] {
+        let created: Value = user
+            .post_json(
+                "/api/deploy",
+                &json!({"name": name, "repo_url": url, "framework": "static", "port": 8080}),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+        assert_eq!(d["status"], "running", "{d}");
+        ids.push(created["app"]["id"].as_i64().expect("app id"));
+    }
+    let container = |app: i64| agent.containers_of(app)[0]["Id"].as_str().expect("id").to_string();
+    let (target, prober) = (container(ids[0]), container(ids[1]));
+    let target_ip = podman(&[
+        "inspect",
+        "--format",
+        "{{(index .NetworkSettings.Networks \"wisehosting-apps\").IPAddress}}",
+        &target,
+    ]);
+    let target_ip = target_ip.trim();
+    assert!(target_ip.starts_with("10.90."), "the app runs on the apps network: {target_ip}");
+    let host_ip = "192.0.2.2";
+    let urls = [format!("10.90.0.1 {port}"), format!("{host_ip} {port}"), format!("{target_ip} 8080")];
+    // The host's own address, where this machine has it (a local service's address).
+    let host_has_ip = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet {host_ip}/")));
+    let urls: Vec<String> = urls.into_iter().filter(|u| host_has_ip || !u.contains(host_ip)).collect();
+
+    let confined = podman(&["exec", &prober, "sh", "-c", &probe_script(&urls)]);
+    let answers: Vec<&str> =
+        confined.lines().filter(|l| l.starts_with("REACHED") || *l == "BLOCKED").collect();
+    assert_eq!(answers, vec!["BLOCKED"; urls.len()], "from inside an app: {confined}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a canary on the host was reached from an app");
+
+    // The same probes from a container on podman's default bridge reach both canaries.
+    let control = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "podman",
+        "localhost/wisehosting/busybox:latest",
+        "sh",
+        "-c",
+        &probe_script(&[format!("10.88.0.1 {port}"), format!("{target_ip} 8080")]),
+    ]);
+    assert!(
+        control.contains("REACHED canary") && control.contains("REACHED target-app"),
+        "unconfined: {control}"
+    );
+    assert!(hits.load(Ordering::SeqCst) > 0);
+
+    // No new privileges, podman's capabilities less SETFCAP, SETPCAP and SYS_CHROOT.
+    let status = podman(&["exec", &prober, "cat", "/proc/1/status"]);
+    assert!(
+        status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]),
+        "{status}"
+    );
+    assert!(
+        status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["CapEff:", "00000000000004fb"]),
+        "{status}"
+    );
+    let limits =
+        podman(&["inspect", "--format", "{{.HostConfig.PidsLimit}} {{.HostConfig.ReadonlyRootfs}}", &prober]);
+    assert_eq!(limits.trim(), "512 true");
+    let write = podman(&["exec", &prober, "sh", "-c", "touch /www/x && echo WROTE || echo READ-ONLY"]);
+    assert!(write.contains("READ-ONLY"), "{write}");
+}
+
 /// The real `wisehosting-worker` binary as a child process, for kill -9.
 struct WorkerProcess {
     child: std::process::Child,
@@ -639,7 +874,7 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
             cp.base_url,
             w.name,
             w.api_key,
-            cp.config.api_server.secret.expose(),
+            cp.config.workers.join_secret.expose(),
             data.path().display(),
             wisehosting_testkit::worker::containers_conf().display()
         ),

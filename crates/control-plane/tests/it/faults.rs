@@ -17,6 +17,7 @@ use wisehosting_testkit::{
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-faults";
+const JOIN_SECRET: &str = "0123456789abcdef0123456789abcdef-join";
 const POLL: Duration = Duration::from_millis(100);
 
 fn free_port() -> u16 {
@@ -37,6 +38,7 @@ impl Served {
             .env_remove("CREDENTIALS_DIRECTORY")
             .env("WH__DATABASE__URL", database_url)
             .env("WH__API_SERVER__SECRET", SECRET)
+            .env("WH__WORKERS__JOIN_SECRET", JOIN_SECRET)
             .env("WH__API_SERVER__HOST", "127.0.0.1")
             .env("WH__API_SERVER__PORT", port.to_string())
             .env("WH__SINGLE_MACHINE", "true")
@@ -182,7 +184,7 @@ async fn a_deploy_survives_a_control_plane_kill_and_ends_with_one_container() {
     let mut config = test_config(&url);
     config.api_server.secret = wisehosting_crypto::Secret::new(SECRET);
     let worker = create_worker_in(&pool, &config, "survivor").await;
-    let agent = spawn_worker_with_secret(SECRET, &worker, &cp.base_url);
+    let agent = spawn_worker_with_secret(JOIN_SECRET, &worker, &cp.base_url);
     let online = Duration::from_secs(20);
     assert!(agent.wait_for(online, |s| s.connected.load(std::sync::atomic::Ordering::Relaxed)).await);
 

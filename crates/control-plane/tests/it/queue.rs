@@ -1,4 +1,5 @@
 //! The job queue without podman: supersede, fencing of stale and foreign messages (T17, T28),
+//! connections trusted with jobs only after a signed hello (T34),
 //! cancel of a queued deploy, the stuck-job rescue, and log lines reaching the log bus and its
 //! live stream.
 
@@ -82,6 +83,67 @@ async fn next_job(raw: &mut RawWorker) -> wisehosting_proto::messages::Job {
     }
 }
 
+/// The text frames a socket receives within `within`, until it closes (T34).
+async fn frames_within(ws: &mut wisehosting_testkit::worker::Ws, within: Duration) -> (Vec<Value>, bool) {
+    use futures_util::StreamExt;
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return (frames, false),
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                frames.push(serde_json::from_str(text.as_str()).expect("a JSON frame"))
+            }
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                return (frames, true);
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_with_a_valid_token_but_no_hello_displaces_nothing_and_gets_no_job() {
+    // Heartbeats every 30 s: the hand-driven live connection stays online through the wait.
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 30;
+    })
+    .await;
+    let w = create_worker(&cp, "displaced").await;
+    let mut live = RawWorker::connect_online(&cp, &w).await;
+    let live_id = cp.hub.connection_id(w.id);
+    // A JWT is a bearer token: whoever holds it can upgrade, but cannot sign a hello.
+    let token = cp.token(&w).await;
+    let (mut silent, _) = wisehosting_testkit::open_ws(&cp, &token).await.expect("upgrade");
+    let (frames, closed) = frames_within(&mut silent, Duration::from_millis(500)).await;
+    assert_eq!(frames.iter().map(|f| f["t"].clone()).collect::<Vec<_>>(), vec![json!("welcome")]);
+    assert!(!closed);
+    assert_eq!(cp.hub.connection_id(w.id), live_id, "the live connection is still the worker's");
+
+    let user = cp.login("displaced@example.com").await;
+    let (app, _) = deploy(&user, "not-for-silent").await;
+    let job = next_job(&mut live).await;
+    assert_eq!(job.app_id, app, "the live session gets the job");
+    live.send(&wisehosting_proto::messages::Heartbeat { cpu_pct: 7.0, ..Default::default() }).await;
+    assert!(
+        wisehosting_testkit::eventually(Duration::from_secs(5), Duration::from_millis(50), || async {
+            cp.hub.snapshot(w.id).map(|h| h.cpu_pct) == Some(7.0)
+        })
+        .await,
+        "the live session keeps working"
+    );
+
+    // The silent one was sent nothing more, and is closed once the hello's time is up.
+    let limit = wisehosting_control_plane::hub::HELLO_TIMEOUT + Duration::from_secs(5);
+    let (frames, closed) = frames_within(&mut silent, limit).await;
+    let types: Vec<Value> = frames.iter().map(|f| f["t"].clone()).collect();
+    assert_eq!(types, vec![json!("error")], "{frames:?}");
+    assert_eq!(frames[0]["p"]["code"], "hello_timeout");
+    assert!(closed, "closed after the hello timeout");
+    assert!(cp.hub.is_connected(w.id) && cp.hub.connection_id(w.id) == live_id);
+}
+
 #[tokio::test]
 async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
     let cp = single().await;
@@ -96,8 +158,8 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
     assert_eq!((job.app_id, job.deployment_id, job.attempt), (app, Some(deployment), 1));
     assert_eq!(job.payload["repo_url"], "https://example.com/r.git");
 
-    // Worker B tries to report A's job: ignored (T17).
-    let mut raw_b = RawWorker::connect(&cp, &b).await;
+    // Worker B, online with a connection of its own, tries to report A's job: ignored (T17).
+    let mut raw_b = RawWorker::connect_online(&cp, &b).await;
     raw_b
         .send(&JobResult {
             job_id: job.job_id,

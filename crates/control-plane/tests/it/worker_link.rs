@@ -1,4 +1,5 @@
-//! The worker link over real sockets: registration (T10), JWTs before the upgrade (T11), the
+//! The worker link over real sockets: registration (T10), what a worker holds (T34), JWTs
+//! before the upgrade (T11), the
 //! envelope's receive checks (T13), WebSocket abuse (T15), admin queries (T16), and a frame
 //! built by hand from the spec (interop).
 
@@ -10,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message};
 use wisehosting_control_plane::hub::HubError;
-use wisehosting_crypto::jwt::{AUDIENCE, ISSUER, sign_claims};
+use wisehosting_control_plane::store;
+use wisehosting_crypto::jwt::{AUDIENCE, ISSUER, sign_claims, sign_worker_token};
 use wisehosting_crypto::{Keyring, Purpose, Secret};
 use wisehosting_proto::envelope::seal_frame;
 use wisehosting_proto::messages::{AdminQueryReply, Heartbeat, Hello};
@@ -63,7 +65,7 @@ async fn registration_answers_the_spec_shape_and_wrong_secret_or_key_look_alike(
 
     let mut answers = Vec::new();
     for (secret, key) in
-        [("wrong-secret", w.api_key.as_str()), (cp.config.api_server.secret.expose(), "whk_wrong")]
+        [("wrong-secret", w.api_key.as_str()), (cp.config.workers.join_secret.expose(), "whk_wrong")]
     {
         let response = cp
             .client
@@ -176,6 +178,66 @@ async fn a_database_dump_alone_cannot_forge_an_envelope() {
         assert_eq!(raw.expect_error_and_close().await, "bad_mac");
     }
     assert_eq!(status_of(&cp, w.id).await, "pending", "no forged hello marked it online");
+}
+
+// ---- T34: what a worker holds ----
+
+#[tokio::test]
+async fn what_a_worker_is_configured_with_opens_nothing_sealed_and_signs_no_jwt() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let w = create_worker(&cp, "untrusted").await;
+    let user = cp.login("held@example.com").await;
+    let repo = wisehosting_testkit::TestRepo::new();
+    repo.commit(&[("index.html", "hi")], "v1");
+    let deployed = user
+        .post_json(
+            "/api/deploy",
+            &json!({"name": "held", "repo_url": repo.url(), "port": 8080,
+                    "env": {"CANARY": "env-canary-7f3a"}, "git_token": "tok-canary-7f3a"}),
+        )
+        .await;
+    assert_eq!(deployed.status(), 201);
+    let app = deployed.json::<Value>().await.expect("json")["app"]["id"].as_i64().expect("app id");
+
+    let sealer_of = |secret: &Secret| {
+        let keys = Keyring::from_master(secret);
+        let sealer = wisehosting_crypto::Sealer::new(1, [(1, keys.key(Purpose::ColumnEncryption).clone())])
+            .expect("sealer");
+        (sealer, keys.key(Purpose::WorkerJwt).clone())
+    };
+    // The control plane's own keys open and sign: the checks below can fail.
+    let (master_sealer, master_jwt) = sealer_of(&cp.config.api_server.secret);
+    let env = store::apps::load_env(&cp.db, &master_sealer, app).await.expect("the master opens env");
+    assert_eq!(env.get("CANARY").map(String::as_str), Some("env-canary-7f3a"));
+    let now = chrono::Utc::now().timestamp();
+    assert!(open_ws(&cp, &sign_worker_token(&master_jwt, w.id, now, 600)).await.is_ok());
+
+    // Everything a worker is configured with: its API key and the join secret (SPEC §4.1).
+    let held = [cp.config.workers.join_secret.clone(), Secret::new(w.api_key.clone())];
+    for secret in &held {
+        let (sealer, jwt) = sealer_of(secret);
+        assert!(store::apps::load_env(&cp.db, &sealer, app).await.is_err(), "env opened");
+        assert!(store::apps::load_git_token(&cp.db, &sealer, app).await.is_err(), "git token opened");
+        let sealed: String = sqlx::query_scalar("SELECT mac_key_sealed FROM workers WHERE id = $1")
+            .bind(w.id)
+            .fetch_one(&cp.db)
+            .await
+            .expect("row");
+        assert!(sealer.open(&sealed, store::workers::mac_key_aad(&w.id.to_string())).is_err());
+        assert_refused_before_upgrade(&cp, &sign_worker_token(&jwt, w.id, now, 600), "worker-held key").await;
+    }
+
+    // The master presented as the join secret is refused like any wrong secret.
+    let response = cp
+        .client
+        .post(cp.url("/v1/workers/register"))
+        .json(&json!({"secret": cp.config.api_server.secret.expose(), "api_key": w.api_key, "name": w.name,
+                      "version": "x", "zone": null, "capacity": {"cpus": 1, "memory_mb": 1}, "wg_public_key": null}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 401);
+    assert_eq!(cp.register(&w).await.status(), 200, "the join secret registers");
 }
 
 // ---- T11: JWTs, refused before the upgrade ----
@@ -312,7 +374,7 @@ async fn a_connection_whose_token_lapses_is_closed_unless_refreshed() {
     let cp = spawn_control_plane_with(|c| c.worker_token_ttl_secs = 5).await;
     let w = create_worker(&cp, "lapsing").await;
     let mut lapsing = RawWorker::connect(&cp, &w).await;
-    let mut refreshed = RawWorker::connect(&cp, &create_worker(&cp, "refreshed").await).await;
+    let mut refreshed = RawWorker::connect_online(&cp, &create_worker(&cp, "refreshed").await).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let fresh = cp.token(&refreshed.worker).await;
     refreshed.send(&wisehosting_proto::messages::AuthRefresh { token: fresh }).await;
@@ -403,8 +465,9 @@ async fn one_changed_bit_in_each_field_and_a_skewed_clock_are_refused() {
         (MAX_SKEW_MS - 1000, None),
         (-MAX_SKEW_MS + 1000, None),
     ] {
-        let mut raw = RawWorker::connect(&cp, &w).await;
-        raw.send_text(seal_frame(&raw.keys.c2s, "heartbeat", i, 1, now_ms() + offset, &hb)).await;
+        // After the hello (sequence 1), so an accepted heartbeat is applied.
+        let mut raw = RawWorker::connect_online(&cp, &w).await;
+        raw.send_text(seal_frame(&raw.keys.c2s, "heartbeat", i, 2, now_ms() + offset, &hb)).await;
         match expected {
             Some(code) => assert_eq!(raw.expect_error_and_close().await, code, "offset {offset}"),
             None => {
@@ -471,7 +534,7 @@ async fn oversize_binary_and_unknown_frames() {
     assert!(raw.recv().await.is_none() || raw.recv().await.is_none());
 
     // An unknown type is ignored (SPEC §4.3: append-only protocol): counted, not fatal.
-    let mut raw = RawWorker::connect(&cp, &w).await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
     let teleport = raw.sender.seal_raw("teleport", [9; 16], now_ms(), "{}");
     raw.send_text(teleport).await;
     raw.send(&Heartbeat { cpu_pct: 2.0, ..Heartbeat::default() }).await;
@@ -520,7 +583,7 @@ async fn the_hub_refuses_commands_outside_the_five_and_offline_workers() {
 async fn admin_replies_route_by_query_id_and_stray_ones_are_dropped() {
     let cp = spawn_control_plane().await;
     let w = create_worker(&cp, "replier").await;
-    let mut raw = RawWorker::connect(&cp, &w).await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
     let hub = cp.hub.clone();
     let id = w.id;
     let query = tokio::spawn(async move { hub.worker_query(id, "image_ls", Duration::from_secs(5)).await });
@@ -546,17 +609,22 @@ async fn admin_replies_route_by_query_id_and_stray_ones_are_dropped() {
 async fn heartbeats_are_kept_in_memory_and_flushed_to_the_database_at_shutdown() {
     let cp = spawn_control_plane().await;
     let w = create_worker(&cp, "beating").await;
-    let mut raw = RawWorker::connect(&cp, &w).await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
+    let last_heartbeat_at = || async {
+        let at: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT last_heartbeat_at FROM workers WHERE id = $1")
+                .bind(w.id)
+                .fetch_one(&cp.db)
+                .await
+                .expect("row");
+        at
+    };
+    // The hello marks it online (a write); heartbeats after it are not written one by one.
+    let online_at = last_heartbeat_at().await;
     raw.send(&Heartbeat { mem_total_bytes: 42, ..Heartbeat::default() }).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(cp.hub.snapshot(w.id).map(|h| h.mem_total_bytes), Some(42));
-    let before: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT last_heartbeat_at FROM workers WHERE id = $1")
-            .bind(w.id)
-            .fetch_one(&cp.db)
-            .await
-            .expect("row");
-    assert!(before.is_none(), "no write per heartbeat");
+    assert_eq!(last_heartbeat_at().await, online_at, "no write per heartbeat");
     let db = cp.db.clone();
     let url = cp.database_url.clone();
     cp.stop().await.expect("stop");
@@ -568,7 +636,7 @@ async fn heartbeats_are_kept_in_memory_and_flushed_to_the_database_at_shutdown()
             .fetch_one(&pool)
             .await
             .expect("row");
-    assert!(after.is_some(), "flushed at shutdown");
+    assert!(after > online_at, "the heartbeat's time was flushed at shutdown: {after:?} after {online_at:?}");
 }
 
 // ---- Interop: a frame built from the spec's words alone ----
@@ -641,7 +709,7 @@ async fn invalid_utf8_ends_the_connection_and_a_ping_flood_does_not_stop_the_lin
     let _ = raw.ws.send(Message::Frame(bad)).await;
     assert!(raw.recv().await.is_none(), "invalid UTF-8 closed the connection");
 
-    let mut raw = RawWorker::connect(&cp, &w).await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
     for i in 0..5_000u32 {
         raw.ws.feed(Message::Ping(i.to_be_bytes().to_vec().into())).await.expect("ping");
     }

@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 
 use super::{DeployPayload, Done, LifecyclePayload, Pipeline, Reporter};
+use crate::runtime::firewall;
+use crate::runtime::lines::{LogBatch, LogBudget};
 
 /// Lines of output kept for an error message.
 const TAIL: usize = 25;
+/// What an app container may do as root inside it: own files, signal its processes, bind
+/// low ports, switch users.
+const APP_CAPABILITIES: &str = "CHOWN,DAC_OVERRIDE,FOWNER,FSETID,KILL,NET_BIND_SERVICE,SETGID,SETUID";
+/// Processes (threads included) one app container may have.
+const APP_PIDS_LIMIT: &str = "512";
 
 /// True for addresses on the public internet (not loopback, private, link-local, CGNAT,
 /// multicast, documentation, or IPv4 inside IPv6).
@@ -70,20 +77,22 @@ async fn run_logged(
     let mut rx = crate::runtime::output_lines(stdout, stderr, 256);
     let mut tail: Vec<String> = Vec::new();
     let work = async {
-        let mut batch = Vec::new();
+        let mut batch = LogBatch::new(50);
+        let mut budget = LogBudget::default();
         let mut last_flush = Instant::now();
         while let Some(line) = rx.recv().await {
-            tail.push(line.clone());
-            if tail.len() > TAIL {
-                tail.remove(0);
-            }
-            batch.push(line);
-            if batch.len() >= 50 || last_flush.elapsed() > Duration::from_millis(250) {
-                reporter.build_log(std::mem::take(&mut batch)).await;
-                last_flush = Instant::now();
+            for line in budget.admit(line) {
+                tail.push(line.clone());
+                if tail.len() > TAIL {
+                    tail.remove(0);
+                }
+                if batch.push(line) || last_flush.elapsed() > Duration::from_millis(250) {
+                    reporter.build_log(batch.take()).await;
+                    last_flush = Instant::now();
+                }
             }
         }
-        reporter.build_log(batch).await;
+        reporter.build_log(batch.take()).await;
         child.wait().await
     };
     let status = match tokio::time::timeout(limit, work).await {
@@ -246,28 +255,35 @@ impl Pipeline {
 
     /// The Containerfile to build with: the configured path (inside the checkout), the
     /// repository's `Containerfile`/`Dockerfile`, or the static preset's.
-    fn containerfile(&self, src: &Path, payload: &DeployPayload) -> Result<PathBuf, String> {
+    ///
+    /// The checkout is hostile (T35): a generated file is written in the work dir beside it,
+    /// which the repository cannot name, created new (never through an existing name or link);
+    /// a repository file is used only when its real path, links resolved, stays inside the
+    /// checkout.
+    fn containerfile(&self, work: &Path, src: &Path, payload: &DeployPayload) -> Result<PathBuf, String> {
         if payload.framework == "static" {
-            let file = src.join(".wisehosting.Containerfile");
+            let file = work.join("static.Containerfile");
             let text = format!(
                 "FROM {}\nCOPY . /www\nEXPOSE {port}\nCMD [\"httpd\", \"-f\", \"-v\", \"-p\", \"{port}\", \"-h\", \"/www\"]\n",
                 self.settings.static_image,
                 port = payload.port
             );
-            std::fs::write(&file, text)
-                .map_err(|e| format!("cannot write the static preset's Containerfile: {e}"))?;
+            write_new(&file, &text, "the static preset's Containerfile")?;
             return Ok(file);
         }
-        let candidates: Vec<PathBuf> = match &payload.dockerfile_path {
-            Some(path) => vec![src.join(path)],
-            None => vec![src.join("Containerfile"), src.join("Dockerfile")],
+        let candidates: Vec<(String, PathBuf)> = match &payload.dockerfile_path {
+            Some(path) => vec![(path.clone(), src.join(path))],
+            None => ["Containerfile", "Dockerfile"].iter().map(|n| (n.to_string(), src.join(n))).collect(),
         };
         let root = src.canonicalize().map_err(|e| format!("cannot read the checkout: {e}"))?;
-        for candidate in candidates {
-            if let Ok(real) = candidate.canonicalize()
-                && real.starts_with(&root)
-                && real.is_file()
-            {
+        for (name, candidate) in candidates {
+            let Ok(real) = candidate.canonicalize() else { continue };
+            if !real.starts_with(&root) {
+                return Err(format!(
+                    "{name} in the repository is a symbolic link (or passes through one) that leaves the repository; commit the Containerfile itself, or point dockerfile_path at a file inside the repository"
+                ));
+            }
+            if real.is_file() {
                 return Ok(real);
             }
         }
@@ -308,15 +324,15 @@ impl Pipeline {
         reporter.build_log(vec![format!("checked out {commit}")]).await;
 
         reporter.progress("building").await;
-        let containerfile = self.containerfile(&src, payload)?;
+        let containerfile = self.containerfile(work, &src, payload)?;
         let iidfile = work.join("image-id");
         let tag = format!("{}:d{deployment_id}", self.image_repo(app_id));
         let mut build = self.podman.command_for(&["build"]);
         if self.settings.isolate_builds {
-            crate::runtime::firewall::ensure(&self.podman)
+            firewall::ensure(&self.podman, &firewall::BUILD)
                 .await
                 .map_err(|e| format!("cannot isolate the build, so it was not started: {e}"))?;
-            build.arg("--network").arg(crate::runtime::firewall::NETWORK);
+            build.arg("--network").arg(firewall::BUILD.network);
         }
         build
             .arg("-f")
@@ -336,36 +352,29 @@ impl Pipeline {
         if !image_id.starts_with("sha256:") || image_id.len() != 71 {
             return Err(format!("the build reported a malformed image id {image_id:?}"));
         }
-        let done = self
-            .start_version(
-                work,
-                app_id,
-                deployment_id,
-                &image_id,
-                payload.port,
-                &payload.env,
-                payload.memory_mb,
-                payload.cpus,
-                reporter,
-            )
-            .await?;
+        let spec = RunSpec {
+            image_id: &image_id,
+            port: payload.port,
+            env: &payload.env,
+            memory_mb: payload.memory_mb,
+            cpus: payload.cpus,
+            // The static preset's httpd writes nothing.
+            read_only_root: payload.framework == "static",
+        };
+        let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
         Ok(Done { commit: Some(commit), ..done })
     }
 
     /// Runs an image as the app's new version, checks its health and switches to it.
-    #[allow(clippy::too_many_arguments)]
     async fn start_version(
         &self,
         work: &Path,
         app_id: i64,
         deployment_id: i64,
-        image_id: &str,
-        port: u16,
-        env: &std::collections::BTreeMap<String, String>,
-        memory_mb: u32,
-        cpus: f32,
+        spec: &RunSpec<'_>,
         reporter: &Reporter,
     ) -> Result<Done, String> {
+        let RunSpec { image_id, port, env, memory_mb, cpus, read_only_root } = *spec;
         reporter.progress("starting").await;
         let host_port = free_port()?;
         let env_file = work.join("env");
@@ -373,12 +382,20 @@ impl Pipeline {
         for (k, v) in env {
             text.push_str(&format!("{k}={v}\n"));
         }
-        write_private(&env_file, &text)?;
+        write_new(&env_file, &text, "the env file")?;
         let name = self.container_name(app_id, deployment_id);
+        let confinement = match self.confinement(read_only_root).await {
+            Ok(args) => args,
+            Err(e) => {
+                let _ = std::fs::remove_file(&env_file);
+                return Err(e);
+            }
+        };
         let mut run = self.podman.command_for(&["run", "-d"]);
         run.arg("--name")
             .arg(&name)
             .args(self.labels(app_id, deployment_id))
+            .args(confinement)
             .arg("--memory")
             .arg(format!("{memory_mb}m"))
             .arg("--cpus")
@@ -412,6 +429,39 @@ impl Pipeline {
             host_port: Some(host_port),
             container_id: Some(container_id),
         })
+    }
+
+    /// The `podman run` arguments that confine an app (T37): its own network, whose egress to
+    /// the host, private ranges and other apps is refused ([`firewall::APPS`]); no IPv6; no
+    /// privilege gained through setuid binaries; a minimal set of capabilities (podman's
+    /// default without `SETFCAP`, `SETPCAP`, `SYS_CHROOT`); a cap on processes; and a read-only
+    /// root where the preset writes nothing (the static preset).
+    async fn confinement(&self, read_only_root: bool) -> Result<Vec<String>, String> {
+        let mut args: Vec<String> = [
+            "--security-opt",
+            "no-new-privileges",
+            "--cap-drop",
+            "all",
+            "--cap-add",
+            APP_CAPABILITIES,
+            "--pids-limit",
+            APP_PIDS_LIMIT,
+        ]
+        .map(String::from)
+        .to_vec();
+        if read_only_root {
+            args.push("--read-only".into());
+        }
+        if self.settings.isolate_apps {
+            firewall::ensure(&self.podman, &firewall::APPS)
+                .await
+                .map_err(|e| format!("cannot confine the app, so it was not started: {e}"))?;
+            args.extend(
+                ["--network", firewall::APPS.network, "--sysctl", "net.ipv6.conf.all.disable_ipv6=1"]
+                    .map(String::from),
+            );
+        }
+        Ok(args)
     }
 
     async fn wait_healthy(&self, container_id: &str, host_port: u16) -> Result<(), String> {
@@ -630,33 +680,49 @@ impl Pipeline {
                     .find(|(_, d)| *d == Some(deployment))
                     .map(|(id, _)| id.clone())
                     .ok_or("the current version's container is gone from this worker; deploy again")?;
-                let mut inspect = self.podman.command_for(&["inspect", "--format", "{{.Image}}"]);
+                let mut inspect = self.podman.command_for(&[
+                    "inspect",
+                    "--format",
+                    "{{.Image}} {{.HostConfig.ReadonlyRootfs}}",
+                ]);
                 inspect.arg(&current);
-                let image = run_quiet(inspect, "podman inspect").await?;
-                let image = if image.starts_with("sha256:") { image } else { format!("sha256:{image}") };
+                let inspected = run_quiet(inspect, "podman inspect").await?;
+                let (image, read_only) = inspected.split_once(' ').unwrap_or((&inspected, "false"));
+                let image =
+                    if image.starts_with("sha256:") { image.to_string() } else { format!("sha256:{image}") };
                 let work = self
                     .data_dir
                     .join("builds")
                     .join(format!("{}-restart-{deployment}", self.settings.instance));
+                // A restart killed half-way may have left its env file: start afresh.
+                let _ = tokio::fs::remove_dir_all(&work).await;
                 tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
-                let result = self
-                    .start_version(
-                        &work,
-                        app_id,
-                        deployment,
-                        &image,
-                        payload.port,
-                        &payload.env,
-                        payload.memory_mb,
-                        payload.cpus,
-                        reporter,
-                    )
-                    .await;
+                let spec = RunSpec {
+                    image_id: &image,
+                    port: payload.port,
+                    env: &payload.env,
+                    memory_mb: payload.memory_mb,
+                    cpus: payload.cpus,
+                    read_only_root: read_only == "true",
+                };
+                let result = self.start_version(&work, app_id, deployment, &spec, reporter).await;
                 let _ = tokio::fs::remove_dir_all(&work).await;
                 result
             }
         }
     }
+}
+
+/// What a new container of an app runs with.
+#[derive(Debug, Clone, Copy)]
+struct RunSpec<'a> {
+    /// The image id the build produced (never a tag).
+    image_id: &'a str,
+    port: u16,
+    env: &'a std::collections::BTreeMap<String, String>,
+    memory_mb: u32,
+    cpus: f32,
+    read_only_root: bool,
 }
 
 /// `-p` arguments: the container's port on loopback (the edge router's upstream, the health
@@ -789,17 +855,18 @@ fn tags_to_prune(tags: &[ImageTag], in_use: &str, keep: usize) -> Vec<String> {
         .collect()
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+/// Writes a new private file (mode 0600). `create_new` (`O_CREAT|O_EXCL`) refuses an existing
+/// name, a symbolic link included, so nothing is ever written through a link.
+fn write_new(path: &Path, text: &str, what: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot write the env file: {e}"))?;
-    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write the env file: {e}"))
+        .map_err(|e| format!("cannot write {what}: {e}"))?;
+    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write {what}: {e}"))
 }
 
 #[cfg(test)]

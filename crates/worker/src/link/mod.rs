@@ -39,6 +39,9 @@ use crate::stats::HostSampler;
 /// Renew the JWT this long before it expires.
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(120);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// The envelope's fields around a payload (`t`, `i`, `s`, `ts`, `h` and the JSON punctuation),
+/// with room to spare.
+const FRAME_OVERHEAD: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -568,6 +571,16 @@ where
     S: SinkExt<Message> + Unpin,
     S::Error: std::fmt::Display,
 {
+    // A frame over the limit would make the control plane close the link: drop the message
+    // instead (log batches are capped far below this; this is the last guard).
+    if out.payload.len() + FRAME_OVERHEAD > MAX_FRAME_BYTES {
+        tracing::warn!(
+            message_type = out.t,
+            bytes = out.payload.len(),
+            "dropped a message too large for one frame"
+        );
+        return Ok(());
+    }
     let id = wisehosting_crypto::random_bytes::<16>();
     let text = sender.seal_raw(out.t, id, now_ms(), &out.payload);
     sink.send(Message::Text(text.into())).await.map_err(|e| LinkError::WebSocket(e.to_string()))

@@ -1,10 +1,24 @@
-//! Build isolation (SPEC §6, SECURITY-TESTS T23): builds run on their own podman network,
-//! `wisehosting-build` (10.89.0.0/16), whose traffic to the host is refused (DNS to the
-//! network's gateway aside) and whose forwarded traffic to private, loopback, link-local, CGNAT
-//! and mesh ranges is refused. The rules live in two chains of our own, jumped to from the top
-//! of INPUT and FORWARD. Before every build one `iptables -S` checks them, line for line; when
-//! anything differs (a firewall reload, say) they are re-applied before the build runs. Every
-//! command is argv, never a shell.
+//! Network confinement of builds and apps (SPEC §6, SECURITY-TESTS T23 and T37).
+//!
+//! Builds run on `wisehosting-build` (10.89.0.0/16) and app containers on `wisehosting-apps`
+//! (10.90.0.0/16), two podman networks of our own. For each, iptables refuses what a
+//! container starts towards the host (DNS to the network's gateway aside) and towards
+//! private, loopback, link-local, CGNAT, mesh, multicast and reserved ranges — which include
+//! both networks, so an app reaches another app only through the edge router, and a build
+//! reaches no app. The public internet stays open. On the apps network, answers to
+//! connections made *to* an app (the edge router, a central proxy over the mesh) pass: only
+//! connections an app starts are judged. Neither network has IPv6; ip6tables refuses
+//! everything that enters from their bridges anyway, so a link-local IPv6 address cannot
+//! reach the host or a neighbour.
+//!
+//! App-to-app traffic on one bridge is seen by iptables only with `br_netfilter`
+//! (`net.bridge.bridge-nf-call-iptables = 1`); the apps network is not used without it.
+//!
+//! The rules live in chains of our own, jumped to from the *top* of INPUT and FORWARD: an
+//! ACCEPT above our jump would disable it, so the check reads `iptables -S` in order and
+//! repairs when anything differs — a missing, extra or changed rule, or a jump that is no
+//! longer first (a firewall reload, netavark adding its own jump above ours). The check runs
+//! before every build and every app start. Every command is argv, never a shell.
 
 use std::process::Stdio;
 
@@ -12,13 +26,39 @@ use tokio::process::Command;
 
 use super::Podman;
 
-pub const NETWORK: &str = "wisehosting-build";
-pub const SUBNET: &str = "10.89.0.0/16";
-pub const GATEWAY: &str = "10.89.0.1";
-const CHAIN_IN: &str = "WISEHOSTING-BUILD-IN";
-const CHAIN_FWD: &str = "WISEHOSTING-BUILD-FWD";
-/// Forwarded destinations a build may not reach.
-const BLOCKED: [&str; 9] = [
+/// One of our confined networks.
+#[derive(Debug)]
+pub struct Confined {
+    pub network: &'static str,
+    pub subnet: &'static str,
+    pub gateway: &'static str,
+    chain: &'static str,
+    /// Let answers to connections made to the containers pass (apps serve; builds do not).
+    serves: bool,
+    /// Needs bridged traffic to pass iptables (several tenants on one bridge).
+    needs_br_netfilter: bool,
+}
+
+pub const BUILD: Confined = Confined {
+    network: "wisehosting-build",
+    subnet: "10.89.0.0/16",
+    gateway: "10.89.0.1",
+    chain: "WISEHOSTING-BUILD",
+    serves: false,
+    needs_br_netfilter: false,
+};
+
+pub const APPS: Confined = Confined {
+    network: "wisehosting-apps",
+    subnet: "10.90.0.0/16",
+    gateway: "10.90.0.1",
+    chain: "WISEHOSTING-APPS",
+    serves: true,
+    needs_br_netfilter: true,
+};
+
+/// Destinations a container may not start a connection to (beyond the host itself).
+const BLOCKED: [&str; 12] = [
     "10.0.0.0/8",
     "172.16.0.0/12",
     "192.168.0.0/16",
@@ -26,83 +66,196 @@ const BLOCKED: [&str; 9] = [
     "169.254.0.0/16",
     "100.64.0.0/10",
     "0.0.0.0/8",
+    "192.0.0.0/24",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
     "224.0.0.0/4",
     "240.0.0.0/4",
 ];
 
-async fn iptables(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("iptables")
+const REJECT: &str = "-j REJECT --reject-with icmp-port-unreachable";
+const REJECT6: &str = "-j REJECT --reject-with icmp6-port-unreachable";
+const REPLIES: &str = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN";
+
+/// What one tool (`iptables` or `ip6tables`) must list: jumps at the top of built-in chains,
+/// and our chains' rules, each exactly as `-S` prints it (and as given to `-A`/`-I`).
+#[derive(Debug, PartialEq)]
+struct Ruleset {
+    /// `(parent, "-A <parent> … -j <chain>")`.
+    jumps: Vec<(&'static str, String)>,
+    /// `(chain, rules)`, each rule `-A <chain> …`.
+    chains: Vec<(String, Vec<String>)>,
+}
+
+impl Confined {
+    fn in_chain(&self) -> String {
+        format!("{}-IN", self.chain)
+    }
+
+    fn fwd_chain(&self) -> String {
+        format!("{}-FWD", self.chain)
+    }
+
+    fn v6_chain(&self) -> String {
+        format!("{}-V6", self.chain)
+    }
+
+    fn v4_rules(&self) -> Ruleset {
+        let (cin, cfwd) = (self.in_chain(), self.fwd_chain());
+        let mut rules_in = Vec::new();
+        let mut rules_fwd = Vec::new();
+        if self.serves {
+            rules_in.push(format!("-A {cin} {REPLIES}"));
+            rules_fwd.push(format!("-A {cfwd} {REPLIES}"));
+        }
+        for proto in ["udp", "tcp"] {
+            rules_in
+                .push(format!("-A {cin} -d {}/32 -p {proto} -m {proto} --dport 53 -j RETURN", self.gateway));
+        }
+        rules_in.push(format!("-A {cin} {REJECT}"));
+        rules_fwd.extend(BLOCKED.iter().map(|net| format!("-A {cfwd} -d {net} {REJECT}")));
+        Ruleset {
+            jumps: vec![
+                ("INPUT", format!("-A INPUT -s {} -j {cin}", self.subnet)),
+                ("FORWARD", format!("-A FORWARD -s {} -j {cfwd}", self.subnet)),
+            ],
+            chains: vec![(cin, rules_in), (cfwd, rules_fwd)],
+        }
+    }
+
+    /// Everything that enters from the network's bridge over IPv6 is refused.
+    fn v6_rules(&self, bridge: &str) -> Ruleset {
+        let chain = self.v6_chain();
+        let mut rules = Vec::new();
+        if self.serves {
+            rules.push(format!("-A {chain} {REPLIES}"));
+        }
+        rules.push(format!("-A {chain} {REJECT6}"));
+        Ruleset {
+            jumps: vec![
+                ("INPUT", format!("-A INPUT -i {bridge} -j {chain}")),
+                ("FORWARD", format!("-A FORWARD -i {bridge} -j {chain}")),
+            ],
+            chains: vec![(chain, rules)],
+        }
+    }
+}
+
+/// True when `listing` (`iptables -S`) holds exactly our rules in our chains and each of our
+/// jumps comes before every rule of its parent chain that is not one of our jumps.
+fn rules_in_place(listing: &str, expected: &Ruleset) -> bool {
+    let lines: Vec<&str> = listing.lines().map(str::trim).collect();
+    for (chain, rules) in &expected.chains {
+        let prefix = format!("-A {chain} ");
+        let found: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with(&prefix)).collect();
+        if found != rules.iter().map(String::as_str).collect::<Vec<_>>() {
+            return false;
+        }
+    }
+    for (parent, jump) in &expected.jumps {
+        let prefix = format!("-A {parent} ");
+        let in_parent: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with(&prefix)).collect();
+        let first_foreign = in_parent.iter().position(|l| !is_our_jump(l)).unwrap_or(in_parent.len());
+        let ours = in_parent.iter().filter(|l| **l == jump.as_str()).count();
+        let position = in_parent.iter().position(|l| *l == jump.as_str());
+        if ours != 1 || position.is_none_or(|p| p > first_foreign) {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_our_jump(line: &str) -> bool {
+    line.rsplit(' ').next().is_some_and(|target| target.starts_with("WISEHOSTING-"))
+}
+
+async fn run(tool: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(tool)
         .arg("-w")
         .args(args)
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("iptables {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!("{tool} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
-/// Serializes checks and repairs: two builds never flush and refill the chains at once.
-static ENSURE: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
-
-/// The lines `iptables -S` prints when the rules are in place.
-fn expected_rules() -> Vec<String> {
-    let mut lines =
-        vec![format!("-A INPUT -s {SUBNET} -j {CHAIN_IN}"), format!("-A FORWARD -s {SUBNET} -j {CHAIN_FWD}")];
-    for proto in ["udp", "tcp"] {
-        lines.push(format!("-A {CHAIN_IN} -d {GATEWAY}/32 -p {proto} -m {proto} --dport 53 -j RETURN"));
+/// Empties our chains and fills them again; moves each jump to the top of its parent.
+async fn apply(tool: &str, expected: &Ruleset) -> Result<(), String> {
+    for (chain, rules) in &expected.chains {
+        // -N fails when the chain exists; -F then empties it either way.
+        let _ = run(tool, &["-N", chain]).await;
+        run(tool, &["-F", chain]).await?;
+        for rule in rules {
+            run(tool, &rule.split_whitespace().collect::<Vec<_>>()).await?;
+        }
     }
-    lines.push(format!("-A {CHAIN_IN} -j REJECT --reject-with icmp-port-unreachable"));
-    for net in BLOCKED {
-        lines.push(format!("-A {CHAIN_FWD} -d {net} -j REJECT --reject-with icmp-port-unreachable"));
+    for (_, jump) in expected.jumps.iter().rev() {
+        let words: Vec<&str> = jump.split_whitespace().collect();
+        let (parent, matches) = (words[1], &words[2..]);
+        // Every copy goes (a stale one below an ACCEPT is useless), then one at the top.
+        while run(tool, &[&["-D", parent][..], matches].concat()).await.is_ok() {}
+        run(tool, &[&["-I", parent, "1"][..], matches].concat()).await?;
     }
-    lines
+    Ok(())
 }
 
-/// True when `listing` (`iptables -S`) holds our jumps and exactly our rules in our chains.
-fn rules_in_place(listing: &str) -> bool {
-    let ours: Vec<&str> = listing
-        .lines()
-        .map(str::trim)
-        .filter(|l| {
-            l.starts_with(&format!("-A {CHAIN_IN} "))
-                || l.starts_with(&format!("-A {CHAIN_FWD} "))
-                || l.ends_with(&format!("-j {CHAIN_IN}"))
-                || l.ends_with(&format!("-j {CHAIN_FWD}"))
-        })
-        .collect();
-    let mut expected = expected_rules();
-    let mut found: Vec<String> = ours.iter().map(|l| l.to_string()).collect();
-    expected.sort();
-    found.sort();
-    found.dedup();
-    expected == found
+/// Serializes checks and repairs: two jobs never flush and refill the chains at once. Holds
+/// the networks already created, with their bridges.
+static ENSURE: tokio::sync::Mutex<Vec<(&'static str, String)>> = tokio::sync::Mutex::const_new(Vec::new());
+
+/// Creates `net` if missing and makes sure its rules are in place, in order; repairs them
+/// otherwise. An error means the network must not be used.
+pub async fn ensure(podman: &Podman, net: &Confined) -> Result<(), String> {
+    let mut ready = ENSURE.lock().await;
+    let bridge = match ready.iter().find(|(n, _)| *n == net.network) {
+        Some((_, bridge)) => bridge.clone(),
+        None => {
+            let bridge = create_network(podman, net).await?;
+            ready.push((net.network, bridge.clone()));
+            bridge
+        }
+    };
+    if net.needs_br_netfilter {
+        bridged_traffic_filtered()?;
+    }
+    for (tool, expected) in [("iptables", net.v4_rules()), ("ip6tables", net.v6_rules(&bridge))] {
+        let listing = run(tool, &["-S"]).await.unwrap_or_default();
+        if !rules_in_place(&listing, &expected) {
+            tracing::info!(network = net.network, tool, "(re)applying the network's firewall rules");
+            apply(tool, &expected).await?;
+        }
+    }
+    Ok(())
 }
 
-/// Creates the build network if missing and makes sure the rules are in place.
-pub async fn ensure(podman: &Podman) -> Result<(), String> {
-    let mut network_ready = ENSURE.lock().await;
-    if !*network_ready {
-        create_network(podman).await?;
-        *network_ready = true;
+/// Makes sure bridged IPv4 and IPv6 traffic passes iptables (`br_netfilter`), without which
+/// two apps on one bridge would talk past every rule.
+fn bridged_traffic_filtered() -> Result<(), String> {
+    for knob in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        let path = std::path::Path::new("/proc/sys/net/bridge").join(knob);
+        match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() == "1" => {}
+            Ok(_) => {
+                std::fs::write(&path, "1").map_err(|e| format!("cannot set net.bridge.{knob} = 1: {e}"))?
+            }
+            Err(_) => {
+                return Err(format!(
+                    "net.bridge.{knob} is missing: load br_netfilter (`modprobe br_netfilter`) so apps on one bridge can be kept apart"
+                ));
+            }
+        }
     }
-    let listing = Command::new("iptables")
-        .args(["-w", "-S"])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
-    if listing.status.success() && rules_in_place(&String::from_utf8_lossy(&listing.stdout)) {
-        return Ok(());
-    }
-    apply_rules().await
+    Ok(())
 }
 
-async fn create_network(podman: &Podman) -> Result<(), String> {
-    let mut exists = podman.command_for(&["network", "exists", NETWORK]);
+/// Creates the network when missing (without IPv6); returns its bridge interface.
+async fn create_network(podman: &Podman, net: &Confined) -> Result<String, String> {
+    let mut exists = podman.command_for(&["network", "exists", net.network]);
     let present = exists
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -111,60 +264,112 @@ async fn create_network(podman: &Podman) -> Result<(), String> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !present {
-        let mut create =
-            podman.command_for(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, NETWORK]);
-        let out = create.output().await.map_err(|e| format!("cannot create the build network: {e}"))?;
+        let mut create = podman.command_for(&[
+            "network",
+            "create",
+            "--subnet",
+            net.subnet,
+            "--gateway",
+            net.gateway,
+            net.network,
+        ]);
+        let out =
+            create.output().await.map_err(|e| format!("cannot create the {} network: {e}", net.network))?;
         // Another worker (or test) may have created it in the meantime.
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() && !stderr.contains("already exists") {
-            return Err(format!("cannot create the build network: {}", stderr.trim()));
+            return Err(format!("cannot create the {} network: {}", net.network, stderr.trim()));
         }
     }
-    Ok(())
-}
-
-/// Empties our chains and fills them again; adds the jumps where missing.
-async fn apply_rules() -> Result<(), String> {
-    for chain in [CHAIN_IN, CHAIN_FWD] {
-        // -N fails when the chain exists; -F then empties it either way.
-        let _ = iptables(&["-N", chain]).await;
-        iptables(&["-F", chain]).await?;
+    let mut inspect =
+        podman.command_for(&["network", "inspect", "--format", "{{.NetworkInterface}}", net.network]);
+    let out =
+        inspect.output().await.map_err(|e| format!("cannot inspect the {} network: {e}", net.network))?;
+    let bridge = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let plain =
+        !bridge.is_empty() && bridge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !out.status.success() || !plain {
+        return Err(format!("cannot tell the bridge of the {} network (got {bridge:?})", net.network));
     }
-    for proto in ["udp", "tcp"] {
-        iptables(&["-A", CHAIN_IN, "-d", GATEWAY, "-p", proto, "--dport", "53", "-j", "RETURN"]).await?;
-    }
-    iptables(&["-A", CHAIN_IN, "-j", "REJECT"]).await?;
-    for net in BLOCKED {
-        iptables(&["-A", CHAIN_FWD, "-d", net, "-j", "REJECT"]).await?;
-    }
-    for (parent, chain) in [("INPUT", CHAIN_IN), ("FORWARD", CHAIN_FWD)] {
-        if iptables(&["-C", parent, "-s", SUBNET, "-j", chain]).await.is_err() {
-            iptables(&["-I", parent, "1", "-s", SUBNET, "-j", chain]).await?;
-        }
-    }
-    Ok(())
+    Ok(bridge)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn listing(net: &Confined, before: &str) -> String {
+        let rules = net.v4_rules();
+        let mut out =
+            format!("-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-N {}\n-N {}\n", net.in_chain(), net.fwd_chain());
+        for (parent, jump) in &rules.jumps {
+            out.push_str(&format!("{jump}\n"));
+            out.push_str(&before.replace("PARENT", parent));
+        }
+        for (_, chain_rules) in &rules.chains {
+            for rule in chain_rules {
+                out.push_str(&format!("{rule}\n"));
+            }
+        }
+        out
+    }
+
     #[test]
     fn the_check_accepts_the_applied_rules_and_nothing_less_or_more() {
-        let applied = format!(
-            "-P INPUT ACCEPT\n-N {CHAIN_IN}\n-N {CHAIN_FWD}\n-A INPUT -i lo -j ACCEPT\n{}\n",
-            expected_rules().join("\n")
+        for net in [&BUILD, &APPS] {
+            let expected = net.v4_rules();
+            let applied = listing(net, "-A PARENT -i lo -j ACCEPT\n");
+            assert!(rules_in_place(&applied, &expected), "{applied}");
+            let missing_one =
+                applied.replace(&format!("-A {} -d 127.0.0.0/8 {REJECT}\n", net.fwd_chain()), "");
+            assert!(!rules_in_place(&missing_one, &expected), "a dropped rule is noticed");
+            let no_jump =
+                applied.replace(&format!("-A FORWARD -s {} -j {}\n", net.subnet, net.fwd_chain()), "");
+            assert!(!rules_in_place(&no_jump, &expected), "a missing jump is noticed");
+            let extra = format!("{applied}-A {} -j ACCEPT\n", net.in_chain());
+            assert!(!rules_in_place(&extra, &expected), "a rule added by someone else is noticed");
+            assert!(!rules_in_place("", &expected));
+        }
+    }
+
+    #[test]
+    fn an_accept_above_our_jump_is_noticed_and_our_other_jumps_above_it_are_fine() {
+        let expected = APPS.v4_rules();
+        let applied = listing(&APPS, "");
+        assert!(rules_in_place(&applied, &expected));
+        // An ACCEPT inserted at the top of FORWARD, above our jump, disables it.
+        let shadowed = applied.replacen("-A FORWARD -s", "-A FORWARD -j ACCEPT\n-A FORWARD -s", 1);
+        assert!(!rules_in_place(&shadowed, &expected), "{shadowed}");
+        // netavark's own jump above ours too.
+        let netavark = applied.replacen("-A INPUT -s", "-A INPUT -j NETAVARK_INPUT\n-A INPUT -s", 1);
+        assert!(!rules_in_place(&netavark, &expected));
+        // The build network's jump above the apps network's is one of ours: still in order.
+        let both = applied.replacen(
+            "-A INPUT -s",
+            "-A INPUT -s 10.89.0.0/16 -j WISEHOSTING-BUILD-IN\n-A INPUT -s",
+            1,
         );
-        assert!(rules_in_place(&applied));
-        let missing_one = applied.replace(
-            &format!("-A {CHAIN_FWD} -d 127.0.0.0/8 -j REJECT --reject-with icmp-port-unreachable\n"),
-            "",
+        assert!(rules_in_place(&both, &expected));
+        // Two copies of our jump (one left below a foreign rule) are repaired too.
+        let twice = format!("{applied}-A FORWARD -s {} -j {}\n", APPS.subnet, APPS.fwd_chain());
+        assert!(!rules_in_place(&twice, &expected));
+    }
+
+    #[test]
+    fn apps_let_answers_out_builds_do_not_and_both_refuse_each_other_and_v6() {
+        let apps = APPS.v4_rules();
+        assert_eq!(apps.chains[0].1[0], format!("-A WISEHOSTING-APPS-IN {REPLIES}"));
+        assert_eq!(apps.chains[1].1[0], format!("-A WISEHOSTING-APPS-FWD {REPLIES}"));
+        assert!(!BUILD.v4_rules().chains.iter().flat_map(|(_, r)| r).any(|r| r.contains("ctstate")));
+        for rules in [&apps, &BUILD.v4_rules()] {
+            // 10.0.0.0/8 holds both networks and the mesh (10.50.0.0/24).
+            assert!(rules.chains[1].1.iter().any(|r| r.contains("-d 10.0.0.0/8 ")));
+        }
+        let v6 = APPS.v6_rules("podman3");
+        assert_eq!(v6.jumps[0].1, "-A INPUT -i podman3 -j WISEHOSTING-APPS-V6");
+        assert_eq!(
+            v6.chains[0].1.last().map(String::as_str),
+            Some(&*format!("-A WISEHOSTING-APPS-V6 {REJECT6}"))
         );
-        assert!(!rules_in_place(&missing_one), "a dropped rule is noticed");
-        let no_jump = applied.replace(&format!("-A FORWARD -s {SUBNET} -j {CHAIN_FWD}\n"), "");
-        assert!(!rules_in_place(&no_jump), "a missing jump is noticed");
-        let extra = format!("{applied}-A {CHAIN_IN} -j ACCEPT\n");
-        assert!(!rules_in_place(&extra), "a rule added by someone else is noticed");
-        assert!(!rules_in_place(""));
     }
 }

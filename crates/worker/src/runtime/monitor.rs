@@ -14,6 +14,7 @@ use wisehosting_proto::messages::{AppStat, AppStateEntry, AppStates, AppStats, L
 use super::Podman;
 use crate::link::Outgoing;
 
+use super::lines::{LogBatch, LogBudget};
 use super::supervisor::{CRASH_LOOP_FAILURES, Supervisor};
 
 /// One container as `podman inspect` describes it.
@@ -239,7 +240,8 @@ async fn follow(
     let Ok(mut child) = cmd.spawn() else { return };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else { return };
     let mut rx = super::output_lines(stdout, stderr, 512);
-    let mut batch = Vec::new();
+    let mut batch = LogBatch::new(100);
+    let mut budget = LogBudget::default();
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break,
@@ -249,25 +251,22 @@ async fn follow(
                 continue;
             }
         };
-        match next {
-            Some(line) => {
-                batch.push(line);
-                if batch.len() >= 100 {
-                    flush(&out, app_id, &mut batch).await;
-                }
+        let Some(line) = next else { break };
+        for line in budget.admit(line) {
+            if batch.push(line) {
+                flush(&out, app_id, &mut batch).await;
             }
-            None => break,
         }
     }
     flush(&out, app_id, &mut batch).await;
     let _ = child.kill().await;
 }
 
-async fn flush(out: &mpsc::Sender<Outgoing>, app_id: i64, batch: &mut Vec<String>) {
+async fn flush(out: &mpsc::Sender<Outgoing>, app_id: i64, batch: &mut LogBatch) {
     if batch.is_empty() {
         return;
     }
-    let lines = std::mem::take(batch);
+    let lines = batch.take();
     let _ =
         out.send(Outgoing::of(&Log { app_id, deployment_id: None, stream: "runtime".into(), lines })).await;
 }
