@@ -19,6 +19,58 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidInput {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppSlug(String);
 
+/// Slugs the platform keeps for itself: `<slug>.<subdomain_base>` must never pose as the
+/// platform's own sites (the dashboard, the API, the admin console, mail, …).
+pub const RESERVED_SLUGS: &[&str] = &[
+    "www",
+    "api",
+    "admin",
+    "administrator",
+    "dashboard",
+    "console",
+    "app",
+    "apps",
+    "auth",
+    "login",
+    "logout",
+    "account",
+    "accounts",
+    "billing",
+    "support",
+    "help",
+    "docs",
+    "status",
+    "blog",
+    "mail",
+    "smtp",
+    "imap",
+    "pop",
+    "ftp",
+    "ns",
+    "ns1",
+    "ns2",
+    "dns",
+    "cdn",
+    "static",
+    "assets",
+    "internal",
+    "internal-api",
+    "metrics",
+    "health",
+    "traefik",
+    "proxy",
+    "edge",
+    "mesh",
+    "wg",
+    "vpn",
+    "webhooks",
+    "git",
+    "localhost",
+    "root",
+    "system",
+    "wisehosting",
+];
+
 impl AppSlug {
     pub const MAX_LEN: usize = 40;
 
@@ -47,6 +99,12 @@ impl AppSlug {
             return Err(invalid(
                 "name",
                 format!("the name makes a slug longer than {} characters; shorten it", Self::MAX_LEN),
+            ));
+        }
+        if RESERVED_SLUGS.contains(&slug) {
+            return Err(invalid(
+                "name",
+                format!("`{slug}` is kept for the platform's own sites; choose another name"),
             ));
         }
         Ok(AppSlug(slug.to_string()))
@@ -278,6 +336,15 @@ mod tests {
         assert!(AppSlug::from_name("!!!").is_err());
         assert!(AppSlug::from_name("").is_err());
         assert!(AppSlug::from_name(&"a".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn the_platforms_own_names_are_reserved() {
+        for name in ["www", "API", "Admin", "dashboard", " Internal API ", "wisehosting"] {
+            let err = AppSlug::from_name(name).expect_err(name);
+            assert!(err.to_string().contains("kept for the platform"), "{name}: {err}");
+        }
+        assert!(AppSlug::from_name("my-api").is_ok(), "only exact slugs are reserved");
     }
 
     #[test]

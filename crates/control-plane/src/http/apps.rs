@@ -173,13 +173,13 @@ async fn deploy(
     let git_token =
         req.git_token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
     let plan = plans::plan("free");
-    if apps::count_for_user(&state.db, user.id).await? >= plan.max_apps {
+    let mut tx = state.db.begin().await?;
+    if apps::count_for_user_locked(&mut tx, user.id).await? >= plan.max_apps {
         return Err(ApiError::Forbidden(format!(
             "the {} plan allows {} apps; delete one first",
             plan.name, plan.max_apps
         )));
     }
-    let mut tx = state.db.begin().await?;
     let app = apps::insert(
         &mut *tx,
         &NewApp {

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::extract::{CurrentUser, SESSION_COOKIE};
 use super::{ApiError, ApiJson};
+use crate::config::Config;
 use crate::state::AppState;
 use crate::store::audit::{self, AuditEvent};
 use crate::store::users;
@@ -22,6 +23,22 @@ pub fn routes() -> Router<AppState> {
         .route("/api/auth/dev-login", post(dev_login))
         .route("/api/auth/logout", post(logout))
         .route("/api/me", get(me))
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_secure_whenever_the_public_url_is_https() {
+        let mut config = Config::default();
+        let plain = session_cookie(&config, "t", 60).expect("cookie");
+        assert!(!plain.to_str().unwrap_or_default().contains("Secure"), "{plain:?}");
+        config.api_server.public_url = Some("https://paas.example.com".into());
+        let secure = session_cookie(&config, "t", 60).expect("cookie");
+        let text = secure.to_str().unwrap_or_default();
+        assert!(text.ends_with("; Secure") && text.contains("HttpOnly; SameSite=Lax"), "{text}");
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,9 +55,12 @@ fn valid_email(email: &str) -> bool {
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
 }
 
-fn session_cookie(token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
+/// The session cookie; `Secure` whenever users reach the platform over HTTPS (T01).
+fn session_cookie(config: &Config, token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
+    let https = config.api_server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let secure = if https { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}"
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
     ))
     .map_err(|_| ApiError::Internal("cannot build the session cookie".into()))
 }
@@ -76,7 +96,7 @@ async fn dev_login(
     )
     .await?;
     tx.commit().await?;
-    let cookie = session_cookie(&token, i64::from(users::SESSION_DAYS) * 86_400)?;
+    let cookie = session_cookie(&state.config, &token, i64::from(users::SESSION_DAYS) * 86_400)?;
     let mut response =
         (StatusCode::OK, Json(json!({ "user": { "id": user_id, "email": body.email.trim() } })))
             .into_response();
@@ -103,7 +123,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
     .await?;
     tx.commit().await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.config, "", 0)?);
     Ok(response)
 }
 

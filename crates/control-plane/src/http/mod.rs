@@ -39,9 +39,44 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::routes())
         .merge(domains::routes())
         .layer(middleware::from_fn(extract::csrf_guard));
-    let routes =
+    let mut routes =
         Router::new().merge(ops::routes()).merge(workers::routes()).merge(traefik::routes()).merge(api);
+    if state.config.single_machine {
+        routes = routes.layer(middleware::from_fn(loopback_names_only));
+    }
     with_edge(routes, state)
+}
+
+/// Single-machine mode (T38): a page on a foreign site can make the browser send requests to
+/// 127.0.0.1 under the site's own name (DNS rebinding), and the password-less dev login would
+/// answer them. So every request must name this machine by a loopback name or address, in
+/// `Host` and, when present, in `Origin`.
+async fn loopback_names_only(req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = req.headers().get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
+    let origin_ok =
+        origin.is_none_or(|o| o.split_once("://").is_some_and(|(_, rest)| is_loopback_name(rest)));
+    if host.is_some_and(is_loopback_name) && origin_ok {
+        return next.run(req).await;
+    }
+    ApiError::Forbidden(
+        "single-machine mode answers only requests to this machine by a loopback name (localhost, *.localhost, 127.0.0.1, [::1]); open the address `wisehosting dev` printed".into(),
+    )
+    .into_response()
+}
+
+/// `localhost`, `*.localhost` or a loopback address, with or without a port.
+fn is_loopback_name(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(h, _)| h),
+        None => authority.rsplit_once(':').map_or(authority, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) { h } else { authority }
+        }),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// Wraps a router in the shared middleware and the JSON fallbacks.
@@ -127,6 +162,39 @@ const SECURITY_HEADERS: [(HeaderName, &str); 7] = [
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::CACHE_CONTROL, "no-store"),
 ];
+
+#[cfg(test)]
+mod host_tests {
+    use super::is_loopback_name;
+
+    #[test]
+    fn only_loopback_names_and_addresses_count_as_this_machine() {
+        for ok in [
+            "localhost",
+            "localhost:8081",
+            "app.localhost:8080",
+            "127.0.0.1:8081",
+            "127.9.9.9",
+            "[::1]:8081",
+            "[::ffff:127.0.0.1]",
+            "LOCALHOST.",
+        ] {
+            assert!(is_loopback_name(ok), "{ok}");
+        }
+        for bad in [
+            "attacker.example",
+            "attacker.example:8081",
+            "localhost.attacker.example",
+            "10.0.0.1:8081",
+            "[fd00::2]:8081",
+            "",
+            "evil.com:localhost",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback_name(bad), "{bad}");
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -33,6 +33,14 @@ async fn platform(worker: &str, email: &str) -> (TestControlPlane, SpawnedWorker
     (cp, agent, user, TestRepo::new())
 }
 
+/// Deploys `body` and waits until its deployment ends; returns the app id and the deployment.
+async fn deploy_and_wait(user: &UserSession, body: Value) -> (i64, Value) {
+    let created: Value = user.post_json("/api/deploy", &body).await.json().await.expect("json");
+    let app_id = created["app"]["id"].as_i64().expect("app id");
+    let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("deployment id"), LIMIT).await;
+    (app_id, d)
+}
+
 async fn app(user: &UserSession, id: i64) -> Value {
     user.get(&format!("/api/apps/{id}")).await.json().await.expect("app json")
 }
@@ -588,16 +596,11 @@ async fn a_symlink_in_the_repository_never_makes_the_worker_touch_a_file_outside
     // The name the static preset once wrote into the checkout, committed as a link.
     std::os::unix::fs::symlink(&canary, repo.dir.path().join(".wisehosting.Containerfile")).expect("link");
     repo.commit(&[("index.html", "<h1>linked</h1>")], "page and link");
-    let created: Value = user
-        .post_json(
-            "/api/deploy",
-            &json!({"name": "linked", "repo_url": repo.url(), "framework": "static", "port": 8080}),
-        )
-        .await
-        .json()
-        .await
-        .expect("json");
-    let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+    let (_, d) = deploy_and_wait(
+        &user,
+        json!({"name": "linked", "repo_url": repo.url(), "framework": "static", "port": 8080}),
+    )
+    .await;
     assert_eq!(d["status"], "running", "{d}");
     assert_eq!(std::fs::read_to_string(&canary).expect("canary"), "untouched", "written through the link");
 
@@ -613,17 +616,12 @@ async fn a_symlink_in_the_repository_never_makes_the_worker_touch_a_file_outside
         }
         .expect("link");
         repo.commit(&[("README", "links")], "link");
-        let created: Value = user
-            .post_json(
-                "/api/deploy",
-                &json!({"name": name, "repo_url": repo.url(), "framework": "dockerfile",
+        let (_, d) = deploy_and_wait(
+            &user,
+            json!({"name": name, "repo_url": repo.url(), "framework": "dockerfile",
                         "dockerfile_path": dockerfile_path, "port": 8080}),
-            )
-            .await
-            .json()
-            .await
-            .expect("json");
-        let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+        )
+        .await;
         assert_eq!(d["status"], "failed", "{name}: {d}");
         let error = d["error"].as_str().unwrap_or_default();
         assert!(
@@ -645,14 +643,8 @@ async fn an_app_printing_a_3_mb_line_keeps_the_link_up_and_stores_one_8_kib_line
     // follower, which starts after the health check, sees one live.
     let file = "FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo ok > /www/index.html\nCMD [\"sh\", \"-c\", \"httpd -p 8080 -h /www; while true; do head -c 3000000 /dev/zero | tr '\\\\0' L; echo; echo after-the-long-line; sleep 2; done\"]\n";
     repo.commit(&[("Containerfile", file)], "long line");
-    let created: Value = user
-        .post_json("/api/deploy", &json!({"name": "long-liner", "repo_url": repo.url(), "port": 8080}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let app_id = created["app"]["id"].as_i64().expect("app id");
-    let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+    let (app_id, d) =
+        deploy_and_wait(&user, json!({"name": "long-liner", "repo_url": repo.url(), "port": 8080})).await;
     assert_eq!(d["status"], "running", "{d}");
     let runtime_lines = || async {
         let tail: Value =
@@ -737,18 +729,13 @@ async fn an_app_reaches_neither_the_host_nor_another_app_and_runs_without_privil
     prober_repo.commit(&[("index.html", "prober-app")], "prober");
     let mut ids = Vec::new();
     for (name, url) in [("target", repo.url()), ("prober", prober_repo.url())] {
-        let created: Value = user
-            .post_json(
-                "/api/deploy",
-                &json!({"name": name, "repo_url": url, "framework": "static", "port": 8080}),
-            )
-            .await
-            .json()
-            .await
-            .expect("json");
-        let d = user.wait_deployment(created["deployment"]["id"].as_i64().expect("id"), LIMIT).await;
+        let (app_id, d) = deploy_and_wait(
+            &user,
+            json!({"name": name, "repo_url": url, "framework": "static", "port": 8080}),
+        )
+        .await;
         assert_eq!(d["status"], "running", "{d}");
-        ids.push(created["app"]["id"].as_i64().expect("app id"));
+        ids.push(app_id);
     }
     let container = |app: i64| agent.containers_of(app)[0]["Id"].as_str().expect("id").to_string();
     let (target, prober) = (container(ids[0]), container(ids[1]));

@@ -96,3 +96,47 @@ async fn stopping_finishes_cleanly_and_closes_the_pool() {
     cp.stop().await.expect("clean stop");
     assert!(pool.is_closed());
 }
+
+/// Sends one raw HTTP/1.1 request with the given `Host` (and `Origin`) and returns the answer.
+async fn raw_request(addr: std::net::SocketAddr, host: &str, origin: Option<&str>, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    let request = format!(
+        "POST /api/auth/dev-login HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// T38: in single-machine mode a DNS-rebinding page (a foreign name pointing at 127.0.0.1)
+/// reaches no endpoint, the password-less dev login included.
+#[tokio::test]
+async fn single_machine_mode_answers_only_requests_that_name_this_machine() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let port = cp.addr.port();
+    let body = r#"{"email":"rebound@example.com"}"#;
+    for (host, origin) in [
+        (format!("attacker.example:{port}"), None),
+        (format!("localhost.attacker.example:{port}"), None),
+        (format!("127.0.0.1:{port}"), Some("http://attacker.example")),
+        (format!("127.0.0.1:{port}"), Some("null")),
+    ] {
+        let answer = raw_request(cp.addr, &host, origin, body).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{host} {origin:?}: {answer}");
+        assert!(answer.contains("loopback name"), "{answer}");
+    }
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&cp.db).await.expect("count");
+    assert_eq!(users, 0, "no login went through");
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("app.localhost:{port}")] {
+        let answer = raw_request(cp.addr, &host, Some(&format!("http://{host}")), body).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+    // Outside single-machine mode the names are the operator's business (a proxy in front).
+    let served = spawn_control_plane().await;
+    let answer = raw_request(served.addr, "app.example.com", None, body).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "dev-login stays 404, not refused by name: {answer}");
+}

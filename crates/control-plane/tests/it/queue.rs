@@ -411,3 +411,26 @@ async fn a_repository_token_reaches_the_worker_in_the_job_and_can_be_replaced_or
     assert_eq!(actions, ["app.git_token.set", "app.git_token.remove"]);
     assert!(audit.iter().all(|(_, d)| !d.contains("glpat")), "the audit holds no token");
 }
+
+#[tokio::test]
+async fn parallel_deploys_cannot_pass_the_plans_app_limit_together() {
+    let cp = single().await;
+    let user = cp.login("racer@example.com").await;
+    let attempts = (0..12).map(|i| {
+        let user = &user;
+        async move {
+            user.post_json(
+                "/api/deploy",
+                &json!({"name": format!("racer-{i}"), "repo_url": "https://example.com/r.git", "port": 8080}),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "the free plan's 5 apps: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 403), "{statuses:?}");
+    let apps: i64 = sqlx::query_scalar("SELECT count(*) FROM apps").fetch_one(&cp.db).await.expect("count");
+    assert_eq!(apps, 5);
+}
