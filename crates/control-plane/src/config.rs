@@ -449,8 +449,8 @@ impl Config {
                 "internal_api.token is shorter than {MIN_SECRET_LEN} bytes; generate one with `openssl rand -hex 32`"
             )));
         }
-        let loopback = self.api_server.host.is_loopback() && self.internal_api.bind.ip().is_loopback();
-        if self.single_machine && !loopback {
+        // internal_api.bind is loopback by the check above.
+        if self.single_machine && !self.api_server.host.to_canonical().is_loopback() {
             return Err(ConfigError::Invalid(
                 "single_machine is only allowed when api_server.host and internal_api.bind are loopback addresses; it enables a password-less login".into(),
             ));

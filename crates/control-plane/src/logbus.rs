@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 /// Lines kept per app.
 pub const RING: usize = 1000;
 /// The longest line kept, in bytes.
-pub const MAX_LINE: usize = 8 * 1024;
+pub const MAX_LINE: usize = wisehosting_proto::MAX_LOG_LINE_BYTES;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LogLine {

@@ -99,12 +99,8 @@ impl Metrics {
     pub fn render(&self, gauges: Gauges) -> String {
         let Gauges { pool_size, pool_idle, hub_connections } = gauges;
         let mut out = String::with_capacity(2048);
-        let _ = writeln!(
-            out,
-            "# HELP process_start_time_seconds Start time of the process since the Unix epoch."
-        );
-        let _ = writeln!(out, "# TYPE process_start_time_seconds gauge");
-        let _ = writeln!(out, "process_start_time_seconds {}", self.start_unix_secs);
+        let start_help = "Start time of the process since the Unix epoch.";
+        single(&mut out, "process_start_time_seconds", GAUGE, start_help, self.start_unix_secs);
         let _ =
             writeln!(out, "# HELP wisehosting_http_requests_total HTTP requests answered, by status class.");
         let _ = writeln!(out, "# TYPE wisehosting_http_requests_total counter");
@@ -131,15 +127,14 @@ impl Metrics {
         let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "wisehosting_http_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "wisehosting_http_request_duration_seconds_count {count}");
-        let _ = writeln!(out, "# HELP wisehosting_db_pool_connections Open database connections.");
-        let _ = writeln!(out, "# TYPE wisehosting_db_pool_connections gauge");
-        let _ = writeln!(out, "wisehosting_db_pool_connections {pool_size}");
-        let _ = writeln!(out, "# HELP wisehosting_db_pool_idle_connections Idle database connections.");
-        let _ = writeln!(out, "# TYPE wisehosting_db_pool_idle_connections gauge");
-        let _ = writeln!(out, "wisehosting_db_pool_idle_connections {pool_idle}");
-        let _ = writeln!(out, "# HELP wisehosting_hub_connections Worker WebSocket connections open.");
-        let _ = writeln!(out, "# TYPE wisehosting_hub_connections gauge");
-        let _ = writeln!(out, "wisehosting_hub_connections {hub_connections}");
+        let gauges = [
+            ("wisehosting_db_pool_connections", "Open database connections.", pool_size as usize),
+            ("wisehosting_db_pool_idle_connections", "Idle database connections.", pool_idle),
+            ("wisehosting_hub_connections", "Worker WebSocket connections open.", hub_connections),
+        ];
+        for (name, help, value) in gauges {
+            single(&mut out, name, GAUGE, help, value);
+        }
         let _ = writeln!(out, "# HELP wisehosting_envelope_rejections_total Worker frames refused, by code.");
         let _ = writeln!(out, "# TYPE wisehosting_envelope_rejections_total counter");
         for (code, counter) in RejectCode::ALL.iter().zip(&self.envelope_rejections) {
@@ -150,46 +145,43 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP wisehosting_hub_unknown_messages_total Worker frames of an unknown type, ignored."
-        );
-        let _ = writeln!(out, "# TYPE wisehosting_hub_unknown_messages_total counter");
-        let _ = writeln!(
-            out,
-            "wisehosting_hub_unknown_messages_total {}",
-            self.unknown_messages.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP wisehosting_hub_frames_before_hello_total Worker frames sent before a signed hello, ignored."
-        );
-        let _ = writeln!(out, "# TYPE wisehosting_hub_frames_before_hello_total counter");
-        let _ = writeln!(
-            out,
-            "wisehosting_hub_frames_before_hello_total {}",
-            self.before_hello.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP wisehosting_hub_upgrade_refusals_total WebSocket upgrades refused before the 101."
-        );
-        let _ = writeln!(out, "# TYPE wisehosting_hub_upgrade_refusals_total counter");
-        let _ = writeln!(
-            out,
-            "wisehosting_hub_upgrade_refusals_total {}",
-            self.upgrade_refusals.load(Ordering::Relaxed)
-        );
-        let _ =
-            writeln!(out, "# HELP wisehosting_worker_register_refusals_total Worker registrations refused.");
-        let _ = writeln!(out, "# TYPE wisehosting_worker_register_refusals_total counter");
-        let _ = writeln!(
-            out,
-            "wisehosting_worker_register_refusals_total {}",
-            self.register_refusals.load(Ordering::Relaxed)
-        );
+        let counters = [
+            (
+                "wisehosting_hub_unknown_messages_total",
+                "Worker frames of an unknown type, ignored.",
+                &self.unknown_messages,
+            ),
+            (
+                "wisehosting_hub_frames_before_hello_total",
+                "Worker frames sent before a signed hello, ignored.",
+                &self.before_hello,
+            ),
+            (
+                "wisehosting_hub_upgrade_refusals_total",
+                "WebSocket upgrades refused before the 101.",
+                &self.upgrade_refusals,
+            ),
+            (
+                "wisehosting_worker_register_refusals_total",
+                "Worker registrations refused.",
+                &self.register_refusals,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            single(&mut out, name, COUNTER, help, counter.load(Ordering::Relaxed));
+        }
         out
     }
+}
+
+const GAUGE: &str = "gauge";
+const COUNTER: &str = "counter";
+
+/// A series of one value: its `HELP`, `TYPE` and value lines.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]

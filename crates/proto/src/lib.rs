@@ -36,6 +36,9 @@ pub const LABEL_APP: &str = "wisehosting.app";
 pub const LABEL_DEPLOYMENT: &str = "wisehosting.deployment";
 /// The response header carrying the connection id at upgrade.
 pub const CONNECTION_HEADER: &str = "x-wh-connection";
+/// The longest log line, in bytes (SPEC §6): the worker cuts lines at it while reading, the
+/// control plane again when it stores them.
+pub const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -25,22 +25,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/me", get(me))
 }
 
-#[cfg(test)]
-mod cookie_tests {
-    use super::*;
-
-    #[test]
-    fn the_session_cookie_is_secure_whenever_the_public_url_is_https() {
-        let mut config = Config::default();
-        let plain = session_cookie(&config, "t", 60).expect("cookie");
-        assert!(!plain.to_str().unwrap_or_default().contains("Secure"), "{plain:?}");
-        config.api_server.public_url = Some("https://paas.example.com".into());
-        let secure = session_cookie(&config, "t", 60).expect("cookie");
-        let text = secure.to_str().unwrap_or_default();
-        assert!(text.ends_with("; Secure") && text.contains("HttpOnly; SameSite=Lax"), "{text}");
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct DevLogin {
     email: String,
@@ -142,5 +126,16 @@ mod tests {
         for bad in ["", "ab", "a@", "@b", "a b@c", "a@b@c", "a\n@b"] {
             assert!(!valid_email(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_session_cookie_is_secure_whenever_the_public_url_is_https() {
+        let mut config = Config::default();
+        let plain = session_cookie(&config, "t", 60).expect("cookie");
+        assert!(!plain.to_str().unwrap_or_default().contains("Secure"), "{plain:?}");
+        config.api_server.public_url = Some("https://paas.example.com".into());
+        let secure = session_cookie(&config, "t", 60).expect("cookie");
+        let text = secure.to_str().unwrap_or_default();
+        assert!(text.ends_with("; Secure") && text.contains("HttpOnly; SameSite=Lax"), "{text}");
     }
 }

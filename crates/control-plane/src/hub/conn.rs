@@ -90,7 +90,7 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
         connection_id: connection_id.clone(),
         unproven: Some((tx, close.clone())),
     };
-    let end = conn.run(socket, rx, close, &connection_id).instrument(span).await;
+    let end = conn.run(socket, rx, close).instrument(span).await;
     hub.detach(worker_id, &connection_id);
     match end {
         End::Rejected(code) => tracing::warn!(
@@ -124,11 +124,10 @@ impl Conn {
         socket: WebSocket,
         mut rx: mpsc::Receiver<Outgoing>,
         close: CancellationToken,
-        connection_id: &str,
     ) -> End {
         let (mut sink, mut stream) = socket.split();
         let welcome = Outgoing::of(&Welcome {
-            connection_id: connection_id.to_string(),
+            connection_id: self.connection_id.clone(),
             server_time_ms: now_ms(),
             heartbeat_interval_ms: self.hub.heartbeat_interval().as_millis() as u64,
         });

@@ -327,11 +327,19 @@ impl Pipeline {
         let containerfile = self.containerfile(work, &src, payload)?;
         let iidfile = work.join("image-id");
         let tag = format!("{}:d{deployment_id}", self.image_repo(app_id));
+        // The firewall of both networks the deploy uses, checked once, before anything runs.
+        let mut networks = Vec::new();
+        if self.settings.isolate_builds {
+            networks.push(&firewall::BUILD);
+        }
+        if self.settings.isolate_apps {
+            networks.push(&firewall::APPS);
+        }
+        firewall::ensure(&self.podman, &networks)
+            .await
+            .map_err(|e| format!("cannot confine the build and the app, so nothing was started: {e}"))?;
         let mut build = self.podman.command_for(&["build"]);
         if self.settings.isolate_builds {
-            firewall::ensure(&self.podman, &firewall::BUILD)
-                .await
-                .map_err(|e| format!("cannot isolate the build, so it was not started: {e}"))?;
             build.arg("--network").arg(firewall::BUILD.network);
         }
         build
@@ -365,7 +373,8 @@ impl Pipeline {
         Ok(Done { commit: Some(commit), ..done })
     }
 
-    /// Runs an image as the app's new version, checks its health and switches to it.
+    /// Runs an image as the app's new version, checks its health and switches to it. The
+    /// caller has checked the apps network's firewall ([`firewall::ensure`]) for this job.
     async fn start_version(
         &self,
         work: &Path,
@@ -384,18 +393,11 @@ impl Pipeline {
         }
         write_new(&env_file, &text, "the env file")?;
         let name = self.container_name(app_id, deployment_id);
-        let confinement = match self.confinement(read_only_root).await {
-            Ok(args) => args,
-            Err(e) => {
-                let _ = std::fs::remove_file(&env_file);
-                return Err(e);
-            }
-        };
         let mut run = self.podman.command_for(&["run", "-d"]);
         run.arg("--name")
             .arg(&name)
             .args(self.labels(app_id, deployment_id))
-            .args(confinement)
+            .args(self.confinement(read_only_root))
             .arg("--memory")
             .arg(format!("{memory_mb}m"))
             .arg("--cpus")
@@ -436,7 +438,7 @@ impl Pipeline {
     /// privilege gained through setuid binaries; a minimal set of capabilities (podman's
     /// default without `SETFCAP`, `SETPCAP`, `SYS_CHROOT`); a cap on processes; and a read-only
     /// root where the preset writes nothing (the static preset).
-    async fn confinement(&self, read_only_root: bool) -> Result<Vec<String>, String> {
+    fn confinement(&self, read_only_root: bool) -> Vec<String> {
         let mut args: Vec<String> = [
             "--security-opt",
             "no-new-privileges",
@@ -453,15 +455,12 @@ impl Pipeline {
             args.push("--read-only".into());
         }
         if self.settings.isolate_apps {
-            firewall::ensure(&self.podman, &firewall::APPS)
-                .await
-                .map_err(|e| format!("cannot confine the app, so it was not started: {e}"))?;
             args.extend(
                 ["--network", firewall::APPS.network, "--sysctl", "net.ipv6.conf.all.disable_ipv6=1"]
                     .map(String::from),
             );
         }
-        Ok(args)
+        args
     }
 
     async fn wait_healthy(&self, container_id: &str, host_port: u16) -> Result<(), String> {
@@ -694,6 +693,11 @@ impl Pipeline {
                     .data_dir
                     .join("builds")
                     .join(format!("{}-restart-{deployment}", self.settings.instance));
+                if self.settings.isolate_apps {
+                    firewall::ensure(&self.podman, &[&firewall::APPS])
+                        .await
+                        .map_err(|e| format!("cannot confine the app, so it was not started: {e}"))?;
+                }
                 // A restart killed half-way may have left its env file: start afresh.
                 let _ = tokio::fs::remove_dir_all(&work).await;
                 tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;

@@ -18,7 +18,8 @@
 //! ACCEPT above our jump would disable it, so the check reads `iptables -S` in order and
 //! repairs when anything differs — a missing, extra or changed rule, or a jump that is no
 //! longer first (a firewall reload, netavark adding its own jump above ours). The check runs
-//! before every build and every app start. Every command is argv, never a shell.
+//! once per job, for the networks the job uses: one `iptables -S` and one `ip6tables -S`.
+//! Every command is argv, never a shell.
 
 use std::process::Stdio;
 
@@ -208,26 +209,34 @@ async fn apply(tool: &str, expected: &Ruleset) -> Result<(), String> {
 /// the networks already created, with their bridges.
 static ENSURE: tokio::sync::Mutex<Vec<(&'static str, String)>> = tokio::sync::Mutex::const_new(Vec::new());
 
-/// Creates `net` if missing and makes sure its rules are in place, in order; repairs them
-/// otherwise. An error means the network must not be used.
-pub async fn ensure(podman: &Podman, net: &Confined) -> Result<(), String> {
-    let mut ready = ENSURE.lock().await;
-    let bridge = match ready.iter().find(|(n, _)| *n == net.network) {
-        Some((_, bridge)) => bridge.clone(),
-        None => {
-            let bridge = create_network(podman, net).await?;
-            ready.push((net.network, bridge.clone()));
-            bridge
-        }
-    };
-    if net.needs_br_netfilter {
-        bridged_traffic_filtered()?;
+/// Creates each of `nets` if missing and makes sure their rules are in place, in order;
+/// repairs them otherwise. An error means the networks must not be used.
+pub async fn ensure(podman: &Podman, nets: &[&Confined]) -> Result<(), String> {
+    if nets.is_empty() {
+        return Ok(());
     }
-    for (tool, expected) in [("iptables", net.v4_rules()), ("ip6tables", net.v6_rules(&bridge))] {
+    let mut ready = ENSURE.lock().await;
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for net in nets {
+        let bridge = match ready.iter().find(|(n, _)| *n == net.network) {
+            Some((_, bridge)) => bridge.clone(),
+            None => {
+                let bridge = create_network(podman, net).await?;
+                ready.push((net.network, bridge.clone()));
+                bridge
+            }
+        };
+        if net.needs_br_netfilter {
+            bridged_traffic_filtered()?;
+        }
+        v4.push((net.network, net.v4_rules()));
+        v6.push((net.network, net.v6_rules(&bridge)));
+    }
+    for (tool, sets) in [("iptables", v4), ("ip6tables", v6)] {
         let listing = run(tool, &["-S"]).await.unwrap_or_default();
-        if !rules_in_place(&listing, &expected) {
-            tracing::info!(network = net.network, tool, "(re)applying the network's firewall rules");
-            apply(tool, &expected).await?;
+        for (network, expected) in sets.iter().filter(|(_, e)| !rules_in_place(&listing, e)) {
+            tracing::info!(network, tool, "(re)applying the network's firewall rules");
+            apply(tool, expected).await?;
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The longest line kept, in bytes (SPEC §6: each line cut at 8 KiB).
-pub const MAX_LINE_BYTES: usize = 8 * 1024;
+pub const MAX_LINE_BYTES: usize = wisehosting_proto::MAX_LOG_LINE_BYTES;
 /// A batch is sent once its lines hold this many bytes. JSON escaping can make a byte six
 /// (`\u001b`), so a full batch is at most ~1.2 MB on the wire: under the 2 MiB frame limit.
 pub const MAX_BATCH_BYTES: usize = 192 * 1024;
@@ -129,8 +129,9 @@ impl Default for LogBudget {
 
 impl LogBudget {
     /// What to send for `line`: nothing when over budget (counted), else the line, preceded by
-    /// a notice when lines were dropped before it.
-    pub fn admit(&mut self, line: String) -> Vec<String> {
+    /// a notice when lines were dropped before it. (No allocation beyond the notice: this runs
+    /// for every line.)
+    pub fn admit(&mut self, line: String) -> impl Iterator<Item = String> + use<> {
         let now = Instant::now();
         let elapsed = now.duration_since(self.at).as_secs_f64();
         self.at = now;
@@ -139,21 +140,19 @@ impl LogBudget {
         let cost = line.len().max(1) as f64;
         if self.lines < 1.0 || self.bytes < cost {
             self.dropped += 1;
-            return Vec::new();
+            return None.into_iter().chain(None);
         }
         self.lines -= 1.0;
         self.bytes -= cost;
-        let mut out = Vec::with_capacity(2);
-        if self.dropped > 0 {
-            out.push(format!(
+        let notice = (self.dropped > 0).then(|| {
+            format!(
                 "[wisehosting] {} lines dropped: output over {} lines or {} KiB a second is not kept",
                 std::mem::take(&mut self.dropped),
                 LINES_PER_SEC,
                 BYTES_PER_SEC / 1024.0
-            ));
-        }
-        out.push(line);
-        out
+            )
+        });
+        notice.into_iter().chain(Some(line))
     }
 }
 
@@ -256,17 +255,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_flood_is_cut_to_the_budget_and_the_drop_is_told() {
         let mut budget = LogBudget::default();
-        let sent: usize = (0..10_000).map(|i| budget.admit(format!("line {i}")).len()).sum();
+        let sent: usize = (0..10_000).map(|i| budget.admit(format!("line {i}")).count()).sum();
         assert_eq!(sent, LINES_BURST as usize, "a burst, then nothing");
         tokio::time::advance(std::time::Duration::from_secs(1)).await;
-        let next = budget.admit("later".into());
+        let next: Vec<String> = budget.admit("later".into()).collect();
         assert_eq!(next.len(), 2);
         assert!(next[0].contains("8000 lines dropped"), "{next:?}");
         assert_eq!(next[1], "later");
         // Bytes count too: 8 KiB lines run out of bytes long before lines.
         let mut budget = LogBudget::default();
         let big = "y".repeat(MAX_LINE_BYTES);
-        let kept = (0..1000).filter(|_| !budget.admit(big.clone()).is_empty()).count();
+        let kept = (0..1000).filter(|_| budget.admit(big.clone()).next().is_some()).count();
         assert_eq!(kept, (BYTES_BURST as usize) / MAX_LINE_BYTES);
     }
 }
