@@ -19,11 +19,13 @@
 
 pub mod cloudflare;
 pub mod dns;
+pub mod netns;
 pub mod proxy;
 pub mod worker;
 
 pub use cloudflare::FakeCloudflare;
 pub use dns::TestDns;
+pub use netns::PrivateCanary;
 pub use proxy::CutProxy;
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,

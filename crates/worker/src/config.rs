@@ -64,6 +64,16 @@ pub struct DeploySettings {
     /// host, private ranges and other apps is refused (needs iptables, `br_netfilter` and
     /// root). Turning it off puts apps on podman's default bridge: never in production.
     pub isolate_apps: bool,
+    /// Registries a repository's Containerfile may pull images from (`FROM`, `COPY --from`);
+    /// `localhost` means images already on this worker. Short names (`node:20`) are
+    /// `docker.io`'s.
+    pub base_image_registries: Vec<String>,
+    /// Memory one build may use, its `RUN` steps included.
+    pub build_memory_mb: u64,
+    /// CPUs one build may use.
+    pub build_cpus: f64,
+    /// Processes (threads included) one build may have at once, over all its steps.
+    pub build_pids: u32,
 }
 
 impl Default for DeploySettings {
@@ -78,6 +88,20 @@ impl Default for DeploySettings {
             drain_secs: 2,
             isolate_builds: true,
             isolate_apps: true,
+            base_image_registries: [
+                "docker.io",
+                "quay.io",
+                "ghcr.io",
+                "registry.gitlab.com",
+                "public.ecr.aws",
+                "mcr.microsoft.com",
+                "localhost",
+            ]
+            .map(String::from)
+            .to_vec(),
+            build_memory_mb: 2048,
+            build_cpus: 1.0,
+            build_pids: 1024,
         }
     }
 }
@@ -190,6 +214,28 @@ impl WorkerConfig {
                 path: "worker config".into(),
                 key: "deploy.build_timeout_secs".into(),
                 message: "must be at least 1 (the default is 600)".into(),
+            });
+        }
+        let d = &self.deploy;
+        let limits = [
+            ("deploy.build_memory_mb", d.build_memory_mb >= 64, "must be at least 64 (the default is 2048)"),
+            (
+                "deploy.build_cpus",
+                d.build_cpus >= 0.01 && d.build_cpus <= 512.0,
+                "must be between 0.01 and 512 (the default is 1)",
+            ),
+            ("deploy.build_pids", d.build_pids >= 32, "must be at least 32 (the default is 1024)"),
+            (
+                "deploy.base_image_registries",
+                d.base_image_registries.iter().all(|r| !r.is_empty() && !r.contains(['/', ' ', '@'])),
+                "list registry host names, e.g. docker.io or registry.example.com:5000, without paths",
+            ),
+        ];
+        if let Some((key, _, message)) = limits.iter().find(|(_, ok, _)| !ok) {
+            return Err(WorkerConfigError::Bad {
+                path: "worker config".into(),
+                key: (*key).into(),
+                message: (*message).into(),
             });
         }
         if self.api_key.is_empty() {

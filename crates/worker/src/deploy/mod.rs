@@ -7,6 +7,7 @@
 //! non-5xx answer) → switch (older containers of the app drain, then stop) → prune old images
 //! (the newest 3 stay). On failure the new container is removed and the old one keeps serving.
 
+mod containerfile;
 mod steps;
 
 use std::collections::BTreeMap;

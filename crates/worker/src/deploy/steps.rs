@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
+use super::containerfile;
 use super::{DeployPayload, Done, LifecyclePayload, Pipeline, Reporter};
+use crate::runtime::cgroup::BuildCgroup;
 use crate::runtime::firewall;
 use crate::runtime::lines::{LogBatch, LogBudget};
 
@@ -20,8 +22,10 @@ const APP_CAPABILITIES: &str = "CHOWN,DAC_OVERRIDE,FOWNER,FSETID,KILL,NET_BIND_S
 /// Processes (threads included) one app container may have.
 const APP_PIDS_LIMIT: &str = "512";
 
-/// True for addresses on the public internet (not loopback, private, link-local, CGNAT,
-/// multicast, documentation, or IPv4 inside IPv6).
+/// True for addresses on the public internet: not loopback, private, link-local, CGNAT,
+/// benchmarking, 6to4 relay, multicast, documentation or reserved, and no IPv6 form that
+/// carries or reaches an IPv4 address (mapped `::ffff:0:0/96`, compatible `::/96`, NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`).
 pub fn is_public_ip(ip: IpAddr) -> bool {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
@@ -36,6 +40,8 @@ pub fn is_public_ip(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
@@ -45,8 +51,10 @@ pub fn is_public_ip(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || s[..6] == [0; 6]
                 || (s[0] == 0x64 && s[1] == 0xff9b)
-                || (s[0] == 0x2001 && s[1] == 0x0db8))
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && (s[1] == 0 || s[1] == 0x0db8)))
         }
     }
 }
@@ -293,6 +301,30 @@ impl Pipeline {
         })
     }
 
+    /// The repository's Containerfile may pull only from allowed registries, use no shared
+    /// cache mount ([`containerfile::check`]), and name `localhost/` only for images this
+    /// worker has (else podman would try a registry on the host).
+    async fn check_images(&self, path: &Path) -> Result<(), String> {
+        let text = tokio::fs::read(path).await.map_err(|e| format!("cannot read the Containerfile: {e}"))?;
+        if text.len() > 1 << 20 {
+            return Err("the Containerfile is over 1 MiB; is dockerfile_path right?".into());
+        }
+        let text = String::from_utf8(text).map_err(|_| "the Containerfile is not UTF-8 text")?;
+        for image in containerfile::check(&text, &self.settings.base_image_registries)? {
+            if image.registry == "localhost" {
+                let exists =
+                    self.podman.change(&["image", "exists"], std::slice::from_ref(&image.reference)).await;
+                if !exists {
+                    return Err(format!(
+                        "{} is not an image on this worker; localhost/ names only images already built here",
+                        image.reference
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn deploy(
         &self,
         app_id: i64,
@@ -338,10 +370,19 @@ impl Pipeline {
         firewall::ensure(&self.podman, &networks)
             .await
             .map_err(|e| format!("cannot confine the build and the app, so nothing was started: {e}"))?;
-        let mut build = self.podman.command_for(&["build"]);
+        if payload.framework != "static" {
+            self.check_images(&containerfile).await?;
+        }
+        let cgroup = BuildCgroup::create(
+            &format!("{}-{deployment_id}", self.settings.instance),
+            self.settings.build_pids,
+        )
+        .map_err(|e| format!("cannot limit the build's processes, so it was not started: {e}"))?;
+        let mut build = self.podman.command_for(&["--cgroup-manager", "cgroupfs", "build"]);
         if self.settings.isolate_builds {
             build.arg("--network").arg(firewall::BUILD.network);
         }
+        build.args(build_limits(&self.settings, cgroup.parent()));
         build
             .arg("-f")
             .arg(&containerfile)
@@ -353,6 +394,7 @@ impl Pipeline {
             .arg(&src);
         let limit = Duration::from_secs(self.settings.build_timeout_secs);
         run_logged(build, reporter, "podman build", limit).await?;
+        drop(cgroup);
         let image_id = tokio::fs::read_to_string(&iidfile)
             .await
             .map_err(|e| format!("the build left no image id: {e}"))?;
@@ -732,6 +774,26 @@ struct RunSpec<'a> {
 /// `-p` arguments: the container's port on loopback (the edge router's upstream, the health
 /// check) and, when the worker has a mesh address, there too at the same port (a central
 /// proxy's upstream, `http://<wg_ip>:<port>`).
+/// `podman build`'s resource limits: memory (no swap beyond it), CPU quota, and the cgroup
+/// whose `pids.max` holds the process limit.
+fn build_limits(settings: &crate::config::DeploySettings, cgroup_parent: &str) -> Vec<String> {
+    let memory = format!("{}m", settings.build_memory_mb);
+    // Whole microseconds of a 100 ms period; at least 1 ms.
+    let quota = ((settings.build_cpus * 100_000.0).round() as i64).max(1_000);
+    vec![
+        "--memory".into(),
+        memory.clone(),
+        "--memory-swap".into(),
+        memory,
+        "--cpu-period".into(),
+        "100000".into(),
+        "--cpu-quota".into(),
+        quota.to_string(),
+        "--cgroup-parent".into(),
+        cgroup_parent.into(),
+    ]
+}
+
 fn publish_args(mesh: Option<IpAddr>, host_port: u16, port: u16) -> Vec<String> {
     let mut args = vec!["-p".to_string(), format!("127.0.0.1:{host_port}:{port}")];
     if let Some(ip) = mesh.filter(|ip| *ip != IpAddr::from([127, 0, 0, 1])) {
@@ -956,10 +1018,21 @@ mod tests {
             "fe80::1",
             "224.0.0.1",
             "10.50.0.1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.88.99.1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "::7f00:1",
+            "::a00:1",
+            "64:ff9b:1::a00:1",
+            "2001:db8::1",
         ] {
             assert!(!is_public_ip(private.parse().expect("ip")), "{private}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+        for public in
+            ["1.1.1.1", "8.8.8.8", "198.20.0.1", "192.88.98.1", "2606:4700::1111", "2001:4860::8888"]
+        {
             assert!(is_public_ip(public.parse().expect("ip")), "{public}");
         }
     }

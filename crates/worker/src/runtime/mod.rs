@@ -1,5 +1,6 @@
 //! Podman, driven with argv arrays only (never a shell).
 
+pub mod cgroup;
 pub mod firewall;
 pub mod lines;
 pub mod monitor;

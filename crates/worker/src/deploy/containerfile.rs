@@ -1,0 +1,235 @@
+//! What a repository's Containerfile may ask of the worker (SPEC §6, issue 10 item 6).
+//!
+//! Before `podman build` runs, the file is read for the images it pulls — every `FROM`, and
+//! every `COPY --from=` / `RUN --mount=…,from=` that names an image rather than a stage — and
+//! for cache mounts:
+//!
+//! - an image must come from an allowed registry (`deploy.base_image_registries`; a short
+//!   name like `node:20` is Docker Hub's); `localhost/…` means an image already on this
+//!   worker, never a registry on the host;
+//! - a registry whose name is an IP literal must be public (a name is resolved by podman
+//!   later: an operator allows names, not addresses);
+//! - `$VAR` in an image is resolved from the file's global `ARG` defaults (the only values a
+//!   build gets here); anything else is refused, since it could name any registry;
+//! - `RUN --mount=type=cache` is refused: buildah keeps cache mounts in one directory per
+//!   host, so one app could read or poison another app's cache.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+/// An image a build would pull or use, by registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `docker.io`, `quay.io`, `localhost`, `10.0.0.5:5000`, …
+    pub registry: String,
+    /// As written, `$VAR`s resolved.
+    pub reference: String,
+}
+
+/// The images `text` uses, each from an allowed registry, or a message naming what to change.
+pub fn check(text: &str, allowed_registries: &[String]) -> Result<Vec<ImageRef>, String> {
+    let mut args: HashMap<String, String> = HashMap::new();
+    let mut stages: HashSet<String> = HashSet::new();
+    let mut images = Vec::new();
+    let mut seen_from = false;
+    for instruction in instructions(text) {
+        let mut words = instruction.split_whitespace();
+        let Some(keyword) = words.next() else { continue };
+        let words: Vec<&str> = words.collect();
+        match keyword.to_ascii_uppercase().as_str() {
+            "ARG" if !seen_from => {
+                for word in &words {
+                    let (name, value) = word.split_once('=').unwrap_or((word, ""));
+                    args.insert(name.to_string(), value.trim_matches('"').to_string());
+                }
+            }
+            "FROM" => {
+                seen_from = true;
+                let mut rest = words.iter().filter(|w| !w.starts_with("--"));
+                let image = rest.next().ok_or("a FROM line names no image; write `FROM <image>`")?;
+                let image = expand(image, &args)?;
+                if !stages.contains(&image.to_ascii_lowercase()) && image != "scratch" {
+                    images.push(image_ref(&image, allowed_registries)?);
+                }
+                if let (Some(as_kw), Some(name)) = (rest.next(), rest.next())
+                    && as_kw.eq_ignore_ascii_case("as")
+                {
+                    stages.insert(name.to_ascii_lowercase());
+                }
+            }
+            "COPY" | "ADD" => {
+                for word in &words {
+                    if let Some(from) = word.strip_prefix("--from=") {
+                        images.extend(other_image(from, &stages, &args, allowed_registries)?);
+                    }
+                }
+            }
+            "RUN" => {
+                for word in words.iter().take_while(|w| w.starts_with("--")) {
+                    let Some(mount) = word.strip_prefix("--mount=") else { continue };
+                    for option in mount.split(',') {
+                        let (key, value) = option.split_once('=').unwrap_or((option, ""));
+                        if key.eq_ignore_ascii_case("type") && value.eq_ignore_ascii_case("cache") {
+                            return Err("RUN --mount=type=cache is not allowed: its cache would be shared with other apps on the worker; remove the mount (layers are still cached)".into());
+                        }
+                        if key.eq_ignore_ascii_case("from") {
+                            images.extend(other_image(value, &stages, &args, allowed_registries)?);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(images)
+}
+
+/// The instructions of a Containerfile: comments dropped, `\` continuations joined.
+fn instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            current.push_str(head);
+            current.push(' ');
+        } else if !trimmed.starts_with('#') {
+            current.push_str(trimmed);
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// `from` of `COPY --from=` or a mount: a stage (by name or index) or an image.
+fn other_image(
+    from: &str,
+    stages: &HashSet<String>,
+    args: &HashMap<String, String>,
+    allowed: &[String],
+) -> Result<Option<ImageRef>, String> {
+    let from = expand(from, args)?;
+    if stages.contains(&from.to_ascii_lowercase()) || from.chars().all(|c| c.is_ascii_digit()) {
+        return Ok(None);
+    }
+    image_ref(&from, allowed).map(Some)
+}
+
+/// `$NAME` and `${NAME}` replaced by the global `ARG` defaults; other forms refused.
+fn expand(word: &str, args: &HashMap<String, String>) -> Result<String, String> {
+    let refuse = || {
+        format!(
+            "the image {word:?} uses a variable that has no default; give the ARG a default before the first FROM, or write the image out"
+        )
+    };
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(inner) => inner.split_once('}').ok_or_else(refuse)?,
+            None => {
+                let end =
+                    after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        let value = args.get(name).filter(|v| !v.is_empty() && !v.contains('$')).ok_or_else(refuse)?;
+        out.push_str(value);
+        rest = tail;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Where an image comes from, checked against the allowed registries.
+fn image_ref(image: &str, allowed: &[String]) -> Result<ImageRef, String> {
+    let bad = image.is_empty()
+        || image.starts_with(['-', '/'])
+        || !image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@[]".contains(c));
+    if bad {
+        return Err(format!("{image:?} is not an image reference"));
+    }
+    let first = image.split('/').next().unwrap_or_default();
+    let registry = if image.contains('/') && (first.contains(['.', ':', '[']) || first == "localhost") {
+        first.to_ascii_lowercase()
+    } else {
+        "docker.io".to_string()
+    };
+    let host = registry_host(&registry);
+    if let Ok(ip) = host.parse::<IpAddr>()
+        && !super::is_public_ip(ip)
+    {
+        return Err(format!(
+            "{image} comes from a registry at a private or local address; base images must come from a public registry"
+        ));
+    }
+    if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&registry)) {
+        return Err(format!(
+            "{image} comes from {registry}, which this worker does not pull from (allowed: {}); use an image from one of those",
+            allowed.join(", ")
+        ));
+    }
+    Ok(ImageRef { registry, reference: image.to_string() })
+}
+
+/// A registry's host, port and brackets removed.
+fn registry_host(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    registry.rsplit_once(':').map_or(registry, |(host, _)| host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed() -> Vec<String> {
+        ["docker.io", "quay.io", "localhost"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn images_from_allowed_registries_and_earlier_stages_pass() {
+        let file = "# syntax comment\nARG BASE=node:20\nFROM --platform=linux/amd64 ${BASE} AS build\nRUN --mount=type=bind,from=build,target=/x \\\n  echo hi\nFROM quay.io/org/app:1\nCOPY --from=build /app /app\nCOPY --from=0 /a /a\nFROM localhost/wisehosting/busybox:latest\nFROM scratch\n";
+        let images = check(file, &allowed()).expect("allowed");
+        let refs: Vec<(&str, &str)> =
+            images.iter().map(|i| (i.registry.as_str(), i.reference.as_str())).collect();
+        assert_eq!(
+            refs,
+            [
+                ("docker.io", "node:20"),
+                ("quay.io", "quay.io/org/app:1"),
+                ("localhost", "localhost/wisehosting/busybox:latest")
+            ]
+        );
+    }
+
+    #[test]
+    fn images_from_other_or_private_registries_are_refused_by_name() {
+        for (file, says) in [
+            ("FROM evil.example/x:1\n", "comes from evil.example"),
+            ("FROM 10.0.0.5:5000/x\n", "private or local address"),
+            ("FROM [::1]:5000/x\n", "private or local address"),
+            ("FROM 127.0.0.1/x\n", "private or local address"),
+            ("FROM localhost:5000/x\n", "comes from localhost:5000"),
+            ("FROM docker.io/x\nCOPY --from=ghcr.io/a/b /x /x\n", "comes from ghcr.io"),
+            ("FROM docker.io/x\nRUN --mount=type=bind,from=10.1.1.1/y,target=/y true\n", "private"),
+            ("ARG R\nFROM $R/x\n", "has no default"),
+            ("FROM ${R:-evil.example}/x\n", "has no default"),
+            ("FROM docker.io/x\nRUN --mount=type=cache,target=/root/.cache pip install x\n", "type=cache"),
+            ("FROM docker.io/x\nRUN --mount=TYPE=Cache,target=/c \\\n true\n", "type=cache"),
+            ("FROM\n", "names no image"),
+        ] {
+            let err = check(file, &allowed()).expect_err(file);
+            assert!(err.contains(says), "{file}: {err}");
+        }
+    }
+}

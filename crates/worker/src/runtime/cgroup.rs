@@ -1,0 +1,91 @@
+//! A process limit for one build. `podman build` (4.x) has `--memory` and CPU quotas but no
+//! `--pids-limit`, and `--ulimit nproc` counts every process of the user on the host (the
+//! builds run as root). So each build gets a cgroup of its own, `wisehosting-build/<name>`,
+//! with `pids.max` set, and `podman --cgroup-manager cgroupfs build --cgroup-parent
+//! /wisehosting-build/<name>/run` puts every `RUN` step's container beneath it: the limit
+//! holds for the whole build, however many steps (runc creates and removes `run` for each).
+//! Works on cgroup v1 (the `pids` hierarchy) and v2 (the pids controller enabled on the way
+//! down). The cgroup is removed when the build ends.
+
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const PARENT: &str = "wisehosting-build";
+
+#[derive(Debug)]
+pub struct BuildCgroup {
+    dir: PathBuf,
+    parent: String,
+    /// cgroup v1: runc also made `<name>/run` in every other hierarchy (memory, cpu, …).
+    v1: bool,
+    name: String,
+}
+
+impl BuildCgroup {
+    /// Creates the cgroup `name` (a job's unique name) allowing at most `pids_max` processes.
+    pub fn create(name: &str, pids_max: u32) -> Result<BuildCgroup, String> {
+        let root = Path::new(ROOT);
+        let v1 = root.join("pids");
+        let is_v1 = v1.join("cgroup.procs").exists();
+        let base = if is_v1 {
+            v1.join(PARENT)
+        } else if root.join("cgroup.controllers").exists() {
+            let base = root.join(PARENT);
+            create_dir(&base)?;
+            enable_pids(root)?;
+            enable_pids(&base)?;
+            base
+        } else {
+            return Err("this host has no pids cgroup controller".into());
+        };
+        create_dir(&base)?;
+        let dir = base.join(name);
+        create_dir(&dir)?;
+        let cgroup =
+            BuildCgroup { dir, parent: format!("/{PARENT}/{name}/run"), v1: is_v1, name: name.to_string() };
+        std::fs::write(cgroup.dir.join("pids.max"), pids_max.to_string())
+            .map_err(|e| format!("cannot set pids.max of {}: {e}", cgroup.dir.display()))?;
+        Ok(cgroup)
+    }
+
+    /// The value of `podman build --cgroup-parent`.
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+}
+
+impl Drop for BuildCgroup {
+    fn drop(&mut self) {
+        // runc removes `run` after each step; a step killed mid-way may leave it behind.
+        let _ = std::fs::remove_dir(self.dir.join("run"));
+        let _ = std::fs::remove_dir(&self.dir);
+        if self.v1
+            && let Ok(hierarchies) = std::fs::read_dir(ROOT)
+        {
+            for hierarchy in hierarchies.flatten() {
+                let dir = hierarchy.path().join(PARENT).join(&self.name);
+                let _ = std::fs::remove_dir(dir.join("run"));
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create the cgroup {}: {e}", dir.display())),
+    }
+}
+
+/// cgroup v2: lets the children of `dir` use the pids controller.
+fn enable_pids(dir: &Path) -> Result<(), String> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+    if enabled.split_whitespace().any(|c| c == "pids") {
+        return Ok(());
+    }
+    std::fs::write(&control, "+pids")
+        .map_err(|e| format!("cannot enable the pids controller in {}: {e}", dir.display()))
+}
