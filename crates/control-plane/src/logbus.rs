@@ -1,8 +1,10 @@
-//! The log bus: a ring buffer of recent lines per app and a broadcast for live streams.
-//! Lines are cleaned on the way in: ANSI escapes and NULs stripped, each cut at 8 KiB.
+//! The log bus: a ring buffer of recent lines per app and, per app, a broadcast for its live
+//! streams (a subscriber is handed its own app's channel, never a platform-wide one it would
+//! filter). Lines are cleaned on the way in: ANSI escapes and NULs stripped, each cut at 8 KiB.
+//! It also counts each user's open live streams, so one user cannot open them without end.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -11,6 +13,8 @@ use tokio::sync::broadcast;
 pub const RING: usize = 1000;
 /// The longest line kept, in bytes.
 pub const MAX_LINE: usize = wisehosting_proto::MAX_LOG_LINE_BYTES;
+/// Lines one app's live channel holds for a slow subscriber before it skips ahead.
+const LIVE_BACKLOG: usize = 1024;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LogLine {
@@ -22,15 +26,37 @@ pub struct LogLine {
     pub at_ms: i64,
 }
 
-#[derive(Debug)]
-pub struct LogBus {
-    rings: Mutex<HashMap<i64, VecDeque<LogLine>>>,
-    live: broadcast::Sender<LogLine>,
+#[derive(Debug, Default)]
+struct AppLog {
+    ring: VecDeque<LogLine>,
+    /// Present while someone may be listening; dropped when the last listener left.
+    live: Option<broadcast::Sender<LogLine>>,
 }
 
-impl Default for LogBus {
-    fn default() -> Self {
-        Self { rings: Mutex::new(HashMap::new()), live: broadcast::channel(4096).0 }
+#[derive(Debug, Default)]
+pub struct LogBus {
+    apps: Mutex<HashMap<i64, AppLog>>,
+    /// Open live streams per user.
+    streams: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+/// One open live stream of a user, counted until it is dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    user_id: i64,
+    streams: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut streams) = self.streams.lock()
+            && let Some(n) = streams.get_mut(&self.user_id)
+        {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.user_id);
+            }
+        }
     }
 }
 
@@ -67,43 +93,57 @@ pub fn clean_line(raw: &str) -> String {
 impl LogBus {
     pub fn push(&self, app_id: i64, deployment_id: Option<i64>, stream: &'static str, lines: &[String]) {
         let at_ms = chrono::Utc::now().timestamp_millis();
-        let cleaned: Vec<LogLine> = lines
-            .iter()
-            .map(|l| LogLine { app_id, deployment_id, stream, line: clean_line(l), at_ms })
-            .collect();
-        if let Ok(mut rings) = self.rings.lock() {
-            let ring = rings.entry(app_id).or_default();
-            for line in &cleaned {
-                if ring.len() == RING {
-                    ring.pop_front();
-                }
-                ring.push_back(line.clone());
-            }
+        let Ok(mut apps) = self.apps.lock() else { return };
+        let app = apps.entry(app_id).or_default();
+        if app.live.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
+            app.live = None;
         }
-        for line in cleaned {
-            let _ = self.live.send(line);
+        for raw in lines {
+            let line = LogLine { app_id, deployment_id, stream, line: clean_line(raw), at_ms };
+            if let Some(live) = &app.live {
+                let _ = live.send(line.clone());
+            }
+            if app.ring.len() == RING {
+                app.ring.pop_front();
+            }
+            app.ring.push_back(line);
         }
     }
 
     /// The last `n` lines of an app.
     pub fn tail(&self, app_id: i64, n: usize) -> Vec<LogLine> {
-        self.rings
+        self.apps
             .lock()
-            .map(|rings| {
-                rings.get(&app_id).map_or_else(Vec::new, |ring| {
-                    ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect()
+            .map(|apps| {
+                apps.get(&app_id).map_or_else(Vec::new, |app| {
+                    app.ring.iter().skip(app.ring.len().saturating_sub(n)).cloned().collect()
                 })
             })
             .unwrap_or_default()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
-        self.live.subscribe()
+    /// The live lines of one app from now on; the channel closes when the app is forgotten.
+    pub fn subscribe(&self, app_id: i64) -> broadcast::Receiver<LogLine> {
+        let mut apps = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let app = apps.entry(app_id).or_default();
+        app.live.get_or_insert_with(|| broadcast::channel(LIVE_BACKLOG).0).subscribe()
     }
 
+    /// A slot for one more live stream of `user_id`, or `None` when the user has `limit` open.
+    pub fn open_stream(&self, user_id: i64, limit: usize) -> Option<StreamSlot> {
+        let mut streams = self.streams.lock().ok()?;
+        let open = streams.entry(user_id).or_default();
+        if *open >= limit {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot { user_id, streams: self.streams.clone() })
+    }
+
+    /// Drops an app's lines and ends its live streams.
     pub fn forget(&self, app_id: i64) {
-        if let Ok(mut rings) = self.rings.lock() {
-            rings.remove(&app_id);
+        if let Ok(mut apps) = self.apps.lock() {
+            apps.remove(&app_id);
         }
     }
 }
@@ -128,5 +168,27 @@ mod tests {
         assert_eq!(tail.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["1497", "1498", "1499"]);
         assert_eq!(bus.tail(1, 5_000).len(), RING);
         assert_eq!(bus.tail(2, 10).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_its_own_apps_lines_only_and_an_end_when_the_app_goes() {
+        let bus = LogBus::default();
+        let mut one = bus.subscribe(1);
+        bus.push(2, None, "runtime", &["secret of app 2".into()]);
+        bus.push(1, None, "runtime", &["mine".into()]);
+        assert_eq!(one.recv().await.expect("line").line, "mine");
+        assert!(one.try_recv().is_err(), "nothing else was sent to app 1's channel");
+        bus.forget(1);
+        assert!(matches!(one.recv().await, Err(broadcast::error::RecvError::Closed)));
+    }
+
+    #[test]
+    fn a_user_holds_at_most_the_limit_of_live_streams_and_a_closed_one_frees_its_slot() {
+        let bus = LogBus::default();
+        let slots: Vec<_> = (0..3).map(|_| bus.open_stream(7, 3).expect("slot")).collect();
+        assert!(bus.open_stream(7, 3).is_none());
+        assert!(bus.open_stream(8, 3).is_some(), "another user's streams are counted apart");
+        drop(slots);
+        assert!(bus.open_stream(7, 3).is_some());
     }
 }

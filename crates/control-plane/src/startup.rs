@@ -68,6 +68,7 @@ impl App {
         let persisted = store::key_usage::load(&state.db, version).await.map_err(DbError::from)?;
         state.sealer.resume_seal_count(version, persisted);
         tokio::spawn(flush_seal_counts(state.db.clone(), state.sealer.clone(), shutdown.clone()));
+        tokio::spawn(prune_lapsed_domain_claims(state.db.clone(), shutdown.clone()));
         state.hub.start().await.map_err(DbError::from)?;
         let dispatcher =
             Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
@@ -162,6 +163,22 @@ async fn flush_seal_counts(db: PgPool, sealer: Arc<Sealer>, shutdown: Cancellati
         if now != last {
             save_seal_count(&db, &sealer).await;
             last = now;
+        }
+    }
+}
+
+/// Deletes custom-domain claims left unverified for 7 days, at start and hourly (the API
+/// already ignores them; this keeps the table small).
+async fn prune_lapsed_domain_claims(db: PgPool, shutdown: CancellationToken) {
+    loop {
+        match store::domains::prune_expired(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "lapsed custom-domain claims deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot delete lapsed custom-domain claims"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::{self, App, Deployment, FINAL_DEPLOYMENT_STATES, NewApp};
 use crate::store::audit::{self, AuditEvent};
+use crate::store::users;
 use crate::store::{StoreError, jobs};
 
 pub fn routes() -> Router<AppState> {
@@ -455,19 +456,55 @@ async fn stream_logs(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     use tokio::sync::broadcast::error::RecvError;
     let app = own_app(&state, &user, id).await?;
-    let app_id = app.id;
-    let stream = futures_util::stream::unfold(state.logbus.subscribe(), move |mut rx| async move {
+    let slot = state
+        .logbus
+        .open_stream(user.id, MAX_LOG_STREAMS_PER_USER)
+        .ok_or(ApiError::TooManyStreams { limit: MAX_LOG_STREAMS_PER_USER })?;
+    let mut recheck = tokio::time::interval(LOG_STREAM_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live = LiveLog {
+        rx: state.logbus.subscribe(app.id),
+        recheck,
+        db: state.db.clone(),
+        session_id: user.session_id,
+        _slot: slot,
+    };
+    let stream = futures_util::stream::unfold(live, |mut live| async move {
         loop {
-            match rx.recv().await {
-                Ok(line) if line.app_id == app_id => {
-                    let event = Event::default().event(line.stream).json_data(&line).unwrap_or_default();
-                    return Some((Ok(event), rx));
+            tokio::select! {
+                _ = live.recheck.tick() => {
+                    // Logged out, revoked, expired or disabled (or the database away): end.
+                    if !users::session_live(&live.db, live.session_id).await.unwrap_or(false) {
+                        return None;
+                    }
                 }
-                // Another app's line, or this client fell behind: skip ahead.
-                Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
+                line = live.rx.recv() => match line {
+                    Ok(line) => {
+                        let event = Event::default().event(line.stream).json_data(&line).unwrap_or_default();
+                        return Some((Ok(event), live));
+                    }
+                    // This client fell behind: skip ahead.
+                    Err(RecvError::Lagged(_)) => continue,
+                    // The app was deleted.
+                    Err(RecvError::Closed) => return None,
+                },
             }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Live log streams one user may hold open at once.
+pub const MAX_LOG_STREAMS_PER_USER: usize = 10;
+/// How often a live log stream checks that its session still holds.
+const LOG_STREAM_RECHECK: Duration = Duration::from_secs(2);
+
+/// One live log stream: its app's channel, the session it re-checks, its slot in the
+/// user's count (freed when the stream is dropped).
+struct LiveLog {
+    rx: tokio::sync::broadcast::Receiver<crate::logbus::LogLine>,
+    recheck: tokio::time::Interval,
+    db: sqlx::PgPool,
+    session_id: i64,
+    _slot: crate::logbus::StreamSlot,
 }

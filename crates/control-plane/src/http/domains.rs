@@ -1,12 +1,15 @@
 //! Custom domains of an app (issue 5): add, list, verify, delete.
 //!
-//! A hostname is parsed strictly ([`Hostname`]), may not be one of the platform's own names
-//! (`subdomain_base`, worker zones, `localhost`), and belongs to at most one app across all
-//! users. It is routed only once verified: the user publishes a TXT record
-//! `_wisehosting-challenge.<hostname>` holding the token the API shows, then asks for
-//! verification, which reads it through the configured resolver. With Cloudflare for SaaS
-//! configured, the hostname is also registered as a custom hostname of the zone (in the same
-//! transaction: a refusal leaves no row) and removed with the domain. Every change is audited.
+//! A hostname is parsed strictly ([`Hostname`]) and may not be one of the platform's own names
+//! (`subdomain_base`, worker zones, `localhost`). It is routed only once verified: the user
+//! publishes a TXT record `_wisehosting-challenge.<hostname>` holding the token the API shows
+//! (one per claim), then asks for verification, which reads it through the configured
+//! resolver. An unverified claim blocks no one: several apps may claim a hostname, the first
+//! to verify wins and the other claims are dropped, and a claim unverified for 7 days lapses.
+//! With Cloudflare for SaaS configured, a hostname is registered as a custom hostname of the
+//! zone once verified (so a claim nobody proved costs nothing there), outside any database
+//! transaction; a failed registration is retried by the next verify call. It is removed with
+//! the domain. Every change is audited.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,7 +27,7 @@ use crate::domain::Hostname;
 use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::App;
-use crate::store::domains::{self, Domain, DomainRow};
+use crate::store::domains::{self, Domain, DomainRow, Holder};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -80,18 +83,20 @@ async fn add(
             format!("{hostname} is one of the platform's own app hostnames; use a domain you own"),
         ));
     }
+    match domains::holder(&state.db, app.id, hostname.as_str()).await? {
+        Holder::ThisApp => {
+            return Err(ApiError::Conflict(format!("{hostname} is already a domain of this app")));
+        }
+        Holder::OtherApp => {
+            return Err(ApiError::Conflict(format!(
+                "{hostname} is already in use by another app on this platform, which verified it; remove it there first (if it is yours, contact support)"
+            )));
+        }
+        Holder::Free => {}
+    }
     let mut tx = state.db.begin().await?;
-    let Some(mut row) = domains::insert(&mut *tx, app.id, hostname.as_str(), &verification_token()).await?
-    else {
-        drop(tx);
-        let owner = domains::app_of_hostname(&state.db, hostname.as_str()).await?;
-        return Err(ApiError::Conflict(if owner == Some(app.id) {
-            format!("{hostname} is already a domain of this app")
-        } else {
-            format!(
-                "{hostname} is already in use by another app on this platform; remove it there first (if it is yours, contact support)"
-            )
-        }));
+    let Some(row) = domains::insert(&mut tx, app.id, hostname.as_str(), &verification_token()).await? else {
+        return Err(ApiError::Conflict(format!("{hostname} is already a domain of this app")));
     };
     // Counted with the new row: over the plan's limit, the transaction rolls back.
     let plan = plans::plan("free");
@@ -101,13 +106,27 @@ async fn add(
             plan.name, plan.custom_domains
         )));
     }
-    if let Some(cloudflare) = &state.cloudflare {
-        let custom = cloudflare.create(hostname.as_str()).await?;
-        row = domains::set_cloudflare(&mut *tx, row.id, &custom).await?;
-    }
     audit_user(&mut *tx, &user, "domain.add", "app", app.id, json!({ "hostname": row.hostname })).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.view())))
+}
+
+/// With Cloudflare for SaaS: registers a verified domain's custom hostname, or refreshes its
+/// status. A Cloudflare failure is logged and leaves the row as it was (the next verify call
+/// tries again); no database transaction is open meanwhile.
+async fn sync_cloudflare(state: &AppState, row: DomainRow) -> Result<DomainRow, ApiError> {
+    let Some(cloudflare) = &state.cloudflare else { return Ok(row) };
+    let answer = match &row.cloudflare_id {
+        Some(cf_id) => cloudflare.get(cf_id).await,
+        None => cloudflare.create(&row.hostname).await,
+    };
+    match answer {
+        Ok(custom) => Ok(domains::set_cloudflare(&state.db, row.id, &custom).await?),
+        Err(e) => {
+            tracing::warn!(error = %e, hostname = %row.hostname, "cannot register or refresh the Cloudflare custom hostname");
+            Ok(row)
+        }
+    }
 }
 
 async fn list(
@@ -147,19 +166,10 @@ async fn verify(
     user: CurrentUser,
     Path((id, hostname)): Path<(i64, String)>,
 ) -> Result<Json<Domain>, ApiError> {
-    let (app, mut row) = own_domain(&state, &user, id, &hostname).await?;
+    let (app, row) = own_domain(&state, &user, id, &hostname).await?;
     limit(&state, &user)?;
-    if let (Some(cloudflare), Some(cf_id)) = (&state.cloudflare, row.cloudflare_id.clone()) {
-        // Status only: a Cloudflare hiccup does not block our own verification.
-        match cloudflare.get(&cf_id).await {
-            Ok(custom) => row = domains::set_cloudflare(&state.db, row.id, &custom).await?,
-            Err(e) => {
-                tracing::warn!(error = %e, hostname = %row.hostname, "cannot refresh the Cloudflare status")
-            }
-        }
-    }
     if row.verified_at.is_some() {
-        return Ok(Json(row.view()));
+        return Ok(Json(sync_cloudflare(&state, row).await?.view()));
     }
     let name = row.challenge_name();
     let found = state.dns.txt(&name).await.map_err(|e| {
@@ -177,11 +187,17 @@ async fn verify(
         )));
     }
     let mut tx = state.db.begin().await?;
-    let row = domains::mark_verified(&mut *tx, row.id).await?;
-    audit_user(&mut *tx, &user, "domain.verify", "app", app.id, json!({ "hostname": row.hostname })).await?;
+    let Some((row, dropped)) = domains::mark_verified(&mut tx, row.id).await? else {
+        return Err(ApiError::Conflict(format!(
+            "{} was verified by another app first; remove it from this app",
+            row.hostname
+        )));
+    };
+    let detail = json!({ "hostname": row.hostname, "dropped_claims_of_apps": dropped });
+    audit_user(&mut *tx, &user, "domain.verify", "app", app.id, detail).await?;
     tx.commit().await?;
     routes_changed(&state, &app);
-    Ok(Json(row.view()))
+    Ok(Json(sync_cloudflare(&state, row).await?.view()))
 }
 
 async fn remove(

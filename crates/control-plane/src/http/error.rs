@@ -40,6 +40,10 @@ pub enum ApiError {
     Upstream(String),
     #[error("too many requests; wait {retry_after_secs} s and try again")]
     RateLimited { retry_after_secs: u64 },
+    #[error(
+        "you have {limit} live log streams open, the most allowed; close one (another tab or client) first"
+    )]
+    TooManyStreams { limit: usize },
     #[error("the request took too long and was stopped; try again")]
     Timeout,
     #[error("the database is unavailable right now; try again in a few seconds")]
@@ -67,7 +71,9 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::VerificationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),

@@ -1,6 +1,8 @@
 //! The `domains` table: custom hostnames of apps, their verification token, and their
-//! Cloudflare for SaaS registration. A hostname belongs to at most one app across all users
-//! (a unique index).
+//! Cloudflare for SaaS registration. While unverified, a hostname may be claimed by several
+//! apps (one claim per app); a verified hostname belongs to one app (a unique partial index),
+//! and verifying drops the other claims. A claim left unverified for [`PENDING_DAYS`] days
+//! expires: the queries here no longer see it, and [`prune_expired`] deletes it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -23,6 +25,15 @@ pub struct DomainRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// Days an unverified claim lives.
+pub const PENDING_DAYS: i32 = 7;
+
+/// The condition of a row that still counts: verified, or claimed less than
+/// [`PENDING_DAYS`] days ago.
+fn live() -> String {
+    format!("(verified_at IS NOT NULL OR created_at > now() - make_interval(days => {PENDING_DAYS}))")
+}
+
 const COLUMNS: &str = "id, app_id, hostname, verification_token, verified_at, cloudflare_id, cloudflare_status, cloudflare_ssl_status, cloudflare_records, created_at";
 
 /// The API's view of a domain: what to publish in DNS and where it stands.
@@ -34,6 +45,8 @@ pub struct Domain {
     pub status: &'static str,
     pub verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When a pending claim lapses unless verified first.
+    pub expires_at: Option<DateTime<Utc>>,
     pub verification: Value,
     pub cloudflare: Option<Value>,
 }
@@ -52,6 +65,10 @@ impl DomainRow {
             status: if self.verified_at.is_some() { "verified" } else { "pending_verification" },
             verified_at: self.verified_at,
             created_at: self.created_at,
+            expires_at: self
+                .verified_at
+                .is_none()
+                .then(|| self.created_at + chrono::Duration::days(i64::from(PENDING_DAYS))),
             verification: json!({
                 "type": "TXT",
                 "name": self.challenge_name(),
@@ -69,40 +86,80 @@ impl DomainRow {
     }
 }
 
-/// Inserts the domain unless the hostname is taken (by any app): `None` then.
+/// What holds a hostname, seen from one app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// Nothing (or only other apps' pending claims).
+    Free,
+    /// This app already claims it (verified or not).
+    ThisApp,
+    /// Another app has verified it.
+    OtherApp,
+}
+
+/// Who holds `hostname` as seen from `app_id`; expired claims do not count.
+pub async fn holder(db: impl PgExecutor<'_>, app_id: i64, hostname: &str) -> Result<Holder, sqlx::Error> {
+    let (mine, verified_elsewhere): (bool, bool) = sqlx::query_as(&format!(
+        "SELECT COALESCE(bool_or(app_id = $1), false),
+                COALESCE(bool_or(app_id <> $1 AND verified_at IS NOT NULL), false)
+         FROM domains WHERE hostname = $2 AND {live}",
+        live = live()
+    ))
+    .bind(app_id)
+    .bind(hostname)
+    .fetch_one(db)
+    .await?;
+    Ok(if mine {
+        Holder::ThisApp
+    } else if verified_elsewhere {
+        Holder::OtherApp
+    } else {
+        Holder::Free
+    })
+}
+
+/// Inserts this app's claim on `hostname`, pending; `None` when the app claims it already (or
+/// another app verified it in between). This app's own expired claim is replaced.
 pub async fn insert(
-    db: impl PgExecutor<'_>,
+    db: &mut sqlx::PgConnection,
     app_id: i64,
     hostname: &str,
     token: &str,
 ) -> Result<Option<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "DELETE FROM domains WHERE app_id = $1 AND hostname = $2 AND NOT {live}",
+        live = live()
+    ))
+    .bind(app_id)
+    .bind(hostname)
+    .execute(&mut *db)
+    .await?;
     sqlx::query_as(&format!(
         "INSERT INTO domains (app_id, hostname, verification_token) VALUES ($1, $2, $3)
-         ON CONFLICT (hostname) DO NOTHING RETURNING {COLUMNS}"
+         ON CONFLICT (app_id, hostname) DO NOTHING RETURNING {COLUMNS}"
     ))
     .bind(app_id)
     .bind(hostname)
     .bind(token)
-    .fetch_optional(db)
+    .fetch_optional(&mut *db)
     .await
 }
 
-pub async fn app_of_hostname(db: impl PgExecutor<'_>, hostname: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT app_id FROM domains WHERE hostname = $1")
-        .bind(hostname)
-        .fetch_optional(db)
-        .await
-}
-
 pub async fn count_for_app(db: impl PgExecutor<'_>, app_id: i64) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM domains WHERE app_id = $1").bind(app_id).fetch_one(db).await
+    sqlx::query_scalar(&format!("SELECT count(*) FROM domains WHERE app_id = $1 AND {live}", live = live()))
+        .bind(app_id)
+        .fetch_one(db)
+        .await
 }
 
 pub async fn list_for_app(db: impl PgExecutor<'_>, app_id: i64) -> Result<Vec<DomainRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains WHERE app_id = $1 ORDER BY hostname"))
-        .bind(app_id)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM domains WHERE app_id = $1 AND {live} ORDER BY hostname",
+        live = live()
+    ))
+    .bind(app_id)
+    .fetch_all(db)
+    .await
 }
 
 pub async fn get(
@@ -110,20 +167,52 @@ pub async fn get(
     app_id: i64,
     hostname: &str,
 ) -> Result<Option<DomainRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains WHERE app_id = $1 AND hostname = $2"))
-        .bind(app_id)
-        .bind(hostname)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM domains WHERE app_id = $1 AND hostname = $2 AND {live}",
+        live = live()
+    ))
+    .bind(app_id)
+    .bind(hostname)
+    .fetch_optional(db)
+    .await
 }
 
-pub async fn mark_verified(db: impl PgExecutor<'_>, id: i64) -> Result<DomainRow, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE domains SET verified_at = COALESCE(verified_at, now()) WHERE id = $1 RETURNING {COLUMNS}"
+/// Marks the claim verified and drops the other apps' claims on its hostname; `None` when
+/// another app verified it first (the unique index decides). Returns the row and the ids of
+/// the apps whose claims were dropped.
+pub async fn mark_verified(
+    db: &mut sqlx::PgConnection,
+    id: i64,
+) -> Result<Option<(DomainRow, Vec<i64>)>, sqlx::Error> {
+    let row: Option<DomainRow> = sqlx::query_as(&format!(
+        "UPDATE domains SET verified_at = COALESCE(verified_at, now())
+         WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM domains o WHERE o.hostname = domains.hostname
+                                       AND o.id <> domains.id AND o.verified_at IS NOT NULL)
+         RETURNING {COLUMNS}"
     ))
     .bind(id)
-    .fetch_one(db)
+    .fetch_optional(&mut *db)
     .await
+    .or_else(|e| match &e {
+        // Two verifications at once: the loser's update meets the unique index.
+        sqlx::Error::Database(d) if d.is_unique_violation() => Ok(None),
+        _ => Err(e),
+    })?;
+    let Some(row) = row else { return Ok(None) };
+    let dropped: Vec<i64> =
+        sqlx::query_scalar("DELETE FROM domains WHERE hostname = $1 AND id <> $2 RETURNING app_id")
+            .bind(&row.hostname)
+            .bind(row.id)
+            .fetch_all(&mut *db)
+            .await?;
+    Ok(Some((row, dropped)))
+}
+
+/// Deletes the claims left unverified for [`PENDING_DAYS`] days; how many.
+pub async fn prune_expired(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query(&format!("DELETE FROM domains WHERE NOT {live}", live = live())).execute(db).await?;
+    Ok(done.rows_affected())
 }
 
 /// Stores what Cloudflare says about the domain's custom hostname.

@@ -55,6 +55,17 @@ pub async fn session_user(db: &PgPool, token: &str) -> Result<Option<SessionUser
     .await
 }
 
+/// True while the session may still be used: not revoked, not expired, its user enabled.
+pub async fn session_live(db: &PgPool, session_id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL)",
+    )
+    .bind(session_id)
+    .fetch_one(db)
+    .await
+}
+
 pub async fn revoke_session(db: impl sqlx::PgExecutor<'_>, session_id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
         .bind(session_id)

@@ -314,6 +314,66 @@ async fn log_lines_reach_the_tail_and_the_live_stream_of_their_app_only() {
     assert_eq!(tail["lines"][0]["line"], "hello from the app", "NUL stripped: {tail}");
 }
 
+/// Reads a live stream until it ends; false when it is still open after `limit`.
+async fn ends_within(mut body: reqwest::Response, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async { while let Ok(Some(_)) = body.chunk().await {} }).await.is_ok()
+}
+
+#[tokio::test]
+async fn a_live_log_stream_ends_at_logout_and_a_user_holds_at_most_ten() {
+    let cp = single().await;
+    let w = create_worker(&cp, "streamer").await;
+    let mut raw = RawWorker::connect(&cp, &w).await;
+    raw.send(&wisehosting_proto::messages::Hello::default()).await;
+    let user = cp.login("streams@example.com").await;
+    let (app, _) = deploy(&user, "streaming").await;
+
+    // Ten streams open; the eleventh is refused by name; closing one frees a place.
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let stream = user.get(&format!("/api/apps/{app}/logs/stream")).await;
+        assert_eq!(stream.status(), 200);
+        open.push(stream);
+    }
+    let refused = user.get(&format!("/api/apps/{app}/logs/stream")).await;
+    assert_eq!(refused.status(), 429);
+    let err: Value = refused.json().await.expect("json");
+    assert_eq!(err["code"], "rate_limited");
+    assert!(err["message"].as_str().unwrap_or_default().contains("live log streams"), "{err}");
+    drop(open.pop());
+    // The server notices the closed connection when it next writes or polls: look again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = user.get(&format!("/api/apps/{app}/logs/stream")).await;
+        if again.status() == 200 {
+            open.push(again);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a closed stream never gave its place back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The streams are live; after logout each ends within seconds, though lines keep coming.
+    let other = cp.login("other-streams@example.com").await;
+    let (other_app, _) = deploy(&other, "others").await;
+    let others_stream = other.get(&format!("/api/apps/{other_app}/logs/stream")).await;
+    let logout = user.post_json("/api/auth/logout", &json!({})).await;
+    assert!(logout.status().is_success(), "{}", logout.status());
+    raw.send(&Log {
+        app_id: app,
+        deployment_id: None,
+        stream: "runtime".into(),
+        lines: vec!["after".into()],
+    })
+    .await;
+    for stream in open {
+        assert!(ends_within(stream, Duration::from_secs(6)).await, "a stream outlived its session");
+    }
+    // Another user's stream is not touched.
+    assert!(!ends_within(others_stream, Duration::from_secs(3)).await, "another session's stream ended");
+    assert_eq!(user.get(&format!("/api/apps/{app}/logs/stream")).await.status(), 401);
+}
+
 #[tokio::test]
 async fn a_worker_that_comes_back_without_its_job_fails_it_at_once_and_one_that_kept_it_does_not() {
     let cp = single().await;
