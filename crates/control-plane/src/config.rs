@@ -45,6 +45,8 @@ pub struct Config {
     pub worker_token_ttl_secs: u64,
     /// Worker registrations and token refreshes allowed per client IP per minute.
     pub worker_auth_per_minute: u32,
+    /// API requests one signed-in user may make per minute (over it: 429 with `Retry-After`).
+    pub user_requests_per_minute: u32,
     /// Single-machine mode (`wisehosting dev` sets it): enables `POST /api/auth/dev-login` and
     /// local repositories. Refused unless every listener is on loopback.
     pub single_machine: bool,
@@ -240,6 +242,7 @@ impl Default for Config {
             heartbeat_interval_secs: 5,
             worker_token_ttl_secs: 900,
             worker_auth_per_minute: 30,
+            user_requests_per_minute: 1200,
             single_machine: false,
             domains: DomainsConfig::default(),
             cloudflare: CloudflareConfig::default(),

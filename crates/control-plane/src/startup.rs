@@ -208,8 +208,10 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         Cloudflare::from_config(&config.cloudflare).map_err(|e| StartupError::Cloudflare(e.to_string()))?;
     let domain_limiter =
         Arc::new(RateLimiter::new(config.domains.changes_per_minute, Duration::from_secs(60)));
+    let user_limiter = Arc::new(RateLimiter::new(config.user_requests_per_minute, Duration::from_secs(60)));
     Ok(AppState {
         domain_limiter,
+        user_limiter,
         dns,
         cloudflare,
         db: pool,

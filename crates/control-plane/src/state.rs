@@ -26,6 +26,8 @@ pub struct AppState {
     pub worker_auth_limiter: Arc<RateLimiter>,
     /// Custom-domain adds and verifications (DNS lookups, Cloudflare calls), per user.
     pub domain_limiter: Arc<RateLimiter<i64>>,
+    /// Every signed-in request, per user (`user_requests_per_minute`).
+    pub user_limiter: Arc<RateLimiter<i64>>,
     /// Reads custom-domain verification records.
     pub dns: TxtResolver,
     /// Cloudflare for SaaS, when configured.

@@ -596,3 +596,109 @@ async fn a_connection_idle_past_the_buffer_release_still_serves_requests_large_h
     assert!(answers[1].contains("GET /1 HTTP/1.1"), "the 3 KiB head arrived whole");
     stop.cancel();
 }
+
+/// An edge router with a short stall limit and one route to `port`; its address.
+async fn stall_edge(port: u16, stall: Duration) -> (String, CancellationToken) {
+    let edge = Edge::with_stall_timeout(stall);
+    let stop = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(edge.clone().serve(listener, stop.clone()));
+    edge.swap(table(config(&[("app-1", "stall.localhost", Some(port))])));
+    (addr, stop)
+}
+
+/// Reads the upstream's request head (and a body of `Content-Length` bytes, if any).
+async fn read_request(stream: &mut tokio::net::TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    let mut have = buf.len() - end;
+    while have < length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => have += n,
+        }
+    }
+}
+
+/// The two requests of each test: a bodyless GET (the fast path) and a POST with a body (hyper).
+const REQUESTS: [&str; 2] = [
+    "GET / HTTP/1.1\r\nHost: stall.localhost\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: stall.localhost\r\nContent-Length: 2\r\n\r\nhi",
+];
+
+#[tokio::test]
+async fn a_response_body_that_stalls_is_cut_after_the_stall_limit_on_both_paths() {
+    // The app sends its head and 10 of 100 promised bytes, then nothing, keeping the socket.
+    let up = upstream_each(|mut stream| async move {
+        read_request(&mut stream).await;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    })
+    .await;
+    let (addr, _stop) = stall_edge(up, Duration::from_millis(500)).await;
+    for request in REQUESTS {
+        let mut client = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        client.write_all(request.as_bytes()).await.expect("send");
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut chunk = [0u8; 1024];
+            loop {
+                match client.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(ended.is_ok(), "{request:?}: the connection is still open after 10 s: {text}");
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "{request:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_releases_the_app_after_the_stall_limit_on_both_paths() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The app streams an endless body; its write fails once the router lets go.
+    let released = Arc::new(AtomicUsize::new(0));
+    let seen = released.clone();
+    let up = upstream_each(move |mut stream| {
+        let released = seen.clone();
+        async move {
+            read_request(&mut stream).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+            while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+            released.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    let (addr, _stop) = stall_edge(up, Duration::from_millis(500)).await;
+    let mut clients = Vec::new();
+    for (i, request) in REQUESTS.iter().enumerate() {
+        let mut client = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        client.write_all(request.as_bytes()).await.expect("send");
+        // The client reads nothing more and keeps its socket open.
+        clients.push(client);
+        let let_go = tokio::time::timeout(Duration::from_secs(15), async {
+            while released.load(Ordering::SeqCst) <= i {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(let_go.is_ok(), "{request:?}: the app is still held by a client that reads nothing");
+    }
+}

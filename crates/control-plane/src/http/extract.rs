@@ -20,7 +20,8 @@ pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The signed-in user. Rejects with 401 when there is no live session.
+/// The signed-in user. Rejects with 401 when there is no live session, and with 429 when the
+/// user is over `user_requests_per_minute`.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub id: i64,
@@ -37,6 +38,10 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Err(ApiError::Unauthorized);
         }
         let user = users::session_user(&state.db, token).await?.ok_or(ApiError::Unauthorized)?;
+        state
+            .user_limiter
+            .check(user.user_id)
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
         Ok(CurrentUser { id: user.user_id, session_id: user.session_id, email: user.email })
     }
 }

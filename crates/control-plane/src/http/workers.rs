@@ -110,7 +110,7 @@ async fn register(
 ) -> Result<Json<TokenResponse>, ApiError> {
     state
         .worker_auth_limiter
-        .check(ip.ip())
+        .check(super::ratelimit::client_key(ip.ip()))
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
     // The join secret, not the master: a worker runs strangers' builds and must hold nothing
     // that opens sealed data or signs a JWT. An empty join secret admits no one.
@@ -169,7 +169,7 @@ async fn refresh(
 ) -> Result<Json<TokenResponse>, ApiError> {
     state
         .worker_auth_limiter
-        .check(ip.ip())
+        .check(super::ratelimit::client_key(ip.ip()))
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
     let Some(key) = bearer(&headers) else {
         return Err(refuse(&state, ip, "worker.refresh_refused", "no bearer key").await);

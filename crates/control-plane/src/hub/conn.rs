@@ -246,7 +246,7 @@ impl Conn {
                 self.hub.routes_changed(self.worker_id);
             }
             WorkerMessage::Heartbeat(heartbeat) => self.hub.record_heartbeat(self.worker_id, heartbeat),
-            WorkerMessage::AdminQueryReply(reply) => self.hub.complete_query(reply),
+            WorkerMessage::AdminQueryReply(reply) => self.hub.complete_query(self.worker_id, reply),
             WorkerMessage::AuthRefresh(refresh) => self.refresh(&refresh.token)?,
             WorkerMessage::Unknown(t) => {
                 self.hub.inner.metrics.record_unknown_message();

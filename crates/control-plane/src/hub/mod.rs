@@ -13,7 +13,6 @@
 mod conn;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,8 +97,9 @@ struct Inner {
     db: PgPool,
     heartbeat: Duration,
     workers: Mutex<HashMap<i64, Live>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<AdminQueryReply>>>,
-    query_seq: AtomicU64,
+    /// Admin queries awaiting their reply, by (worker, query id): a reply counts only from the
+    /// worker the query went to.
+    pending: Mutex<HashMap<(i64, String), oneshot::Sender<AdminQueryReply>>>,
     metrics: Arc<Metrics>,
     logbus: Arc<LogBus>,
     /// Live per-app figures by (reporting worker, app).
@@ -130,7 +130,6 @@ impl Hub {
                 heartbeat,
                 workers: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
-                query_seq: AtomicU64::new(0),
                 metrics,
                 logbus,
                 app_stats: Mutex::new(HashMap::new()),
@@ -228,11 +227,11 @@ impl Hub {
         if !self.is_connected(worker_id) {
             return Err(HubError::Offline);
         }
-        let seq = self.inner.query_seq.fetch_add(1, Ordering::Relaxed);
-        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let query_id = format!("q-{nanos}-{seq}");
+        // Unguessable: a worker cannot answer a query it was not sent.
+        let query_id = format!("q-{}", hex::encode(wisehosting_crypto::random_bytes::<16>()));
+        let key = (worker_id, query_id.clone());
         let (tx, rx) = oneshot::channel();
-        self.lock_pending().insert(query_id.clone(), tx);
+        self.lock_pending().insert(key.clone(), tx);
         let sent = self.send(
             worker_id,
             Outgoing::of(&AdminQuery { query_id: query_id.clone(), command: command.into() }),
@@ -245,20 +244,23 @@ impl Hub {
                 Err(_) => Err(HubError::Timeout),
             },
         };
-        self.lock_pending().remove(&query_id);
+        self.lock_pending().remove(&key);
         result
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<AdminQueryReply>>> {
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(i64, String), oneshot::Sender<AdminQueryReply>>> {
         match self.inner.pending.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    /// Routes a reply to its waiter; a stray or late reply is dropped.
-    fn complete_query(&self, reply: AdminQueryReply) {
-        let waiter = self.lock_pending().remove(&reply.query_id);
+    /// Routes a reply from `worker_id` to its waiter; a stray or late reply, or one from
+    /// another worker than the query went to, is dropped.
+    fn complete_query(&self, worker_id: i64, reply: AdminQueryReply) {
+        let waiter = self.lock_pending().remove(&(worker_id, reply.query_id.clone()));
         match waiter {
             Some(tx) => {
                 let _ = tx.send(reply);
@@ -510,7 +512,36 @@ mod tests {
     #[tokio::test]
     async fn a_stray_reply_is_dropped_without_blocking() {
         let hub = hub();
-        hub.complete_query(AdminQueryReply { query_id: "q-1-1".into(), ..AdminQueryReply::default() });
+        hub.complete_query(7, AdminQueryReply { query_id: "q-1-1".into(), ..AdminQueryReply::default() });
+        assert!(hub.lock_pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_query_is_answered_only_by_the_worker_it_went_to_and_its_id_is_unguessable() {
+        let hub = hub();
+        let (tx, mut rx) = mpsc::channel(4);
+        hub.attach(7, "c7".into(), tx, CancellationToken::new());
+        let asking = hub.clone();
+        let query = tokio::spawn(async move { asking.worker_query(7, "ps", Duration::from_secs(5)).await });
+        let sent = rx.recv().await.expect("the query is sent");
+        let sent: AdminQuery = serde_json::from_str(&sent.payload).expect("admin query");
+        let random = sent.query_id.strip_prefix("q-").expect("prefix");
+        assert!(random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()), "{}", sent.query_id);
+        // Worker 8 replays the id: dropped; the query still waits for worker 7.
+        let forged = AdminQueryReply {
+            query_id: sent.query_id.clone(),
+            output: "forged".into(),
+            ..AdminQueryReply::default()
+        };
+        hub.complete_query(8, forged);
+        let real = AdminQueryReply {
+            query_id: sent.query_id.clone(),
+            output: "real".into(),
+            ..AdminQueryReply::default()
+        };
+        hub.complete_query(7, real);
+        let reply = query.await.expect("join").expect("answered");
+        assert_eq!(reply.output, "real");
         assert!(hub.lock_pending().is_empty());
     }
 }

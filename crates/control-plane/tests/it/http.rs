@@ -140,3 +140,24 @@ async fn single_machine_mode_answers_only_requests_that_name_this_machine() {
     let answer = raw_request(served.addr, "app.example.com", None, body).await;
     assert!(answer.starts_with("HTTP/1.1 404"), "dev-login stays 404, not refused by name: {answer}");
 }
+
+#[tokio::test]
+async fn a_user_over_the_per_user_request_limit_waits_and_others_do_not() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.user_requests_per_minute = 5;
+    })
+    .await;
+    let busy = cp.login("busy@example.com").await;
+    for _ in 0..5 {
+        assert_eq!(busy.get("/api/apps").await.status(), 200);
+    }
+    let refused = busy.get("/api/apps").await;
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["code"], "rate_limited");
+    let calm = cp.login("calm@example.com").await;
+    assert_eq!(calm.get("/api/apps").await.status(), 200, "another user is not slowed down");
+}

@@ -158,7 +158,7 @@ pub async fn serve(
                 if let Some(route) = route {
                     edge.metrics.record(&route.name, failure.status(), Duration::ZERO);
                 }
-                if client.write_all(&out).await.is_err() || close {
+                if write_client(client, &out, edge.stall).await.is_err() || close {
                     return Outcome::Closed;
                 }
             }
@@ -437,12 +437,12 @@ async fn exchange(
             edge.metrics.record(route, failure.status(), started.elapsed());
             out.clear();
             failure.write_response(forward.close, out);
-            return client.write_all(out).await.is_ok();
+            return write_client(client, out, edge.stall).await.is_ok();
         }
     };
     edge.metrics.record(route, parsed.status, started.elapsed());
     ubuf.advance(parsed.consumed);
-    if relay(client, &mut upstream, parsed.framing, out, ubuf).await.is_err() {
+    if relay(client, &mut upstream, parsed.framing, out, ubuf, edge.stall).await.is_err() {
         return false;
     }
     if parsed.upstream_keeps && ubuf.is_empty() {
@@ -524,15 +524,29 @@ impl BodyEnd {
     }
 }
 
+/// Writes `bytes` to the client; an error when it has not taken them within `stall` (a client
+/// that stopped reading holds no task and no upstream connection for ever).
+async fn write_client(client: &mut TcpStream, bytes: &[u8], stall: Duration) -> Result<(), ()> {
+    tokio::time::timeout(stall, client.write_all(bytes)).await.map_err(drop)?.map_err(drop)
+}
+
+/// Reads more of the answer into `ubuf`: how many bytes; an error when the app sent nothing
+/// for `stall` (a body that stalls) or the read failed.
+async fn read_upstream(upstream: &mut TcpStream, ubuf: &mut BytesMut, stall: Duration) -> Result<usize, ()> {
+    tokio::time::timeout(stall, upstream.read_buf(ubuf)).await.map_err(drop)?.map_err(drop)
+}
+
 /// Sends the head in `out` and the body after it (its first bytes in `ubuf`) to the client,
 /// the head and the body's first bytes in one write. On success `ubuf` holds what the app sent
-/// beyond this response.
+/// beyond this response. The app may pause at most `stall` between reads, and the client
+/// take at most `stall` for each write; past it, both connections are closed.
 async fn relay(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     framing: Framing,
     out: &mut Vec<u8>,
     ubuf: &mut BytesMut,
+    stall: Duration,
 ) -> Result<(), ()> {
     let mut end = match framing {
         Framing::Empty => BodyEnd::Length(0),
@@ -541,8 +555,16 @@ async fn relay(
         Framing::UntilClose => {
             out.extend_from_slice(ubuf);
             ubuf.clear();
-            client.write_all(out).await.map_err(drop)?;
-            let _ = tokio::io::copy(upstream, client).await;
+            write_client(client, out, stall).await?;
+            loop {
+                ubuf.clear();
+                ubuf.reserve(16 * 1024);
+                if read_upstream(upstream, ubuf, stall).await? == 0 {
+                    break;
+                }
+                write_client(client, ubuf, stall).await?;
+            }
+            ubuf.clear();
             let _ = client.shutdown().await;
             return Ok(());
         }
@@ -553,9 +575,9 @@ async fn relay(
         match head.take() {
             Some(out) => {
                 out.extend_from_slice(&ubuf[..take]);
-                client.write_all(out).await.map_err(drop)?;
+                write_client(client, out, stall).await?;
             }
-            None => client.write_all(&ubuf[..take]).await.map_err(drop)?,
+            None => write_client(client, &ubuf[..take], stall).await?,
         }
         ubuf.advance(take);
         if done {
@@ -563,7 +585,7 @@ async fn relay(
         }
         ubuf.clear();
         ubuf.reserve(16 * 1024);
-        if upstream.read_buf(ubuf).await.map_err(drop)? == 0 {
+        if read_upstream(upstream, ubuf, stall).await? == 0 {
             return Err(());
         }
     }

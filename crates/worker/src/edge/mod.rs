@@ -37,6 +37,10 @@ pub const POLL_EVERY: Duration = Duration::from_secs(2);
 /// How long a client may take to send a request head, and an app to answer with one.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a response body may pause (the app sending nothing) and a client may take to
+/// accept the next piece of it; past it both connections are closed (nginx's
+/// `proxy_read_timeout` and `send_timeout`).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle upstream connections of the fast path: kept this long, this many per upstream.
 const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -65,6 +69,8 @@ pub struct Edge {
     /// Woken on every swap and every finished request, for drain waits.
     changed: Notify,
     etag: Mutex<Option<String>>,
+    /// [`STALL_TIMEOUT`], shorter in tests.
+    stall: Duration,
 }
 
 impl std::fmt::Debug for Edge {
@@ -75,6 +81,11 @@ impl std::fmt::Debug for Edge {
 
 impl Edge {
     pub fn new() -> Arc<Edge> {
+        Edge::with_stall_timeout(STALL_TIMEOUT)
+    }
+
+    /// A router whose response bodies and client writes may stall for `stall` at most.
+    pub fn with_stall_timeout(stall: Duration) -> Arc<Edge> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
@@ -90,6 +101,7 @@ impl Edge {
             inflight: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             etag: Mutex::new(None),
+            stall,
         })
     }
 

@@ -25,7 +25,8 @@ use super::fast::{self, Outcome};
 use super::pages::Failure;
 use super::{Edge, HEADER_READ_TIMEOUT, UPSTREAM_TIMEOUT};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
 
 pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
     loop {
@@ -49,7 +50,12 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown:
                 match fast::serve(&edge, &mut stream, peer, &stop).await {
                     Outcome::Closed => {}
                     Outcome::Handoff(read) => {
-                        let io = Rewind { read: read.freeze(), inner: stream };
+                        let io = Rewind {
+                            read: read.freeze(),
+                            inner: stream,
+                            stall: edge.stall,
+                            write_stalled: None,
+                        };
                         // Boxed: the rare hyper path does not make every connection's task larger.
                         Box::pin(serve_with_hyper(edge.clone(), io, peer, stop.clone())).await;
                     }
@@ -90,10 +96,82 @@ async fn serve_with_hyper(edge: Arc<Edge>, io: Rewind, peer: SocketAddr, stop: C
     }
 }
 
-/// A client connection whose first bytes were already read by the fast path.
+/// A client connection whose first bytes were already read by the fast path. A write the
+/// client does not take within `stall` (it stopped reading) fails, which ends the connection.
 struct Rewind {
     read: Bytes,
     inner: tokio::net::TcpStream,
+    stall: Duration,
+    /// Armed while a write waits on the client.
+    write_stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Rewind {
+    /// Passes a write's outcome on; a pending one fails once it has waited `stall`.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.write_stalled = None;
+            return polled;
+        }
+        let stall = self.stall;
+        let timer = self.write_stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// An app's response body that may pause at most `stall` between frames; past it, it ends
+/// with an error (the client connection is closed, as for an app that died mid-body).
+struct StallBody {
+    inner: Incoming,
+    stall: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl StallBody {
+    fn new(inner: Incoming, stall: Duration) -> StallBody {
+        StallBody { inner, stall, timer: Box::pin(tokio::time::sleep(stall)) }
+    }
+}
+
+impl hyper::body::Body for StallBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.stall;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err("the app's response body stalled".into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl AsyncRead for Rewind {
@@ -114,7 +192,9 @@ impl AsyncRead for Rewind {
 
 impl AsyncWrite for Rewind {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -122,7 +202,9 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -130,7 +212,9 @@ impl AsyncWrite for Rewind {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -288,8 +372,8 @@ async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 // The body streams after this returns; its end is not tracked, the drain
-                // delay after the route moves covers it.
-                Response::from_parts(parts, body.boxed())
+                // delay after the route moves covers it. A body that stalls is cut.
+                Response::from_parts(parts, StallBody::new(body, edge.stall).boxed())
             }
         }
         Ok(Err(e)) => {
