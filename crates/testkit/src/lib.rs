@@ -19,17 +19,19 @@
 
 pub mod cloudflare;
 pub mod dns;
+pub mod gitserver;
 pub mod netns;
 pub mod proxy;
 pub mod worker;
 
 pub use cloudflare::FakeCloudflare;
 pub use dns::TestDns;
-pub use netns::PrivateCanary;
+pub use gitserver::GitHttpsServer;
+pub use netns::{HostsEntry, PrivateCanary};
 pub use proxy::CutProxy;
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
-    spawn_worker_on_mesh, spawn_worker_with_secret,
+    spawn_worker_on_mesh, spawn_worker_resolving, spawn_worker_with_secret, spawn_worker_with_settings,
 };
 
 use std::net::SocketAddr;

@@ -3,11 +3,70 @@
 //! cannot reach private ranges or the mesh can fail: an unconfined container reaches it, a
 //! confined one must not. Every connection is counted.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A network namespace joined to the host by a veth pair, with addresses on /30s: for each
+/// address given (the namespace's, `.2` of its /30), the host's end gets the one before it,
+/// which is also the namespace's default route. Deleted on drop.
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn create(addrs: &[Ipv4Addr]) -> Namespace {
+        let tag = hex::encode(wisehosting_crypto::random_bytes::<3>());
+        let name = format!("whn{tag}");
+        let (host_if, ns_if) = (format!("whn{tag}h"), format!("whn{tag}n"));
+        ip(&["netns", "add", &name]);
+        let namespace = Namespace { name };
+        let name = namespace.name.as_str();
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        ip(&["link", "set", &ns_if, "netns", name]);
+        for addr in addrs {
+            let o = addr.octets();
+            let host_side = format!("{}.{}.{}.{}/30", o[0], o[1], o[2], o[3] - 1);
+            ip(&["addr", "add", &host_side, "dev", &host_if]);
+            ip(&["-n", name, "addr", "add", &format!("{addr}/30"), "dev", &ns_if]);
+        }
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&["-n", name, "link", "set", &ns_if, "up"]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        if let Some(first) = addrs.first() {
+            let o = first.octets();
+            let gateway = Ipv4Addr::new(o[0], o[1], o[2], o[3] - 1).to_string();
+            ip(&["-n", name, "route", "add", "default", "via", &gateway]);
+        }
+        namespace
+    }
+
+    /// A listener bound to `addr` inside the namespace (made by a thread that enters it: a
+    /// socket stays in the namespace it was made in), ready for tokio.
+    pub fn listen(&self, addr: SocketAddr) -> tokio::net::TcpListener {
+        let path = format!("/run/netns/{}", self.name);
+        let listener = std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open the namespace");
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("enter the namespace");
+            let listener = std::net::TcpListener::bind(addr).expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            listener
+        })
+        .join()
+        .expect("listener thread");
+        tokio::net::TcpListener::from_std(listener).expect("tokio listener")
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth pair, and with it the host's.
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
+    }
+}
 
 pub struct PrivateCanary {
     /// An RFC 1918 address (172.31.x.y).
@@ -16,8 +75,8 @@ pub struct PrivateCanary {
     pub mesh: Ipv4Addr,
     pub port: u16,
     hits: Arc<AtomicUsize>,
-    namespace: String,
     task: tokio::task::JoinHandle<()>,
+    _namespace: Namespace,
 }
 
 fn ip(args: &[&str]) {
@@ -26,47 +85,16 @@ fn ip(args: &[&str]) {
 }
 
 impl PrivateCanary {
-    /// Creates the namespace `whc<random>` and starts answering `HTTP/1.0 200` with `canary`
-    /// on both addresses.
+    /// Creates its namespace and starts answering `HTTP/1.0 200` with `canary` on both
+    /// addresses.
     pub async fn start() -> PrivateCanary {
         let [a, b, c] = wisehosting_crypto::random_bytes::<3>();
-        let tag = hex::encode([a, b, c]);
-        let namespace = format!("whc{tag}");
-        let (host_if, ns_if) = (format!("whc{tag}h"), format!("whc{tag}n"));
-        // Two /30s: .1 on the host's end, .2 in the namespace.
         let quad = (c & 0x3f) * 4;
         let private = Ipv4Addr::new(172, 31, a, quad + 2);
         let mesh = Ipv4Addr::new(10, 50, 128 | (b & 0x7f), quad + 2);
-        ip(&["netns", "add", &namespace]);
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
-        ip(&["link", "set", &ns_if, "netns", &namespace]);
-        for addr in [private, mesh] {
-            let o = addr.octets();
-            let host_side = format!("{}.{}.{}.{}/30", o[0], o[1], o[2], o[3] - 1);
-            ip(&["addr", "add", &host_side, "dev", &host_if]);
-            ip(&["-n", &namespace, "addr", "add", &format!("{addr}/30"), "dev", &ns_if]);
-        }
-        ip(&["link", "set", &host_if, "up"]);
-        ip(&["-n", &namespace, "link", "set", &ns_if, "up"]);
-        ip(&["-n", &namespace, "link", "set", "lo", "up"]);
-        let gateway = Ipv4Addr::new(172, 31, a, quad + 1).to_string();
-        ip(&["-n", &namespace, "route", "add", "default", "via", &gateway]);
-
-        // The listener's socket is made inside the namespace (by a thread that enters it) and
-        // served from here: a socket stays in the namespace it was made in.
-        let path = format!("/run/netns/{namespace}");
-        let listener = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open the namespace");
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("enter the namespace");
-            let listener = std::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), 0)).expect("bind");
-            listener.set_nonblocking(true).expect("nonblocking");
-            listener
-        })
-        .join()
-        .expect("listener thread");
+        let namespace = Namespace::create(&[private, mesh]);
+        let listener = namespace.listen(SocketAddr::from(([0, 0, 0, 0], 0)));
         let port = listener.local_addr().expect("addr").port();
-        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let task = tokio::spawn(async move {
@@ -76,7 +104,7 @@ impl PrivateCanary {
                 let _ = socket.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\ncanary").await;
             }
         });
-        PrivateCanary { private, mesh, port, hits, namespace, task }
+        PrivateCanary { private, mesh, port, hits, task, _namespace: namespace }
     }
 
     /// Connections accepted so far.
@@ -88,7 +116,33 @@ impl PrivateCanary {
 impl Drop for PrivateCanary {
     fn drop(&mut self) {
         self.task.abort();
-        // Deleting the namespace deletes its end of the veth pair, and with it the host's.
-        let _ = Command::new("ip").args(["netns", "delete", &self.namespace]).output();
+    }
+}
+
+/// A line of `/etc/hosts` naming `ip` for a unique name, for as long as the guard lives: what
+/// the *system* resolver answers (the one git would use, were it not pinned), apart from the
+/// DNS server the worker checks with.
+pub struct HostsEntry {
+    line: String,
+}
+
+const HOSTS: &str = "/etc/hosts";
+
+impl HostsEntry {
+    pub fn add(ip: IpAddr, name: &str) -> HostsEntry {
+        use std::io::Write as _;
+        let line = format!("{ip} {name} # wisehosting test");
+        let mut file = std::fs::OpenOptions::new().append(true).open(HOSTS).expect("open /etc/hosts");
+        writeln!(file, "{line}").expect("append to /etc/hosts");
+        HostsEntry { line }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(HOSTS) {
+            let kept: String = text.lines().filter(|l| *l != self.line).map(|l| format!("{l}\n")).collect();
+            let _ = std::fs::write(HOSTS, kept);
+        }
     }
 }

@@ -339,7 +339,28 @@ pub fn spawn_worker(cp: &TestControlPlane, worker: &TestWorker, base_url: &str) 
 /// Starts the real agent for `worker` against the control plane at `base_url` whose shared
 /// secret is `secret` (for a control plane that runs as its own process).
 pub fn spawn_worker_with_secret(secret: &str, worker: &TestWorker, base_url: &str) -> SpawnedWorker {
-    spawn_agent(secret, worker, base_url, None)
+    spawn_agent(secret, worker, base_url, None, "")
+}
+
+/// Like [`spawn_worker`], for a worker that resolves repository hosts through the DNS server
+/// at `dns` (a [`TestDns`](crate::TestDns)).
+pub fn spawn_worker_resolving(
+    cp: &TestControlPlane,
+    worker: &TestWorker,
+    base_url: &str,
+    dns: std::net::SocketAddr,
+) -> SpawnedWorker {
+    spawn_worker_with_settings(cp, worker, base_url, &format!("  dns_resolver: {dns}\n"))
+}
+
+/// Like [`spawn_worker`], with more `deploy:` settings: YAML lines indented by two spaces.
+pub fn spawn_worker_with_settings(
+    cp: &TestControlPlane,
+    worker: &TestWorker,
+    base_url: &str,
+    deploy_settings: &str,
+) -> SpawnedWorker {
+    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, None, deploy_settings)
 }
 
 /// Like [`spawn_worker`], for a worker whose mesh address is `mesh`: its app containers are
@@ -350,7 +371,7 @@ pub fn spawn_worker_on_mesh(
     base_url: &str,
     mesh: std::net::IpAddr,
 ) -> SpawnedWorker {
-    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, Some(mesh))
+    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, Some(mesh), "")
 }
 
 fn spawn_agent(
@@ -358,12 +379,13 @@ fn spawn_agent(
     worker: &TestWorker,
     base_url: &str,
     mesh: Option<std::net::IpAddr>,
+    extra_deploy: &str,
 ) -> SpawnedWorker {
     let instance = format!("t{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
     let data_dir = tempfile::tempdir().expect("worker data dir");
     let mesh = mesh.map_or_else(|| "null".to_string(), |ip| ip.to_string());
     let yaml = format!(
-        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  mesh_address: {mesh}\nedge:\n  listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n",
+        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  mesh_address: {mesh}\n{extra_deploy}edge:\n  listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n",
         worker.name,
         worker.api_key,
         secret,

@@ -64,6 +64,12 @@ pub struct DeploySettings {
     /// host, private ranges and other apps is refused (needs iptables, `br_netfilter` and
     /// root). Turning it off puts apps on podman's default bridge: never in production.
     pub isolate_apps: bool,
+    /// The DNS server (`ip:port`) repository hosts are resolved with before git is let
+    /// connect; unset, the system's resolver. The address found is the one git is pinned to.
+    pub dns_resolver: Option<SocketAddr>,
+    /// A PEM file of certificate authorities git trusts for `https://` repositories, in place
+    /// of the system's (a git host with a private CA); unset, the system's.
+    pub git_ca_file: Option<PathBuf>,
     /// Registries a repository's Containerfile may pull images from (`FROM`, `COPY --from`);
     /// `localhost` means images already on this worker. Short names (`node:20`) are
     /// `docker.io`'s.
@@ -88,6 +94,8 @@ impl Default for DeploySettings {
             drain_secs: 2,
             isolate_builds: true,
             isolate_apps: true,
+            dns_resolver: None,
+            git_ca_file: None,
             base_image_registries: [
                 "docker.io",
                 "quay.io",
@@ -225,6 +233,11 @@ impl WorkerConfig {
                 "must be between 0.01 and 512 (the default is 1)",
             ),
             ("deploy.build_pids", d.build_pids >= 32, "must be at least 32 (the default is 1024)"),
+            (
+                "deploy.git_ca_file",
+                d.git_ca_file.as_ref().is_none_or(|f| f.is_absolute()),
+                "give an absolute path to a PEM file, or null for the system's authorities",
+            ),
             (
                 "deploy.base_image_registries",
                 d.base_image_registries.iter().all(|r| !r.is_empty() && !r.contains(['/', ' ', '@'])),

@@ -6,8 +6,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wisehosting_testkit::{
-    PrivateCanary, SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, eventually,
-    spawn_control_plane_with, spawn_platform, spawn_worker,
+    PrivateCanary, SpawnedWorker, TestControlPlane, TestDns, TestRepo, UserSession, create_worker,
+    eventually, spawn_control_plane_with, spawn_platform, spawn_worker,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -45,23 +45,20 @@ async fn app(user: &UserSession, id: i64) -> Value {
     user.get(&format!("/api/apps/{id}")).await.json().await.expect("app json")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
-    let (cp, agent, user, repo) = platform("deployer", "dev@example.com").await;
-    repo.commit(&[("Containerfile", &containerfile("hello v1"))], "v1");
+/// Watches the arguments of every process, and the environments of podman, git and conmon
+/// processes (the deploy's), for any of `needles`, until [`ProcessWatch::finish`].
+struct ProcessWatch {
+    watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
 
-    // T20: a secret env value is watched for in process arguments and environments while the
-    // deploy runs, and afterwards in a pg_dump, the platform's logs and every API answer.
-    let secret = format!("s3cr3t-{}", hex::encode(wisehosting_crypto::random_bytes::<8>()));
-    // A repository token gets the same watch (a local repository does not use it; how git
-    // receives it for an https:// one is tested in the worker's unit tests with real git).
-    let git_token = format!("ghp_{}", hex::encode(wisehosting_crypto::random_bytes::<12>()));
-    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let watcher = {
-        let (secret, git_token, watching) = (secret.clone(), git_token.clone(), watching.clone());
-        std::thread::spawn(move || {
+impl ProcessWatch {
+    fn start(needles: Vec<String>) -> ProcessWatch {
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let on = watching.clone();
+        let thread = std::thread::spawn(move || {
             let mut hits = Vec::new();
-            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+            while on.load(std::sync::atomic::Ordering::Relaxed) {
                 for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
                     let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
                     let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
@@ -75,18 +72,36 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
                         Vec::new()
                     };
                     let environ = String::from_utf8_lossy(&environ);
-                    if [&secret, &git_token]
-                        .iter()
-                        .any(|s| cmd.contains(s.as_str()) || environ.contains(s.as_str()))
-                    {
+                    if needles.iter().any(|s| cmd.contains(s.as_str()) || environ.contains(s.as_str())) {
                         hits.push(cmd);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             hits
-        })
-    };
+        });
+        ProcessWatch { watching, thread }
+    }
+
+    /// Stops watching; the command lines of processes where a needle was seen.
+    fn finish(self) -> Vec<String> {
+        self.watching.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("watcher")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
+    let (cp, agent, user, repo) = platform("deployer", "dev@example.com").await;
+    repo.commit(&[("Containerfile", &containerfile("hello v1"))], "v1");
+
+    // T20: a secret env value is watched for in process arguments and environments while the
+    // deploy runs, and afterwards in a pg_dump, the platform's logs and every API answer.
+    let secret = format!("s3cr3t-{}", hex::encode(wisehosting_crypto::random_bytes::<8>()));
+    // A repository token gets the same watch (a local repository does not use it; an
+    // https:// one is watched in `a_git_token_goes_only_to_the_repositorys_https_host`).
+    let git_token = format!("ghp_{}", hex::encode(wisehosting_crypto::random_bytes::<12>()));
+    let watcher = ProcessWatch::start(vec![secret.clone(), git_token.clone()]);
     let created = user
         .post_json(
             "/api/deploy",
@@ -118,8 +133,7 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
         d["image_id"].as_str().map(|i| i.trim_start_matches("sha256:")),
         "run by image id"
     );
-    watching.store(false, std::sync::atomic::Ordering::Relaxed);
-    let hits = watcher.join().expect("watcher");
+    let hits = watcher.finish();
     assert!(hits.is_empty(), "the secret appeared in a process's arguments or environment: {hits:?}");
     let dump = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
         .arg("--dbname")
@@ -753,6 +767,218 @@ async fn a_build_pulls_only_from_allowed_registries_and_is_held_to_a_process_lim
     repo.commit(&[("Containerfile", &format!("{base}RUN true\n{}RUN mkdir -p /www && echo ok > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n", fork(200)))], "fine");
     let (_, d) = deploy_and_wait(&user, json!({"name": "fine", "repo_url": repo.url(), "port": 8080})).await;
     assert_eq!(d["status"], "running", "{d}");
+}
+
+/// T22: a repository name whose answers alternate between a public and a private address
+/// (TTL 0), or that has both, never sends git to the private one. Over 1,000 checks through the
+/// worker's resolver no private address is ever returned; through whole deploys, where the
+/// system resolver (what git would ask, were it not pinned) says 127.0.0.1, a canary there
+/// records no hit — while an unpinned git does hit it, so the test can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebinding_repository_name_never_sends_git_to_a_private_address() {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dns = TestDns::start().await;
+    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("canary");
+    let port = canary.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok(_accepted) = canary.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let tag = hex::encode(wisehosting_crypto::random_bytes::<4>());
+    let (rebind, both) = (format!("rebind-{tag}.test"), format!("both-{tag}.test"));
+    let public: IpAddr = [192, 88, 100, 7].into();
+    let local: IpAddr = [127, 0, 0, 1].into();
+    dns.set_addrs(&rebind, &[&[public], &[local]]);
+    dns.set_addrs(&both, &[&[public, local]]);
+
+    let (mut pinned, mut refused) = (0, 0);
+    for _ in 0..1000 {
+        match wisehosting_worker::deploy::check_https_repository(
+            &format!("https://{rebind}:{port}/r.git"),
+            Some(dns.addr),
+        )
+        .await
+        {
+            Ok(pin) => {
+                assert_eq!(pin.ip, public, "pinned to a private address");
+                pinned += 1;
+            }
+            Err(e) => {
+                assert!(e.contains("private or local address"), "{e}");
+                refused += 1;
+            }
+        }
+        let mixed = wisehosting_worker::deploy::check_https_repository(
+            &format!("https://{both}/r.git"),
+            Some(dns.addr),
+        )
+        .await;
+        assert!(
+            mixed.is_err_and(|e| e.contains("private or local address")),
+            "a name with a private address among public ones"
+        );
+    }
+    assert!(pinned > 400 && refused > 400, "the answers alternated: {pinned} pinned, {refused} refused");
+
+    // The system resolver names the canary; an unpinned git goes there (the control).
+    let _hosts = wisehosting_testkit::HostsEntry::add(local, &rebind);
+    let out = std::process::Command::new("git")
+        .args(["-c", "http.sslVerify=true", "ls-remote", &format!("https://{rebind}:{port}/r.git")])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git");
+    assert!(!out.status.success());
+    assert!(
+        eventually(LIMIT, POLL, || async { hits.load(Ordering::SeqCst) >= 1 }).await,
+        "unpinned git reached the canary"
+    );
+    hits.store(0, Ordering::SeqCst);
+
+    // Whole deploys through a worker that checks with the rebinding DNS server.
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let w = create_worker(&cp, "rebinding").await;
+    let agent = wisehosting_testkit::spawn_worker_resolving(&cp, &w, &cp.base_url, dns.addr);
+    assert!(
+        agent
+            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+            .await
+    );
+    let user = cp.login("rebind@example.com").await;
+    let url = format!("https://{rebind}:{port}/r.git");
+    let (app, first) = user.deploy("rebind", &url).await;
+    let mut errors = vec![user.wait_deployment(first, LIMIT).await];
+    for _ in 0..11 {
+        let d: Value = user
+            .post_json(&format!("/api/apps/{app}/deployments"), &json!({}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let id = d["id"].as_i64().or_else(|| d["deployment"]["id"].as_i64()).unwrap_or_else(|| panic!("{d}"));
+        errors.push(user.wait_deployment(id, LIMIT).await);
+    }
+    let errors: Vec<String> = errors
+        .iter()
+        .map(|d| {
+            assert_eq!(d["status"], "failed", "{d}");
+            d["error"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    let refused = errors.iter().filter(|e| e.contains("private or local address")).count();
+    assert!(refused > 0 && refused < errors.len(), "both answers reached the deploys: {errors:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "git followed the system resolver to the canary: {errors:?}");
+}
+
+/// T20 over https: a repository token reaches the repository's own host — a TLS git server
+/// on a public address, checked, pinned and verified like any — as git's Authorization
+/// header, and is in no process's arguments or environment in plain, no pg_dump, no build log
+/// and no API answer. Without the token the same host refuses the clone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_token_goes_only_to_the_repositorys_https_host() {
+    let dns = TestDns::start().await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &containerfile("private repo"))], "v1");
+    let token = format!("ghp_{}", hex::encode(wisehosting_crypto::random_bytes::<12>()));
+    let host = format!("git-{}.test", hex::encode(wisehosting_crypto::random_bytes::<4>()));
+    let server = wisehosting_testkit::GitHttpsServer::start(&repo, &host, &token).await;
+    dns.set_addrs(&host, &[&[server.addr.into()]]);
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let w = create_worker(&cp, "private-repos").await;
+    let settings = format!("  dns_resolver: {}\n  git_ca_file: {}\n", dns.addr, server.ca_file.display());
+    let agent = wisehosting_testkit::spawn_worker_with_settings(&cp, &w, &cp.base_url, &settings);
+    assert!(
+        agent
+            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+            .await
+    );
+    let user = cp.login("private@example.com").await;
+    let url = format!("https://{host}:{}/repo.git", server.port);
+
+    let watcher = ProcessWatch::start(vec![token.clone()]);
+    let (app_id, d) =
+        deploy_and_wait(&user, json!({"name": "private", "repo_url": url, "port": 8080, "git_token": token}))
+            .await;
+    let hits = watcher.finish();
+    assert_eq!(d["status"], "running", "{d}");
+    assert!(hits.is_empty(), "the token appeared in a process's arguments or environment: {hits:?}");
+    use base64::Engine as _;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    let seen = server.seen();
+    assert!(!seen.is_empty() && seen.iter().all(|a| a.as_deref() == Some(expected.as_str())), "{seen:?}");
+
+    // The same repository without the token: refused by the host, the deploy fails clearly.
+    let (_, refused) =
+        deploy_and_wait(&user, json!({"name": "no-token", "repo_url": url, "port": 8080})).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert!(server.seen().iter().any(Option::is_none), "a request without the token reached the host");
+
+    let dump = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+        .arg("--dbname")
+        .arg(&cp.database_url)
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(!String::from_utf8_lossy(&dump.stdout).contains(&token), "the git token is in a pg_dump");
+    let deployment = d["id"].as_i64().expect("id");
+    for path in [
+        format!("/api/apps/{app_id}"),
+        format!("/api/apps/{app_id}/deployments"),
+        format!("/api/deployments/{deployment}"),
+        format!("/api/deployments/{deployment}/log"),
+        format!("/api/apps/{app_id}/logs?tail=1000"),
+        "/api/apps".to_string(),
+    ] {
+        let body = user.get(&path).await.text().await.expect("text");
+        assert!(!body.contains(&token), "{path} shows the git token");
+    }
+    let log = user.get(&format!("/api/deployments/{deployment}/log")).await.text().await.expect("log");
+    assert!(log.contains("checked out"), "{log}");
+
+    // T22: the host redirects to a local address: git follows no redirect, the canary there
+    // records nothing — while a git that follows redirects does reach it (the control).
+    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("canary");
+    let canary_port = canary.local_addr().expect("addr").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok(_accepted) = canary.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    server.redirect_moved_to(&format!("https://127.0.0.1:{canary_port}/repo.git"));
+    let moved = format!("https://{host}:{}/moved.git", server.port);
+    let user = cp.login("moved@example.com").await;
+    let (_, d) =
+        deploy_and_wait(&user, json!({"name": "moved", "repo_url": moved, "port": 8080, "git_token": token}))
+            .await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "git followed a redirect to a local address"
+    );
+    let out = std::process::Command::new("git")
+        .args(["-c", "http.followRedirects=true", "-c"])
+        .arg(format!("http.curloptResolve={host}:{}:{}", server.port, server.addr))
+        .args(["ls-remote", &moved])
+        .env("GIT_SSL_CAINFO", &server.ca_file)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git");
+    assert!(!out.status.success());
+    assert!(
+        eventually(LIMIT, POLL, || async { hits.load(std::sync::atomic::Ordering::SeqCst) >= 1 }).await,
+        "a redirect-following git reaches the canary: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// T35: a repository is hostile. A symbolic link named like the file the static preset

@@ -23,7 +23,7 @@ use crate::config::DeploySettings;
 use crate::link::Outgoing;
 use crate::runtime::Podman;
 
-pub use steps::is_public_ip;
+pub use steps::{Pin, check_https_repository, is_public_ip};
 
 /// What the control plane sends with a `deploy` job.
 #[derive(Debug, Clone, Deserialize)]

@@ -197,29 +197,21 @@ impl Pipeline {
         for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
             cmd.env_remove(var);
         }
+        // The configured authorities, else the system's. (The environment, not `-c
+        // http.sslCAInfo`: Debian's git with GnuTLS ignores the latter.)
+        match &self.settings.git_ca_file {
+            Some(ca) => cmd.env("GIT_SSL_CAINFO", ca),
+            None => cmd.env_remove("GIT_SSL_CAINFO"),
+        };
+        cmd.env_remove("GIT_SSL_NO_VERIFY");
         cmd
     }
 
     /// Checks where a repository may be fetched from, before git connects; for an `https://`
     /// repository, the checked address git must then use (see [`git_network_config`]).
     async fn check_repo(&self, url: &str) -> Result<Option<Pin>, String> {
-        if let Some(rest) = url.strip_prefix("https://") {
-            let authority = rest.split('/').next().unwrap_or_default();
-            if authority.is_empty() || authority.contains('@') {
-                return Err("the repository URL has no plain host".into());
-            }
-            let (host, port) =
-                split_authority(authority).ok_or("the repository URL has a malformed host or port")?;
-            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .collect();
-            if addrs.is_empty() || addrs.iter().any(|a| !is_public_ip(a.ip())) {
-                return Err(format!(
-                    "{host} resolves to a private or local address; repositories must be on the public internet"
-                ));
-            }
-            return Ok(Some(Pin { host, port, ip: addrs[0].ip() }));
+        if url.starts_with("https://") {
+            return check_https_repository(url, self.settings.dns_resolver).await.map(Some);
         }
         if url.starts_with("file:///") && self.settings.allow_local_repos {
             return Ok(None);
@@ -809,10 +801,10 @@ fn ip_literal(ip: IpAddr) -> String {
 
 /// The address an `https://` repository's host was checked at.
 #[derive(Debug, Clone, PartialEq)]
-struct Pin {
-    host: String,
-    port: u16,
-    ip: IpAddr,
+pub struct Pin {
+    pub host: String,
+    pub port: u16,
+    pub ip: IpAddr,
 }
 
 /// `host[:port]` or `[v6][:port]` → (host, port); 443 by default.
@@ -831,6 +823,58 @@ fn split_authority(authority: &str) -> Option<(String, u16)> {
         None => Some((authority.to_string(), 443)),
     }
     .filter(|(host, _)| !host.is_empty())
+}
+
+/// The address git is pinned to for an `https://` repository: its host resolved once
+/// (through `dns_resolver`, or the system's), every address public, or an error naming why.
+pub async fn check_https_repository(
+    url: &str,
+    dns_resolver: Option<std::net::SocketAddr>,
+) -> Result<Pin, String> {
+    let rest = url.strip_prefix("https://").ok_or("the repository URL is not https://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err("the repository URL has no plain host".into());
+    }
+    let (host, port) = split_authority(authority).ok_or("the repository URL has a malformed host or port")?;
+    let addrs = resolve(&host, port, dns_resolver).await?;
+    if addrs.is_empty() || addrs.iter().any(|ip| !is_public_ip(*ip)) {
+        return Err(format!(
+            "{host} resolves to a private or local address; repositories must be on the public internet"
+        ));
+    }
+    Ok(Pin { host, port, ip: addrs[0] })
+}
+
+/// Every address `host` has: an IP literal as is; a name through `server` (A and AAAA, no
+/// cache, no hosts file) or, with none configured, the system's resolver.
+async fn resolve(host: &str, port: u16, server: Option<std::net::SocketAddr>) -> Result<Vec<IpAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let Some(server) = server else {
+        return tokio::net::lookup_host((host, port))
+            .await
+            .map(|addrs| addrs.map(|a| a.ip()).collect())
+            .map_err(|e| format!("cannot resolve {host}: {e}"));
+    };
+    use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+    let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
+    for connection in &mut name_server.connections {
+        connection.port = server.port();
+    }
+    let mut builder = hickory_resolver::TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![name_server]),
+        hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+    );
+    let options = builder.options_mut();
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    options.cache_size = 0;
+    options.use_hosts_file = ResolveHosts::Never;
+    options.timeout = Duration::from_secs(5);
+    let resolver = builder.build().map_err(|e| format!("cannot set up the DNS resolver {server}: {e}"))?;
+    let found = resolver.lookup_ip(host).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    Ok(found.iter().collect())
 }
 
 /// git's `-c` options for fetching: only `https://` (and `file://` where allowed); for an
