@@ -109,13 +109,7 @@ async fn main() {
             .await;
         assert!(settled, "the previous deploy's retire finished ({housekeeping:?})");
         let started = Instant::now();
-        let d: Value = user
-            .post_json(&format!("/api/apps/{app_id}/deployments"), &json!({}))
-            .await
-            .json()
-            .await
-            .expect("json");
-        let id = d["id"].as_i64().expect("id");
+        let id = user.redeploy(app_id).await;
         let posted = started.elapsed();
         loop {
             let d: Value = user.get(&format!("/api/deployments/{id}")).await.json().await.expect("json");

@@ -27,11 +27,11 @@ pub mod worker;
 pub use cloudflare::FakeCloudflare;
 pub use dns::TestDns;
 pub use gitserver::GitHttpsServer;
-pub use netns::{HostsEntry, PrivateCanary};
+pub use netns::{HostsEntry, PrivateCanary, TcpCanary};
 pub use proxy::CutProxy;
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
-    spawn_worker_on_mesh, spawn_worker_resolving, spawn_worker_with_secret, spawn_worker_with_settings,
+    spawn_worker_on_mesh, spawn_worker_with_secret, spawn_worker_with_settings,
 };
 
 use std::net::SocketAddr;
@@ -375,6 +375,15 @@ impl UserSession {
             created["app"]["id"].as_i64().expect("app id"),
             created["deployment"]["id"].as_i64().expect("deployment id"),
         )
+    }
+
+    /// `POST /api/apps/:id/deployments` (a new deployment of the app's branch): its id.
+    pub async fn redeploy(&self, app_id: i64) -> i64 {
+        let response =
+            self.post_json(&format!("/api/apps/{app_id}/deployments"), &serde_json::json!({})).await;
+        assert_eq!(response.status(), 201, "redeploy of app {app_id}");
+        let d: serde_json::Value = response.json().await.expect("json");
+        d["id"].as_i64().unwrap_or_else(|| panic!("a deployment id in {d}"))
     }
 
     /// Polls a deployment until it reaches a final state (or the limit), returning it.

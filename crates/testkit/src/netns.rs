@@ -1,7 +1,8 @@
-//! [`PrivateCanary`]: an HTTP listener on private addresses that really answer — in a network
-//! namespace of its own, joined to the host by a veth pair — so a test that says a container
-//! cannot reach private ranges or the mesh can fail: an unconfined container reaches it, a
-//! confined one must not. Every connection is counted.
+//! Canaries: listeners that count every connection and answer `HTTP/1.0 200 canary`, so a
+//! test that says something cannot be reached can fail. [`TcpCanary`] listens on a host
+//! address; [`PrivateCanary`] on private and mesh addresses that really answer — in a network
+//! [`Namespace`] of its own, joined to the host by a veth pair — so an unconfined container
+//! reaches it and a confined one must not.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
@@ -68,6 +69,59 @@ impl Drop for Namespace {
     }
 }
 
+/// Counts and answers every connection `listener` accepts (from loopback peers too, unless
+/// `remote_only`: other tests' local clients may stumble on a port).
+fn count_connections(
+    listener: tokio::net::TcpListener,
+    remote_only: bool,
+) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, peer)) = listener.accept().await {
+            if !(remote_only && peer.ip().to_canonical().is_loopback()) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = socket.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\ncanary").await;
+        }
+    });
+    (hits, task)
+}
+
+/// A canary on a host address (`0.0.0.0:0` for every address, `[::]:0` for v6 too).
+pub struct TcpCanary {
+    pub port: u16,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpCanary {
+    /// Listens on `addr`; with `remote_only`, connections from loopback are not counted.
+    pub async fn bind(addr: &str, remote_only: bool) -> TcpCanary {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the canary");
+        let port = listener.local_addr().expect("addr").port();
+        let (hits, task) = count_connections(listener, remote_only);
+        TcpCanary { port, hits, task }
+    }
+
+    /// Connections counted so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Starts counting again from zero (after a control that was meant to hit).
+    pub fn reset(&self) {
+        self.hits.store(0, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpCanary {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 pub struct PrivateCanary {
     /// An RFC 1918 address (172.31.x.y).
     pub private: Ipv4Addr,
@@ -95,15 +149,7 @@ impl PrivateCanary {
         let namespace = Namespace::create(&[private, mesh]);
         let listener = namespace.listen(SocketAddr::from(([0, 0, 0, 0], 0)));
         let port = listener.local_addr().expect("addr").port();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let _ = socket.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\ncanary").await;
-            }
-        });
+        let (hits, task) = count_connections(listener, false);
         PrivateCanary { private, mesh, port, hits, task, _namespace: namespace }
     }
 

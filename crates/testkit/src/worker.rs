@@ -342,17 +342,6 @@ pub fn spawn_worker_with_secret(secret: &str, worker: &TestWorker, base_url: &st
     spawn_agent(secret, worker, base_url, None, "")
 }
 
-/// Like [`spawn_worker`], for a worker that resolves repository hosts through the DNS server
-/// at `dns` (a [`TestDns`](crate::TestDns)).
-pub fn spawn_worker_resolving(
-    cp: &TestControlPlane,
-    worker: &TestWorker,
-    base_url: &str,
-    dns: std::net::SocketAddr,
-) -> SpawnedWorker {
-    spawn_worker_with_settings(cp, worker, base_url, &format!("  dns_resolver: {dns}\n"))
-}
-
 /// Like [`spawn_worker`], with more `deploy:` settings: YAML lines indented by two spaces.
 pub fn spawn_worker_with_settings(
     cp: &TestControlPlane,

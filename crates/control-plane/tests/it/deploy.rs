@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wisehosting_testkit::{
-    PrivateCanary, SpawnedWorker, TestControlPlane, TestDns, TestRepo, UserSession, create_worker,
+    PrivateCanary, SpawnedWorker, TcpCanary, TestControlPlane, TestDns, TestRepo, UserSession, create_worker,
     eventually, spawn_control_plane_with, spawn_platform, spawn_worker,
 };
 
@@ -31,6 +31,73 @@ async fn fetch(port: i64) -> String {
 async fn platform(worker: &str, email: &str) -> (TestControlPlane, SpawnedWorker, UserSession, TestRepo) {
     let (cp, agent, user) = spawn_platform(worker, email, |_| {}).await;
     (cp, agent, user, TestRepo::new())
+}
+
+/// Like [`platform`], for a worker with more `deploy:` settings (YAML lines indented by two
+/// spaces), online before this returns.
+async fn platform_with_settings(
+    worker: &str,
+    email: &str,
+    settings: &str,
+) -> (TestControlPlane, SpawnedWorker, UserSession) {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let w = create_worker(&cp, worker).await;
+    let agent = wisehosting_testkit::spawn_worker_with_settings(&cp, &w, &cp.base_url, settings);
+    let online = agent.wait_for(LIMIT, |s| s.connected.load(std::sync::atomic::Ordering::Relaxed)).await;
+    assert!(online, "the worker came online");
+    let user = cp.login(email).await;
+    (cp, agent, user)
+}
+
+/// None of `secrets` in any answer about the app and its deployment.
+async fn assert_no_api_answer_shows(user: &UserSession, app_id: i64, deployment: i64, secrets: &[&str]) {
+    for path in [
+        format!("/api/apps/{app_id}"),
+        format!("/api/apps/{app_id}/deployments"),
+        format!("/api/apps/{app_id}/env"),
+        format!("/api/deployments/{deployment}"),
+        format!("/api/deployments/{deployment}/log"),
+        format!("/api/apps/{app_id}/logs?tail=1000"),
+        "/api/apps".to_string(),
+    ] {
+        let body = user.get(&path).await.text().await.expect("text");
+        for secret in secrets {
+            assert!(!body.contains(secret), "{path} shows a secret");
+        }
+    }
+}
+
+/// The control of a network test: git run by hand, without the worker's guards (and with
+/// the `-c` options in `config`), connects to `canary` when asked for `url`.
+async fn unguarded_git_reaches(
+    canary: &TcpCanary,
+    config: &[String],
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) {
+    let mut git = std::process::Command::new("git");
+    for option in config {
+        git.arg("-c").arg(option);
+    }
+    git.args(["ls-remote", url]).env("GIT_TERMINAL_PROMPT", "0");
+    if let Some(ca) = ca_file {
+        git.env("GIT_SSL_CAINFO", ca);
+    }
+    let out = git.output().expect("git");
+    assert!(!out.status.success(), "the canary is no git host");
+    let reached = eventually(LIMIT, POLL, || async { canary.hits() >= 1 }).await;
+    assert!(reached, "unguarded git did not reach the canary: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The whole database as `pg_dump` writes it.
+fn pg_dump(cp: &TestControlPlane) -> String {
+    let dump = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+        .arg("--dbname")
+        .arg(&cp.database_url)
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    String::from_utf8_lossy(&dump.stdout).into_owned()
 }
 
 /// Deploys `body` and waits until its deployment ends; returns the app id and the deployment.
@@ -135,28 +202,12 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     );
     let hits = watcher.finish();
     assert!(hits.is_empty(), "the secret appeared in a process's arguments or environment: {hits:?}");
-    let dump = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
-        .arg("--dbname")
-        .arg(&cp.database_url)
-        .output()
-        .expect("pg_dump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
-    assert!(dump.stdout.len() > 1000);
-    assert!(!String::from_utf8_lossy(&dump.stdout).contains(&secret), "the secret is in a pg_dump");
-    assert!(!String::from_utf8_lossy(&dump.stdout).contains(&git_token), "the git token is in a pg_dump");
+    let dump = pg_dump(&cp);
+    assert!(dump.len() > 1000);
+    assert!(!dump.contains(&secret), "the secret is in a pg_dump");
+    assert!(!dump.contains(&git_token), "the git token is in a pg_dump");
     assert_eq!(app(&user, app_id).await["has_git_token"], true);
-    for path in [
-        format!("/api/apps/{app_id}"),
-        format!("/api/apps/{app_id}/deployments"),
-        format!("/api/apps/{app_id}/env"),
-        format!("/api/deployments/{first}/log"),
-        format!("/api/apps/{app_id}/logs?tail=1000"),
-        "/api/apps".to_string(),
-    ] {
-        let body = user.get(&path).await.text().await.expect("text");
-        assert!(!body.contains(&secret), "{path} shows the secret");
-        assert!(!body.contains(&git_token), "{path} shows the git token");
-    }
+    assert_no_api_answer_shows(&user, app_id, first, &[&secret, &git_token]).await;
     let log: Value = user.get(&format!("/api/deployments/{first}/log")).await.json().await.expect("log");
     assert!(log["log"].as_str().unwrap_or_default().contains("checked out"), "{log}");
     // The worker follows the container: its output reaches the app's log tail, and its
@@ -541,26 +592,14 @@ async fn a_container_that_keeps_exiting_is_restarted_with_growing_back_off_and_r
 /// reach; and the confinement survives a firewall reload that puts an ACCEPT above it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_cannot_reach_the_host_or_private_addresses() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let cp = spawn_control_plane_with(|c| {
         c.single_machine = true;
         c.heartbeat_interval_secs = 1;
     })
     .await;
     // A canary on every host address: any connection from a build counts as a hit.
-    let canary = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("canary");
-    let port = canary.local_addr().expect("addr").port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((_socket, peer)) = canary.accept().await {
-            // Other tests' local clients may stumble on this port; builds come from elsewhere.
-            if !peer.ip().is_loopback() {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
+    let canary = TcpCanary::bind("0.0.0.0:0", true).await;
+    let port = canary.port;
     let private = PrivateCanary::start().await;
     let targets = [
         ("host", format!("10.89.0.1 {port}")),
@@ -568,16 +607,7 @@ async fn a_build_cannot_reach_the_host_or_private_addresses() {
         ("mesh", format!("{} {}", private.mesh, private.port)),
     ];
     // The control: from podman's default bridge, both private canaries answer.
-    let control = podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "podman",
-        "localhost/wisehosting/busybox:latest",
-        "sh",
-        "-c",
-        &probe_script(&targets[1..].iter().map(|(_, t)| t.clone()).collect::<Vec<_>>()),
-    ]);
+    let control = probe_unconfined(&targets[1..].iter().map(|(_, t)| t.clone()).collect::<Vec<_>>());
     assert_eq!(control.matches("REACHED canary").count(), 2, "unconfined: {control}");
     assert_eq!(private.hits(), 2);
 
@@ -626,7 +656,7 @@ async fn a_build_cannot_reach_the_host_or_private_addresses() {
     };
     let log = deploy_round("round-1").await;
     check("round-1", &log);
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the canary on the host was reached from a build");
+    assert_eq!(canary.hits(), 0, "the canary on the host was reached from a build");
     assert_eq!(private.hits(), 2, "a private canary was reached from a build");
 
     // A firewall reload that puts an ACCEPT above our jump (for this test's canary only, so
@@ -653,23 +683,14 @@ async fn a_build_cannot_reach_the_host_or_private_addresses() {
 /// URLs name) record no hit. User names in the URL and other schemes never get that far.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_spelling_of_a_local_or_private_repository_address_is_refused_before_connecting() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let (cp, _agent, _user, _repo) = platform("ssrf", "ssrf@example.com").await;
     // One dual-stack listener on every address: 127.0.0.1, ::1, 0.0.0.0 all reach it.
-    let canary = tokio::net::TcpListener::bind("[::]:0").await.expect("canary");
-    let port = canary.local_addr().expect("addr").port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((_socket, _)) = canary.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let canary = TcpCanary::bind("[::]:0", false).await;
+    let port = canary.port;
     // The canary counts: a connection made on purpose is seen.
     drop(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("canary answers"));
-    assert!(eventually(LIMIT, POLL, || async { hits.load(Ordering::SeqCst) == 1 }).await);
-    hits.store(0, Ordering::SeqCst);
+    assert!(eventually(LIMIT, POLL, || async { canary.hits() == 1 }).await);
+    canary.reset();
 
     let hosts = [
         "127.1",
@@ -707,7 +728,7 @@ async fn every_spelling_of_a_local_or_private_repository_address_is_refused_befo
         let error = d["error"].as_str().unwrap_or_default();
         assert!(error.contains("private or local address"), "{host}: {error}");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a refused repository address was connected to");
+    assert_eq!(canary.hits(), 0, "a refused repository address was connected to");
 
     let user = cp.login("ssrf-api@example.com").await;
     for url in [
@@ -721,7 +742,7 @@ async fn every_spelling_of_a_local_or_private_repository_address_is_refused_befo
             user.post_json("/api/deploy", &json!({"name": "api", "repo_url": url, "port": 8080})).await;
         assert_eq!(response.status().as_u16(), 422, "{url}");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    assert_eq!(canary.hits(), 0);
 }
 
 /// A build pulls only from allowed registries (never a private address, never a registry on
@@ -777,18 +798,9 @@ async fn a_build_pulls_only_from_allowed_registries_and_is_held_to_a_process_lim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebinding_repository_name_never_sends_git_to_a_private_address() {
     use std::net::IpAddr;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let dns = TestDns::start().await;
-    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("canary");
-    let port = canary.local_addr().expect("addr").port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok(_accepted) = canary.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let canary = TcpCanary::bind("127.0.0.1:0", false).await;
+    let port = canary.port;
     let tag = hex::encode(wisehosting_crypto::random_bytes::<4>());
     let (rebind, both) = (format!("rebind-{tag}.test"), format!("both-{tag}.test"));
     let public: IpAddr = [192, 88, 100, 7].into();
@@ -827,39 +839,17 @@ async fn a_rebinding_repository_name_never_sends_git_to_a_private_address() {
 
     // The system resolver names the canary; an unpinned git goes there (the control).
     let _hosts = wisehosting_testkit::HostsEntry::add(local, &rebind);
-    let out = std::process::Command::new("git")
-        .args(["-c", "http.sslVerify=true", "ls-remote", &format!("https://{rebind}:{port}/r.git")])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("git");
-    assert!(!out.status.success());
-    assert!(
-        eventually(LIMIT, POLL, || async { hits.load(Ordering::SeqCst) >= 1 }).await,
-        "unpinned git reached the canary"
-    );
-    hits.store(0, Ordering::SeqCst);
+    unguarded_git_reaches(&canary, &[], &format!("https://{rebind}:{port}/r.git"), None).await;
+    canary.reset();
 
     // Whole deploys through a worker that checks with the rebinding DNS server.
-    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
-    let w = create_worker(&cp, "rebinding").await;
-    let agent = wisehosting_testkit::spawn_worker_resolving(&cp, &w, &cp.base_url, dns.addr);
-    assert!(
-        agent
-            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
-            .await
-    );
-    let user = cp.login("rebind@example.com").await;
+    let settings = format!("  dns_resolver: {}\n", dns.addr);
+    let (_cp, _agent, user) = platform_with_settings("rebinding", "rebind@example.com", &settings).await;
     let url = format!("https://{rebind}:{port}/r.git");
     let (app, first) = user.deploy("rebind", &url).await;
     let mut errors = vec![user.wait_deployment(first, LIMIT).await];
     for _ in 0..11 {
-        let d: Value = user
-            .post_json(&format!("/api/apps/{app}/deployments"), &json!({}))
-            .await
-            .json()
-            .await
-            .expect("json");
-        let id = d["id"].as_i64().or_else(|| d["deployment"]["id"].as_i64()).unwrap_or_else(|| panic!("{d}"));
+        let id = user.redeploy(app).await;
         errors.push(user.wait_deployment(id, LIMIT).await);
     }
     let errors: Vec<String> = errors
@@ -871,7 +861,7 @@ async fn a_rebinding_repository_name_never_sends_git_to_a_private_address() {
         .collect();
     let refused = errors.iter().filter(|e| e.contains("private or local address")).count();
     assert!(refused > 0 && refused < errors.len(), "both answers reached the deploys: {errors:?}");
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "git followed the system resolver to the canary: {errors:?}");
+    assert_eq!(canary.hits(), 0, "git followed the system resolver to the canary: {errors:?}");
 }
 
 /// T20 over https: a repository token reaches the repository's own host — a TLS git server
@@ -887,16 +877,8 @@ async fn a_git_token_goes_only_to_the_repositorys_https_host() {
     let host = format!("git-{}.test", hex::encode(wisehosting_crypto::random_bytes::<4>()));
     let server = wisehosting_testkit::GitHttpsServer::start(&repo, &host, &token).await;
     dns.set_addrs(&host, &[&[server.addr.into()]]);
-    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
-    let w = create_worker(&cp, "private-repos").await;
     let settings = format!("  dns_resolver: {}\n  git_ca_file: {}\n", dns.addr, server.ca_file.display());
-    let agent = wisehosting_testkit::spawn_worker_with_settings(&cp, &w, &cp.base_url, &settings);
-    assert!(
-        agent
-            .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
-            .await
-    );
-    let user = cp.login("private@example.com").await;
+    let (cp, _agent, user) = platform_with_settings("private-repos", "private@example.com", &settings).await;
     let url = format!("https://{host}:{}/repo.git", server.port);
 
     let watcher = ProcessWatch::start(vec![token.clone()]);
@@ -920,39 +902,16 @@ async fn a_git_token_goes_only_to_the_repositorys_https_host() {
     assert_eq!(refused["status"], "failed", "{refused}");
     assert!(server.seen().iter().any(Option::is_none), "a request without the token reached the host");
 
-    let dump = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
-        .arg("--dbname")
-        .arg(&cp.database_url)
-        .output()
-        .expect("pg_dump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
-    assert!(!String::from_utf8_lossy(&dump.stdout).contains(&token), "the git token is in a pg_dump");
+    assert!(!pg_dump(&cp).contains(&token), "the git token is in a pg_dump");
     let deployment = d["id"].as_i64().expect("id");
-    for path in [
-        format!("/api/apps/{app_id}"),
-        format!("/api/apps/{app_id}/deployments"),
-        format!("/api/deployments/{deployment}"),
-        format!("/api/deployments/{deployment}/log"),
-        format!("/api/apps/{app_id}/logs?tail=1000"),
-        "/api/apps".to_string(),
-    ] {
-        let body = user.get(&path).await.text().await.expect("text");
-        assert!(!body.contains(&token), "{path} shows the git token");
-    }
+    assert_no_api_answer_shows(&user, app_id, deployment, &[&token]).await;
     let log = user.get(&format!("/api/deployments/{deployment}/log")).await.text().await.expect("log");
     assert!(log.contains("checked out"), "{log}");
 
     // T22: the host redirects to a local address: git follows no redirect, the canary there
     // records nothing — while a git that follows redirects does reach it (the control).
-    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("canary");
-    let canary_port = canary.local_addr().expect("addr").port();
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok(_accepted) = canary.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    });
+    let canary = TcpCanary::bind("127.0.0.1:0", false).await;
+    let canary_port = canary.port;
     server.redirect_moved_to(&format!("https://127.0.0.1:{canary_port}/repo.git"));
     let moved = format!("https://{host}:{}/moved.git", server.port);
     let user = cp.login("moved@example.com").await;
@@ -960,25 +919,36 @@ async fn a_git_token_goes_only_to_the_repositorys_https_host() {
         deploy_and_wait(&user, json!({"name": "moved", "repo_url": moved, "port": 8080, "git_token": token}))
             .await;
     assert_eq!(d["status"], "failed", "{d}");
-    assert_eq!(
-        hits.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "git followed a redirect to a local address"
-    );
-    let out = std::process::Command::new("git")
-        .args(["-c", "http.followRedirects=true", "-c"])
-        .arg(format!("http.curloptResolve={host}:{}:{}", server.port, server.addr))
-        .args(["ls-remote", &moved])
-        .env("GIT_SSL_CAINFO", &server.ca_file)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("git");
-    assert!(!out.status.success());
-    assert!(
-        eventually(LIMIT, POLL, || async { hits.load(std::sync::atomic::Ordering::SeqCst) >= 1 }).await,
-        "a redirect-following git reaches the canary: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(canary.hits(), 0, "git followed a redirect to a local address");
+    let config = [
+        "http.followRedirects=true".to_string(),
+        format!("http.curloptResolve={host}:{}:{}", server.port, server.addr),
+    ];
+    unguarded_git_reaches(&canary, &config, &moved, Some(&server.ca_file)).await;
+}
+
+/// An allowed registry whose name resolves to a private address is refused before podman
+/// pulls from it; the same name resolving to a public address passes the check (and fails
+/// later only because this machine has no registry to pull from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_name_resolving_to_a_private_address_is_refused_before_the_pull() {
+    let dns = TestDns::start().await;
+    let tag = hex::encode(wisehosting_crypto::random_bytes::<4>());
+    let (inside, outside) = (format!("inside-{tag}.test"), format!("outside-{tag}.test"));
+    dns.set_addrs(&inside, &[&[[10, 0, 0, 5].into()]]);
+    dns.set_addrs(&outside, &[&[[192, 88, 100, 9].into()]]);
+    let settings =
+        format!("  dns_resolver: {}\n  base_image_registries: [localhost, {inside}, {outside}]\n", dns.addr);
+    let (_cp, _agent, user) = platform_with_settings("registries", "registries@example.com", &settings).await;
+    for (name, registry, private) in [("inside", &inside, true), ("outside", &outside, false)] {
+        let repo = TestRepo::new();
+        repo.commit(&[("Containerfile", &format!("FROM {registry}/app:1\nCMD [\"true\"]\n"))], name);
+        let (_, d) =
+            deploy_and_wait(&user, json!({"name": name, "repo_url": repo.url(), "port": 8080})).await;
+        assert_eq!(d["status"], "failed", "{d}");
+        let error = d["error"].as_str().unwrap_or_default();
+        assert_eq!(error.contains("resolves to a private or local address"), private, "{name}: {error}");
+    }
 }
 
 /// T35: a repository is hostile. A symbolic link named like the file the static preset
@@ -1113,29 +1083,31 @@ fn probe_script(targets: &[String]) -> String {
         .collect()
 }
 
+/// Runs the probes of [`probe_script`] from a container on podman's default bridge, outside
+/// our confinement: the control that shows a canary answers.
+fn probe_unconfined(targets: &[String]) -> String {
+    podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "podman",
+        "localhost/wisehosting/busybox:latest",
+        "sh",
+        "-c",
+        &probe_script(targets),
+    ])
+}
+
 /// T37: from inside an app, the host's services and another app's container are out of
 /// reach, while the same probes from an unconfined container reach them (so the canaries
 /// answer and the probes work); the app runs with no new privileges, few capabilities, a
 /// pids limit and (static preset) a read-only root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_reaches_neither_the_host_nor_another_app_and_runs_without_privileges() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let (_cp, agent, user, repo) = platform("confiner", "confined@example.com").await;
     // A canary on every host address, answering HTTP; any hit from a container counts.
-    let canary = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("canary");
-    let port = canary.local_addr().expect("addr").port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        while let Ok((mut socket, peer)) = canary.accept().await {
-            if !peer.ip().is_loopback() {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-            let _ = socket.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\ncanary").await;
-        }
-    });
+    let canary = TcpCanary::bind("0.0.0.0:0", true).await;
+    let port = canary.port;
     repo.commit(&[("index.html", "target-app")], "target");
     let prober_repo = TestRepo::new();
     prober_repo.commit(&[("index.html", "prober-app")], "prober");
@@ -1179,30 +1151,21 @@ async fn an_app_reaches_neither_the_host_nor_another_app_and_runs_without_privil
     let answers: Vec<&str> =
         confined.lines().filter(|l| l.starts_with("REACHED") || *l == "BLOCKED").collect();
     assert_eq!(answers, vec!["BLOCKED"; urls.len()], "from inside an app: {confined}");
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a canary on the host was reached from an app");
+    assert_eq!(canary.hits(), 0, "a canary on the host was reached from an app");
     assert_eq!(private.hits(), 0, "a private or mesh canary was reached from an app");
 
     // The same probes from a container on podman's default bridge reach both canaries.
-    let control = podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "podman",
-        "localhost/wisehosting/busybox:latest",
-        "sh",
-        "-c",
-        &probe_script(&[
-            format!("10.88.0.1 {port}"),
-            format!("{target_ip} 8080"),
-            format!("{} {}", private.private, private.port),
-            format!("{} {}", private.mesh, private.port),
-        ]),
+    let control = probe_unconfined(&[
+        format!("10.88.0.1 {port}"),
+        format!("{target_ip} 8080"),
+        format!("{} {}", private.private, private.port),
+        format!("{} {}", private.mesh, private.port),
     ]);
     assert!(
         control.matches("REACHED canary").count() == 3 && control.contains("REACHED target-app"),
         "unconfined: {control}"
     );
-    assert!(hits.load(Ordering::SeqCst) > 0);
+    assert!(canary.hits() > 0);
     assert_eq!(private.hits(), 2);
 
     // No new privileges, podman's capabilities less SETFCAP, SETPCAP and SYS_CHROOT.

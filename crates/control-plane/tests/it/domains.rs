@@ -10,8 +10,8 @@ use wisehosting_control_plane::cloudflare::Cloudflare;
 use wisehosting_control_plane::config::CloudflareConfig;
 use wisehosting_control_plane::dns::{DnsError, TxtResolver};
 use wisehosting_testkit::{
-    FakeCloudflare, SpawnedWorker, TestDns, TestRepo, UserSession, eventually, page_containerfile,
-    spawn_control_plane_with, spawn_platform,
+    FakeCloudflare, SpawnedWorker, TestControlPlane, TestDns, TestRepo, UserSession, eventually,
+    page_containerfile, spawn_control_plane_with, spawn_platform,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -24,6 +24,19 @@ async fn via_edge(agent: &SpawnedWorker, host: &str) -> (u16, String) {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(_) => (0, String::new()),
     }
+}
+
+/// A control plane in single-machine mode (no worker) that reads TXT records from a local
+/// DNS server.
+async fn control_plane_with_dns() -> (TestDns, TestControlPlane) {
+    let dns = TestDns::start().await;
+    let resolver = dns.addr.to_string();
+    let cp = spawn_control_plane_with(move |c| {
+        c.single_machine = true;
+        c.domains.dns_resolver = resolver;
+    })
+    .await;
+    (dns, cp)
 }
 
 async fn add_domain(user: &UserSession, app: i64, hostname: &str) -> (u16, Value) {
@@ -291,13 +304,7 @@ async fn cloudflare_for_saas_registers_shows_refreshes_and_removes_custom_hostna
 
 #[tokio::test]
 async fn a_user_hammering_domain_verification_is_slowed_down() {
-    let dns = TestDns::start().await;
-    let resolver = dns.addr.to_string();
-    let cp = spawn_control_plane_with(move |c| {
-        c.single_machine = true;
-        c.domains.dns_resolver = resolver;
-    })
-    .await;
+    let (_dns, cp) = control_plane_with_dns().await;
     let user = cp.login("hammer@example.com").await;
     let repo = TestRepo::new();
     repo.commit(&[("index.html", "hi")], "v1");
@@ -325,13 +332,7 @@ async fn a_user_hammering_domain_verification_is_slowed_down() {
 /// winner, and a claim left unverified for 7 days lapses.
 #[tokio::test]
 async fn a_pending_claim_blocks_no_one_and_the_first_to_verify_wins() {
-    let dns = TestDns::start().await;
-    let resolver = dns.addr.to_string();
-    let cp = spawn_control_plane_with(move |c| {
-        c.single_machine = true;
-        c.domains.dns_resolver = resolver;
-    })
-    .await;
+    let (dns, cp) = control_plane_with_dns().await;
     let repo = TestRepo::new();
     repo.commit(&[("index.html", "hi")], "v1");
     let squatter = cp.login("squatter@example.com").await;

@@ -201,13 +201,7 @@ async fn ten_redeploys_under_steady_traffic_drop_no_request() {
             &[("Containerfile", &page_containerfile(&format!("version {round}")))],
             &format!("v{round}"),
         );
-        let d: Value = user
-            .post_json(&format!("/api/apps/{app}/deployments"), &json!({}))
-            .await
-            .json()
-            .await
-            .expect("json");
-        let id = d["id"].as_i64().expect("id");
+        let id = user.redeploy(app).await;
         assert_eq!(user.wait_deployment(id, LIMIT).await["status"], "running", "round {round}");
         let expected = format!("version {round}\n");
         let switched = eventually(Duration::from_secs(10), Duration::from_millis(10), || async {

@@ -7,8 +7,9 @@
 //! - an image must come from an allowed registry (`deploy.base_image_registries`; a short
 //!   name like `node:20` is Docker Hub's); `localhost/…` means an image already on this
 //!   worker, never a registry on the host;
-//! - a registry whose name is an IP literal must be public (a name is resolved by podman
-//!   later: an operator allows names, not addresses);
+//! - a registry whose name is an IP literal must be public, and so must every address a
+//!   registry's name resolves to when the worker looks (`steps.rs`; podman resolves it again
+//!   for the pull, which the worker cannot pin);
 //! - `$VAR` in an image is resolved from the file's global `ARG` defaults (the only values a
 //!   build gets here); anything else is refused, since it could name any registry;
 //! - `RUN --mount=type=cache` is refused: buildah keeps cache mounts in one directory per
@@ -181,7 +182,7 @@ fn image_ref(image: &str, allowed: &[String]) -> Result<ImageRef, String> {
 }
 
 /// A registry's host, port and brackets removed.
-fn registry_host(registry: &str) -> &str {
+pub fn registry_host(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {
         return rest.split(']').next().unwrap_or_default();
     }

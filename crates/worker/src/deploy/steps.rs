@@ -302,7 +302,30 @@ impl Pipeline {
             return Err("the Containerfile is over 1 MiB; is dockerfile_path right?".into());
         }
         let text = String::from_utf8(text).map_err(|_| "the Containerfile is not UTF-8 text")?;
-        for image in containerfile::check(&text, &self.settings.base_image_registries)? {
+        let images = containerfile::check(&text, &self.settings.base_image_registries)?;
+        let mut looked = std::collections::HashSet::new();
+        for image in images {
+            let host = containerfile::registry_host(&image.registry);
+            if image.registry != "localhost"
+                && host.parse::<IpAddr>().is_err()
+                && looked.insert(host.to_string())
+            {
+                // A name that does not resolve is podman's to report; one that resolves to a
+                // private address is refused here.
+                let found = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    resolve(host, 443, self.settings.dns_resolver),
+                )
+                .await;
+                if let Ok(Ok(addrs)) = found
+                    && addrs.iter().any(|ip| !is_public_ip(*ip))
+                {
+                    return Err(format!(
+                        "{} comes from {}, which resolves to a private or local address; base images must come from a public registry",
+                        image.reference, image.registry
+                    ));
+                }
+            }
             if image.registry == "localhost" {
                 let exists =
                     self.podman.change(&["image", "exists"], std::slice::from_ref(&image.reference)).await;
