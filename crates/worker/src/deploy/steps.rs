@@ -382,12 +382,13 @@ impl Pipeline {
         if self.settings.isolate_apps {
             networks.push(&firewall::APPS);
         }
-        firewall::ensure(&self.podman, &networks)
-            .await
-            .map_err(|e| format!("cannot confine the build and the app, so nothing was started: {e}"))?;
-        if payload.framework != "static" {
-            self.check_images(&containerfile).await?;
-        }
+        // Independent: the firewall check and the Containerfile's images, side by side.
+        let images = async {
+            if payload.framework == "static" { Ok(()) } else { self.check_images(&containerfile).await }
+        };
+        let (confined, images) = tokio::join!(firewall::ensure(&self.podman, &networks), images);
+        confined.map_err(|e| format!("cannot confine the build and the app, so nothing was started: {e}"))?;
+        images?;
         let cgroup = BuildCgroup::create(
             &format!("{}-{deployment_id}", self.settings.instance),
             self.settings.build_pids,
