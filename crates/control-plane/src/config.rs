@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::{Mapping, Value};
 use wisehosting_crypto::Secret;
+use yaml_serde::{Mapping, Value};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wisehosting/config.yaml";
 /// The prefix of environment variables that override config keys.
@@ -504,13 +504,13 @@ impl Config {
 
     /// The resolved config as YAML with every secret redacted.
     pub fn to_redacted_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        yaml_serde::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     /// The dotted names of every key the code knows, from the defaults' own shape.
     pub fn known_keys() -> Vec<String> {
         let mut keys = Vec::new();
-        let defaults = serde_yaml::to_value(Config::default()).unwrap_or(Value::Null);
+        let defaults = yaml_serde::to_value(Config::default()).unwrap_or(Value::Null);
         collect_keys(&defaults, "", &mut keys);
         keys
     }
@@ -535,7 +535,7 @@ fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
 }
 
 fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError> {
-    let value: Value = serde_yaml::from_str(text)
+    let value: Value = yaml_serde::from_str(text)
         .map_err(|e| ConfigError::Yaml { path: origin.to_string(), message: e.to_string() })?;
     match value {
         // An empty file is an empty config.
@@ -564,7 +564,7 @@ fn from_tree(tree: Value, origin: &Origin) -> Result<Config, ConfigError> {
     })
 }
 
-/// serde_yaml appends positions that mean nothing after env overlays; keep the essence.
+/// The YAML parser appends positions that mean nothing after env overlays; keep the essence.
 fn clean_serde_message(message: &str) -> String {
     message.split(" at line ").next().unwrap_or(message).to_string()
 }
@@ -580,7 +580,7 @@ fn overlay_env(tree: &mut Value, env: &[(String, String)]) -> Result<(), ConfigE
         if !known.contains(&key) {
             return Err(ConfigError::UnknownEnvKey { var: var.clone(), key });
         }
-        let value = serde_yaml::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.clone()));
+        let value = yaml_serde::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.clone()));
         let value = match value {
             Value::Mapping(_) | Value::Sequence(_) | Value::Tagged(_) => Value::String(raw.clone()),
             scalar => scalar,

@@ -180,7 +180,7 @@ impl WorkerConfig {
     }
 
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, WorkerConfigError> {
-        let de = serde_yaml::Deserializer::from_str(text);
+        let de = yaml_serde::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| WorkerConfigError::Bad {
             path: origin.to_string(),
             key: e.path().to_string(),

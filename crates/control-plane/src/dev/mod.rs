@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
 use tokio_util::sync::CancellationToken;
 use wisehosting_crypto::Secret;
 use wisehosting_worker::config::{DeploySettings, EdgeConfig, PodmanConfig};
 use wisehosting_worker::{Agent, WorkerConfig};
+use yaml_serde::{Mapping, Value};
 
 use crate::cli::say;
 use crate::config::{Config, ConfigError};

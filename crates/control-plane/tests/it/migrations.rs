@@ -84,3 +84,77 @@ async fn start_up_refuses_a_migration_from_a_newer_binary() {
     let err = db::check_clean(&pool).await.expect_err("refused");
     assert!(matches!(err, DbError::Unknown { version: 9999 }), "{err}");
 }
+
+/// A PostgreSQL cluster of its own, listening on 127.0.0.1 with TLS on (`scripts/pg-temp.sh`
+/// with `WH_PG_TLS_PORT`), stopped on drop.
+struct TlsPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TlsPostgres {
+    fn start() -> TlsPostgres {
+        let dir = tempfile::Builder::new().prefix("wh-tls-pg").tempdir_in("/tmp").expect("dir");
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-temp.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .arg(dir.path().join("pg"))
+            .env("WH_PG_TLS_PORT", port.to_string())
+            .output()
+            .expect("pg-temp.sh");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        TlsPostgres { dir, port }
+    }
+
+    fn config(&self, query: &str) -> wisehosting_control_plane::config::DatabaseConfig {
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres?{query}", self.port);
+        wisehosting_control_plane::config::DatabaseConfig {
+            url: Some(wisehosting_control_plane::config::DatabaseUrl::new(url)),
+            acquire_timeout_secs: 10,
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-temp.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(self.dir.path().join("pg"))
+            .output();
+    }
+}
+
+/// A managed PostgreSQL is reached over TLS: `sslmode=require` encrypts (the server says so),
+/// `verify-full` refuses a certificate no known authority vouches for, and accepts it once the
+/// authority is given as `sslrootcert`.
+#[tokio::test]
+async fn the_database_is_reached_over_tls_with_sslmode_require_and_verified_with_a_root_certificate() {
+    let pg = TlsPostgres::start();
+    let pool = db::connect(&pg.config("sslmode=require")).await.expect("connect with sslmode=require");
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_ssl");
+    assert!(ssl, "the connection is encrypted");
+    pool.close().await;
+
+    let refused = db::connect(&pg.config("sslmode=verify-full")).await.expect_err("an unknown authority");
+    let message = refused.to_string();
+    assert!(
+        message.contains("cannot connect to the database") && message.contains("certificate"),
+        "{message}"
+    );
+
+    let root = pg.dir.path().join("pg/data/root.crt");
+    let pool = db::connect(&pg.config(&format!("sslmode=verify-full&sslrootcert={}", root.display())))
+        .await
+        .expect("connect, the certificate verified");
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.expect("query");
+    assert_eq!(one, 1);
+}
