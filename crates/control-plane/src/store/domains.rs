@@ -184,6 +184,15 @@ pub async fn mark_verified(
     db: &mut sqlx::PgConnection,
     id: i64,
 ) -> Result<Option<(DomainRow, Vec<i64>)>, sqlx::Error> {
+    // Every claim on the hostname locked first, in one order: two verifications at once
+    // queue here instead of deadlocking (each holding its own row while the other deletes it).
+    sqlx::query(
+        "SELECT id FROM domains WHERE hostname = (SELECT hostname FROM domains WHERE id = $1)
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await?;
     let row: Option<DomainRow> = sqlx::query_as(&format!(
         "UPDATE domains SET verified_at = COALESCE(verified_at, now())
          WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM domains o WHERE o.hostname = domains.hostname

@@ -29,6 +29,80 @@ use tokio_util::sync::CancellationToken;
 
 pub use table::{Route, Table};
 
+/// Entry points of the fuzz targets (`fuzz/fuzz_targets/edge_*.rs`): the code that reads what
+/// the internet and the apps send. Each returns `Err` naming a broken rule; none may panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A client's bytes as the fast path reads a request head.
+    pub fn request_head(input: &[u8]) -> Result<(), String> {
+        super::fast::check_request(input)
+    }
+
+    /// An app's bytes as the fast path reads a response head.
+    pub fn response_head(input: &[u8]) -> Result<(), String> {
+        super::fast::check_response(input)
+    }
+
+    /// A chunked body fed whole and fed in the pieces `cuts` makes: the same end, or malformed
+    /// both times (how bytes arrive must not change where the body ends).
+    pub fn chunked(input: &[u8], cuts: &[usize]) -> Result<(), String> {
+        let whole = super::chunked::ChunkedEnd::default().feed(input).map_err(drop);
+        let mut pieces = super::chunked::ChunkedEnd::default();
+        let mut at = 0;
+        let mut ends = Vec::new();
+        for cut in cuts.iter().copied().chain([input.len()]) {
+            let cut = cut.clamp(at, input.len());
+            match pieces.feed(&input[at..cut]) {
+                Err(_) => {
+                    ends.push(Err(()));
+                    break;
+                }
+                Ok(Some(n)) => {
+                    ends.push(Ok(Some(at + n)));
+                    break;
+                }
+                Ok(None) => {}
+            }
+            at = cut;
+        }
+        let piecewise = ends.pop().unwrap_or(Ok(None));
+        if whole == piecewise { Ok(()) } else { Err(format!("whole {whole:?}, in pieces {piecewise:?}")) }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_bytes_end_a_chunked_body_in_the_same_place_however_they_arrive(
+                body in proptest::collection::vec(
+                    prop_oneof![Just(b'0'), Just(b'1'), Just(b'a'), Just(b'\r'), Just(b'\n'), Just(b';'), any::<u8>()],
+                    0..200,
+                ),
+                cuts in proptest::collection::vec(0usize..200, 0..12),
+            ) {
+                let mut cuts = cuts;
+                cuts.sort_unstable();
+                prop_assert_eq!(super::chunked(&body, &cuts), Ok(()));
+            }
+
+            #[test]
+            fn any_response_head_is_refused_or_written_whole(
+                head in "HTTP/1\\.[01] [0-9]{3} [ -~]{0,8}\r\n([A-Za-z-]{1,16}: [ -~]{0,12}\r\n){0,6}\r\n",
+                tail in proptest::collection::vec(any::<u8>(), 0..40),
+            ) {
+                let mut input = head.into_bytes();
+                input.extend_from_slice(&tail);
+                prop_assert_eq!(super::response_head(&input), Ok(()));
+                prop_assert_eq!(super::response_head(&tail), Ok(()));
+            }
+        }
+    }
+}
+
 use crate::link::AgentStatus;
 
 /// How often the table is fetched when no push arrives.
