@@ -14,5 +14,14 @@ target_dir=${WH_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR-fuzz}}
 target_dir=${target_dir:-fuzz/target}
 for target in ${WH_FUZZ_TARGETS:-envelope_decode_verify worker_jwt edge_request_head edge_response_head edge_chunked}; do
   echo "== fuzzing $target for ${secs}s"
-  cargo fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$target" -- -max_total_time="$secs" -max_len=4096
+  log=$(mktemp /tmp/wisehosting-fuzz.XXXXXX)
+  if ! cargo fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$target" -- \
+      -max_total_time="$secs" -max_len=4096 >"$log" 2>&1; then
+    tail -n 80 "$log"
+    echo "fuzz: $target failed: a build error above, or a finding whose input is in fuzz/artifacts/$target/" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  grep -E '^Done [0-9]+ runs' "$log" || tail -n 3 "$log"
+  rm -f "$log"
 done
