@@ -136,16 +136,22 @@ impl RawWorker {
     /// worker's registered one and nothing of the hello's answer is left to read.
     pub async fn connect_online(cp: &TestControlPlane, worker: &TestWorker) -> RawWorker {
         let mut raw = Self::connect(cp, worker).await;
-        raw.send(&wisehosting_proto::messages::Hello { version: "test".into(), ..Default::default() }).await;
+        raw.hello(wisehosting_proto::messages::Hello { version: "test".into(), ..Default::default() }).await;
+        assert!(cp.hub.is_connected(worker.id), "the hello registered the connection");
+        raw
+    }
+
+    /// Sends `hello` and returns once the control plane has answered it (`desired_state`, then
+    /// `routes_changed`): everything the hello changes has been done.
+    pub async fn hello(&mut self, hello: wisehosting_proto::messages::Hello) {
+        self.send(&hello).await;
         loop {
-            match raw.recv().await {
-                Some(ServerMessage::RoutesChanged(_)) => break,
+            match self.recv().await {
+                Some(ServerMessage::RoutesChanged(_)) => return,
                 Some(_) => continue,
                 None => panic!("the connection closed after the hello"),
             }
         }
-        assert!(cp.hub.is_connected(worker.id), "the hello registered the connection");
-        raw
     }
 
     pub async fn send_text(&mut self, text: String) {

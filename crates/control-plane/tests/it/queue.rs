@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use wisehosting_proto::ServerMessage;
 use wisehosting_proto::messages::{JobAccepted, JobProgress, JobResult, Log};
 use wisehosting_testkit::{
-    RawWorker, TestControlPlane, UserSession, create_worker, spawn_control_plane_with,
+    RawWorker, TestControlPlane, UserSession, create_worker, eventually, spawn_control_plane_with,
 };
 
 async fn deploy(user: &UserSession, name: &str) -> (i64, i64) {
@@ -23,6 +23,20 @@ async fn deploy(user: &UserSession, name: &str) -> (i64, i64) {
         .await
         .expect("json");
     (created["app"]["id"].as_i64().expect("app"), created["deployment"]["id"].as_i64().expect("deployment"))
+}
+
+/// Sends a log line for `app` on `raw` and waits until the app's log shows it: frames of one
+/// connection are handled in order, so everything `raw` sent before has been handled too.
+async fn barrier(raw: &mut RawWorker, user: &UserSession, app: i64, tag: &str) {
+    raw.send(&Log { app_id: app, deployment_id: None, stream: "runtime".into(), lines: vec![tag.into()] })
+        .await;
+    let seen = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        let tail: Value =
+            user.get(&format!("/api/apps/{app}/logs?tail=1000")).await.json().await.expect("json");
+        tail["lines"].as_array().is_some_and(|l| l.iter().any(|x| x["line"] == tag))
+    })
+    .await;
+    assert!(seen, "the control plane handled the frames before {tag}");
 }
 
 async fn deployment_status(user: &UserSession, id: i64) -> String {
@@ -149,9 +163,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
     let cp = single().await;
     let a = create_worker(&cp, "lease-a").await;
     let b = create_worker(&cp, "lease-b").await;
-    let mut raw_a = RawWorker::connect(&cp, &a).await;
-    raw_a.send(&wisehosting_proto::messages::Hello { version: "t".into(), ..Default::default() }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw_a = RawWorker::connect_online(&cp, &a).await;
     let user = cp.login("fence@example.com").await;
     let (app, deployment) = deploy(&user, "fenced").await;
     let job = next_job(&mut raw_a).await;
@@ -201,7 +213,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
             ..Default::default()
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    barrier(&mut raw_a, &user, app, "after-the-stale-attempt").await;
     assert_eq!(job_status(&cp, deployment).await, ("dispatched".into(), 2));
     assert_eq!(deployment_status(&user, deployment).await, "queued");
 
@@ -216,8 +228,11 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
             lines: vec!["\u{1b}[32mstep 1\u{1b}[0m".into()],
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(deployment_status(&user, deployment).await, "building");
+    let reached = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        deployment_status(&user, deployment).await == "building"
+    })
+    .await;
+    assert!(reached, "the deployment reached building");
     raw_a
         .send(&JobResult {
             job_id: job.job_id,
@@ -230,8 +245,11 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
             commit: Some("abcdef1234567".into()),
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(deployment_status(&user, deployment).await, "running");
+    let reached = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        deployment_status(&user, deployment).await == "running"
+    })
+    .await;
+    assert!(reached, "the deployment reached running");
     let d: Value = user.get(&format!("/api/deployments/{deployment}")).await.json().await.expect("json");
     assert_eq!(d["commit"], "abcdef1234567");
     let app_json: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("json");
@@ -249,7 +267,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
             ..Default::default()
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    barrier(&mut raw_a, &user, app, "after-the-late-result").await;
     assert_eq!(deployment_status(&user, deployment).await, "running");
 }
 
@@ -257,9 +275,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
 async fn a_job_stuck_past_the_horizon_is_failed_with_a_reason() {
     let cp = single().await;
     let w = create_worker(&cp, "stuck").await;
-    let mut raw = RawWorker::connect(&cp, &w).await;
-    raw.send(&wisehosting_proto::messages::Hello::default()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
     let user = cp.login("stuck@example.com").await;
     let (_, deployment) = deploy(&user, "stuck-app").await;
     let _ = next_job(&mut raw).await;
@@ -280,9 +296,7 @@ async fn a_job_stuck_past_the_horizon_is_failed_with_a_reason() {
 async fn log_lines_reach_the_tail_and_the_live_stream_of_their_app_only() {
     let cp = single().await;
     let w = create_worker(&cp, "logger").await;
-    let mut raw = RawWorker::connect(&cp, &w).await;
-    raw.send(&wisehosting_proto::messages::Hello::default()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
     let user = cp.login("logs@example.com").await;
     let (app, _) = deploy(&user, "logging").await;
     let job = next_job(&mut raw).await;
@@ -379,28 +393,27 @@ async fn a_worker_that_comes_back_without_its_job_fails_it_at_once_and_one_that_
     let cp = single().await;
     let w = create_worker(&cp, "restarter").await;
     let user = cp.login("restart@example.com").await;
-    let mut raw = RawWorker::connect(&cp, &w).await;
-    raw.send(&wisehosting_proto::messages::Hello::default()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
     let (_, kept) = deploy(&user, "kept-job").await;
     let kept_job = next_job(&mut raw).await;
     raw.send(&JobAccepted { job_id: kept_job.job_id, attempt: kept_job.attempt }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        job_status(&cp, kept).await.0 == "running"
+    })
+    .await;
+    assert!(accepted, "the job was accepted");
     drop(raw);
 
     // The same process reconnects and still runs the job: nothing changes.
     let mut raw = RawWorker::connect(&cp, &w).await;
     let running =
         vec![wisehosting_proto::messages::RunningJob { job_id: kept_job.job_id, attempt: kept_job.attempt }];
-    raw.send(&wisehosting_proto::messages::Hello { running_jobs: running, ..Default::default() }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.hello(wisehosting_proto::messages::Hello { running_jobs: running, ..Default::default() }).await;
     assert_eq!(job_status(&cp, kept).await.0, "running");
     drop(raw);
 
     // A restarted process (kill -9) knows no job: the deploy fails now, not in 15 minutes.
-    let mut raw = RawWorker::connect(&cp, &w).await;
-    raw.send(&wisehosting_proto::messages::Hello::default()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _raw = RawWorker::connect_online(&cp, &w).await;
     let d: Value = user.get(&format!("/api/deployments/{kept}")).await.json().await.expect("json");
     assert_eq!(d["status"], "failed");
     assert!(d["error"].as_str().unwrap_or_default().contains("restarted"), "{d}");

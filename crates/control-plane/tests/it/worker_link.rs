@@ -19,7 +19,8 @@ use wisehosting_proto::messages::{AdminQueryReply, Heartbeat, Hello};
 use wisehosting_proto::{DirectionKey, LinkKeys, MAX_FRAME_BYTES, MAX_SKEW_MS, ServerMessage};
 use wisehosting_testkit::worker::now_ms;
 use wisehosting_testkit::{
-    RawWorker, TestControlPlane, create_worker, open_ws, spawn_control_plane, spawn_control_plane_with,
+    RawWorker, TestControlPlane, create_worker, eventually, open_ws, spawn_control_plane,
+    spawn_control_plane_with,
 };
 
 async fn status_of(cp: &TestControlPlane, id: i64) -> String {
@@ -380,9 +381,13 @@ async fn a_connection_whose_token_lapses_is_closed_unless_refreshed() {
     refreshed.send(&wisehosting_proto::messages::AuthRefresh { token: fresh }).await;
     assert_eq!(lapsing.expect_error_and_close().await, "token_expired");
     // The refreshed one outlives the first token.
-    refreshed.send(&Heartbeat::default()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(cp.hub.is_connected(refreshed.worker.id));
+    refreshed.send(&Heartbeat { cpu_pct: 7.0, ..Heartbeat::default() }).await;
+    let id = refreshed.worker.id;
+    let handled = eventually(Duration::from_secs(5), Duration::from_millis(20), || async {
+        cp.hub.snapshot(id).map(|h| h.cpu_pct) == Some(7.0)
+    })
+    .await;
+    assert!(handled && cp.hub.is_connected(id), "the refreshed connection lives on");
 }
 
 // ---- T13: the envelope ----
@@ -538,9 +543,12 @@ async fn oversize_binary_and_unknown_frames() {
     let teleport = raw.sender.seal_raw("teleport", [9; 16], now_ms(), "{}");
     raw.send_text(teleport).await;
     raw.send(&Heartbeat { cpu_pct: 2.0, ..Heartbeat::default() }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let handled = eventually(Duration::from_secs(5), Duration::from_millis(20), || async {
+        cp.hub.snapshot(w.id).map(|h| h.cpu_pct) == Some(2.0)
+    })
+    .await;
+    assert!(handled, "frames after it are handled");
     assert!(cp.hub.is_connected(w.id), "still connected after an unknown type");
-    assert_eq!(cp.hub.snapshot(w.id).map(|h| h.cpu_pct), Some(2.0), "frames after it are handled");
     assert_eq!(metric(&cp, "wisehosting_hub_unknown_messages_total").await, 1);
     assert!(metric(&cp, "wisehosting_envelope_rejections_total{code=\"frame_too_large\"}").await >= 1);
 }
@@ -622,8 +630,11 @@ async fn heartbeats_are_kept_in_memory_and_flushed_to_the_database_at_shutdown()
     // The hello marks it online (a write); heartbeats after it are not written one by one.
     let online_at = last_heartbeat_at().await;
     raw.send(&Heartbeat { mem_total_bytes: 42, ..Heartbeat::default() }).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(cp.hub.snapshot(w.id).map(|h| h.mem_total_bytes), Some(42));
+    let handled = eventually(Duration::from_secs(5), Duration::from_millis(20), || async {
+        cp.hub.snapshot(w.id).map(|h| h.mem_total_bytes) == Some(42)
+    })
+    .await;
+    assert!(handled, "the heartbeat was handled");
     assert_eq!(last_heartbeat_at().await, online_at, "no write per heartbeat");
     let db = cp.db.clone();
     let url = cp.database_url.clone();
