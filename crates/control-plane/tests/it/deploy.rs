@@ -951,6 +951,56 @@ async fn a_registry_name_resolving_to_a_private_address_is_refused_before_the_pu
     }
 }
 
+/// A job whose sealed payload the control plane cannot open reaches the worker without one;
+/// a lifecycle job is then refused by name instead of run with made-up defaults (port 8080,
+/// no env).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_job_without_a_readable_payload_is_refused_not_run_with_defaults() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let w = create_worker(&cp, "unreadable").await;
+    let user = cp.login("unreadable@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &containerfile("unreadable"))], "v1");
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
+    let (app, first) = user.deploy("unreadable", &repo.url()).await;
+    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
+    agent.stop().await;
+    let offline = eventually(LIMIT, POLL, || async { !cp.hub.is_connected(w.id) }).await;
+    assert!(offline, "the worker went offline");
+    // Queued while no worker is online; its sealed payload is then damaged (a fault: a row
+    // sealed under another master secret, a bad restore).
+    let response = user.post_json(&format!("/api/apps/{app}/restart"), &json!({})).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let damaged =
+        sqlx::query("UPDATE jobs SET payload_sealed = 'v1.damaged' WHERE app_id = $1 AND kind = 'restart'")
+            .bind(app)
+            .execute(&cp.db)
+            .await
+            .expect("damage the payload");
+    assert_eq!(damaged.rows_affected(), 1);
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
+    let refused = eventually(LIMIT, POLL, || async {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, error FROM jobs WHERE app_id = $1 AND kind = 'restart'")
+                .bind(app)
+                .fetch_optional(&cp.db)
+                .await
+                .expect("job");
+        row.is_some_and(|(status, error)| {
+            status == "failed" && error.is_some_and(|e| e.contains("without a readable payload"))
+        })
+    })
+    .await;
+    let jobs: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT kind, status, error FROM jobs WHERE app_id = $1 ORDER BY id")
+            .bind(app)
+            .fetch_all(&cp.db)
+            .await
+            .expect("jobs");
+    assert!(refused, "the restart was refused by name: {jobs:?}");
+    agent.stop().await;
+}
+
 /// T35: a repository is hostile. A symbolic link named like the file the static preset
 /// generates must not make the worker write through it; a Containerfile that is (or lies
 /// behind) a link leaving the checkout is refused by name.

@@ -183,8 +183,13 @@ impl Pipeline {
                 self.deploy(job.app_id, deployment, &payload, reporter).await
             }
             "restart" | "start" | "stop" | "remove" => {
-                let payload: LifecyclePayload =
-                    serde_json::from_value(job.payload.clone()).unwrap_or_default();
+                // A payload the control plane could not open arrives as null: do nothing with
+                // made-up defaults (a restart on the wrong port, without its env).
+                if !job.payload.is_object() {
+                    return Err("the job came without a readable payload (the control plane could not open it; was its master secret changed?); nothing was done".into());
+                }
+                let payload: LifecyclePayload = serde_json::from_value(job.payload.clone())
+                    .map_err(|e| format!("the {} job's payload is not understood: {e}", job.kind))?;
                 self.lifecycle(job.kind.as_str(), job.app_id, &payload, reporter).await
             }
             other => Err(format!("this worker does not know the job kind {other:?}")),

@@ -730,7 +730,7 @@ impl Pipeline {
                 Ok(Done::default())
             }
             // Restart re-creates the current version with the app's current env.
-            _ => {
+            "restart" => {
                 let deployment = payload.deployment_id.ok_or("the app has no current deployment")?;
                 let current = containers
                     .iter()
@@ -771,6 +771,7 @@ impl Pipeline {
                 let _ = tokio::fs::remove_dir_all(&work).await;
                 result
             }
+            other => Err(format!("this worker does not know the lifecycle job {other:?}")),
         }
     }
 }
