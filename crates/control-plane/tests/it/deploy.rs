@@ -280,26 +280,23 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     assert_eq!(put.status(), 200);
     let restart = user.post_json(&format!("/api/apps/{app_id}/restart"), &json!({})).await;
     assert_eq!(restart.status(), 202);
-    let mut restarted = false;
-    for _ in 0..150 {
+    let restarted = eventually(Duration::from_secs(30), POLL, || async {
         let tail: Value =
             user.get(&format!("/api/apps/{app_id}/logs?tail=100")).await.json().await.expect("json");
-        if tail["lines"].as_array().is_some_and(|l| l.iter().any(|x| x["line"] == "runtime-hello-changed")) {
-            restarted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        tail["lines"].as_array().is_some_and(|l| l.iter().any(|x| x["line"] == "runtime-hello-changed"))
+    })
+    .await;
     assert!(restarted, "the restarted container runs with the new env");
-    let mut serving = false;
-    for _ in 0..50 {
+    let serving = eventually(Duration::from_secs(10), POLL, || async {
         let a = app(&user, app_id).await;
-        if a["status"] == "running" && a["host_port"].as_i64() != Some(port) {
-            serving = fetch(a["host_port"].as_i64().expect("port")).await.trim() == "hello v2";
-            break;
+        match a["host_port"].as_i64() {
+            Some(new_port) if a["status"] == "running" && new_port != port => {
+                fetch(new_port).await.trim() == "hello v2"
+            }
+            _ => false,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     assert!(serving, "after the restart the app serves the same version on its new port");
 
     // One more version: the app's images beyond the newest three deployments' are pruned.
@@ -505,15 +502,11 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
         .expect("json");
     let slow = slow["id"].as_i64().expect("id");
     let tag = format!("{}-app{app_id}:d{slow}", agent.instance);
-    let mut building = false;
-    for _ in 0..200 {
+    let building = eventually(Duration::from_secs(20), Duration::from_millis(100), || async {
         let d: Value = user.get(&format!("/api/deployments/{slow}")).await.json().await.expect("json");
-        if d["status"] == "building" && !processes_mentioning(&tag).is_empty() {
-            building = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        d["status"] == "building" && !processes_mentioning(&tag).is_empty()
+    })
+    .await;
     assert!(building, "the slow build started");
     let cancelled = user.post_json(&format!("/api/deployments/{slow}/cancel"), &json!({})).await;
     assert_eq!(cancelled.status(), 200);
