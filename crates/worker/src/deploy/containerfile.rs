@@ -8,15 +8,22 @@
 //!   name like `node:20` is Docker Hub's); `localhost/…` means an image already on this
 //!   worker, never a registry on the host;
 //! - a registry whose name is an IP literal must be public, and so must every address a
-//!   registry's name resolves to when the worker looks (`steps.rs`; podman resolves it again
-//!   for the pull, which the worker cannot pin);
+//!   registry's name resolves to when the worker looks ([`Pipeline::check_images`]; podman
+//!   resolves it again for the pull, which the worker cannot pin);
 //! - `$VAR` in an image is resolved from the file's global `ARG` defaults (the only values a
 //!   build gets here); anything else is refused, since it could name any registry;
 //! - `RUN --mount=type=cache` is refused: buildah keeps cache mounts in one directory per
 //!   host, so one app could read or poison another app's cache.
+//!
+//! Also here: the build's resource limits ([`build_limits`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::Pipeline;
+use super::git::{is_public_ip, resolve};
 
 /// An image a build would pull or use, by registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +173,7 @@ fn image_ref(image: &str, allowed: &[String]) -> Result<ImageRef, String> {
     };
     let host = registry_host(&registry);
     if let Ok(ip) = host.parse::<IpAddr>()
-        && !super::is_public_ip(ip)
+        && !is_public_ip(ip)
     {
         return Err(format!(
             "{image} comes from a registry at a private or local address; base images must come from a public registry"
@@ -187,6 +194,75 @@ pub fn registry_host(registry: &str) -> &str {
         return rest.split(']').next().unwrap_or_default();
     }
     registry.rsplit_once(':').map_or(registry, |(host, _)| host)
+}
+
+impl Pipeline {
+    /// The repository's Containerfile may pull only from allowed registries, use no shared
+    /// cache mount ([`containerfile::check`]), and name `localhost/` only for images this
+    /// worker has (else podman would try a registry on the host).
+    pub(super) async fn check_images(&self, path: &Path) -> Result<(), String> {
+        let text = tokio::fs::read(path).await.map_err(|e| format!("cannot read the Containerfile: {e}"))?;
+        if text.len() > 1 << 20 {
+            return Err("the Containerfile is over 1 MiB; is dockerfile_path right?".into());
+        }
+        let text = String::from_utf8(text).map_err(|_| "the Containerfile is not UTF-8 text")?;
+        let images = check(&text, &self.settings.base_image_registries)?;
+        let mut looked = std::collections::HashSet::new();
+        for image in images {
+            let host = registry_host(&image.registry);
+            if image.registry != "localhost"
+                && host.parse::<IpAddr>().is_err()
+                && looked.insert(host.to_string())
+            {
+                // A name that does not resolve is podman's to report; one that resolves to a
+                // private address is refused here.
+                let found = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    resolve(host, 443, self.settings.dns_resolver),
+                )
+                .await;
+                if let Ok(Ok(addrs)) = found
+                    && addrs.iter().any(|ip| !is_public_ip(*ip))
+                {
+                    return Err(format!(
+                        "{} comes from {}, which resolves to a private or local address; base images must come from a public registry",
+                        image.reference, image.registry
+                    ));
+                }
+            }
+            if image.registry == "localhost" {
+                let exists =
+                    self.podman.change(&["image", "exists"], std::slice::from_ref(&image.reference)).await;
+                if !exists {
+                    return Err(format!(
+                        "{} is not an image on this worker; localhost/ names only images already built here",
+                        image.reference
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `podman build`'s resource limits: memory (no swap beyond it), CPU quota, and the cgroup
+/// whose `pids.max` holds the process limit.
+pub(super) fn build_limits(settings: &crate::config::DeploySettings, cgroup_parent: &str) -> Vec<String> {
+    let memory = format!("{}m", settings.build_memory_mb);
+    // Whole microseconds of a 100 ms period; at least 1 ms.
+    let quota = ((settings.build_cpus * 100_000.0).round() as i64).max(1_000);
+    vec![
+        "--memory".into(),
+        memory.clone(),
+        "--memory-swap".into(),
+        memory,
+        "--cpu-period".into(),
+        "100000".into(),
+        "--cpu-quota".into(),
+        quota.to_string(),
+        "--cgroup-parent".into(),
+        cgroup_parent.into(),
+    ]
 }
 
 #[cfg(test)]

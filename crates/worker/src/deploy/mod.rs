@@ -8,6 +8,7 @@
 //! (the newest 3 stay). On failure the new container is removed and the old one keeps serving.
 
 mod containerfile;
+mod git;
 mod steps;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use crate::config::DeploySettings;
 use crate::link::Outgoing;
 use crate::runtime::Podman;
 
-pub use steps::{Pin, check_https_repository, is_public_ip};
+pub use git::{Pin, check_https_repository, is_public_ip};
 
 /// What the control plane sends with a `deploy` job.
 #[derive(Debug, Clone, Deserialize)]
