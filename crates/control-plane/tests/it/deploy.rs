@@ -1314,6 +1314,8 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
+            // The killed worker's build cgroups (a restarted worker removes its own).
+            wisehosting_worker::runtime::cgroup::prune_stale(&self.0);
             // A build killed half-way leaves its last layer untagged; this test's layers carry
             // its label.
             let podman = || {

@@ -250,6 +250,8 @@ impl Agent {
             .build()
             .map_err(|e| LinkError::Http(e.to_string()))?;
         let podman = Podman::new(config.podman.containers_conf.clone());
+        // What builds of an earlier run of this worker left (it was killed mid-build).
+        crate::runtime::cgroup::prune_stale(&config.deploy.instance);
         let edge = crate::edge::Edge::new();
         let status = Arc::new(AgentStatus::default());
         let pipeline = Arc::new(Pipeline {

@@ -71,6 +71,25 @@ impl Drop for BuildCgroup {
     }
 }
 
+/// Removes the cgroups builds of `instance` left behind (a worker killed mid-build never
+/// removes its own): every `wisehosting-build/<instance>-*` that is empty. One still in use
+/// (an orphaned build running on) is not empty, and stays.
+pub fn prune_stale(instance: &str) {
+    let prefix = format!("{instance}-");
+    let Ok(hierarchies) = std::fs::read_dir(ROOT) else { return };
+    // v1: each hierarchy has its own tree; v2: the root is the one tree.
+    let bases = hierarchies.flatten().map(|h| h.path().join(PARENT)).chain([Path::new(ROOT).join(PARENT)]);
+    for base in bases {
+        let Ok(builds) = std::fs::read_dir(&base) else { continue };
+        for build in builds.flatten() {
+            if build.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir(build.path().join("run"));
+                let _ = std::fs::remove_dir(build.path());
+            }
+        }
+    }
+}
+
 fn create_dir(dir: &Path) -> Result<(), String> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
