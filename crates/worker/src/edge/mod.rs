@@ -49,23 +49,15 @@ pub mod fuzzing {
         let whole = super::chunked::ChunkedEnd::default().feed(input).map_err(drop);
         let mut pieces = super::chunked::ChunkedEnd::default();
         let mut at = 0;
-        let mut ends = Vec::new();
+        let mut piecewise = Ok(None);
         for cut in cuts.iter().copied().chain([input.len()]) {
             let cut = cut.clamp(at, input.len());
-            match pieces.feed(&input[at..cut]) {
-                Err(_) => {
-                    ends.push(Err(()));
-                    break;
-                }
-                Ok(Some(n)) => {
-                    ends.push(Ok(Some(at + n)));
-                    break;
-                }
-                Ok(None) => {}
+            piecewise = pieces.feed(&input[at..cut]).map(|end| end.map(|n| at + n)).map_err(drop);
+            if !matches!(piecewise, Ok(None)) {
+                break;
             }
             at = cut;
         }
-        let piecewise = ends.pop().unwrap_or(Ok(None));
         if whole == piecewise { Ok(()) } else { Err(format!("whole {whole:?}, in pieces {piecewise:?}")) }
     }
 

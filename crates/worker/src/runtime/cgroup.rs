@@ -7,17 +7,14 @@
 //! Works on cgroup v1 (the `pids` hierarchy) and v2 (the pids controller enabled on the way
 //! down). The cgroup is removed when the build ends.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const ROOT: &str = "/sys/fs/cgroup";
 const PARENT: &str = "wisehosting-build";
 
 #[derive(Debug)]
 pub struct BuildCgroup {
-    dir: PathBuf,
     parent: String,
-    /// cgroup v1: runc also made `<name>/run` in every other hierarchy (memory, cpu, …).
-    v1: bool,
     name: String,
 }
 
@@ -26,8 +23,7 @@ impl BuildCgroup {
     pub fn create(name: &str, pids_max: u32) -> Result<BuildCgroup, String> {
         let root = Path::new(ROOT);
         let v1 = root.join("pids");
-        let is_v1 = v1.join("cgroup.procs").exists();
-        let base = if is_v1 {
+        let base = if v1.join("cgroup.procs").exists() {
             v1.join(PARENT)
         } else if root.join("cgroup.controllers").exists() {
             let base = root.join(PARENT);
@@ -41,10 +37,10 @@ impl BuildCgroup {
         create_dir(&base)?;
         let dir = base.join(name);
         create_dir(&dir)?;
-        let cgroup =
-            BuildCgroup { dir, parent: format!("/{PARENT}/{name}/run"), v1: is_v1, name: name.to_string() };
-        std::fs::write(cgroup.dir.join("pids.max"), pids_max.to_string())
-            .map_err(|e| format!("cannot set pids.max of {}: {e}", cgroup.dir.display()))?;
+        // From here on, dropping the guard removes what was made.
+        let cgroup = BuildCgroup { parent: format!("/{PARENT}/{name}/run"), name: name.to_string() };
+        std::fs::write(dir.join("pids.max"), pids_max.to_string())
+            .map_err(|e| format!("cannot set pids.max of {}: {e}", dir.display()))?;
         Ok(cgroup)
     }
 
@@ -56,18 +52,7 @@ impl BuildCgroup {
 
 impl Drop for BuildCgroup {
     fn drop(&mut self) {
-        // runc removes `run` after each step; a step killed mid-way may leave it behind.
-        let _ = std::fs::remove_dir(self.dir.join("run"));
-        let _ = std::fs::remove_dir(&self.dir);
-        if self.v1
-            && let Ok(hierarchies) = std::fs::read_dir(ROOT)
-        {
-            for hierarchy in hierarchies.flatten() {
-                let dir = hierarchy.path().join(PARENT).join(&self.name);
-                let _ = std::fs::remove_dir(dir.join("run"));
-                let _ = std::fs::remove_dir(dir);
-            }
-        }
+        remove_where(|name| name == self.name);
     }
 }
 
@@ -76,16 +61,20 @@ impl Drop for BuildCgroup {
 /// (an orphaned build running on) is not empty, and stays.
 pub fn prune_stale(instance: &str) {
     let prefix = format!("{instance}-");
+    remove_where(|name| name.starts_with(&prefix));
+}
+
+/// Removes the build cgroups whose names `pick` chooses, in every hierarchy (v1: runc makes
+/// `<name>/run` in each; v2: the root is the one tree). Removing one still in use fails, and it
+/// stays. runc removes `run` after each step; a step killed mid-way may leave it behind.
+fn remove_where(pick: impl Fn(&str) -> bool) {
     let Ok(hierarchies) = std::fs::read_dir(ROOT) else { return };
-    // v1: each hierarchy has its own tree; v2: the root is the one tree.
     let bases = hierarchies.flatten().map(|h| h.path().join(PARENT)).chain([Path::new(ROOT).join(PARENT)]);
     for base in bases {
         let Ok(builds) = std::fs::read_dir(&base) else { continue };
-        for build in builds.flatten() {
-            if build.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir(build.path().join("run"));
-                let _ = std::fs::remove_dir(build.path());
-            }
+        for build in builds.flatten().filter(|b| pick(&b.file_name().to_string_lossy())) {
+            let _ = std::fs::remove_dir(build.path().join("run"));
+            let _ = std::fs::remove_dir(build.path());
         }
     }
 }
