@@ -2,7 +2,7 @@
 //!
 //! This crate is the contract that outlives a deploy: old workers talk to new control planes,
 //! and a worker written in another language must be able to talk to ours from the spec alone.
-//! It depends on serde, hmac and sha2 only: no tokio, axum or sqlx, no IO, no clock, no
+//! It depends on serde, hmac, hkdf and sha2 only: no tokio, axum or sqlx, no IO, no clock, no
 //! randomness (callers pass the time and the message ids in).
 //!
 //! - [`keys`]: the envelope MAC key (HKDF of the raw API key) and the per-connection,
