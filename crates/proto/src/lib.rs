@@ -10,13 +10,17 @@
 //! - [`envelope`]: sealing frames and the receive checks in the spec's order.
 //! - [`window`]: the replay window.
 //! - [`messages`]: every message type, append-only.
+//! - [`job`]: what a job asks for ([`JobSpec`]) and the validating newtypes its fields are
+//!   made of; job kinds, deploy phases and admin commands as enums.
 
 pub mod envelope;
+pub mod job;
 pub mod keys;
 pub mod messages;
 pub mod window;
 
 pub use envelope::{Frame, MAX_FRAME_BYTES, MAX_SKEW_MS, Receiver, RejectCode, Rejection, Sender};
+pub use job::{AdminCommand, InvalidField, JobKind, JobSpec, Phase};
 pub use keys::{DirectionKey, LinkKeys, mac_key_from_api_key};
 pub use messages::{MessageType, ServerMessage, WorkerMessage};
 pub use window::ReplayWindow;

@@ -6,6 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::job::{JobSpec, Phase};
+
 /// A payload type and its `t`.
 pub trait MessageType: Serialize {
     const TYPE: &'static str;
@@ -126,13 +128,13 @@ pub struct JobAccepted {
 }
 message!(JobAccepted, "job_accepted");
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobProgress {
+    #[serde(default)]
     pub job_id: i64,
+    #[serde(default)]
     pub attempt: i32,
-    /// `cloning`, `building`, `starting`, `health_checking` or `switching`.
-    pub phase: String,
+    pub phase: Phase,
 }
 message!(JobProgress, "job_progress");
 
@@ -190,18 +192,62 @@ pub struct Welcome {
 }
 message!(Welcome, "welcome");
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+/// A job for the worker. On the wire: `job_id`, `attempt`, `kind`, `app_id`, `deployment_id`
+/// and `payload` (SPEC §4.3); in code the (kind, payload) pair is a typed [`JobSpec`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "JobWire", into = "JobWire")]
 pub struct Job {
     pub job_id: i64,
     pub attempt: i32,
-    /// `deploy`, `restart`, `stop`, `start` or `remove`.
-    pub kind: String,
     pub app_id: i64,
     pub deployment_id: Option<i64>,
-    pub payload: serde_json::Value,
+    pub spec: JobSpec,
 }
 message!(Job, "job");
+
+#[derive(Serialize, Deserialize)]
+#[serde(default)]
+struct JobWire {
+    job_id: i64,
+    attempt: i32,
+    kind: String,
+    app_id: i64,
+    deployment_id: Option<i64>,
+    payload: serde_json::Value,
+}
+
+impl Default for JobWire {
+    fn default() -> Self {
+        Self {
+            job_id: 0,
+            attempt: 0,
+            kind: String::new(),
+            app_id: 0,
+            deployment_id: None,
+            payload: serde_json::Value::Null,
+        }
+    }
+}
+
+impl From<JobWire> for Job {
+    fn from(w: JobWire) -> Job {
+        let spec = JobSpec::from_parts(&w.kind, w.payload);
+        Job { job_id: w.job_id, attempt: w.attempt, app_id: w.app_id, deployment_id: w.deployment_id, spec }
+    }
+}
+
+impl From<Job> for JobWire {
+    fn from(j: Job) -> JobWire {
+        JobWire {
+            job_id: j.job_id,
+            attempt: j.attempt,
+            kind: j.spec.kind_str().to_string(),
+            app_id: j.app_id,
+            deployment_id: j.deployment_id,
+            payload: j.spec.payload(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -357,6 +403,34 @@ mod tests {
     fn an_unknown_type_decodes_as_unknown_for_the_receiver_to_ignore() {
         let msg = ServerMessage::decode("teleport", &raw("{}")).expect("decodes");
         assert_eq!(msg, ServerMessage::Unknown("teleport".into()));
+    }
+
+    #[test]
+    fn a_job_of_an_unknown_kind_still_decodes_so_the_worker_can_refuse_it() {
+        let text = r#"{"job_id":7,"attempt":1,"kind":"teleport","app_id":3,"payload":{}}"#;
+        let msg = ServerMessage::decode("job", &raw(text)).expect("decodes");
+        let ServerMessage::Job(job) = msg else { panic!("not a job") };
+        assert_eq!((job.job_id, job.attempt, job.app_id), (7, 1, 3));
+        assert_eq!(job.spec, JobSpec::Unknown { kind: "teleport".into() });
+    }
+
+    #[test]
+    fn a_job_keeps_the_wire_shape_of_kind_and_payload() {
+        let job = Job {
+            job_id: 7,
+            attempt: 2,
+            app_id: 3,
+            deployment_id: None,
+            spec: JobSpec::Stop(crate::job::AppSpec { slug: crate::job::Slug::parse("shop").expect("slug") }),
+        };
+        let json = serde_json::to_value(&job).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"job_id": 7, "attempt": 2, "kind": "stop", "app_id": 3,
+                               "deployment_id": null, "payload": {"slug": "shop"}})
+        );
+        let back: Job = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, job);
     }
 
     #[test]

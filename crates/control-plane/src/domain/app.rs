@@ -4,12 +4,10 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidInput {
-    pub field: &'static str,
-    pub message: String,
-}
+/// The values that also cross the link are the protocol's own newtypes (one definition, one
+/// check on both sides).
+pub use wisehosting_proto::InvalidField as InvalidInput;
+pub use wisehosting_proto::job::{Branch, CommitSha, DockerfilePath, EnvKey, Framework};
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidInput {
     InvalidInput { field, message: message.into() }
@@ -161,108 +159,6 @@ impl RepoUrl {
     }
 }
 
-/// A branch name: git's own rules, minus anything that could read as an option.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Branch(String);
-
-impl Branch {
-    pub fn parse(value: &str) -> Result<Branch, InvalidInput> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
-        let bad = value.is_empty()
-            || value.len() > 100
-            || !value.chars().all(ok_char)
-            || value.starts_with(['-', '/', '.'])
-            || value.ends_with(['/', '.'])
-            || value.ends_with(".lock")
-            || value.contains("..")
-            || value.contains("//")
-            || value.contains("/.");
-        if bad {
-            return Err(invalid(
-                "branch",
-                "use a plain branch name (letters, digits, `.`, `_`, `-`, `/`; not starting with `-`, no `..`)",
-            ));
-        }
-        Ok(Branch(value.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A commit id: 7 to 40 hex digits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitSha(String);
-
-impl CommitSha {
-    pub fn parse(value: &str) -> Result<CommitSha, InvalidInput> {
-        if (7..=40).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(CommitSha(value.to_ascii_lowercase()))
-        } else {
-            Err(invalid("commit", "give a commit id of 7 to 40 hex digits"))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A Containerfile path relative to the repository root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerfilePath(String);
-
-impl DockerfilePath {
-    pub fn parse(value: &str) -> Result<DockerfilePath, InvalidInput> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
-        let bad = value.is_empty()
-            || value.len() > 200
-            || !value.chars().all(ok_char)
-            || value.starts_with(['/', '-'])
-            || value.split('/').any(|seg| seg.is_empty() || seg == ".." || seg == ".");
-        if bad {
-            return Err(invalid(
-                "dockerfile_path",
-                "give a path inside the repository, like `Containerfile` or `docker/Dockerfile` (no `..`, no leading `/`)",
-            ));
-        }
-        Ok(DockerfilePath(value.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// An environment variable name, `^[A-Z][A-Z0-9_]{0,63}$`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EnvKey(String);
-
-impl EnvKey {
-    pub fn parse(value: &str) -> Result<EnvKey, InvalidInput> {
-        let mut chars = value.chars();
-        let ok = value.len() <= 64
-            && chars.next().is_some_and(|c| c.is_ascii_uppercase())
-            && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if ok {
-            Ok(EnvKey(value.to_string()))
-        } else {
-            Err(invalid(
-                "env",
-                format!(
-                    "{:?} is not a valid name: use A-Z, 0-9 and `_`, starting with a letter, at most 64 characters",
-                    value.chars().take(70).collect::<String>()
-                ),
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// A repository access token (a personal access token or deploy token): printable ASCII
 /// without spaces, at most 1,024 characters. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -292,34 +188,9 @@ impl std::fmt::Debug for GitToken {
     }
 }
 
-/// How the image is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Framework {
-    Dockerfile,
-    Static,
-}
-
-impl Framework {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Framework::Dockerfile => "dockerfile",
-            Framework::Static => "static",
-        }
-    }
-
-    pub fn parse(value: &str) -> Result<Framework, InvalidInput> {
-        match value {
-            "dockerfile" => Ok(Framework::Dockerfile),
-            "static" => Ok(Framework::Static),
-            _ => Err(invalid("framework", "choose `dockerfile` or `static`")),
-        }
-    }
-}
-
 /// The port the app listens on inside its container.
 pub fn parse_port(value: i64) -> Result<u16, InvalidInput> {
-    u16::try_from(value).ok().filter(|p| *p > 0).ok_or_else(|| invalid("port", "give a port from 1 to 65535"))
+    wisehosting_proto::job::Port::parse(value).map(wisehosting_proto::job::Port::get)
 }
 
 #[cfg(test)]

@@ -18,17 +18,19 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::ApiJson;
 use super::extract::CurrentUser;
+use wisehosting_proto::JobKind;
+
 use crate::domain::{
-    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, InvalidInput, RepoUrl,
-    parse_port,
+    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, RepoUrl, parse_port,
 };
 use crate::hub::Outgoing;
+use crate::jobs::spec as job_spec;
 use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::{self, App, Deployment, FINAL_DEPLOYMENT_STATES, NewApp};
 use crate::store::audit::{self, AuditEvent};
+use crate::store::jobs;
 use crate::store::users;
-use crate::store::{StoreError, jobs};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -36,9 +38,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/apps", get(list_apps))
         .route("/api/apps/{id}", get(get_app).delete(delete_app))
         .route("/api/apps/{id}/deployments", get(list_deployments).post(redeploy))
-        .route("/api/apps/{id}/restart", post(|s, u, p| lifecycle(s, u, p, "restart")))
-        .route("/api/apps/{id}/stop", post(|s, u, p| lifecycle(s, u, p, "stop")))
-        .route("/api/apps/{id}/start", post(|s, u, p| lifecycle(s, u, p, "start")))
+        .route("/api/apps/{id}/restart", post(|s, u, p| lifecycle(s, u, p, JobKind::Restart)))
+        .route("/api/apps/{id}/stop", post(|s, u, p| lifecycle(s, u, p, JobKind::Stop)))
+        .route("/api/apps/{id}/start", post(|s, u, p| lifecycle(s, u, p, JobKind::Start)))
         .route("/api/apps/{id}/env", get(get_env).put(put_env))
         .route("/api/apps/{id}/git-token", put(put_git_token))
         .route("/api/apps/{id}/logs", get(tail_logs))
@@ -46,22 +48,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/deployments/{id}", get(get_deployment))
         .route("/api/deployments/{id}/log", get(deployment_log))
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
-}
-
-impl From<InvalidInput> for ApiError {
-    fn from(e: InvalidInput) -> Self {
-        ApiError::Invalid { field: e.field.into(), message: e.message }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(m) => ApiError::Conflict(m),
-            StoreError::Db(e) => ApiError::from(e),
-            StoreError::Seal(e) => ApiError::Internal(e.to_string()),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,30 +121,6 @@ pub(super) async fn audit_user(
     audit::record(db, event).await
 }
 
-/// The job payload of a deploy: everything the worker needs, env values and the repository
-/// token included (sealed at rest in the job row, decrypted only for the wire).
-fn deploy_payload(
-    app: &App,
-    deployment: &Deployment,
-    env: &BTreeMap<String, String>,
-    git_token: Option<&str>,
-    plan: &plans::Plan,
-) -> Value {
-    json!({
-        "git_token": git_token,
-        "slug": app.slug,
-        "repo_url": app.repo_url,
-        "branch": deployment.branch,
-        "commit": deployment.commit_sha,
-        "framework": app.framework,
-        "dockerfile_path": app.dockerfile_path,
-        "port": app.port,
-        "env": env,
-        "memory_mb": plan.memory_mb,
-        "cpus": plan.cpus,
-    })
-}
-
 async fn deploy(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -200,8 +162,8 @@ async fn deploy(
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token).await?;
     let app = App { has_git_token: token.is_some(), ..app };
     let deployment = apps::insert_deployment(&mut *tx, app.id, branch.as_str(), None).await?;
-    let payload = deploy_payload(&app, &deployment, &env, token, plan);
-    jobs::enqueue(&mut tx, &state.sealer, "deploy", app.id, Some(deployment.id), &payload).await?;
+    let spec = job_spec::deploy(&app, &deployment, &env, token, plan)?;
+    jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
     audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
@@ -244,12 +206,9 @@ async fn redeploy(
             .await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
     let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
-    let payload = deploy_payload(&app, &deployment, &env, token.as_deref(), plans::plan("free"));
-    jobs::enqueue(&mut tx, &state.sealer, "deploy", app.id, Some(deployment.id), &payload).await?;
-    sqlx::query("UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'deploying' ELSE status END WHERE id = $1")
-        .bind(app.id)
-        .execute(&mut *tx)
-        .await?;
+    let spec = job_spec::deploy(&app, &deployment, &env, token.as_deref(), plans::plan("free"))?;
+    jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
+    apps::mark_deploying_if_never_ran(&mut *tx, app.id).await?;
     audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
@@ -342,25 +301,20 @@ async fn lifecycle(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<i64>,
-    kind: &'static str,
+    kind: JobKind,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let app = own_app(&state, &user, id).await?;
-    if app.current_deployment_id.is_none() {
+    let Some(current) = app.current_deployment_id else {
         return Err(ApiError::Conflict("the app has no running version yet; deploy it first".into()));
-    }
+    };
     let mut tx = state.db.begin().await?;
-    let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-    let plan = plans::plan("free");
-    let payload = json!({
-        "slug": app.slug,
-        "port": app.port,
-        "env": env,
-        "deployment_id": app.current_deployment_id,
-        "memory_mb": plan.memory_mb,
-        "cpus": plan.cpus,
-    });
-    let job =
-        jobs::enqueue(&mut tx, &state.sealer, kind, app.id, app.current_deployment_id, &payload).await?;
+    let spec = if kind == JobKind::Restart {
+        let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
+        job_spec::restart(&app, current, &env, plans::plan("free"))?
+    } else {
+        job_spec::for_app(kind, &app)?
+    };
+    let job = jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?;
     let action = format!("app.{kind}");
     audit_user(&mut *tx, &user, &action, "app", app.id, json!({ "job": job })).await?;
     tx.commit().await?;
@@ -378,17 +332,12 @@ async fn delete_app(
     audit_user(&mut *tx, &user, "app.delete", "app", app.id, json!({ "slug": app.slug })).await?;
     if app.worker_id.is_none() {
         // Never placed: nothing runs anywhere.
-        sqlx::query("DELETE FROM apps WHERE id = $1").bind(app.id).execute(&mut *tx).await?;
+        apps::delete(&mut *tx, app.id).await?;
     } else {
-        sqlx::query("UPDATE jobs SET status = 'cancelled', error = 'the app was deleted', finished_at = now() WHERE app_id = $1 AND status = 'queued'")
-            .bind(app.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE apps SET status = 'deleting' WHERE id = $1")
-            .bind(app.id)
-            .execute(&mut *tx)
-            .await?;
-        jobs::enqueue(&mut tx, &state.sealer, "remove", app.id, None, &json!({ "slug": app.slug })).await?;
+        jobs::cancel_queued_for_app(&mut tx, app.id, "the app was deleted").await?;
+        apps::mark_deleting(&mut *tx, app.id).await?;
+        let spec = job_spec::for_app(JobKind::Remove, &app)?;
+        jobs::enqueue(&mut tx, &state.sealer, app.id, None, &spec).await?;
     }
     tx.commit().await?;
     state.logbus.forget(app.id);

@@ -132,6 +132,30 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::domain::InvalidInput> for ApiError {
+    fn from(e: crate::domain::InvalidInput) -> Self {
+        ApiError::Invalid { field: e.field.into(), message: e.message }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Db(e) => ApiError::from(e),
+            StoreError::Seal(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A stored app that no longer reads as a job is ours to fix, not the caller's.
+impl From<crate::jobs::spec::StoredAppUnreadable> for ApiError {
+    fn from(e: crate::jobs::spec::StoredAppUnreadable) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
 /// `Json<T>` whose rejections are [`ApiError`]s, so a bad body gets our error shape too.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);

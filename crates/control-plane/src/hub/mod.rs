@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wisehosting_proto::AdminCommand;
 use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, AppStat, AppStats, Heartbeat};
 
 pub use conn::{ConnectionParams, HELLO_TIMEOUT, serve_connection};
@@ -30,8 +31,6 @@ use crate::logbus::LogBus;
 use crate::metrics::Metrics;
 use crate::store;
 
-/// The read-only podman commands a worker runs for admins (SPEC §4.4).
-pub const ADMIN_COMMANDS: [&str; 5] = ["ps", "ps_all", "network_ls", "volume_ls", "image_ls"];
 /// A heartbeat snapshot older than this is not live.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(45);
 /// Live app figures kept before stale ones are dropped (twice that at most).
@@ -48,7 +47,7 @@ pub enum HubEvent {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HubError {
-    #[error("unknown command; allowed: ps, ps_all, network_ls, volume_ls, image_ls")]
+    #[error("unknown command; allowed: {}", AdminCommand::list())]
     UnknownCommand,
     #[error("the worker is not connected")]
     Offline,
@@ -214,16 +213,15 @@ impl Hub {
         let _ = self.send(worker_id, Outgoing::of(&wisehosting_proto::messages::RoutesChanged {}));
     }
 
-    /// Runs one of the five read-only podman commands on a worker and waits for its reply.
+    /// Runs one of the read-only podman commands ([`AdminCommand`]) on a worker and waits for
+    /// its reply.
     pub async fn worker_query(
         &self,
         worker_id: i64,
         command: &str,
         deadline: Duration,
     ) -> Result<AdminQueryReply, HubError> {
-        if !ADMIN_COMMANDS.contains(&command) {
-            return Err(HubError::UnknownCommand);
-        }
+        let command = AdminCommand::parse(command).ok_or(HubError::UnknownCommand)?;
         if !self.is_connected(worker_id) {
             return Err(HubError::Offline);
         }
@@ -234,7 +232,7 @@ impl Hub {
         self.lock_pending().insert(key.clone(), tx);
         let sent = self.send(
             worker_id,
-            Outgoing::of(&AdminQuery { query_id: query_id.clone(), command: command.into() }),
+            Outgoing::of(&AdminQuery { query_id: query_id.clone(), command: command.as_str().into() }),
         );
         let result = match sent {
             Err(e) => Err(e),

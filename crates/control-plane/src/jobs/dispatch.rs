@@ -10,6 +10,7 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use wisehosting_crypto::Sealer;
 use wisehosting_proto::messages::Job;
+use wisehosting_proto::{JobKind, JobSpec};
 
 use crate::hub::{Hub, Outgoing};
 use crate::store::jobs::{self, Ready};
@@ -88,18 +89,20 @@ impl Dispatcher {
         }
         tx.commit().await?;
         for (job, worker_id, attempt) in leased {
-            let payload =
-                match job.payload_sealed.as_deref().map(|s| jobs::open_payload(&self.sealer, job.id, s)) {
-                    Some(Ok(p)) => p,
-                    _ => serde_json::Value::Null,
-                };
+            let spec = jobs::open_spec(&self.sealer, &job);
+            if let JobSpec::Invalid { error, .. } = &spec {
+                // Never sent with made-up values: the job fails here, and the user sees why.
+                let reason = format!("the job could not be sent: {error}; deploy again");
+                tracing::error!(job_id = job.id, %reason, "job not sendable");
+                jobs::fail_unsendable(&self.db, job.id, attempt, &reason).await?;
+                continue;
+            }
             let frame = Outgoing::of(&Job {
                 job_id: job.id,
                 attempt,
-                kind: job.kind.clone(),
                 app_id: job.app_id,
                 deployment_id: job.deployment_id,
-                payload,
+                spec,
             });
             if self.hub.send(worker_id, frame).is_err() {
                 tracing::info!(
@@ -119,7 +122,7 @@ impl Dispatcher {
     /// the least loaded connected worker. Jobs other than deploys wait for the app's worker.
     fn choose_worker(&self, job: &Ready, online: &[i64]) -> Option<i64> {
         if let Some(current) = job.app_worker_id
-            && (self.hub.is_connected(current) || job.kind != "deploy")
+            && (self.hub.is_connected(current) || job.kind != JobKind::Deploy.as_str())
         {
             return self.hub.is_connected(current).then_some(current);
         }

@@ -7,11 +7,13 @@ use wisehosting_proto::messages::{
     AppStates, ContainerInfo, JobAccepted, JobProgress, JobResult, Log, RunningJob,
 };
 
+use wisehosting_proto::Phase;
+
 use crate::logbus::LogBus;
 use crate::store::jobs::{self, Fence};
 
-/// The deployment phases a worker may report.
-const PHASES: [&str; 4] = ["cloning", "building", "starting", "health_checking"];
+/// The deployment phases a worker reports that the deployment's status shows.
+const PHASES: [Phase; 4] = [Phase::Cloning, Phase::Building, Phase::Starting, Phase::HealthChecking];
 /// Lines accepted in one `log` frame.
 const MAX_LINES_PER_FRAME: usize = 1000;
 
@@ -37,12 +39,12 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
         stale(worker_id, msg.job_id, msg.attempt, "job_progress");
         return Ok(());
     };
-    if let (Some(deployment), true) = (job.deployment_id, PHASES.contains(&msg.phase.as_str())) {
+    if let (Some(deployment), true) = (job.deployment_id, PHASES.contains(&msg.phase)) {
         sqlx::query(
             "UPDATE deployments SET status = $2 WHERE id = $1 AND status NOT IN ('running', 'superseded', 'failed', 'cancelled')",
         )
         .bind(deployment)
-        .bind(&msg.phase)
+        .bind(msg.phase.as_str())
         .execute(db)
         .await?;
     }

@@ -143,6 +143,28 @@ pub async fn get_for_user(
         .await
 }
 
+/// A redeploy of an app that never ran shows it as deploying; a running app keeps its status
+/// (it serves the old version until the switch).
+pub async fn mark_deploying_if_never_ran(db: impl PgExecutor<'_>, app_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET status = 'deploying' WHERE id = $1 AND current_deployment_id IS NULL")
+        .bind(app_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The app is being removed from its worker; it is deleted when the worker confirms.
+pub async fn mark_deleting(db: impl PgExecutor<'_>, app_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET status = 'deleting' WHERE id = $1").bind(app_id).execute(db).await?;
+    Ok(())
+}
+
+/// Deletes the app's row (its deployments, env, domains and jobs go with it).
+pub async fn delete(db: impl PgExecutor<'_>, app_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM apps WHERE id = $1").bind(app_id).execute(db).await?;
+    Ok(())
+}
+
 pub async fn insert_deployment(
     db: impl PgExecutor<'_>,
     app_id: i64,

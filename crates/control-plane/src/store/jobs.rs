@@ -2,9 +2,9 @@
 //! act on, claimed with `FOR UPDATE SKIP LOCKED`, and fenced: every worker message names
 //! (job id, attempt) and counts only if it matches the job's current lease.
 
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use wisehosting_crypto::{Aad, Sealer};
+use wisehosting_proto::{JobKind, JobSpec};
 
 use super::StoreError;
 
@@ -22,14 +22,18 @@ fn payload_aad(job_id: &str) -> Aad<'_> {
 pub async fn enqueue(
     tx: &mut PgConnection,
     sealer: &Sealer,
-    kind: &str,
     app_id: i64,
     deployment_id: Option<i64>,
-    payload: &Value,
+    spec: &JobSpec,
 ) -> Result<i64, StoreError> {
-    if kind == "deploy" {
+    let Some(kind) = spec.kind().filter(|_| !matches!(spec, JobSpec::Invalid { .. })) else {
+        return Err(StoreError::Conflict(format!("a {} job cannot be queued", spec.kind_str())));
+    };
+    if kind == JobKind::Deploy {
         supersede_queued_deploys(tx, app_id).await?;
     }
+    let kind = kind.as_str();
+    let payload = spec.payload();
     let id: i64 =
         sqlx::query_scalar("INSERT INTO jobs (kind, app_id, deployment_id) VALUES ($1, $2, $3) RETURNING id")
             .bind(kind)
@@ -122,10 +126,66 @@ pub async fn unlease(db: &PgPool, job_id: i64, attempt: i32) -> Result<(), sqlx:
     Ok(())
 }
 
-pub fn open_payload(sealer: &Sealer, job_id: i64, sealed: &str) -> Result<Value, StoreError> {
-    let bytes = sealer.open(sealed, payload_aad(&job_id.to_string()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::Conflict(format!("job {job_id} has an unreadable payload: {e}")))
+/// The job's spec, opened from its sealed payload; `Invalid` when the payload does not open
+/// (the master secret changed) or does not read, with the reason.
+pub fn open_spec(sealer: &Sealer, job: &Ready) -> JobSpec {
+    let opened = job
+        .payload_sealed
+        .as_deref()
+        .ok_or_else(|| "it has no payload".to_string())
+        .and_then(|sealed| {
+            sealer
+                .open(sealed, payload_aad(&job.id.to_string()))
+                .map_err(|e| format!("its payload cannot be opened ({e}); was the master secret changed?"))
+        })
+        .and_then(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| format!("its payload does not read: {e}"))
+        });
+    match (opened, JobKind::parse(&job.kind)) {
+        (Ok(payload), _) => JobSpec::from_parts(&job.kind, payload),
+        (Err(error), Some(kind)) => JobSpec::Invalid { kind, error },
+        (Err(_), None) => JobSpec::Unknown { kind: job.kind.clone() },
+    }
+}
+
+/// Cancels the app's queued jobs (the app is going away), with the reason.
+pub async fn cancel_queued_for_app(
+    tx: &mut PgConnection,
+    app_id: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', error = $2, finished_at = now() WHERE app_id = $1 AND status = 'queued'",
+    )
+    .bind(app_id)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Fails a job the control plane itself cannot send (its payload does not open or read), and
+/// its deployment, with the reason; nothing reached a worker.
+pub async fn fail_unsendable(
+    db: &PgPool,
+    job_id: i64,
+    attempt: i32,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let deployment: Option<Option<i64>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'failed', error = $3, finished_at = now()
+         WHERE id = $1 AND attempt = $2 AND status = 'dispatched' RETURNING deployment_id",
+    )
+    .bind(job_id)
+    .bind(attempt)
+    .bind(reason)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(Some(deployment)) = deployment {
+        super::apps::end_deployment(&mut tx, deployment, "failed", reason).await?;
+    }
+    tx.commit().await
 }
 
 /// The lease a worker message must match.

@@ -944,9 +944,9 @@ async fn a_registry_name_resolving_to_a_private_address_is_refused_before_the_pu
     }
 }
 
-/// A job whose sealed payload the control plane cannot open reaches the worker without one;
-/// a lifecycle job is then refused by name instead of run with made-up defaults (port 8080,
-/// no env).
+/// A job whose sealed payload the control plane cannot open is failed by the control plane
+/// with the reason, and never reaches the worker (which would otherwise have had to guess: a
+/// restart on port 8080 without env).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifecycle_job_without_a_readable_payload_is_refused_not_run_with_defaults() {
     let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
@@ -980,7 +980,8 @@ async fn a_lifecycle_job_without_a_readable_payload_is_refused_not_run_with_defa
                 .await
                 .expect("job");
         row.is_some_and(|(status, error)| {
-            status == "failed" && error.is_some_and(|e| e.contains("without a readable payload"))
+            status == "failed"
+                && error.is_some_and(|e| e.contains("could not be sent") && e.contains("cannot be opened"))
         })
     })
     .await;

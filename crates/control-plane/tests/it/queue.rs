@@ -168,7 +168,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
     let (app, deployment) = deploy(&user, "fenced").await;
     let job = next_job(&mut raw_a).await;
     assert_eq!((job.app_id, job.deployment_id, job.attempt), (app, Some(deployment), 1));
-    assert_eq!(job.payload["repo_url"], "https://example.com/r.git");
+    assert_eq!(job.spec.payload()["repo_url"], "https://example.com/r.git");
 
     // Worker B, online with a connection of its own, tries to report A's job: ignored (T17).
     let mut raw_b = RawWorker::connect_online(&cp, &b).await;
@@ -203,7 +203,9 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
         .await
         .expect("bump");
     raw_a.send(&JobAccepted { job_id: job.job_id, attempt: 1 }).await;
-    raw_a.send(&JobProgress { job_id: job.job_id, attempt: 1, phase: "building".into() }).await;
+    raw_a
+        .send(&JobProgress { job_id: job.job_id, attempt: 1, phase: wisehosting_proto::Phase::Building })
+        .await;
     raw_a
         .send(&JobResult {
             job_id: job.job_id,
@@ -219,7 +221,9 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
 
     // The current attempt counts: accepted → running, progress, then the result.
     raw_a.send(&JobAccepted { job_id: job.job_id, attempt: 2 }).await;
-    raw_a.send(&JobProgress { job_id: job.job_id, attempt: 2, phase: "building".into() }).await;
+    raw_a
+        .send(&JobProgress { job_id: job.job_id, attempt: 2, phase: wisehosting_proto::Phase::Building })
+        .await;
     raw_a
         .send(&Log {
             app_id: app,
@@ -440,7 +444,7 @@ async fn a_repository_token_reaches_the_worker_in_the_job_and_can_be_replaced_or
     assert!(!created.to_string().contains("glpat-first"));
     let app = created["app"]["id"].as_i64().expect("app");
     let job = next_job(&mut raw).await;
-    assert_eq!(job.payload["git_token"], "glpat-first");
+    assert_eq!(job.spec.payload()["git_token"], "glpat-first");
     let finish = |job: wisehosting_proto::messages::Job| JobResult {
         job_id: job.job_id,
         attempt: job.attempt,
@@ -464,7 +468,7 @@ async fn a_repository_token_reaches_the_worker_in_the_job_and_can_be_replaced_or
         let redeploy = user.post_json(&format!("/api/apps/{app}/deployments"), &json!({})).await;
         assert_eq!(redeploy.status(), 201);
         let job = next_job(&mut raw).await;
-        assert_eq!(job.payload["git_token"], expected);
+        assert_eq!(job.spec.payload()["git_token"], expected);
         raw.send(&finish(job)).await;
     }
     let bad = user

@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use super::steps::{run_logged, run_quiet};
-use super::{DeployPayload, Pipeline, Reporter};
+use wisehosting_proto::job::DeploySpec;
+
+use super::{Pipeline, Reporter};
 
 /// True for addresses on the public internet: not loopback, private, link-local, CGNAT,
 /// benchmarking, 6to4 relay, multicast, documentation or reserved, and no IPv6 form that
@@ -91,16 +93,17 @@ impl Pipeline {
         &self,
         work: &Path,
         src: &Path,
-        payload: &DeployPayload,
+        payload: &DeploySpec,
         reporter: &Reporter,
     ) -> Result<String, String> {
-        let pin = self.check_repo(&payload.repo_url).await?;
+        let repo = payload.repo_url.as_str();
+        let pin = self.check_repo(repo).await?;
         let protocols = git_network_config(pin.as_ref(), self.settings.allow_local_repos);
-        let auth = payload.git_token.as_ref().and_then(|t| git_auth_env(&payload.repo_url, t.expose()));
+        let auth = payload.git_token.as_ref().and_then(|t| git_auth_env(repo, t.expose()));
         let mut clone = self.git(work);
         clone.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
         clone.args(&protocols).args(["clone", "--depth", "1", "--no-tags", "--single-branch", "--branch"]);
-        clone.arg(&payload.branch).arg("--").arg(&payload.repo_url).arg(src);
+        clone.arg(payload.branch.as_str()).arg("--").arg(repo).arg(src);
         run_logged(clone, reporter, "git clone", GIT_TIMEOUT).await?;
         if let Some(commit) = &payload.commit {
             let mut fetch = self.git(work);
@@ -110,7 +113,7 @@ impl Pipeline {
                 .arg("-C")
                 .arg(src)
                 .args(["fetch", "--depth", "1", "origin", "--"])
-                .arg(commit);
+                .arg(commit.as_str());
             run_logged(fetch, reporter, "git fetch of the commit", GIT_TIMEOUT).await?;
             let mut checkout = self.git(work);
             checkout.arg("-C").arg(src).args(["checkout", "--detach", "FETCH_HEAD"]);

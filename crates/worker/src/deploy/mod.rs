@@ -9,15 +9,16 @@
 
 mod containerfile;
 mod git;
+mod lifecycle;
 mod steps;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wisehosting_proto::JobSpec;
+use wisehosting_proto::job::Phase;
 use wisehosting_proto::messages::{Job, JobAccepted, JobProgress, JobResult, Log};
 
 use crate::config::DeploySettings;
@@ -25,44 +26,6 @@ use crate::link::Outgoing;
 use crate::runtime::Podman;
 
 pub use git::{Pin, check_https_repository, is_public_ip};
-
-/// What the control plane sends with a `deploy` job.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DeployPayload {
-    pub repo_url: String,
-    pub branch: String,
-    #[serde(default)]
-    pub commit: Option<String>,
-    pub framework: String,
-    #[serde(default)]
-    pub dockerfile_path: Option<String>,
-    pub port: u16,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub memory_mb: u32,
-    pub cpus: f32,
-    /// A token for a private `https://` repository; given to git through its environment.
-    #[serde(default)]
-    pub git_token: Option<wisehosting_crypto::Secret>,
-}
-
-/// What the control plane sends with `restart`, `stop`, `start` and `remove` jobs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct LifecyclePayload {
-    pub port: u16,
-    pub env: BTreeMap<String, String>,
-    pub deployment_id: Option<i64>,
-    pub memory_mb: u32,
-    pub cpus: f32,
-}
-
-impl Default for LifecyclePayload {
-    /// The `free` plan's limits when an older control plane sends none.
-    fn default() -> Self {
-        Self { port: 8080, env: BTreeMap::new(), deployment_id: None, memory_mb: 256, cpus: 0.5 }
-    }
-}
 
 /// Runs jobs and reports through the session's outgoing queue.
 #[derive(Debug, Clone)]
@@ -99,10 +62,10 @@ impl Reporter {
         let _ = self.out.send(message).await;
     }
 
-    pub async fn progress(&self, phase: &str) {
+    pub async fn progress(&self, phase: Phase) {
         let (job_id, attempt) = self.job;
-        tracing::info!(job_id, attempt, phase, "job phase");
-        self.send(Outgoing::of(&JobProgress { job_id, attempt, phase: phase.into() })).await;
+        tracing::info!(job_id, attempt, %phase, "job phase");
+        self.send(Outgoing::of(&JobProgress { job_id, attempt, phase })).await;
     }
 
     pub async fn build_log(&self, lines: Vec<String>) {
@@ -138,7 +101,7 @@ impl Pipeline {
             // Whatever the job started for this deployment goes: the old version keeps serving.
             // A `podman run` the cancel interrupted runs to its end (it is never killed
             // half-way), so look again a moment later for a container it created late.
-            if let Some(deployment) = job.deployment_id.filter(|_| job.kind == "deploy") {
+            if let Some(deployment) = job.deployment_id.filter(|_| matches!(job.spec, JobSpec::Deploy(_))) {
                 self.remove_deployment_containers(job.app_id, deployment).await;
                 let pipeline = self.clone();
                 self.tasks.spawn(async move {
@@ -176,24 +139,80 @@ impl Pipeline {
     }
 
     async fn dispatch(&self, job: &Job, reporter: &Reporter) -> Result<Done, String> {
-        match job.kind.as_str() {
-            "deploy" => {
-                let payload: DeployPayload = serde_json::from_value(job.payload.clone())
-                    .map_err(|e| format!("the deploy job's payload is not understood: {e}"))?;
+        match &job.spec {
+            JobSpec::Deploy(spec) => {
                 let deployment = job.deployment_id.ok_or("a deploy job needs a deployment")?;
-                self.deploy(job.app_id, deployment, &payload, reporter).await
+                self.deploy(job.app_id, deployment, spec, reporter).await
             }
-            "restart" | "start" | "stop" | "remove" => {
-                // A payload the control plane could not open arrives as null: do nothing with
-                // made-up defaults (a restart on the wrong port, without its env).
-                if !job.payload.is_object() {
-                    return Err("the job came without a readable payload (the control plane could not open it; was its master secret changed?); nothing was done".into());
-                }
-                let payload: LifecyclePayload = serde_json::from_value(job.payload.clone())
-                    .map_err(|e| format!("the {} job's payload is not understood: {e}", job.kind))?;
-                self.lifecycle(job.kind.as_str(), job.app_id, &payload, reporter).await
+            JobSpec::Restart(spec) => self.restart(job.app_id, spec, reporter).await,
+            JobSpec::Stop(_) => self.stop(job.app_id).await,
+            JobSpec::Start(_) => self.start(job.app_id).await,
+            JobSpec::Remove(_) => self.remove(job.app_id).await,
+            // Never a guess: an unreadable payload would have meant a restart on made-up
+            // defaults (the wrong port, no env), an unknown kind anything at all.
+            JobSpec::Invalid { kind, error } => {
+                Err(format!("the {kind} job's payload is not understood ({error}); nothing was done"))
             }
-            other => Err(format!("this worker does not know the job kind {other:?}")),
+            JobSpec::Unknown { kind } => Err(format!(
+                "this worker does not know the job kind {kind:?}; update the worker to the control plane's version"
+            )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wisehosting_proto::messages::JobResult;
+
+    use super::*;
+
+    fn pipeline() -> Arc<Pipeline> {
+        let podman = Podman::new(None);
+        Arc::new(Pipeline {
+            supervisor: crate::runtime::Supervisor::new(podman.clone()),
+            podman,
+            data_dir: std::env::temp_dir().join("wisehosting-refusal-test"),
+            settings: DeploySettings::default(),
+            edge: None,
+            housekeeping_done: Arc::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        })
+    }
+
+    /// Runs one job and returns its `job_result`.
+    async fn result_of(kind: &str, payload: serde_json::Value) -> JobResult {
+        let spec = JobSpec::from_parts(kind, payload);
+        let job = Job { job_id: 9, attempt: 1, app_id: 4, deployment_id: Some(5), spec };
+        let (tx, mut rx) = mpsc::channel(16);
+        pipeline().run_job(job, tx, CancellationToken::new()).await;
+        let mut last = None;
+        while let Ok(out) = rx.try_recv() {
+            if out.t == "job_result" {
+                last = serde_json::from_str(&out.payload).ok();
+            }
+        }
+        last.expect("a job_result was sent")
+    }
+
+    #[tokio::test]
+    async fn an_unknown_job_kind_is_refused_by_name_never_run_as_something_else() {
+        let result = result_of("teleport", json!({"slug": "shop"})).await;
+        assert!(!result.ok);
+        let error = result.error.unwrap_or_default();
+        assert!(error.contains("does not know the job kind \"teleport\""), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_restart_whose_payload_does_not_read_is_refused_with_the_reason() {
+        // No port, no env, no limits: an older worker would have restarted on port 8080.
+        let result = result_of("restart", json!({"slug": "shop", "deployment_id": 5})).await;
+        assert!(!result.ok);
+        let error = result.error.unwrap_or_default();
+        assert!(
+            error.contains("restart job's payload is not understood") && error.contains("port"),
+            "{error}"
+        );
+        assert!(error.contains("nothing was done"), "{error}");
     }
 }

@@ -10,7 +10,9 @@ use tokio::process::Command;
 
 use super::containerfile::build_limits;
 use super::git::ip_literal;
-use super::{DeployPayload, Done, LifecyclePayload, Pipeline, Reporter};
+use wisehosting_proto::job::{DeploySpec, Env, Framework, ImageId, Limits, Phase, Port};
+
+use super::{Done, Pipeline, Reporter};
 use crate::runtime::cgroup::BuildCgroup;
 use crate::runtime::firewall;
 use crate::runtime::lines::{LogBatch, LogBudget};
@@ -126,7 +128,7 @@ impl Pipeline {
     }
 
     /// The tags of the app's images on this worker.
-    async fn image_tags(&self, app_id: i64) -> Vec<ImageTag> {
+    pub(super) async fn image_tags(&self, app_id: i64) -> Vec<ImageTag> {
         let repo = self.image_repo(app_id);
         let mut ls = self.podman.command_for(&["images", "--format", "json", "--filter"]);
         ls.arg(format!("reference={repo}"));
@@ -152,19 +154,19 @@ impl Pipeline {
     /// which the repository cannot name, created new (never through an existing name or link);
     /// a repository file is used only when its real path, links resolved, stays inside the
     /// checkout.
-    fn containerfile(&self, work: &Path, src: &Path, payload: &DeployPayload) -> Result<PathBuf, String> {
-        if payload.framework == "static" {
+    fn containerfile(&self, work: &Path, src: &Path, payload: &DeploySpec) -> Result<PathBuf, String> {
+        if payload.framework == Framework::Static {
             let file = work.join("static.Containerfile");
             let text = format!(
                 "FROM {}\nCOPY . /www\nEXPOSE {port}\nCMD [\"httpd\", \"-f\", \"-v\", \"-p\", \"{port}\", \"-h\", \"/www\"]\n",
                 self.settings.static_image,
-                port = payload.port
+                port = payload.port.get()
             );
             write_new(&file, &text, "the static preset's Containerfile")?;
             return Ok(file);
         }
         let candidates: Vec<(String, PathBuf)> = match &payload.dockerfile_path {
-            Some(path) => vec![(path.clone(), src.join(path))],
+            Some(path) => vec![(path.to_string(), src.join(path.as_str()))],
             None => ["Containerfile", "Dockerfile"].iter().map(|n| (n.to_string(), src.join(n))).collect(),
         };
         let root = src.canonicalize().map_err(|e| format!("cannot read the checkout: {e}"))?;
@@ -189,7 +191,7 @@ impl Pipeline {
         &self,
         app_id: i64,
         deployment_id: i64,
-        payload: &DeployPayload,
+        payload: &DeploySpec,
         reporter: &Reporter,
     ) -> Result<Done, String> {
         let work = self.data_dir.join("builds").join(format!("{}-{deployment_id}", self.settings.instance));
@@ -207,15 +209,15 @@ impl Pipeline {
         work: &Path,
         app_id: i64,
         deployment_id: i64,
-        payload: &DeployPayload,
+        payload: &DeploySpec,
         reporter: &Reporter,
     ) -> Result<Done, String> {
-        reporter.progress("cloning").await;
+        reporter.progress(Phase::Cloning).await;
         let src = work.join("src");
         let commit = self.clone(work, &src, payload, reporter).await?;
         reporter.build_log(vec![format!("checked out {commit}")]).await;
 
-        reporter.progress("building").await;
+        reporter.progress(Phase::Building).await;
         let containerfile = self.containerfile(work, &src, payload)?;
         let iidfile = work.join("image-id");
         let tag = format!("{}:d{deployment_id}", self.image_repo(app_id));
@@ -229,7 +231,11 @@ impl Pipeline {
         }
         // Independent: the firewall check and the Containerfile's images, side by side.
         let images = async {
-            if payload.framework == "static" { Ok(()) } else { self.check_images(&containerfile).await }
+            if payload.framework == Framework::Static {
+                Ok(())
+            } else {
+                self.check_images(&containerfile).await
+            }
         };
         let (confined, images) = tokio::join!(firewall::ensure(&self.podman, &networks), images);
         confined.map_err(|e| format!("cannot confine the build and the app, so nothing was started: {e}"))?;
@@ -259,18 +265,15 @@ impl Pipeline {
         let image_id = tokio::fs::read_to_string(&iidfile)
             .await
             .map_err(|e| format!("the build left no image id: {e}"))?;
-        let image_id = image_id.trim().to_string();
-        if !image_id.starts_with("sha256:") || image_id.len() != 71 {
-            return Err(format!("the build reported a malformed image id {image_id:?}"));
-        }
+        let image_id = ImageId::parse(image_id.trim())
+            .map_err(|_| format!("the build reported a malformed image id {:?}", image_id.trim()))?;
         let spec = RunSpec {
             image_id: &image_id,
             port: payload.port,
             env: &payload.env,
-            memory_mb: payload.memory_mb,
-            cpus: payload.cpus,
+            limits: payload.limits,
             // The static preset's httpd writes nothing.
-            read_only_root: payload.framework == "static",
+            read_only_root: payload.framework == Framework::Static,
         };
         let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
         Ok(Done { commit: Some(commit), ..done })
@@ -278,7 +281,7 @@ impl Pipeline {
 
     /// Runs an image as the app's new version, checks its health and switches to it. The
     /// caller has checked the apps network's firewall ([`firewall::ensure`]) for this job.
-    async fn start_version(
+    pub(super) async fn start_version(
         &self,
         work: &Path,
         app_id: i64,
@@ -286,13 +289,13 @@ impl Pipeline {
         spec: &RunSpec<'_>,
         reporter: &Reporter,
     ) -> Result<Done, String> {
-        let RunSpec { image_id, port, env, memory_mb, cpus, read_only_root } = *spec;
-        reporter.progress("starting").await;
+        let RunSpec { image_id, port, env, limits, read_only_root } = *spec;
+        reporter.progress(Phase::Starting).await;
         let host_port = free_port()?;
         let env_file = work.join("env");
         let mut text = String::new();
         for (k, v) in env {
-            text.push_str(&format!("{k}={v}\n"));
+            text.push_str(&format!("{k}={}\n", v.expose()));
         }
         write_new(&env_file, &text, "the env file")?;
         let name = self.container_name(app_id, deployment_id);
@@ -302,19 +305,19 @@ impl Pipeline {
             .args(self.labels(app_id, deployment_id))
             .args(self.confinement(read_only_root))
             .arg("--memory")
-            .arg(format!("{memory_mb}m"))
+            .arg(format!("{}m", limits.memory_mb()))
             .arg("--cpus")
-            .arg(format!("{cpus}"))
-            .args(publish_args(self.settings.mesh_address, host_port, port))
+            .arg(format!("{}", limits.cpus()))
+            .args(publish_args(self.settings.mesh_address, host_port, port.get()))
             .arg("--env-file")
             .arg(&env_file)
             .arg("--")
-            .arg(image_id);
+            .arg(image_id.as_str());
         let started = run_quiet(run, "podman run").await;
         let _ = std::fs::remove_file(&env_file);
         let container_id = started?;
 
-        reporter.progress("health_checking").await;
+        reporter.progress(Phase::HealthChecking).await;
         if let Err(e) = self.wait_healthy(&container_id, host_port).await {
             let mut logs = self.podman.command_for(&["logs", "--tail", "20"]);
             logs.arg(&container_id);
@@ -327,7 +330,7 @@ impl Pipeline {
         // The switch: the result goes out first (the control plane moves the app to the new
         // container), then the old ones drain and stop (`Pipeline::run_job`). A worker killed in
         // between leaves the old container to the re-sync, never an app with none.
-        reporter.progress("switching").await;
+        reporter.progress(Phase::Switching).await;
         Ok(Done {
             commit: None,
             image_id: Some(image_id.to_string()),
@@ -407,7 +410,7 @@ impl Pipeline {
     }
 
     /// The app's containers, as (id, deployment id).
-    async fn app_containers(&self, app_id: i64) -> Vec<(String, Option<i64>)> {
+    pub(super) async fn app_containers(&self, app_id: i64) -> Vec<(String, Option<i64>)> {
         let filter = format!("label=wisehosting.app={app_id}");
         let instance = self.instance_filter();
         let mut ps = self.podman.command_for(&["ps", "-a", "--format", "json", "--filter"]);
@@ -467,7 +470,7 @@ impl Pipeline {
     }
 
     /// Removes containers at once (SIGKILL), for what must not run.
-    async fn remove_containers(&self, ids: &[String]) {
+    pub(super) async fn remove_containers(&self, ids: &[String]) {
         if ids.is_empty() {
             return;
         }
@@ -532,105 +535,17 @@ impl Pipeline {
             }
         }
     }
-
-    pub(super) async fn lifecycle(
-        &self,
-        kind: &str,
-        app_id: i64,
-        payload: &LifecyclePayload,
-        reporter: &Reporter,
-    ) -> Result<Done, String> {
-        let containers = self.app_containers(app_id).await;
-        let ids: Vec<String> = containers.iter().map(|(id, _)| id.clone()).collect();
-        match kind {
-            "stop" => {
-                self.supervisor.release(&ids);
-                let mut stop = self.podman.command_for(&["stop", "-t", "10", "--"]);
-                stop.args(&ids);
-                if !ids.is_empty() {
-                    run_quiet(stop, "podman stop").await?;
-                }
-                Ok(Done::default())
-            }
-            "start" => {
-                if ids.is_empty() {
-                    return Err("the app has no container on this worker; deploy it again".into());
-                }
-                let mut start = self.podman.command_for(&["start", "--"]);
-                start.args(&ids);
-                run_quiet(start, "podman start").await?;
-                self.supervisor.rewatch(&ids);
-                Ok(Done::default())
-            }
-            "remove" => {
-                self.remove_containers(&ids).await;
-                // By tag, without -f: an image another app shares (the same build) only loses
-                // this app's tags.
-                let tags: Vec<String> = self.image_tags(app_id).await.into_iter().map(|t| t.name).collect();
-                if !tags.is_empty() {
-                    let mut rmi = self.podman.command_for(&["rmi", "--"]);
-                    rmi.args(&tags);
-                    let _ = run_quiet(rmi, "podman rmi").await;
-                }
-                Ok(Done::default())
-            }
-            // Restart re-creates the current version with the app's current env.
-            "restart" => {
-                let deployment = payload.deployment_id.ok_or("the app has no current deployment")?;
-                let current = containers
-                    .iter()
-                    .find(|(_, d)| *d == Some(deployment))
-                    .map(|(id, _)| id.clone())
-                    .ok_or("the current version's container is gone from this worker; deploy again")?;
-                let mut inspect = self.podman.command_for(&[
-                    "inspect",
-                    "--format",
-                    "{{.Image}} {{.HostConfig.ReadonlyRootfs}}",
-                ]);
-                inspect.arg(&current);
-                let inspected = run_quiet(inspect, "podman inspect").await?;
-                let (image, read_only) = inspected.split_once(' ').unwrap_or((&inspected, "false"));
-                let image =
-                    if image.starts_with("sha256:") { image.to_string() } else { format!("sha256:{image}") };
-                let work = self
-                    .data_dir
-                    .join("builds")
-                    .join(format!("{}-restart-{deployment}", self.settings.instance));
-                if self.settings.isolate_apps {
-                    firewall::ensure(&self.podman, &[&firewall::APPS])
-                        .await
-                        .map_err(|e| format!("cannot confine the app, so it was not started: {e}"))?;
-                }
-                // A restart killed half-way may have left its env file: start afresh.
-                let _ = tokio::fs::remove_dir_all(&work).await;
-                tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
-                let spec = RunSpec {
-                    image_id: &image,
-                    port: payload.port,
-                    env: &payload.env,
-                    memory_mb: payload.memory_mb,
-                    cpus: payload.cpus,
-                    read_only_root: read_only == "true",
-                };
-                let result = self.start_version(&work, app_id, deployment, &spec, reporter).await;
-                let _ = tokio::fs::remove_dir_all(&work).await;
-                result
-            }
-            other => Err(format!("this worker does not know the lifecycle job {other:?}")),
-        }
-    }
 }
 
 /// What a new container of an app runs with.
 #[derive(Debug, Clone, Copy)]
-struct RunSpec<'a> {
-    /// The image id the build produced (never a tag).
-    image_id: &'a str,
-    port: u16,
-    env: &'a std::collections::BTreeMap<String, String>,
-    memory_mb: u32,
-    cpus: f32,
-    read_only_root: bool,
+pub(super) struct RunSpec<'a> {
+    /// The image the build produced (by id, never a tag).
+    pub image_id: &'a ImageId,
+    pub port: Port,
+    pub env: &'a Env,
+    pub limits: Limits,
+    pub read_only_root: bool,
 }
 
 /// `-p` arguments: the container's port on loopback (the edge router's upstream, the health
@@ -646,9 +561,9 @@ fn publish_args(mesh: Option<IpAddr>, host_port: u16, port: u16) -> Vec<String> 
 
 /// One tag of an app's image repository: `repo:d<deployment>`.
 #[derive(Debug, Clone, PartialEq)]
-struct ImageTag {
+pub(super) struct ImageTag {
     deployment: i64,
-    name: String,
+    pub name: String,
     image_id: String,
 }
 
@@ -723,7 +638,14 @@ mod tests {
     async fn a_command_past_its_limit_is_stopped_with_its_whole_tree() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let reporter = Reporter::new(tx, &wisehosting_proto::messages::Job::default());
+        let job = wisehosting_proto::messages::Job {
+            job_id: 1,
+            attempt: 1,
+            app_id: 1,
+            deployment_id: None,
+            spec: wisehosting_proto::JobSpec::Unknown { kind: "test".into() },
+        };
+        let reporter = Reporter::new(tx, &job);
         let seconds = 100_000 + rand::random::<u32>() % 800_000;
         let mut cmd = Command::new("sh");
         // The sleep runs in a session of its own, as a RUN step's container process does.

@@ -538,7 +538,7 @@ impl Agent {
                             jobs.running.retain(|_, (token, _)| !token.is_cancelled());
                             let cancel = CancellationToken::new();
                             jobs.running.insert(job.job_id, (cancel.clone(), job.attempt));
-                            tracing::info!(job_id = job.job_id, kind = %job.kind, app_id = job.app_id, "job received");
+                            tracing::info!(job_id = job.job_id, kind = job.spec.kind_str(), app_id = job.app_id, "job received");
                             let pipeline = self.pipeline.clone();
                             let tx = jobs.tx.clone();
                             self.pipeline.tasks.spawn(async move {

@@ -6,20 +6,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
+use wisehosting_proto::AdminCommand;
 
 /// How long an admin query may run.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The argv of each allowed admin query; anything else has none.
+/// The argv of each allowed admin query ([`AdminCommand`]); anything else has none.
 pub fn admin_argv(command: &str) -> Option<&'static [&'static str]> {
-    Some(match command {
-        "ps" => &["ps", "--format", "json"],
-        "ps_all" => &["ps", "-a", "--format", "json"],
-        "network_ls" => &["network", "ls", "--format", "json"],
-        "volume_ls" => &["volume", "ls", "--format", "json"],
-        "image_ls" => &["image", "ls", "--format", "json"],
-        _ => return None,
-    })
+    AdminCommand::parse(command).map(AdminCommand::podman_args)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,88 @@
+//! The jobs the control plane queues, built from an app's stored rows into the protocol's
+//! [`JobSpec`]. Every value was checked when the user gave it; it is read again into the
+//! protocol's newtypes here, so a stored value that no longer reads fails the request with the
+//! field named instead of reaching a worker.
+
+use std::collections::BTreeMap;
+
+use wisehosting_proto::InvalidField;
+use wisehosting_proto::job::{
+    AppSpec, Branch, CommitSha, DeploySpec, DockerfilePath, Env, EnvKey, Framework, JobKind, JobSpec, Limits,
+    Port, RepoUrl, RestartSpec, Slug, WireSecret,
+};
+
+use crate::plans::Plan;
+use crate::store::apps::{App, Deployment};
+
+/// A stored app that does not read as a job.
+#[derive(Debug, thiserror::Error)]
+#[error("app {app_id}'s stored {0} does not read; fix the app's settings", .source)]
+pub struct StoredAppUnreadable {
+    pub app_id: i64,
+    pub source: InvalidField,
+}
+
+fn read<T>(app: &App, parsed: Result<T, InvalidField>) -> Result<T, StoredAppUnreadable> {
+    parsed.map_err(|source| StoredAppUnreadable { app_id: app.id, source })
+}
+
+fn env(app: &App, env: &BTreeMap<String, String>) -> Result<Env, StoredAppUnreadable> {
+    env.iter().map(|(k, v)| Ok((read(app, EnvKey::parse(k))?, WireSecret::new(v.clone())))).collect()
+}
+
+fn limits(app: &App, plan: &Plan) -> Result<Limits, StoredAppUnreadable> {
+    read(app, Limits::new(plan.memory_mb, plan.cpus))
+}
+
+/// A deploy of `deployment`: everything the worker needs, env values and the repository token
+/// included (sealed at rest in the job row, opened only for the wire).
+pub fn deploy(
+    app: &App,
+    deployment: &Deployment,
+    env_values: &BTreeMap<String, String>,
+    git_token: Option<&str>,
+    plan: &Plan,
+) -> Result<JobSpec, StoredAppUnreadable> {
+    Ok(JobSpec::Deploy(DeploySpec {
+        slug: read(app, Slug::parse(&app.slug))?,
+        repo_url: read(app, RepoUrl::parse(&app.repo_url))?,
+        branch: read(app, Branch::parse(&deployment.branch))?,
+        commit: deployment.commit_sha.as_deref().map(|c| read(app, CommitSha::parse(c))).transpose()?,
+        framework: read(app, Framework::parse(&app.framework))?,
+        dockerfile_path: app
+            .dockerfile_path
+            .as_deref()
+            .map(|p| read(app, DockerfilePath::parse(p)))
+            .transpose()?,
+        port: read(app, Port::parse(i64::from(app.port)))?,
+        env: env(app, env_values)?,
+        limits: limits(app, plan)?,
+        git_token: git_token.map(WireSecret::new),
+    }))
+}
+
+/// A restart of the app's current version with its current env and limits.
+pub fn restart(
+    app: &App,
+    current_deployment: i64,
+    env_values: &BTreeMap<String, String>,
+    plan: &Plan,
+) -> Result<JobSpec, StoredAppUnreadable> {
+    Ok(JobSpec::Restart(RestartSpec {
+        slug: read(app, Slug::parse(&app.slug))?,
+        deployment_id: current_deployment,
+        port: read(app, Port::parse(i64::from(app.port)))?,
+        env: env(app, env_values)?,
+        limits: limits(app, plan)?,
+    }))
+}
+
+/// A stop, start or remove of the app.
+pub fn for_app(kind: JobKind, app: &App) -> Result<JobSpec, StoredAppUnreadable> {
+    let spec = AppSpec { slug: read(app, Slug::parse(&app.slug))? };
+    Ok(match kind {
+        JobKind::Stop => JobSpec::Stop(spec),
+        JobKind::Start => JobSpec::Start(spec),
+        _ => JobSpec::Remove(spec),
+    })
+}
