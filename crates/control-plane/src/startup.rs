@@ -73,6 +73,12 @@ impl App {
         let dispatcher =
             Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
         dispatch::spawn(dispatcher, shutdown.clone());
+        crate::jobs::events::spawn(
+            state.db.clone(),
+            state.hub.clone(),
+            state.logbus.clone(),
+            shutdown.clone(),
+        );
         let api = &state.config.api_server;
         let addr = SocketAddr::new(api.host, api.port);
         let public = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
@@ -196,7 +202,7 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let metrics = Arc::new(Metrics::default());
     let heartbeat = Duration::from_secs(config.heartbeat_interval_secs);
     let logbus = Arc::new(LogBus::default());
-    let hub = Hub::new(pool.clone(), heartbeat, metrics.clone(), logbus.clone(), shutdown);
+    let hub = Hub::new(pool.clone(), heartbeat, metrics.clone(), shutdown);
     let worker_auth_limiter =
         Arc::new(RateLimiter::new(config.worker_auth_per_minute, Duration::from_secs(60)));
     let timeout = Duration::from_millis(config.domains.dns_timeout_ms);

@@ -405,6 +405,13 @@ impl JobKind {
     }
 }
 
+impl TryFrom<String> for JobKind {
+    type Error = InvalidField;
+    fn try_from(value: String) -> Result<JobKind, InvalidField> {
+        JobKind::parse(&value).ok_or_else(|| invalid("kind", format!("{value:?} is not a job kind")))
+    }
+}
+
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

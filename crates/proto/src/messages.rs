@@ -114,10 +114,46 @@ message!(AppStates, "app_state");
 #[serde(default)]
 pub struct AppStateEntry {
     pub app_id: i64,
-    /// `running`, `exited` or `crash_looping`.
-    pub state: String,
+    pub state: AppRunState,
     pub exit_code: Option<i32>,
     pub restarts: u32,
+}
+
+/// An app's containers as the worker's monitor sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppRunState {
+    /// A container of the app runs.
+    Running,
+    /// None runs, after a few exits at most.
+    #[default]
+    Exited,
+    /// It exited again and again in a row.
+    CrashLooping,
+    /// A state a newer worker reports that this build does not know: ignored.
+    #[serde(other)]
+    Other,
+}
+
+/// Which log a batch of lines belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// A deployment's build (clone and build output).
+    Build,
+    /// The app's own output; also what a stream this build does not know is shown as.
+    #[default]
+    #[serde(other)]
+    Runtime,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Build => "build",
+            LogStream::Runtime => "runtime",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -158,8 +194,7 @@ message!(JobResult, "job_result");
 pub struct Log {
     pub app_id: i64,
     pub deployment_id: Option<i64>,
-    /// `build` or `runtime`.
-    pub stream: String,
+    pub stream: LogStream,
     pub lines: Vec<String>,
 }
 message!(Log, "log");
@@ -412,6 +447,23 @@ mod tests {
         let ServerMessage::Job(job) = msg else { panic!("not a job") };
         assert_eq!((job.job_id, job.attempt, job.app_id), (7, 1, 3));
         assert_eq!(job.spec, JobSpec::Unknown { kind: "teleport".into() });
+    }
+
+    #[test]
+    fn states_and_streams_a_newer_worker_invents_still_decode() {
+        let states = r#"{"apps":[{"app_id":1,"state":"hibernating"},{"app_id":2,"state":"crash_looping"}]}"#;
+        let WorkerMessage::AppState(states) =
+            WorkerMessage::decode("app_state", &raw(states)).expect("decodes")
+        else {
+            panic!("not app_state")
+        };
+        assert_eq!(states.apps[0].state, AppRunState::Other);
+        assert_eq!(states.apps[1].state, AppRunState::CrashLooping);
+        let log = r#"{"app_id":1,"stream":"audit","lines":["x"]}"#;
+        let WorkerMessage::Log(log) = WorkerMessage::decode("log", &raw(log)).expect("decodes") else {
+            panic!("not a log")
+        };
+        assert_eq!(log.stream, LogStream::Runtime);
     }
 
     #[test]

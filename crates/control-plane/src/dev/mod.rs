@@ -271,17 +271,7 @@ async fn create_database(layout: &postgres::Layout) -> Result<(), DevError> {
     use sqlx::Connection;
     let url = layout.url("postgres");
     let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| DevError::CreateDb(e.to_string()))?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'wisehosting')")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| DevError::CreateDb(e.to_string()))?;
-    if !exists {
-        sqlx::query("CREATE DATABASE wisehosting")
-            .execute(&mut conn)
-            .await
-            .map_err(|e| DevError::CreateDb(e.to_string()))?;
-    }
+    crate::store::create_platform_database(&mut conn).await.map_err(|e| DevError::CreateDb(e.to_string()))?;
     let _ = conn.close().await;
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! Newtypes built only through `parse`, so a value that exists is a valid one.
+//! Newtypes built only through `parse`, so a value that exists is a valid one; and the state
+//! enums of apps, deployments, jobs and workers with their allowed moves ([`state`]).
 
 mod app;
 mod hostname;
 mod name;
+pub mod state;
 
 pub use app::{
     AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, InvalidInput, RepoUrl,
@@ -10,3 +12,4 @@ pub use app::{
 };
 pub use hostname::{Hostname, challenge_name};
 pub use name::{NameError, WorkerName, Zone};
+pub use state::{AppStatus, DeploymentStatus, JobStatus, WorkerStatus};

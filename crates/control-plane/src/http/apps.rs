@@ -27,8 +27,9 @@ use crate::hub::Outgoing;
 use crate::jobs::spec as job_spec;
 use crate::plans;
 use crate::state::AppState;
-use crate::store::apps::{self, App, Deployment, FINAL_DEPLOYMENT_STATES, NewApp};
+use crate::store::apps::{self, App, NewApp};
 use crate::store::audit::{self, AuditEvent};
+use crate::store::deployments::{self, Deployment, Ending};
 use crate::store::jobs;
 use crate::store::users;
 
@@ -161,7 +162,7 @@ async fn deploy(
     let token = git_token.as_ref().map(GitToken::expose);
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token).await?;
     let app = App { has_git_token: token.is_some(), ..app };
-    let deployment = apps::insert_deployment(&mut *tx, app.id, branch.as_str(), None).await?;
+    let deployment = deployments::insert(&mut *tx, app.id, branch.as_str(), None).await?;
     let spec = job_spec::deploy(&app, &deployment, &env, token, plan)?;
     jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
     audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
@@ -202,7 +203,7 @@ async fn redeploy(
     let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
     let mut tx = state.db.begin().await?;
     let deployment =
-        apps::insert_deployment(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
+        deployments::insert(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
             .await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
     let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
@@ -245,11 +246,11 @@ async fn list_deployments(
     Path(id): Path<i64>,
 ) -> Result<Json<Vec<Deployment>>, ApiError> {
     let app = own_app(&state, &user, id).await?;
-    Ok(Json(apps::deployments_for_app(&state.db, app.id).await?))
+    Ok(Json(deployments::for_app(&state.db, app.id).await?))
 }
 
 async fn own_deployment(state: &AppState, user: &CurrentUser, id: i64) -> Result<Deployment, ApiError> {
-    apps::deployment_for_user(&state.db, user.id, id)
+    deployments::for_user(&state.db, user.id, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such deployment".into()))
 }
@@ -268,7 +269,7 @@ async fn deployment_log(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let deployment = own_deployment(&state, &user, id).await?;
-    let log = apps::build_log(&state.db, deployment.id).await?;
+    let log = deployments::build_log(&state.db, deployment.id).await?;
     Ok(Json(json!({ "deployment_id": deployment.id, "log": log })))
 }
 
@@ -278,7 +279,7 @@ async fn cancel_deployment(
     Path(id): Path<i64>,
 ) -> Result<Json<Deployment>, ApiError> {
     let deployment = own_deployment(&state, &user, id).await?;
-    if FINAL_DEPLOYMENT_STATES.contains(&deployment.status.as_str()) {
+    if deployment.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "the deployment is already {}; nothing to cancel",
             deployment.status
@@ -286,10 +287,10 @@ async fn cancel_deployment(
     }
     let mut tx = state.db.begin().await?;
     let lease = jobs::cancel_for_deployment(&mut tx, deployment.id).await?;
-    apps::end_deployment(&mut tx, deployment.id, "cancelled", "cancelled by the user").await?;
+    deployments::end(&mut tx, deployment.id, Ending::Cancelled, "cancelled by the user").await?;
     audit_user(&mut *tx, &user, "deployment.cancel", "deployment", deployment.id, json!({})).await?;
     tx.commit().await?;
-    if let Some((job_id, attempt, worker_id)) = lease {
+    if let Some(jobs::CancelledLease { job_id, attempt, worker_id }) = lease {
         let _ = state
             .hub
             .send(worker_id, Outgoing::of(&wisehosting_proto::messages::JobCancel { job_id, attempt }));

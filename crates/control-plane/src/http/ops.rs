@@ -22,7 +22,7 @@ async fn health() -> Json<Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    sqlx::query("SELECT 1").execute(&state.db).await.map_err(ApiError::from)?;
+    crate::store::ping(&state.db).await?;
     let current = db::is_current(&state.db)
         .await
         .map_err(|e| ApiError::NotReady(format!("cannot read the migration state: {e}")))?;

@@ -23,7 +23,7 @@ use wisehosting_crypto::jwt::verify_worker_token;
 use wisehosting_proto::messages::{ErrorMessage, Welcome};
 use wisehosting_proto::{LinkKeys, Receiver, RejectCode, Sender, WorkerMessage};
 
-use super::{Hub, Outgoing};
+use super::{Hub, Outgoing, Report};
 
 /// What the upgrade handler learned before the 101.
 #[derive(Debug)]
@@ -71,6 +71,8 @@ struct Conn {
     /// The queue and close token the hub gets at the first valid `hello`; `None` once the
     /// connection is registered.
     unproven: Option<(mpsc::Sender<Outgoing>, CancellationToken)>,
+    /// Where this connection's reports go once it is registered, to be applied in order.
+    reports: Option<mpsc::Sender<Report>>,
 }
 
 pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionParams) {
@@ -89,6 +91,7 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
         connected_at: chrono::Utc::now(),
         connection_id: connection_id.clone(),
         unproven: Some((tx, close.clone())),
+        reports: None,
     };
     let end = conn.run(socket, rx, close).instrument(span).await;
     hub.detach(worker_id, &connection_id);
@@ -108,9 +111,15 @@ pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionPar
 }
 
 impl Conn {
-    fn report(&self, result: Result<(), sqlx::Error>) {
-        if let Err(e) = result {
-            tracing::warn!(worker_id = self.worker_id, error = %e, "cannot apply a worker report");
+    /// Hands a report on; waits while this connection's earlier ones are still being applied.
+    async fn report(&self, report: Report) {
+        if let Some(reports) = &self.reports
+            && reports.send(report).await.is_err()
+        {
+            tracing::debug!(
+                worker_id = self.worker_id,
+                "dropped a report: nothing applies them (shutting down)"
+            );
         }
     }
 
@@ -199,6 +208,7 @@ impl Conn {
         {
             // The first valid hello: from now on this is the worker's connection.
             self.hub.attach(self.worker_id, self.connection_id.clone(), tx, close);
+            self.reports = Some(self.hub.open_reports(self.worker_id));
         }
         if self.unproven.is_some() {
             if let WorkerMessage::AuthRefresh(refresh) = message {
@@ -215,35 +225,10 @@ impl Conn {
         self.hub.touch(self.worker_id);
         match message {
             WorkerMessage::Hello(hello) => {
-                self.hub.came_online(self.worker_id, &hello.version).await;
-                let lost = crate::jobs::events::fail_lost_jobs(
-                    &self.hub.inner.db,
-                    self.worker_id,
-                    self.connected_at,
-                    &hello.running_jobs,
-                )
-                .await;
-                match lost {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(
-                        worker_id = self.worker_id,
-                        jobs = n,
-                        "failed jobs the worker lost while it was away"
-                    ),
-                    Err(e) => tracing::warn!(worker_id = self.worker_id, error = %e, "cannot fail lost jobs"),
-                }
-                match crate::jobs::events::desired_state(&self.hub.inner.db, self.worker_id).await {
-                    Ok(desired) => {
-                        let _ = self.hub.send(self.worker_id, super::Outgoing::of(&desired));
-                    }
-                    Err(e) => {
-                        tracing::warn!(worker_id = self.worker_id, error = %e, "cannot compute the desired state")
-                    }
-                }
-                self.report(
-                    crate::jobs::events::resync(&self.hub.inner.db, self.worker_id, &hello.containers).await,
-                );
-                self.hub.routes_changed(self.worker_id);
+                let connected_at = self.connected_at;
+                let (version, containers, running_jobs) =
+                    (hello.version, hello.containers, hello.running_jobs);
+                self.report(Report::Hello { version, containers, running_jobs, connected_at }).await;
             }
             WorkerMessage::Heartbeat(heartbeat) => self.hub.record_heartbeat(self.worker_id, heartbeat),
             WorkerMessage::AdminQueryReply(reply) => self.hub.complete_query(self.worker_id, reply),
@@ -252,25 +237,12 @@ impl Conn {
                 self.hub.inner.metrics.record_unknown_message();
                 tracing::debug!(worker_id = self.worker_id, message_type = %t, "ignored a frame of an unknown type");
             }
-            WorkerMessage::JobAccepted(m) => {
-                self.report(crate::jobs::events::accepted(&self.hub.inner.db, self.worker_id, m).await)
-            }
-            WorkerMessage::JobProgress(m) => {
-                self.report(crate::jobs::events::progress(&self.hub.inner.db, self.worker_id, m).await)
-            }
-            WorkerMessage::JobResult(m) => {
-                self.report(crate::jobs::events::result(&self.hub.inner.db, self.worker_id, m).await);
-                self.hub.routes_changed(self.worker_id);
-            }
-            WorkerMessage::Log(m) => {
-                let bus = self.hub.inner.logbus.clone();
-                self.report(crate::jobs::events::log(&self.hub.inner.db, &bus, self.worker_id, m).await)
-            }
-            WorkerMessage::AppState(m) => {
-                self.report(crate::jobs::events::app_states(&self.hub.inner.db, self.worker_id, m).await);
-                self.hub.routes_changed(self.worker_id);
-            }
-            // Per-app figures feed live stats and the usage recorder (later issues).
+            WorkerMessage::JobAccepted(m) => self.report(Report::JobAccepted(m)).await,
+            WorkerMessage::JobProgress(m) => self.report(Report::JobProgress(m)).await,
+            WorkerMessage::JobResult(m) => self.report(Report::JobResult(m)).await,
+            WorkerMessage::Log(m) => self.report(Report::Log(m)).await,
+            WorkerMessage::AppState(m) => self.report(Report::AppStates(m)).await,
+            // Per-app figures: the hub's live snapshot (in memory).
             WorkerMessage::AppStats(m) => self.hub.record_app_stats(self.worker_id, m),
         }
         Ok(())

@@ -22,12 +22,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wisehosting_proto::AdminCommand;
-use wisehosting_proto::messages::{AdminQuery, AdminQueryReply, AppStat, AppStats, Heartbeat};
+use wisehosting_proto::messages::{
+    AdminQuery, AdminQueryReply, AppStat, AppStates, AppStats, ContainerInfo, Heartbeat, JobAccepted,
+    JobProgress, JobResult, Log, RunningJob,
+};
 
 pub use conn::{ConnectionParams, HELLO_TIMEOUT, serve_connection};
 pub use wisehosting_proto::messages::Outgoing;
 
-use crate::logbus::LogBus;
 use crate::metrics::Metrics;
 use crate::store;
 
@@ -38,6 +40,36 @@ const MAX_APP_STATS: usize = 50_000;
 /// Missed heartbeat intervals before a worker is offline.
 pub const OFFLINE_AFTER_INTERVALS: u32 = 3;
 const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// What a worker reports about jobs and apps, in the order its connection received it. The
+/// hub only hands these on; the job layer applies them (`jobs::events`), off the socket's read
+/// loop.
+#[derive(Debug)]
+pub enum Report {
+    /// The connection's first valid `hello`: the worker's inventory after a (re)connect.
+    Hello {
+        version: String,
+        containers: Vec<ContainerInfo>,
+        running_jobs: Vec<RunningJob>,
+        /// When the connection opened: jobs leased before it and not running were lost.
+        connected_at: chrono::DateTime<chrono::Utc>,
+    },
+    JobAccepted(JobAccepted),
+    JobProgress(JobProgress),
+    JobResult(JobResult),
+    Log(Log),
+    AppStates(AppStates),
+}
+
+/// One connection's reports, in order; the channel closes when the connection ends.
+#[derive(Debug)]
+pub struct Reports {
+    pub worker_id: i64,
+    pub rx: mpsc::Receiver<Report>,
+}
+
+/// Reports one connection may have waiting before its read loop waits for them to be applied.
+const REPORTS_QUEUED: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
@@ -100,10 +132,12 @@ struct Inner {
     /// worker the query went to.
     pending: Mutex<HashMap<(i64, String), oneshot::Sender<AdminQueryReply>>>,
     metrics: Arc<Metrics>,
-    logbus: Arc<LogBus>,
     /// Live per-app figures by (reporting worker, app).
     app_stats: Mutex<HashMap<(i64, i64), (AppStat, Instant)>>,
     events: broadcast::Sender<HubEvent>,
+    /// Each registered connection's report channel, for the applier to take.
+    reports: mpsc::UnboundedSender<Reports>,
+    reports_rx: Mutex<Option<mpsc::UnboundedReceiver<Reports>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -115,14 +149,9 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    pub fn new(
-        db: PgPool,
-        heartbeat: Duration,
-        metrics: Arc<Metrics>,
-        logbus: Arc<LogBus>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(db: PgPool, heartbeat: Duration, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
         let (events, _) = broadcast::channel(256);
+        let (reports, reports_rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -130,9 +159,10 @@ impl Hub {
                 workers: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 metrics,
-                logbus,
                 app_stats: Mutex::new(HashMap::new()),
                 events,
+                reports,
+                reports_rx: Mutex::new(Some(reports_rx)),
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -145,6 +175,21 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// The stream of connections' report channels, once: whoever applies reports takes it.
+    pub fn take_reports(&self) -> Option<mpsc::UnboundedReceiver<Reports>> {
+        match self.inner.reports_rx.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    /// A report channel for a connection that just proved itself.
+    fn open_reports(&self, worker_id: i64) -> mpsc::Sender<Report> {
+        let (tx, rx) = mpsc::channel(REPORTS_QUEUED);
+        let _ = self.inner.reports.send(Reports { worker_id, rx });
+        tx
     }
 
     fn with_workers<R>(&self, f: impl FnOnce(&mut HashMap<i64, Live>) -> R) -> R {
@@ -336,7 +381,7 @@ impl Hub {
     }
 
     /// Marks a worker online after its `hello`; persists only a change of state.
-    async fn came_online(&self, worker_id: i64, version: &str) {
+    pub async fn came_online(&self, worker_id: i64, version: &str) {
         let was_online = self.with_workers(|w| {
             let live = w.entry(worker_id).or_insert_with(Live::new);
             std::mem::replace(&mut live.online, true)
@@ -449,13 +494,7 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap_or_else(|e| unreachable!("a static URL parses: {e}"));
-        Hub::new(
-            pool,
-            Duration::from_secs(5),
-            Arc::new(Metrics::default()),
-            Arc::default(),
-            CancellationToken::new(),
-        )
+        Hub::new(pool, Duration::from_secs(5), Arc::new(Metrics::default()), CancellationToken::new())
     }
 
     #[tokio::test]

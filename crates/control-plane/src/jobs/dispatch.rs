@@ -13,6 +13,7 @@ use wisehosting_proto::messages::Job;
 use wisehosting_proto::{JobKind, JobSpec};
 
 use crate::hub::{Hub, Outgoing};
+use crate::store;
 use crate::store::jobs::{self, Ready};
 
 const POLL: Duration = Duration::from_secs(3);
@@ -77,10 +78,7 @@ impl Dispatcher {
             return Ok(());
         }
         // One look at the online workers serves the whole batch.
-        let online: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM workers WHERE status = 'online' ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await?;
+        let online = store::workers::online_ids(&mut *tx).await?;
         let mut leased = Vec::new();
         for job in ready {
             let Some(worker_id) = self.choose_worker(&job, &online) else { continue };
@@ -122,7 +120,7 @@ impl Dispatcher {
     /// the least loaded connected worker. Jobs other than deploys wait for the app's worker.
     fn choose_worker(&self, job: &Ready, online: &[i64]) -> Option<i64> {
         if let Some(current) = job.app_worker_id
-            && (self.hub.is_connected(current) || job.kind != JobKind::Deploy.as_str())
+            && (self.hub.is_connected(current) || job.kind != JobKind::Deploy)
         {
             return self.hub.is_connected(current).then_some(current);
         }

@@ -1,31 +1,109 @@
 //! What workers report about jobs and apps, applied under the fence: a message counts only if
 //! its (job id, attempt) is the job's live lease and the sender is the worker it was leased to.
 //! A worker that was cut off and comes back can never overwrite a newer result.
+//!
+//! The hub hands each connection's reports over a channel ([`crate::hub::Reports`]); [`spawn`]
+//! applies them here, each connection's in order and connections side by side, so no SQL runs
+//! in a socket's read loop. Every statement lives in `store/`; this layer decides which.
+
+use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use wisehosting_proto::JobKind;
 use wisehosting_proto::messages::{
-    AppStates, ContainerInfo, JobAccepted, JobProgress, JobResult, Log, RunningJob,
+    AppRunState, AppStates, ContainerInfo, DesiredApp, DesiredState, JobAccepted, JobProgress, JobResult,
+    Log, LogStream,
 };
 
-use wisehosting_proto::Phase;
-
+use crate::domain::{AppStatus, DeploymentStatus};
+use crate::hub::{Hub, Outgoing, Report, Reports};
 use crate::logbus::LogBus;
+use crate::store::apps;
+use crate::store::deployments::{self, Ending, Switched};
 use crate::store::jobs::{self, Fence};
 
-/// The deployment phases a worker reports that the deployment's status shows.
-const PHASES: [Phase; 4] = [Phase::Cloning, Phase::Building, Phase::Starting, Phase::HealthChecking];
 /// Lines accepted in one `log` frame.
 const MAX_LINES_PER_FRAME: usize = 1000;
+/// The longest job error kept.
+const MAX_ERROR_CHARS: usize = 8_000;
+
+/// Applies reports until shutdown.
+pub fn spawn(db: PgPool, hub: Hub, bus: Arc<LogBus>, shutdown: CancellationToken) {
+    let Some(mut incoming) = hub.take_reports() else {
+        tracing::error!("worker reports are already being applied elsewhere; not starting a second applier");
+        return;
+    };
+    let applier = Applier { db, hub: hub.clone(), bus };
+    tokio::spawn(hub.track(async move {
+        loop {
+            let reports = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                reports = incoming.recv() => match reports {
+                    Some(reports) => reports,
+                    None => return,
+                },
+            };
+            let applier = applier.clone();
+            tokio::spawn(applier.hub.track(applier.clone().apply_all(reports)));
+        }
+    }));
+}
+
+#[derive(Clone)]
+struct Applier {
+    db: PgPool,
+    hub: Hub,
+    bus: Arc<LogBus>,
+}
+
+impl Applier {
+    async fn apply_all(self, mut reports: Reports) {
+        let worker_id = reports.worker_id;
+        while let Some(report) = reports.rx.recv().await {
+            if let Err(e) = self.apply(worker_id, report).await {
+                tracing::warn!(worker_id, error = %e, "cannot apply a worker report");
+            }
+        }
+    }
+
+    async fn apply(&self, worker_id: i64, report: Report) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        match report {
+            Report::Hello { version, containers, running_jobs, connected_at } => {
+                self.hub.came_online(worker_id, &version).await;
+                let running: Vec<i64> = running_jobs.iter().map(|j| j.job_id).collect();
+                match jobs::fail_lost(db, worker_id, connected_at, &running).await? {
+                    0 => {}
+                    n => tracing::warn!(worker_id, jobs = n, "failed jobs the worker lost while it was away"),
+                }
+                let desired = desired_state(db, worker_id).await?;
+                let _ = self.hub.send(worker_id, Outgoing::of(&desired));
+                resync(db, worker_id, &containers).await?;
+                self.hub.routes_changed(worker_id);
+            }
+            Report::JobAccepted(m) => accepted(db, worker_id, m).await?,
+            Report::JobProgress(m) => progress(db, worker_id, m).await?,
+            Report::JobResult(m) => {
+                result(db, worker_id, m).await?;
+                self.hub.routes_changed(worker_id);
+            }
+            Report::Log(m) => log(db, &self.bus, worker_id, m).await?,
+            Report::AppStates(m) => {
+                app_states(db, worker_id, m).await?;
+                self.hub.routes_changed(worker_id);
+            }
+        }
+        Ok(())
+    }
+}
 
 pub async fn accepted(db: &PgPool, worker_id: i64, msg: JobAccepted) -> Result<(), sqlx::Error> {
     let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
     match jobs::accept(db, fence).await? {
         Some(job) => {
             if let Some(deployment) = job.deployment_id {
-                sqlx::query("UPDATE deployments SET status = 'cloning', started_at = now() WHERE id = $1 AND status = 'queued'")
-                    .bind(deployment)
-                    .execute(db)
-                    .await?;
+                deployments::start(db, deployment).await?;
             }
         }
         None => stale(worker_id, msg.job_id, msg.attempt, "job_accepted"),
@@ -39,14 +117,8 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
         stale(worker_id, msg.job_id, msg.attempt, "job_progress");
         return Ok(());
     };
-    if let (Some(deployment), true) = (job.deployment_id, PHASES.contains(&msg.phase)) {
-        sqlx::query(
-            "UPDATE deployments SET status = $2 WHERE id = $1 AND status NOT IN ('running', 'superseded', 'failed', 'cancelled')",
-        )
-        .bind(deployment)
-        .bind(msg.phase.as_str())
-        .execute(db)
-        .await?;
+    if let (Some(deployment), Some(status)) = (job.deployment_id, DeploymentStatus::of_phase(msg.phase)) {
+        deployments::enter_phase(db, deployment, status).await?;
     }
     Ok(())
 }
@@ -54,89 +126,52 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
 pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), sqlx::Error> {
     let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
     let mut tx = db.begin().await?;
-    let error = msg.error.as_deref().map(|e| e.chars().take(8_000).collect::<String>());
+    let error = msg.error.as_deref().map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
     let Some(job) = jobs::finish(&mut tx, fence, msg.ok, error.as_deref()).await? else {
         stale(worker_id, msg.job_id, msg.attempt, "job_result");
         return Ok(());
     };
-    match (job.kind.as_str(), msg.ok) {
-        ("deploy", true) => {
-            let deployment = job.deployment_id.unwrap_or_default();
-            sqlx::query(
-                "UPDATE deployments SET status = 'running', image_id = $2, container_id = $3, host_port = $4, error = NULL, finished_at = now(),
-                        commit_sha = COALESCE(commit_sha, $5) WHERE id = $1",
-            )
-            .bind(deployment)
-            .bind(&msg.image_id)
-            .bind(&msg.container_id)
-            .bind(msg.host_port.map(i32::from))
-            .bind(msg.commit.as_deref().filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit())))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE deployments SET status = 'superseded' WHERE app_id = $1 AND id <> $2 AND status = 'running'")
-                .bind(job.app_id)
-                .bind(deployment)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE apps SET status = 'running', current_deployment_id = $2, host_port = $3, updated_at = now() WHERE id = $1",
-            )
-            .bind(job.app_id)
-            .bind(deployment)
-            .bind(msg.host_port.map(i32::from))
-            .execute(&mut *tx)
-            .await?;
+    match (job.kind, msg.ok) {
+        (JobKind::Deploy, true) => {
+            let switched = Switched {
+                image_id: msg.image_id.as_deref(),
+                container_id: msg.container_id.as_deref(),
+                host_port: msg.host_port,
+                commit: msg.commit.as_deref(),
+            };
+            if let Some(deployment) = job.deployment_id {
+                deployments::switch_to(&mut tx, job.app_id, deployment, switched).await?;
+            }
         }
-        ("deploy", false) => {
+        (JobKind::Deploy, false) => {
             let reason = error.as_deref().unwrap_or("the deploy failed");
             if let Some(deployment) = job.deployment_id {
-                crate::store::apps::end_deployment(&mut tx, deployment, "failed", reason).await?;
+                deployments::end(&mut tx, deployment, Ending::Failed, reason).await?;
             }
         }
-        ("stop", true) => set_app_status(&mut tx, job.app_id, "stopped").await?,
-        ("start", true) => set_app_status(&mut tx, job.app_id, "running").await?,
-        ("restart", true) => {
+        (JobKind::Stop, true) => apps::set_status(&mut *tx, job.app_id, AppStatus::Stopped).await?,
+        (JobKind::Start, true) => apps::set_status(&mut *tx, job.app_id, AppStatus::Running).await?,
+        (JobKind::Restart, true) => {
             // A restart re-creates the current version with the current env on a new port.
-            set_app_status(&mut tx, job.app_id, "running").await?;
+            apps::set_status(&mut *tx, job.app_id, AppStatus::Running).await?;
             if let Some(port) = msg.host_port {
-                sqlx::query("UPDATE apps SET host_port = $2 WHERE id = $1")
-                    .bind(job.app_id)
-                    .bind(i32::from(port))
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE deployments SET host_port = $2, container_id = COALESCE($3, container_id) WHERE id = $1")
-                    .bind(job.deployment_id)
-                    .bind(i32::from(port))
-                    .bind(&msg.container_id)
-                    .execute(&mut *tx)
-                    .await?;
+                apps::set_host_port(&mut *tx, job.app_id, port).await?;
+                if let Some(deployment) = job.deployment_id {
+                    deployments::moved(&mut tx, deployment, port, msg.container_id.as_deref()).await?;
+                }
             }
         }
-        ("remove", true) => {
-            sqlx::query("DELETE FROM apps WHERE id = $1").bind(job.app_id).execute(&mut *tx).await?;
-        }
-        _ => {}
+        (JobKind::Remove, true) => apps::delete(&mut *tx, job.app_id).await?,
+        // A lifecycle job that failed leaves the app as it was; the job shows the reason.
+        (JobKind::Stop | JobKind::Start | JobKind::Restart | JobKind::Remove, false) => {}
     }
     tx.commit().await
-}
-
-async fn set_app_status(tx: &mut sqlx::PgConnection, app_id: i64, status: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apps SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(app_id)
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }
 
 /// Log lines go to the bus; build lines also to their deployment's stored log. Only lines
 /// about apps placed on the sending worker are taken.
 pub async fn log(db: &PgPool, bus: &LogBus, worker_id: i64, msg: Log) -> Result<(), sqlx::Error> {
-    let owner: Option<Option<i64>> = sqlx::query_scalar("SELECT worker_id FROM apps WHERE id = $1")
-        .bind(msg.app_id)
-        .fetch_optional(db)
-        .await?;
-    if owner.flatten() != Some(worker_id) {
+    if apps::worker_of(db, msg.app_id).await? != Some(worker_id) {
         tracing::warn!(
             worker_id,
             app_id = msg.app_id,
@@ -145,19 +180,10 @@ pub async fn log(db: &PgPool, bus: &LogBus, worker_id: i64, msg: Log) -> Result<
         return Ok(());
     }
     let lines: Vec<String> = msg.lines.into_iter().take(MAX_LINES_PER_FRAME).collect();
-    let stream = if msg.stream == "build" { "build" } else { "runtime" };
-    bus.push(msg.app_id, msg.deployment_id, stream, &lines);
-    if let (Some(deployment), "build") = (msg.deployment_id, stream) {
+    bus.push(msg.app_id, msg.deployment_id, msg.stream.as_str(), &lines);
+    if let (Some(deployment), LogStream::Build) = (msg.deployment_id, msg.stream) {
         let cleaned: Vec<String> = lines.iter().map(|l| crate::logbus::clean_line(l)).collect();
-        let belongs: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND app_id = $2)")
-                .bind(deployment)
-                .bind(msg.app_id)
-                .fetch_one(db)
-                .await?;
-        if belongs {
-            crate::store::apps::append_build_log(db, deployment, &cleaned).await?;
-        }
+        deployments::append_build_log(db, msg.app_id, deployment, &cleaned).await?;
     }
     Ok(())
 }
@@ -172,35 +198,17 @@ fn stale(worker_id: i64, job_id: i64, attempt: i32, what: &str) {
     );
 }
 
-/// True for an app the user has not stopped since it last started (a SQL condition on `apps`):
-/// a container coming back never overrides a user's stop.
-const NOT_STOPPED_BY_USER: &str =
-    "NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = apps.id AND j.kind = 'stop' AND j.status = 'succeeded'
-    AND j.finished_at > coalesce((SELECT max(s.finished_at) FROM jobs s WHERE s.app_id = apps.id
-        AND s.kind IN ('start', 'restart', 'deploy') AND s.status = 'succeeded'), 'epoch'))";
-
 /// App states from the worker's monitor: a running app that exits or crash-loops is
 /// `crashed`; a crashed or offline-stopped app whose container runs again is `running`. Only
-/// apps placed on the sending worker are touched.
+/// apps placed on the sending worker are touched, and never an app its user stopped.
 pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<(), sqlx::Error> {
     for entry in msg.apps {
-        let (from, to): (&[&str], &str) = match entry.state.as_str() {
-            "running" => (&["crashed", "stopped"], "running"),
-            "crash_looping" | "exited" => (&["running"], "crashed"),
-            _ => continue,
+        let (from, to): (&[AppStatus], AppStatus) = match entry.state {
+            AppRunState::Running => (&AppStatus::BACK_FROM, AppStatus::Running),
+            AppRunState::CrashLooping | AppRunState::Exited => (&AppStatus::CRASHES_FROM, AppStatus::Crashed),
+            AppRunState::Other => continue,
         };
-        sqlx::query(
-            &format!(
-                "UPDATE apps SET status = $3, updated_at = now() WHERE id = $1 AND worker_id = $2 AND status = ANY($4)
-                   AND current_deployment_id IS NOT NULL AND {NOT_STOPPED_BY_USER}"
-            ),
-        )
-        .bind(entry.app_id)
-        .bind(worker_id)
-        .bind(to)
-        .bind(from)
-        .execute(db)
-        .await?;
+        apps::follow_container(db, worker_id, entry.app_id, from, to).await?;
     }
     Ok(())
 }
@@ -210,76 +218,19 @@ pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<(
 pub async fn resync(db: &PgPool, worker_id: i64, containers: &[ContainerInfo]) -> Result<(), sqlx::Error> {
     let running: Vec<(i64, i64)> = containers
         .iter()
+        // Podman's own state name.
         .filter(|c| c.state == "running")
         .filter_map(|c| Some((c.app_id?, c.deployment_id?)))
         .collect();
-    let (apps, deployments): (Vec<i64>, Vec<i64>) = running.into_iter().unzip();
-    sqlx::query(
-        &format!(
-            "UPDATE apps SET status = 'running', updated_at = now() FROM unnest($2::bigint[], $3::bigint[]) AS r(app_id, deployment_id)
-             WHERE apps.id = r.app_id AND apps.current_deployment_id = r.deployment_id AND apps.worker_id = $1
-               AND apps.status IN ('stopped', 'crashed') AND {NOT_STOPPED_BY_USER}"
-        ),
-    )
-    .bind(worker_id)
-    .bind(&apps)
-    .bind(&deployments)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// After a reconnect: jobs leased to this worker before the connection opened that it no
-/// longer runs were lost with its process; they fail at once instead of waiting for the
-/// rescue horizon, and the user can deploy again.
-pub async fn fail_lost_jobs(
-    db: &PgPool,
-    worker_id: i64,
-    connected_at: chrono::DateTime<chrono::Utc>,
-    running: &[RunningJob],
-) -> Result<u64, sqlx::Error> {
-    let ids: Vec<i64> = running.iter().map(|j| j.job_id).collect();
-    let reason = "the worker restarted while running this job; deploy again";
-    let mut tx = db.begin().await?;
-    let lost: Vec<Option<i64>> = sqlx::query_scalar(
-        "UPDATE jobs SET status = 'failed', error = $4, finished_at = now()
-         WHERE worker_id = $1 AND status IN ('dispatched', 'running') AND dispatched_at < $2 AND NOT (id = ANY($3))
-         RETURNING deployment_id",
-    )
-    .bind(worker_id)
-    .bind(connected_at)
-    .bind(&ids)
-    .bind(reason)
-    .fetch_all(&mut *tx)
-    .await?;
-    for deployment in lost.iter().flatten() {
-        crate::store::apps::end_deployment(&mut tx, *deployment, "failed", reason).await?;
-    }
-    tx.commit().await?;
-    Ok(lost.len() as u64)
+    apps::resync_running(db, worker_id, &running).await
 }
 
 /// The desired state of a worker's apps, for `desired_state` after its `hello`.
-pub async fn desired_state(
-    db: &PgPool,
-    worker_id: i64,
-) -> Result<wisehosting_proto::messages::DesiredState, sqlx::Error> {
-    let rows: Vec<(i64, Option<i64>, bool)> = sqlx::query_as(
-        "SELECT a.id, a.current_deployment_id,
-                EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.status IN ('queued', 'dispatched', 'running'))
-         FROM apps a WHERE a.worker_id = $1",
-    )
-    .bind(worker_id)
-    .fetch_all(db)
-    .await?;
-    Ok(wisehosting_proto::messages::DesiredState {
-        apps: rows
-            .into_iter()
-            .map(|(app_id, deployment_id, busy)| wisehosting_proto::messages::DesiredApp {
-                app_id,
-                deployment_id,
-                busy,
-            })
-            .collect(),
-    })
+pub async fn desired_state(db: &PgPool, worker_id: i64) -> Result<DesiredState, sqlx::Error> {
+    let rows = apps::desired_on(db, worker_id).await?;
+    let apps = rows
+        .into_iter()
+        .map(|(app_id, deployment_id, busy)| DesiredApp { app_id, deployment_id, busy })
+        .collect();
+    Ok(DesiredState { apps })
 }

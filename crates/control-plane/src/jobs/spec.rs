@@ -12,7 +12,8 @@ use wisehosting_proto::job::{
 };
 
 use crate::plans::Plan;
-use crate::store::apps::{App, Deployment};
+use crate::store::apps::App;
+use crate::store::deployments::Deployment;
 
 /// A stored app that does not read as a job.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! The `apps`, `deployments` and `env_vars` tables.
+//! The `apps` and `env_vars` tables, and an app's repository token.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,9 @@ use sqlx::{PgExecutor, PgPool};
 use wisehosting_crypto::{Aad, Sealer};
 
 use super::StoreError;
+use wisehosting_proto::JobKind;
+
+use crate::domain::{AppStatus, JobStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct App {
@@ -16,7 +19,7 @@ pub struct App {
     pub user_id: i64,
     pub slug: String,
     pub name: String,
-    pub status: String,
+    pub status: AppStatus,
     pub repo_url: String,
     pub branch: String,
     pub framework: String,
@@ -32,26 +35,6 @@ pub struct App {
 
 const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, created_at";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Deployment {
-    pub id: i64,
-    pub app_id: i64,
-    pub status: String,
-    pub branch: String,
-    #[serde(rename = "commit")]
-    pub commit_sha: Option<String>,
-    pub image_id: Option<String>,
-    pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-const DEPLOYMENT_COLUMNS: &str = "d.id, d.app_id, d.status, d.branch, d.commit_sha, d.image_id, d.error, d.created_at, d.started_at, d.finished_at";
-
-/// Deployment states that will not change again.
-pub const FINAL_DEPLOYMENT_STATES: [&str; 4] = ["running", "superseded", "failed", "cancelled"];
-
 pub struct NewApp<'a> {
     pub user_id: i64,
     pub slug: &'a str,
@@ -66,7 +49,7 @@ pub struct NewApp<'a> {
 pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, StoreError> {
     sqlx::query_as(&format!(
         "INSERT INTO apps (user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port)
-         VALUES ($1, $2, $3, 'deploying', $4, $5, $6, $7, $8) RETURNING {APP_COLUMNS}"
+         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, $8) RETURNING {APP_COLUMNS}"
     ))
     .bind(app.user_id)
     .bind(app.slug)
@@ -76,6 +59,7 @@ pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, St
     .bind(app.framework)
     .bind(app.dockerfile_path)
     .bind(i32::from(app.port))
+    .bind(AppStatus::Deploying)
     .fetch_one(db)
     .await
     .map_err(|e| {
@@ -85,35 +69,6 @@ pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, St
             StoreError::Db(e)
         }
     })
-}
-
-/// Ends a deployment that did not make it (`failed` or `cancelled`, with the reason). A
-/// deployment already final is left alone (a restart's job names the running one); an app that
-/// never ran becomes `failed`, while a running app keeps serving its current version.
-pub async fn end_deployment(
-    tx: &mut sqlx::PgConnection,
-    deployment_id: i64,
-    status: &str,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    let app_id: Option<i64> = sqlx::query_scalar(
-        "UPDATE deployments SET status = $2, error = $3, finished_at = now()
-         WHERE id = $1 AND status NOT IN ('running', 'superseded', 'failed', 'cancelled') RETURNING app_id",
-    )
-    .bind(deployment_id)
-    .bind(status)
-    .bind(error)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(app_id) = app_id {
-        sqlx::query(
-            "UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN 'failed' ELSE status END, updated_at = now() WHERE id = $1",
-        )
-        .bind(app_id)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
 }
 
 /// The user's app count, with the user's row locked until the transaction ends, so two
@@ -146,8 +101,9 @@ pub async fn get_for_user(
 /// A redeploy of an app that never ran shows it as deploying; a running app keeps its status
 /// (it serves the old version until the switch).
 pub async fn mark_deploying_if_never_ran(db: impl PgExecutor<'_>, app_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apps SET status = 'deploying' WHERE id = $1 AND current_deployment_id IS NULL")
+    sqlx::query("UPDATE apps SET status = $2 WHERE id = $1 AND current_deployment_id IS NULL")
         .bind(app_id)
+        .bind(AppStatus::Deploying)
         .execute(db)
         .await?;
     Ok(())
@@ -155,74 +111,126 @@ pub async fn mark_deploying_if_never_ran(db: impl PgExecutor<'_>, app_id: i64) -
 
 /// The app is being removed from its worker; it is deleted when the worker confirms.
 pub async fn mark_deleting(db: impl PgExecutor<'_>, app_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apps SET status = 'deleting' WHERE id = $1").bind(app_id).execute(db).await?;
+    set_status(db, app_id, AppStatus::Deleting).await
+}
+
+pub async fn set_status(db: impl PgExecutor<'_>, app_id: i64, status: AppStatus) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(app_id)
+        .bind(status)
+        .execute(db)
+        .await?;
     Ok(())
+}
+
+/// A restart moved the app to a new port on its worker.
+pub async fn set_host_port(db: impl PgExecutor<'_>, app_id: i64, host_port: u16) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET host_port = $2 WHERE id = $1")
+        .bind(app_id)
+        .bind(i32::from(host_port))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The worker the app is placed on, if any.
+pub async fn worker_of(db: &PgPool, app_id: i64) -> Result<Option<i64>, sqlx::Error> {
+    let owner: Option<Option<i64>> = sqlx::query_scalar("SELECT worker_id FROM apps WHERE id = $1")
+        .bind(app_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(owner.flatten())
+}
+
+/// True for an app the user has not stopped since it last started (a SQL condition on `apps`
+/// whose three values are placeholders from `$first` on, bound by [`BindNotStopped`]): a
+/// container coming back never overrides a user's stop.
+fn not_stopped_by_user(first: usize) -> String {
+    let (stop, starts, succeeded) = (first, first + 1, first + 2);
+    format!(
+        "NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = apps.id AND j.kind = ${stop} AND j.status = ${succeeded}
+        AND j.finished_at > coalesce((SELECT max(s.finished_at) FROM jobs s WHERE s.app_id = apps.id
+            AND s.kind = ANY(${starts}) AND s.status = ${succeeded}), 'epoch'))"
+    )
+}
+
+fn starting_kinds() -> Vec<&'static str> {
+    [JobKind::Start, JobKind::Restart, JobKind::Deploy].map(JobKind::as_str).to_vec()
+}
+
+/// What the worker's monitor saw of one of its apps: moves it to `to` if it is in one of
+/// `from`, is placed on `worker_id`, has run, and was not stopped by its user.
+pub async fn follow_container(
+    db: &PgPool,
+    worker_id: i64,
+    app_id: i64,
+    from: &[AppStatus],
+    to: AppStatus,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "UPDATE apps SET status = $3, updated_at = now() WHERE id = $1 AND worker_id = $2 AND status = ANY($4)
+           AND current_deployment_id IS NOT NULL AND {}",
+        not_stopped_by_user(5)
+    ))
+    .bind(app_id)
+    .bind(worker_id)
+    .bind(to)
+    .bind(from)
+    .bind_not_stopped()
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Re-sync after a reconnect: apps on `worker_id` whose current deployment's container runs
+/// there (`running` pairs of app and deployment) are routable again, unless their user
+/// stopped them.
+pub async fn resync_running(db: &PgPool, worker_id: i64, running: &[(i64, i64)]) -> Result<(), sqlx::Error> {
+    let (apps, deployments): (Vec<i64>, Vec<i64>) = running.iter().copied().unzip();
+    sqlx::query(&format!(
+        "UPDATE apps SET status = $4, updated_at = now() FROM unnest($2::bigint[], $3::bigint[]) AS r(app_id, deployment_id)
+         WHERE apps.id = r.app_id AND apps.current_deployment_id = r.deployment_id AND apps.worker_id = $1
+           AND apps.status = ANY($5) AND {}",
+        not_stopped_by_user(6)
+    ))
+    .bind(worker_id)
+    .bind(&apps)
+    .bind(&deployments)
+    .bind(AppStatus::Running)
+    .bind(AppStatus::BACK_FROM)
+    .bind_not_stopped()
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Binds the values of [`not_stopped_by_user`], after the statement's own.
+trait BindNotStopped {
+    fn bind_not_stopped(self) -> Self;
+}
+
+impl<'q> BindNotStopped for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_not_stopped(self) -> Self {
+        self.bind(JobKind::Stop.as_str()).bind(starting_kinds()).bind(JobStatus::Succeeded)
+    }
+}
+
+/// Per app placed on `worker_id`: its current deployment, and whether a job is open for it.
+pub async fn desired_on(db: &PgPool, worker_id: i64) -> Result<Vec<(i64, Option<i64>, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.current_deployment_id,
+                EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.status = ANY($2))
+         FROM apps a WHERE a.worker_id = $1",
+    )
+    .bind(worker_id)
+    .bind(JobStatus::OPEN)
+    .fetch_all(db)
+    .await
 }
 
 /// Deletes the app's row (its deployments, env, domains and jobs go with it).
 pub async fn delete(db: impl PgExecutor<'_>, app_id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM apps WHERE id = $1").bind(app_id).execute(db).await?;
-    Ok(())
-}
-
-pub async fn insert_deployment(
-    db: impl PgExecutor<'_>,
-    app_id: i64,
-    branch: &str,
-    commit: Option<&str>,
-) -> Result<Deployment, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO deployments AS d (app_id, branch, commit_sha) VALUES ($1, $2, $3) RETURNING {DEPLOYMENT_COLUMNS}"
-    ))
-    .bind(app_id)
-    .bind(branch)
-    .bind(commit)
-    .fetch_one(db)
-    .await
-}
-
-pub async fn deployments_for_app(db: &PgPool, app_id: i64) -> Result<Vec<Deployment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE d.app_id = $1 ORDER BY d.id DESC LIMIT 100"
-    ))
-    .bind(app_id)
-    .fetch_all(db)
-    .await
-}
-
-pub async fn deployment_for_user(
-    db: &PgPool,
-    user_id: i64,
-    id: i64,
-) -> Result<Option<Deployment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d JOIN apps a ON a.id = d.app_id WHERE d.id = $1 AND a.user_id = $2"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(db)
-    .await
-}
-
-pub async fn build_log(db: &PgPool, deployment_id: i64) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT build_log FROM deployments WHERE id = $1")
-        .bind(deployment_id)
-        .fetch_one(db)
-        .await
-}
-
-/// The largest build log kept per deployment; older lines are dropped from the front.
-pub const BUILD_LOG_MAX: i32 = 512 * 1024;
-
-pub async fn append_build_log(db: &PgPool, deployment_id: i64, lines: &[String]) -> Result<(), sqlx::Error> {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    sqlx::query("UPDATE deployments SET build_log = right(build_log || $2, $3) WHERE id = $1")
-        .bind(deployment_id)
-        .bind(text)
-        .bind(BUILD_LOG_MAX)
-        .execute(db)
-        .await?;
     Ok(())
 }
 

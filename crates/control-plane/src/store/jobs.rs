@@ -7,6 +7,8 @@ use wisehosting_crypto::{Aad, Sealer};
 use wisehosting_proto::{JobKind, JobSpec};
 
 use super::StoreError;
+use super::deployments::{self, Ending};
+use crate::domain::JobStatus;
 
 /// The channel `NOTIFY` wakes the dispatcher on.
 pub const CHANNEL: &str = "wh_jobs";
@@ -34,13 +36,15 @@ pub async fn enqueue(
     }
     let kind = kind.as_str();
     let payload = spec.payload();
-    let id: i64 =
-        sqlx::query_scalar("INSERT INTO jobs (kind, app_id, deployment_id) VALUES ($1, $2, $3) RETURNING id")
-            .bind(kind)
-            .bind(app_id)
-            .bind(deployment_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, app_id, deployment_id, status) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(kind)
+    .bind(app_id)
+    .bind(deployment_id)
+    .bind(JobStatus::Queued)
+    .fetch_one(&mut *tx)
+    .await?;
     let sealed = sealer.seal(payload.to_string().as_bytes(), payload_aad(&id.to_string()))?;
     sqlx::query("UPDATE jobs SET payload_sealed = $2 WHERE id = $1")
         .bind(id)
@@ -55,25 +59,25 @@ pub async fn enqueue(
 /// deployments superseded.
 async fn supersede_queued_deploys(tx: &mut PgConnection, app_id: i64) -> Result<(), sqlx::Error> {
     let superseded: Vec<Option<i64>> = sqlx::query_scalar(
-        "UPDATE jobs SET status = 'cancelled', error = 'superseded by a newer deploy', finished_at = now()
-         WHERE app_id = $1 AND kind = 'deploy' AND status = 'queued' RETURNING deployment_id",
+        "UPDATE jobs SET status = $3, error = 'superseded by a newer deploy', finished_at = now()
+         WHERE app_id = $1 AND kind = $2 AND status = $4 RETURNING deployment_id",
     )
     .bind(app_id)
+    .bind(JobKind::Deploy.as_str())
+    .bind(JobStatus::Cancelled)
+    .bind(JobStatus::Queued)
     .fetch_all(&mut *tx)
     .await?;
     let ids: Vec<i64> = superseded.into_iter().flatten().collect();
-    sqlx::query("UPDATE deployments SET status = 'superseded', finished_at = now() WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    deployments::supersede(tx, &ids).await
 }
 
 /// A queued job ready to lease: no other job of its app is leased.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Ready {
     pub id: i64,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     pub app_id: i64,
     pub deployment_id: Option<i64>,
     pub payload_sealed: Option<String>,
@@ -84,11 +88,13 @@ pub async fn lock_ready(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ready>,
     sqlx::query_as(
         "SELECT j.id, j.kind, j.app_id, j.deployment_id, j.payload_sealed, a.worker_id AS app_worker_id
          FROM jobs j JOIN apps a ON a.id = j.app_id
-         WHERE j.status = 'queued'
-           AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.app_id = j.app_id AND r.status IN ('dispatched', 'running'))
+         WHERE j.status = $2
+           AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.app_id = j.app_id AND r.status = ANY($3))
          ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED",
     )
     .bind(limit)
+    .bind(JobStatus::Queued)
+    .bind(JobStatus::LEASED)
     .fetch_all(&mut *tx)
     .await
 }
@@ -101,11 +107,12 @@ pub async fn lease(
     worker_id: i64,
 ) -> Result<i32, sqlx::Error> {
     let attempt: i32 = sqlx::query_scalar(
-        "UPDATE jobs SET status = 'dispatched', worker_id = $2, attempt = attempt + 1, dispatched_at = now()
+        "UPDATE jobs SET status = $3, worker_id = $2, attempt = attempt + 1, dispatched_at = now()
          WHERE id = $1 RETURNING attempt",
     )
     .bind(job_id)
     .bind(worker_id)
+    .bind(JobStatus::Dispatched)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("UPDATE apps SET worker_id = $2 WHERE id = $1")
@@ -118,11 +125,15 @@ pub async fn lease(
 
 /// Puts back a lease whose frame could not be sent (the worker never saw it).
 pub async fn unlease(db: &PgPool, job_id: i64, attempt: i32) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET status = 'queued', worker_id = NULL WHERE id = $1 AND attempt = $2 AND status = 'dispatched'")
-        .bind(job_id)
-        .bind(attempt)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE jobs SET status = $3, worker_id = NULL WHERE id = $1 AND attempt = $2 AND status = $4",
+    )
+    .bind(job_id)
+    .bind(attempt)
+    .bind(JobStatus::Queued)
+    .bind(JobStatus::Dispatched)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -141,10 +152,9 @@ pub fn open_spec(sealer: &Sealer, job: &Ready) -> JobSpec {
         .and_then(|bytes| {
             serde_json::from_slice(&bytes).map_err(|e| format!("its payload does not read: {e}"))
         });
-    match (opened, JobKind::parse(&job.kind)) {
-        (Ok(payload), _) => JobSpec::from_parts(&job.kind, payload),
-        (Err(error), Some(kind)) => JobSpec::Invalid { kind, error },
-        (Err(_), None) => JobSpec::Unknown { kind: job.kind.clone() },
+    match opened {
+        Ok(payload) => JobSpec::from_parts(job.kind.as_str(), payload),
+        Err(error) => JobSpec::Invalid { kind: job.kind, error },
     }
 }
 
@@ -155,12 +165,27 @@ pub async fn cancel_queued_for_app(
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE jobs SET status = 'cancelled', error = $2, finished_at = now() WHERE app_id = $1 AND status = 'queued'",
+        "UPDATE jobs SET status = $3, error = $2, finished_at = now() WHERE app_id = $1 AND status = $4",
     )
     .bind(app_id)
     .bind(reason)
+    .bind(JobStatus::Cancelled)
+    .bind(JobStatus::Queued)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Fails leased jobs (returned by `failed`, each with its deployment) and their deployments,
+/// with the reason.
+async fn end_deployments_of(
+    tx: &mut PgConnection,
+    failed: &[Option<i64>],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    for deployment in failed.iter().flatten() {
+        deployments::end(tx, *deployment, Ending::Failed, reason).await?;
+    }
     Ok(())
 }
 
@@ -173,18 +198,18 @@ pub async fn fail_unsendable(
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    let deployment: Option<Option<i64>> = sqlx::query_scalar(
-        "UPDATE jobs SET status = 'failed', error = $3, finished_at = now()
-         WHERE id = $1 AND attempt = $2 AND status = 'dispatched' RETURNING deployment_id",
+    let failed: Vec<Option<i64>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = $4, error = $3, finished_at = now()
+         WHERE id = $1 AND attempt = $2 AND status = $5 RETURNING deployment_id",
     )
     .bind(job_id)
     .bind(attempt)
     .bind(reason)
-    .fetch_optional(&mut *tx)
+    .bind(JobStatus::Failed)
+    .bind(JobStatus::Dispatched)
+    .fetch_all(&mut *tx)
     .await?;
-    if let Some(Some(deployment)) = deployment {
-        super::apps::end_deployment(&mut tx, deployment, "failed", reason).await?;
-    }
+    end_deployments_of(&mut tx, &failed, reason).await?;
     tx.commit().await
 }
 
@@ -198,7 +223,8 @@ pub struct Fence {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Leased {
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     pub app_id: i64,
     pub deployment_id: Option<i64>,
 }
@@ -206,13 +232,15 @@ pub struct Leased {
 /// `job_accepted`: dispatched → running, if the fence matches.
 pub async fn accept(db: &PgPool, fence: Fence) -> Result<Option<Leased>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE jobs SET status = 'running', started_at = now()
-         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = 'dispatched'
+        "UPDATE jobs SET status = $4, started_at = now()
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = $5
          RETURNING kind, app_id, deployment_id",
     )
     .bind(fence.job_id)
     .bind(fence.attempt)
     .bind(fence.worker_id)
+    .bind(JobStatus::Running)
+    .bind(JobStatus::Dispatched)
     .fetch_optional(db)
     .await
 }
@@ -221,11 +249,12 @@ pub async fn accept(db: &PgPool, fence: Fence) -> Result<Option<Leased>, sqlx::E
 pub async fn fenced(db: impl sqlx::PgExecutor<'_>, fence: Fence) -> Result<Option<Leased>, sqlx::Error> {
     sqlx::query_as(
         "SELECT kind, app_id, deployment_id FROM jobs
-         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status IN ('dispatched', 'running')",
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = ANY($4)",
     )
     .bind(fence.job_id)
     .bind(fence.attempt)
     .bind(fence.worker_id)
+    .bind(JobStatus::LEASED)
     .fetch_optional(db)
     .await
 }
@@ -237,16 +266,18 @@ pub async fn finish(
     ok: bool,
     error: Option<&str>,
 ) -> Result<Option<Leased>, sqlx::Error> {
+    let status = if ok { JobStatus::Succeeded } else { JobStatus::Failed };
     sqlx::query_as(
-        "UPDATE jobs SET status = CASE WHEN $4 THEN 'succeeded' ELSE 'failed' END, error = $5, finished_at = now()
-         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status IN ('dispatched', 'running')
+        "UPDATE jobs SET status = $4, error = $5, finished_at = now()
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = ANY($6)
          RETURNING kind, app_id, deployment_id",
     )
     .bind(fence.job_id)
     .bind(fence.attempt)
     .bind(fence.worker_id)
-    .bind(ok)
+    .bind(status)
     .bind(error)
+    .bind(JobStatus::LEASED)
     .fetch_optional(&mut *tx)
     .await
 }
@@ -256,19 +287,56 @@ pub async fn fail_stuck(db: &PgPool) -> Result<u64, sqlx::Error> {
     let mut tx = db.begin().await?;
     let reason = format!("the worker did not finish within {STUCK_AFTER_MINUTES} minutes; deploy again");
     let stuck: Vec<Option<i64>> = sqlx::query_scalar(
-        "UPDATE jobs SET status = 'failed', error = $2, finished_at = now()
-         WHERE status IN ('dispatched', 'running') AND dispatched_at < now() - make_interval(mins => $1)
+        "UPDATE jobs SET status = $3, error = $2, finished_at = now()
+         WHERE status = ANY($4) AND dispatched_at < now() - make_interval(mins => $1)
          RETURNING deployment_id",
     )
     .bind(STUCK_AFTER_MINUTES)
     .bind(&reason)
+    .bind(JobStatus::Failed)
+    .bind(JobStatus::LEASED)
     .fetch_all(&mut *tx)
     .await?;
-    for deployment in stuck.iter().flatten() {
-        super::apps::end_deployment(&mut tx, *deployment, "failed", &reason).await?;
-    }
+    end_deployments_of(&mut tx, &stuck, &reason).await?;
     tx.commit().await?;
     Ok(stuck.len() as u64)
+}
+
+/// After a reconnect: jobs leased to this worker before the connection opened that it no
+/// longer runs (`running` are the ones it does) were lost with its process; they fail at once
+/// instead of waiting for the rescue horizon, and the user can deploy again.
+pub async fn fail_lost(
+    db: &PgPool,
+    worker_id: i64,
+    connected_at: chrono::DateTime<chrono::Utc>,
+    running: &[i64],
+) -> Result<u64, sqlx::Error> {
+    let reason = "the worker restarted while running this job; deploy again";
+    let mut tx = db.begin().await?;
+    let lost: Vec<Option<i64>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = $5, error = $4, finished_at = now()
+         WHERE worker_id = $1 AND status = ANY($6) AND dispatched_at < $2 AND NOT (id = ANY($3))
+         RETURNING deployment_id",
+    )
+    .bind(worker_id)
+    .bind(connected_at)
+    .bind(running)
+    .bind(reason)
+    .bind(JobStatus::Failed)
+    .bind(JobStatus::LEASED)
+    .fetch_all(&mut *tx)
+    .await?;
+    end_deployments_of(&mut tx, &lost, reason).await?;
+    tx.commit().await?;
+    Ok(lost.len() as u64)
+}
+
+/// A cancelled job's lease, to tell its worker about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelledLease {
+    pub job_id: i64,
+    pub attempt: i32,
+    pub worker_id: i64,
 }
 
 /// Cancels the unfinished job of a deployment. Returns the lease to tell the worker about,
@@ -276,17 +344,19 @@ pub async fn fail_stuck(db: &PgPool) -> Result<u64, sqlx::Error> {
 pub async fn cancel_for_deployment(
     tx: &mut PgConnection,
     deployment_id: i64,
-) -> Result<Option<(i64, i32, i64)>, sqlx::Error> {
-    let row: Option<(i64, i32, Option<i64>, String)> = sqlx::query_as(
-        "UPDATE jobs j SET status = 'cancelled', error = 'cancelled by the user', finished_at = now()
-         FROM jobs old WHERE old.id = j.id AND j.deployment_id = $1 AND j.status IN ('queued', 'dispatched', 'running')
+) -> Result<Option<CancelledLease>, sqlx::Error> {
+    let row: Option<(i64, i32, Option<i64>, JobStatus)> = sqlx::query_as(
+        "UPDATE jobs j SET status = $2, error = 'cancelled by the user', finished_at = now()
+         FROM jobs old WHERE old.id = j.id AND j.deployment_id = $1 AND j.status = ANY($3)
          RETURNING j.id, j.attempt, j.worker_id, old.status",
     )
     .bind(deployment_id)
+    .bind(JobStatus::Cancelled)
+    .bind(JobStatus::OPEN)
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.and_then(|(id, attempt, worker, old)| match (worker, old.as_str()) {
-        (Some(w), "dispatched" | "running") => Some((id, attempt, w)),
-        _ => None,
+    Ok(row.and_then(|(job_id, attempt, worker, old)| {
+        let was_leased = JobStatus::LEASED.contains(&old);
+        worker.filter(|_| was_leased).map(|worker_id| CancelledLease { job_id, attempt, worker_id })
     }))
 }

@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod audit;
+pub mod deployments;
 pub mod domains;
 pub mod jobs;
 pub mod key_usage;
@@ -17,6 +18,24 @@ pub enum StoreError {
     Seal(#[from] wisehosting_crypto::SealError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+/// One round trip to the database.
+pub async fn ping(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(db).await.map(drop)
+}
+
+/// Creates the `wisehosting` database on a cluster (single-machine mode's private one) unless
+/// it exists.
+pub async fn create_platform_database(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'wisehosting')")
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        sqlx::query("CREATE DATABASE wisehosting").execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// True when the error is a unique-constraint violation.

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use crate::domain::AppStatus;
+
 /// One deployed app as routing sees it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RouteRow {
     pub app_id: i64,
     pub slug: String,
-    pub status: String,
+    pub status: AppStatus,
     pub host_port: Option<i32>,
     pub worker_id: i64,
     pub zone: Option<String>,
@@ -32,7 +34,7 @@ impl RouteRow {
 
     /// True when the app should receive traffic: running, on a known port.
     pub fn serving(&self) -> bool {
-        self.host_port.is_some() && matches!(self.status.as_str(), "running" | "deploying")
+        self.host_port.is_some() && AppStatus::ROUTABLE.contains(&self.status)
     }
 }
 
@@ -44,11 +46,12 @@ pub async fn list(db: &PgPool, worker: Option<i64>) -> Result<Vec<RouteRow>, sql
                 COALESCE((SELECT array_agg(d.hostname ORDER BY d.hostname) FROM domains d
                           WHERE d.app_id = a.id AND d.verified_at IS NOT NULL), '{}') AS domains
          FROM apps a JOIN workers w ON w.id = a.worker_id
-         WHERE a.current_deployment_id IS NOT NULL AND a.status <> 'deleting'
+         WHERE a.current_deployment_id IS NOT NULL AND a.status <> $2
            AND ($1::bigint IS NULL OR a.worker_id = $1)
          ORDER BY a.id",
     )
     .bind(worker)
+    .bind(AppStatus::Deleting)
     .fetch_all(db)
     .await
 }
@@ -98,7 +101,7 @@ mod tests {
         RouteRow {
             app_id: id,
             slug: slug.into(),
-            status: status.into(),
+            status: AppStatus::parse(status).unwrap_or(AppStatus::Created),
             host_port: port,
             worker_id: 1,
             zone: None,

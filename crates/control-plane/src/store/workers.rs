@@ -5,7 +5,7 @@ use wisehosting_crypto::{Aad, Sealer, random_token, sha256_hex};
 use wisehosting_proto::mac_key_from_api_key;
 
 use super::{StoreError, is_unique_violation};
-use crate::domain::{WorkerName, Zone};
+use crate::domain::{AppStatus, WorkerName, WorkerStatus, Zone};
 
 /// A worker just created. The raw key is shown once and never stored.
 #[derive(Debug)]
@@ -94,13 +94,13 @@ async fn create_with_key(
 pub struct WorkerAuth {
     pub id: i64,
     pub name: String,
-    pub status: String,
+    pub status: WorkerStatus,
     pub mac_key_sealed: String,
 }
 
 impl WorkerAuth {
     pub fn is_disabled(&self) -> bool {
-        self.status == "disabled"
+        self.status == WorkerStatus::Disabled
     }
 
     /// The envelope MAC key, opened from its sealed column.
@@ -155,10 +155,12 @@ pub async fn record_registration(
 
 pub async fn mark_online(pool: &PgPool, id: i64, version: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE workers SET status = 'online', version = COALESCE(NULLIF($2, ''), version), last_heartbeat_at = now() WHERE id = $1 AND status <> 'disabled'",
+        "UPDATE workers SET status = $3, version = COALESCE(NULLIF($2, ''), version), last_heartbeat_at = now() WHERE id = $1 AND status <> $4",
     )
     .bind(id)
     .bind(version)
+    .bind(WorkerStatus::Online)
+    .bind(WorkerStatus::Disabled)
     .execute(pool)
     .await?;
     Ok(())
@@ -167,23 +169,28 @@ pub async fn mark_online(pool: &PgPool, id: i64, version: &str) -> Result<(), sq
 /// Marks a worker offline and its running apps stopped (un-routable), in one transaction.
 pub async fn mark_offline(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE workers SET status = 'offline' WHERE id = $1 AND status = 'online'")
+    sqlx::query("UPDATE workers SET status = $2 WHERE id = $1 AND status = $3")
         .bind(id)
+        .bind(WorkerStatus::Offline)
+        .bind(WorkerStatus::Online)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE apps SET status = 'stopped', updated_at = now() WHERE worker_id = $1 AND status = 'running'",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE apps SET status = $2, updated_at = now() WHERE worker_id = $1 AND status = $3")
+        .bind(id)
+        .bind(AppStatus::Stopped)
+        .bind(AppStatus::Running)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
 }
 
 /// Workers the database believes online (after a control-plane restart, they get a grace
 /// period to reconnect before they are marked offline).
-pub async fn online_ids(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM workers WHERE status = 'online'").fetch_all(pool).await
+pub async fn online_ids(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM workers WHERE status = $1 ORDER BY id")
+        .bind(WorkerStatus::Online)
+        .fetch_all(db)
+        .await
 }
 
 /// Persists the latest heartbeat times in one statement.

@@ -158,3 +158,44 @@ async fn the_database_is_reached_over_tls_with_sslmode_require_and_verified_with
     let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.expect("query");
     assert_eq!(one, 1);
 }
+
+/// The states in a column's CHECK constraint, as the migrated database has them.
+async fn checked_states(pool: &PgPool, table: &str, column: &str) -> Vec<String> {
+    let defs: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+         WHERE c.conrelid = $1::regclass AND c.contype = 'c'",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .expect("constraints");
+    let def = defs
+        .into_iter()
+        .find(|d| d.contains(&format!("({column} = ")) || d.contains(&format!("(({column})")))
+        .unwrap_or_else(|| panic!("no CHECK on {table}.{column}"));
+    // `CHECK ((status = ANY (ARRAY['a'::text, 'b'::text])))`
+    def.split('\'').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn the_state_enums_name_exactly_the_states_the_database_allows() {
+    use wisehosting_control_plane::domain::state::{AppStatus, DeploymentStatus, JobStatus, WorkerStatus};
+    let pool = PgPool::connect(&fresh_database(true).await).await.expect("connect");
+    let names = |all: Vec<&'static str>| all.into_iter().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        checked_states(&pool, "apps", "status").await,
+        names(AppStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    assert_eq!(
+        checked_states(&pool, "deployments", "status").await,
+        names(DeploymentStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    assert_eq!(
+        checked_states(&pool, "jobs", "status").await,
+        names(JobStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    assert_eq!(
+        checked_states(&pool, "workers", "status").await,
+        names(WorkerStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+}

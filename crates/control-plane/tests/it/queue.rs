@@ -28,8 +28,13 @@ async fn deploy(user: &UserSession, name: &str) -> (i64, i64) {
 /// Sends a log line for `app` on `raw` and waits until the app's log shows it: frames of one
 /// connection are handled in order, so everything `raw` sent before has been handled too.
 async fn barrier(raw: &mut RawWorker, user: &UserSession, app: i64, tag: &str) {
-    raw.send(&Log { app_id: app, deployment_id: None, stream: "runtime".into(), lines: vec![tag.into()] })
-        .await;
+    raw.send(&Log {
+        app_id: app,
+        deployment_id: None,
+        stream: wisehosting_proto::messages::LogStream::Runtime,
+        lines: vec![tag.into()],
+    })
+    .await;
     let seen = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
         let tail: Value =
             user.get(&format!("/api/apps/{app}/logs?tail=1000")).await.json().await.expect("json");
@@ -185,7 +190,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
         .send(&Log {
             app_id: app,
             deployment_id: Some(deployment),
-            stream: "build".into(),
+            stream: wisehosting_proto::messages::LogStream::Build,
             lines: vec!["forged by b".into()],
         })
         .await;
@@ -228,7 +233,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
         .send(&Log {
             app_id: app,
             deployment_id: Some(deployment),
-            stream: "build".into(),
+            stream: wisehosting_proto::messages::LogStream::Build,
             lines: vec!["\u{1b}[32mstep 1\u{1b}[0m".into()],
         })
         .await;
@@ -312,7 +317,7 @@ async fn log_lines_reach_the_tail_and_the_live_stream_of_their_app_only() {
     raw.send(&Log {
         app_id: app,
         deployment_id: None,
-        stream: "runtime".into(),
+        stream: wisehosting_proto::messages::LogStream::Runtime,
         lines: vec!["hello from the app\0".into()],
     })
     .await;
@@ -380,7 +385,7 @@ async fn a_live_log_stream_ends_at_logout_and_a_user_holds_at_most_ten() {
     raw.send(&Log {
         app_id: app,
         deployment_id: None,
-        stream: "runtime".into(),
+        stream: wisehosting_proto::messages::LogStream::Runtime,
         lines: vec!["after".into()],
     })
     .await;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wisehosting_proto::JobSpec;
 use wisehosting_proto::job::Phase;
-use wisehosting_proto::messages::{Job, JobAccepted, JobProgress, JobResult, Log};
+use wisehosting_proto::messages::{Job, JobAccepted, JobProgress, JobResult, Log, LogStream};
 
 use crate::config::DeploySettings;
 use crate::link::Outgoing;
@@ -73,7 +73,7 @@ impl Reporter {
             return;
         }
         let log =
-            Log { app_id: self.app_id, deployment_id: self.deployment_id, stream: "build".into(), lines };
+            Log { app_id: self.app_id, deployment_id: self.deployment_id, stream: LogStream::Build, lines };
         self.send(Outgoing::of(&log)).await;
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wisehosting_proto::messages::{AppStat, AppStateEntry, AppStates, AppStats, Log};
+use wisehosting_proto::messages::{AppRunState, AppStat, AppStateEntry, AppStates, AppStats, Log, LogStream};
 
 use super::Podman;
 use crate::link::Outgoing;
@@ -181,21 +181,21 @@ fn app_states(seen: &[Seen]) -> Vec<AppStateEntry> {
     let mut by_app: HashMap<i64, AppStateEntry> = HashMap::new();
     for c in seen {
         let state = if c.running && c.restarts < CRASH_LOOP_FAILURES {
-            "running"
+            AppRunState::Running
         } else if c.restarts >= CRASH_LOOP_FAILURES {
-            "crash_looping"
+            AppRunState::CrashLooping
         } else {
-            "exited"
+            AppRunState::Exited
         };
         let entry = by_app.entry(c.app_id).or_insert_with(|| AppStateEntry {
             app_id: c.app_id,
-            state: state.into(),
+            state,
             exit_code: None,
             restarts: 0,
         });
         // A running container wins over an old exited one.
-        if state == "running" || entry.state != "running" {
-            entry.state = state.into();
+        if state == AppRunState::Running || entry.state != AppRunState::Running {
+            entry.state = state;
             entry.exit_code = if c.running { None } else { c.exit_code };
             entry.restarts = c.restarts;
         }
@@ -268,7 +268,7 @@ async fn flush(out: &mpsc::Sender<Outgoing>, app_id: i64, batch: &mut LogBatch) 
     }
     let lines = batch.take();
     let _ =
-        out.send(Outgoing::of(&Log { app_id, deployment_id: None, stream: "runtime".into(), lines })).await;
+        out.send(Outgoing::of(&Log { app_id, deployment_id: None, stream: LogStream::Runtime, lines })).await;
 }
 
 #[cfg(test)]
@@ -287,12 +287,10 @@ mod tests {
             seen(3, false, 5, Some(1)),
             seen(1, false, 0, Some(0)),
         ]);
-        let by = |id: i64| {
-            states.iter().find(|s| s.app_id == id).map(|s| (s.state.clone(), s.exit_code, s.restarts))
-        };
-        assert_eq!(by(1), Some(("running".into(), None, 0)));
-        assert_eq!(by(2), Some(("exited".into(), Some(3), 1)));
-        assert_eq!(by(3), Some(("crash_looping".into(), Some(1), 5)));
+        let by = |id: i64| states.iter().find(|s| s.app_id == id).map(|s| (s.state, s.exit_code, s.restarts));
+        assert_eq!(by(1), Some((AppRunState::Running, None, 0)));
+        assert_eq!(by(2), Some((AppRunState::Exited, Some(3), 1)));
+        assert_eq!(by(3), Some((AppRunState::CrashLooping, Some(1), 5)));
     }
 
     #[test]

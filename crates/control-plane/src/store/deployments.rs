@@ -1,0 +1,242 @@
+//! The `deployments` table: a deploy's progress and outcome, and its build log. Every status
+//! change goes through here, bound as a [`DeploymentStatus`] and guarded by the states it may
+//! start from ([`DeploymentStatus::may_move_to`]).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+
+use crate::domain::{AppStatus, DeploymentStatus};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Deployment {
+    pub id: i64,
+    pub app_id: i64,
+    pub status: DeploymentStatus,
+    pub branch: String,
+    #[serde(rename = "commit")]
+    pub commit_sha: Option<String>,
+    pub image_id: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "d.id, d.app_id, d.status, d.branch, d.commit_sha, d.image_id, d.error, d.created_at, d.started_at, d.finished_at";
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    app_id: i64,
+    branch: &str,
+    commit: Option<&str>,
+) -> Result<Deployment, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO deployments AS d (app_id, status, branch, commit_sha) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+    ))
+    .bind(app_id)
+    .bind(DeploymentStatus::Queued)
+    .bind(branch)
+    .bind(commit)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn for_app(db: &PgPool, app_id: i64) -> Result<Vec<Deployment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deployments d WHERE d.app_id = $1 ORDER BY d.id DESC LIMIT 100"
+    ))
+    .bind(app_id)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn for_user(db: &PgPool, user_id: i64, id: i64) -> Result<Option<Deployment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deployments d JOIN apps a ON a.id = d.app_id WHERE d.id = $1 AND a.user_id = $2"
+    ))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Moves a deployment to `next` if it is in a state that may move there; true if it moved.
+async fn advance(db: impl PgExecutor<'_>, id: i64, next: DeploymentStatus) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query("UPDATE deployments SET status = $2 WHERE id = $1 AND status = ANY($3)")
+        .bind(id)
+        .bind(next)
+        .bind(DeploymentStatus::may_move_to(next))
+        .execute(db)
+        .await?;
+    Ok(moved.rows_affected() > 0)
+}
+
+/// The worker accepted the deploy's job: the deployment starts (queued → cloning).
+pub async fn start(db: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET status = $2, started_at = now() WHERE id = $1 AND status = $3")
+        .bind(id)
+        .bind(DeploymentStatus::Cloning)
+        .bind(DeploymentStatus::Queued)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A phase the worker reported.
+pub async fn enter_phase(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    phase: DeploymentStatus,
+) -> Result<(), sqlx::Error> {
+    advance(db, id, phase).await.map(drop)
+}
+
+/// What a successful deploy runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Switched<'a> {
+    pub image_id: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub host_port: Option<u16>,
+    /// The commit the worker built, when the deployment named none.
+    pub commit: Option<&'a str>,
+}
+
+/// The deploy succeeded: the deployment runs, the one that ran before is superseded, and the
+/// app serves the new version.
+pub async fn switch_to(
+    tx: &mut PgConnection,
+    app_id: i64,
+    id: i64,
+    switched: Switched<'_>,
+) -> Result<(), sqlx::Error> {
+    let port = switched.host_port.map(i32::from);
+    let commit = switched.commit.filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+    sqlx::query(
+        "UPDATE deployments SET status = $2, image_id = $3, container_id = $4, host_port = $5, error = NULL,
+                finished_at = now(), commit_sha = COALESCE(commit_sha, $6)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(DeploymentStatus::Running)
+    .bind(switched.image_id)
+    .bind(switched.container_id)
+    .bind(port)
+    .bind(commit)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE deployments SET status = $3 WHERE app_id = $1 AND id <> $2 AND status = $4")
+        .bind(app_id)
+        .bind(id)
+        .bind(DeploymentStatus::Superseded)
+        .bind(DeploymentStatus::Running)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE apps SET status = $3, current_deployment_id = $2, host_port = $4, updated_at = now() WHERE id = $1",
+    )
+    .bind(app_id)
+    .bind(id)
+    .bind(AppStatus::Running)
+    .bind(port)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A restart moved the running version to a new port (and container).
+pub async fn moved(
+    tx: &mut PgConnection,
+    id: i64,
+    host_port: u16,
+    container_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deployments SET host_port = $2, container_id = COALESCE($3, container_id) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(i32::from(host_port))
+    .bind(container_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// How a deployment that did not make it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Failed,
+    Cancelled,
+}
+
+/// Ends a deployment that did not make it, with the reason. A deployment already final is
+/// left alone (a restart's job names the running one); an app that never ran becomes
+/// `failed`, while a running app keeps serving its current version.
+pub async fn end(tx: &mut PgConnection, id: i64, ending: Ending, error: &str) -> Result<(), sqlx::Error> {
+    let next = match ending {
+        Ending::Failed => DeploymentStatus::Failed,
+        Ending::Cancelled => DeploymentStatus::Cancelled,
+    };
+    let app_id: Option<i64> = sqlx::query_scalar(
+        "UPDATE deployments SET status = $2, error = $3, finished_at = now()
+         WHERE id = $1 AND status = ANY($4) RETURNING app_id",
+    )
+    .bind(id)
+    .bind(next)
+    .bind(error)
+    .bind(DeploymentStatus::may_move_to(next))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(app_id) = app_id {
+        sqlx::query(
+            "UPDATE apps SET status = CASE WHEN current_deployment_id IS NULL THEN $2 ELSE status END, updated_at = now() WHERE id = $1",
+        )
+        .bind(app_id)
+        .bind(AppStatus::Failed)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Supersedes deployments whose queued jobs a newer deploy replaced.
+pub async fn supersede(tx: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deployments SET status = $2, finished_at = now() WHERE id = ANY($1) AND status = ANY($3)",
+    )
+    .bind(ids)
+    .bind(DeploymentStatus::Superseded)
+    .bind(DeploymentStatus::may_move_to(DeploymentStatus::Superseded))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn build_log(db: &PgPool, id: i64) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT build_log FROM deployments WHERE id = $1").bind(id).fetch_one(db).await
+}
+
+/// The largest build log kept per deployment; older lines are dropped from the front.
+pub const BUILD_LOG_MAX: i32 = 512 * 1024;
+
+/// Appends lines to the build log of a deployment of `app_id` (lines naming another app's
+/// deployment are dropped); true if they were kept.
+pub async fn append_build_log(
+    db: &PgPool,
+    app_id: i64,
+    id: i64,
+    lines: &[String],
+) -> Result<bool, sqlx::Error> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let kept = sqlx::query(
+        "UPDATE deployments SET build_log = right(build_log || $3, $4) WHERE id = $1 AND app_id = $2",
+    )
+    .bind(id)
+    .bind(app_id)
+    .bind(text)
+    .bind(BUILD_LOG_MAX)
+    .execute(db)
+    .await?;
+    Ok(kept.rows_affected() > 0)
+}
