@@ -27,10 +27,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use wisehosting_proto::messages::{RouteEntry, RouteTable};
 use wisehosting_testkit::{
     TestDns, TestRepo, page_containerfile, percentile, proc_status_kib, spawn_platform,
 };
-use wisehosting_worker::edge::{Edge, Table};
+use wisehosting_worker::edge::Edge;
 
 const ROUTES: usize = 1000;
 const TARGET_HOST: &str = "app-500.bench.test";
@@ -78,6 +79,18 @@ fn traefik_table(backend: u16) -> Value {
         );
     }
     json!({ "http": { "routers": routers, "services": services } })
+}
+
+/// The same `ROUTES` apps as the edge router gets them: a pushed route table.
+fn route_table(backend: u16) -> RouteTable {
+    let routes = (0..ROUTES)
+        .map(|i| RouteEntry {
+            app_id: i as i64,
+            hosts: vec![format!("app-{i}.bench.test")],
+            port: Some(backend),
+        })
+        .collect();
+    RouteTable { version: 1, routes }
 }
 
 fn nginx_conf(dir: &Path, body: &str) -> String {
@@ -195,12 +208,10 @@ fn router_mode(table_path: &str) {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
     runtime.block_on(async move {
-        let config: Value =
+        let routes: RouteTable =
             serde_json::from_str(&std::fs::read_to_string(table_path).expect("table")).expect("json");
         let edge = Edge::new();
-        let (table, warnings) = Table::from_traefik(&config);
-        assert!(warnings.is_empty(), "{warnings:?}");
-        edge.swap(table);
+        assert!(edge.apply(&routes), "the table is taken");
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stop = shutdown.clone();
@@ -234,6 +245,8 @@ fn main() {
     let table = traefik_table(backend);
     let table_path = dir.path().join("table.yaml");
     std::fs::write(&table_path, table.to_string()).expect("write");
+    let routes_path = dir.path().join("routes.json");
+    std::fs::write(&routes_path, serde_json::to_string(&route_table(backend)).expect("json")).expect("write");
 
     // nginx as the proxy: 1,000 server blocks, upstream keep-alive.
     let nginx_port = free_port();
@@ -268,7 +281,7 @@ fn main() {
     wait_port(traefik_port);
 
     // The edge router in its own process.
-    let (router_port, mut router) = spawn_router(&table_path);
+    let (router_port, mut router) = spawn_router(&routes_path);
     let router_rss_loaded = proc_status_kib(router.id(), "VmRSS:");
 
     for port in [router_port, nginx_port, traefik_port] {

@@ -4,8 +4,13 @@
 //! - [`db`]: the pool and the embedded reversible migrations.
 //! - [`startup`]: [`startup::App`], built from config by the binary and the tests alike.
 //! - [`http`]: routers, middleware, [`http::ApiError`].
-//! - [`hub`]: the WebSocket hub of worker connections.
-//! - [`domain`]: parsed newtypes. [`store`]: sqlx functions per table.
+//! - [`hub`]: the WebSocket hub of worker connections; it hands reports and route changes on
+//!   by channel and knows nothing of jobs.
+//! - [`jobs`]: job specs, the dispatcher, and applying what workers report.
+//! - [`routing`]: the route table, pushed to workers and rendered for Traefik.
+//! - [`domain`]: parsed newtypes and the state enums. [`store`]: every SQL statement, per table.
+//! - [`state`]: the shared [`state::AppState`]. [`plans`]: the plan registry.
+//! - [`logbus`]: live log lines per app. [`metrics`]: Prometheus text. [`telemetry`]: tracing.
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
 //! - [`cli`]: the `wisehosting` command.
@@ -23,6 +28,7 @@ pub mod jobs;
 pub mod logbus;
 pub mod metrics;
 pub mod plans;
+pub mod routing;
 pub mod startup;
 pub mod state;
 pub mod store;

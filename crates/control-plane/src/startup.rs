@@ -79,6 +79,8 @@ impl App {
             state.logbus.clone(),
             shutdown.clone(),
         );
+        let base = state.config.subdomain_base.clone();
+        crate::routing::spawn_pusher(state.db.clone(), state.hub.clone(), base, shutdown.clone());
         let api = &state.config.api_server;
         let addr = SocketAddr::new(api.host, api.port);
         let public = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;

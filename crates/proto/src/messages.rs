@@ -292,10 +292,35 @@ pub struct JobCancel {
 }
 message!(JobCancel, "job_cancel");
 
+/// Superseded by [`RouteTable`] (the table itself is pushed); kept so the type stays known.
+/// A worker ignores it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RoutesChanged {}
 message!(RoutesChanged, "routes_changed");
+
+/// The worker's routing table, whole: sent after its `hello` and whenever a route of its
+/// apps changes. The worker swaps it in at once; one whose `version` is below the table it
+/// has is ignored (versions only grow, across control-plane restarts too).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteTable {
+    pub version: u64,
+    pub routes: Vec<RouteEntry>,
+}
+message!(RouteTable, "route_table");
+
+/// One app's routes on the worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteEntry {
+    pub app_id: i64,
+    /// Lowercase hostnames; `*.suffix` stands for exactly one more label before `suffix`.
+    pub hosts: Vec<String>,
+    /// The app's published port on the worker's loopback; none while the app does not serve
+    /// (the edge router answers 503).
+    pub port: Option<u16>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -376,6 +401,7 @@ pub enum ServerMessage {
     Job(Job),
     JobCancel(JobCancel),
     RoutesChanged(RoutesChanged),
+    RouteTable(RouteTable),
     AdminQuery(AdminQuery),
     DesiredState(DesiredState),
     Error(ErrorMessage),
@@ -389,6 +415,7 @@ impl ServerMessage {
             Job::TYPE => Self::Job(decode(p)?),
             JobCancel::TYPE => Self::JobCancel(decode(p)?),
             RoutesChanged::TYPE => Self::RoutesChanged(decode(p)?),
+            RouteTable::TYPE => Self::RouteTable(decode(p)?),
             AdminQuery::TYPE => Self::AdminQuery(decode(p)?),
             DesiredState::TYPE => Self::DesiredState(decode(p)?),
             ErrorMessage::TYPE => Self::Error(decode(p)?),

@@ -132,7 +132,7 @@ impl RawWorker {
     }
 
     /// Registers, connects, reads the welcome and sends a `hello`; returns once the control
-    /// plane has answered it (`desired_state`, then `routes_changed`), so the connection is the
+    /// plane has answered it (`desired_state`, then its `route_table`), so the connection is the
     /// worker's registered one and nothing of the hello's answer is left to read.
     pub async fn connect_online(cp: &TestControlPlane, worker: &TestWorker) -> RawWorker {
         let mut raw = Self::connect(cp, worker).await;
@@ -142,12 +142,12 @@ impl RawWorker {
     }
 
     /// Sends `hello` and returns once the control plane has answered it (`desired_state`, then
-    /// `routes_changed`): everything the hello changes has been done.
+    /// its `route_table`): everything the hello changes has been done.
     pub async fn hello(&mut self, hello: wisehosting_proto::messages::Hello) {
         self.send(&hello).await;
         loop {
             match self.recv().await {
-                Some(ServerMessage::RoutesChanged(_)) => return,
+                Some(ServerMessage::RouteTable(_)) => return,
                 Some(_) => continue,
                 None => panic!("the connection closed after the hello"),
             }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use wisehosting_proto::messages::{RouteEntry, RouteTable};
 use wisehosting_worker::edge::{Edge, Table};
 
 /// An upstream on a free port that runs `handle` for each connection it accepts.
@@ -84,21 +84,21 @@ async fn websocket_upstream() -> u16 {
     port
 }
 
-fn table(routes: serde_json::Value) -> Table {
-    let (table, warnings) = Table::from_traefik(&routes);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    table
+fn table(routes: RouteTable) -> Table {
+    Table::from_message(&routes)
 }
 
-fn config(entries: &[(&str, &str, Option<u16>)]) -> serde_json::Value {
-    let mut routers = serde_json::Map::new();
-    let mut services = serde_json::Map::new();
-    for (name, host, port) in entries {
-        routers.insert(name.to_string(), json!({"rule": format!("Host(`{host}`)"), "service": name}));
-        let servers = port.map(|p| vec![json!({"url": format!("http://127.0.0.1:{p}")})]).unwrap_or_default();
-        services.insert(name.to_string(), json!({"loadBalancer": {"servers": servers}}));
-    }
-    json!({"http": {"routers": routers, "services": services}})
+/// A pushed table of `(app-<id>, host, port)` entries.
+fn config(entries: &[(&str, &str, Option<u16>)]) -> RouteTable {
+    let routes = entries
+        .iter()
+        .map(|(name, host, port)| RouteEntry {
+            app_id: name.trim_start_matches("app-").parse().expect("app-<id>"),
+            hosts: vec![host.to_string()],
+            port: *port,
+        })
+        .collect();
+    RouteTable { version: 1, routes }
 }
 
 async fn start_edge() -> (Arc<Edge>, String, String, CancellationToken) {

@@ -65,8 +65,8 @@ fn render(
     cert_resolver: &str,
     upstream: impl Fn(&RouteRow) -> Option<String>,
 ) -> Response {
-    let body =
-        routes::traefik_config(rows, &state.config.subdomain_base, cert_resolver, upstream).to_string();
+    let body = crate::routing::traefik_config(rows, &state.config.subdomain_base, cert_resolver, upstream)
+        .to_string();
     let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..32]);
     let matches = headers
         .get(header::IF_NONE_MATCH)

@@ -138,6 +138,9 @@ struct Inner {
     /// Each registered connection's report channel, for the applier to take.
     reports: mpsc::UnboundedSender<Reports>,
     reports_rx: Mutex<Option<mpsc::UnboundedReceiver<Reports>>>,
+    /// Workers whose routes may have changed, for the route pusher to take.
+    route_changes: mpsc::UnboundedSender<i64>,
+    route_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<i64>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -152,6 +155,7 @@ impl Hub {
     pub fn new(db: PgPool, heartbeat: Duration, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
+        let (route_changes, route_changes_rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -163,6 +167,8 @@ impl Hub {
                 events,
                 reports,
                 reports_rx: Mutex::new(Some(reports_rx)),
+                route_changes,
+                route_changes_rx: Mutex::new(Some(route_changes_rx)),
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -180,6 +186,14 @@ impl Hub {
     /// The stream of connections' report channels, once: whoever applies reports takes it.
     pub fn take_reports(&self) -> Option<mpsc::UnboundedReceiver<Reports>> {
         match self.inner.reports_rx.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    /// The stream of workers whose routes may have changed, once: the route pusher takes it.
+    pub fn take_route_changes(&self) -> Option<mpsc::UnboundedReceiver<i64>> {
+        match self.inner.route_changes_rx.lock() {
             Ok(mut g) => g.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         }
@@ -251,11 +265,11 @@ impl Hub {
         tx.try_send(out).map_err(|_| HubError::Offline)
     }
 
-    /// Tells a worker's edge router to fetch its routes now (after anything that may have
-    /// moved one); an unchanged table costs it a 304. A worker that is not connected fetches
-    /// them when it comes back.
+    /// Something that may move a route of `worker_id`'s apps happened: its table is pushed
+    /// again (changes close together are coalesced). A worker that is not connected gets its
+    /// table when it comes back.
     pub fn routes_changed(&self, worker_id: i64) {
-        let _ = self.send(worker_id, Outgoing::of(&wisehosting_proto::messages::RoutesChanged {}));
+        let _ = self.inner.route_changes.send(worker_id);
     }
 
     /// Runs one of the read-only podman commands ([`AdminCommand`]) on a worker and waits for

@@ -593,11 +593,9 @@ async fn relay(
 
 /// The one-route table the request checks run against (`a.localhost` → a dead port).
 pub(super) fn fuzz_table() -> super::Table {
-    let config = serde_json::json!({"http": {
-        "routers": {"app-1": {"rule": "Host(`a.localhost`)", "service": "app-1"}},
-        "services": {"app-1": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:1"}]}}}
-    }});
-    super::Table::from_traefik(&config).0
+    use wisehosting_proto::messages::{RouteEntry, RouteTable};
+    let entry = RouteEntry { app_id: 1, hosts: vec!["a.localhost".into()], port: Some(1) };
+    super::Table::from_message(&RouteTable { version: 1, routes: vec![entry] })
 }
 
 /// Checks what the fast path makes of `input` (proptest here, the fuzz target in `fuzz/`): a

@@ -1,7 +1,7 @@
 //! The edge router (SPEC §7): an HTTP/1.1 reverse proxy on `edge.listen` (`:8080`) that sends
-//! each request to the app its `Host` names. Its table is the control plane's Traefik JSON for
-//! this worker, fetched every 2 s with `If-None-Match` and at once on a `routes_changed` push,
-//! and swapped whole (readers never see half a table). Keep-alive to clients and upstreams,
+//! each request to the app its `Host` names. Its table is the control plane's typed
+//! `route_table` for this worker, pushed over the link on connect and on every change, and
+//! swapped whole (readers never see half a table). Keep-alive to clients and upstreams,
 //! WebSocket upgrades passed through, `X-Forwarded-*` set, clear 404/502/503/504 pages, and
 //! per-app request counts and latency histograms for `/metrics`.
 //!
@@ -16,7 +16,6 @@ mod proxy;
 pub mod table;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -95,11 +94,6 @@ pub mod fuzzing {
     }
 }
 
-use crate::link::AgentStatus;
-
-/// How often the table is fetched when no push arrives.
-pub const POLL_EVERY: Duration = Duration::from_secs(2);
-
 /// How long a client may take to send a request head, and an app to answer with one.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -134,7 +128,6 @@ pub struct Edge {
     inflight: Mutex<HashMap<String, usize>>,
     /// Woken on every swap and every finished request, for drain waits.
     changed: Notify,
-    etag: Mutex<Option<String>>,
     /// [`STALL_TIMEOUT`], shorter in tests.
     stall: Duration,
 }
@@ -166,7 +159,6 @@ impl Edge {
             metrics: metrics::Registry::default(),
             inflight: Mutex::new(HashMap::new()),
             changed: Notify::new(),
-            etag: Mutex::new(None),
             stall,
         })
     }
@@ -174,6 +166,18 @@ impl Edge {
     /// The current table (a cheap clone of an `Arc`).
     pub fn table(&self) -> Arc<Table> {
         self.table.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Swaps in a pushed table unless it is older than the current one; true if it was.
+    pub fn apply(&self, message: &wisehosting_proto::messages::RouteTable) -> bool {
+        if message.version < self.table().version {
+            tracing::info!(version = message.version, "ignored a route table older than the current one");
+            return false;
+        }
+        let table = Table::from_message(message);
+        tracing::debug!(version = table.version, hosts = table.hosts.len(), "routes updated");
+        self.swap(table);
+        true
     }
 
     /// Replaces the whole table at once; idle connections to upstreams it no longer uses
@@ -275,64 +279,5 @@ impl Edge {
         shutdown: CancellationToken,
     ) {
         proxy::serve_metrics(self, listener, shutdown).await;
-    }
-
-    /// Fetches this worker's routes: every [`POLL_EVERY`], and at once when `wake` fires.
-    pub async fn sync(
-        self: Arc<Self>,
-        http: reqwest::Client,
-        base: reqwest::Url,
-        status: Arc<AgentStatus>,
-        wake: Arc<Notify>,
-        shutdown: CancellationToken,
-    ) {
-        loop {
-            if let Err(e) = self.fetch_once(&http, &base, &status).await {
-                tracing::debug!(error = %e, "cannot fetch the routes; keeping the current table");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(POLL_EVERY) => {}
-            }
-        }
-    }
-
-    async fn fetch_once(
-        &self,
-        http: &reqwest::Client,
-        base: &reqwest::Url,
-        status: &AgentStatus,
-    ) -> Result<(), String> {
-        let (Some(worker_id), Some(token)) = (status.worker_id(), status.token()) else {
-            return Ok(());
-        };
-        let mut url = base.join("/v1/traefik/config").map_err(|e| e.to_string())?;
-        url.query_pairs_mut().append_pair("worker_id", &worker_id.to_string());
-        let mut request = http.get(url).bearer_auth(token.expose());
-        if let Some(etag) = self.etag.lock().ok().and_then(|e| e.clone()) {
-            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-        }
-        let response = request.send().await.map_err(|e| e.without_url().to_string())?;
-        if response.status() == reqwest::StatusCode::NOT_MODIFIED {
-            return Ok(());
-        }
-        if !response.status().is_success() {
-            return Err(format!("the control plane answered {}", response.status()));
-        }
-        let etag =
-            response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let config: serde_json::Value = response.json().await.map_err(|e| e.without_url().to_string())?;
-        let (table, warnings) = Table::from_traefik(&config);
-        for warning in warnings {
-            tracing::warn!(%warning, "a route was skipped");
-        }
-        tracing::debug!(hosts = table.hosts.len(), "routes updated");
-        self.swap(table);
-        if let Ok(mut current) = self.etag.lock() {
-            *current = etag;
-        }
-        status.route_swaps.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 }

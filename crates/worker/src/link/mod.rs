@@ -73,14 +73,14 @@ pub struct AgentStatus {
     pub sessions: AtomicU64,
     pub refreshes: AtomicU64,
     pub heartbeats: AtomicU64,
-    /// Times the edge router's table was replaced by a fetched one.
+    /// Route tables the edge router swapped in (pushed by the control plane).
     pub route_swaps: AtomicU64,
     /// Retire-and-prune passes finished after deploys (old containers stopped, old images
     /// pruned), shared with the pipeline.
     pub housekeeping_done: Arc<AtomicU64>,
     connection_id: Mutex<Option<String>>,
     worker_id: AtomicU64,
-    /// The current worker JWT, for the edge router's route fetches.
+    /// The current worker JWT (what the agent registered or refreshed last).
     token: Mutex<Option<wisehosting_crypto::Secret>>,
     /// Where the edge router and its metrics listen, once bound.
     edge_addr: Mutex<Option<std::net::SocketAddr>>,
@@ -217,8 +217,6 @@ struct JobQueue {
 
 pub struct Agent {
     edge: Arc<crate::edge::Edge>,
-    /// Fired by a `routes_changed` push: the edge router fetches its routes at once.
-    routes_wake: Arc<tokio::sync::Notify>,
     pipeline: Arc<Pipeline>,
     config: WorkerConfig,
     base: Url,
@@ -265,7 +263,6 @@ impl Agent {
         });
         Ok(Agent {
             edge,
-            routes_wake: Arc::new(tokio::sync::Notify::new()),
             pipeline,
             config,
             base,
@@ -344,7 +341,7 @@ impl Agent {
         }
     }
 
-    /// Binds the edge router and its metrics listener and starts the route sync. A port that
+    /// Binds the edge router and its metrics listener (its table comes over the link). A port that
     /// cannot be bound is logged and the worker goes on without that listener: deploys do
     /// not depend on it.
     async fn start_edge(&self, shutdown: &CancellationToken) {
@@ -371,13 +368,6 @@ impl Agent {
                 Err(e) => tracing::warn!(listen = %addr, error = %e, "cannot bind the edge metrics listener"),
             }
         }
-        tokio::spawn(self.edge.clone().sync(
-            self.http.clone(),
-            self.base.clone(),
-            self.status.clone(),
-            self.routes_wake.clone(),
-            shutdown.child_token(),
-        ));
     }
 
     fn url(&self, path: &str) -> Result<Url, LinkError> {
@@ -557,7 +547,12 @@ impl Agent {
                             let pipeline = self.pipeline.clone();
                             tokio::spawn(async move { pipeline.reconcile(&desired).await });
                         }
-                        Ok(ServerMessage::RoutesChanged(_)) => self.routes_wake.notify_one(),
+                        Ok(ServerMessage::RouteTable(table)) => {
+                            if self.edge.apply(&table) {
+                                self.status.route_swaps.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(ServerMessage::RoutesChanged(_)) => tracing::debug!("ignored routes_changed: tables are pushed whole"),
                         Ok(ServerMessage::Unknown(t)) => tracing::debug!(message_type = %t, "ignored a frame of an unknown type"),
                         Ok(other) => tracing::debug!(message = ?other, "no handler yet"),
                         Err(e) => return Err(LinkError::BadFrame(format!("payload: {e}"))),
