@@ -702,3 +702,23 @@ async fn a_client_that_stops_reading_releases_the_app_after_the_stall_limit_on_b
         assert!(let_go.is_ok(), "{request:?}: the app is still held by a client that reads nothing");
     }
 }
+
+#[tokio::test]
+async fn a_pushed_table_swaps_whole_and_an_older_one_is_ignored() {
+    let edge = Edge::new();
+    let mut newer = config(&[("app-1", "a.localhost", Some(1))]);
+    newer.version = 5;
+    assert!(edge.apply(&newer));
+    let mut older = config(&[("app-2", "b.localhost", Some(2))]);
+    older.version = 4;
+    assert!(!edge.apply(&older), "a table older than the current one is not taken");
+    assert!(edge.table().lookup("a.localhost").is_some() && edge.table().lookup("b.localhost").is_none());
+    let mut next = config(&[("app-2", "b.localhost", Some(2))]);
+    next.version = 6;
+    assert!(edge.apply(&next));
+    assert!(edge.table().lookup("a.localhost").is_none(), "the whole table was replaced");
+    assert_eq!(
+        edge.table().lookup("b.localhost").and_then(|r| r.upstream.clone()).as_deref(),
+        Some("127.0.0.1:2")
+    );
+}
