@@ -454,6 +454,31 @@ impl fmt::Display for Phase {
     }
 }
 
+/// Whose fault a failed job was: what the user should fix (their build, their app's health,
+/// their repository), what the operators should (podman, the firewall, the disk), or nobody's
+/// (the job was cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    User,
+    Platform,
+    Cancelled,
+    /// A fault a newer worker names that this build does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::User => "user",
+            Fault::Platform => "platform",
+            Fault::Cancelled => "cancelled",
+            Fault::Other => "other",
+        }
+    }
+}
+
 /// The read-only podman queries a worker answers for admins (SPEC §4.4): a closed set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

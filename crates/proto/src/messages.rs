@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::job::{JobSpec, Phase};
+use crate::job::{Fault, JobSpec, Phase};
 
 /// A payload type and its `t`.
 pub trait MessageType: Serialize {
@@ -186,6 +186,8 @@ pub struct JobResult {
     pub container_id: Option<String>,
     /// The commit the deploy built (added after the first release; optional).
     pub commit: Option<String>,
+    /// Whose fault a failure was (added later; optional).
+    pub fault: Option<Fault>,
 }
 message!(JobResult, "job_result");
 

@@ -21,7 +21,7 @@ use crate::hub::{Hub, Outgoing, Report, Reports};
 use crate::logbus::LogBus;
 use crate::store::apps;
 use crate::store::deployments::{self, Ending, Switched};
-use crate::store::jobs::{self, Fence};
+use crate::store::jobs::{self, Fence, Outcome};
 
 /// Lines accepted in one `log` frame.
 const MAX_LINES_PER_FRAME: usize = 1000;
@@ -127,7 +127,8 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), s
     let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
     let mut tx = db.begin().await?;
     let error = msg.error.as_deref().map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
-    let Some(job) = jobs::finish(&mut tx, fence, msg.ok, error.as_deref()).await? else {
+    let outcome = Outcome { ok: msg.ok, error: error.as_deref(), fault: msg.fault };
+    let Some(job) = jobs::finish(&mut tx, fence, outcome).await? else {
         stale(worker_id, msg.job_id, msg.attempt, "job_result");
         return Ok(());
     };

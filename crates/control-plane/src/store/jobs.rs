@@ -4,6 +4,7 @@
 
 use sqlx::{PgConnection, PgPool};
 use wisehosting_crypto::{Aad, Sealer};
+use wisehosting_proto::job::Fault;
 use wisehosting_proto::{JobKind, JobSpec};
 
 use super::StoreError;
@@ -259,16 +260,25 @@ pub async fn fenced(db: impl sqlx::PgExecutor<'_>, fence: Fence) -> Result<Optio
     .await
 }
 
+/// How a leased job ended, as its worker reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub ok: bool,
+    pub error: Option<&'a str>,
+    /// Whose fault a failure was, when the worker said.
+    pub fault: Option<Fault>,
+}
+
 /// Ends a leased job, if the fence matches; returns what it was.
 pub async fn finish(
     tx: &mut PgConnection,
     fence: Fence,
-    ok: bool,
-    error: Option<&str>,
+    outcome: Outcome<'_>,
 ) -> Result<Option<Leased>, sqlx::Error> {
-    let status = if ok { JobStatus::Succeeded } else { JobStatus::Failed };
+    let status = if outcome.ok { JobStatus::Succeeded } else { JobStatus::Failed };
+    let fault = outcome.fault.filter(|f| *f != Fault::Other && !outcome.ok).map(Fault::as_str);
     sqlx::query_as(
-        "UPDATE jobs SET status = $4, error = $5, finished_at = now()
+        "UPDATE jobs SET status = $4, error = $5, fault = $7, finished_at = now()
          WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = ANY($6)
          RETURNING kind, app_id, deployment_id",
     )
@@ -276,8 +286,9 @@ pub async fn finish(
     .bind(fence.attempt)
     .bind(fence.worker_id)
     .bind(status)
-    .bind(error)
+    .bind(outcome.error)
     .bind(JobStatus::LEASED)
+    .bind(fault)
     .fetch_optional(&mut *tx)
     .await
 }

@@ -108,6 +108,15 @@ async fn deploy_and_wait(user: &UserSession, body: Value) -> (i64, Value) {
     (app_id, d)
 }
 
+/// Whose fault the deployment's job failed by, as the worker reported it.
+async fn job_fault(cp: &TestControlPlane, deployment: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT fault FROM jobs WHERE deployment_id = $1")
+        .bind(deployment)
+        .fetch_one(&cp.db)
+        .await
+        .expect("the deployment's job")
+}
+
 async fn app(user: &UserSession, id: i64) -> Value {
     user.get(&format!("/api/apps/{id}")).await.json().await.expect("app json")
 }
@@ -257,6 +266,7 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     let d = user.wait_deployment(broken, LIMIT).await;
     assert_eq!(d["status"], "failed", "{d}");
     assert!(d["error"].as_str().unwrap_or_default().contains("podman build failed"), "{d}");
+    assert_eq!(job_fault(&cp, broken).await.as_deref(), Some("user"), "a failing build is the user's to fix");
     assert_eq!(fetch(port).await.trim(), "hello v2", "the previous version still serves");
     assert_eq!(app(&user, app_id).await["status"], "running");
 
@@ -267,6 +277,11 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     let d = user.wait_deployment(crash, LIMIT).await;
     assert_eq!(d["status"], "failed", "{d}");
     assert!(d["error"].as_str().unwrap_or_default().contains("crashing-now"), "{d}");
+    assert_eq!(
+        job_fault(&cp, crash).await.as_deref(),
+        Some("user"),
+        "an app that will not start is the user's"
+    );
     assert_eq!(fetch(port).await.trim(), "hello v2");
     assert_eq!(agent.containers_of(app_id).len(), 1, "the crashed container was removed");
 
@@ -814,7 +829,7 @@ async fn a_rebinding_repository_name_never_sends_git_to_a_private_address() {
                 pinned += 1;
             }
             Err(e) => {
-                assert!(e.contains("private or local address"), "{e}");
+                assert!(e.message.contains("private or local address"), "{e}");
                 refused += 1;
             }
         }
@@ -824,7 +839,7 @@ async fn a_rebinding_repository_name_never_sends_git_to_a_private_address() {
         )
         .await;
         assert!(
-            mixed.is_err_and(|e| e.contains("private or local address")),
+            mixed.is_err_and(|e| e.message.contains("private or local address")),
             "a name with a private address among public ones"
         );
     }

@@ -252,6 +252,7 @@ async fn a_leased_job_obeys_only_its_own_worker_and_its_current_attempt() {
             container_id: Some("c".into()),
             error: None,
             commit: Some("abcdef1234567".into()),
+            fault: None,
         })
         .await;
     let reached = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {

@@ -23,7 +23,30 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Pipeline;
+use super::error::DeployError;
 use super::git::{is_public_ip, resolve};
+
+/// What the Containerfile asks that the worker will not do, and what to change: the user's
+/// to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+impl From<&str> for Refused {
+    fn from(message: &str) -> Refused {
+        Refused(message.to_string())
+    }
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Refused {
+        Refused(message)
+    }
+}
+
+macro_rules! refused {
+    ($($arg:tt)*) => { Refused(format!($($arg)*)) };
+}
 
 /// An image a build would pull or use, by registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +58,7 @@ pub struct ImageRef {
 }
 
 /// The images `text` uses, each from an allowed registry, or a message naming what to change.
-pub fn check(text: &str, allowed_registries: &[String]) -> Result<Vec<ImageRef>, String> {
+pub fn check(text: &str, allowed_registries: &[String]) -> Result<Vec<ImageRef>, Refused> {
     let mut args: HashMap<String, String> = HashMap::new();
     let mut stages: HashSet<String> = HashSet::new();
     let mut images = Vec::new();
@@ -121,7 +144,7 @@ fn other_image(
     stages: &HashSet<String>,
     args: &HashMap<String, String>,
     allowed: &[String],
-) -> Result<Option<ImageRef>, String> {
+) -> Result<Option<ImageRef>, Refused> {
     let from = expand(from, args)?;
     if stages.contains(&from.to_ascii_lowercase()) || from.chars().all(|c| c.is_ascii_digit()) {
         return Ok(None);
@@ -130,7 +153,7 @@ fn other_image(
 }
 
 /// `$NAME` and `${NAME}` replaced by the global `ARG` defaults; other forms refused.
-fn expand(word: &str, args: &HashMap<String, String>) -> Result<String, String> {
+fn expand(word: &str, args: &HashMap<String, String>) -> Result<String, Refused> {
     let refuse = || {
         format!(
             "the image {word:?} uses a variable that has no default; give the ARG a default before the first FROM, or write the image out"
@@ -158,12 +181,12 @@ fn expand(word: &str, args: &HashMap<String, String>) -> Result<String, String> 
 }
 
 /// Where an image comes from, checked against the allowed registries.
-fn image_ref(image: &str, allowed: &[String]) -> Result<ImageRef, String> {
+fn image_ref(image: &str, allowed: &[String]) -> Result<ImageRef, Refused> {
     let bad = image.is_empty()
         || image.starts_with(['-', '/'])
         || !image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@[]".contains(c));
     if bad {
-        return Err(format!("{image:?} is not an image reference"));
+        return Err(refused!("{image:?} is not an image reference"));
     }
     let first = image.split('/').next().unwrap_or_default();
     let registry = if image.contains('/') && (first.contains(['.', ':', '[']) || first == "localhost") {
@@ -175,12 +198,12 @@ fn image_ref(image: &str, allowed: &[String]) -> Result<ImageRef, String> {
     if let Ok(ip) = host.parse::<IpAddr>()
         && !is_public_ip(ip)
     {
-        return Err(format!(
+        return Err(refused!(
             "{image} comes from a registry at a private or local address; base images must come from a public registry"
         ));
     }
     if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&registry)) {
-        return Err(format!(
+        return Err(refused!(
             "{image} comes from {registry}, which this worker does not pull from (allowed: {}); use an image from one of those",
             allowed.join(", ")
         ));
@@ -200,13 +223,17 @@ impl Pipeline {
     /// The repository's Containerfile may pull only from allowed registries, use no shared
     /// cache mount ([`containerfile::check`]), and name `localhost/` only for images this
     /// worker has (else podman would try a registry on the host).
-    pub(super) async fn check_images(&self, path: &Path) -> Result<(), String> {
-        let text = tokio::fs::read(path).await.map_err(|e| format!("cannot read the Containerfile: {e}"))?;
+    pub(super) async fn check_images(&self, path: &Path) -> Result<(), DeployError> {
+        let text = tokio::fs::read(path)
+            .await
+            .map_err(|e| DeployError::user(format!("cannot read the Containerfile: {e}")))?;
         if text.len() > 1 << 20 {
-            return Err("the Containerfile is over 1 MiB; is dockerfile_path right?".into());
+            return Err(DeployError::user("the Containerfile is over 1 MiB; is dockerfile_path right?"));
         }
-        let text = String::from_utf8(text).map_err(|_| "the Containerfile is not UTF-8 text")?;
-        let images = check(&text, &self.settings.base_image_registries)?;
+        let text =
+            String::from_utf8(text).map_err(|_| DeployError::user("the Containerfile is not UTF-8 text"))?;
+        let images =
+            check(&text, &self.settings.base_image_registries).map_err(|e| DeployError::user(e.0))?;
         let mut looked = std::collections::HashSet::new();
         for image in images {
             let host = registry_host(&image.registry);
@@ -224,20 +251,20 @@ impl Pipeline {
                 if let Ok(Ok(addrs)) = found
                     && addrs.iter().any(|ip| !is_public_ip(*ip))
                 {
-                    return Err(format!(
+                    return Err(DeployError::user(format!(
                         "{} comes from {}, which resolves to a private or local address; base images must come from a public registry",
                         image.reference, image.registry
-                    ));
+                    )));
                 }
             }
             if image.registry == "localhost" {
                 let exists =
                     self.podman.change(&["image", "exists"], std::slice::from_ref(&image.reference)).await;
                 if !exists {
-                    return Err(format!(
+                    return Err(DeployError::user(format!(
                         "{} is not an image on this worker; localhost/ names only images already built here",
                         image.reference
-                    ));
+                    )));
                 }
             }
         }
@@ -306,7 +333,7 @@ mod tests {
             ("FROM\n", "names no image"),
         ] {
             let err = check(file, &allowed()).expect_err(file);
-            assert!(err.contains(says), "{file}: {err}");
+            assert!(err.0.contains(says), "{file}: {err}");
         }
     }
 }

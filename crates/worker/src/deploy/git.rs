@@ -11,6 +11,9 @@ use tokio::process::Command;
 use super::steps::{run_logged, run_quiet};
 use wisehosting_proto::job::DeploySpec;
 
+use wisehosting_proto::job::Fault;
+
+use super::error::{CommandError, DeployError};
 use super::{Pipeline, Reporter};
 
 /// True for addresses on the public internet: not loopback, private, link-local, CGNAT,
@@ -79,14 +82,16 @@ impl Pipeline {
 
     /// Checks where a repository may be fetched from, before git connects; for an `https://`
     /// repository, the checked address git must then use (see [`git_network_config`]).
-    async fn check_repo(&self, url: &str) -> Result<Option<Pin>, String> {
+    async fn check_repo(&self, url: &str) -> Result<Option<Pin>, DeployError> {
         if url.starts_with("https://") {
             return check_https_repository(url, self.settings.dns_resolver).await.map(Some);
         }
         if url.starts_with("file:///") && self.settings.allow_local_repos {
             return Ok(None);
         }
-        Err("this worker only fetches https:// repositories (file:// in single-machine mode)".into())
+        Err(DeployError::user(
+            "this worker only fetches https:// repositories (file:// in single-machine mode)",
+        ))
     }
 
     pub(super) async fn clone(
@@ -95,7 +100,7 @@ impl Pipeline {
         src: &Path,
         payload: &DeploySpec,
         reporter: &Reporter,
-    ) -> Result<String, String> {
+    ) -> Result<String, DeployError> {
         let repo = payload.repo_url.as_str();
         let pin = self.check_repo(repo).await?;
         let protocols = git_network_config(pin.as_ref(), self.settings.allow_local_repos);
@@ -104,7 +109,8 @@ impl Pipeline {
         clone.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
         clone.args(&protocols).args(["clone", "--depth", "1", "--no-tags", "--single-branch", "--branch"]);
         clone.arg(payload.branch.as_str()).arg("--").arg(repo).arg(src);
-        run_logged(clone, reporter, "git clone", GIT_TIMEOUT).await?;
+        // A clone that fails is the repository's (unreachable, no such branch, no access).
+        run_logged(clone, reporter, "git clone", GIT_TIMEOUT).await.map_err(|e| e.blame(Fault::User))?;
         if let Some(commit) = &payload.commit {
             let mut fetch = self.git(work);
             fetch.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
@@ -114,14 +120,18 @@ impl Pipeline {
                 .arg(src)
                 .args(["fetch", "--depth", "1", "origin", "--"])
                 .arg(commit.as_str());
-            run_logged(fetch, reporter, "git fetch of the commit", GIT_TIMEOUT).await?;
+            run_logged(fetch, reporter, "git fetch of the commit", GIT_TIMEOUT)
+                .await
+                .map_err(|e| e.blame(Fault::User))?;
             let mut checkout = self.git(work);
             checkout.arg("-C").arg(src).args(["checkout", "--detach", "FETCH_HEAD"]);
-            run_logged(checkout, reporter, "git checkout", GIT_TIMEOUT).await?;
+            run_logged(checkout, reporter, "git checkout", GIT_TIMEOUT)
+                .await
+                .map_err(|e| e.blame(Fault::User))?;
         }
         let mut head = self.git(work);
         head.arg("-C").arg(src).args(["rev-parse", "HEAD"]);
-        run_quiet(head, "git rev-parse").await
+        run_quiet(head, "git rev-parse").await.map_err(CommandError::platform)
     }
 }
 
@@ -161,18 +171,21 @@ fn split_authority(authority: &str) -> Option<(String, u16)> {
 pub async fn check_https_repository(
     url: &str,
     dns_resolver: Option<std::net::SocketAddr>,
-) -> Result<Pin, String> {
-    let rest = url.strip_prefix("https://").ok_or("the repository URL is not https://")?;
+) -> Result<Pin, DeployError> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| DeployError::user("the repository URL is not https://"))?;
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() || authority.contains('@') {
-        return Err("the repository URL has no plain host".into());
+        return Err(DeployError::user("the repository URL has no plain host"));
     }
-    let (host, port) = split_authority(authority).ok_or("the repository URL has a malformed host or port")?;
+    let (host, port) = split_authority(authority)
+        .ok_or_else(|| DeployError::user("the repository URL has a malformed host or port"))?;
     let addrs = resolve(&host, port, dns_resolver).await?;
     if addrs.is_empty() || addrs.iter().any(|ip| !is_public_ip(*ip)) {
-        return Err(format!(
+        return Err(DeployError::user(format!(
             "{host} resolves to a private or local address; repositories must be on the public internet"
-        ));
+        )));
     }
     Ok(Pin { host, port, ip: addrs[0] })
 }
@@ -183,7 +196,7 @@ pub(super) async fn resolve(
     host: &str,
     port: u16,
     server: Option<std::net::SocketAddr>,
-) -> Result<Vec<IpAddr>, String> {
+) -> Result<Vec<IpAddr>, DeployError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
@@ -191,7 +204,7 @@ pub(super) async fn resolve(
         return tokio::net::lookup_host((host, port))
             .await
             .map(|addrs| addrs.map(|a| a.ip()).collect())
-            .map_err(|e| format!("cannot resolve {host}: {e}"));
+            .map_err(|e| DeployError::user(format!("cannot resolve {host}: {e}")));
     };
     use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
     let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
@@ -207,8 +220,13 @@ pub(super) async fn resolve(
     options.cache_size = 0;
     options.use_hosts_file = ResolveHosts::Never;
     options.timeout = Duration::from_secs(5);
-    let resolver = builder.build().map_err(|e| format!("cannot set up the DNS resolver {server}: {e}"))?;
-    let found = resolver.lookup_ip(host).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let resolver = builder
+        .build()
+        .map_err(|e| DeployError::platform(format!("cannot set up the DNS resolver {server}: {e}")))?;
+    let found = resolver
+        .lookup_ip(host)
+        .await
+        .map_err(|e| DeployError::user(format!("cannot resolve {host}: {e}")))?;
     Ok(found.iter().collect())
 }
 

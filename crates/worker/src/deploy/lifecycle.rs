@@ -3,6 +3,7 @@
 
 use wisehosting_proto::job::RestartSpec;
 
+use super::error::{CommandError, DeployError};
 use super::steps::{RunSpec, run_quiet};
 use super::{Done, Pipeline, Reporter};
 use crate::runtime::firewall;
@@ -13,30 +14,30 @@ impl Pipeline {
         self.app_containers(app_id).await.into_iter().map(|(id, _)| id).collect()
     }
 
-    pub(super) async fn stop(&self, app_id: i64) -> Result<Done, String> {
+    pub(super) async fn stop(&self, app_id: i64) -> Result<Done, DeployError> {
         let ids = self.container_ids(app_id).await;
         self.supervisor.release(&ids);
         if !ids.is_empty() {
             let mut stop = self.podman.command_for(&["stop", "-t", "10", "--"]);
             stop.args(&ids);
-            run_quiet(stop, "podman stop").await?;
+            run_quiet(stop, "podman stop").await.map_err(CommandError::platform)?;
         }
         Ok(Done::default())
     }
 
-    pub(super) async fn start(&self, app_id: i64) -> Result<Done, String> {
+    pub(super) async fn start(&self, app_id: i64) -> Result<Done, DeployError> {
         let ids = self.container_ids(app_id).await;
         if ids.is_empty() {
-            return Err("the app has no container on this worker; deploy it again".into());
+            return Err(DeployError::user("the app has no container on this worker; deploy it again"));
         }
         let mut start = self.podman.command_for(&["start", "--"]);
         start.args(&ids);
-        run_quiet(start, "podman start").await?;
+        run_quiet(start, "podman start").await.map_err(CommandError::platform)?;
         self.supervisor.rewatch(&ids);
         Ok(Done::default())
     }
 
-    pub(super) async fn remove(&self, app_id: i64) -> Result<Done, String> {
+    pub(super) async fn remove(&self, app_id: i64) -> Result<Done, DeployError> {
         let ids = self.container_ids(app_id).await;
         self.remove_containers(&ids).await;
         // By tag, without -f: an image another app shares (the same build) only loses this
@@ -56,7 +57,7 @@ impl Pipeline {
         app_id: i64,
         spec: &RestartSpec,
         reporter: &Reporter,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, DeployError> {
         let deployment = spec.deployment_id;
         let current = self
             .app_containers(app_id)
@@ -64,24 +65,29 @@ impl Pipeline {
             .into_iter()
             .find(|(_, d)| *d == Some(deployment))
             .map(|(id, _)| id)
-            .ok_or("the current version's container is gone from this worker; deploy again")?;
+            .ok_or_else(|| {
+                DeployError::user("the current version's container is gone from this worker; deploy again")
+            })?;
         let mut inspect =
             self.podman.command_for(&["inspect", "--format", "{{.Image}} {{.HostConfig.ReadonlyRootfs}}"]);
         inspect.arg(&current);
-        let inspected = run_quiet(inspect, "podman inspect").await?;
+        let inspected = run_quiet(inspect, "podman inspect").await.map_err(CommandError::platform)?;
         let (image, read_only) = inspected.split_once(' ').unwrap_or((&inspected, "false"));
-        let image = wisehosting_proto::job::ImageId::parse(image)
-            .map_err(|e| format!("podman reported an unexpected image for the container: {e}"))?;
+        let image = wisehosting_proto::job::ImageId::parse(image).map_err(|e| {
+            DeployError::platform(format!("podman reported an unexpected image for the container: {e}"))
+        })?;
         let work =
             self.data_dir.join("builds").join(format!("{}-restart-{deployment}", self.settings.instance));
         if self.settings.isolate_apps {
-            firewall::ensure(&self.podman, &[&firewall::APPS])
-                .await
-                .map_err(|e| format!("cannot confine the app, so it was not started: {e}"))?;
+            firewall::ensure(&self.podman, &[&firewall::APPS]).await.map_err(|e| {
+                DeployError::platform(format!("cannot confine the app, so it was not started: {e}"))
+            })?;
         }
         // A restart killed half-way may have left its env file: start afresh.
         let _ = tokio::fs::remove_dir_all(&work).await;
-        tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(&work)
+            .await
+            .map_err(|e| DeployError::platform(format!("cannot create {}: {e}", work.display())))?;
         let run = RunSpec {
             image_id: &image,
             port: spec.port,

@@ -8,6 +8,7 @@
 //! (the newest 3 stay). On failure the new container is removed and the old one keeps serving.
 
 mod containerfile;
+mod error;
 mod git;
 mod lifecycle;
 mod steps;
@@ -18,13 +19,14 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wisehosting_proto::JobSpec;
-use wisehosting_proto::job::Phase;
+use wisehosting_proto::job::{Fault, Phase};
 use wisehosting_proto::messages::{Job, JobAccepted, JobProgress, JobResult, Log, LogStream};
 
 use crate::config::DeploySettings;
 use crate::link::Outgoing;
 use crate::runtime::Podman;
 
+pub use error::{CommandError, DeployError};
 pub use git::{Pin, check_https_repository, is_public_ip};
 
 /// Runs jobs and reports through the session's outgoing queue.
@@ -95,7 +97,7 @@ impl Pipeline {
         let work = self.dispatch(&job, &reporter);
         let result = tokio::select! {
             r = work => r,
-            _ = cancel.cancelled() => Err("cancelled".to_string()),
+            _ = cancel.cancelled() => Err(DeployError::cancelled()),
         };
         if result.is_err() {
             // Whatever the job started for this deployment goes: the old version keeps serving.
@@ -110,9 +112,14 @@ impl Pipeline {
                 });
             }
         }
-        let (ok, error, done) = match result {
-            Ok(done) => (true, None, done),
-            Err(e) => (false, Some(e), Done::default()),
+        let (ok, error, fault, done) = match result {
+            Ok(done) => (true, None, None, done),
+            Err(e) => {
+                if e.fault == Fault::Platform {
+                    tracing::error!(job_id = job.job_id, error = %e.message, "a job failed on the platform's side");
+                }
+                (false, Some(e.message), Some(e.fault), Done::default())
+            }
         };
         let switched = done.container_id.clone().zip(done.image_id.clone());
         let message = JobResult {
@@ -124,6 +131,7 @@ impl Pipeline {
             host_port: done.host_port,
             container_id: done.container_id,
             commit: done.commit,
+            fault,
         };
         let _ = out.send(Outgoing::of(&message)).await;
         // After the switch, off the job's path: the old containers drain and stop, then old
@@ -138,10 +146,12 @@ impl Pipeline {
         }
     }
 
-    async fn dispatch(&self, job: &Job, reporter: &Reporter) -> Result<Done, String> {
+    async fn dispatch(&self, job: &Job, reporter: &Reporter) -> Result<Done, DeployError> {
         match &job.spec {
             JobSpec::Deploy(spec) => {
-                let deployment = job.deployment_id.ok_or("a deploy job needs a deployment")?;
+                let deployment = job
+                    .deployment_id
+                    .ok_or_else(|| DeployError::platform("a deploy job needs a deployment"))?;
                 self.deploy(job.app_id, deployment, spec, reporter).await
             }
             JobSpec::Restart(spec) => self.restart(job.app_id, spec, reporter).await,
@@ -150,12 +160,12 @@ impl Pipeline {
             JobSpec::Remove(_) => self.remove(job.app_id).await,
             // Never a guess: an unreadable payload would have meant a restart on made-up
             // defaults (the wrong port, no env), an unknown kind anything at all.
-            JobSpec::Invalid { kind, error } => {
-                Err(format!("the {kind} job's payload is not understood ({error}); nothing was done"))
-            }
-            JobSpec::Unknown { kind } => Err(format!(
+            JobSpec::Invalid { kind, error } => Err(DeployError::platform(format!(
+                "the {kind} job's payload is not understood ({error}); nothing was done"
+            ))),
+            JobSpec::Unknown { kind } => Err(DeployError::platform(format!(
                 "this worker does not know the job kind {kind:?}; update the worker to the control plane's version"
-            )),
+            ))),
         }
     }
 }
@@ -201,6 +211,7 @@ mod tests {
         assert!(!result.ok);
         let error = result.error.unwrap_or_default();
         assert!(error.contains("does not know the job kind \"teleport\""), "{error}");
+        assert_eq!(result.fault, Some(Fault::Platform), "the operators update the worker, not the user");
     }
 
     #[tokio::test]

@@ -10,8 +10,9 @@ use tokio::process::Command;
 
 use super::containerfile::build_limits;
 use super::git::ip_literal;
-use wisehosting_proto::job::{DeploySpec, Env, Framework, ImageId, Limits, Phase, Port};
+use wisehosting_proto::job::{DeploySpec, Env, Fault, Framework, ImageId, Limits, Phase, Port};
 
+use super::error::{CommandError, DeployError};
 use super::{Done, Pipeline, Reporter};
 use crate::runtime::cgroup::BuildCgroup;
 use crate::runtime::firewall;
@@ -34,16 +35,20 @@ pub(super) async fn run_logged(
     reporter: &Reporter,
     what: &str,
     limit: Duration,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, CommandError> {
+    let what = what.to_string();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false)
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(source) => return Err(CommandError::Spawn { what, source }),
+    };
     let mut guard = crate::runtime::tree::TreeGuard::new(child.id());
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(format!("cannot read the output of {what}"));
+        return Err(CommandError::NoOutput { what });
     };
     let mut rx = crate::runtime::output_lines(stdout, stderr, 256);
     let mut tail: Vec<String> = Vec::new();
@@ -67,42 +72,46 @@ pub(super) async fn run_logged(
         child.wait().await
     };
     let status = match tokio::time::timeout(limit, work).await {
-        Ok(status) => status.map_err(|e| format!("{what} did not finish: {e}"))?,
+        Ok(Ok(status)) => status,
+        Ok(Err(source)) => return Err(CommandError::Wait { what, source }),
         // The guard, dropped on return, stops the tree.
-        Err(_) => {
-            return Err(format!(
-                "{what} took longer than {} s and was stopped; make it faster, or raise the worker's limit",
-                limit.as_secs()
-            ));
-        }
+        Err(_) => return Err(CommandError::TimedOut { what, secs: limit.as_secs() }),
     };
     guard.disarm();
-    if status.success() { Ok(tail) } else { Err(format!("{what} failed ({status}):\n{}", tail.join("\n"))) }
+    if status.success() {
+        Ok(tail)
+    } else {
+        Err(CommandError::Failed { what, status: status.to_string(), output: tail.join("\n") })
+    }
 }
 
 /// Runs a short command to its end and returns its stdout (stderr's tail in the error). Not
 /// killed when the caller is
 /// dropped (a cancelled job, a shutting-down agent): a `podman run`, `stop`, `rm` or `start`
 /// killed half-way can leave a container running that podman no longer knows.
-pub(super) async fn run_quiet(mut cmd: Command, what: &str) -> Result<String, String> {
+pub(super) async fn run_quiet(mut cmd: Command, what: &str) -> Result<String, CommandError> {
+    const LIMIT: Duration = Duration::from_secs(120);
+    let what = what.to_string();
     cmd.stdin(Stdio::null()).kill_on_drop(false);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .map_err(|_| format!("{what} timed out"))?
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let out = match tokio::time::timeout(LIMIT, cmd.output()).await {
+        Err(_) => return Err(CommandError::TimedOut { what, secs: LIMIT.as_secs() }),
+        Ok(Err(source)) => return Err(CommandError::Spawn { what, source }),
+        Ok(Ok(out)) => out,
+    };
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!("{what} failed ({}): {}", out.status, err.trim().chars().take(2000).collect::<String>()))
+        let output = err.trim().chars().take(2000).collect();
+        Err(CommandError::Failed { what, status: out.status.to_string(), output })
     }
 }
 
-fn free_port() -> Result<u16, String> {
+fn free_port() -> Result<u16, DeployError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
+        .map_err(|e| DeployError::platform(format!("cannot find a free port: {e}")))
 }
 
 impl Pipeline {
@@ -154,7 +163,7 @@ impl Pipeline {
     /// which the repository cannot name, created new (never through an existing name or link);
     /// a repository file is used only when its real path, links resolved, stays inside the
     /// checkout.
-    fn containerfile(&self, work: &Path, src: &Path, payload: &DeploySpec) -> Result<PathBuf, String> {
+    fn containerfile(&self, work: &Path, src: &Path, payload: &DeploySpec) -> Result<PathBuf, DeployError> {
         if payload.framework == Framework::Static {
             let file = work.join("static.Containerfile");
             let text = format!(
@@ -169,22 +178,24 @@ impl Pipeline {
             Some(path) => vec![(path.to_string(), src.join(path.as_str()))],
             None => ["Containerfile", "Dockerfile"].iter().map(|n| (n.to_string(), src.join(n))).collect(),
         };
-        let root = src.canonicalize().map_err(|e| format!("cannot read the checkout: {e}"))?;
+        let root = src
+            .canonicalize()
+            .map_err(|e| DeployError::platform(format!("cannot read the checkout: {e}")))?;
         for (name, candidate) in candidates {
             let Ok(real) = candidate.canonicalize() else { continue };
             if !real.starts_with(&root) {
-                return Err(format!(
+                return Err(DeployError::user(format!(
                     "{name} in the repository is a symbolic link (or passes through one) that leaves the repository; commit the Containerfile itself, or point dockerfile_path at a file inside the repository"
-                ));
+                )));
             }
             if real.is_file() {
                 return Ok(real);
             }
         }
-        Err(match &payload.dockerfile_path {
+        Err(DeployError::user(match &payload.dockerfile_path {
             Some(path) => format!("no Containerfile at {path} in the repository; fix dockerfile_path"),
             None => "the repository has no Containerfile or Dockerfile at its root; add one, set dockerfile_path, or use the static framework".into(),
-        })
+        }))
     }
 
     pub(super) async fn deploy(
@@ -193,12 +204,12 @@ impl Pipeline {
         deployment_id: i64,
         payload: &DeploySpec,
         reporter: &Reporter,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, DeployError> {
         let work = self.data_dir.join("builds").join(format!("{}-{deployment_id}", self.settings.instance));
         let _ = tokio::fs::remove_dir_all(&work).await;
         tokio::fs::create_dir_all(&work)
             .await
-            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+            .map_err(|e| DeployError::platform(format!("cannot create {}: {e}", work.display())))?;
         let result = self.deploy_in(&work, app_id, deployment_id, payload, reporter).await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         result
@@ -211,7 +222,7 @@ impl Pipeline {
         deployment_id: i64,
         payload: &DeploySpec,
         reporter: &Reporter,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, DeployError> {
         reporter.progress(Phase::Cloning).await;
         let src = work.join("src");
         let commit = self.clone(work, &src, payload, reporter).await?;
@@ -238,13 +249,19 @@ impl Pipeline {
             }
         };
         let (confined, images) = tokio::join!(firewall::ensure(&self.podman, &networks), images);
-        confined.map_err(|e| format!("cannot confine the build and the app, so nothing was started: {e}"))?;
+        confined.map_err(|e| {
+            DeployError::platform(format!(
+                "cannot confine the build and the app, so nothing was started: {e}"
+            ))
+        })?;
         images?;
         let cgroup = BuildCgroup::create(
             &format!("{}-{deployment_id}", self.settings.instance),
             self.settings.build_pids,
         )
-        .map_err(|e| format!("cannot limit the build's processes, so it was not started: {e}"))?;
+        .map_err(|e| {
+            DeployError::platform(format!("cannot limit the build's processes, so it was not started: {e}"))
+        })?;
         let mut build = self.podman.command_for(&["--cgroup-manager", "cgroupfs", "build"]);
         if self.settings.isolate_builds {
             build.arg("--network").arg(firewall::BUILD.network);
@@ -260,13 +277,14 @@ impl Pipeline {
             .arg("--")
             .arg(&src);
         let limit = Duration::from_secs(self.settings.build_timeout_secs);
-        run_logged(build, reporter, "podman build", limit).await?;
+        run_logged(build, reporter, "podman build", limit).await.map_err(|e| e.blame(Fault::User))?;
         drop(cgroup);
         let image_id = tokio::fs::read_to_string(&iidfile)
             .await
-            .map_err(|e| format!("the build left no image id: {e}"))?;
-        let image_id = ImageId::parse(image_id.trim())
-            .map_err(|_| format!("the build reported a malformed image id {:?}", image_id.trim()))?;
+            .map_err(|e| DeployError::platform(format!("the build left no image id: {e}")))?;
+        let image_id = ImageId::parse(image_id.trim()).map_err(|_| {
+            DeployError::platform(format!("the build reported a malformed image id {:?}", image_id.trim()))
+        })?;
         let spec = RunSpec {
             image_id: &image_id,
             port: payload.port,
@@ -288,7 +306,7 @@ impl Pipeline {
         deployment_id: i64,
         spec: &RunSpec<'_>,
         reporter: &Reporter,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, DeployError> {
         let RunSpec { image_id, port, env, limits, read_only_root } = *spec;
         reporter.progress(Phase::Starting).await;
         let host_port = free_port()?;
@@ -315,14 +333,14 @@ impl Pipeline {
             .arg(image_id.as_str());
         let started = run_quiet(run, "podman run").await;
         let _ = std::fs::remove_file(&env_file);
-        let container_id = started?;
+        let container_id = started.map_err(CommandError::platform)?;
 
         reporter.progress(Phase::HealthChecking).await;
         if let Err(e) = self.wait_healthy(&container_id, host_port).await {
             let mut logs = self.podman.command_for(&["logs", "--tail", "20"]);
             logs.arg(&container_id);
             let tail = run_quiet(logs, "podman logs").await.unwrap_or_default();
-            return Err(format!("{e}\nlast lines of the container:\n{tail}"));
+            return Err(DeployError { message: format!("{e}\nlast lines of the container:\n{tail}"), ..e });
         }
         // From now on an exit of its own is restarted with back-off (not podman's policy,
         // which restarts at once, forever).
@@ -369,13 +387,14 @@ impl Pipeline {
         args
     }
 
-    async fn wait_healthy(&self, container_id: &str, host_port: u16) -> Result<(), String> {
+    /// Waits until the app answers below 500; its failing to is the user's fault.
+    async fn wait_healthy(&self, container_id: &str, host_port: u16) -> Result<(), DeployError> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DeployError::platform(format!("cannot set up the health check: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(self.settings.health_timeout_secs);
         let url = format!("http://127.0.0.1:{host_port}/");
         // Asked every 10 ms for the first 100 ms (most apps answer that fast), then with a
@@ -395,18 +414,18 @@ impl Pipeline {
             inspect.arg(container_id);
             let state = run_quiet(inspect, "podman inspect").await.unwrap_or_default();
             if state == "exited" || state == "stopped" {
-                return Err("the container exited before answering its health check".into());
+                return Err(DeployError::user("the container exited before answering its health check"));
             }
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(DeployError::user(format!(
                     "no answer below 500 on the app's port within {} s",
                     self.settings.health_timeout_secs
-                ));
+                )));
             }
             pause = (pause * 2).min(Duration::from_millis(250));
             tokio::time::sleep(pause).await;
         }
-        Err("the health check ended without an answer".into())
+        Err(DeployError::user("the health check ended without an answer"))
     }
 
     /// The app's containers, as (id, deployment id).
@@ -607,16 +626,13 @@ fn tags_to_prune(tags: &[ImageTag], in_use: &str, keep: usize) -> Vec<String> {
 
 /// Writes a new private file (mode 0600). `create_new` (`O_CREAT|O_EXCL`) refuses an existing
 /// name, a symbolic link included, so nothing is ever written through a link.
-fn write_new(path: &Path, text: &str, what: &str) -> Result<(), String> {
+fn write_new(path: &Path, text: &str, what: &str) -> Result<(), DeployError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {what}: {e}"))?;
-    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write {what}: {e}"))
+    let cannot = |e: std::io::Error| DeployError::platform(format!("cannot write {what}: {e}"));
+    let mut file =
+        std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path).map_err(cannot)?;
+    file.write_all(text.as_bytes()).map_err(cannot)
 }
 
 #[cfg(test)]
@@ -652,7 +668,7 @@ mod tests {
         cmd.args(["-c", &format!("echo started; setsid sleep {seconds} & wait")]);
         let err =
             run_logged(cmd, &reporter, "the slow step", Duration::from_secs(1)).await.expect_err("too slow");
-        assert!(err.contains("the slow step took longer than 1 s and was stopped"), "{err}");
+        assert!(err.to_string().contains("the slow step took longer than 1 s and was stopped"), "{err}");
         let needle = format!("sleep\0{seconds}");
         let mut gone = false;
         for _ in 0..40 {

@@ -592,6 +592,8 @@ async fn relay(
 }
 
 /// The one-route table the request checks run against (`a.localhost` → a dead port).
+use super::fuzzing::BrokenRule;
+
 pub(super) fn fuzz_table() -> super::Table {
     use wisehosting_proto::messages::{RouteEntry, RouteTable};
     let entry = RouteEntry { app_id: 1, hosts: vec!["a.localhost".into()], port: Some(1) };
@@ -601,8 +603,8 @@ pub(super) fn fuzz_table() -> super::Table {
 /// Checks what the fast path makes of `input` (proptest here, the fuzz target in `fuzz/`): a
 /// forwarded head is exactly one complete, bodyless HTTP/1.1 request with the same method and
 /// target, carrying no framing or hop-by-hop header. `Err` names the broken rule.
-pub(super) fn check_request(input: &[u8]) -> Result<(), String> {
-    let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
+pub(super) fn check_request(input: &[u8]) -> Result<(), BrokenRule> {
+    let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(BrokenRule::from(what)) };
     let mut out = Vec::new();
     let Prepared::Forward(forward) = prepare(input, &fuzz_table(), "127.0.0.1", &mut out) else {
         return Ok(());
@@ -645,27 +647,27 @@ pub(super) fn check_request(input: &[u8]) -> Result<(), String> {
 /// Checks what the fast path makes of an app's response head: never a panic, an
 /// informational head is dropped, and a final head it accepts was written for the client as
 /// one whole head (no body for a HEAD request).
-pub(super) fn check_response(input: &[u8]) -> Result<(), String> {
+pub(super) fn check_response(input: &[u8]) -> Result<(), BrokenRule> {
     for (head_request, close) in [(false, false), (true, false), (false, true)] {
         let mut out = Vec::new();
         if let Ok(Some(parsed)) = answer(input, head_request, close, &mut out) {
             if parsed.consumed > input.len() {
-                return Err("consumed more than was read".into());
+                return Err(BrokenRule::from("consumed more than was read"));
             }
             if (100..200).contains(&parsed.status) {
                 // Informational answers are dropped, never written for the client.
                 if !out.is_empty() {
-                    return Err("an informational answer was written for the client".into());
+                    return Err(BrokenRule::from("an informational answer was written for the client"));
                 }
                 continue;
             }
             let mut headers = [httparse::EMPTY_HEADER; 110];
             let mut sent = httparse::Response::new(&mut headers);
             if sent.parse(&out) != Ok(httparse::Status::Complete(out.len())) {
-                return Err("the head written for the client is not one whole head".into());
+                return Err(BrokenRule::from("the head written for the client is not one whole head"));
             }
             if head_request && parsed.framing != Framing::Empty {
-                return Err("a HEAD answer given a body".into());
+                return Err(BrokenRule::from("a HEAD answer given a body"));
             }
         }
     }
@@ -682,7 +684,7 @@ mod tests {
     }
 
     fn check(input: &[u8]) -> Result<(), TestCaseError> {
-        check_request(input).map_err(TestCaseError::fail)
+        check_request(input).map_err(|e| TestCaseError::fail(e.0))
     }
 
     #[test]

@@ -32,19 +32,36 @@ pub use table::{Route, Table};
 /// the internet and the apps send. Each returns `Err` naming a broken rule; none may panic.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// A rule of the parsers that some input broke, named.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("{0}")]
+    pub struct BrokenRule(pub String);
+
+    impl From<String> for BrokenRule {
+        fn from(rule: String) -> BrokenRule {
+            BrokenRule(rule)
+        }
+    }
+
+    impl From<&str> for BrokenRule {
+        fn from(rule: &str) -> BrokenRule {
+            BrokenRule(rule.to_string())
+        }
+    }
+
     /// A client's bytes as the fast path reads a request head.
-    pub fn request_head(input: &[u8]) -> Result<(), String> {
+    pub fn request_head(input: &[u8]) -> Result<(), BrokenRule> {
         super::fast::check_request(input)
     }
 
     /// An app's bytes as the fast path reads a response head.
-    pub fn response_head(input: &[u8]) -> Result<(), String> {
+    pub fn response_head(input: &[u8]) -> Result<(), BrokenRule> {
         super::fast::check_response(input)
     }
 
     /// A chunked body fed whole and fed in the pieces `cuts` makes: the same end, or malformed
     /// both times (how bytes arrive must not change where the body ends).
-    pub fn chunked(input: &[u8], cuts: &[usize]) -> Result<(), String> {
+    pub fn chunked(input: &[u8], cuts: &[usize]) -> Result<(), BrokenRule> {
         let whole = super::chunked::ChunkedEnd::default().feed(input).map_err(drop);
         let mut pieces = super::chunked::ChunkedEnd::default();
         let mut at = 0;
@@ -57,7 +74,11 @@ pub mod fuzzing {
             }
             at = cut;
         }
-        if whole == piecewise { Ok(()) } else { Err(format!("whole {whole:?}, in pieces {piecewise:?}")) }
+        if whole == piecewise {
+            Ok(())
+        } else {
+            Err(BrokenRule(format!("whole {whole:?}, in pieces {piecewise:?}")))
+        }
     }
 
     #[cfg(test)]

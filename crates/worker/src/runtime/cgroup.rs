@@ -9,6 +9,23 @@
 
 use std::path::Path;
 
+/// A build's cgroup could not be set up: the platform's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CgroupError(pub String);
+
+impl From<String> for CgroupError {
+    fn from(message: String) -> CgroupError {
+        CgroupError(message)
+    }
+}
+
+impl From<&str> for CgroupError {
+    fn from(message: &str) -> CgroupError {
+        CgroupError(message.to_string())
+    }
+}
+
 const ROOT: &str = "/sys/fs/cgroup";
 const PARENT: &str = "wisehosting-build";
 
@@ -20,7 +37,7 @@ pub struct BuildCgroup {
 
 impl BuildCgroup {
     /// Creates the cgroup `name` (a job's unique name) allowing at most `pids_max` processes.
-    pub fn create(name: &str, pids_max: u32) -> Result<BuildCgroup, String> {
+    pub fn create(name: &str, pids_max: u32) -> Result<BuildCgroup, CgroupError> {
         let root = Path::new(ROOT);
         let v1 = root.join("pids");
         let base = if v1.join("cgroup.procs").exists() {
@@ -79,21 +96,21 @@ fn remove_where(pick: impl Fn(&str) -> bool) {
     }
 }
 
-fn create_dir(dir: &Path) -> Result<(), String> {
+fn create_dir(dir: &Path) -> Result<(), CgroupError> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("cannot create the cgroup {}: {e}", dir.display())),
+        Err(e) => Err(CgroupError::from(format!("cannot create the cgroup {}: {e}", dir.display()))),
     }
 }
 
 /// cgroup v2: lets the children of `dir` use the pids controller.
-fn enable_pids(dir: &Path) -> Result<(), String> {
+fn enable_pids(dir: &Path) -> Result<(), CgroupError> {
     let control = dir.join("cgroup.subtree_control");
     let enabled = std::fs::read_to_string(&control).unwrap_or_default();
     if enabled.split_whitespace().any(|c| c == "pids") {
         return Ok(());
     }
     std::fs::write(&control, "+pids")
-        .map_err(|e| format!("cannot enable the pids controller in {}: {e}", dir.display()))
+        .map_err(|e| CgroupError(format!("cannot enable the pids controller in {}: {e}", dir.display())))
 }

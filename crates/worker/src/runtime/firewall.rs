@@ -27,6 +27,23 @@ use tokio::process::Command;
 
 use super::Podman;
 
+/// The confined networks or their firewall could not be set up: the platform's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FirewallError(pub String);
+
+impl From<String> for FirewallError {
+    fn from(message: String) -> FirewallError {
+        FirewallError(message)
+    }
+}
+
+impl From<&str> for FirewallError {
+    fn from(message: &str) -> FirewallError {
+        FirewallError(message.to_string())
+    }
+}
+
 /// One of our confined networks.
 #[derive(Debug)]
 pub struct Confined {
@@ -170,7 +187,7 @@ fn is_our_jump(line: &str) -> bool {
     line.rsplit(' ').next().is_some_and(|target| target.starts_with("WISEHOSTING-"))
 }
 
-async fn run(tool: &str, args: &[&str]) -> Result<String, String> {
+async fn run(tool: &str, args: &[&str]) -> Result<String, FirewallError> {
     let out = Command::new(tool)
         .arg("-w")
         .args(args)
@@ -181,12 +198,16 @@ async fn run(tool: &str, args: &[&str]) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{tool} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(FirewallError::from(format!(
+            "{tool} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 
 /// Empties our chains and fills them again; moves each jump to the top of its parent.
-async fn apply(tool: &str, expected: &Ruleset) -> Result<(), String> {
+async fn apply(tool: &str, expected: &Ruleset) -> Result<(), FirewallError> {
     for (chain, rules) in &expected.chains {
         // -N fails when the chain exists; -F then empties it either way.
         let _ = run(tool, &["-N", chain]).await;
@@ -211,7 +232,7 @@ static ENSURE: tokio::sync::Mutex<Vec<(&'static str, String)>> = tokio::sync::Mu
 
 /// Creates each of `nets` if missing and makes sure their rules are in place, in order;
 /// repairs them otherwise. An error means the networks must not be used.
-pub async fn ensure(podman: &Podman, nets: &[&Confined]) -> Result<(), String> {
+pub async fn ensure(podman: &Podman, nets: &[&Confined]) -> Result<(), FirewallError> {
     if nets.is_empty() {
         return Ok(());
     }
@@ -244,7 +265,7 @@ pub async fn ensure(podman: &Podman, nets: &[&Confined]) -> Result<(), String> {
 
 /// Makes sure bridged IPv4 and IPv6 traffic passes iptables (`br_netfilter`), without which
 /// two apps on one bridge would talk past every rule.
-fn bridged_traffic_filtered() -> Result<(), String> {
+fn bridged_traffic_filtered() -> Result<(), FirewallError> {
     for knob in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
         let path = std::path::Path::new("/proc/sys/net/bridge").join(knob);
         match std::fs::read_to_string(&path) {
@@ -253,9 +274,9 @@ fn bridged_traffic_filtered() -> Result<(), String> {
                 std::fs::write(&path, "1").map_err(|e| format!("cannot set net.bridge.{knob} = 1: {e}"))?
             }
             Err(_) => {
-                return Err(format!(
+                return Err(FirewallError::from(format!(
                     "net.bridge.{knob} is missing: load br_netfilter (`modprobe br_netfilter`) so apps on one bridge can be kept apart"
-                ));
+                )));
             }
         }
     }
@@ -263,7 +284,7 @@ fn bridged_traffic_filtered() -> Result<(), String> {
 }
 
 /// Creates the network when missing (without IPv6); returns its bridge interface.
-async fn create_network(podman: &Podman, net: &Confined) -> Result<String, String> {
+async fn create_network(podman: &Podman, net: &Confined) -> Result<String, FirewallError> {
     let mut exists = podman.command_for(&["network", "exists", net.network]);
     let present = exists
         .stdout(Stdio::null())
@@ -287,7 +308,11 @@ async fn create_network(podman: &Podman, net: &Confined) -> Result<String, Strin
         // Another worker (or test) may have created it in the meantime.
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() && !stderr.contains("already exists") {
-            return Err(format!("cannot create the {} network: {}", net.network, stderr.trim()));
+            return Err(FirewallError::from(format!(
+                "cannot create the {} network: {}",
+                net.network,
+                stderr.trim()
+            )));
         }
     }
     let mut inspect =
@@ -298,7 +323,10 @@ async fn create_network(podman: &Podman, net: &Confined) -> Result<String, Strin
     let plain =
         !bridge.is_empty() && bridge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !out.status.success() || !plain {
-        return Err(format!("cannot tell the bridge of the {} network (got {bridge:?})", net.network));
+        return Err(FirewallError::from(format!(
+            "cannot tell the bridge of the {} network (got {bridge:?})",
+            net.network
+        )));
     }
     Ok(bridge)
 }
