@@ -8,7 +8,9 @@ fn main() {
             println!("wisehosting-admin {}", env!("CARGO_PKG_VERSION"));
         }
         Some(other) => {
-            eprintln!("error: unknown argument {other:?}; the admin console only supports --version for now");
+            eprintln!(
+                "error: unknown argument {other:?}; this build of the admin console only knows --version (the console itself is issue 15's)"
+            );
             std::process::exit(2);
         }
     }

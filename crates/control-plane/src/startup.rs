@@ -1,8 +1,8 @@
 //! [`App`]: builds the control plane from a [`Config`] and runs it until shutdown.
 //!
 //! The binary and the tests call the same [`App::build`]. Start-up order (SPEC §1): config →
-//! database + migrations → public server → internal API (only with a token). Later issues slot
-//! the scheduler, alert manager, usage recorder, log bus and webhook dispatcher in between.
+//! database + migrations → the hub (sweeper, heartbeat flusher) → the dispatcher, the applier
+//! of worker reports and the route pusher → public server → internal API (only with a token).
 //! Shutdown: the [`CancellationToken`] stops accepting, in-flight requests finish, the pool is
 //! closed, [`App::run`] returns.
 

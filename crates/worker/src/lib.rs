@@ -3,9 +3,12 @@
 //! - [`config`]: the worker's YAML config and systemd credentials.
 //! - [`link`]: the connection to the control plane: register, signed WebSocket session,
 //!   token refresh, reconnect with capped exponential backoff and full jitter.
-//! - [`edge`]: the edge router: apps' HTTP traffic by hostname, its table from the control
-//!   plane's Traefik JSON, zero-downtime drains.
-//! - [`runtime`]: Podman, argv only (the admin query runner for now).
+//! - [`deploy`]: the jobs: clone, build, run, health check, switch, retire; stop, start,
+//!   restart, remove; errors that say whose fault they were.
+//! - [`edge`]: the edge router: apps' HTTP traffic by hostname, its table pushed by the
+//!   control plane, zero-downtime drains.
+//! - [`runtime`]: Podman by argv, the confined networks' firewall, build cgroups, the
+//!   monitor and the supervisor of app containers, hostile output cut to size.
 //! - [`stats`]: host figures for heartbeats, read from `/proc` and `statvfs`.
 //!
 //! The worker never talks to PostgreSQL: everything goes through the control plane.

@@ -1,5 +1,6 @@
-//! Sign-in for now: `POST /api/auth/dev-login` (single-machine mode only; 404 otherwise),
-//! `POST /api/auth/logout`, `GET /api/me`. Google sign-in arrives with the identity issue.
+//! Sign-in: `POST /api/auth/dev-login` (single-machine mode only; 404 otherwise),
+//! `POST /api/auth/logout`, `GET /api/me`. Outside single-machine mode no one can sign in
+//! yet: OpenID Connect sign-in is issue 12's.
 
 use std::net::SocketAddr;
 

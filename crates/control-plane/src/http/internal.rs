@@ -1,6 +1,6 @@
 //! The internal API for the admin console (SPEC §10): loopback only, every request carrying
-//! `Authorization: Bearer <internal_api.token>`, compared in constant time. Endpoints arrive
-//! with the admin issue; for now it answers `/internal-api/health`.
+//! `Authorization: Bearer <internal_api.token>`, compared in constant time. It answers
+//! `/internal-api/health`; the console's endpoints of SPEC §10 are issue 15's.
 
 use axum::extract::{Request, State};
 use axum::http::header;

@@ -32,7 +32,8 @@ pub use ratelimit::RateLimiter;
 
 use crate::state::AppState;
 
-/// The public router: operations endpoints now; `/api` and `/v1` join in later issues.
+/// The public router: operations endpoints, the user API (`/api`), the worker API and the
+/// Traefik configuration (`/v1`).
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::routes())
