@@ -257,15 +257,11 @@ impl Pipeline {
                     )));
                 }
             }
-            if image.registry == "localhost" {
-                let exists =
-                    self.podman.change(&["image", "exists"], std::slice::from_ref(&image.reference)).await;
-                if !exists {
-                    return Err(DeployError::user(format!(
-                        "{} is not an image on this worker; localhost/ names only images already built here",
-                        image.reference
-                    )));
-                }
+            if image.registry == "localhost" && !self.podman.image_exists(&image.reference).await {
+                return Err(DeployError::user(format!(
+                    "{} is not an image on this worker; localhost/ names only images already built here",
+                    image.reference
+                )));
             }
         }
         Ok(())

@@ -5,6 +5,8 @@
 
 use wisehosting_proto::job::Fault;
 
+pub use crate::runtime::CommandError;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct DeployError {
@@ -26,21 +28,6 @@ impl DeployError {
     pub fn cancelled() -> DeployError {
         DeployError { fault: Fault::Cancelled, message: "cancelled".into() }
     }
-}
-
-/// A command that did not end well.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("cannot run {what}: {source}")]
-    Spawn { what: String, source: std::io::Error },
-    #[error("cannot read the output of {what}")]
-    NoOutput { what: String },
-    #[error("{what} did not finish: {source}")]
-    Wait { what: String, source: std::io::Error },
-    #[error("{what} took longer than {secs} s and was stopped; make it faster, or raise the worker's limit")]
-    TimedOut { what: String, secs: u64 },
-    #[error("{what} failed ({status}):\n{output}")]
-    Failed { what: String, status: String, output: String },
 }
 
 impl CommandError {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::steps::{run_logged, run_quiet};
+use super::steps::run_logged;
 use wisehosting_proto::job::DeploySpec;
 
 use wisehosting_proto::job::Fault;
@@ -131,7 +131,7 @@ impl Pipeline {
         }
         let mut head = self.git(work);
         head.arg("-C").arg(src).args(["rev-parse", "HEAD"]);
-        run_quiet(head, "git rev-parse").await.map_err(CommandError::platform)
+        crate::runtime::command::run(head, "git rev-parse").await.map_err(CommandError::platform)
     }
 }
 

@@ -4,7 +4,7 @@
 use wisehosting_proto::job::RestartSpec;
 
 use super::error::{CommandError, DeployError};
-use super::steps::{RunSpec, run_quiet};
+use super::steps::RunSpec;
 use super::{Done, Pipeline, Reporter};
 use crate::runtime::firewall;
 
@@ -18,9 +18,7 @@ impl Pipeline {
         let ids = self.container_ids(app_id).await;
         self.supervisor.release(&ids);
         if !ids.is_empty() {
-            let mut stop = self.podman.command_for(&["stop", "-t", "10", "--"]);
-            stop.args(&ids);
-            run_quiet(stop, "podman stop").await.map_err(CommandError::platform)?;
+            self.podman.stop(&ids, 10).await.map_err(CommandError::platform)?;
         }
         Ok(Done::default())
     }
@@ -30,9 +28,7 @@ impl Pipeline {
         if ids.is_empty() {
             return Err(DeployError::user("the app has no container on this worker; deploy it again"));
         }
-        let mut start = self.podman.command_for(&["start", "--"]);
-        start.args(&ids);
-        run_quiet(start, "podman start").await.map_err(CommandError::platform)?;
+        self.podman.start(&ids).await.map_err(CommandError::platform)?;
         self.supervisor.rewatch(&ids);
         Ok(Done::default())
     }
@@ -44,9 +40,7 @@ impl Pipeline {
         // app's tags.
         let tags: Vec<String> = self.image_tags(app_id).await.into_iter().map(|t| t.name).collect();
         if !tags.is_empty() {
-            let mut rmi = self.podman.command_for(&["rmi", "--"]);
-            rmi.args(&tags);
-            let _ = run_quiet(rmi, "podman rmi").await;
+            let _ = self.podman.untag(&tags).await;
         }
         Ok(Done::default())
     }
@@ -68,10 +62,11 @@ impl Pipeline {
             .ok_or_else(|| {
                 DeployError::user("the current version's container is gone from this worker; deploy again")
             })?;
-        let mut inspect =
-            self.podman.command_for(&["inspect", "--format", "{{.Image}} {{.HostConfig.ReadonlyRootfs}}"]);
-        inspect.arg(&current);
-        let inspected = run_quiet(inspect, "podman inspect").await.map_err(CommandError::platform)?;
+        let inspected = self
+            .podman
+            .inspect(&current, "{{.Image}} {{.HostConfig.ReadonlyRootfs}}")
+            .await
+            .map_err(CommandError::platform)?;
         let (image, read_only) = inspected.split_once(' ').unwrap_or((&inspected, "false"));
         let image = wisehosting_proto::job::ImageId::parse(image).map_err(|e| {
             DeployError::platform(format!("podman reported an unexpected image for the container: {e}"))

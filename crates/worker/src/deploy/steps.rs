@@ -85,28 +85,6 @@ pub(super) async fn run_logged(
     }
 }
 
-/// Runs a short command to its end and returns its stdout (stderr's tail in the error). Not
-/// killed when the caller is
-/// dropped (a cancelled job, a shutting-down agent): a `podman run`, `stop`, `rm` or `start`
-/// killed half-way can leave a container running that podman no longer knows.
-pub(super) async fn run_quiet(mut cmd: Command, what: &str) -> Result<String, CommandError> {
-    const LIMIT: Duration = Duration::from_secs(120);
-    let what = what.to_string();
-    cmd.stdin(Stdio::null()).kill_on_drop(false);
-    let out = match tokio::time::timeout(LIMIT, cmd.output()).await {
-        Err(_) => return Err(CommandError::TimedOut { what, secs: LIMIT.as_secs() }),
-        Ok(Err(source)) => return Err(CommandError::Spawn { what, source }),
-        Ok(Ok(out)) => out,
-    };
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let output = err.trim().chars().take(2000).collect();
-        Err(CommandError::Failed { what, status: out.status.to_string(), output })
-    }
-}
-
 fn free_port() -> Result<u16, DeployError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -139,9 +117,7 @@ impl Pipeline {
     /// The tags of the app's images on this worker.
     pub(super) async fn image_tags(&self, app_id: i64) -> Vec<ImageTag> {
         let repo = self.image_repo(app_id);
-        let mut ls = self.podman.command_for(&["images", "--format", "json", "--filter"]);
-        ls.arg(format!("reference={repo}"));
-        own_tags(&run_quiet(ls, "podman images").await.unwrap_or_default(), &repo)
+        own_tags(&self.podman.images_json(&repo).await, &repo)
     }
 
     fn instance_filter(&self) -> String {
@@ -262,7 +238,7 @@ impl Pipeline {
         .map_err(|e| {
             DeployError::platform(format!("cannot limit the build's processes, so it was not started: {e}"))
         })?;
-        let mut build = self.podman.command_for(&["--cgroup-manager", "cgroupfs", "build"]);
+        let mut build = self.podman.build_command();
         if self.settings.isolate_builds {
             build.arg("--network").arg(firewall::BUILD.network);
         }
@@ -317,29 +293,24 @@ impl Pipeline {
         }
         write_new(&env_file, &text, "the env file")?;
         let name = self.container_name(app_id, deployment_id);
-        let mut run = self.podman.command_for(&["run", "-d"]);
-        run.arg("--name")
-            .arg(&name)
-            .args(self.labels(app_id, deployment_id))
-            .args(self.confinement(read_only_root))
-            .arg("--memory")
-            .arg(format!("{}m", limits.memory_mb()))
-            .arg("--cpus")
-            .arg(format!("{}", limits.cpus()))
-            .args(publish_args(self.settings.mesh_address, host_port, port.get()))
-            .arg("--env-file")
-            .arg(&env_file)
-            .arg("--")
-            .arg(image_id.as_str());
-        let started = run_quiet(run, "podman run").await;
+        let mut run: Vec<String> = vec!["--name".into(), name];
+        run.extend(self.labels(app_id, deployment_id));
+        run.extend(self.confinement(read_only_root));
+        run.extend([
+            "--memory".into(),
+            format!("{}m", limits.memory_mb()),
+            "--cpus".into(),
+            format!("{}", limits.cpus()),
+        ]);
+        run.extend(publish_args(self.settings.mesh_address, host_port, port.get()));
+        run.extend(["--env-file".into(), env_file.display().to_string(), "--".into(), image_id.to_string()]);
+        let started = self.podman.run_detached(&run).await;
         let _ = std::fs::remove_file(&env_file);
         let container_id = started.map_err(CommandError::platform)?;
 
         reporter.progress(Phase::HealthChecking).await;
         if let Err(e) = self.wait_healthy(&container_id, host_port).await {
-            let mut logs = self.podman.command_for(&["logs", "--tail", "20"]);
-            logs.arg(&container_id);
-            let tail = run_quiet(logs, "podman logs").await.unwrap_or_default();
+            let tail = self.podman.logs_tail(&container_id, 20).await;
             return Err(DeployError { message: format!("{e}\nlast lines of the container:\n{tail}"), ..e });
         }
         // From now on an exit of its own is restarted with back-off (not podman's policy,
@@ -410,9 +381,7 @@ impl Pipeline {
                 tokio::time::sleep(pause).await;
                 continue;
             }
-            let mut inspect = self.podman.command_for(&["inspect", "--format", "{{.State.Status}}"]);
-            inspect.arg(container_id);
-            let state = run_quiet(inspect, "podman inspect").await.unwrap_or_default();
+            let state = self.podman.inspect(container_id, "{{.State.Status}}").await.unwrap_or_default();
             if state == "exited" || state == "stopped" {
                 return Err(DeployError::user("the container exited before answering its health check"));
             }
@@ -430,24 +399,19 @@ impl Pipeline {
 
     /// The app's containers, as (id, deployment id).
     pub(super) async fn app_containers(&self, app_id: i64) -> Vec<(String, Option<i64>)> {
-        let filter = format!("label=wisehosting.app={app_id}");
-        let instance = self.instance_filter();
-        let mut ps = self.podman.command_for(&["ps", "-a", "--format", "json", "--filter"]);
-        ps.arg(&filter).arg("--filter").arg(&instance);
-        let text = run_quiet(ps, "podman ps").await.unwrap_or_default();
-        crate::runtime::podman::parse_ps(text.as_bytes())
+        self.app_container_ports(app_id)
+            .await
             .into_iter()
-            .map(|c| (c.id, c.deployment_id))
+            .map(|(id, deployment, _)| (id, deployment))
             .collect()
     }
 
     /// The app's containers with their published host ports.
     async fn app_container_ports(&self, app_id: i64) -> Vec<(String, Option<i64>, Option<u16>)> {
-        let filter = format!("label=wisehosting.app={app_id}");
-        let mut ps = self.podman.command_for(&["ps", "-a", "--format", "json", "--filter"]);
-        ps.arg(&filter).arg("--filter").arg(self.instance_filter());
-        let text = run_quiet(ps, "podman ps").await.unwrap_or_default();
-        crate::runtime::podman::parse_ps(text.as_bytes())
+        let filters = [format!("label={}={app_id}", wisehosting_proto::LABEL_APP), self.instance_filter()];
+        self.podman
+            .containers(&filters)
+            .await
             .into_iter()
             .map(|c| (c.id, c.deployment_id, c.host_port))
             .collect()
@@ -482,9 +446,7 @@ impl Pipeline {
         let others: Vec<String> = old.into_iter().map(|(id, _)| id).collect();
         self.supervisor.release(&others);
         tokio::time::sleep(Duration::from_secs(self.settings.drain_secs)).await;
-        let mut stop = self.podman.command_for(&["stop", "-t", "5", "--"]);
-        stop.args(&others);
-        let _ = run_quiet(stop, "podman stop").await;
+        let _ = self.podman.stop(&others, 5).await;
         self.remove_containers(&others).await;
     }
 
@@ -497,9 +459,7 @@ impl Pipeline {
         // A container being started or stopped can refuse one `rm`; a few tries a moment
         // apart settle it. `--ignore` makes an already-gone container a success.
         for attempt in 1..=5 {
-            let mut rm = self.podman.command_for(&["rm", "-f", "--ignore", "-t", "0", "--"]);
-            rm.args(ids);
-            match run_quiet(rm, "podman rm").await {
+            match self.podman.remove(ids).await {
                 Ok(_) => return,
                 Err(e) if attempt == 5 => tracing::warn!(error = %e, "cannot remove containers"),
                 Err(e) => {
@@ -513,10 +473,10 @@ impl Pipeline {
     /// Removes containers the control plane does not want: those of apps it does not place
     /// here, and those of other deployments than an idle app's current one.
     pub async fn reconcile(&self, desired: &wisehosting_proto::messages::DesiredState) {
-        let mut ps = self.podman.command_for(&["ps", "-a", "--format", "json", "--filter"]);
-        ps.arg(self.instance_filter());
-        let text = run_quiet(ps, "podman ps").await.unwrap_or_default();
-        let orphans: Vec<String> = crate::runtime::podman::parse_ps(text.as_bytes())
+        let orphans: Vec<String> = self
+            .podman
+            .containers(&[self.instance_filter()])
+            .await
             .into_iter()
             .filter(|c| match c.app_id.and_then(|app| desired.apps.iter().find(|d| d.app_id == app)) {
                 None => true,
@@ -546,12 +506,10 @@ impl Pipeline {
     /// container still uses (one draining, say) stays until a later prune.
     pub(super) async fn prune_images(&self, app_id: i64, in_use: &str) {
         let old = tags_to_prune(&self.image_tags(app_id).await, in_use, 3);
-        if !old.is_empty() {
-            let mut rmi = self.podman.command_for(&["rmi", "--"]);
-            rmi.args(&old);
-            if let Err(e) = run_quiet(rmi, "podman rmi").await {
-                tracing::debug!(error = %e, "some old images are still in use; a later prune takes them");
-            }
+        if !old.is_empty()
+            && let Err(e) = self.podman.untag(&old).await
+        {
+            tracing::debug!(error = %e, "some old images are still in use; a later prune takes them");
         }
     }
 }

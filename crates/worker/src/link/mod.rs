@@ -177,15 +177,13 @@ async fn clear_build_leftovers(podman: Podman, shutdown: CancellationToken) {
             _ = tokio::time::sleep(wait) => {}
         }
         wait = Duration::from_secs(24 * 3600);
-        let mut ps = podman.command_for(&["ps", "-a", "--external", "--format", "json"]);
-        ps.stderr(std::process::Stdio::null());
-        let listing = ps.output().await.map(|o| o.stdout).unwrap_or_default();
+        let listing = podman.all_containers_json().await.into_bytes();
         let hour_ago = chrono::Utc::now().timestamp() - 3600;
         let stale = stale_build_containers(&listing, hour_ago);
         if !stale.is_empty() {
-            podman.change(&["rm", "-f", "--"], &stale).await;
+            let _ = podman.remove(&stale).await;
         }
-        if !podman.change(&["image", "prune", "-f", "--filter", "until=1h"], &[]).await {
+        if podman.prune_dangling_images().await.is_err() {
             tracing::warn!("cannot prune old untagged images; trying again tomorrow");
         }
     }

@@ -285,50 +285,23 @@ fn bridged_traffic_filtered() -> Result<(), FirewallError> {
 
 /// Creates the network when missing (without IPv6); returns its bridge interface.
 async fn create_network(podman: &Podman, net: &Confined) -> Result<String, FirewallError> {
-    let mut exists = podman.command_for(&["network", "exists", net.network]);
-    let present = exists
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !present {
-        let mut create = podman.command_for(&[
-            "network",
-            "create",
-            "--subnet",
-            net.subnet,
-            "--gateway",
-            net.gateway,
-            net.network,
-        ]);
-        let out =
-            create.output().await.map_err(|e| format!("cannot create the {} network: {e}", net.network))?;
-        // Another worker (or test) may have created it in the meantime.
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() && !stderr.contains("already exists") {
-            return Err(FirewallError::from(format!(
-                "cannot create the {} network: {}",
-                net.network,
-                stderr.trim()
-            )));
-        }
+    if !podman.network_exists(net.network).await {
+        podman
+            .create_network(net.network, net.subnet, net.gateway)
+            .await
+            .map_err(|e| FirewallError(format!("cannot create the {} network: {e}", net.network)))?;
     }
-    let mut inspect =
-        podman.command_for(&["network", "inspect", "--format", "{{.NetworkInterface}}", net.network]);
-    let out =
-        inspect.output().await.map_err(|e| format!("cannot inspect the {} network: {e}", net.network))?;
-    let bridge = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let plain =
-        !bridge.is_empty() && bridge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !out.status.success() || !plain {
-        return Err(FirewallError::from(format!(
-            "cannot tell the bridge of the {} network (got {bridge:?})",
+    let bridge = podman.network_interface(net.network).await;
+    let plain = bridge.as_deref().is_ok_and(|b| {
+        !b.is_empty() && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    });
+    match bridge {
+        Ok(bridge) if plain => Ok(bridge),
+        other => Err(FirewallError(format!(
+            "cannot tell the bridge of the {} network (got {other:?})",
             net.network
-        )));
+        ))),
     }
-    Ok(bridge)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Podman, driven with argv arrays only (never a shell).
+//! Podman, driven with argv arrays only (never a shell), and what runs around the apps:
+//! the confined networks' firewall, build cgroups, the monitor and the supervisor.
 
 pub mod cgroup;
+pub mod command;
 pub mod firewall;
 pub mod lines;
 pub mod monitor;
@@ -8,6 +10,7 @@ pub mod podman;
 pub mod supervisor;
 pub mod tree;
 
+pub use command::CommandError;
 pub use podman::{AdminOutcome, Podman, admin_argv};
 pub use supervisor::Supervisor;
 

@@ -98,24 +98,14 @@ impl Monitor {
     }
 
     async fn containers(&self) -> Vec<Seen> {
-        let mut ps = self.podman.command_for(&["ps", "-aq", "--filter"]);
-        ps.arg(format!("label=wisehosting.instance={}", self.instance))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(10), ps.output()).await else {
-            return Vec::new();
-        };
-        let ids: Vec<String> =
-            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        let ids = self.podman.container_ids(&format!("label=wisehosting.instance={}", self.instance)).await;
         if ids.is_empty() {
             return Vec::new();
         }
-        let mut inspect = self.podman.command_for(&["inspect", "--format", "json", "--"]);
-        inspect.args(&ids).stdout(Stdio::piped()).stderr(Stdio::null());
-        let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(10), inspect.output()).await else {
+        let Ok(listing) = self.podman.inspect_json(&ids).await else {
             return Vec::new();
         };
-        let Ok(serde_json::Value::Array(items)) = serde_json::from_slice(&out.stdout) else {
+        let Ok(serde_json::Value::Array(items)) = serde_json::from_str(&listing) else {
             return Vec::new();
         };
         items
@@ -138,12 +128,11 @@ impl Monitor {
         if running.is_empty() {
             return Vec::new();
         }
-        let mut cmd = self.podman.command_for(&["stats", "--no-stream", "--format", "json", "--"]);
-        cmd.args(running.iter().map(|c| c.id.as_str())).stdout(Stdio::piped()).stderr(Stdio::null());
-        let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(10), cmd.output()).await else {
+        let ids: Vec<&str> = running.iter().map(|c| c.id.as_str()).collect();
+        let Ok(listing) = self.podman.stats_json(&ids).await else {
             return Vec::new();
         };
-        let Ok(serde_json::Value::Array(items)) = serde_json::from_slice(&out.stdout) else {
+        let Ok(serde_json::Value::Array(items)) = serde_json::from_str(&listing) else {
             return Vec::new();
         };
         items
@@ -235,8 +224,8 @@ async fn follow(
     out: mpsc::Sender<Outgoing>,
     stop: CancellationToken,
 ) {
-    let mut cmd = podman.command_for(&["logs", "-f", "--tail", "100", "--"]);
-    cmd.arg(&id).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut cmd = podman.follow_logs(&id);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let Ok(mut child) = cmd.spawn() else { return };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else { return };
     let mut rx = super::output_lines(stdout, stderr, 512);

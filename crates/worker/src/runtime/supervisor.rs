@@ -143,11 +143,11 @@ impl Supervisor {
             _ = tokio::time::sleep(wait) => {}
         }
         let target = [id.clone()];
-        let ok = self.podman.change(&["start", "--"], &target).await;
+        let ok = self.podman.start(&target).await.is_ok();
         if stop.is_cancelled() {
             // Released while podman was starting it: the worker's own stop may have run
             // before this start, so stop it again.
-            self.podman.change(&["stop", "-t", "5", "--"], &target).await;
+            let _ = self.podman.stop(&target, 5).await;
             return;
         }
         let Ok(mut state) = self.state.lock() else { return };
@@ -166,19 +166,8 @@ impl Supervisor {
     /// starting the stream again if it ends.
     pub async fn run(self: Arc<Self>, instance: String, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let mut events = self.podman.command_for(&[
-                "events",
-                "--format",
-                "json",
-                "--filter",
-                "event=died",
-                "--filter",
-            ]);
-            events
-                .arg(format!("label=wisehosting.instance={instance}"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .kill_on_drop(true);
+            let mut events = self.podman.death_events(&instance);
+            events.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
             match events.spawn() {
                 Ok(mut child) => {
                     if let Some(stdout) = child.stdout.take() {
