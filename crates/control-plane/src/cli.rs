@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::db::{self, AppliedState, DbError};
 use crate::dev::{self, DevError, DevOptions};
 use crate::domain::{NameError, WorkerName, Zone};
+use crate::say::say;
 use crate::startup::{App, StartupError};
 use crate::store::{self, StoreError};
 use crate::telemetry;
@@ -215,13 +216,4 @@ fn check_config(path: Option<PathBuf>) -> Result<(), CliError> {
     print!("{}", config.to_redacted_yaml());
     eprintln!("config is valid");
     Ok(())
-}
-
-/// Prints a line to stdout; a closed pipe (`| head`) is no reason to fail, or to panic as
-/// `println!` does.
-pub(crate) fn say(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
 }

@@ -10,10 +10,11 @@
 //! - [`routing`]: the route table, pushed to workers and rendered for Traefik.
 //! - [`domain`]: parsed newtypes and the state enums. [`store`]: every SQL statement, per table.
 //! - [`state`]: the shared [`state::AppState`]. [`plans`]: the plan registry.
+//!   [`ratelimit`]: fixed windows per key, bounded.
 //! - [`logbus`]: live log lines per app. [`metrics`]: Prometheus text. [`telemetry`]: tracing.
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
-//! - [`cli`]: the `wisehosting` command.
+//! - [`cli`]: the `wisehosting` command; [`say`]: what it prints for people.
 
 pub mod cli;
 pub mod cloudflare;
@@ -28,7 +29,9 @@ pub mod jobs;
 pub mod logbus;
 pub mod metrics;
 pub mod plans;
+pub mod ratelimit;
 pub mod routing;
+pub mod say;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -19,11 +19,12 @@ use crate::cloudflare::Cloudflare;
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
 use crate::dns::TxtResolver;
-use crate::http::{self, RateLimiter};
+use crate::http;
 use crate::hub::Hub;
 use crate::jobs::dispatch::{self, Dispatcher};
 use crate::logbus::LogBus;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::state::AppState;
 use crate::store;
 

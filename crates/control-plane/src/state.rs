@@ -8,10 +8,10 @@ use wisehosting_crypto::{Keyring, Sealer};
 use crate::cloudflare::Cloudflare;
 use crate::config::Config;
 use crate::dns::TxtResolver;
-use crate::http::RateLimiter;
 use crate::hub::Hub;
 use crate::logbus::LogBus;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {

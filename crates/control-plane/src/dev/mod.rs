@@ -19,9 +19,9 @@ use wisehosting_worker::config::{DeploySettings, EdgeConfig, PodmanConfig};
 use wisehosting_worker::{Agent, WorkerConfig};
 use yaml_serde::{Mapping, Value};
 
-use crate::cli::say;
 use crate::config::{Config, ConfigError};
 use crate::domain::WorkerName;
+use crate::say::say;
 use crate::startup::{App, StartupError};
 
 #[derive(Debug, thiserror::Error)]

@@ -14,12 +14,11 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use wisehosting_proto::JobKind;
 
 use super::ApiError;
 use super::ApiJson;
-use super::extract::CurrentUser;
-use wisehosting_proto::JobKind;
-
+use super::extract::{CurrentUser, OwnedApp, audit_user};
 use crate::domain::{
     AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, RepoUrl, parse_port,
 };
@@ -28,7 +27,7 @@ use crate::jobs::spec as job_spec;
 use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::{self, App, NewApp};
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::AuditAction;
 use crate::store::deployments::{self, Deployment, Ending};
 use crate::store::jobs;
 use crate::store::users;
@@ -39,9 +38,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/apps", get(list_apps))
         .route("/api/apps/{id}", get(get_app).delete(delete_app))
         .route("/api/apps/{id}/deployments", get(list_deployments).post(redeploy))
-        .route("/api/apps/{id}/restart", post(|s, u, p| lifecycle(s, u, p, JobKind::Restart)))
-        .route("/api/apps/{id}/stop", post(|s, u, p| lifecycle(s, u, p, JobKind::Stop)))
-        .route("/api/apps/{id}/start", post(|s, u, p| lifecycle(s, u, p, JobKind::Start)))
+        .route("/api/apps/{id}/restart", post(|s, a| lifecycle(s, a, JobKind::Restart)))
+        .route("/api/apps/{id}/stop", post(|s, a| lifecycle(s, a, JobKind::Stop)))
+        .route("/api/apps/{id}/start", post(|s, a| lifecycle(s, a, JobKind::Start)))
         .route("/api/apps/{id}/env", get(get_env).put(put_env))
         .route("/api/apps/{id}/git-token", put(put_git_token))
         .route("/api/apps/{id}/logs", get(tail_logs))
@@ -100,28 +99,6 @@ fn parse_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, 
     Ok(env)
 }
 
-/// One audit row for an action of the signed-in user on one target.
-pub(super) async fn audit_user(
-    db: impl sqlx::PgExecutor<'_>,
-    user: &CurrentUser,
-    action: &str,
-    kind: &str,
-    id: i64,
-    detail: Value,
-) -> Result<(), sqlx::Error> {
-    let actor = format!("user:{}", user.id);
-    let event = AuditEvent {
-        user_id: Some(user.id),
-        actor: &actor,
-        action,
-        target_type: Some(kind),
-        target_id: Some(id.to_string()),
-        ip: None,
-        detail,
-    };
-    audit::record(db, event).await
-}
-
 async fn deploy(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -165,25 +142,25 @@ async fn deploy(
     let deployment = deployments::insert(&mut *tx, app.id, branch.as_str(), None).await?;
     let spec = job_spec::deploy(&app, &deployment, &env, token, plan)?;
     jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
-    audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
+    audit_user(
+        &mut *tx,
+        &user,
+        AuditAction::AppDeploy,
+        "app",
+        app.id,
+        json!({ "deployment": deployment.id }),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
-}
-
-pub(super) async fn own_app(state: &AppState, user: &CurrentUser, id: i64) -> Result<App, ApiError> {
-    apps::get_for_user(&state.db, user.id, id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))
 }
 
 async fn list_apps(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<App>>, ApiError> {
     Ok(Json(apps::list_for_user(&state.db, user.id).await?))
 }
 
-async fn get_app(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
-) -> Result<Json<App>, ApiError> {
-    Ok(Json(own_app(&state, &user, id).await?))
+async fn get_app(OwnedApp { app, .. }: OwnedApp) -> Result<Json<App>, ApiError> {
+    Ok(Json(app))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,11 +171,9 @@ struct RedeployRequest {
 
 async fn redeploy(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
     ApiJson(req): ApiJson<RedeployRequest>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
-    let app = own_app(&state, &user, id).await?;
     let branch = Branch::parse(req.branch.as_deref().unwrap_or(&app.branch))?;
     let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
     let mut tx = state.db.begin().await?;
@@ -210,7 +185,15 @@ async fn redeploy(
     let spec = job_spec::deploy(&app, &deployment, &env, token.as_deref(), plans::plan("free"))?;
     jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
     apps::mark_deploying_if_never_ran(&mut *tx, app.id).await?;
-    audit_user(&mut *tx, &user, "app.deploy", "app", app.id, json!({ "deployment": deployment.id })).await?;
+    audit_user(
+        &mut *tx,
+        &user,
+        AuditAction::AppDeploy,
+        "app",
+        app.id,
+        json!({ "deployment": deployment.id }),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
 }
@@ -225,16 +208,14 @@ struct GitTokenRequest {
 /// without the value.
 async fn put_git_token(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
     ApiJson(req): ApiJson<GitTokenRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = own_app(&state, &user, id).await?;
     let token =
         req.token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
     let mut tx = state.db.begin().await?;
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token.as_ref().map(GitToken::expose)).await?;
-    let action = if token.is_some() { "app.git_token.set" } else { "app.git_token.remove" };
+    let action = if token.is_some() { AuditAction::AppGitTokenSet } else { AuditAction::AppGitTokenRemove };
     audit_user(&mut *tx, &user, action, "app", app.id, json!({})).await?;
     tx.commit().await?;
     Ok(Json(json!({ "has_git_token": token.is_some() })))
@@ -242,10 +223,8 @@ async fn put_git_token(
 
 async fn list_deployments(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { app, .. }: OwnedApp,
 ) -> Result<Json<Vec<Deployment>>, ApiError> {
-    let app = own_app(&state, &user, id).await?;
     Ok(Json(deployments::for_app(&state.db, app.id).await?))
 }
 
@@ -288,7 +267,8 @@ async fn cancel_deployment(
     let mut tx = state.db.begin().await?;
     let lease = jobs::cancel_for_deployment(&mut tx, deployment.id).await?;
     deployments::end(&mut tx, deployment.id, Ending::Cancelled, "cancelled by the user").await?;
-    audit_user(&mut *tx, &user, "deployment.cancel", "deployment", deployment.id, json!({})).await?;
+    audit_user(&mut *tx, &user, AuditAction::DeploymentCancel, "deployment", deployment.id, json!({}))
+        .await?;
     tx.commit().await?;
     if let Some(jobs::CancelledLease { job_id, attempt, worker_id }) = lease {
         let _ = state
@@ -300,11 +280,9 @@ async fn cancel_deployment(
 
 async fn lifecycle(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
     kind: JobKind,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let app = own_app(&state, &user, id).await?;
     let Some(current) = app.current_deployment_id else {
         return Err(ApiError::Conflict("the app has no running version yet; deploy it first".into()));
     };
@@ -316,21 +294,23 @@ async fn lifecycle(
         job_spec::for_app(kind, &app)?
     };
     let job = jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?;
-    let action = format!("app.{kind}");
-    audit_user(&mut *tx, &user, &action, "app", app.id, json!({ "job": job })).await?;
+    let action = match kind {
+        JobKind::Restart => AuditAction::AppRestart,
+        JobKind::Stop => AuditAction::AppStop,
+        _ => AuditAction::AppStart,
+    };
+    audit_user(&mut *tx, &user, action, "app", app.id, json!({ "job": job })).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))))
 }
 
 async fn delete_app(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
 ) -> Result<StatusCode, ApiError> {
-    let app = own_app(&state, &user, id).await?;
     super::domains::forget_cloudflare_hostnames(&state, app.id).await;
     let mut tx = state.db.begin().await?;
-    audit_user(&mut *tx, &user, "app.delete", "app", app.id, json!({ "slug": app.slug })).await?;
+    audit_user(&mut *tx, &user, AuditAction::AppDelete, "app", app.id, json!({ "slug": app.slug })).await?;
     if app.worker_id.is_none() {
         // Never placed: nothing runs anywhere.
         apps::delete(&mut *tx, app.id).await?;
@@ -353,14 +333,12 @@ struct EnvQuery {
 
 async fn get_env(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
     Query(q): Query<EnvQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = own_app(&state, &user, id).await?;
     let env = apps::load_env(&state.db, &state.sealer, app.id).await?;
     if q.reveal {
-        audit_user(&state.db, &user, "env.reveal", "app", app.id, json!({})).await?;
+        audit_user(&state.db, &user, AuditAction::EnvReveal, "app", app.id, json!({})).await?;
         return Ok(Json(json!({ "env": env })));
     }
     let masked: BTreeMap<&String, &str> = env.keys().map(|k| (k, "********")).collect();
@@ -369,16 +347,14 @@ async fn get_env(
 
 async fn put_env(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
     ApiJson(body): ApiJson<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = own_app(&state, &user, id).await?;
     let env = parse_env(body)?;
     let mut tx = state.db.begin().await?;
     apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
     let names: Vec<&String> = env.keys().collect();
-    audit_user(&mut *tx, &user, "env.write", "app", app.id, json!({ "names": names })).await?;
+    audit_user(&mut *tx, &user, AuditAction::EnvWrite, "app", app.id, json!({ "names": names })).await?;
     tx.commit().await?;
     Ok(Json(json!({ "names": names, "applies": "on the next deploy or restart" })))
 }
@@ -390,22 +366,18 @@ struct TailQuery {
 
 async fn tail_logs(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { app, .. }: OwnedApp,
     Query(q): Query<TailQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = own_app(&state, &user, id).await?;
     let lines = state.logbus.tail(app.id, q.tail.unwrap_or(100).min(crate::logbus::RING));
     Ok(Json(json!({ "lines": lines })))
 }
 
 async fn stream_logs(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     use tokio::sync::broadcast::error::RecvError;
-    let app = own_app(&state, &user, id).await?;
     let slot = state
         .logbus
         .open_stream(user.id, MAX_LOG_STREAMS_PER_USER)

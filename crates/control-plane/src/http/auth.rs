@@ -16,7 +16,7 @@ use super::extract::{CurrentUser, SESSION_COOKIE};
 use super::{ApiError, ApiJson};
 use crate::config::Config;
 use crate::state::AppState;
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::users;
 
 pub fn routes() -> Router<AppState> {
@@ -72,7 +72,7 @@ async fn dev_login(
         AuditEvent {
             user_id: Some(user_id),
             actor: &actor,
-            action: "auth.login",
+            action: AuditAction::AuthLogin,
             target_type: Some("session"),
             target_id: None,
             ip: Some(ip.ip().to_string()),
@@ -98,7 +98,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
         AuditEvent {
             user_id: Some(user.id),
             actor: &actor,
-            action: "auth.logout",
+            action: AuditAction::AuthLogout,
             target_type: Some("session"),
             target_id: Some(user.session_id.to_string()),
             ip: None,

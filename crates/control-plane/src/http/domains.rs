@@ -20,13 +20,13 @@ use serde_json::json;
 
 use super::ApiError;
 use super::ApiJson;
-use super::apps::{audit_user, own_app};
-use super::extract::CurrentUser;
+use super::extract::{CurrentUser, OwnedApp, audit_user};
 use crate::cloudflare::CloudflareError;
 use crate::domain::Hostname;
 use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::App;
+use crate::store::audit::AuditAction;
 use crate::store::domains::{self, Domain, DomainRow, Holder};
 
 pub fn routes() -> Router<AppState> {
@@ -67,11 +67,9 @@ fn routes_changed(state: &AppState, app: &App) {
 
 async fn add(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { user, app }: OwnedApp,
     ApiJson(req): ApiJson<AddRequest>,
 ) -> Result<(StatusCode, Json<Domain>), ApiError> {
-    let app = own_app(&state, &user, id).await?;
     limit(&state, &user)?;
     let hostname = Hostname::parse(&req.hostname, state.config.domains.allow_wildcards)?;
     let platform_names = [state.config.subdomain_base.as_str(), "localhost"];
@@ -106,7 +104,8 @@ async fn add(
             plan.name, plan.custom_domains
         )));
     }
-    audit_user(&mut *tx, &user, "domain.add", "app", app.id, json!({ "hostname": row.hostname })).await?;
+    audit_user(&mut *tx, &user, AuditAction::DomainAdd, "app", app.id, json!({ "hostname": row.hostname }))
+        .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.view())))
 }
@@ -131,42 +130,33 @@ async fn sync_cloudflare(state: &AppState, row: DomainRow) -> Result<DomainRow, 
 
 async fn list(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<i64>,
+    OwnedApp { app, .. }: OwnedApp,
 ) -> Result<Json<Vec<Domain>>, ApiError> {
-    let app = own_app(&state, &user, id).await?;
     Ok(Json(domains::list_for_app(&state.db, app.id).await?.iter().map(DomainRow::view).collect()))
 }
 
-/// The app and its domain named in the path; 404 for either missing.
-async fn own_domain(
-    state: &AppState,
-    user: &CurrentUser,
-    id: i64,
-    hostname: &str,
-) -> Result<(App, DomainRow), ApiError> {
-    let app = own_app(state, user, id).await?;
+/// The app's domain named in the path; 404 when it has none of that name.
+async fn own_domain(state: &AppState, app: &App, hostname: &str) -> Result<DomainRow, ApiError> {
     let not_found = || ApiError::NotFound(format!("{hostname:?} is not a domain of this app"));
     let name = Hostname::parse(hostname, true).map_err(|_| not_found())?;
-    let row = domains::get(&state.db, app.id, name.as_str()).await?.ok_or_else(not_found)?;
-    Ok((app, row))
+    domains::get(&state.db, app.id, name.as_str()).await?.ok_or_else(not_found)
 }
 
 async fn show(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path((id, hostname)): Path<(i64, String)>,
+    OwnedApp { app, .. }: OwnedApp,
+    Path((_, hostname)): Path<(i64, String)>,
 ) -> Result<Json<Domain>, ApiError> {
-    let (_, row) = own_domain(&state, &user, id, &hostname).await?;
+    let row = own_domain(&state, &app, &hostname).await?;
     Ok(Json(row.view()))
 }
 
 async fn verify(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path((id, hostname)): Path<(i64, String)>,
+    OwnedApp { user, app }: OwnedApp,
+    Path((_, hostname)): Path<(i64, String)>,
 ) -> Result<Json<Domain>, ApiError> {
-    let (app, row) = own_domain(&state, &user, id, &hostname).await?;
+    let row = own_domain(&state, &app, &hostname).await?;
     limit(&state, &user)?;
     if row.verified_at.is_some() {
         return Ok(Json(sync_cloudflare(&state, row).await?.view()));
@@ -194,7 +184,7 @@ async fn verify(
         )));
     };
     let detail = json!({ "hostname": row.hostname, "dropped_claims_of_apps": dropped });
-    audit_user(&mut *tx, &user, "domain.verify", "app", app.id, detail).await?;
+    audit_user(&mut *tx, &user, AuditAction::DomainVerify, "app", app.id, detail).await?;
     tx.commit().await?;
     routes_changed(&state, &app);
     Ok(Json(sync_cloudflare(&state, row).await?.view()))
@@ -202,16 +192,24 @@ async fn verify(
 
 async fn remove(
     State(state): State<AppState>,
-    user: CurrentUser,
-    Path((id, hostname)): Path<(i64, String)>,
+    OwnedApp { user, app }: OwnedApp,
+    Path((_, hostname)): Path<(i64, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (app, row) = own_domain(&state, &user, id, &hostname).await?;
+    let row = own_domain(&state, &app, &hostname).await?;
     if let (Some(cloudflare), Some(cf_id)) = (&state.cloudflare, &row.cloudflare_id) {
         cloudflare.delete(cf_id).await?;
     }
     let mut tx = state.db.begin().await?;
     domains::delete(&mut *tx, row.id).await?;
-    audit_user(&mut *tx, &user, "domain.delete", "app", app.id, json!({ "hostname": row.hostname })).await?;
+    audit_user(
+        &mut *tx,
+        &user,
+        AuditAction::DomainDelete,
+        "app",
+        app.id,
+        json!({ "hostname": row.hostname }),
+    )
+    .await?;
     tx.commit().await?;
     if row.verified_at.is_some() {
         routes_changed(&state, &app);

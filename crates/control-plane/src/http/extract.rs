@@ -1,5 +1,6 @@
-//! Authentication at the edge: [`CurrentUser`] from the `wh_session` cookie, and the CSRF
-//! guard for cookie-authenticated state changes.
+//! Authentication at the edge: [`CurrentUser`] from the `wh_session` cookie, [`OwnedApp`]
+//! (the user's app named by the path), the audit row of a user's action ([`audit_user`]),
+//! and the CSRF guard for cookie-authenticated state changes.
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -7,8 +8,14 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use axum::extract::Path;
+use serde::Deserialize;
+use serde_json::Value;
+
 use super::ApiError;
 use crate::state::AppState;
+use crate::store::apps::{self, App};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::users;
 
 pub const SESSION_COOKIE: &str = "wh_session";
@@ -44,6 +51,54 @@ impl FromRequestParts<AppState> for CurrentUser {
             .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
         Ok(CurrentUser { id: user.user_id, session_id: user.session_id, email: user.email })
     }
+}
+
+/// The signed-in user's app named by the path's `{id}`. Another user's app, no app, and an
+/// id that is not a number all answer the same 404 (T08): nothing tells them apart.
+#[derive(Debug, Clone)]
+pub struct OwnedApp {
+    pub user: CurrentUser,
+    pub app: App,
+}
+
+#[derive(Deserialize)]
+struct AppPath {
+    id: i64,
+}
+
+impl FromRequestParts<AppState> for OwnedApp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        let no_such_app = || ApiError::NotFound("no such app".into());
+        let Path(AppPath { id }) =
+            Path::<AppPath>::from_request_parts(parts, state).await.map_err(|_| no_such_app())?;
+        let app = apps::get_for_user(&state.db, user.id, id).await?.ok_or_else(no_such_app)?;
+        Ok(OwnedApp { user, app })
+    }
+}
+
+/// One audit row for an action of the signed-in user on one target (`kind`, `id`).
+pub async fn audit_user(
+    db: impl sqlx::PgExecutor<'_>,
+    user: &CurrentUser,
+    action: AuditAction,
+    kind: &str,
+    id: i64,
+    detail: Value,
+) -> Result<(), sqlx::Error> {
+    let actor = format!("user:{}", user.id);
+    let event = AuditEvent {
+        user_id: Some(user.id),
+        actor: &actor,
+        action,
+        target_type: Some(kind),
+        target_id: Some(id.to_string()),
+        ip: None,
+        detail,
+    };
+    audit::record(db, event).await
 }
 
 /// Refuses cross-site state changes (SECURITY-TESTS T06): a `Sec-Fetch-Site` other than

@@ -11,7 +11,6 @@ pub mod error;
 pub mod extract;
 mod internal;
 mod ops;
-mod ratelimit;
 pub mod serve;
 mod traefik;
 pub mod workers;
@@ -28,7 +27,6 @@ use tracing::Instrument;
 
 pub use error::{ApiError, ApiJson, BodyLimit};
 pub use internal::internal_router;
-pub use ratelimit::RateLimiter;
 
 use crate::state::AppState;
 

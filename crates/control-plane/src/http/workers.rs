@@ -26,7 +26,7 @@ use wisehosting_proto::{CONNECTION_HEADER, MAX_FRAME_BYTES};
 use super::{ApiError, ApiJson};
 use crate::hub::{ConnectionParams, serve_connection};
 use crate::state::AppState;
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::workers::{self, Registration, WorkerAuth};
 
 pub fn routes() -> Router<AppState> {
@@ -84,9 +84,9 @@ fn issue_token(state: &AppState, worker_id: i64) -> TokenResponse {
 }
 
 /// Counts a refusal, audits it, and gives the one answer for every wrong credential.
-async fn refuse(state: &AppState, ip: SocketAddr, action: &str, reason: &str) -> ApiError {
+async fn refuse(state: &AppState, ip: SocketAddr, action: AuditAction, reason: &str) -> ApiError {
     state.metrics.record_register_refusal();
-    tracing::warn!(ip = %ip.ip(), action, reason, "refused a worker credential");
+    tracing::warn!(ip = %ip.ip(), %action, reason, "refused a worker credential");
     let actor = format!("ip:{}", ip.ip());
     let event = AuditEvent {
         user_id: None,
@@ -110,7 +110,7 @@ async fn register(
 ) -> Result<Json<TokenResponse>, ApiError> {
     state
         .worker_auth_limiter
-        .check(super::ratelimit::client_key(ip.ip()))
+        .check(crate::ratelimit::client_key(ip.ip()))
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
     // The join secret, not the master: a worker runs strangers' builds and must hold nothing
     // that opens sealed data or signs a JWT. An empty join secret admits no one.
@@ -120,13 +120,17 @@ async fn register(
     let worker = workers::find_by_key(&state.db, &req.api_key).await?;
     let worker = match (secret_ok, worker) {
         (true, Some(w)) if !w.is_disabled() => w,
-        (false, _) => return Err(refuse(&state, ip, "worker.register_refused", "wrong shared secret").await),
+        (false, _) => {
+            return Err(refuse(&state, ip, AuditAction::WorkerRegisterRefused, "wrong shared secret").await);
+        }
         (true, _) => {
-            return Err(refuse(&state, ip, "worker.register_refused", "unknown or disabled key").await);
+            return Err(
+                refuse(&state, ip, AuditAction::WorkerRegisterRefused, "unknown or disabled key").await
+            );
         }
     };
     if req.name != worker.name {
-        refuse(&state, ip, "worker.register_refused", "name does not match the key").await;
+        refuse(&state, ip, AuditAction::WorkerRegisterRefused, "name does not match the key").await;
         return Err(ApiError::Forbidden(format!(
             "this API key belongs to the worker named {}; register with that name",
             worker.name
@@ -146,7 +150,7 @@ async fn register(
         AuditEvent {
             user_id: None,
             actor: &actor,
-            action: "worker.registered",
+            action: AuditAction::WorkerRegistered,
             target_type: Some("worker"),
             target_id: Some(worker.id.to_string()),
             ip: Some(ip.ip().to_string()),
@@ -169,14 +173,14 @@ async fn refresh(
 ) -> Result<Json<TokenResponse>, ApiError> {
     state
         .worker_auth_limiter
-        .check(super::ratelimit::client_key(ip.ip()))
+        .check(crate::ratelimit::client_key(ip.ip()))
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
     let Some(key) = bearer(&headers) else {
-        return Err(refuse(&state, ip, "worker.refresh_refused", "no bearer key").await);
+        return Err(refuse(&state, ip, AuditAction::WorkerRefreshRefused, "no bearer key").await);
     };
     match workers::find_by_key(&state.db, key).await? {
         Some(w) if !w.is_disabled() => Ok(Json(issue_token(&state, w.id))),
-        _ => Err(refuse(&state, ip, "worker.refresh_refused", "unknown or disabled key").await),
+        _ => Err(refuse(&state, ip, AuditAction::WorkerRefreshRefused, "unknown or disabled key").await),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The rows routing is built from (SPEC §7): which app, its hostnames' parts, and where it
-//! answers. `crate::routing` turns them into the pushed route tables and Traefik's JSON.
+//! answers. The routing module turns them into the pushed route tables and Traefik's JSON.
 
 use sqlx::PgPool;
 

@@ -14,7 +14,7 @@ use wisehosting_proto::job::DeploySpec;
 use wisehosting_proto::job::Fault;
 
 use super::error::{CommandError, DeployError};
-use super::{Pipeline, Reporter};
+use super::{Pipeline, Reporter, ip_literal};
 
 /// True for addresses on the public internet: not loopback, private, link-local, CGNAT,
 /// benchmarking, 6to4 relay, multicast, documentation or reserved, and no IPv6 form that
@@ -133,11 +133,6 @@ impl Pipeline {
         head.arg("-C").arg(src).args(["rev-parse", "HEAD"]);
         crate::runtime::command::run(head, "git rev-parse").await.map_err(CommandError::platform)
     }
-}
-
-/// An address as it stands in `host:port` strings: IPv6 in brackets.
-pub(super) fn ip_literal(ip: IpAddr) -> String {
-    if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
 }
 
 /// The address an `https://` repository's host was checked at.

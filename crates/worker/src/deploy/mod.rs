@@ -13,6 +13,7 @@ mod git;
 mod lifecycle;
 mod steps;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,11 +24,16 @@ use wisehosting_proto::job::{Fault, Phase};
 use wisehosting_proto::messages::{Job, JobAccepted, JobProgress, JobResult, Log, LogStream};
 
 use crate::config::DeploySettings;
-use crate::link::Outgoing;
 use crate::runtime::Podman;
+use wisehosting_proto::messages::Outgoing;
 
 pub use error::{CommandError, DeployError};
 pub use git::{Pin, check_https_repository, is_public_ip};
+
+/// An address as it stands in `host:port` strings: IPv6 in brackets.
+fn ip_literal(ip: IpAddr) -> String {
+    if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
+}
 
 /// Runs jobs and reports through the session's outgoing queue.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 
 use super::containerfile::build_limits;
-use super::git::ip_literal;
+use super::ip_literal;
 use wisehosting_proto::job::{DeploySpec, Env, Fault, Framework, ImageId, Limits, Phase, Port};
 
 use super::error::{CommandError, DeployError};

@@ -258,8 +258,7 @@ fn prepare(buf: &[u8], table: &super::Table, peer_ip: &str, out: &mut Vec<u8>) -
             forwarded_for.push(trim(header.value));
             continue;
         }
-        if is(name, "x-forwarded-proto") || is(name, "x-forwarded-host") || super::proxy::is_hop_by_hop(name)
-        {
+        if is(name, "x-forwarded-proto") || is(name, "x-forwarded-host") || super::is_hop_by_hop(name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -365,7 +364,7 @@ fn answer(
         let keep_framing = is(name, "transfer-encoding") && framing == Framing::Chunked;
         let drop_length = is(name, "content-length") && chunked.is_some();
         let listed = named.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
-        if (super::proxy::is_hop_by_hop(name) && !keep_framing) || drop_length || listed {
+        if (super::is_hop_by_hop(name) && !keep_framing) || drop_length || listed {
             continue;
         }
         out.extend_from_slice(name.as_bytes());

@@ -138,6 +138,23 @@ fn still_open(stream: &tokio::net::TcpStream) -> bool {
     matches!(stream.poll_peek(&mut cx, &mut buf), std::task::Poll::Pending)
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they are.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// True for a hop-by-hop header's name (any case).
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// The router's shared state.
 pub struct Edge {
     table: RwLock<Arc<Table>>,

@@ -261,23 +261,6 @@ fn page(failure: Failure) -> Response<Body> {
     response
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they are.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// True for a hop-by-hop header's name (any case).
-pub(super) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -289,7 +272,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in super::HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use wisehosting_proto::messages::{AppRunState, AppStat, AppStateEntry, AppStates, AppStats, Log, LogStream};
 
 use super::Podman;
-use crate::link::Outgoing;
+use wisehosting_proto::messages::Outgoing;
 
 use super::lines::{LogBatch, LogBudget};
 use super::supervisor::{CRASH_LOOP_FAILURES, Supervisor};
