@@ -1,8 +1,10 @@
 //! The WiseHosting worker agent as a library; `main.rs` is a thin shell.
 //!
 //! - [`config`]: the worker's YAML config and systemd credentials.
-//! - [`link`]: the connection to the control plane: register, signed WebSocket session,
-//!   token refresh, reconnect with capped exponential backoff and full jitter.
+//! - [`agent`]: the agent that assembles the parts and acts on what the control plane sends;
+//!   reconnects with capped exponential backoff and full jitter.
+//! - [`link`]: the connection to the control plane, transport only: register, the signed
+//!   WebSocket session, token refresh.
 //! - [`deploy`]: the jobs: clone, build, run, health check, switch, retire; stop, start,
 //!   restart, remove; errors that say whose fault they were.
 //! - [`edge`]: the edge router: apps' HTTP traffic by hostname, its table pushed by the
@@ -13,6 +15,7 @@
 //!
 //! The worker never talks to PostgreSQL: everything goes through the control plane.
 
+pub mod agent;
 pub mod config;
 pub mod deploy;
 pub mod edge;
@@ -20,5 +23,5 @@ pub mod link;
 pub mod runtime;
 pub mod stats;
 
+pub use agent::{Agent, AgentStatus};
 pub use config::WorkerConfig;
-pub use link::{Agent, AgentStatus};
