@@ -6,6 +6,7 @@
 mod agent;
 mod cli;
 mod deploy;
+mod deploy_guards;
 mod dev;
 mod domains;
 mod faults;
