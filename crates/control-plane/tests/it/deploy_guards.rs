@@ -477,3 +477,125 @@ async fn a_symlink_in_the_repository_never_makes_the_worker_touch_a_file_outside
     }
     assert_eq!(std::fs::read_to_string(&canary).expect("canary"), "untouched");
 }
+
+pub(crate) fn podman(args: &[&str]) -> String {
+    let out = std::process::Command::new("podman")
+        .env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf())
+        .args(args)
+        .output()
+        .expect("podman");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A shell probe run in a container: per `host port`, "REACHED <last line of the answer>"
+/// when it answers, else "BLOCKED". (busybox's `nc`: its `wget` crashes here.)
+pub(crate) fn probe_script(targets: &[String]) -> String {
+    targets
+        .iter()
+        .map(|target| {
+            format!("if body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {target}); then echo \"REACHED $(echo \"$body\" | tail -1)\"; else echo BLOCKED; fi; ")
+        })
+        .collect()
+}
+
+/// Runs the probes of [`probe_script`] from a container on podman's default bridge, outside
+/// our confinement: the control that shows a canary answers.
+pub(crate) fn probe_unconfined(targets: &[String]) -> String {
+    podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "podman",
+        "localhost/wisehosting/busybox:latest",
+        "sh",
+        "-c",
+        &probe_script(targets),
+    ])
+}
+
+/// T37: from inside an app, the host's services and another app's container are out of
+/// reach, while the same probes from an unconfined container reach them (so the canaries
+/// answer and the probes work); the app runs with no new privileges, few capabilities, a
+/// pids limit and (static preset) a read-only root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_reaches_neither_the_host_nor_another_app_and_runs_without_privileges() {
+    let (_cp, agent, user, repo) = platform("confiner", "confined@example.com").await;
+    // A canary on every host address, answering HTTP; any hit from a container counts.
+    let canary = TcpCanary::bind("0.0.0.0:0", true).await;
+    let port = canary.port;
+    repo.commit(&[("index.html", "target-app")], "target");
+    let prober_repo = TestRepo::new();
+    prober_repo.commit(&[("index.html", "prober-app")], "prober");
+    let mut ids = Vec::new();
+    for (name, url) in [("target", repo.url()), ("prober", prober_repo.url())] {
+        let (app_id, d) = deploy_and_wait(
+            &user,
+            json!({"name": name, "repo_url": url, "framework": "static", "port": 8080}),
+        )
+        .await;
+        assert_eq!(d["status"], "running", "{d}");
+        ids.push(app_id);
+    }
+    let container = |app: i64| agent.containers_of(app)[0]["Id"].as_str().expect("id").to_string();
+    let (target, prober) = (container(ids[0]), container(ids[1]));
+    let target_ip = podman(&[
+        "inspect",
+        "--format",
+        "{{(index .NetworkSettings.Networks \"wisehosting-apps\").IPAddress}}",
+        &target,
+    ]);
+    let target_ip = target_ip.trim();
+    assert!(target_ip.starts_with("10.90."), "the app runs on the apps network: {target_ip}");
+    let host_ip = "192.0.2.2";
+    let private = PrivateCanary::start().await;
+    let urls = [
+        format!("10.90.0.1 {port}"),
+        format!("{host_ip} {port}"),
+        format!("{target_ip} 8080"),
+        format!("{} {}", private.private, private.port),
+        format!("{} {}", private.mesh, private.port),
+    ];
+    // The host's own address, where this machine has it (a local service's address).
+    let host_has_ip = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet {host_ip}/")));
+    let urls: Vec<String> = urls.into_iter().filter(|u| host_has_ip || !u.contains(host_ip)).collect();
+
+    let confined = podman(&["exec", &prober, "sh", "-c", &probe_script(&urls)]);
+    let answers: Vec<&str> =
+        confined.lines().filter(|l| l.starts_with("REACHED") || *l == "BLOCKED").collect();
+    assert_eq!(answers, vec!["BLOCKED"; urls.len()], "from inside an app: {confined}");
+    assert_eq!(canary.hits(), 0, "a canary on the host was reached from an app");
+    assert_eq!(private.hits(), 0, "a private or mesh canary was reached from an app");
+
+    // The same probes from a container on podman's default bridge reach both canaries.
+    let control = probe_unconfined(&[
+        format!("10.88.0.1 {port}"),
+        format!("{target_ip} 8080"),
+        format!("{} {}", private.private, private.port),
+        format!("{} {}", private.mesh, private.port),
+    ]);
+    assert!(
+        control.matches("REACHED canary").count() == 3 && control.contains("REACHED target-app"),
+        "unconfined: {control}"
+    );
+    assert!(canary.hits() > 0);
+    assert_eq!(private.hits(), 2);
+
+    // No new privileges, podman's capabilities less SETFCAP, SETPCAP and SYS_CHROOT.
+    let status = podman(&["exec", &prober, "cat", "/proc/1/status"]);
+    assert!(
+        status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]),
+        "{status}"
+    );
+    assert!(
+        status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["CapEff:", "00000000000004fb"]),
+        "{status}"
+    );
+    let limits =
+        podman(&["inspect", "--format", "{{.HostConfig.PidsLimit}} {{.HostConfig.ReadonlyRootfs}}", &prober]);
+    assert_eq!(limits.trim(), "512 true");
+    let write = podman(&["exec", &prober, "sh", "-c", "touch /www/x && echo WROTE || echo READ-ONLY"]);
+    assert!(write.contains("READ-ONLY"), "{write}");
+}

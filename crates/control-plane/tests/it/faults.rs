@@ -6,14 +6,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::deploy::{LIMIT, app, containerfile, fetch, processes_mentioning};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wisehosting_control_plane::dev::postgres::{self, Binaries, Layout, RunAs};
 use wisehosting_proto::ServerMessage;
 use wisehosting_proto::messages::{Hello, JobAccepted, JobResult};
 use wisehosting_testkit::{
-    RawWorker, TestRepo, UserSession, create_worker_in, eventually, fresh_database, spawn_control_plane_on,
-    spawn_worker_with_secret, test_config,
+    RawWorker, TestRepo, UserSession, create_worker, create_worker_in, eventually, fresh_database,
+    spawn_control_plane_on, spawn_control_plane_with, spawn_worker_with_secret, test_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-faults";
@@ -383,4 +384,174 @@ async fn a_postgres_restart_answers_503_fast_then_recovers_and_loses_no_job() {
     assert!(!matches!(again, Ok(Some(_))), "a job was dispatched twice: {again:?}");
     drop(raw);
     cp.stop().await.expect("stop");
+}
+
+/// The real `wisehosting-worker` binary as a child process, for kill -9.
+struct WorkerProcess {
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    fn start(config: &std::path::Path) -> WorkerProcess {
+        let binary =
+            std::path::Path::new(env!("CARGO_BIN_EXE_wisehosting")).with_file_name("wisehosting-worker");
+        let child = std::process::Command::new(binary)
+            .env("CONFIG_PATH", config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the worker binary");
+        WorkerProcess { child }
+    }
+
+    /// SIGKILL to the worker process alone, as `kill -9 <pid>` does. Its podman children run
+    /// on (killing them too, mid-`podman build`, corrupts podman's image store for everyone);
+    /// what they leave behind is the re-sync's to clean.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn running_containers(instance: &str, app_id: i64) -> Vec<String> {
+    let out = std::process::Command::new("podman")
+        .env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf())
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=wisehosting.instance={instance}"))
+        .arg("--filter")
+        .arg(format!("label=wisehosting.app={app_id}"))
+        .output()
+        .expect("podman ps");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_job() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+    })
+    .await;
+    let w = create_worker(&cp, "killable").await;
+    let instance = format!("k{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
+    let data = tempfile::tempdir().expect("data dir");
+    let config = data.path().join("worker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "control_plane_url: {}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\nedge:\n  listen: 127.0.0.1:0\n  metrics_listen: null\n",
+            cp.base_url,
+            w.name,
+            w.api_key,
+            cp.config.workers.join_secret.expose(),
+            data.path().display(),
+            wisehosting_testkit::worker::containers_conf().display()
+        ),
+    )
+    .expect("config");
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            // A podman run started by a killed worker may land a moment later; sweep twice.
+            wisehosting_testkit::worker::remove_instance(&self.0);
+            std::thread::sleep(Duration::from_secs(1));
+            wisehosting_testkit::worker::remove_instance(&self.0);
+            // A killed worker's `podman build` runs on by itself and may still commit a layer:
+            // wait (bounded) until no podman process of this instance is left.
+            for _ in 0..30 {
+                if !processes_mentioning(&self.0).iter().any(|c| c.starts_with("podman")) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            // The killed worker's build cgroups (a restarted worker removes its own).
+            wisehosting_worker::runtime::cgroup::prune_stale(&self.0);
+            // A build killed half-way leaves its last layer untagged; this test's layers carry
+            // its label.
+            let podman = || {
+                let mut cmd = std::process::Command::new("podman");
+                cmd.env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf());
+                cmd
+            };
+            if let Ok(out) = podman()
+                .args(["images", "-q", "--filter"])
+                .arg(format!("label=wisehosting.test={}", self.0))
+                .output()
+            {
+                let ids: Vec<String> =
+                    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+                if !ids.is_empty() {
+                    let _ = podman().arg("rmi").arg("--").args(&ids).output();
+                }
+            }
+        }
+    }
+    // This test's images carry a label of their own, so what killed builds leave is found.
+    let containerfile =
+        |body: &str| containerfile(body).replacen('\n', &format!("\nLABEL wisehosting.test={instance}\n"), 1);
+    let _cleanup = Cleanup(instance.clone());
+    let mut worker = WorkerProcess::start(&config);
+    let user = cp.login("kill@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &containerfile("round 0"))], "v0");
+    let created: Value = user
+        .post_json("/api/deploy", &json!({"name": "killed", "repo_url": repo.url(), "port": 8080}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let app_id = created["app"]["id"].as_i64().expect("id");
+    let first = created["deployment"]["id"].as_i64().expect("id");
+    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
+
+    // Kill -9 at different points of a deploy (clone, build, run, health check), restart, and
+    // check the invariants each time. A kill while `podman stop` retires the old container
+    // (about 1.7 s in) can leave podman reporting it "stopping": see the closing note of this
+    // issue; that window is not covered yet.
+    for (round, delay_ms) in [150u64, 400, 800, 1200].into_iter().enumerate() {
+        repo.commit(&[("Containerfile", &containerfile(&format!("round {}", round + 1)))], "next");
+        let next: Value = user
+            .post_json(&format!("/api/apps/{app_id}/deployments"), &json!({}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let next = next["id"].as_i64().expect("id");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        worker.kill9();
+        worker = WorkerProcess::start(&config);
+        let d = user.wait_deployment(next, LIMIT).await;
+        let status = d["status"].as_str().unwrap_or_default().to_string();
+        assert!(status == "running" || status == "failed", "round {round}: {d}");
+        let mut one = false;
+        for _ in 0..100 {
+            let active: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('dispatched', 'running')")
+                    .fetch_one(&cp.db)
+                    .await
+                    .expect("count");
+            if running_containers(&instance, app_id).len() == 1 && active == 0 {
+                one = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(one, "round {round}: containers {:?}", running_containers(&instance, app_id));
+        let a = app(&user, app_id).await;
+        let port = a["host_port"].as_i64().expect("port");
+        let current = a["current_deployment_id"].as_i64().expect("current");
+        let expected = if status == "running" { next } else { current };
+        assert_eq!(current, expected, "round {round}");
+        let body = fetch(port).await;
+        assert!(body.starts_with("round "), "round {round}: the current version serves: {body}");
+    }
+    worker.kill9();
 }
