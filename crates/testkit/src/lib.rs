@@ -41,6 +41,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wisehosting_control_plane::config::DatabaseUrl;
+use wisehosting_control_plane::domain::DeploymentStatus;
 use wisehosting_control_plane::startup::StartupError;
 use wisehosting_control_plane::{App, Config, db};
 use wisehosting_crypto::Secret;
@@ -392,10 +393,8 @@ impl UserSession {
         loop {
             let d: serde_json::Value =
                 self.get(&format!("/api/deployments/{id}")).await.json().await.expect("json");
-            let status = d["status"].as_str().unwrap_or_default().to_string();
-            if ["running", "failed", "cancelled", "superseded"].contains(&status.as_str())
-                || tokio::time::Instant::now() > deadline
-            {
+            let status = d["status"].as_str().and_then(DeploymentStatus::parse);
+            if status.is_some_and(DeploymentStatus::is_final) || tokio::time::Instant::now() > deadline {
                 return d;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;

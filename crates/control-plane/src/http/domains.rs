@@ -21,7 +21,6 @@ use serde_json::json;
 use super::ApiError;
 use super::ApiJson;
 use super::extract::{CurrentUser, OwnedApp, audit_user};
-use crate::cloudflare::CloudflareError;
 use crate::domain::Hostname;
 use crate::plans;
 use crate::state::AppState;
@@ -34,12 +33,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/apps/{id}/domains", get(list).post(add))
         .route("/api/apps/{id}/domains/{hostname}", get(show).delete(remove))
         .route("/api/apps/{id}/domains/{hostname}/verify", post(verify))
-}
-
-impl From<CloudflareError> for ApiError {
-    fn from(e: CloudflareError) -> Self {
-        ApiError::Upstream(format!("{e}; the domain was left as it was"))
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,7 +51,7 @@ fn limit(state: &AppState, user: &CurrentUser) -> Result<(), ApiError> {
     state.domain_limiter.check(user.id).map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
 }
 
-/// Tells the app's worker to fetch its routes now.
+/// Pushes the app's worker its routes again.
 fn routes_changed(state: &AppState, app: &App) {
     if let Some(worker) = app.worker_id {
         state.hub.routes_changed(worker);

@@ -149,6 +149,12 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::cloudflare::CloudflareError> for ApiError {
+    fn from(e: crate::cloudflare::CloudflareError) -> Self {
+        ApiError::Upstream(format!("{e}; the domain was left as it was"))
+    }
+}
+
 /// A stored app that no longer reads as a job is ours to fix, not the caller's.
 impl From<crate::jobs::spec::StoredAppUnreadable> for ApiError {
     fn from(e: crate::jobs::spec::StoredAppUnreadable) -> Self {

@@ -26,7 +26,7 @@ impl DeployError {
     }
 
     pub fn cancelled() -> DeployError {
-        DeployError { fault: Fault::Cancelled, message: "cancelled".into() }
+        DeployError { fault: Fault::Cancelled, message: "the job was cancelled".into() }
     }
 }
 

@@ -11,6 +11,7 @@ mod containerfile;
 mod error;
 mod git;
 mod lifecycle;
+mod retire;
 mod steps;
 
 use std::net::IpAddr;
