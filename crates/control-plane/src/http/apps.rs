@@ -140,19 +140,26 @@ async fn deploy(
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token).await?;
     let app = App { has_git_token: token.is_some(), ..app };
     let deployment = deployments::insert(&mut *tx, app.id, branch.as_str(), None).await?;
-    let spec = job_spec::deploy(&app, &deployment, &env, token, plan)?;
-    jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
-    audit_user(
-        &mut *tx,
-        &user,
-        AuditAction::AppDeploy,
-        "app",
-        app.id,
-        json!({ "deployment": deployment.id }),
-    )
-    .await?;
+    queue_deploy(&mut tx, &state, &user, &app, &deployment, &env, token).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
+}
+
+/// Queues the deploy job of `deployment`, with its audit row, in the caller's transaction.
+async fn queue_deploy(
+    tx: &mut sqlx::PgConnection,
+    state: &AppState,
+    user: &CurrentUser,
+    app: &App,
+    deployment: &Deployment,
+    env: &BTreeMap<String, String>,
+    git_token: Option<&str>,
+) -> Result<(), ApiError> {
+    let spec = job_spec::deploy(app, deployment, env, git_token, plans::plan("free"))?;
+    jobs::enqueue(tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
+    let detail = json!({ "deployment": deployment.id });
+    audit_user(&mut *tx, user, AuditAction::AppDeploy, "app", app.id, detail).await?;
+    Ok(())
 }
 
 async fn list_apps(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<App>>, ApiError> {
@@ -182,18 +189,8 @@ async fn redeploy(
             .await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
     let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
-    let spec = job_spec::deploy(&app, &deployment, &env, token.as_deref(), plans::plan("free"))?;
-    jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
+    queue_deploy(&mut tx, &state, &user, &app, &deployment, &env, token.as_deref()).await?;
     apps::mark_deploying_if_never_ran(&mut *tx, app.id).await?;
-    audit_user(
-        &mut *tx,
-        &user,
-        AuditAction::AppDeploy,
-        "app",
-        app.id,
-        json!({ "deployment": deployment.id }),
-    )
-    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
 }
