@@ -35,6 +35,7 @@ use crate::store::users;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/deploy", post(deploy))
+        .route("/api/plans", get(list_plans))
         .route("/api/apps", get(list_apps))
         .route("/api/apps/{id}", get(get_app).delete(delete_app))
         .route("/api/apps/{id}/deployments", get(list_deployments).post(redeploy))
@@ -116,11 +117,12 @@ async fn deploy(
     let plan = plans::plan("free");
     let mut tx = state.db.begin().await?;
     if apps::count_for_user_locked(&mut tx, user.id).await? >= plan.max_apps {
-        return Err(ApiError::Forbidden(format!(
-            "the {} plan allows {} apps; delete one first",
+        return Err(ApiError::PlanLimit(format!(
+            "the {} plan allows {} apps (limit `apps`); delete one first",
             plan.name, plan.max_apps
         )));
     }
+    check_deploys_per_day(&mut tx, user.id, plan).await?;
     let app = apps::insert(
         &mut *tx,
         &NewApp {
@@ -145,6 +147,22 @@ async fn deploy(
     Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
 }
 
+/// Refuses a deploy over the plan's deploys in the last 24 hours. The caller holds the user's
+/// row lock, so parallel deploys cannot pass the limit together.
+async fn check_deploys_per_day(
+    tx: &mut sqlx::PgConnection,
+    user_id: i64,
+    plan: &plans::Plan,
+) -> Result<(), ApiError> {
+    if deployments::count_for_user_last_day(tx, user_id).await? >= plan.deploys_per_day {
+        return Err(ApiError::PlanLimit(format!(
+            "the {} plan allows {} deploys a day (limit `deploys_per_day`); try again later",
+            plan.name, plan.deploys_per_day
+        )));
+    }
+    Ok(())
+}
+
 /// Queues the deploy job of `deployment`, with its audit row, in the caller's transaction.
 async fn queue_deploy(
     tx: &mut sqlx::PgConnection,
@@ -160,6 +178,11 @@ async fn queue_deploy(
     let detail = json!({ "deployment": deployment.id });
     audit_user(&mut *tx, user, AuditAction::AppDeploy, "app", app.id, detail).await?;
     Ok(())
+}
+
+/// Every plan and its limits; public (the plans page reads it signed out).
+async fn list_plans() -> Json<Vec<plans::PlanView>> {
+    Json(plans::ALL.iter().map(|p| p.view()).collect())
 }
 
 async fn list_apps(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<App>>, ApiError> {
@@ -184,6 +207,8 @@ async fn redeploy(
     let branch = Branch::parse(req.branch.as_deref().unwrap_or(&app.branch))?;
     let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
     let mut tx = state.db.begin().await?;
+    users::lock(&mut tx, user.id).await?;
+    check_deploys_per_day(&mut tx, user.id, plans::plan("free")).await?;
     let deployment =
         deployments::insert(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
             .await?;

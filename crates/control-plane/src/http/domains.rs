@@ -92,8 +92,8 @@ async fn add(
     // Counted with the new row: over the plan's limit, the transaction rolls back.
     let plan = plans::plan("free");
     if domains::count_for_app(&mut *tx, app.id).await? > i64::from(plan.custom_domains) {
-        return Err(ApiError::Forbidden(format!(
-            "the {} plan allows {} custom domain(s) per app; remove one first",
+        return Err(ApiError::PlanLimit(format!(
+            "the {} plan allows {} custom domain(s) per app (limit `custom_domains`); remove one first",
             plan.name, plan.custom_domains
         )));
     }

@@ -30,6 +30,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// Over a limit of the user's plan; the message names the limit (`apps`, `custom_domains`,
+    /// `deploys_per_day`, …) and what to do.
+    #[error("{0}")]
+    PlanLimit(String),
     #[error("{0}")]
     Conflict(String),
     /// A custom domain whose verification record is not (yet) in DNS.
@@ -68,6 +72,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::VerificationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),

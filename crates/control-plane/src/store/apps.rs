@@ -74,7 +74,7 @@ pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, St
 /// The user's app count, with the user's row locked until the transaction ends, so two
 /// deploys at once cannot both pass the plan's limit.
 pub async fn count_for_user_locked(tx: &mut sqlx::PgConnection, user_id: i64) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user_id).execute(&mut *tx).await?;
+    super::users::lock(tx, user_id).await?;
     sqlx::query_scalar("SELECT count(*) FROM apps WHERE user_id = $1").bind(user_id).fetch_one(&mut *tx).await
 }
 

@@ -42,6 +42,17 @@ pub async fn insert(
     .await
 }
 
+/// Deployments of the user's apps created in the last 24 hours.
+pub async fn count_for_user_last_day(tx: &mut PgConnection, user_id: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM deployments d JOIN apps a ON a.id = d.app_id
+         WHERE a.user_id = $1 AND d.created_at > now() - interval '1 day'",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await
+}
+
 pub async fn for_app(db: &PgPool, app_id: i64) -> Result<Vec<Deployment>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM deployments d WHERE d.app_id = $1 ORDER BY d.id DESC LIMIT 100"

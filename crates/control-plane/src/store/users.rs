@@ -7,6 +7,13 @@ use wisehosting_crypto::{random_token, sha256_hex};
 pub const SESSION_DAYS: i32 = 30;
 
 /// Finds the user with this email (case-insensitive) or creates one.
+/// Locks the user's row until the transaction ends: plan limits are counted under it, so two
+/// requests at once cannot both pass one.
+pub async fn lock(tx: &mut sqlx::PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user_id).execute(&mut *tx).await?;
+    Ok(())
+}
+
 pub async fn upsert_by_email(db: &PgPool, email: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO users (email) VALUES ($1) ON CONFLICT (lower(email)) DO UPDATE SET updated_at = now() RETURNING id",

@@ -156,7 +156,9 @@ async fn a_custom_domain_is_routed_only_after_its_txt_record_verifies_and_belong
         assert!(message.starts_with("hostname: ") && message.contains(reason), "{bad}: {message}");
     }
     let (status, body) = add_domain(&user, app, "www.shop.example.org").await;
-    assert_eq!(status, 403, "the free plan allows one custom domain per app: {body}");
+    assert_eq!(status, 402, "the free plan allows one custom domain per app: {body}");
+    assert_eq!(body["code"], "plan_limit", "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("custom_domains"), "{body}");
 
     // Removed: no longer routed; every step audited.
     let r = user

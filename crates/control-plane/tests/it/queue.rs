@@ -513,7 +513,37 @@ async fn parallel_deploys_cannot_pass_the_plans_app_limit_together() {
     });
     let statuses = futures_util::future::join_all(attempts).await;
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "the free plan's 5 apps: {statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 201 || *s == 403), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 402),
+        "over the limit is 402 plan_limit: {statuses:?}"
+    );
     let apps: i64 = sqlx::query_scalar("SELECT count(*) FROM apps").fetch_one(&cp.db).await.expect("count");
     assert_eq!(apps, 5);
+}
+
+#[tokio::test]
+async fn the_plans_are_public_and_a_day_holds_at_most_the_plans_deploys() {
+    let cp = single().await;
+    let plans: Value =
+        cp.client.get(cp.url("/api/plans")).send().await.expect("plans").json().await.expect("json");
+    assert_eq!(
+        plans,
+        json!([{"name": "free", "limits": {"apps": 5, "memory_mb": 256, "cpus": 0.5, "custom_domains": 1,
+                                            "deploys_per_day": 100}}]),
+        "signed out, the plans and their limits"
+    );
+    let user = cp.login("busy@example.com").await;
+    let (app, _) = user.deploy("busy", "https://example.com/r.git").await;
+    for round in 1..100 {
+        let r = user.post_json(&format!("/api/apps/{app}/deployments"), &json!({})).await;
+        assert_eq!(r.status(), 201, "deploy {} of the day", round + 1);
+    }
+    let over = user.post_json(&format!("/api/apps/{app}/deployments"), &json!({})).await;
+    assert_eq!(over.status(), 402);
+    let body: Value = over.json().await.expect("json");
+    assert_eq!(body["code"], "plan_limit", "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("deploys_per_day"), "{body}");
+    let deployments: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deployments").fetch_one(&cp.db).await.expect("count");
+    assert_eq!(deployments, 100, "the refused deploy left no row");
 }
