@@ -32,4 +32,6 @@ pub struct AppState {
     pub dns: TxtResolver,
     /// Cloudflare for SaaS, when configured.
     pub cloudflare: Option<Cloudflare>,
+    /// The plans this control plane offers (`free` and the config's).
+    pub plans: Arc<crate::plans::Registry>,
 }

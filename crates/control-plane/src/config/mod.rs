@@ -57,6 +57,8 @@ pub struct Config {
     pub domains: DomainsConfig,
     pub cloudflare: CloudflareConfig,
     pub log: LogConfig,
+    /// Plans: `free`'s limits overridden, and plans of this installation's own (SPEC §9).
+    pub plans: Vec<crate::plans::PlanConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,6 +253,7 @@ impl Default for Config {
             domains: DomainsConfig::default(),
             cloudflare: CloudflareConfig::default(),
             log: LogConfig::default(),
+            plans: Vec::new(),
         }
     }
 }
@@ -414,6 +417,7 @@ impl Config {
 
     /// Checks relations between values that types alone cannot express.
     fn check(&self) -> Result<(), ConfigError> {
+        crate::plans::Registry::from_config(&self.plans).map_err(ConfigError::Invalid)?;
         let db = &self.database;
         if db.max_connections == 0 {
             return Err(ConfigError::Invalid("database.max_connections must be at least 1".into()));

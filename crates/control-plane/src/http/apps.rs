@@ -114,7 +114,7 @@ async fn deploy(
     let env = parse_env(req.env)?;
     let git_token =
         req.git_token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
-    let plan = plans::plan("free");
+    let plan = state.plans.get(&user.plan);
     let mut tx = state.db.begin().await?;
     if apps::count_for_user_locked(&mut tx, user.id).await? >= plan.max_apps {
         return Err(ApiError::PlanLimit(format!(
@@ -173,7 +173,7 @@ async fn queue_deploy(
     env: &BTreeMap<String, String>,
     git_token: Option<&str>,
 ) -> Result<(), ApiError> {
-    let spec = job_spec::deploy(app, deployment, env, git_token, plans::plan("free"))?;
+    let spec = job_spec::deploy(app, deployment, env, git_token, state.plans.get(&user.plan))?;
     jobs::enqueue(tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
     let detail = json!({ "deployment": deployment.id });
     audit_user(&mut *tx, user, AuditAction::AppDeploy, "app", app.id, detail).await?;
@@ -181,8 +181,8 @@ async fn queue_deploy(
 }
 
 /// Every plan and its limits; public (the plans page reads it signed out).
-async fn list_plans() -> Json<Vec<plans::PlanView>> {
-    Json(plans::ALL.iter().map(|p| p.view()).collect())
+async fn list_plans(State(state): State<AppState>) -> Json<Vec<plans::PlanView>> {
+    Json(state.plans.all().iter().map(plans::Plan::view).collect())
 }
 
 async fn list_apps(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<App>>, ApiError> {
@@ -208,7 +208,7 @@ async fn redeploy(
     let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
     let mut tx = state.db.begin().await?;
     users::lock(&mut tx, user.id).await?;
-    check_deploys_per_day(&mut tx, user.id, plans::plan("free")).await?;
+    check_deploys_per_day(&mut tx, user.id, state.plans.get(&user.plan)).await?;
     let deployment =
         deployments::insert(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
             .await?;
@@ -311,7 +311,7 @@ async fn lifecycle(
     let mut tx = state.db.begin().await?;
     let spec = if kind == JobKind::Restart {
         let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-        job_spec::restart(&app, current, &env, plans::plan("free"))?
+        job_spec::restart(&app, current, &env, state.plans.get(&user.plan))?
     } else {
         job_spec::for_app(kind, &app)?
     };

@@ -22,7 +22,6 @@ use super::ApiError;
 use super::ApiJson;
 use super::extract::{CurrentUser, OwnedApp, audit_user};
 use crate::domain::Hostname;
-use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::App;
 use crate::store::audit::AuditAction;
@@ -90,7 +89,7 @@ async fn add(
         return Err(ApiError::Conflict(format!("{hostname} is already a domain of this app")));
     };
     // Counted with the new row: over the plan's limit, the transaction rolls back.
-    let plan = plans::plan("free");
+    let plan = state.plans.get(&user.plan);
     if domains::count_for_app(&mut *tx, app.id).await? > i64::from(plan.custom_domains) {
         return Err(ApiError::PlanLimit(format!(
             "the {} plan allows {} custom domain(s) per app (limit `custom_domains`); remove one first",

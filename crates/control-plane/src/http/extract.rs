@@ -34,6 +34,8 @@ pub struct CurrentUser {
     pub id: i64,
     pub session_id: i64,
     pub email: String,
+    /// The name of the user's plan; [`crate::plans::Registry::get`] gives its limits.
+    pub plan: String,
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -49,7 +51,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             .user_limiter
             .check(user.user_id)
             .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-        Ok(CurrentUser { id: user.user_id, session_id: user.session_id, email: user.email })
+        Ok(CurrentUser { id: user.user_id, session_id: user.session_id, email: user.email, plan: user.plan })
     }
 }
 

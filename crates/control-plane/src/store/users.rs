@@ -50,11 +50,13 @@ pub struct SessionUser {
     pub user_id: i64,
     pub session_id: i64,
     pub email: String,
+    /// The user's plan's name (`users.plan`).
+    pub plan: String,
 }
 
 pub async fn session_user(db: &PgPool, token: &str) -> Result<Option<SessionUser>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT s.user_id, s.id AS session_id, u.email FROM sessions s JOIN users u ON u.id = s.user_id
+        "SELECT s.user_id, s.id AS session_id, u.email, u.plan FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL",
     )
     .bind(sha256_hex(token.as_bytes()))

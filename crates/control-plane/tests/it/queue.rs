@@ -547,3 +547,36 @@ async fn the_plans_are_public_and_a_day_holds_at_most_the_plans_deploys() {
         sqlx::query_scalar("SELECT count(*) FROM deployments").fetch_one(&cp.db).await.expect("count");
     assert_eq!(deployments, 100, "the refused deploy left no row");
 }
+
+#[tokio::test]
+async fn the_configured_plans_set_the_limits_and_are_listed() {
+    use wisehosting_control_plane::plans::PlanConfig;
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.plans = vec![
+            PlanConfig { name: "free".into(), apps: Some(2), ..PlanConfig::default() },
+            PlanConfig { name: "pro".into(), apps: Some(20), memory_mb: Some(1024), ..PlanConfig::default() },
+        ];
+    })
+    .await;
+    let plans: Value =
+        cp.client.get(cp.url("/api/plans")).send().await.expect("plans").json().await.expect("json");
+    assert_eq!(plans[0]["limits"]["apps"], 2, "{plans}");
+    assert_eq!(plans[1]["name"], "pro", "{plans}");
+    assert_eq!(plans[1]["limits"]["memory_mb"], 1024, "{plans}");
+    assert_eq!(plans[1]["limits"]["deploys_per_day"], 100, "unset limits are free's: {plans}");
+    let user = cp.login("two-apps@example.com").await;
+    for name in ["one", "two"] {
+        user.deploy(name, "https://example.com/r.git").await;
+    }
+    let third = user
+        .post_json(
+            "/api/deploy",
+            &json!({"name": "three", "repo_url": "https://example.com/r.git", "port": 8080}),
+        )
+        .await;
+    assert_eq!(third.status(), 402);
+    let body: Value = third.json().await.expect("json");
+    assert_eq!(body["code"], "plan_limit", "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("allows 2 apps (limit `apps`)"), "{body}");
+}
