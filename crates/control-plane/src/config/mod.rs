@@ -44,6 +44,10 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Apps get `<slug>.<subdomain_base>` unless their worker has a zone.
     pub subdomain_base: String,
+    /// The port apps are reached at (the edge router, or a proxy in front of it) in the URLs
+    /// the platform shows; unset for the scheme's default. `wisehosting dev` sets its edge
+    /// router's, 8080.
+    pub apps_port: Option<u16>,
     pub heartbeat_interval_secs: u64,
     /// Lifetime of worker JWTs; workers renew 2 minutes before expiry.
     pub worker_token_ttl_secs: u64,
@@ -254,6 +258,7 @@ impl Default for Config {
             cloudflare: CloudflareConfig::default(),
             log: LogConfig::default(),
             plans: Vec::new(),
+            apps_port: None,
         }
     }
 }

@@ -157,7 +157,7 @@ impl LocalWorker<'_> {
             name: LOCAL_WORKER.into(),
             zone: None,
             edge: EdgeConfig {
-                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], EDGE_PORT)),
                 metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9101))),
             },
             podman: PodmanConfig { containers_conf: Some(containers_conf) },
@@ -245,6 +245,9 @@ fn note_cluster_location(data_dir: &Path, root: &Path) -> Result<(), DevError> {
     fs::write(&path, text).map_err(|source| DevError::DataDir { path, source })
 }
 
+/// The local worker's edge router's port: apps answer at `http://<slug>.localhost:8080/`.
+const EDGE_PORT: u16 = 8080;
+
 fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[(String, String)]) -> Value {
     let generated =
         |name: &str| secrets.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
@@ -261,6 +264,7 @@ fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[
     db.insert("max_connections".into(), Value::Number(10.into()));
     let mut root = Mapping::new();
     root.insert("single_machine".into(), Value::Bool(true));
+    root.insert("apps_port".into(), Value::Number(EDGE_PORT.into()));
     root.insert("api_server".into(), Value::Mapping(api));
     root.insert("database".into(), Value::Mapping(db));
     root.insert("workers".into(), Value::Mapping(workers));

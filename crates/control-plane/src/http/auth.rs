@@ -17,7 +17,7 @@ use super::{ApiError, ApiJson};
 use crate::config::Config;
 use crate::state::AppState;
 use crate::store::audit::{self, AuditAction, AuditEvent};
-use crate::store::users;
+use crate::store::{apps, users};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -112,8 +112,29 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
     Ok(response)
 }
 
-async fn me(user: CurrentUser) -> Json<serde_json::Value> {
-    Json(json!({ "user": { "id": user.id, "email": user.email } }))
+/// The dashboard's global state (SPEC §14.1): the user, their plan and its limits, their apps
+/// with status and URL, linked git providers (none until they can be linked) and the platform.
+async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<serde_json::Value>, ApiError> {
+    let profile = users::profile(&state.db, user.id).await?.ok_or(ApiError::Unauthorized)?;
+    let config = &state.config;
+    let apps: Vec<serde_json::Value> = apps::summaries_for_user(&state.db, user.id)
+        .await?
+        .into_iter()
+        .map(|a| {
+            let base = a.zone.as_deref().filter(|z| !z.is_empty()).unwrap_or(&config.subdomain_base);
+            let port = config.apps_port.map(|p| format!(":{p}")).unwrap_or_default();
+            let url = format!("http://{}.{}{port}/", a.slug, base.trim_matches('.'));
+            json!({ "id": a.id, "name": a.name, "slug": a.slug, "status": a.status, "url": url })
+        })
+        .collect();
+    let mode = if config.single_machine { "single_machine" } else { "multi_host" };
+    Ok(Json(json!({
+        "user": profile,
+        "plan": state.plans.get(&user.plan).view(),
+        "apps": apps,
+        "git_providers": [],
+        "platform": { "version": env!("CARGO_PKG_VERSION"), "mode": mode },
+    })))
 }
 
 #[cfg(test)]

@@ -85,6 +85,26 @@ pub async fn list_for_user(db: &PgPool, user_id: i64) -> Result<Vec<App>, sqlx::
         .await
 }
 
+/// An app as the dashboard's global state lists it, with its worker's zone (for its URL).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Summary {
+    pub id: i64,
+    pub name: String,
+    pub slug: String,
+    pub status: AppStatus,
+    pub zone: Option<String>,
+}
+
+pub async fn summaries_for_user(db: &PgPool, user_id: i64) -> Result<Vec<Summary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.name, a.slug, a.status, w.zone FROM apps a LEFT JOIN workers w ON w.id = a.worker_id
+         WHERE a.user_id = $1 ORDER BY a.id",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
 /// The app if it exists and belongs to `user_id`; another user's app looks like none.
 pub async fn get_for_user(
     db: impl PgExecutor<'_>,

@@ -14,6 +14,23 @@ pub async fn lock(tx: &mut sqlx::PgConnection, user_id: i64) -> Result<(), sqlx:
     Ok(())
 }
 
+/// What `/api/me` shows of a user.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Profile {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub theme: String,
+    pub totp_enabled: bool,
+}
+
+pub async fn profile(db: &PgPool, user_id: i64) -> Result<Option<Profile>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, name, theme, totp_enabled FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
 pub async fn upsert_by_email(db: &PgPool, email: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO users (email) VALUES ($1) ON CONFLICT (lower(email)) DO UPDATE SET updated_at = now() RETURNING id",

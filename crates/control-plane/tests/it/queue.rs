@@ -580,3 +580,32 @@ async fn the_configured_plans_set_the_limits_and_are_listed() {
     assert_eq!(body["code"], "plan_limit", "{body}");
     assert!(body["message"].as_str().unwrap_or_default().contains("allows 2 apps (limit `apps`)"), "{body}");
 }
+
+#[tokio::test]
+async fn me_is_the_dashboards_state_user_plan_apps_with_urls_and_platform() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.apps_port = Some(8080);
+    })
+    .await;
+    let user = cp.login("me@example.com").await;
+    let (app, _) = user.deploy("My Site", "https://example.com/r.git").await;
+    let me: Value = user.get("/api/me").await.json().await.expect("json");
+    assert_eq!(me["user"]["email"], "me@example.com", "{me}");
+    assert_eq!(me["user"]["theme"], "system", "{me}");
+    assert_eq!(me["user"]["totp_enabled"], false, "{me}");
+    assert_eq!(me["plan"]["name"], "free", "{me}");
+    assert_eq!(me["plan"]["limits"]["apps"], 5, "{me}");
+    assert_eq!(
+        me["apps"],
+        json!([{"id": app, "name": "My Site", "slug": "my-site", "status": "deploying",
+                "url": "http://my-site.localhost:8080/"}]),
+        "{me}"
+    );
+    assert_eq!(me["git_providers"], json!([]));
+    assert_eq!(me["platform"]["mode"], "single_machine");
+    assert!(me["platform"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{me}");
+    let other = cp.login("other@example.com").await;
+    let theirs: Value = other.get("/api/me").await.json().await.expect("json");
+    assert_eq!(theirs["apps"], json!([]), "another user's apps never show");
+}
