@@ -4,6 +4,7 @@
 //! span, metrics, security headers), timeout (JSON 503), body limit. Every error body is an
 //! [`ApiError`].
 
+mod account;
 mod apps;
 mod auth;
 mod domains;
@@ -35,6 +36,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::routes())
+        .merge(account::routes())
         .merge(apps::routes())
         .merge(domains::routes())
         .layer(middleware::from_fn(extract::csrf_guard));

@@ -16,7 +16,8 @@ pub struct AuditEvent<'a> {
     pub detail: Value,
 }
 
-/// Every action the audit trail records; stored as its dotted name.
+/// Every action the audit trail records; stored and shown as its dotted name in the past tense
+/// (SPEC §14.1: `auth.login`, `app.deployed`, `env.revealed`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditAction {
     AuthLogin,
@@ -47,19 +48,19 @@ impl AuditAction {
             AuditAction::WorkerRegistered => "worker.registered",
             AuditAction::WorkerRegisterRefused => "worker.register_refused",
             AuditAction::WorkerRefreshRefused => "worker.refresh_refused",
-            AuditAction::AppDeploy => "app.deploy",
-            AuditAction::AppRestart => "app.restart",
-            AuditAction::AppStop => "app.stop",
-            AuditAction::AppStart => "app.start",
-            AuditAction::AppDelete => "app.delete",
-            AuditAction::AppGitTokenSet => "app.git_token.set",
-            AuditAction::AppGitTokenRemove => "app.git_token.remove",
-            AuditAction::DeploymentCancel => "deployment.cancel",
-            AuditAction::EnvReveal => "env.reveal",
-            AuditAction::EnvWrite => "env.write",
-            AuditAction::DomainAdd => "domain.add",
-            AuditAction::DomainVerify => "domain.verify",
-            AuditAction::DomainDelete => "domain.delete",
+            AuditAction::AppDeploy => "app.deployed",
+            AuditAction::AppRestart => "app.restarted",
+            AuditAction::AppStop => "app.stopped",
+            AuditAction::AppStart => "app.started",
+            AuditAction::AppDelete => "app.deleted",
+            AuditAction::AppGitTokenSet => "app.git_token_set",
+            AuditAction::AppGitTokenRemove => "app.git_token_removed",
+            AuditAction::DeploymentCancel => "deployment.cancelled",
+            AuditAction::EnvReveal => "env.revealed",
+            AuditAction::EnvWrite => "env.written",
+            AuditAction::DomainAdd => "domain.added",
+            AuditAction::DomainVerify => "domain.verified",
+            AuditAction::DomainDelete => "domain.deleted",
         }
     }
 }
@@ -68,6 +69,34 @@ impl std::fmt::Display for AuditAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One row of a user's audit trail, as `GET /api/account/audit` shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Shown {
+    pub id: i64,
+    pub action: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub ip: Option<String>,
+    pub details: Value,
+}
+
+/// The user's newest `limit` events before `before` (an event id), newest first.
+pub async fn page_for_user(
+    db: &sqlx::PgPool,
+    user_id: i64,
+    limit: i64,
+    before: Option<i64>,
+) -> Result<Vec<Shown>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, action, created_at AS at, ip, detail AS details FROM audit_events
+         WHERE user_id = $1 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .bind(before)
+    .fetch_all(db)
+    .await
 }
 
 pub async fn record(db: impl PgExecutor<'_>, event: AuditEvent<'_>) -> Result<(), sqlx::Error> {

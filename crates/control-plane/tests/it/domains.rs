@@ -179,7 +179,7 @@ async fn a_custom_domain_is_routed_only_after_its_txt_record_verifies_and_belong
     .fetch_all(&cp.db)
     .await
     .expect("audit");
-    assert_eq!(actions, ["domain.add", "domain.verify", "domain.delete"]);
+    assert_eq!(actions, ["domain.added", "domain.verified", "domain.deleted"]);
     agent.stop().await;
 }
 

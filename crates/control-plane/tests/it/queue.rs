@@ -491,7 +491,7 @@ async fn a_repository_token_reaches_the_worker_in_the_job_and_can_be_replaced_or
     .await
     .expect("audit");
     let actions: Vec<_> = audit.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(actions, ["app.git_token.set", "app.git_token.remove"]);
+    assert_eq!(actions, ["app.git_token_set", "app.git_token_removed"]);
     assert!(audit.iter().all(|(_, d)| !d.contains("glpat")), "the audit holds no token");
 }
 
@@ -608,4 +608,48 @@ async fn me_is_the_dashboards_state_user_plan_apps_with_urls_and_platform() {
     let other = cp.login("other@example.com").await;
     let theirs: Value = other.get("/api/me").await.json().await.expect("json");
     assert_eq!(theirs["apps"], json!([]), "another user's apps never show");
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_the_users_own_paged_newest_first() {
+    let cp = single().await;
+    let user = cp.login("audited@example.com").await;
+    let (app, _) = user.deploy("audited", "https://example.com/r.git").await;
+    for round in 0..3 {
+        let r = user.post_json(&format!("/api/apps/{app}/deployments"), &json!({})).await;
+        assert_eq!(r.status(), 201, "redeploy {round}");
+    }
+    let r = user
+        .request(reqwest::Method::PUT, &format!("/api/apps/{app}/env"))
+        .json(&json!({"GREETING": "hi"}))
+        .send()
+        .await
+        .expect("env");
+    assert_eq!(r.status(), 200);
+    let first: Value = user.get("/api/account/audit?limit=3").await.json().await.expect("json");
+    let events = first["events"].as_array().expect("events");
+    assert_eq!(events.len(), 3, "{first}");
+    let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["env.written", "app.deployed", "app.deployed"], "newest first: {first}");
+    assert!(events.iter().all(|e| e["id"].is_i64() && e["at"].is_string()), "{first}");
+    let next = first["next"].as_i64().expect("a next page");
+    let second: Value =
+        user.get(&format!("/api/account/audit?limit=3&before={next}")).await.json().await.expect("json");
+    let actions: Vec<&str> =
+        second["events"].as_array().expect("events").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["app.deployed", "app.deployed", "auth.login"], "{second}");
+    let third: Value = user
+        .get(&format!("/api/account/audit?limit=3&before={}", second["next"].as_i64().expect("next")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(third["next"], Value::Null, "the last page: {third}");
+    let other = cp.login("someone-else@example.com").await;
+    let theirs: Value = other.get("/api/account/audit").await.json().await.expect("json");
+    let actions: Vec<&str> =
+        theirs["events"].as_array().expect("events").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["auth.login"], "only their own: {theirs}");
+    let bad = other.get("/api/account/audit?limit=0").await;
+    assert_eq!(bad.status(), 422);
 }
