@@ -69,7 +69,7 @@ impl App {
         let persisted = store::key_usage::load(&state.db, version).await.map_err(DbError::from)?;
         state.sealer.resume_seal_count(version, persisted);
         tokio::spawn(flush_seal_counts(state.db.clone(), state.sealer.clone(), shutdown.clone()));
-        tokio::spawn(prune_lapsed_domain_claims(state.db.clone(), shutdown.clone()));
+        tokio::spawn(prune_lapsed(state.db.clone(), shutdown.clone()));
         state.hub.start().await.map_err(DbError::from)?;
         let dispatcher =
             Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
@@ -178,12 +178,19 @@ async fn flush_seal_counts(db: PgPool, sealer: Arc<Sealer>, shutdown: Cancellati
 
 /// Deletes custom-domain claims left unverified for 7 days, at start and hourly (the API
 /// already ignores them; this keeps the table small).
-async fn prune_lapsed_domain_claims(db: PgPool, shutdown: CancellationToken) {
+/// Hourly: custom-domain claims unverified for 7 days, and sessions revoked or expired for a
+/// day, are deleted.
+async fn prune_lapsed(db: PgPool, shutdown: CancellationToken) {
     loop {
         match store::domains::prune_expired(&db).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "lapsed custom-domain claims deleted"),
             Err(e) => tracing::warn!(error = %e, "cannot delete lapsed custom-domain claims"),
+        }
+        match store::users::prune_sessions(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "revoked and expired sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot delete revoked and expired sessions"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -47,6 +47,9 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Err(ApiError::Unauthorized);
         }
         let user = users::session_user(&state.db, token).await?.ok_or(ApiError::Unauthorized)?;
+        if user.stale_seen {
+            users::touch_session(&state.db, user.session_id).await?;
+        }
         state
             .user_limiter
             .check(user.user_id)

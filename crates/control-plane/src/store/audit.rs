@@ -22,6 +22,7 @@ pub struct AuditEvent<'a> {
 pub enum AuditAction {
     AuthLogin,
     AuthLogout,
+    SessionRevoked,
     WorkerRegistered,
     WorkerRegisterRefused,
     WorkerRefreshRefused,
@@ -45,6 +46,7 @@ impl AuditAction {
         match self {
             AuditAction::AuthLogin => "auth.login",
             AuditAction::AuthLogout => "auth.logout",
+            AuditAction::SessionRevoked => "session.revoked",
             AuditAction::WorkerRegistered => "worker.registered",
             AuditAction::WorkerRegisterRefused => "worker.register_refused",
             AuditAction::WorkerRefreshRefused => "worker.refresh_refused",

@@ -69,11 +69,14 @@ pub struct SessionUser {
     pub email: String,
     /// The user's plan's name (`users.plan`).
     pub plan: String,
+    /// True when the session was last marked seen over a minute ago.
+    pub stale_seen: bool,
 }
 
 pub async fn session_user(db: &PgPool, token: &str) -> Result<Option<SessionUser>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT s.user_id, s.id AS session_id, u.email, u.plan FROM sessions s JOIN users u ON u.id = s.user_id
+        "SELECT s.user_id, s.id AS session_id, u.email, u.plan, s.last_seen_at < now() - interval '1 minute' AS stale_seen
+         FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL",
     )
     .bind(sha256_hex(token.as_bytes()))
@@ -90,6 +93,78 @@ pub async fn session_live(db: &PgPool, session_id: i64) -> Result<bool, sqlx::Er
     .bind(session_id)
     .fetch_one(db)
     .await
+}
+
+/// Marks the session seen now, at most once a minute (a busy client costs no write per
+/// request).
+pub async fn touch_session(db: &PgPool, session_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE id = $1 AND last_seen_at < now() - interval '1 minute'")
+        .bind(session_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A live session as the account page lists it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct SessionInfo {
+    pub id: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_seen_at: chrono::DateTime<chrono::Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The user's live sessions, newest first.
+pub async fn live_sessions(db: &PgPool, user_id: i64) -> Result<Vec<SessionInfo>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, created_at, last_seen_at, ip, user_agent FROM sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() ORDER BY id DESC",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Revokes one of the user's live sessions; false when the user has no such session.
+pub async fn revoke_own_session(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: i64,
+    session_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let revoked = sqlx::query(
+        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(revoked.rows_affected() > 0)
+}
+
+/// Revokes every live session of the user but `keep`; how many.
+pub async fn revoke_other_sessions(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: i64,
+    keep: i64,
+) -> Result<u64, sqlx::Error> {
+    let revoked = sqlx::query(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > now()",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .execute(db)
+    .await?;
+    Ok(revoked.rows_affected())
+}
+
+/// Deletes sessions revoked or expired more than a day ago.
+pub async fn prune_sessions(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let pruned =
+        sqlx::query("DELETE FROM sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '1 day'")
+            .execute(db)
+            .await?;
+    Ok(pruned.rows_affected())
 }
 
 pub async fn revoke_session(db: impl sqlx::PgExecutor<'_>, session_id: i64) -> Result<(), sqlx::Error> {

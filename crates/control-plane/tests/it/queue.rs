@@ -653,3 +653,52 @@ async fn the_audit_trail_is_the_users_own_paged_newest_first() {
     let bad = other.get("/api/account/audit?limit=0").await;
     assert_eq!(bad.status(), 422);
 }
+
+#[tokio::test]
+async fn a_user_lists_their_sessions_and_revokes_one_or_all_others() {
+    let cp = single().await;
+    let laptop = cp.login("sessions@example.com").await;
+    let phone = cp.login("sessions@example.com").await;
+    let listed: Value = laptop.get("/api/account/sessions").await.json().await.expect("json");
+    let listed = listed.as_array().expect("list").clone();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed.iter().filter(|s| s["current"] == true).count(), 1, "{listed:?}");
+    assert!(
+        listed.iter().all(|s| s["created_at"].is_string() && s["last_seen_at"].is_string()),
+        "{listed:?}"
+    );
+    let phone_id =
+        listed.iter().find(|s| s["current"] == false).and_then(|s| s["id"].as_i64()).expect("the other");
+
+    // Another user cannot revoke it: the same 404 as no session at all.
+    let stranger = cp.login("stranger@example.com").await;
+    let r = stranger
+        .request(reqwest::Method::DELETE, &format!("/api/account/sessions/{phone_id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 404);
+    assert_eq!(phone.get("/api/me").await.status(), 200, "still signed in");
+
+    let r = laptop
+        .request(reqwest::Method::DELETE, &format!("/api/account/sessions/{phone_id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 204);
+    assert_eq!(phone.get("/api/me").await.status(), 401, "revoked at once");
+
+    let tablet = cp.login("sessions@example.com").await;
+    let r = laptop.post_json("/api/account/sessions/revoke-others", &json!({})).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(tablet.get("/api/me").await.status(), 401, "signed out everywhere else");
+    assert_eq!(laptop.get("/api/me").await.status(), 200, "but here");
+    let trail: Value = laptop.get("/api/account/audit").await.json().await.expect("json");
+    let revoked = trail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"] == "session.revoked")
+        .count();
+    assert_eq!(revoked, 2, "{trail}");
+}
