@@ -173,6 +173,7 @@ pub fn test_config(database_url: &str) -> Config {
     config.api_server.port = 0;
     config.api_server.secret = Secret::new(hex::encode(wisehosting_crypto::random_bytes::<32>()));
     config.workers.join_secret = Secret::new(hex::encode(wisehosting_crypto::random_bytes::<32>()));
+    config.api_server.metrics_token = Secret::new(hex::encode(wisehosting_crypto::random_bytes::<16>()));
     config.database.url = Some(DatabaseUrl::new(database_url));
     config.database.min_connections = 0;
     config.database.max_connections = 5;
@@ -288,6 +289,15 @@ impl TestControlPlane {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// `GET /metrics` as a scraper does it, with `api_server.metrics_token`.
+    pub async fn metrics(&self) -> String {
+        let token = self.config.api_server.metrics_token.expose();
+        let response =
+            self.client.get(self.url("/metrics")).bearer_auth(token).send().await.expect("GET /metrics");
+        assert_eq!(response.status(), 200, "the metrics answer with the token");
+        response.text().await.expect("metrics text")
     }
 
     /// GETs `path`, expects `status`, and decodes the JSON body.

@@ -29,6 +29,7 @@ pub const CREDENTIALS: &[(&str, &[&str])] = &[
     ("api_server_secret", &["api_server", "secret"]),
     ("database_password", &["database", "password"]),
     ("internal_api_token", &["internal_api", "token"]),
+    ("metrics_token", &["api_server", "metrics_token"]),
     ("proxy_token", &["proxy", "token"]),
     ("cloudflare_api_token", &["cloudflare", "api_token"]),
     ("worker_join_secret", &["workers", "join_secret"]),
@@ -181,6 +182,9 @@ pub struct ApiServerConfig {
     /// A client must send a request's headers within this time or lose the connection.
     pub header_read_timeout_secs: u64,
     pub body_limit_bytes: usize,
+    /// `GET /metrics` answers only with `Authorization: Bearer <metrics_token>` (compared in
+    /// constant time); empty turns it off on the public listener. Credential `metrics_token`.
+    pub metrics_token: Secret,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -273,6 +277,7 @@ impl Default for ApiServerConfig {
             request_timeout_secs: 30,
             header_read_timeout_secs: 10,
             body_limit_bytes: 1024 * 1024,
+            metrics_token: Secret::default(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Operations endpoints: `/health` (alive), `/ready` (database reachable and migrations
-//! current) and `/metrics` (Prometheus text).
+//! current) and `/metrics` (Prometheus text, with `api_server.metrics_token` only).
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -34,11 +34,23 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "status": "ready" })))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text, for a scraper holding `api_server.metrics_token` only: the figures say how
+/// busy the platform is and which frames it refuses, nothing a stranger should read.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    let expected = state.config.api_server.metrics_token.expose().as_bytes();
+    if expected.is_empty() {
+        return Err(ApiError::NotFound(
+            "metrics are off on this listener; set api_server.metrics_token (credential metrics_token) and scrape with it as a bearer token".into(),
+        ));
+    }
+    let presented = super::workers::bearer(&headers).map(str::as_bytes).unwrap_or_default();
+    if !wisehosting_crypto::constant_time_eq(presented, expected) {
+        return Err(ApiError::Unauthorized);
+    }
     let body = state.metrics.render(Gauges {
         pool_size: state.db.size(),
         pool_idle: state.db.num_idle(),
         hub_connections: state.hub.connection_count(),
     });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }

@@ -30,13 +30,27 @@ async fn ready_answers_503_database_unavailable_when_the_pool_is_gone() {
 }
 
 #[tokio::test]
+async fn metrics_answer_only_a_scraper_with_the_token() {
+    let cp = spawn_control_plane().await;
+    assert_eq!(cp.get("/metrics").await.status(), 401, "no token");
+    let wrong = cp.client.get(cp.url("/metrics")).bearer_auth("not-the-token").send().await.expect("GET");
+    assert_eq!(wrong.status(), 401, "a wrong token");
+    assert!(cp.metrics().await.contains("wisehosting_http_requests_total"));
+    let off =
+        spawn_control_plane_with(|c| c.api_server.metrics_token = wisehosting_crypto::Secret::default())
+            .await;
+    let answer = off.get("/metrics").await;
+    assert_eq!(answer.status(), 404, "off without a token");
+    let body: serde_json::Value = answer.json().await.expect("json");
+    assert!(body["message"].as_str().unwrap_or_default().contains("metrics_token"), "{body}");
+}
+
+#[tokio::test]
 async fn metrics_count_answered_requests_in_prometheus_text() {
     let cp = spawn_control_plane().await;
     cp.get("/health").await;
     cp.get("/nowhere").await;
-    let response = cp.get("/metrics").await;
-    assert_eq!(response.status(), 200);
-    let body = response.text().await.expect("text");
+    let body = cp.metrics().await;
     assert!(body.contains("wisehosting_http_requests_total{class=\"2xx\"} 1"), "{body}");
     assert!(body.contains("wisehosting_http_requests_total{class=\"4xx\"} 1"), "{body}");
     assert!(body.contains("# TYPE wisehosting_http_request_duration_seconds histogram"));

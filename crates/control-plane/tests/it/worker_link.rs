@@ -42,7 +42,7 @@ async fn wait_status(cp: &TestControlPlane, id: i64, want: &str) -> bool {
 }
 
 async fn metric(cp: &TestControlPlane, line_prefix: &str) -> u64 {
-    let body = cp.get("/metrics").await.text().await.expect("metrics");
+    let body = cp.metrics().await;
     body.lines()
         .find(|l| l.starts_with(line_prefix))
         .and_then(|l| l.rsplit(' ').next())
