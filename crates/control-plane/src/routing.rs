@@ -21,8 +21,7 @@ impl RouteRow {
     /// The hostnames of the app: `<slug>.<zone>` when the worker has a zone, else
     /// `<slug>.<subdomain_base>`; then every verified custom domain.
     pub fn hostnames(&self, subdomain_base: &str) -> Vec<String> {
-        let suffix = self.zone.as_deref().filter(|z| !z.is_empty()).unwrap_or(subdomain_base);
-        let mut names = vec![format!("{}.{}", self.slug, suffix.trim_matches('.'))];
+        let mut names = vec![platform_hostname(&self.slug, self.zone.as_deref(), subdomain_base)];
         names.extend(self.domains.iter().cloned());
         names
     }
@@ -31,6 +30,13 @@ impl RouteRow {
     pub fn serving(&self) -> bool {
         self.host_port.is_some() && AppStatus::ROUTABLE.contains(&self.status)
     }
+}
+
+/// An app's own hostname: `<slug>.<zone>` when its worker has a zone, else
+/// `<slug>.<subdomain_base>`.
+pub fn platform_hostname(slug: &str, zone: Option<&str>, subdomain_base: &str) -> String {
+    let suffix = zone.filter(|z| !z.is_empty()).unwrap_or(subdomain_base);
+    format!("{slug}.{}", suffix.trim_matches('.'))
 }
 
 /// The table a worker's edge router serves: each app at its hostnames, on the port it is

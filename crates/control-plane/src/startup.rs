@@ -225,8 +225,8 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let domain_limiter =
         Arc::new(RateLimiter::new(config.domains.changes_per_minute, Duration::from_secs(60)));
     let user_limiter = Arc::new(RateLimiter::new(config.user_requests_per_minute, Duration::from_secs(60)));
-    // Checked with the rest of the config when it was loaded.
-    let plans = crate::plans::Registry::from_config(&config.plans).unwrap_or_default();
+    // A config built in code (tests, `dev`) was never loaded and checked: refuse it here too.
+    let plans = crate::plans::Registry::from_config(&config.plans).map_err(ConfigError::Invalid)?;
     Ok(AppState {
         plans: Arc::new(plans),
         domain_limiter,

@@ -119,16 +119,16 @@ impl Branch {
 }
 
 text_newtype! {
-    /// A commit id: 7 to 40 hex digits, lowercased.
+    /// A commit id: 7 to 64 hex digits (SHA-1 or SHA-256 object names, or a prefix), lowercased.
     CommitSha
 }
 
 impl CommitSha {
     pub fn parse(value: &str) -> Result<CommitSha, InvalidField> {
-        if (7..=40).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if (7..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(CommitSha(value.to_ascii_lowercase()))
         } else {
-            Err(invalid("commit", "give a commit id of 7 to 40 hex digits"))
+            Err(invalid("commit", "give a commit id of 7 to 64 hex digits"))
         }
     }
 }
@@ -194,11 +194,6 @@ impl ImageId {
         } else {
             Err(invalid("image_id", "an image id is `sha256:` and 64 lowercase hex digits"))
         }
-    }
-
-    /// The 64 hex digits without the `sha256:` prefix.
-    pub fn hex(&self) -> &str {
-        self.0.trim_start_matches("sha256:")
     }
 }
 
@@ -419,7 +414,7 @@ impl fmt::Display for JobKind {
 }
 
 /// The phases of a deploy a worker reports in `job_progress` (SPEC §4.3), in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Cloning,
@@ -427,7 +422,8 @@ pub enum Phase {
     Starting,
     HealthChecking,
     Switching,
-    /// A phase a newer worker reports that this build does not know: ignored.
+    /// A phase a newer worker reports that this build does not know, or none: ignored.
+    #[default]
     #[serde(other)]
     Other,
 }
@@ -742,8 +738,10 @@ mod tests {
         assert!(Limits::new(8, 0.5).is_err());
         assert!(Limits::new(256, f32::NAN).is_err());
         assert_eq!(CommitSha::parse("ABCDEF1").map(String::from), Ok("abcdef1".into()));
+        assert!(CommitSha::parse(&"a".repeat(64)).is_ok(), "a SHA-256 repository's commit");
+        assert!(CommitSha::parse(&"a".repeat(65)).is_err());
         let id = "a".repeat(64);
-        assert_eq!(ImageId::parse(&id).map(|i| i.hex().len()), Ok(64));
+        assert_eq!(ImageId::parse(&id).map(String::from), Ok(format!("sha256:{id}")));
     }
 
     #[test]

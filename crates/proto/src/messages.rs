@@ -126,11 +126,11 @@ pub enum AppRunState {
     /// A container of the app runs.
     Running,
     /// None runs, after a few exits at most.
-    #[default]
     Exited,
     /// It exited again and again in a row.
     CrashLooping,
-    /// A state a newer worker reports that this build does not know: ignored.
+    /// A state a newer worker reports that this build does not know, or none at all: ignored.
+    #[default]
     #[serde(other)]
     Other,
 }
@@ -164,11 +164,10 @@ pub struct JobAccepted {
 }
 message!(JobAccepted, "job_accepted");
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct JobProgress {
-    #[serde(default)]
     pub job_id: i64,
-    #[serde(default)]
     pub attempt: i32,
     pub phase: Phase,
 }
@@ -488,6 +487,15 @@ mod tests {
         };
         assert_eq!(states.apps[0].state, AppRunState::Other);
         assert_eq!(states.apps[1].state, AppRunState::CrashLooping);
+        // Append-only: a field left out decodes to its default, never to a state that acts.
+        let bare = r#"{"apps":[{"app_id":3}]}"#;
+        let WorkerMessage::AppState(bare) = WorkerMessage::decode("app_state", &raw(bare)).expect("decodes")
+        else {
+            panic!("not app_state")
+        };
+        assert_eq!(bare.apps[0].state, AppRunState::Other);
+        let progress = WorkerMessage::decode("job_progress", &raw(r#"{"job_id":1}"#)).expect("decodes");
+        assert_eq!(progress, WorkerMessage::JobProgress(JobProgress { job_id: 1, ..JobProgress::default() }));
         let log = r#"{"app_id":1,"stream":"audit","lines":["x"]}"#;
         let WorkerMessage::Log(log) = WorkerMessage::decode("log", &raw(log)).expect("decodes") else {
             panic!("not a log")

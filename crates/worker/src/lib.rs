@@ -15,6 +15,29 @@
 //!
 //! The worker never talks to PostgreSQL: everything goes through the control plane.
 
+/// An error that is one sentence saying what went wrong and what to do, made from a `String`
+/// or a `&str` (so `?` lifts a message into it); one type per flow, so signatures say which.
+macro_rules! message_error {
+    ($(#[$meta:meta])* $vis:vis $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[error("{0}")]
+        $vis struct $name(pub String);
+
+        impl From<String> for $name {
+            fn from(message: String) -> $name {
+                $name(message)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(message: &str) -> $name {
+                $name(message.to_string())
+            }
+        }
+    };
+}
+
 pub mod agent;
 pub mod config;
 pub mod deploy;

@@ -160,14 +160,12 @@ impl DeploymentStatus {
 
     /// Every state a deployment may move to `next` from. A final state is never left, except
     /// that a running deployment becomes superseded when a newer one runs.
-    pub fn may_move_to(next: DeploymentStatus) -> Vec<DeploymentStatus> {
+    pub fn may_move_to(next: DeploymentStatus) -> &'static [DeploymentStatus] {
         match next {
-            DeploymentStatus::Queued => Vec::new(),
-            DeploymentStatus::Superseded => {
-                vec![DeploymentStatus::Queued, DeploymentStatus::Running]
-            }
+            DeploymentStatus::Queued => &[],
+            DeploymentStatus::Superseded => &[DeploymentStatus::Queued, DeploymentStatus::Running],
             // A phase, the end of a deploy: from any state under way (a worker may skip a phase).
-            _ => Self::UNDER_WAY.to_vec(),
+            _ => &Self::UNDER_WAY,
         }
     }
 }
@@ -211,7 +209,7 @@ mod tests {
     #[test]
     fn final_deployment_states_are_never_left_except_running_to_superseded() {
         for next in DeploymentStatus::ALL.iter().copied() {
-            for from in DeploymentStatus::may_move_to(next) {
+            for &from in DeploymentStatus::may_move_to(next) {
                 let allowed = !from.is_final()
                     || (from == DeploymentStatus::Running && next == DeploymentStatus::Superseded);
                 assert!(allowed, "{from} -> {next}");

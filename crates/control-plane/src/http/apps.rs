@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wisehosting_proto::JobKind;
 
 use super::ApiError;
 use super::ApiJson;
@@ -23,7 +22,7 @@ use crate::domain::{
     AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, RepoUrl, parse_port,
 };
 use crate::hub::Outgoing;
-use crate::jobs::spec as job_spec;
+use crate::jobs::spec::{self as job_spec, AppJob};
 use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::{self, App, NewApp};
@@ -39,9 +38,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/apps", get(list_apps))
         .route("/api/apps/{id}", get(get_app).delete(delete_app))
         .route("/api/apps/{id}/deployments", get(list_deployments).post(redeploy))
-        .route("/api/apps/{id}/restart", post(|s, a| lifecycle(s, a, JobKind::Restart)))
-        .route("/api/apps/{id}/stop", post(|s, a| lifecycle(s, a, JobKind::Stop)))
-        .route("/api/apps/{id}/start", post(|s, a| lifecycle(s, a, JobKind::Start)))
+        .route("/api/apps/{id}/restart", post(|s, a| lifecycle(s, a, Lifecycle::Restart)))
+        .route("/api/apps/{id}/stop", post(|s, a| lifecycle(s, a, Lifecycle::Stop)))
+        .route("/api/apps/{id}/start", post(|s, a| lifecycle(s, a, Lifecycle::Start)))
         .route("/api/apps/{id}/env", get(get_env).put(put_env))
         .route("/api/apps/{id}/git-token", put(put_git_token))
         .route("/api/apps/{id}/logs", get(tail_logs))
@@ -300,27 +299,32 @@ async fn cancel_deployment(
     Ok(Json(own_deployment(&state, &user, id).await?))
 }
 
+/// What a running app can be asked to do.
+#[derive(Debug, Clone, Copy)]
+enum Lifecycle {
+    Restart,
+    Stop,
+    Start,
+}
+
 async fn lifecycle(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
-    kind: JobKind,
+    kind: Lifecycle,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(current) = app.current_deployment_id else {
         return Err(ApiError::Conflict("the app has no running version yet; deploy it first".into()));
     };
     let mut tx = state.db.begin().await?;
-    let spec = if kind == JobKind::Restart {
-        let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-        job_spec::restart(&app, current, &env, state.plans.get(&user.plan))?
-    } else {
-        job_spec::for_app(kind, &app)?
+    let (spec, action) = match kind {
+        Lifecycle::Restart => {
+            let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
+            (job_spec::restart(&app, current, &env, state.plans.get(&user.plan))?, AuditAction::AppRestart)
+        }
+        Lifecycle::Stop => (job_spec::for_app(AppJob::Stop, &app)?, AuditAction::AppStop),
+        Lifecycle::Start => (job_spec::for_app(AppJob::Start, &app)?, AuditAction::AppStart),
     };
     let job = jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?;
-    let action = match kind {
-        JobKind::Restart => AuditAction::AppRestart,
-        JobKind::Stop => AuditAction::AppStop,
-        _ => AuditAction::AppStart,
-    };
     audit_user(&mut *tx, &user, action, "app", app.id, json!({ "job": job })).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))))
@@ -339,7 +343,7 @@ async fn delete_app(
     } else {
         jobs::cancel_queued_for_app(&mut tx, app.id, "the app was deleted").await?;
         apps::mark_deleting(&mut *tx, app.id).await?;
-        let spec = job_spec::for_app(JobKind::Remove, &app)?;
+        let spec = job_spec::for_app(AppJob::Remove, &app)?;
         jobs::enqueue(&mut tx, &state.sealer, app.id, None, &spec).await?;
     }
     tx.commit().await?;

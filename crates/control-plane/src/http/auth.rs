@@ -121,9 +121,9 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<ser
         .await?
         .into_iter()
         .map(|a| {
-            let base = a.zone.as_deref().filter(|z| !z.is_empty()).unwrap_or(&config.subdomain_base);
+            let host = crate::routing::platform_hostname(&a.slug, a.zone.as_deref(), &config.subdomain_base);
             let port = config.apps_port.map(|p| format!(":{p}")).unwrap_or_default();
-            let url = format!("http://{}.{}{port}/", a.slug, base.trim_matches('.'));
+            let url = format!("http://{host}{port}/");
             json!({ "id": a.id, "name": a.name, "slug": a.slug, "status": a.status, "url": url })
         })
         .collect();

@@ -68,6 +68,14 @@ pub struct Reports {
     pub rx: mpsc::Receiver<Report>,
 }
 
+/// What the slot holds, taken out: the first caller gets it, later ones `None`.
+fn take_once<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    match slot.lock() {
+        Ok(mut g) => g.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    }
+}
+
 /// Reports one connection may have waiting before its read loop waits for them to be applied.
 const REPORTS_QUEUED: usize = 256;
 
@@ -185,18 +193,12 @@ impl Hub {
 
     /// The stream of connections' report channels, once: whoever applies reports takes it.
     pub fn take_reports(&self) -> Option<mpsc::UnboundedReceiver<Reports>> {
-        match self.inner.reports_rx.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
+        take_once(&self.inner.reports_rx)
     }
 
     /// The stream of workers whose routes may have changed, once: the route pusher takes it.
     pub fn take_route_changes(&self) -> Option<mpsc::UnboundedReceiver<i64>> {
-        match self.inner.route_changes_rx.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
+        take_once(&self.inner.route_changes_rx)
     }
 
     /// A report channel for a connection that just proved itself.

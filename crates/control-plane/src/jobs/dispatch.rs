@@ -92,7 +92,11 @@ impl Dispatcher {
                 // Never sent with made-up values: the job fails here, and the user sees why.
                 let reason = format!("the job could not be sent: {error}; deploy again");
                 tracing::error!(job_id = job.id, %reason, "job not sendable");
-                jobs::fail_unsendable(&self.db, job.id, attempt, &reason).await?;
+                // A failure here leaves the lease to the stuck-job rescue; the rest of the batch
+                // is still sent.
+                if let Err(e) = jobs::fail_unsendable(&self.db, job.id, attempt, &reason).await {
+                    tracing::warn!(job_id = job.id, error = %e, "cannot fail an unsendable job");
+                }
                 continue;
             }
             let frame = Outgoing::of(&Job {
@@ -108,7 +112,9 @@ impl Dispatcher {
                     worker_id,
                     "the worker left before the job was sent; requeued"
                 );
-                jobs::unlease(&self.db, job.id, attempt).await?;
+                if let Err(e) = jobs::unlease(&self.db, job.id, attempt).await {
+                    tracing::warn!(job_id = job.id, error = %e, "cannot requeue a job; the stuck-job rescue will");
+                }
             } else {
                 tracing::info!(job_id = job.id, worker_id, attempt, kind = %job.kind, "job dispatched");
             }

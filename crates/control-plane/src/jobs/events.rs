@@ -89,9 +89,11 @@ impl Applier {
                 self.hub.routes_changed(worker_id);
             }
             Report::Log(m) => log(db, &self.bus, worker_id, m).await?,
+            // The monitor reports every few seconds; routes move only when a status did.
             Report::AppStates(m) => {
-                app_states(db, worker_id, m).await?;
-                self.hub.routes_changed(worker_id);
+                if app_states(db, worker_id, m).await? {
+                    self.hub.routes_changed(worker_id);
+                }
             }
         }
         Ok(())
@@ -201,17 +203,19 @@ fn stale(worker_id: i64, job_id: i64, attempt: i32, what: &str) {
 
 /// App states from the worker's monitor: a running app that exits or crash-loops is
 /// `crashed`; a crashed or offline-stopped app whose container runs again is `running`. Only
-/// apps placed on the sending worker are touched, and never an app its user stopped.
-pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<(), sqlx::Error> {
+/// apps placed on the sending worker are touched, and never an app its user stopped. True if
+/// any app's status moved.
+pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<bool, sqlx::Error> {
+    let mut moved = false;
     for entry in msg.apps {
         let (from, to): (&[AppStatus], AppStatus) = match entry.state {
             AppRunState::Running => (&AppStatus::BACK_FROM, AppStatus::Running),
             AppRunState::CrashLooping | AppRunState::Exited => (&AppStatus::CRASHES_FROM, AppStatus::Crashed),
             AppRunState::Other => continue,
         };
-        apps::follow_container(db, worker_id, entry.app_id, from, to).await?;
+        moved |= apps::follow_container(db, worker_id, entry.app_id, from, to).await?;
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// Re-sync after a reconnect (`hello`): apps whose current deployment's container runs on

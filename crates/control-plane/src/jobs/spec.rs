@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use wisehosting_proto::InvalidField;
 use wisehosting_proto::job::{
-    AppSpec, Branch, CommitSha, DeploySpec, DockerfilePath, Env, EnvKey, Framework, JobKind, JobSpec, Limits,
-    Port, RepoUrl, RestartSpec, Slug, WireSecret,
+    AppSpec, Branch, CommitSha, DeploySpec, DockerfilePath, Env, EnvKey, Framework, JobSpec, Limits, Port,
+    RepoUrl, RestartSpec, Slug, WireSecret,
 };
 
 use crate::plans::Plan;
@@ -78,12 +78,20 @@ pub fn restart(
     }))
 }
 
+/// The jobs that name only their app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppJob {
+    Stop,
+    Start,
+    Remove,
+}
+
 /// A stop, start or remove of the app.
-pub fn for_app(kind: JobKind, app: &App) -> Result<JobSpec, StoredAppUnreadable> {
+pub fn for_app(job: AppJob, app: &App) -> Result<JobSpec, StoredAppUnreadable> {
     let spec = AppSpec { slug: read(app, Slug::parse(&app.slug))? };
-    Ok(match kind {
-        JobKind::Stop => JobSpec::Stop(spec),
-        JobKind::Start => JobSpec::Start(spec),
-        _ => JobSpec::Remove(spec),
+    Ok(match job {
+        AppJob::Stop => JobSpec::Stop(spec),
+        AppJob::Start => JobSpec::Start(spec),
+        AppJob::Remove => JobSpec::Remove(spec),
     })
 }

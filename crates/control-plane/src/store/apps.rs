@@ -179,15 +179,15 @@ fn starting_kinds() -> Vec<&'static str> {
 }
 
 /// What the worker's monitor saw of one of its apps: moves it to `to` if it is in one of
-/// `from`, is placed on `worker_id`, has run, and was not stopped by its user.
+/// `from`, is placed on `worker_id`, has run, and was not stopped by its user. True if it moved.
 pub async fn follow_container(
     db: &PgPool,
     worker_id: i64,
     app_id: i64,
     from: &[AppStatus],
     to: AppStatus,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(&format!(
         "UPDATE apps SET status = $3, updated_at = now() WHERE id = $1 AND worker_id = $2 AND status = ANY($4)
            AND current_deployment_id IS NOT NULL AND {}",
         not_stopped_by_user(5)
@@ -199,7 +199,7 @@ pub async fn follow_container(
     .bind_not_stopped()
     .execute(db)
     .await?;
-    Ok(())
+    Ok(moved.rows_affected() > 0)
 }
 
 /// Re-sync after a reconnect: apps on `worker_id` whose current deployment's container runs

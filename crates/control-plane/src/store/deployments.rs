@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
-use crate::domain::{AppStatus, DeploymentStatus};
+use crate::domain::{AppStatus, CommitSha, DeploymentStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
@@ -122,7 +122,9 @@ pub async fn switch_to(
     switched: Switched<'_>,
 ) -> Result<(), sqlx::Error> {
     let port = switched.host_port.map(i32::from);
-    let commit = switched.commit.filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+    // What the worker reports is checked like what a user gives.
+    let commit = switched.commit.and_then(|c| CommitSha::parse(c).ok());
+    let commit = commit.as_ref().map(CommitSha::as_str);
     sqlx::query(
         "UPDATE deployments SET status = $2, image_id = $3, container_id = $4, host_port = $5, error = NULL,
                 finished_at = now(), commit_sha = COALESCE(commit_sha, $6)

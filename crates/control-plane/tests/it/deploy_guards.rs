@@ -393,16 +393,19 @@ async fn a_lifecycle_job_without_a_readable_payload_is_refused_not_run_with_defa
     agent.stop().await;
     let offline = eventually(LIMIT, POLL, || async { !cp.hub.is_connected(w.id) }).await;
     assert!(offline, "the worker went offline");
-    // Queued while no worker is online; its sealed payload is then damaged (a fault: a row
-    // sealed under another master secret, a bad restore).
+    // Queued while no worker is online; then a fault outside the platform (a bad restore, rows
+    // mixed up) puts a payload the control plane itself sealed — the first deploy's, bound to
+    // that job's row — in the restart's row, where it cannot open.
     let response = user.post_json(&format!("/api/apps/{app}/restart"), &json!({})).await;
     assert!(response.status().is_success(), "{}", response.status());
-    let damaged =
-        sqlx::query("UPDATE jobs SET payload_sealed = 'v1.damaged' WHERE app_id = $1 AND kind = 'restart'")
-            .bind(app)
-            .execute(&cp.db)
-            .await
-            .expect("damage the payload");
+    let damaged = sqlx::query(
+        "UPDATE jobs SET payload_sealed = (SELECT d.payload_sealed FROM jobs d WHERE d.app_id = $1 AND d.kind = 'deploy')
+         WHERE app_id = $1 AND kind = 'restart'",
+    )
+    .bind(app)
+    .execute(&cp.db)
+    .await
+    .expect("swap in another row's payload");
     assert_eq!(damaged.rows_affected(), 1);
     let agent = spawn_worker(&cp, &w, &cp.base_url);
     let refused = eventually(LIMIT, POLL, || async {

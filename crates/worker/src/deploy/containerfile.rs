@@ -26,22 +26,10 @@ use super::Pipeline;
 use super::error::DeployError;
 use super::git::{is_public_ip, resolve};
 
-/// What the Containerfile asks that the worker will not do, and what to change: the user's
-/// to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
-
-impl From<&str> for Refused {
-    fn from(message: &str) -> Refused {
-        Refused(message.to_string())
-    }
-}
-
-impl From<String> for Refused {
-    fn from(message: String) -> Refused {
-        Refused(message)
-    }
+message_error! {
+    /// What the Containerfile asks that the worker will not do, and what to change: the user's
+    /// to fix.
+    pub Refused
 }
 
 macro_rules! refused {

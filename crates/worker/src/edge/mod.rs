@@ -32,21 +32,9 @@ pub use table::{Route, Table};
 /// the internet and the apps send. Each returns `Err` naming a broken rule; none may panic.
 #[doc(hidden)]
 pub mod fuzzing {
-    /// A rule of the parsers that some input broke, named.
-    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-    #[error("{0}")]
-    pub struct BrokenRule(pub String);
-
-    impl From<String> for BrokenRule {
-        fn from(rule: String) -> BrokenRule {
-            BrokenRule(rule)
-        }
-    }
-
-    impl From<&str> for BrokenRule {
-        fn from(rule: &str) -> BrokenRule {
-            BrokenRule(rule.to_string())
-        }
+    message_error! {
+        /// A rule of the parsers that some input broke, named.
+        pub BrokenRule
     }
 
     /// A client's bytes as the fast path reads a request head.

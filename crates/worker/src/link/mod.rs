@@ -139,10 +139,6 @@ impl Link {
         Ok(Link { http, base, api_key })
     }
 
-    pub fn base(&self) -> &Url {
-        &self.base
-    }
-
     fn url(&self, path: &str) -> Result<Url, LinkError> {
         self.base.join(path).map_err(|e| LinkError::Http(e.to_string()))
     }

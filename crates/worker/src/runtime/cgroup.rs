@@ -9,21 +9,9 @@
 
 use std::path::Path;
 
-/// A build's cgroup could not be set up: the platform's to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CgroupError(pub String);
-
-impl From<String> for CgroupError {
-    fn from(message: String) -> CgroupError {
-        CgroupError(message)
-    }
-}
-
-impl From<&str> for CgroupError {
-    fn from(message: &str) -> CgroupError {
-        CgroupError(message.to_string())
-    }
+message_error! {
+    /// A build's cgroup could not be set up: the platform's to fix.
+    pub CgroupError
 }
 
 const ROOT: &str = "/sys/fs/cgroup";

@@ -27,21 +27,9 @@ use tokio::process::Command;
 
 use super::Podman;
 
-/// The confined networks or their firewall could not be set up: the platform's to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct FirewallError(pub String);
-
-impl From<String> for FirewallError {
-    fn from(message: String) -> FirewallError {
-        FirewallError(message)
-    }
-}
-
-impl From<&str> for FirewallError {
-    fn from(message: &str) -> FirewallError {
-        FirewallError(message.to_string())
-    }
+message_error! {
+    /// The confined networks or their firewall could not be set up: the platform's to fix.
+    pub FirewallError
 }
 
 /// One of our confined networks.

@@ -251,15 +251,10 @@ impl Podman {
 
 impl Podman {
     /// The app containers on this host (labelled `wisehosting.app`), for `hello`.
+    /// At most 10 s: the `hello` it goes into must not wait on a stuck podman.
     pub async fn app_containers(&self) -> Vec<wisehosting_proto::messages::ContainerInfo> {
-        let filter = format!("label={}", wisehosting_proto::LABEL_APP);
-        let args = ["ps", "-a", "--filter", filter.as_str(), "--format", "json"];
-        let out = tokio::time::timeout(Duration::from_secs(10), self.command(&args).output()).await;
-        let Ok(Ok(out)) = out else { return Vec::new() };
-        if !out.status.success() {
-            return Vec::new();
-        }
-        parse_ps(&out.stdout)
+        let label = [format!("label={}", wisehosting_proto::LABEL_APP)];
+        tokio::time::timeout(Duration::from_secs(10), self.containers(&label)).await.unwrap_or_default()
     }
 }
 
