@@ -279,28 +279,53 @@ impl Pipeline {
     ) -> Result<Done, DeployError> {
         let RunSpec { image_id, port, env, limits, read_only_root } = *spec;
         reporter.progress(Phase::Starting).await;
-        let host_port = free_port()?;
         let env_file = work.join("env");
         let mut text = String::new();
         for (k, v) in env {
             text.push_str(&format!("{k}={}\n", v.expose()));
         }
         write_new(&env_file, &text, "the env file")?;
-        let name = self.container_name(app_id, deployment_id);
-        let mut run: Vec<String> = vec!["--name".into(), name];
-        run.extend(self.labels(app_id, deployment_id));
-        run.extend(self.confinement(read_only_root));
-        run.extend([
-            "--memory".into(),
-            format!("{}m", limits.memory_mb()),
-            "--cpus".into(),
-            format!("{}", limits.cpus()),
-        ]);
-        run.extend(publish_args(self.settings.mesh_address, host_port, port.get()));
-        run.extend(["--env-file".into(), env_file.display().to_string(), "--".into(), image_id.to_string()]);
-        let started = self.podman.run_detached(&run).await;
+        // A port found free can be taken before podman binds it (another process's outgoing
+        // connection picks it as its source port): then the run is tried again on another.
+        let mut attempt = 0;
+        let (container_id, host_port) = loop {
+            attempt += 1;
+            let host_port = free_port()?;
+            let name = self.container_name(app_id, deployment_id);
+            let mut run: Vec<String> = vec!["--name".into(), name.clone()];
+            run.extend(self.labels(app_id, deployment_id));
+            run.extend(self.confinement(read_only_root));
+            run.extend([
+                "--memory".into(),
+                format!("{}m", limits.memory_mb()),
+                "--cpus".into(),
+                format!("{}", limits.cpus()),
+            ]);
+            run.extend(publish_args(self.settings.mesh_address, host_port, port.get()));
+            run.extend([
+                "--env-file".into(),
+                env_file.display().to_string(),
+                "--".into(),
+                image_id.to_string(),
+            ]);
+            match self.podman.run_detached(&run).await {
+                Ok(id) => break (id, host_port),
+                Err(CommandError::Failed { output, .. })
+                    if attempt < 3 && output.contains("address already in use") =>
+                {
+                    tracing::info!(
+                        host_port,
+                        "the host port was taken before podman bound it; trying another"
+                    );
+                    let _ = self.podman.remove(&[name]).await;
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&env_file);
+                    return Err(CommandError::platform(e));
+                }
+            }
+        };
         let _ = std::fs::remove_file(&env_file);
-        let container_id = started.map_err(CommandError::platform)?;
 
         reporter.progress(Phase::HealthChecking).await;
         if let Err(e) = self.wait_healthy(&container_id, host_port).await {
