@@ -7,6 +7,7 @@
 //! - [`hub`]: the WebSocket hub of worker connections; it hands reports and route changes on
 //!   by channel and knows nothing of jobs.
 //! - [`jobs`]: job specs, the dispatcher, and applying what workers report.
+//! - [`identity`]: sign-in with an OpenID provider, TOTP second factors, API token scopes.
 //! - [`routing`]: the route table, pushed to workers and rendered for Traefik.
 //! - [`domain`]: parsed newtypes and the state enums. [`store`]: every SQL statement, per table.
 //! - [`state`]: the shared [`state::AppState`]. [`plans`]: the plan registry.
@@ -25,6 +26,7 @@ pub mod dns;
 pub mod domain;
 pub mod http;
 pub mod hub;
+pub mod identity;
 pub mod jobs;
 pub mod logbus;
 pub mod metrics;

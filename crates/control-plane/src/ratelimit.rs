@@ -38,6 +38,19 @@ impl<K: Eq + Hash> RateLimiter<K> {
         Self { limit, window, hits: Mutex::new(HashMap::new()) }
     }
 
+    /// `Err(seconds to wait)` when `key` already has `limit` hits in its window; counts
+    /// nothing (for limits on failures: check first, [`RateLimiter::check`] each failure).
+    pub fn exhausted(&self, key: &K) -> Result<(), u64> {
+        let now = Instant::now();
+        let Ok(hits) = self.hits.lock() else { return Ok(()) };
+        match hits.get(key) {
+            Some((start, count)) if now.duration_since(*start) < self.window && *count >= self.limit => {
+                Err(self.window.saturating_sub(now.duration_since(*start)).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Counts a hit; `Err(seconds to wait)` when over the limit.
     pub fn check(&self, key: K) -> Result<(), u64> {
         let now = Instant::now();
@@ -78,6 +91,8 @@ mod tests {
         }
         assert_eq!(limiter.check(ip), Err(60));
         assert!(limiter.check([10, 0, 0, 2].into()).is_ok(), "other clients are not affected");
+        assert_eq!(limiter.exhausted(&ip), Err(60), "exhausted reports without counting");
+        assert_eq!(limiter.exhausted(&[10, 0, 0, 2].into()), Ok(()));
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(limiter.check(ip).is_ok());
     }

@@ -42,6 +42,8 @@ pub enum StartupError {
     Keys(String),
     #[error("cannot set up the Cloudflare client: {0}")]
     Cloudflare(String),
+    #[error("cannot set up sign-in with the OpenID provider: {0}")]
+    Oidc(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -176,22 +178,23 @@ async fn flush_seal_counts(db: PgPool, sealer: Arc<Sealer>, shutdown: Cancellati
     }
 }
 
-/// Deletes custom-domain claims left unverified for 7 days, at start and hourly (the API
-/// already ignores them; this keeps the table small).
-/// Hourly: custom-domain claims unverified for 7 days, and sessions revoked or expired for a
-/// day, are deleted.
+/// At start and hourly, deletes what the API already ignores, to keep the tables small:
+/// custom-domain claims unverified for 7 days, sessions and API tokens revoked or expired for
+/// 30 days, expired sign-ins and 2FA challenges, and 2FA enrolments left pending.
 async fn prune_lapsed(db: PgPool, shutdown: CancellationToken) {
+    fn report(what: &str, result: Result<u64, sqlx::Error>) {
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "{what} deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot delete {what}"),
+        }
+    }
     loop {
-        match store::domains::prune_expired(&db).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "lapsed custom-domain claims deleted"),
-            Err(e) => tracing::warn!(error = %e, "cannot delete lapsed custom-domain claims"),
-        }
-        match store::users::prune_sessions(&db).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "revoked and expired sessions deleted"),
-            Err(e) => tracing::warn!(error = %e, "cannot delete revoked and expired sessions"),
-        }
+        report("lapsed custom-domain claims", store::domains::prune_expired(&db).await);
+        report("revoked and expired sessions", store::users::prune_sessions(&db).await);
+        report("revoked and expired API tokens", store::tokens::prune(&db).await);
+        report("expired sign-ins and 2FA challenges", store::signin::prune(&db).await);
+        report("2FA enrolments left pending", store::totp::prune_pending(&db).await);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
@@ -224,13 +227,22 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         Cloudflare::from_config(&config.cloudflare).map_err(|e| StartupError::Cloudflare(e.to_string()))?;
     let domain_limiter =
         Arc::new(RateLimiter::new(config.domains.changes_per_minute, Duration::from_secs(60)));
-    let user_limiter = Arc::new(RateLimiter::new(config.user_requests_per_minute, Duration::from_secs(60)));
+    let minute = Duration::from_secs(60);
+    let user_limiter = Arc::new(RateLimiter::new(config.user_requests_per_minute, minute));
+    let ip_limiter = Arc::new(RateLimiter::new(config.ip_requests_per_minute, minute));
+    let sign_in_limiter = Arc::new(RateLimiter::new(config.sign_in_per_minute, minute));
+    let totp_limiter = Arc::new(RateLimiter::new(crate::identity::totp::TRIES_PER_MINUTE, minute));
+    let oidc = crate::identity::oidc::Oidc::from_config(&config).map_err(StartupError::Oidc)?.map(Arc::new);
     // A config built in code (tests, `dev`) was never loaded and checked: refuse it here too.
     let plans = crate::plans::Registry::from_config(&config.plans).map_err(ConfigError::Invalid)?;
     Ok(AppState {
         plans: Arc::new(plans),
         domain_limiter,
         user_limiter,
+        ip_limiter,
+        sign_in_limiter,
+        totp_limiter,
+        oidc,
         dns,
         cloudflare,
         db: pool,

@@ -28,6 +28,14 @@ pub struct AppState {
     pub domain_limiter: Arc<RateLimiter<i64>>,
     /// Every signed-in request, per user (`user_requests_per_minute`).
     pub user_limiter: Arc<RateLimiter<i64>>,
+    /// Every API request, per client address (`ip_requests_per_minute`).
+    pub ip_limiter: Arc<RateLimiter>,
+    /// Sign-in starts and callbacks, per client address (`sign_in_per_minute`).
+    pub sign_in_limiter: Arc<RateLimiter>,
+    /// Second-factor codes, per user (5 a minute).
+    pub totp_limiter: Arc<RateLimiter<i64>>,
+    /// Sign-in with the OpenID provider, when configured.
+    pub oidc: Option<Arc<crate::identity::oidc::Oidc>>,
     /// Reads custom-domain verification records.
     pub dns: TxtResolver,
     /// Cloudflare for SaaS, when configured.

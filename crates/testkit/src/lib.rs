@@ -21,6 +21,7 @@ pub mod cloudflare;
 pub mod dns;
 pub mod gitserver;
 pub mod netns;
+pub mod oidc;
 pub mod proxy;
 pub mod worker;
 
@@ -28,6 +29,7 @@ pub use cloudflare::FakeCloudflare;
 pub use dns::TestDns;
 pub use gitserver::GitHttpsServer;
 pub use netns::{HostsEntry, PrivateCanary, TcpCanary};
+pub use oidc::{Browser, FakeOidc, Forgery};
 pub use proxy::CutProxy;
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
@@ -258,17 +260,54 @@ pub async fn spawn_control_plane_on(
     database_url: &str,
     adjust: impl FnOnce(&mut Config),
 ) -> TestControlPlane {
+    try_spawn_control_plane_on(database_url, adjust).await.expect("build the control plane")
+}
+
+/// A control plane whose sign-in is the stand-in provider `idp`. It listens on a port chosen
+/// before it starts, since its `public_url` (the redirect URI's base) must name it; should
+/// another process take that port first, it tries another.
+pub async fn spawn_control_plane_with_oidc(idp: &FakeOidc, adjust: impl Fn(&mut Config)) -> TestControlPlane {
+    let database = fresh_database(true).await;
+    let mut last = None;
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let spawned = try_spawn_control_plane_on(&database, |c| {
+            c.api_server.port = port;
+            c.api_server.public_url = Some(format!("http://127.0.0.1:{port}"));
+            c.oidc.issuer_url = idp.issuer();
+            c.oidc.client_id = idp.client_id.clone();
+            c.oidc.client_secret = Secret::new(idp.client_secret.clone());
+            adjust(c);
+        })
+        .await;
+        match spawned {
+            Ok(cp) => return cp,
+            Err(e @ StartupError::Bind { .. }) => last = Some(e),
+            Err(e) => panic!("build the control plane: {e}"),
+        }
+    }
+    panic!("no free port for the control plane: {last:?}")
+}
+
+/// Like [`spawn_control_plane_on`], returning the start-up error.
+pub async fn try_spawn_control_plane_on(
+    database_url: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> Result<TestControlPlane, StartupError> {
     let database_url = database_url.to_string();
     let mut config = test_config(&database_url);
     adjust(&mut config);
-    let app = App::build(config.clone()).await.expect("build the control plane");
+    let app = App::build(config.clone()).await?;
     let addr = app.local_addr().expect("local addr");
     let internal_addr = app.internal_addr();
     let db = app.db();
     let hub = app.hub();
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run());
-    TestControlPlane {
+    Ok(TestControlPlane {
         addr,
         base_url: format!("http://{addr}"),
         internal_addr,
@@ -279,7 +318,7 @@ pub async fn spawn_control_plane_on(
         client: reqwest::Client::builder().no_proxy().build().expect("client"),
         shutdown,
         task: Some(task),
-    }
+    })
 }
 
 impl TestControlPlane {

@@ -33,6 +33,7 @@ pub const CREDENTIALS: &[(&str, &[&str])] = &[
     ("proxy_token", &["proxy", "token"]),
     ("cloudflare_api_token", &["cloudflare", "api_token"]),
     ("worker_join_secret", &["workers", "join_secret"]),
+    ("google_oauth_client_secret", &["oidc", "client_secret"]),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,6 +57,12 @@ pub struct Config {
     pub worker_auth_per_minute: u32,
     /// API requests one signed-in user may make per minute (over it: 429 with `Retry-After`).
     pub user_requests_per_minute: u32,
+    /// API requests one client address may make per minute, signed in or not.
+    pub ip_requests_per_minute: u32,
+    /// Sign-in starts and callbacks one client address may make per minute (at least 30).
+    pub sign_in_per_minute: u32,
+    /// Sign-in with an OpenID Connect provider (Google by default).
+    pub oidc: OidcConfig,
     /// Single-machine mode (`wisehosting dev` sets it): enables `POST /api/auth/dev-login` and
     /// local repositories. Refused unless every listener is on loopback.
     pub single_machine: bool,
@@ -114,6 +121,73 @@ impl DomainsConfig {
     }
 }
 
+/// Sign-in with OpenID Connect (SPEC §14.1). The redirect URI to register with the provider is
+/// `<api_server.public_url>/api/auth/google/callback`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// The provider; its discovery document is `<issuer_url>/.well-known/openid-configuration`.
+    /// `http://` only to a loopback address (tests).
+    pub issuer_url: String,
+    /// The OAuth client id; empty turns sign-in with the provider off.
+    pub client_id: String,
+    /// The OAuth client secret (credential `google_oauth_client_secret`).
+    pub client_secret: Secret,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            issuer_url: "https://accounts.google.com".into(),
+            client_id: String::new(),
+            client_secret: Secret::default(),
+        }
+    }
+}
+
+impl OidcConfig {
+    pub fn enabled(&self) -> bool {
+        !self.client_id.trim().is_empty()
+    }
+
+    fn check(&self, public_url: Option<&str>) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if !https_or_loopback_http(&self.issuer_url) {
+            return Err(ConfigError::Invalid(format!(
+                "oidc.issuer_url {:?} must be an https:// URL (http:// only to a loopback address, for tests); Google's is https://accounts.google.com",
+                self.issuer_url
+            )));
+        }
+        if public_url.is_none_or(|u| u.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "oidc.client_id is set but api_server.public_url is not; set it to the URL users open (the redirect URI is <public_url>/api/auth/google/callback)".into(),
+            ));
+        }
+        if self.client_secret.is_empty() {
+            return Err(ConfigError::Invalid(
+                "oidc.client_id is set but its secret is not; put it in the systemd credential google_oauth_client_secret (or oidc.client_secret)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An `https://` URL, or `http://` to a loopback address (tests' stand-in services).
+pub fn https_or_loopback_http(url: &str) -> bool {
+    let url = url.trim_end_matches('/');
+    let loopback_http = url.strip_prefix("http://").is_some_and(|rest| {
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
+    url.strip_prefix("https://").is_some_and(|rest| !rest.is_empty()) || loopback_http
+}
+
 /// Cloudflare for SaaS: with both `zone_id` and `api_token` set, each custom domain is also
 /// registered as a custom hostname of that zone.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -156,11 +230,7 @@ impl CloudflareConfig {
             ));
         }
         let url = self.api_url.trim_end_matches('/');
-        let loopback_http = url.strip_prefix("http://").is_some_and(|rest| {
-            let host = rest.split(['/', ':']).next().unwrap_or_default();
-            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        });
-        if !(url.starts_with("https://") || loopback_http) {
+        if !https_or_loopback_http(url) {
             return Err(ConfigError::Invalid(format!(
                 "cloudflare.api_url {url:?} must be an https:// URL (http:// only to a loopback address, for tests)"
             )));
@@ -257,6 +327,9 @@ impl Default for Config {
             worker_token_ttl_secs: 900,
             worker_auth_per_minute: 30,
             user_requests_per_minute: 1200,
+            ip_requests_per_minute: 3000,
+            sign_in_per_minute: 60,
+            oidc: OidcConfig::default(),
             single_machine: false,
             domains: DomainsConfig::default(),
             cloudflare: CloudflareConfig::default(),
@@ -483,6 +556,17 @@ impl Config {
             ));
         }
         self.cloudflare.check()?;
+        self.oidc.check(self.api_server.public_url.as_deref())?;
+        if self.sign_in_per_minute < 30 {
+            return Err(ConfigError::Invalid(
+                "sign_in_per_minute must be at least 30 (the default is 60): people on one network share an address".into(),
+            ));
+        }
+        if self.user_requests_per_minute < 600 || self.ip_requests_per_minute < 600 {
+            return Err(ConfigError::Invalid(
+                "user_requests_per_minute and ip_requests_per_minute must be at least 600 (the dashboard alone makes many requests); the defaults are 1200 and 3000".into(),
+            ));
+        }
         let secret = &self.api_server.secret;
         if !secret.is_empty() && secret.expose().len() < MIN_SECRET_LEN {
             return Err(ConfigError::Invalid(format!(

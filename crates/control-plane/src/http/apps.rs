@@ -414,7 +414,7 @@ async fn stream_logs(
         rx: state.logbus.subscribe(app.id),
         recheck,
         db: state.db.clone(),
-        session_id: user.session_id,
+        credential: user.credential,
         _slot: slot,
     };
     let stream = futures_util::stream::unfold(live, |mut live| async move {
@@ -422,7 +422,7 @@ async fn stream_logs(
             tokio::select! {
                 _ = live.recheck.tick() => {
                     // Logged out, revoked, expired or disabled (or the database away): end.
-                    if !users::session_live(&live.db, live.session_id).await.unwrap_or(false) {
+                    if !super::extract::still_live(&live.db, &live.credential).await.unwrap_or(false) {
                         return None;
                     }
                 }
@@ -444,7 +444,7 @@ async fn stream_logs(
 
 /// Live log streams one user may hold open at once.
 pub const MAX_LOG_STREAMS_PER_USER: usize = 10;
-/// How often a live log stream checks that its session still holds.
+/// How often a live log stream checks that its session or token still holds.
 const LOG_STREAM_RECHECK: Duration = Duration::from_secs(2);
 
 /// One live log stream: its app's channel, the session it re-checks, its slot in the
@@ -453,6 +453,6 @@ struct LiveLog {
     rx: tokio::sync::broadcast::Receiver<crate::logbus::LogLine>,
     recheck: tokio::time::Interval,
     db: sqlx::PgPool,
-    session_id: i64,
+    credential: super::extract::Credential,
     _slot: crate::logbus::StreamSlot,
 }

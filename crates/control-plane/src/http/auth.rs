@@ -1,10 +1,15 @@
-//! Sign-in: `POST /api/auth/dev-login` (single-machine mode only; 404 otherwise),
-//! `POST /api/auth/logout`, `GET /api/me`. Outside single-machine mode no one can sign in
-//! yet: OpenID Connect sign-in is issue 12's.
+//! Sign-in and sign-out (SPEC §14.1): `GET /api/auth/google/login` and `/callback` (OpenID
+//! Connect), `POST /api/auth/totp` (the second step), `POST /api/auth/dev-login`
+//! (single-machine mode only; 404 otherwise), `POST /api/auth/logout`, and `GET /api/me`.
+//!
+//! Every sign-in failure ends at `/login?error=<code>` with no session and an
+//! `auth.login_failed` audit row. Cookies have `__Host-` semantics: no `Domain`, `Path=/`,
+//! `HttpOnly`, `SameSite=Lax`, and `Secure` when `public_url` is https. A session token is
+//! always new at sign-in (never one the browser brought).
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,15 +17,26 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::extract::{CurrentUser, SESSION_COOKIE};
+use super::extract::{CurrentUser, SESSION_COOKIE, cookie};
 use super::{ApiError, ApiJson};
 use crate::config::Config;
+use crate::identity::oidc::OidcError;
+use crate::ratelimit::client_key;
 use crate::state::AppState;
 use crate::store::audit::{self, AuditAction, AuditEvent};
-use crate::store::{apps, users};
+use crate::store::users::{IdentityError, SignedIn};
+use crate::store::{apps, signin, users};
+
+/// Binds a sign-in's `state` to the browser that began it.
+pub const OIDC_COOKIE: &str = "wh_oidc";
+/// Holds a sign-in waiting for its second factor.
+pub const TWO_FACTOR_COOKIE: &str = "wh_2fa";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/auth/google/login", get(google_login))
+        .route("/api/auth/google/callback", get(google_callback))
+        .route("/api/auth/totp", post(second_factor))
         .route("/api/auth/dev-login", post(dev_login))
         .route("/api/auth/logout", post(logout))
         .route("/api/me", get(me))
@@ -40,14 +56,355 @@ fn valid_email(email: &str) -> bool {
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
 }
 
-/// The session cookie; `Secure` whenever users reach the platform over HTTPS (T01).
-fn session_cookie(config: &Config, token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
+/// A cookie of ours: `Path=/`, no `Domain`, HttpOnly, SameSite=Lax, `Secure` whenever users
+/// reach the platform over HTTPS (T01). `max_age_secs` 0 deletes it.
+fn cookie_header(
+    config: &Config,
+    name: &str,
+    value: &str,
+    max_age_secs: i64,
+) -> Result<HeaderValue, ApiError> {
     let https = config.api_server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
     let secure = if https { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
     ))
-    .map_err(|_| ApiError::Internal("cannot build the session cookie".into()))
+    .map_err(|_| ApiError::Internal(format!("cannot build the {name} cookie")))
+}
+
+fn session_cookie(config: &Config, token: &str) -> Result<HeaderValue, ApiError> {
+    cookie_header(config, SESSION_COOKIE, token, i64::from(users::SESSION_DAYS) * 86_400)
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
+/// A 302 to `location` setting `cookies`.
+fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Response {
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn oidc_off() -> ApiError {
+    ApiError::NotFound(
+        "sign-in with an OpenID provider is not configured on this installation; an operator sets oidc.client_id and the credential google_oauth_client_secret".into(),
+    )
+}
+
+/// Begins a sign-in: 302 to the provider with `state`, `nonce` and a PKCE challenge, and a
+/// 10-minute `wh_oidc` cookie binding the state to this browser.
+async fn google_login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Response, ApiError> {
+    state
+        .sign_in_limiter
+        .check(client_key(peer.ip()))
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    let oidc = state.oidc.as_ref().ok_or_else(oidc_off)?;
+    let started = match oidc.start().await {
+        Ok(started) => started,
+        Err(e) => return Ok(failed_sign_in(&state, peer, None, &SignInFailure::Oidc(e)).await),
+    };
+    let browser = wisehosting_crypto::random_token("");
+    signin::begin_oidc(&state.db, &started.state, &browser, &started.nonce, &started.pkce_verifier).await?;
+    let max_age = i64::from(signin::OIDC_LOGIN_MINUTES) * 60;
+    let cookie = cookie_header(&state.config, OIDC_COOKIE, &browser, max_age)?;
+    Ok(redirect(&started.authorize_url, vec![cookie]))
+}
+
+#[derive(Debug, Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    /// The provider's refusal (`access_denied` when the person said no).
+    error: Option<String>,
+}
+
+/// Why a sign-in ended without a session.
+#[derive(Debug, thiserror::Error)]
+enum SignInFailure {
+    #[error("the provider answered with an error: {0}")]
+    Provider(String),
+    #[error("the callback lacks its code or state")]
+    Incomplete,
+    #[error("the sign-in's state is unknown, used, expired, or was begun in another browser")]
+    BadState,
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    #[error("another account uses this email address")]
+    EmailTaken,
+    #[error("this account is disabled")]
+    Disabled,
+    #[error("a wrong or used second-factor code")]
+    SecondFactor,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SignInFailure {
+    fn code(&self) -> &'static str {
+        match self {
+            SignInFailure::Provider(_) => "provider_error",
+            SignInFailure::Incomplete => "bad_request",
+            SignInFailure::BadState => "bad_state",
+            SignInFailure::Oidc(e) => e.code(),
+            SignInFailure::EmailTaken => "email_taken",
+            SignInFailure::Disabled => "account_disabled",
+            SignInFailure::SecondFactor => "invalid_totp",
+            SignInFailure::Internal(_) => "server_error",
+        }
+    }
+}
+
+impl From<sqlx::Error> for SignInFailure {
+    fn from(e: sqlx::Error) -> Self {
+        SignInFailure::Internal(e.to_string())
+    }
+}
+
+/// What a successful first step leads to.
+enum SignInStep {
+    /// A session: the raw `wh_session` token.
+    Session(String),
+    /// A second factor is due: the raw `wh_2fa` token.
+    SecondFactor(String),
+}
+
+/// Ends a sign-in: a session (302 to `/`), a second step (302 to `/login/2fa`), or a failure
+/// (302 to `/login?error=<code>`, audited). The `wh_oidc` cookie is cleared in every case.
+async fn google_callback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, ApiError> {
+    state
+        .sign_in_limiter
+        .check(client_key(peer.ip()))
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    let oidc = state.oidc.clone().ok_or_else(oidc_off)?;
+    let clear = cookie_header(&state.config, OIDC_COOKIE, "", 0)?;
+    let browser = cookie(&headers, OIDC_COOKIE).filter(|b| b.len() <= 100).map(str::to_string);
+    let result = async {
+        if let Some(error) = q.error {
+            return Err(SignInFailure::Provider(error.chars().take(100).collect()));
+        }
+        let (Some(code), Some(state_param)) = (q.code, q.state) else {
+            return Err(SignInFailure::Incomplete);
+        };
+        let browser = browser.ok_or(SignInFailure::BadState)?;
+        let (nonce, verifier) =
+            signin::take_oidc(&state.db, &state_param, &browser).await?.ok_or(SignInFailure::BadState)?;
+        let identity = oidc.finish(&code, &verifier, &nonce).await?;
+        let mut tx = state.db.begin().await?;
+        let signed_in = users::sign_in_identity(
+            &mut *tx,
+            &identity.issuer,
+            &identity.subject,
+            &identity.email,
+            &identity.name,
+        )
+        .await
+        .map_err(|e| match e {
+            IdentityError::EmailTaken => SignInFailure::EmailTaken,
+            IdentityError::Db(e) => SignInFailure::from(e),
+        })?;
+        let SignedIn { user_id, totp_enabled, disabled } = signed_in;
+        if disabled {
+            return Err(SignInFailure::Disabled);
+        }
+        let ip = peer.ip().to_string();
+        let step = if totp_enabled {
+            SignInStep::SecondFactor(
+                signin::open_challenge(&mut *tx, user_id, Some(&ip), user_agent(&headers)).await?,
+            )
+        } else {
+            let token = users::create_session(&mut *tx, user_id, Some(&ip), user_agent(&headers)).await?;
+            record_login(&mut *tx, user_id, &ip, "oidc").await?;
+            SignInStep::Session(token)
+        };
+        tx.commit().await?;
+        Ok(step)
+    }
+    .await;
+    Ok(match result {
+        Ok(SignInStep::Session(token)) => redirect("/", vec![clear, session_cookie(&state.config, &token)?]),
+        Ok(SignInStep::SecondFactor(token)) => {
+            let max_age = i64::from(signin::CHALLENGE_MINUTES) * 60;
+            redirect(
+                "/login/2fa",
+                vec![clear, cookie_header(&state.config, TWO_FACTOR_COOKIE, &token, max_age)?],
+            )
+        }
+        Err(failure) => {
+            let mut response = failed_sign_in(&state, peer, None, &failure).await;
+            response.headers_mut().append(header::SET_COOKIE, clear);
+            response
+        }
+    })
+}
+
+/// The audit row of a sign-in that failed, and the redirect to `/login?error=<code>`.
+async fn failed_sign_in(
+    state: &AppState,
+    peer: SocketAddr,
+    user_id: Option<i64>,
+    failure: &SignInFailure,
+) -> Response {
+    audit_failure(state, peer, user_id, failure).await;
+    redirect(&format!("/login?error={}", failure.code()), Vec::new())
+}
+
+/// The `auth.login_failed` row of a sign-in that failed (logged when even that fails).
+async fn audit_failure(state: &AppState, peer: SocketAddr, user_id: Option<i64>, failure: &SignInFailure) {
+    let code = failure.code();
+    match failure {
+        SignInFailure::Internal(_) | SignInFailure::Oidc(OidcError::Provider(_)) => {
+            tracing::warn!(error = %failure, code, "sign-in failed")
+        }
+        _ => tracing::info!(error = %failure, code, "sign-in refused"),
+    }
+    let actor = format!("ip:{}", peer.ip());
+    let detail: String = failure.to_string().chars().take(500).collect();
+    let event = AuditEvent {
+        user_id,
+        actor: &actor,
+        action: AuditAction::AuthLoginFailed,
+        target_type: Some("session"),
+        target_id: None,
+        ip: Some(peer.ip().to_string()),
+        detail: json!({ "reason": code, "detail": detail }),
+    };
+    if let Err(e) = audit::record(&state.db, event).await {
+        tracing::error!(error = %e, "cannot record a failed sign-in in the audit trail");
+    }
+}
+
+async fn record_login(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: i64,
+    ip: &str,
+    method: &str,
+) -> Result<(), sqlx::Error> {
+    let actor = format!("user:{user_id}");
+    audit::record(
+        db,
+        AuditEvent {
+            user_id: Some(user_id),
+            actor: &actor,
+            action: AuditAction::AuthLogin,
+            target_type: Some("session"),
+            target_id: None,
+            ip: Some(ip.to_string()),
+            detail: json!({ "method": method }),
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+/// Which second factor a code was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factor {
+    Totp,
+    RecoveryCode,
+}
+
+/// Checks a second-factor code of a user with 2FA on: a TOTP code of a step not used before
+/// (the step is recorded, so of parallel requests with one code one wins), or an unused
+/// recovery code (used up). After 5 wrong codes in a minute every try is 429 until the minute
+/// ends (SPEC §14.1: the limit counts wrong codes per user).
+pub async fn check_second_factor(state: &AppState, user_id: i64, code: &str) -> Result<Factor, ApiError> {
+    refuse_after_wrong_codes(state, user_id)?;
+    let result = verify_second_factor(state, user_id, code).await;
+    if matches!(result, Err(ApiError::InvalidTotp)) {
+        count_wrong_code(state, user_id);
+    }
+    result
+}
+
+/// 429 once the user has had 5 wrong codes this minute.
+pub fn refuse_after_wrong_codes(state: &AppState, user_id: i64) -> Result<(), ApiError> {
+    state
+        .totp_limiter
+        .exhausted(&user_id)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
+}
+
+/// Counts one wrong code against the user.
+pub fn count_wrong_code(state: &AppState, user_id: i64) {
+    let _over = state.totp_limiter.check(user_id);
+}
+
+async fn verify_second_factor(state: &AppState, user_id: i64, code: &str) -> Result<Factor, ApiError> {
+    let secret = crate::store::totp::enabled_secret(&state.db, &state.sealer, user_id)
+        .await?
+        .ok_or(ApiError::InvalidTotp)?;
+    let now = crate::identity::totp::now_unix();
+    if let Some(step) = crate::identity::totp::matching_step(&secret, code, now) {
+        return if crate::store::totp::use_step(&state.db, user_id, step).await? {
+            Ok(Factor::Totp)
+        } else {
+            Err(ApiError::InvalidTotp)
+        };
+    }
+    if let Some(recovery) = crate::identity::totp::normalize_recovery_code(code)
+        && crate::store::totp::use_recovery_code(&state.db, user_id, &recovery).await?
+    {
+        return Ok(Factor::RecoveryCode);
+    }
+    Err(ApiError::InvalidTotp)
+}
+
+/// The second step: `{"code"}` with the `wh_2fa` cookie → 200 `{"user"}` and a new
+/// `wh_session`; a wrong or used code → 401 `invalid_totp`; past 5 tries a minute → 429.
+async fn second_factor(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<Response, ApiError> {
+    let token =
+        cookie(&headers, TWO_FACTOR_COOKIE).filter(|t| t.len() <= 100).ok_or(ApiError::Unauthorized)?;
+    let challenge = signin::challenge(&state.db, token).await?.ok_or(ApiError::Unauthorized)?;
+    let factor = match check_second_factor(&state, challenge.user_id, &body.code).await {
+        Ok(factor) => factor,
+        Err(ApiError::InvalidTotp) => {
+            audit_failure(&state, peer, Some(challenge.user_id), &SignInFailure::SecondFactor).await;
+            return Err(ApiError::InvalidTotp);
+        }
+        Err(e) => return Err(e),
+    };
+    let ip = peer.ip().to_string();
+    let mut tx = state.db.begin().await?;
+    if !signin::close_challenge(&mut *tx, challenge.id).await? {
+        return Err(ApiError::Unauthorized);
+    }
+    let session = users::create_session(&mut *tx, challenge.user_id, Some(&ip), user_agent(&headers)).await?;
+    let method = match factor {
+        Factor::Totp => "oidc+totp",
+        Factor::RecoveryCode => "oidc+recovery_code",
+    };
+    record_login(&mut *tx, challenge.user_id, &ip, method).await?;
+    tx.commit().await?;
+    let profile = users::profile(&state.db, challenge.user_id).await?.ok_or(ApiError::Unauthorized)?;
+    let mut response = (StatusCode::OK, Json(json!({ "user": profile }))).into_response();
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, session_cookie(&state.config, &session)?);
+    headers.append(header::SET_COOKIE, cookie_header(&state.config, TWO_FACTOR_COOKIE, "", 0)?);
+    Ok(response)
 }
 
 async fn dev_login(
@@ -63,35 +420,22 @@ async fn dev_login(
         return Err(ApiError::invalid("email", "give an email address like you@example.com"));
     }
     let user_id = users::upsert_by_email(&state.db, body.email.trim()).await?;
-    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let mut tx = state.db.begin().await?;
-    let token = users::create_session(&mut *tx, user_id, Some(&ip.ip().to_string()), agent).await?;
-    let actor = format!("user:{user_id}");
-    audit::record(
-        &mut *tx,
-        AuditEvent {
-            user_id: Some(user_id),
-            actor: &actor,
-            action: AuditAction::AuthLogin,
-            target_type: Some("session"),
-            target_id: None,
-            ip: Some(ip.ip().to_string()),
-            detail: json!({ "method": "dev-login" }),
-        },
-    )
-    .await?;
+    let ip = ip.ip().to_string();
+    let token = users::create_session(&mut *tx, user_id, Some(&ip), user_agent(&headers)).await?;
+    record_login(&mut *tx, user_id, &ip, "dev-login").await?;
     tx.commit().await?;
-    let cookie = session_cookie(&state.config, &token, i64::from(users::SESSION_DAYS) * 86_400)?;
     let mut response =
         (StatusCode::OK, Json(json!({ "user": { "id": user_id, "email": body.email.trim() } })))
             .into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.config, &token)?);
     Ok(response)
 }
 
 async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
+    let session_id = user.session_id()?;
     let mut tx = state.db.begin().await?;
-    users::revoke_session(&mut *tx, user.session_id).await?;
+    users::revoke_session(&mut *tx, session_id).await?;
     let actor = format!("user:{}", user.id);
     audit::record(
         &mut *tx,
@@ -100,7 +444,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
             actor: &actor,
             action: AuditAction::AuthLogout,
             target_type: Some("session"),
-            target_id: Some(user.session_id.to_string()),
+            target_id: Some(session_id.to_string()),
             ip: None,
             detail: json!({}),
         },
@@ -108,7 +452,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
     .await?;
     tx.commit().await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.config, "", 0)?);
+    response.headers_mut().insert(header::SET_COOKIE, cookie_header(&state.config, SESSION_COOKIE, "", 0)?);
     Ok(response)
 }
 
@@ -133,7 +477,11 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<ser
         "plan": state.plans.get(&user.plan).view(),
         "apps": apps,
         "git_providers": [],
-        "platform": { "version": env!("CARGO_PKG_VERSION"), "mode": mode },
+        "platform": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": mode,
+            "sign_in": { "oidc": state.oidc.is_some(), "dev_login": config.single_machine },
+        },
     })))
 }
 
@@ -151,13 +499,38 @@ mod tests {
     }
 
     #[test]
-    fn the_session_cookie_is_secure_whenever_the_public_url_is_https() {
+    fn cookies_are_host_only_for_the_whole_site_and_secure_whenever_the_public_url_is_https() {
         let mut config = Config::default();
-        let plain = session_cookie(&config, "t", 60).expect("cookie");
-        assert!(!plain.to_str().unwrap_or_default().contains("Secure"), "{plain:?}");
+        let plain = cookie_header(&config, SESSION_COOKIE, "t", 60).expect("cookie");
+        let text = plain.to_str().unwrap_or_default();
+        assert!(!text.contains("Secure") && !text.contains("Domain"), "{text}");
+        assert!(text.contains("; Path=/;") && text.contains("HttpOnly; SameSite=Lax"), "{text}");
         config.api_server.public_url = Some("https://paas.example.com".into());
-        let secure = session_cookie(&config, "t", 60).expect("cookie");
-        let text = secure.to_str().unwrap_or_default();
-        assert!(text.ends_with("; Secure") && text.contains("HttpOnly; SameSite=Lax"), "{text}");
+        for name in [SESSION_COOKIE, TWO_FACTOR_COOKIE, OIDC_COOKIE] {
+            let secure = cookie_header(&config, name, "t", 60).expect("cookie");
+            let text = secure.to_str().unwrap_or_default();
+            assert!(text.ends_with("; Secure") && text.contains("HttpOnly; SameSite=Lax"), "{text}");
+            assert!(!text.contains("Domain"), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_sign_in_failure_has_its_own_code() {
+        let failures = [
+            SignInFailure::Provider("access_denied".into()),
+            SignInFailure::Incomplete,
+            SignInFailure::BadState,
+            SignInFailure::Oidc(OidcError::Provider("down".into())),
+            SignInFailure::Oidc(OidcError::CodeRejected("used".into())),
+            SignInFailure::Oidc(OidcError::InvalidToken("bad".into())),
+            SignInFailure::Oidc(OidcError::EmailUnverified),
+            SignInFailure::EmailTaken,
+            SignInFailure::Disabled,
+            SignInFailure::SecondFactor,
+            SignInFailure::Internal("db".into()),
+        ];
+        let codes: std::collections::HashSet<_> = failures.iter().map(SignInFailure::code).collect();
+        assert_eq!(codes.len(), failures.len());
+        assert!(codes.iter().all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
     }
 }

@@ -30,6 +30,14 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// An API token whose scopes do not cover the route; the message names the scope needed.
+    #[error("{0}")]
+    InsufficientScope(String),
+    /// A second-factor code that is wrong, used already, or from too far from now.
+    #[error(
+        "that code is not valid: type the current code from your authenticator app, or an unused recovery code"
+    )]
+    InvalidTotp,
     /// Over a limit of the user's plan; the message names the limit (`apps`, `custom_domains`,
     /// `deploys_per_day`, …) and what to do.
     #[error("{0}")]
@@ -72,6 +80,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            ApiError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
             ApiError::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::VerificationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),

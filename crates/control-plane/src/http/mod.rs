@@ -39,13 +39,26 @@ pub fn router(state: AppState) -> Router {
         .merge(account::routes())
         .merge(apps::routes())
         .merge(domains::routes())
-        .layer(middleware::from_fn(extract::csrf_guard));
+        .layer(middleware::from_fn(extract::csrf_guard))
+        .layer(middleware::from_fn_with_state(state.clone(), per_address_limit));
     let mut routes =
         Router::new().merge(ops::routes()).merge(workers::routes()).merge(traefik::routes()).merge(api);
     if state.config.single_machine {
         routes = routes.layer(middleware::from_fn(loopback_names_only));
     }
     with_edge(routes, state)
+}
+
+/// Every `/api` request counts against its client address (`ip_requests_per_minute`), signed
+/// in or not; over it, 429 with `Retry-After`.
+async fn per_address_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    if let Some(peer) = peer
+        && let Err(retry_after_secs) = state.ip_limiter.check(crate::ratelimit::client_key(peer.ip()))
+    {
+        return ApiError::RateLimited { retry_after_secs }.into_response();
+    }
+    next.run(req).await
 }
 
 /// Single-machine mode (T38): a page on a foreign site can make the browser send requests to

@@ -21,7 +21,12 @@ pub struct AuditEvent<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditAction {
     AuthLogin,
+    AuthLoginFailed,
     AuthLogout,
+    TotpEnabled,
+    TotpDisabled,
+    TokenCreated,
+    TokenRevoked,
     SessionRevoked,
     WorkerRegistered,
     WorkerRegisterRefused,
@@ -45,7 +50,12 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::AuthLogin => "auth.login",
+            AuditAction::AuthLoginFailed => "auth.login_failed",
             AuditAction::AuthLogout => "auth.logout",
+            AuditAction::TotpEnabled => "totp.enabled",
+            AuditAction::TotpDisabled => "totp.disabled",
+            AuditAction::TokenCreated => "token.created",
+            AuditAction::TokenRevoked => "token.revoked",
             AuditAction::SessionRevoked => "session.revoked",
             AuditAction::WorkerRegistered => "worker.registered",
             AuditAction::WorkerRegisterRefused => "worker.register_refused",

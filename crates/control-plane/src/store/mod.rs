@@ -7,6 +7,9 @@ pub mod domains;
 pub mod jobs;
 pub mod key_usage;
 pub mod routes;
+pub mod signin;
+pub mod tokens;
+pub mod totp;
 pub mod users;
 pub mod workers;
 

@@ -40,6 +40,53 @@ pub async fn upsert_by_email(db: &PgPool, email: &str) -> Result<i64, sqlx::Erro
     .await
 }
 
+/// The account an identity signed in to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SignedIn {
+    pub user_id: i64,
+    pub totp_enabled: bool,
+    pub disabled: bool,
+}
+
+/// Why an identity could not sign in.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Another account (another identity, or one made before sign-in existed) has the email.
+    #[error("another account uses this email address")]
+    EmailTaken,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Finds the account of (`issuer`, `subject`) or creates one; its email follows the provider's
+/// and its name too when the provider sends one.
+pub async fn sign_in_identity(
+    db: impl sqlx::PgExecutor<'_>,
+    issuer: &str,
+    subject: &str,
+    email: &str,
+    name: &str,
+) -> Result<SignedIn, IdentityError> {
+    let name: String = name.chars().filter(|c| !c.is_control()).take(200).collect();
+    sqlx::query_as(
+        "INSERT INTO users (email, name, oidc_issuer, oidc_subject) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (oidc_issuer, oidc_subject) DO UPDATE
+           SET email = EXCLUDED.email,
+               name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE users.name END,
+               updated_at = now()
+         RETURNING id AS user_id, totp_enabled, disabled_at IS NOT NULL AS disabled",
+    )
+    .bind(email)
+    .bind(&name)
+    .bind(issuer)
+    .bind(subject)
+    .fetch_one(db)
+    .await
+    .map_err(|e| {
+        if super::is_unique_violation(&e) { IdentityError::EmailTaken } else { IdentityError::Db(e) }
+    })
+}
+
 /// Opens a session and returns the raw token for the cookie (never stored).
 pub async fn create_session(
     db: impl sqlx::PgExecutor<'_>,
@@ -158,12 +205,14 @@ pub async fn revoke_other_sessions(
     Ok(revoked.rows_affected())
 }
 
-/// Deletes sessions revoked or expired more than a day ago.
+/// Deletes sessions revoked or expired more than 30 days ago (SPEC §8: the account page and
+/// an investigation can still see them until then).
 pub async fn prune_sessions(db: &PgPool) -> Result<u64, sqlx::Error> {
-    let pruned =
-        sqlx::query("DELETE FROM sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '1 day'")
-            .execute(db)
-            .await?;
+    let pruned = sqlx::query(
+        "DELETE FROM sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '30 days'",
+    )
+    .execute(db)
+    .await?;
     Ok(pruned.rows_affected())
 }
 

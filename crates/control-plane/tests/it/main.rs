@@ -16,6 +16,7 @@ mod keys;
 mod migrations;
 mod queue;
 mod routing;
+mod signin;
 mod worker_link;
 
 use std::process::{Command, Output};
