@@ -20,6 +20,9 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v iptables >/dev/null || need_apt+=(iptables)
+# The API fuzzer (Schemathesis, from PyPI) runs in a virtualenv; curl talks to the platform.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v curl >/dev/null || need_apt+=(curl)
 id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Command 2: set up and run every test. Installs what is missing, starts a throwaway
-# PostgreSQL for the run, runs the whole workspace's tests with cargo-nextest, and stops it.
-# Extra arguments go to `cargo nextest run` (for example a test name filter).
+# PostgreSQL for the run, runs the whole workspace's tests with cargo-nextest, and stops it;
+# then Schemathesis against a running platform (scripts/api-fuzz.sh). Extra arguments go to
+# `cargo nextest run` (for example a test name filter) and skip the Schemathesis run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -32,3 +33,7 @@ WH_TRAEFIK_BIN=$(bash scripts/traefik.sh)
 export WH_TRAEFIK_BIN
 
 cargo nextest run --workspace --no-fail-fast "$@"
+# The whole suite (no filter given) also fuzzes the API from its OpenAPI document (T09).
+if [ $# -eq 0 ]; then
+  bash scripts/api-fuzz.sh 30
+fi

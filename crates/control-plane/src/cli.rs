@@ -53,6 +53,9 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Print the user API's OpenAPI 3.1 document (as served at /api/openapi.json), for
+    /// generating clients without a running control plane.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +104,8 @@ pub enum CliError {
     Name(#[from] NameError),
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot write the output: {0}")]
+    Output(String),
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -116,6 +121,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             create_worker(&name, zone.as_deref()).await
         }
         Command::Config { action: ConfigAction::Check { path } } => check_config(path),
+        Command::Openapi => {
+            let doc = crate::http::openapi().to_pretty_json().map_err(|e| CliError::Output(e.to_string()))?;
+            println!("{doc}");
+            Ok(())
+        }
     }
 }
 

@@ -27,7 +27,7 @@ pub enum CloudflareError {
 }
 
 /// A DNS record Cloudflare wants published before it serves the hostname.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ValidationRecord {
     #[serde(rename = "type")]
     pub kind: String,

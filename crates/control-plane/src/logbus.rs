@@ -16,7 +16,7 @@ pub const MAX_LINE: usize = wisehosting_proto::MAX_LOG_LINE_BYTES;
 /// Lines one app's live channel holds for a slow subscriber before it skips ahead.
 const LIVE_BACKLOG: usize = 1024;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LogLine {
     pub app_id: i64,
     pub deployment_id: Option<i64>,

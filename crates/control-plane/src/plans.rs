@@ -54,13 +54,13 @@ impl PlanConfig {
 }
 
 /// A plan as `GET /api/plans` and `/api/me` show it (SPEC §14.1).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PlanView {
     pub name: String,
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Limits {
     pub apps: i64,
     pub memory_mb: u32,

@@ -3,17 +3,18 @@
 //! authentication (enrol, confirm, disable) and API tokens (create, list, revoke). Only a
 //! browser session manages sessions, 2FA and tokens (`identity::scope`).
 
-use axum::extract::{Path, Query, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{check_second_factor, count_wrong_code, refuse_after_wrong_codes};
 use super::extract::{CurrentUser, audit_user};
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::identity::scope::Scope;
 use crate::identity::totp;
 use crate::state::AppState;
@@ -24,26 +25,29 @@ use crate::store::users::{self, SessionInfo};
 /// The most events one page holds.
 const MAX_PAGE: i64 = 200;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/account/audit", get(audit_page))
-        .route("/api/account/sessions", get(sessions))
-        .route("/api/account/sessions/{id}", delete(revoke_session))
-        .route("/api/account/sessions/revoke-others", post(revoke_others))
-        .route("/api/account/totp/enroll", post(totp_enroll))
-        .route("/api/account/totp/confirm", post(totp_confirm))
-        .route("/api/account/totp/disable", post(totp_disable))
-        .route("/api/account/tokens", get(list_tokens).post(create_token))
-        .route("/api/account/tokens/{id}", delete(revoke_token))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(audit_page))
+        .routes(routes!(sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(revoke_others))
+        .routes(routes!(totp_enroll))
+        .routes(routes!(totp_confirm))
+        .routes(routes!(totp_disable))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Events per page, 1 to 200 (default 50).
     limit: Option<i64>,
+    /// The `next` of the previous page.
     before: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AuditPage {
     events: Vec<Shown>,
     /// The `before` of the next page; null on the last.
@@ -52,10 +56,12 @@ struct AuditPage {
 
 /// The user's own audit trail, newest first. Details are JSON (what a user typed is a JSON
 /// string there, never raw text).
+#[utoipa::path(get, path = "/api/account/audit", tag = "account", params(PageQuery),
+    responses((status = 200, description = "A page of the user's audit trail, newest first", body = AuditPage)))]
 async fn audit_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -66,7 +72,7 @@ async fn audit_page(
     Ok(Json(AuditPage { events, next }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct SessionView {
     #[serde(flatten)]
     session: SessionInfo,
@@ -74,6 +80,8 @@ struct SessionView {
     current: bool,
 }
 
+#[utoipa::path(get, path = "/api/account/sessions", tag = "account",
+    responses((status = 200, description = "The user's live sessions", body = [SessionView])))]
 async fn sessions(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -85,10 +93,12 @@ async fn sessions(
 
 /// Revokes one of the user's sessions (the current one too: that is a sign-out elsewhere's
 /// equal); another user's session, or none, is 404.
+#[utoipa::path(delete, path = "/api/account/sessions/{id}", tag = "account", params(("id" = i64, Path, description = "The session's id")),
+    responses((status = 204, description = "The session is revoked")))]
 async fn revoke_session(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.db.begin().await?;
     if !users::revoke_own_session(&mut *tx, user.id, id).await? {
@@ -100,6 +110,8 @@ async fn revoke_session(
 }
 
 /// Signs out everywhere else: every live session of the user but this one.
+#[utoipa::path(post, path = "/api/account/sessions/revoke-others", tag = "account",
+    responses((status = 204, description = "Every other session is revoked")))]
 async fn revoke_others(State(state): State<AppState>, user: CurrentUser) -> Result<StatusCode, ApiError> {
     let mut tx = state.db.begin().await?;
     let keep = user.session_id()?;
@@ -110,7 +122,7 @@ async fn revoke_others(State(state): State<AppState>, user: CurrentUser) -> Resu
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Enrolment {
     /// The secret in base32, for typing into an authenticator app.
     secret: String,
@@ -120,6 +132,8 @@ struct Enrolment {
 }
 
 /// Starts (or restarts) enrolling an authenticator: a new secret, pending until confirmed.
+#[utoipa::path(post, path = "/api/account/totp/enroll", tag = "account",
+    responses((status = 200, description = "A pending enrolment", body = Enrolment)))]
 async fn totp_enroll(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Enrolment>, ApiError> {
     user.session_id()?;
     let secret = totp::new_secret();
@@ -130,18 +144,21 @@ async fn totp_enroll(State(state): State<AppState>, user: CurrentUser) -> Result
     Ok(Json(Enrolment { secret: totp::secret_base32(&secret), otpauth_uri, qr_svg }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CodeBody {
+    /// Six digits from the authenticator app (or a recovery code, where accepted).
     code: String,
 }
 
 /// Confirms the pending enrolment with a current code: 2FA is on, and the ten recovery codes
 /// are shown (only here).
+#[utoipa::path(post, path = "/api/account/totp/confirm", tag = "account", request_body = CodeBody,
+    responses((status = 200, description = "2FA is on; the recovery codes, shown once", body = RecoveryCodes)))]
 async fn totp_confirm(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiJson(body): ApiJson<CodeBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RecoveryCodes>, ApiError> {
     user.session_id()?;
     refuse_after_wrong_codes(&state, user.id)?;
     let secret =
@@ -162,10 +179,18 @@ async fn totp_confirm(
     }
     audit_user(&mut *tx, &user, AuditAction::TotpEnabled, "user", user.id, json!({})).await?;
     tx.commit().await?;
-    Ok(Json(json!({ "recovery_codes": codes })))
+    Ok(Json(RecoveryCodes { recovery_codes: codes }))
+}
+
+/// Ten single-use codes that stand in for the authenticator; shown only once.
+#[derive(Debug, Serialize, ToSchema)]
+struct RecoveryCodes {
+    recovery_codes: Vec<String>,
 }
 
 /// Turns 2FA off, proved with a current code or an unused recovery code.
+#[utoipa::path(post, path = "/api/account/totp/disable", tag = "account", request_body = CodeBody,
+    responses((status = 204, description = "2FA is off")))]
 async fn totp_disable(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -181,7 +206,7 @@ async fn totp_disable(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     name: String,
@@ -193,11 +218,13 @@ struct NewToken {
 const MAX_TOKEN_DAYS: i32 = 3650;
 
 /// Makes an API token; its value is in this answer only.
+#[utoipa::path(post, path = "/api/account/tokens", tag = "account", request_body = NewToken,
+    responses((status = 201, description = "The token; its value is shown only here", body = NewTokenShown)))]
 async fn create_token(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiJson(body): ApiJson<NewToken>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<NewTokenShown>), ApiError> {
     user.session_id()?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -241,11 +268,28 @@ async fn create_token(
     let detail = json!({ "name": name, "scopes": scope_names, "expires_in_days": body.expires_in_days });
     audit_user(&mut *tx, &user, AuditAction::TokenCreated, "token", id, detail).await?;
     tx.commit().await?;
-    let body = json!({ "id": id, "token": token, "name": name, "scopes": scope_names });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let shown = NewTokenShown {
+        id,
+        token,
+        name: name.to_string(),
+        scopes: scope_names.iter().map(|s| s.to_string()).collect(),
+    };
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+/// A new token and its value, shown only in this answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct NewTokenShown {
+    id: i64,
+    /// `wht_…`: send it as `Authorization: Bearer <token>`.
+    token: String,
+    name: String,
+    scopes: Vec<String>,
 }
 
 /// The user's tokens, without their values.
+#[utoipa::path(get, path = "/api/account/tokens", tag = "account",
+    responses((status = 200, description = "The user's tokens, without values", body = [TokenInfo])))]
 async fn list_tokens(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -255,10 +299,12 @@ async fn list_tokens(
 }
 
 /// Revokes one of the user's tokens at once; another user's token, or none, is 404.
+#[utoipa::path(delete, path = "/api/account/tokens/{id}", tag = "account", params(("id" = i64, Path, description = "The token's id")),
+    responses((status = 204, description = "The token is revoked")))]
 async fn revoke_token(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     user.session_id()?;
     let mut tx = state.db.begin().await?;

@@ -6,18 +6,20 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use futures_util::Stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
-use super::ApiJson;
 use super::extract::{CurrentUser, OwnedApp, audit_user};
+use super::{ApiJson, ApiPath, ApiQuery};
 use crate::domain::{
     AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, RepoUrl, parse_port,
 };
@@ -31,26 +33,27 @@ use crate::store::deployments::{self, Deployment, Ending};
 use crate::store::jobs;
 use crate::store::users;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/deploy", post(deploy))
-        .route("/api/plans", get(list_plans))
-        .route("/api/apps", get(list_apps))
-        .route("/api/apps/{id}", get(get_app).delete(delete_app))
-        .route("/api/apps/{id}/deployments", get(list_deployments).post(redeploy))
-        .route("/api/apps/{id}/restart", post(|s, a| lifecycle(s, a, Lifecycle::Restart)))
-        .route("/api/apps/{id}/stop", post(|s, a| lifecycle(s, a, Lifecycle::Stop)))
-        .route("/api/apps/{id}/start", post(|s, a| lifecycle(s, a, Lifecycle::Start)))
-        .route("/api/apps/{id}/env", get(get_env).put(put_env))
-        .route("/api/apps/{id}/git-token", put(put_git_token))
-        .route("/api/apps/{id}/logs", get(tail_logs))
-        .route("/api/apps/{id}/logs/stream", get(stream_logs))
-        .route("/api/deployments/{id}", get(get_deployment))
-        .route("/api/deployments/{id}/log", get(deployment_log))
-        .route("/api/deployments/{id}/cancel", post(cancel_deployment))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(deploy))
+        .routes(routes!(list_plans))
+        .routes(routes!(list_apps))
+        .routes(routes!(get_app, delete_app))
+        .routes(routes!(list_deployments, redeploy))
+        .routes(routes!(restart))
+        .routes(routes!(stop))
+        .routes(routes!(start))
+        .routes(routes!(get_env, put_env))
+        .routes(routes!(put_git_token))
+        .routes(routes!(tail_logs))
+        .routes(routes!(stream_logs))
+        .routes(routes!(get_deployment))
+        .routes(routes!(deployment_log))
+        .routes(routes!(cancel_deployment))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new app and its first deployment.
+#[derive(Debug, Deserialize, ToSchema)]
 struct DeployRequest {
     name: String,
     repo_url: String,
@@ -66,6 +69,7 @@ struct DeployRequest {
     env: BTreeMap<String, String>,
     /// A token for a private repository; write-only (sealed at rest, never shown again).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     git_token: Option<wisehosting_crypto::Secret>,
 }
 
@@ -99,11 +103,13 @@ fn parse_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, 
     Ok(env)
 }
 
+#[utoipa::path(post, path = "/api/deploy", tag = "apps", request_body = DeployRequest,
+    responses((status = 201, description = "The app is created and its first deployment queued", body = Deployed)))]
 async fn deploy(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiJson(req): ApiJson<DeployRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Deployed>), ApiError> {
     let slug = AppSlug::from_name(&req.name)?;
     let repo = RepoUrl::parse(&req.repo_url, state.config.single_machine)?;
     let branch = Branch::parse(&req.branch)?;
@@ -143,7 +149,14 @@ async fn deploy(
     let deployment = deployments::insert(&mut *tx, app.id, branch.as_str(), None).await?;
     queue_deploy(&mut tx, &state, &user, &app, &deployment, &env, token).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(json!({ "app": app, "deployment": deployment }))))
+    Ok((StatusCode::CREATED, Json(Deployed { app, deployment })))
+}
+
+/// An app created and its first deployment queued.
+#[derive(Debug, Serialize, ToSchema)]
+struct Deployed {
+    app: App,
+    deployment: Deployment,
 }
 
 /// Refuses a deploy over the plan's deploys in the last 24 hours. The caller holds the user's
@@ -180,24 +193,34 @@ async fn queue_deploy(
 }
 
 /// Every plan and its limits; public (the plans page reads it signed out).
+#[utoipa::path(get, path = "/api/plans", tag = "account", security(()),
+    responses((status = 200, description = "Every plan and its limits", body = [plans::PlanView])))]
 async fn list_plans(State(state): State<AppState>) -> Json<Vec<plans::PlanView>> {
     Json(state.plans.all().iter().map(plans::Plan::view).collect())
 }
 
+#[utoipa::path(get, path = "/api/apps", tag = "apps",
+    responses((status = 200, description = "The user's apps", body = [App])))]
 async fn list_apps(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<App>>, ApiError> {
     Ok(Json(apps::list_for_user(&state.db, user.id).await?))
 }
 
+#[utoipa::path(get, path = "/api/apps/{id}", tag = "apps", params(AppId),
+    responses((status = 200, description = "The app", body = App)))]
 async fn get_app(OwnedApp { app, .. }: OwnedApp) -> Result<Json<App>, ApiError> {
     Ok(Json(app))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// What to deploy again: the app's branch unless another is named, its head unless a commit is.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 struct RedeployRequest {
     branch: Option<String>,
     commit: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/apps/{id}/deployments", tag = "deployments", params(AppId),
+    request_body = RedeployRequest,
+    responses((status = 201, description = "A deployment is queued", body = Deployment)))]
 async fn redeploy(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
@@ -219,19 +242,29 @@ async fn redeploy(
     Ok((StatusCode::CREATED, Json(deployment)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct GitTokenRequest {
     /// The new token, or null to remove it.
+    #[schema(value_type = Option<String>)]
     token: Option<wisehosting_crypto::Secret>,
+}
+
+/// Whether the app holds a repository token (never its value).
+#[derive(Debug, Serialize, ToSchema)]
+struct GitTokenState {
+    has_git_token: bool,
 }
 
 /// Sets or removes the app's repository token; takes effect on the next deploy. Audited
 /// without the value.
+#[utoipa::path(put, path = "/api/apps/{id}/git-token", tag = "apps", params(AppId),
+    request_body = GitTokenRequest,
+    responses((status = 200, description = "The token is set (or removed)", body = GitTokenState)))]
 async fn put_git_token(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
     ApiJson(req): ApiJson<GitTokenRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GitTokenState>, ApiError> {
     let token =
         req.token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
     let mut tx = state.db.begin().await?;
@@ -239,9 +272,11 @@ async fn put_git_token(
     let action = if token.is_some() { AuditAction::AppGitTokenSet } else { AuditAction::AppGitTokenRemove };
     audit_user(&mut *tx, &user, action, "app", app.id, json!({})).await?;
     tx.commit().await?;
-    Ok(Json(json!({ "has_git_token": token.is_some() })))
+    Ok(Json(GitTokenState { has_git_token: token.is_some() }))
 }
 
+#[utoipa::path(get, path = "/api/apps/{id}/deployments", tag = "deployments", params(AppId),
+    responses((status = 200, description = "The app's deployments, newest first", body = [Deployment])))]
 async fn list_deployments(
     State(state): State<AppState>,
     OwnedApp { app, .. }: OwnedApp,
@@ -255,28 +290,41 @@ async fn own_deployment(state: &AppState, user: &CurrentUser, id: i64) -> Result
         .ok_or_else(|| ApiError::NotFound("no such deployment".into()))
 }
 
+#[utoipa::path(get, path = "/api/deployments/{id}", tag = "deployments", params(DeploymentId),
+    responses((status = 200, description = "The deployment", body = Deployment)))]
 async fn get_deployment(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Deployment>, ApiError> {
     Ok(Json(own_deployment(&state, &user, id).await?))
 }
 
+#[utoipa::path(get, path = "/api/deployments/{id}/log", tag = "deployments", params(DeploymentId),
+    responses((status = 200, description = "The build log", body = BuildLog)))]
 async fn deployment_log(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<BuildLog>, ApiError> {
     let deployment = own_deployment(&state, &user, id).await?;
     let log = deployments::build_log(&state.db, deployment.id).await?;
-    Ok(Json(json!({ "deployment_id": deployment.id, "log": log })))
+    Ok(Json(BuildLog { deployment_id: deployment.id, log }))
 }
 
+/// A deployment's build log (the last 512 KiB).
+#[derive(Debug, Serialize, ToSchema)]
+struct BuildLog {
+    deployment_id: i64,
+    log: String,
+}
+
+#[utoipa::path(post, path = "/api/deployments/{id}/cancel", tag = "deployments", params(DeploymentId),
+    responses((status = 200, description = "The deployment, cancelled", body = Deployment)))]
 async fn cancel_deployment(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Deployment>, ApiError> {
     let deployment = own_deployment(&state, &user, id).await?;
     if deployment.status.is_final() {
@@ -307,11 +355,35 @@ enum Lifecycle {
     Start,
 }
 
+/// A lifecycle job queued.
+#[derive(Debug, Serialize, ToSchema)]
+struct JobQueued {
+    job_id: i64,
+}
+
+#[utoipa::path(post, path = "/api/apps/{id}/restart", tag = "apps", params(AppId),
+    responses((status = 202, description = "A restart of the running version is queued", body = JobQueued)))]
+async fn restart(state: State<AppState>, owned: OwnedApp) -> Result<(StatusCode, Json<JobQueued>), ApiError> {
+    lifecycle(state, owned, Lifecycle::Restart).await
+}
+
+#[utoipa::path(post, path = "/api/apps/{id}/stop", tag = "apps", params(AppId),
+    responses((status = 202, description = "Stopping the app is queued", body = JobQueued)))]
+async fn stop(state: State<AppState>, owned: OwnedApp) -> Result<(StatusCode, Json<JobQueued>), ApiError> {
+    lifecycle(state, owned, Lifecycle::Stop).await
+}
+
+#[utoipa::path(post, path = "/api/apps/{id}/start", tag = "apps", params(AppId),
+    responses((status = 202, description = "Starting the stopped app is queued", body = JobQueued)))]
+async fn start(state: State<AppState>, owned: OwnedApp) -> Result<(StatusCode, Json<JobQueued>), ApiError> {
+    lifecycle(state, owned, Lifecycle::Start).await
+}
+
 async fn lifecycle(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
     kind: Lifecycle,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<JobQueued>), ApiError> {
     let Some(current) = app.current_deployment_id else {
         return Err(ApiError::Conflict("the app has no running version yet; deploy it first".into()));
     };
@@ -327,9 +399,11 @@ async fn lifecycle(
     let job = jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?;
     audit_user(&mut *tx, &user, action, "app", app.id, json!({ "job": job })).await?;
     tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))))
+    Ok((StatusCode::ACCEPTED, Json(JobQueued { job_id: job })))
 }
 
+#[utoipa::path(delete, path = "/api/apps/{id}", tag = "apps", params(AppId),
+    responses((status = 202, description = "The app is being removed from its worker")))]
 async fn delete_app(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
@@ -351,54 +425,87 @@ async fn delete_app(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EnvQuery {
+    /// Show the values (audited as `env.revealed`); masked otherwise.
     #[serde(default)]
     reveal: bool,
 }
 
+#[utoipa::path(get, path = "/api/apps/{id}/env", tag = "apps", params(AppId, EnvQuery),
+    responses((status = 200, description = "The app's environment", body = EnvView)))]
 async fn get_env(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
-    Query(q): Query<EnvQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(q): ApiQuery<EnvQuery>,
+) -> Result<Json<EnvView>, ApiError> {
     let env = apps::load_env(&state.db, &state.sealer, app.id).await?;
     if q.reveal {
         audit_user(&state.db, &user, AuditAction::EnvReveal, "app", app.id, json!({})).await?;
-        return Ok(Json(json!({ "env": env })));
+        return Ok(Json(EnvView { env }));
     }
-    let masked: BTreeMap<&String, &str> = env.keys().map(|k| (k, "********")).collect();
-    Ok(Json(json!({ "env": masked })))
+    let masked = env.into_keys().map(|k| (k, "********".to_string())).collect();
+    Ok(Json(EnvView { env: masked }))
 }
 
+/// An app's environment: names and values (or `********` unless revealed).
+#[derive(Debug, Serialize, ToSchema)]
+struct EnvView {
+    env: BTreeMap<String, String>,
+}
+
+/// The names written; they apply on the next deploy or restart.
+#[derive(Debug, Serialize, ToSchema)]
+struct EnvWritten {
+    names: Vec<String>,
+    applies: String,
+}
+
+#[utoipa::path(put, path = "/api/apps/{id}/env", tag = "apps", params(AppId),
+    request_body(content = BTreeMap<String, String>, description = "Every variable, replacing the old set: names match `^[A-Z][A-Z0-9_]{0,63}$`"),
+    responses((status = 200, description = "The environment is replaced", body = EnvWritten)))]
 async fn put_env(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
     ApiJson(body): ApiJson<BTreeMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EnvWritten>, ApiError> {
     let env = parse_env(body)?;
     let mut tx = state.db.begin().await?;
     apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
     let names: Vec<&String> = env.keys().collect();
     audit_user(&mut *tx, &user, AuditAction::EnvWrite, "app", app.id, json!({ "names": names })).await?;
     tx.commit().await?;
-    Ok(Json(json!({ "names": names, "applies": "on the next deploy or restart" })))
+    let names = names.into_iter().cloned().collect();
+    Ok(Json(EnvWritten { names, applies: "on the next deploy or restart".into() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TailQuery {
+    /// How many of the newest lines (default 100, at most the 1,000 kept).
     tail: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/apps/{id}/logs", tag = "logs", params(AppId, TailQuery),
+    responses((status = 200, description = "The newest lines", body = LogTail)))]
 async fn tail_logs(
     State(state): State<AppState>,
     OwnedApp { app, .. }: OwnedApp,
-    Query(q): Query<TailQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(q): ApiQuery<TailQuery>,
+) -> Result<Json<LogTail>, ApiError> {
     let lines = state.logbus.tail(app.id, q.tail.unwrap_or(100).min(crate::logbus::RING));
-    Ok(Json(json!({ "lines": lines })))
+    Ok(Json(LogTail { lines }))
 }
 
+/// The newest log lines of an app, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct LogTail {
+    lines: Vec<crate::logbus::LogLine>,
+}
+
+#[utoipa::path(get, path = "/api/apps/{id}/logs/stream", tag = "logs", params(AppId),
+    responses((status = 200, description = "Server-sent events, one per log line (event `build` or `runtime`, data a LogLine)", content_type = "text/event-stream", body = String)))]
 async fn stream_logs(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
@@ -440,6 +547,24 @@ async fn stream_logs(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The `{id}` of an app route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct AppId {
+    /// The app's id.
+    id: i64,
+}
+
+/// The `{id}` of a deployment route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct DeploymentId {
+    /// The deployment's id.
+    id: i64,
 }
 
 /// Live log streams one user may hold open at once.

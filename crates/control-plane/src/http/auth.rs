@@ -9,16 +9,18 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{CurrentUser, SESSION_COOKIE, cookie};
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiQuery};
 use crate::config::Config;
 use crate::identity::oidc::OidcError;
 use crate::ratelimit::client_key;
@@ -32,17 +34,17 @@ pub const OIDC_COOKIE: &str = "wh_oidc";
 /// Holds a sign-in waiting for its second factor.
 pub const TWO_FACTOR_COOKIE: &str = "wh_2fa";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/google/login", get(google_login))
-        .route("/api/auth/google/callback", get(google_callback))
-        .route("/api/auth/totp", post(second_factor))
-        .route("/api/auth/dev-login", post(dev_login))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/me", get(me))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(google_login))
+        .routes(routes!(google_callback))
+        .routes(routes!(second_factor))
+        .routes(routes!(dev_login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct DevLogin {
     email: String,
 }
@@ -100,6 +102,8 @@ fn oidc_off() -> ApiError {
 
 /// Begins a sign-in: 302 to the provider with `state`, `nonce` and a PKCE challenge, and a
 /// 10-minute `wh_oidc` cookie binding the state to this browser.
+#[utoipa::path(get, path = "/api/auth/google/login", tag = "sign-in", security(()),
+    responses((status = 302, description = "To the provider's authorization endpoint, with a short-lived `wh_oidc` cookie")))]
 async fn google_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -120,9 +124,12 @@ async fn google_login(
     Ok(redirect(&started.authorize_url, vec![cookie]))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CallbackQuery {
+    /// The authorization code.
     code: Option<String>,
+    /// The `state` the sign-in began with.
     state: Option<String>,
     /// The provider's refusal (`access_denied` when the person said no).
     error: Option<String>,
@@ -180,11 +187,13 @@ enum SignInStep {
 
 /// Ends a sign-in: a session (302 to `/`), a second step (302 to `/login/2fa`), or a failure
 /// (302 to `/login?error=<code>`, audited). The `wh_oidc` cookie is cleared in every case.
+#[utoipa::path(get, path = "/api/auth/google/callback", tag = "sign-in", security(()), params(CallbackQuery),
+    responses((status = 302, description = "To `/` with `wh_session`, to `/login/2fa` with `wh_2fa`, or to `/login?error=<code>`")))]
 async fn google_callback(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(q): Query<CallbackQuery>,
+    ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Result<Response, ApiError> {
     state
         .sign_in_limiter
@@ -310,8 +319,9 @@ async fn record_login(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CodeBody {
+    /// Six digits from the authenticator app, or an unused recovery code.
     code: String,
 }
 
@@ -370,6 +380,8 @@ async fn verify_second_factor(state: &AppState, user_id: i64, code: &str) -> Res
 
 /// The second step: `{"code"}` with the `wh_2fa` cookie → 200 `{"user"}` and a new
 /// `wh_session`; a wrong or used code → 401 `invalid_totp`; past 5 tries a minute → 429.
+#[utoipa::path(post, path = "/api/auth/totp", tag = "sign-in", security(("two_factor" = [])), request_body = CodeBody,
+    responses((status = 200, description = "Signed in; `wh_session` is set", body = SignedInUser)))]
 async fn second_factor(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -400,13 +412,21 @@ async fn second_factor(
     record_login(&mut *tx, challenge.user_id, &ip, method).await?;
     tx.commit().await?;
     let profile = users::profile(&state.db, challenge.user_id).await?.ok_or(ApiError::Unauthorized)?;
-    let mut response = (StatusCode::OK, Json(json!({ "user": profile }))).into_response();
+    let mut response = (StatusCode::OK, Json(SignedInUser { user: profile })).into_response();
     let headers = response.headers_mut();
     headers.append(header::SET_COOKIE, session_cookie(&state.config, &session)?);
     headers.append(header::SET_COOKIE, cookie_header(&state.config, TWO_FACTOR_COOKIE, "", 0)?);
     Ok(response)
 }
 
+/// Signed in: the user, with the session in `wh_session`.
+#[derive(Debug, Serialize, ToSchema)]
+struct SignedInUser {
+    user: users::Profile,
+}
+
+#[utoipa::path(post, path = "/api/auth/dev-login", tag = "sign-in", security(()), request_body = DevLogin,
+    responses((status = 200, description = "Signed in (single-machine mode only; 404 otherwise)", body = DevUser)))]
 async fn dev_login(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
@@ -425,13 +445,26 @@ async fn dev_login(
     let token = users::create_session(&mut *tx, user_id, Some(&ip), user_agent(&headers)).await?;
     record_login(&mut *tx, user_id, &ip, "dev-login").await?;
     tx.commit().await?;
-    let mut response =
-        (StatusCode::OK, Json(json!({ "user": { "id": user_id, "email": body.email.trim() } })))
-            .into_response();
+    let user = DevUserView { id: user_id, email: body.email.trim().to_string() };
+    let mut response = (StatusCode::OK, Json(DevUser { user })).into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.config, &token)?);
     Ok(response)
 }
 
+/// Signed in by the dev login.
+#[derive(Debug, Serialize, ToSchema)]
+struct DevUser {
+    user: DevUserView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct DevUserView {
+    id: i64,
+    email: String,
+}
+
+#[utoipa::path(post, path = "/api/auth/logout", tag = "sign-in",
+    responses((status = 204, description = "Signed out: the session is revoked")))]
 async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     let session_id = user.session_id()?;
     let mut tx = state.db.begin().await?;
@@ -458,31 +491,69 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
 
 /// The dashboard's global state (SPEC §14.1): the user, their plan and its limits, their apps
 /// with status and URL, linked git providers (none until they can be linked) and the platform.
-async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/api/me", tag = "account",
+    responses((status = 200, description = "The user, their plan, apps, linked providers and the platform", body = Me)))]
+async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>, ApiError> {
     let profile = users::profile(&state.db, user.id).await?.ok_or(ApiError::Unauthorized)?;
     let config = &state.config;
-    let apps: Vec<serde_json::Value> = apps::summaries_for_user(&state.db, user.id)
+    let apps = apps::summaries_for_user(&state.db, user.id)
         .await?
         .into_iter()
         .map(|a| {
             let host = crate::routing::platform_hostname(&a.slug, a.zone.as_deref(), &config.subdomain_base);
             let port = config.apps_port.map(|p| format!(":{p}")).unwrap_or_default();
             let url = format!("http://{host}{port}/");
-            json!({ "id": a.id, "name": a.name, "slug": a.slug, "status": a.status, "url": url })
+            AppSummary { id: a.id, name: a.name, slug: a.slug, status: a.status, url }
         })
         .collect();
     let mode = if config.single_machine { "single_machine" } else { "multi_host" };
-    Ok(Json(json!({
-        "user": profile,
-        "plan": state.plans.get(&user.plan).view(),
-        "apps": apps,
-        "git_providers": [],
-        "platform": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "mode": mode,
-            "sign_in": { "oidc": state.oidc.is_some(), "dev_login": config.single_machine },
+    Ok(Json(Me {
+        user: profile,
+        plan: state.plans.get(&user.plan).view(),
+        apps,
+        git_providers: Vec::new(),
+        platform: Platform {
+            version: env!("CARGO_PKG_VERSION").into(),
+            mode: mode.into(),
+            sign_in: SignInMethods { oidc: state.oidc.is_some(), dev_login: config.single_machine },
         },
-    })))
+    }))
+}
+
+/// The dashboard's global state.
+#[derive(Debug, Serialize, ToSchema)]
+struct Me {
+    user: users::Profile,
+    plan: crate::plans::PlanView,
+    apps: Vec<AppSummary>,
+    /// Linked git provider accounts (none until providers can be linked).
+    git_providers: Vec<serde_json::Value>,
+    platform: Platform,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct AppSummary {
+    id: i64,
+    name: String,
+    slug: String,
+    status: crate::domain::AppStatus,
+    /// Where the app answers.
+    url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Platform {
+    version: String,
+    /// `single_machine` or `multi_host`.
+    mode: String,
+    sign_in: SignInMethods,
+}
+
+/// How people can sign in here.
+#[derive(Debug, Serialize, ToSchema)]
+struct SignInMethods {
+    oidc: bool,
+    dev_login: bool,
 }
 
 #[cfg(test)]

@@ -11,31 +11,31 @@
 //! transaction; a failed registration is retried by the next verify call. It is removed with
 //! the domain. Every change is audited.
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
-use super::ApiJson;
 use super::extract::{CurrentUser, OwnedApp, audit_user};
+use super::{ApiJson, ApiPath};
 use crate::domain::Hostname;
 use crate::state::AppState;
 use crate::store::apps::App;
 use crate::store::audit::AuditAction;
 use crate::store::domains::{self, Domain, DomainRow, Holder};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/apps/{id}/domains", get(list).post(add))
-        .route("/api/apps/{id}/domains/{hostname}", get(show).delete(remove))
-        .route("/api/apps/{id}/domains/{hostname}/verify", post(verify))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, add)).routes(routes!(show, remove)).routes(routes!(verify))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct AddRequest {
+    /// The name to serve the app at, such as `www.example.com`.
     hostname: String,
 }
 
@@ -57,6 +57,9 @@ fn routes_changed(state: &AppState, app: &App) {
     }
 }
 
+#[utoipa::path(post, path = "/api/apps/{id}/domains", tag = "domains", params(super::apps::AppId),
+    request_body = AddRequest,
+    responses((status = 201, description = "The claim, with the TXT record to publish", body = Domain)))]
 async fn add(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
@@ -120,6 +123,8 @@ async fn sync_cloudflare(state: &AppState, row: DomainRow) -> Result<DomainRow, 
     }
 }
 
+#[utoipa::path(get, path = "/api/apps/{id}/domains", tag = "domains", params(super::apps::AppId),
+    responses((status = 200, description = "The app's custom domains", body = [Domain])))]
 async fn list(
     State(state): State<AppState>,
     OwnedApp { app, .. }: OwnedApp,
@@ -134,20 +139,26 @@ async fn own_domain(state: &AppState, app: &App, hostname: &str) -> Result<Domai
     domains::get(&state.db, app.id, name.as_str()).await?.ok_or_else(not_found)
 }
 
+#[utoipa::path(get, path = "/api/apps/{id}/domains/{hostname}", tag = "domains", params(("id" = i64, Path, description = "The app's id"), ("hostname" = String, Path, description = "The custom domain")),
+    responses((status = 200, description = "The domain", body = Domain)))]
 async fn show(
     State(state): State<AppState>,
     OwnedApp { app, .. }: OwnedApp,
-    Path((_, hostname)): Path<(i64, String)>,
+    ApiPath(path): ApiPath<(i64, String)>,
 ) -> Result<Json<Domain>, ApiError> {
+    let hostname = path.1;
     let row = own_domain(&state, &app, &hostname).await?;
     Ok(Json(row.view()))
 }
 
+#[utoipa::path(post, path = "/api/apps/{id}/domains/{hostname}/verify", tag = "domains", params(("id" = i64, Path, description = "The app's id"), ("hostname" = String, Path, description = "The custom domain")),
+    responses((status = 200, description = "Verified: the app is served at the domain", body = Domain)))]
 async fn verify(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
-    Path((_, hostname)): Path<(i64, String)>,
+    ApiPath(path): ApiPath<(i64, String)>,
 ) -> Result<Json<Domain>, ApiError> {
+    let hostname = path.1;
     let row = own_domain(&state, &app, &hostname).await?;
     limit(&state, &user)?;
     if row.verified_at.is_some() {
@@ -182,11 +193,14 @@ async fn verify(
     Ok(Json(sync_cloudflare(&state, row).await?.view()))
 }
 
+#[utoipa::path(delete, path = "/api/apps/{id}/domains/{hostname}", tag = "domains", params(("id" = i64, Path, description = "The app's id"), ("hostname" = String, Path, description = "The custom domain")),
+    responses((status = 204, description = "The domain is removed and no longer routed")))]
 async fn remove(
     State(state): State<AppState>,
     OwnedApp { user, app }: OwnedApp,
-    Path((_, hostname)): Path<(i64, String)>,
+    ApiPath(path): ApiPath<(i64, String)>,
 ) -> Result<StatusCode, ApiError> {
+    let hostname = path.1;
     let row = own_domain(&state, &app, &hostname).await?;
     if let (Some(cloudflare), Some(cf_id)) = (&state.cloudflare, &row.cloudflare_id) {
         cloudflare.delete(cf_id).await?;

@@ -4,8 +4,9 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -101,7 +102,9 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// Every error answer: a stable machine `code` and a `message` for people that names the
+/// problem and the fix.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
     pub code: &'a str,
     pub message: String,
@@ -205,6 +208,50 @@ where
                 JsonRejection::BytesRejection(_) => ApiError::PayloadTooLarge { limit },
                 other => ApiError::BadRequest(other.body_text()),
             }),
+        }
+    }
+}
+
+/// `Path<T>` whose rejection is a 404: a path whose id is not a number names nothing here,
+/// just as another user's id does not (T08).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(_) => Err(ApiError::NotFound(
+                "nothing here: the path names none of your resources (ids are whole numbers)".into(),
+            )),
+        }
+    }
+}
+
+/// `Query<T>` whose rejection is a JSON 400 naming the parameter that does not read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "{}; see the API documentation (/api/docs) for this route's parameters",
+                rejection.body_text()
+            ))),
         }
     }
 }

@@ -26,19 +26,98 @@ use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
-pub use error::{ApiError, ApiJson, BodyLimit};
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, BodyLimit};
 pub use internal::internal_router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
-/// The public router: operations endpoints, the user API (`/api`), the worker API and the
-/// Traefik configuration (`/v1`).
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+/// The OpenAPI document's frame; the paths and schemas come from the handlers' annotations
+/// (`utoipa` through `utoipa-axum`, so a route cannot be served without being documented).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "WiseHosting API",
+        description = "The user API of WiseHosting. Authenticate with the `wh_session` cookie (a browser; state changes must come from this site) or `Authorization: Bearer wht_…` (an API token with scopes `read`, `deploy` or `write`). Every error is `{\"code\", \"message\"}` with a stable code."
+    ),
+    components(schemas(error::ErrorBody)),
+    security(("session" = []), ("token" = [])),
+    tags(
+        (name = "sign-in", description = "Signing in and out"),
+        (name = "account", description = "The signed-in user: profile, plans, sessions, 2FA, tokens, audit trail"),
+        (name = "apps", description = "Apps and what they run"),
+        (name = "deployments", description = "Deployments of an app"),
+        (name = "logs", description = "Build and runtime logs"),
+        (name = "domains", description = "Custom domains"),
+    )
+)]
+struct ApiDoc;
+
+/// What every operation shares: the security schemes, and a `default` response for errors
+/// (`ErrorBody`, whatever the status: 400, 401, 403, 404, 409, 413, 415, 422, 429, 503, …).
+struct Conventions;
+
+impl utoipa::Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(extract::SESSION_COOKIE))),
+        );
+        components.add_security_scheme(
+            "two_factor",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::TWO_FACTOR_COOKIE))),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("wht_…").build(),
+            ),
+        );
+        let error = ResponseBuilder::new()
+            .description("An error: a stable `code` and a `message` that names the problem and the fix")
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for operation in
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten()
+            {
+                operation.responses.responses.entry("default".into()).or_insert_with(|| error.clone().into());
+            }
+        }
+    }
+}
+
+/// The user API (`/api`) with its OpenAPI document.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(account::routes())
         .merge(apps::routes())
         .merge(domains::routes())
+}
+
+/// The OpenAPI 3.1 document of the user API, as served at `/api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api_routes().into_openapi();
+    utoipa::Modify::modify(&Conventions, &mut doc);
+    doc
+}
+
+/// The public router: operations endpoints, the user API (`/api`, its OpenAPI document at
+/// `/api/openapi.json` and a reference page at `/api/docs`), the worker API and the Traefik
+/// configuration (`/v1`).
+pub fn router(state: AppState) -> Router {
+    let (api, mut doc) = api_routes().split_for_parts();
+    utoipa::Modify::modify(&Conventions, &mut doc);
+    let api = api
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .layer(middleware::from_fn(extract::csrf_guard))
         .layer(middleware::from_fn_with_state(state.clone(), per_address_limit));
     let mut routes =

@@ -12,7 +12,7 @@ use wisehosting_proto::JobKind;
 
 use crate::domain::{AppStatus, JobStatus};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct App {
     pub id: i64,
     #[serde(skip)]

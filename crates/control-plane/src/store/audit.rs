@@ -84,7 +84,7 @@ impl std::fmt::Display for AuditAction {
 }
 
 /// One row of a user's audit trail, as `GET /api/account/audit` shows it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Shown {
     pub id: i64,
     pub action: String,

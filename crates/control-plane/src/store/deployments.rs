@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use crate::domain::{AppStatus, CommitSha, DeploymentStatus};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Deployment {
     pub id: i64,
     pub app_id: i64,

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+
 use sqlx::PgExecutor;
 
 use crate::cloudflare::{CustomHostname, ValidationRecord};
@@ -37,18 +37,46 @@ fn live() -> String {
 const COLUMNS: &str = "id, app_id, hostname, verification_token, verified_at, cloudflare_id, cloudflare_status, cloudflare_ssl_status, cloudflare_records, created_at";
 
 /// The API's view of a domain: what to publish in DNS and where it stands.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Domain {
     pub hostname: String,
     pub app_id: i64,
     /// `pending_verification` until the TXT record is seen, then `verified` (routed).
-    pub status: &'static str,
+    pub status: DomainStatus,
     pub verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// When a pending claim lapses unless verified first.
     pub expires_at: Option<DateTime<Utc>>,
-    pub verification: Value,
-    pub cloudflare: Option<Value>,
+    pub verification: Verification,
+    /// The Cloudflare custom hostname, when Cloudflare for SaaS is configured and the domain
+    /// was registered there.
+    pub cloudflare: Option<CloudflareHostname>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainStatus {
+    PendingVerification,
+    Verified,
+}
+
+/// The DNS record that proves the user holds the hostname.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Verification {
+    /// Always `TXT`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CloudflareHostname {
+    pub id: String,
+    pub status: Option<String>,
+    pub ssl_status: Option<String>,
+    /// Records Cloudflare wants published before it serves the hostname.
+    pub records: Vec<ValidationRecord>,
 }
 
 impl DomainRow {
@@ -62,25 +90,27 @@ impl DomainRow {
         Domain {
             hostname: self.hostname.clone(),
             app_id: self.app_id,
-            status: if self.verified_at.is_some() { "verified" } else { "pending_verification" },
+            status: if self.verified_at.is_some() {
+                DomainStatus::Verified
+            } else {
+                DomainStatus::PendingVerification
+            },
             verified_at: self.verified_at,
             created_at: self.created_at,
             expires_at: self
                 .verified_at
                 .is_none()
                 .then(|| self.created_at + chrono::Duration::days(i64::from(PENDING_DAYS))),
-            verification: json!({
-                "type": "TXT",
-                "name": self.challenge_name(),
-                "value": self.verification_token,
-            }),
-            cloudflare: self.cloudflare_id.as_ref().map(|id| {
-                json!({
-                    "id": id,
-                    "status": self.cloudflare_status,
-                    "ssl_status": self.cloudflare_ssl_status,
-                    "records": records,
-                })
+            verification: Verification {
+                kind: "TXT".into(),
+                name: self.challenge_name(),
+                value: self.verification_token.clone(),
+            },
+            cloudflare: self.cloudflare_id.as_ref().map(|id| CloudflareHostname {
+                id: id.clone(),
+                status: self.cloudflare_status.clone(),
+                ssl_status: self.cloudflare_ssl_status.clone(),
+                records,
             }),
         }
     }

@@ -47,7 +47,7 @@ pub async fn count_live(db: impl PgExecutor<'_>, user_id: i64) -> Result<i64, sq
 }
 
 /// A token as the account page lists it: never its value.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,

@@ -15,7 +15,7 @@ pub async fn lock(tx: &mut sqlx::PgConnection, user_id: i64) -> Result<(), sqlx:
 }
 
 /// What `/api/me` shows of a user.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Profile {
     pub id: i64,
     pub email: String,
@@ -153,7 +153,7 @@ pub async fn touch_session(db: &PgPool, session_id: i64) -> Result<(), sqlx::Err
 }
 
 /// A live session as the account page lists it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SessionInfo {
     pub id: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,

@@ -14,6 +14,7 @@ mod faults;
 mod http;
 mod keys;
 mod migrations;
+mod openapi;
 mod queue;
 mod routing;
 mod signin;

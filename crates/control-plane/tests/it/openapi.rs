@@ -1,0 +1,172 @@
+//! The OpenAPI document (served, complete, errors described) and tenant isolation over every
+//! route it lists (SECURITY-TESTS T08).
+
+use serde_json::{Value, json};
+use wisehosting_testkit::{UserSession, spawn_control_plane_with};
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_lists_every_api_route_and_describes_every_error() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let doc: Value = cp.get_json("/api/openapi.json", 200).await;
+    assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3.1"), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/me", "get"),
+        ("/api/plans", "get"),
+        ("/api/deploy", "post"),
+        ("/api/apps/{id}", "delete"),
+        ("/api/apps/{id}/env", "put"),
+        ("/api/apps/{id}/domains/{hostname}/verify", "post"),
+        ("/api/auth/google/callback", "get"),
+        ("/api/auth/totp", "post"),
+        ("/api/account/tokens", "post"),
+        ("/api/account/audit", "get"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is documented");
+    }
+    for (path, item) in paths {
+        assert!(path.starts_with("/api/"), "{path}");
+        for (method, operation) in item.as_object().expect("path item") {
+            let default = &operation["responses"]["default"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(default, "#/components/schemas/ErrorBody", "{method} {path}: errors are described");
+        }
+    }
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(error["required"], json!(["code", "message"]), "{error}");
+    assert!(doc["components"]["securitySchemes"]["token"].is_object());
+    // The reference page is served from vendored assets: no script from anywhere else.
+    let page = cp.client.get(cp.url("/api/docs/")).send().await.expect("docs");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("swagger"), "{html}");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no CDN: {html}");
+    let bundle = cp.client.get(cp.url("/api/docs/swagger-ui-bundle.js")).send().await.expect("bundle");
+    assert_eq!(bundle.status(), 200, "the bundle is served from the binary");
+}
+
+/// What user B owns, for user A to try.
+struct Victim {
+    user: UserSession,
+    email: String,
+    app_id: i64,
+    slug: String,
+    deployment_id: i64,
+    hostname: String,
+    session_id: i64,
+    token_id: i64,
+    token_name: String,
+}
+
+/// `path` with B's ids in place of its parameters; a parameter this test does not know fails
+/// it, so a new route must come with its case.
+fn with_victims_ids(path: &str, b: &Victim) -> String {
+    let id = if path.starts_with("/api/apps/{id}") {
+        b.app_id
+    } else if path.starts_with("/api/deployments/{id}") {
+        b.deployment_id
+    } else if path.starts_with("/api/account/sessions/{id}") {
+        b.session_id
+    } else if path.starts_with("/api/account/tokens/{id}") {
+        b.token_id
+    } else {
+        assert!(!path.contains("{id}"), "no T08 case for {path}: say whose {{id}} it takes");
+        0
+    };
+    let filled = path.replace("{id}", &id.to_string()).replace("{hostname}", &b.hostname);
+    assert!(!filled.contains('{'), "no T08 case for the parameters of {path}");
+    filled
+}
+
+#[tokio::test]
+async fn every_route_of_the_document_called_with_another_users_ids_answers_404_with_none_of_their_data() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let b_user = cp.login("bee@example.com").await;
+    let (app_id, deployment_id) = b_user.deploy("bees-private-app", "https://example.com/r.git").await;
+    let hostname = "bees.example.org".to_string();
+    let added =
+        b_user.post_json(&format!("/api/apps/{app_id}/domains"), &json!({ "hostname": hostname })).await;
+    assert_eq!(added.status(), 201);
+    let token: Value = b_user
+        .post_json(
+            "/api/account/tokens",
+            &json!({"name": "bees-ci-token", "scopes": ["write"], "expires_in_days": null}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let sessions: Value = b_user.get("/api/account/sessions").await.json().await.expect("json");
+    let b = Victim {
+        email: "bee@example.com".into(),
+        app_id,
+        slug: "bees-private-app".into(),
+        deployment_id,
+        hostname,
+        session_id: sessions[0]["id"].as_i64().expect("session id"),
+        token_id: token["id"].as_i64().expect("token id"),
+        token_name: "bees-ci-token".into(),
+        user: b_user,
+    };
+
+    let a = cp.login("ant@example.com").await;
+    let a_token: Value = a
+        .post_json(
+            "/api/account/tokens",
+            &json!({"name": "ants", "scopes": ["write"], "expires_in_days": null}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let a_token = a_token["token"].as_str().expect("token").to_string();
+    let doc: Value = cp.get_json("/api/openapi.json", 200).await;
+    let mut tried = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if !path.contains('{') {
+            continue;
+        }
+        let url = with_victims_ids(path, &b);
+        for method in item.as_object().expect("item").keys() {
+            let method: reqwest::Method = method.to_uppercase().parse().expect("method");
+            for by_token in [false, true] {
+                let mut request = if by_token {
+                    cp.client.request(method.clone(), cp.url(&url)).bearer_auth(&a_token)
+                } else {
+                    a.request(method.clone(), &url)
+                };
+                if method == reqwest::Method::POST || method == reqwest::Method::PUT {
+                    request = request.json(&json!({}));
+                }
+                let response = request.send().await.expect("request");
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                assert!([403, 404].contains(&status), "{method} {url} (token: {by_token}) → {status} {text}");
+                for secret in [&b.email, &b.slug, &b.token_name, &b.hostname] {
+                    assert!(!text.contains(secret.as_str()), "{method} {url} leaks {secret}: {text}");
+                }
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 30, "every route with an id was tried ({tried})");
+    // B's things are untouched.
+    assert_eq!(b.user.get(&format!("/api/apps/{}", b.app_id)).await.status(), 200);
+    assert_eq!(b.user.get(&format!("/api/apps/{}/domains/{}", b.app_id, b.hostname)).await.status(), 200);
+    let tokens: Value = b.user.get("/api/account/tokens").await.json().await.expect("json");
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "B's token lives");
+    let sessions: Value = b.user.get("/api/account/sessions").await.json().await.expect("json");
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "B's session lives");
+    let deployment: Value =
+        b.user.get(&format!("/api/deployments/{}", b.deployment_id)).await.json().await.expect("json");
+    assert_ne!(deployment["status"], "cancelled", "B's deployment was not cancelled");
+}
+
+#[test]
+fn the_openapi_command_prints_the_document_the_control_plane_serves() {
+    let out = super::wisehosting(&["openapi"], &[]);
+    assert!(out.status.success(), "{}", super::text(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let served = serde_json::to_value(wisehosting_control_plane::http::openapi()).expect("value");
+    assert_eq!(printed, served);
+    assert!(printed["paths"]["/api/me"]["get"].is_object());
+}
