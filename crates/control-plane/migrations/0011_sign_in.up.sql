@@ -4,7 +4,10 @@
 ALTER TABLE users
     ADD COLUMN oidc_issuer TEXT,
     ADD COLUMN oidc_subject TEXT,
-    ADD COLUMN totp_pending_since TIMESTAMPTZ;
+    ADD COLUMN totp_pending_since TIMESTAMPTZ,
+    -- Wrong second-factor codes in the minute that began at totp_failures_since.
+    ADD COLUMN totp_failures INTEGER NOT NULL DEFAULT 0,
+    ADD COLUMN totp_failures_since TIMESTAMPTZ;
 UPDATE users SET oidc_issuer = 'https://accounts.google.com', oidc_subject = google_sub WHERE google_sub IS NOT NULL;
 ALTER TABLE users DROP COLUMN google_sub;
 ALTER TABLE users ADD CONSTRAINT users_oidc_identity_whole CHECK ((oidc_issuer IS NULL) = (oidc_subject IS NULL));

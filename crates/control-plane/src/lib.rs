@@ -11,7 +11,7 @@
 //! - [`routing`]: the route table, pushed to workers and rendered for Traefik.
 //! - [`domain`]: parsed newtypes and the state enums. [`store`]: every SQL statement, per table.
 //! - [`state`]: the shared [`state::AppState`]. [`plans`]: the plan registry.
-//!   [`ratelimit`]: fixed windows per key, bounded.
+//!   [`ratelimit`]: GCRA limits per key (`governor`), pruned as they grow.
 //! - [`logbus`]: live log lines per app. [`metrics`]: Prometheus text. [`telemetry`]: tracing.
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.

@@ -1,19 +1,26 @@
-//! A fixed-window rate limiter keyed by client IP (or another key, such as a user id), in
-//! memory. Enough for one control plane. Its memory is bounded: past [`MAX_KEYS`] keys, the
-//! expired windows are dropped and, if that is not enough (a flood of fresh keys — many
-//! addresses), the older half of the windows goes too; the work is amortised, never a scan
-//! per request. IPv6 clients are counted per /64, which one host usually holds whole.
+//! Rate limits keyed by client address (or another key, such as a user id), in memory, over
+//! `governor`'s GCRA: `limit` requests at once, then one more every `window / limit`. Over
+//! it, the caller gets the seconds to wait (for `Retry-After`).
+//!
+//! Memory: a key is kept while its state differs from a fresh one — at most `window` after its
+//! last request, usually far less. Whenever the map doubles past [`PRUNE_FROM`] keys those
+//! indistinguishable from fresh are dropped (amortised, never a scan per request), so a flood
+//! of fresh keys (many addresses) costs memory in proportion to its request rate, not its
+//! length. IPv6 clients are counted per /64, which one host usually holds whole.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter as Gcra};
 
-/// Keys one limiter keeps at most.
-pub const MAX_KEYS: usize = 50_000;
+/// Below this many keys nothing is pruned.
+pub const PRUNE_FROM: usize = 10_000;
 
 /// The key a client address is counted under: IPv4 as is, IPv6 by its /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {
@@ -26,94 +33,126 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug)]
-pub struct RateLimiter<K = IpAddr> {
-    limit: u32,
-    window: Duration,
-    hits: Mutex<HashMap<K, (Instant, u32)>>,
+pub struct RateLimiter<K = IpAddr, C: Clock = DefaultClock>
+where
+    K: Hash + Eq + Clone,
+{
+    limiter: Gcra<K, DashMapStateStore<K>, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
+    /// The size at which stale keys are dropped next.
+    prune_at: AtomicUsize,
 }
 
-impl<K: Eq + Hash> RateLimiter<K> {
+impl<K: Hash + Eq + Clone, C: Clock> std::fmt::Debug for RateLimiter<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter").field("keys", &self.limiter.len()).finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// `limit` requests per `window` per key.
     pub fn new(limit: u32, window: Duration) -> Self {
-        Self { limit, window, hits: Mutex::new(HashMap::new()) }
+        Self::with_clock(limit, window, DefaultClock::default())
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock + Clone> RateLimiter<K, C> {
+    pub fn with_clock(limit: u32, window: Duration, clock: C) -> Self {
+        let burst = NonZeroU32::new(limit).unwrap_or(NonZeroU32::MIN);
+        let period =
+            window.checked_div(burst.get()).filter(|p| !p.is_zero()).unwrap_or(Duration::from_nanos(1));
+        let quota = Quota::with_period(period).unwrap_or(Quota::per_second(burst)).allow_burst(burst);
+        let limiter = Gcra::dashmap_with_clock(quota, clock.clone());
+        Self { limiter, clock, prune_at: AtomicUsize::new(PRUNE_FROM) }
     }
 
-    /// `Err(seconds to wait)` when `key` already has `limit` hits in its window; counts
-    /// nothing (for limits on failures: check first, [`RateLimiter::check`] each failure).
-    pub fn exhausted(&self, key: &K) -> Result<(), u64> {
-        let now = Instant::now();
-        let Ok(hits) = self.hits.lock() else { return Ok(()) };
-        match hits.get(key) {
-            Some((start, count)) if now.duration_since(*start) < self.window && *count >= self.limit => {
-                Err(self.window.saturating_sub(now.duration_since(*start)).as_secs().max(1))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a hit; `Err(seconds to wait)` when over the limit.
+    /// Counts a request; `Err(seconds to wait)` when over the limit.
     pub fn check(&self, key: K) -> Result<(), u64> {
-        let now = Instant::now();
-        let Ok(mut hits) = self.hits.lock() else { return Ok(()) };
-        if hits.len() >= MAX_KEYS && !hits.contains_key(&key) {
-            hits.retain(|_, (start, _)| now.duration_since(*start) < self.window);
-            if hits.len() >= MAX_KEYS / 2 {
-                // Still full of live windows: keep the newer half.
-                let mut starts: Vec<Instant> = hits.values().map(|(start, _)| *start).collect();
-                let (_, median, _) = starts.select_nth_unstable(hits.len() / 2);
-                let median = *median;
-                hits.retain(|_, (start, _)| *start > median);
-            }
+        self.prune_if_grown();
+        self.limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+        })
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+
+    fn prune_if_grown(&self) {
+        let at = self.prune_at.load(Ordering::Relaxed);
+        if self.limiter.len() < at {
+            return;
         }
-        let entry = hits.entry(key).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
+        // One caller prunes; the others go on.
+        if self.prune_at.compare_exchange(at, usize::MAX, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
         }
-        entry.1 += 1;
-        if entry.1 > self.limit {
-            let wait = self.window.saturating_sub(now.duration_since(entry.0));
-            return Err(wait.as_secs().max(1));
-        }
-        Ok(())
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        let next = (self.limiter.len() * 2).max(PRUNE_FROM);
+        self.prune_at.store(next, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn hits_over_the_limit_wait_for_the_next_window() {
-        let limiter = RateLimiter::new(3, Duration::from_secs(60));
+    #[test]
+    fn a_burst_of_the_limit_passes_and_the_next_request_waits_for_a_slot() {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(3, Duration::from_secs(60), clock.clone());
         let ip: IpAddr = [10, 0, 0, 1].into();
         for _ in 0..3 {
             assert!(limiter.check(ip).is_ok());
         }
-        assert_eq!(limiter.check(ip), Err(60));
+        assert_eq!(limiter.check(ip), Err(20), "one slot comes back every 60/3 s");
         assert!(limiter.check([10, 0, 0, 2].into()).is_ok(), "other clients are not affected");
-        assert_eq!(limiter.exhausted(&ip), Err(60), "exhausted reports without counting");
-        assert_eq!(limiter.exhausted(&[10, 0, 0, 2].into()), Ok(()));
-        tokio::time::advance(Duration::from_secs(61)).await;
+        clock.advance(Duration::from_secs(19));
+        assert_eq!(limiter.check(ip), Err(1));
+        clock.advance(Duration::from_secs(1));
         assert!(limiter.check(ip).is_ok());
+        assert!(limiter.check(ip).is_err());
+        clock.advance(Duration::from_secs(60));
+        for _ in 0..3 {
+            assert!(limiter.check(ip).is_ok(), "a whole window later, a whole burst again");
+        }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_flood_of_fresh_keys_keeps_memory_bounded_and_recent_clients_counted() {
-        let limiter = RateLimiter::new(3, Duration::from_secs(60));
-        for i in 0..(3 * MAX_KEYS as u64) {
+    #[test]
+    fn a_flood_of_fresh_keys_costs_memory_by_its_rate_and_recent_clients_stay_counted() {
+        // 10,000 new addresses a second against 30 a minute each: a key one request made is
+        // indistinguishable from fresh 2 × 2 s later, so about 40,000 are live at a time, and
+        // the pruning (whenever the map doubles) keeps at most twice that — whatever the
+        // flood's length (a million keys here).
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(30, Duration::from_secs(60), clock.clone());
+        let mut most = 0;
+        for i in 0..1_000_000u64 {
             let _ = limiter.check(i);
-            if i % 1000 == 0 {
-                tokio::time::advance(Duration::from_millis(1)).await;
+            if i % 10 == 0 {
+                clock.advance(Duration::from_millis(1));
             }
+            most = most.max(limiter.len());
         }
-        let kept = limiter.hits.lock().expect("lock").len();
-        assert!(kept <= MAX_KEYS, "{kept} keys kept");
-        // A client seen last is still counted: its window survived the evictions.
-        let last = 3 * MAX_KEYS as u64 - 1;
-        for _ in 0..2 {
-            let _ = limiter.check(last);
+        assert!(most <= 2 * 40_000 + PRUNE_FROM, "{most} keys held at most");
+        // A client that used its burst just now is still counted.
+        let last = u64::MAX;
+        for _ in 0..30 {
+            assert!(limiter.check(last).is_ok());
         }
-        assert!(limiter.check(last).is_err());
+        for i in 0..300_000u64 {
+            let _ = limiter.check(2_000_000 + i);
+        }
+        assert!(limiter.check(last).is_err(), "its state survived the pruning");
     }
 
     #[test]

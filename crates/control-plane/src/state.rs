@@ -32,8 +32,6 @@ pub struct AppState {
     pub ip_limiter: Arc<RateLimiter>,
     /// Sign-in starts and callbacks, per client address (`sign_in_per_minute`).
     pub sign_in_limiter: Arc<RateLimiter>,
-    /// Second-factor codes, per user (5 a minute).
-    pub totp_limiter: Arc<RateLimiter<i64>>,
     /// Sign-in with the OpenID provider, when configured.
     pub oidc: Option<Arc<crate::identity::oidc::Oidc>>,
     /// Reads custom-domain verification records.

@@ -160,7 +160,7 @@ async fn totp_confirm(
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Json<RecoveryCodes>, ApiError> {
     user.session_id()?;
-    refuse_after_wrong_codes(&state, user.id)?;
+    refuse_after_wrong_codes(&state, user.id).await?;
     let secret =
         crate::store::totp::pending_secret(&state.db, &state.sealer, user.id).await?.ok_or_else(|| {
             ApiError::Conflict(
@@ -168,7 +168,7 @@ async fn totp_confirm(
             )
         })?;
     let Some(step) = totp::matching_step(&secret, &body.code, totp::now_unix()) else {
-        count_wrong_code(&state, user.id);
+        count_wrong_code(&state, user.id).await?;
         return Err(ApiError::InvalidTotp);
     };
     let codes = totp::new_recovery_codes();

@@ -337,25 +337,26 @@ pub enum Factor {
 /// recovery code (used up). After 5 wrong codes in a minute every try is 429 until the minute
 /// ends (SPEC §14.1: the limit counts wrong codes per user).
 pub async fn check_second_factor(state: &AppState, user_id: i64, code: &str) -> Result<Factor, ApiError> {
-    refuse_after_wrong_codes(state, user_id)?;
+    refuse_after_wrong_codes(state, user_id).await?;
     let result = verify_second_factor(state, user_id, code).await;
     if matches!(result, Err(ApiError::InvalidTotp)) {
-        count_wrong_code(state, user_id);
+        count_wrong_code(state, user_id).await?;
     }
     result
 }
 
 /// 429 once the user has had 5 wrong codes this minute.
-pub fn refuse_after_wrong_codes(state: &AppState, user_id: i64) -> Result<(), ApiError> {
-    state
-        .totp_limiter
-        .exhausted(&user_id)
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
+pub async fn refuse_after_wrong_codes(state: &AppState, user_id: i64) -> Result<(), ApiError> {
+    let limit = crate::identity::totp::TRIES_PER_MINUTE;
+    match crate::store::totp::wrong_code_wait(&state.db, user_id, limit).await? {
+        Some(retry_after_secs) => Err(ApiError::RateLimited { retry_after_secs }),
+        None => Ok(()),
+    }
 }
 
 /// Counts one wrong code against the user.
-pub fn count_wrong_code(state: &AppState, user_id: i64) {
-    let _over = state.totp_limiter.check(user_id);
+pub async fn count_wrong_code(state: &AppState, user_id: i64) -> Result<(), ApiError> {
+    Ok(crate::store::totp::count_wrong_code(&state.db, user_id).await?)
 }
 
 async fn verify_second_factor(state: &AppState, user_id: i64, code: &str) -> Result<Factor, ApiError> {

@@ -111,6 +111,21 @@ pub async fn page_for_user(
     .await
 }
 
+/// `value` with every string safe for `jsonb`: PostgreSQL refuses the NUL character there, so
+/// it becomes U+FFFD; other control characters are kept (JSON escapes them on the way out).
+fn storable(value: Value) -> Value {
+    match value {
+        Value::String(text) if text.contains('\0') => Value::String(text.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), storable(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Appends one row; in the caller's transaction when it is given one, so the action and its
+/// row commit together or not at all (T26).
 pub async fn record(db: impl PgExecutor<'_>, event: AuditEvent<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_events (user_id, actor, action, target_type, target_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -121,8 +136,22 @@ pub async fn record(db: impl PgExecutor<'_>, event: AuditEvent<'_>) -> Result<()
     .bind(event.target_type)
     .bind(event.target_id)
     .bind(event.ip)
-    .bind(event.detail)
+    .bind(storable(event.detail))
     .execute(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_become_replacement_characters_and_other_controls_stay() {
+        let stored = storable(serde_json::json!({ "a\0": ["x\0y", {"k": "\u{1b}[31m\0"}], "n": 1 }));
+        assert_eq!(
+            stored,
+            serde_json::json!({ "a\u{FFFD}": ["x\u{FFFD}y", {"k": "\u{1b}[31m\u{FFFD}"}], "n": 1 })
+        );
+    }
 }

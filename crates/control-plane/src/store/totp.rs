@@ -4,7 +4,8 @@
 //! A secret is sealed at rest. An enrolment is pending until confirmed with a code and is
 //! pruned after [`PENDING_HOURS`]. A step is accepted once: [`use_step`] moves
 //! `totp_last_step` forward by a conditional update, so of parallel requests with one code
-//! exactly one wins.
+//! exactly one wins. Wrong codes are counted here too (`totp_failures` in the minute from
+//! `totp_failures_since`), so the limit holds across restarts and control planes.
 
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use wisehosting_crypto::{Aad, Sealer, sha256_hex};
@@ -156,6 +157,38 @@ pub async fn disable(tx: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Er
     .await?;
     sqlx::query("DELETE FROM totp_recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM login_challenges WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Seconds until the user may try a code again, when they sent `limit` wrong codes in the
+/// current minute; `None` while they may try.
+pub async fn wrong_code_wait(
+    db: impl PgExecutor<'_>,
+    user_id: i64,
+    limit: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    let wait: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM totp_failures_since + interval '1 minute' - now())::float8 FROM users
+         WHERE id = $1 AND totp_failures >= $2 AND totp_failures_since > now() - interval '1 minute'",
+    )
+    .bind(user_id)
+    .bind(limit as i32)
+    .fetch_optional(db)
+    .await?;
+    Ok(wait.map(|secs| secs.ceil().max(1.0) as u64))
+}
+
+/// Counts a wrong code: the minute starts at the first wrong code and the count with it.
+pub async fn count_wrong_code(db: impl PgExecutor<'_>, user_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET
+            totp_failures = CASE WHEN totp_failures_since > now() - interval '1 minute' THEN totp_failures + 1 ELSE 1 END,
+            totp_failures_since = CASE WHEN totp_failures_since > now() - interval '1 minute' THEN totp_failures_since ELSE now() END
+         WHERE id = $1",
+    )
+    .bind(user_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

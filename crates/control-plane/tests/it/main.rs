@@ -5,6 +5,7 @@
 
 mod account;
 mod agent;
+mod audit;
 mod cli;
 mod deploy;
 mod deploy_guards;

@@ -502,3 +502,38 @@ async fn an_expired_2fa_challenge_or_none_gets_401_not_a_session() {
         .expect("post");
     assert_eq!(response.status(), 401);
 }
+
+#[tokio::test]
+async fn a_session_lives_thirty_days_from_sign_in_and_ends_at_that_second() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let user = cp.login("month@example.com").await;
+    let token = user.cookie.trim_start_matches("wh_session=").to_string();
+    assert!(token.len() >= 4 + 22, "at least 128 random bits: {token}");
+    let lifetime: f64 =
+        sqlx::query_scalar("SELECT extract(epoch FROM expires_at - created_at)::float8 FROM sessions")
+            .fetch_one(&cp.db)
+            .await
+            .expect("session");
+    assert_eq!(lifetime, 30.0 * 86_400.0, "30 days, absolute");
+    // Thirty days pass: the session's end comes to 2 s from now.
+    sqlx::query("UPDATE sessions SET expires_at = now() + interval '2 seconds'")
+        .execute(&cp.db)
+        .await
+        .expect("age");
+    assert_eq!(user.get("/api/me").await.status(), 200, "just before its end: accepted");
+    let refused_after_end = wisehosting_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || async {
+            let refused = user.get("/api/me").await.status() == 401;
+            let ended = sqlx::query_scalar::<_, bool>("SELECT now() >= expires_at FROM sessions")
+                .fetch_one(&cp.db)
+                .await
+                .expect("ended");
+            assert!(!refused || ended, "refused before the session's end");
+            refused
+        },
+    )
+    .await;
+    assert!(refused_after_end, "just after its end: refused, and not before");
+}

@@ -85,11 +85,26 @@ pub(super) async fn run_logged(
     }
 }
 
-fn free_port() -> Result<u16, DeployError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| DeployError::platform(format!("cannot find a free port: {e}")))
+/// Host ports of app containers: below Linux's default ephemeral range (32768–60999), so an
+/// outgoing connection's source port never takes one between the check and podman's bind.
+const HOST_PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
+
+/// A host port in [`HOST_PORTS`] that is free on every address the container is published on.
+fn free_port(mesh: Option<IpAddr>) -> Result<u16, DeployError> {
+    use rand::Rng;
+    let mut addrs = vec![IpAddr::from([127, 0, 0, 1])];
+    addrs.extend(mesh);
+    for _ in 0..64 {
+        let port = rand::thread_rng().gen_range(HOST_PORTS);
+        if addrs.iter().all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok()) {
+            return Ok(port);
+        }
+    }
+    Err(DeployError::platform(format!(
+        "no free host port in {}-{} after 64 tries; stop services using that range on this host",
+        HOST_PORTS.start(),
+        HOST_PORTS.end()
+    )))
 }
 
 impl Pipeline {
@@ -290,7 +305,7 @@ impl Pipeline {
         let mut attempt = 0;
         let (container_id, host_port) = loop {
             attempt += 1;
-            let host_port = free_port()?;
+            let host_port = free_port(self.settings.mesh_address)?;
             let name = self.container_name(app_id, deployment_id);
             let mut run: Vec<String> = vec!["--name".into(), name.clone()];
             run.extend(self.labels(app_id, deployment_id));
@@ -453,6 +468,15 @@ fn write_new(path: &Path, text: &str, what: &str) -> Result<(), DeployError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_ports_are_free_and_below_the_ephemeral_range() {
+        for _ in 0..50 {
+            let port = free_port(None).expect("a free port");
+            assert!(HOST_PORTS.contains(&port) && port < 32768, "{port}");
+            assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "{port} is free");
+        }
+    }
 
     #[test]
     fn containers_are_published_on_loopback_and_on_the_mesh_address_when_there_is_one() {
