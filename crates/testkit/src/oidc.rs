@@ -81,8 +81,37 @@ struct Grant {
     used: bool,
 }
 
+/// An ES256 key (P-256), for providers that sign with ECDSA.
+struct EcKey {
+    kid: String,
+    private: p256::ecdsa::SigningKey,
+}
+
+impl EcKey {
+    fn generate() -> EcKey {
+        let private = loop {
+            if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&rand::random::<[u8; 32]>()) {
+                break key;
+            }
+        };
+        EcKey { kid: format!("ec-{}", hex::encode(rand::random::<[u8; 6]>())), private }
+    }
+
+    fn jwk(&self) -> Value {
+        let point = self.private.verifying_key().to_sec1_point(false);
+        let point = point.as_bytes();
+        json!({
+            "kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256", "kid": self.kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        })
+    }
+}
+
 struct Inner {
     keys: Vec<Key>,
+    /// When set, tokens are signed ES256 with it (and the JWKS lists it too).
+    ec_key: Option<EcKey>,
     user: FakeUser,
     forgery: Forgery,
     grants: HashMap<String, Grant>,
@@ -119,6 +148,7 @@ impl FakeOidc {
             client_secret: client_secret.clone(),
             inner: Arc::new(Mutex::new(Inner {
                 keys: vec![Key::generate()],
+                ec_key: None,
                 user: FakeUser { sub: "1000001".into(), email: "ada@example.com".into(), name: "Ada".into() },
                 forgery: Forgery::None,
                 grants: HashMap::new(),
@@ -161,6 +191,11 @@ impl FakeOidc {
         self.lock().keys = vec![key];
     }
 
+    /// Signs from now on with a new ES256 key (listed in the JWKS beside the RSA one).
+    pub fn sign_with_es256(&self) {
+        self.lock().ec_key = Some(EcKey::generate());
+    }
+
     pub fn jwks_fetches(&self) -> usize {
         self.lock().jwks_fetches
     }
@@ -200,7 +235,7 @@ async fn discovery(State(s): State<Shared>) -> Json<Value> {
         "jwks_uri": format!("{issuer}/jwks"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "scopes_supported": ["openid", "email", "profile"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
@@ -211,7 +246,9 @@ async fn discovery(State(s): State<Shared>) -> Json<Value> {
 async fn jwks(State(s): State<Shared>) -> Json<Value> {
     let mut inner = s.inner.lock().expect("state");
     inner.jwks_fetches += 1;
-    Json(json!({ "keys": inner.keys.iter().map(Key::jwk).collect::<Vec<_>>() }))
+    let mut keys: Vec<Value> = inner.keys.iter().map(Key::jwk).collect();
+    keys.extend(inner.ec_key.as_ref().map(EcKey::jwk));
+    Json(json!({ "keys": keys }))
 }
 
 /// Consents at once: 302 back to the redirect URI with a fresh code and the state.
@@ -333,7 +370,17 @@ async fn token(
             let stranger = Key::generate();
             rs256(&stranger, &claims)
         }
-        _ => rs256(key, &claims),
+        _ => match &inner.ec_key {
+            Some(ec) => {
+                use p256::ecdsa::signature::Signer as _;
+                let header = json!({ "alg": "ES256", "typ": "JWT", "kid": ec.kid });
+                jwt(&header, &claims, |input| {
+                    let signature: p256::ecdsa::Signature = ec.private.sign(input);
+                    signature.to_bytes().to_vec()
+                })
+            }
+            None => rs256(key, &claims),
+        },
     };
     Json(json!({
         "access_token": hex::encode(rand::random::<[u8; 16]>()),

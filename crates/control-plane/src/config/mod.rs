@@ -639,6 +639,29 @@ mod tests {
     }
 
     #[test]
+    fn sign_in_needs_https_or_loopback_a_public_url_and_a_secret() {
+        let base = "api_server:\n  public_url: https://paas.example.com\noidc:\n  client_id: abc\n  client_secret: s3cret\n";
+        let ok = parse(base).expect("https issuer by default");
+        assert!(ok.oidc.enabled());
+        assert_eq!(ok.oidc.issuer_url, "https://accounts.google.com");
+        for (text, needle) in [
+            (format!("{base}  issuer_url: http://idp.example.com\n"), "oidc.issuer_url"),
+            ("oidc:\n  client_id: abc\n  client_secret: s\n".to_string(), "api_server.public_url"),
+            (
+                "api_server:\n  public_url: https://p.example\noidc:\n  client_id: abc\n".to_string(),
+                "google_oauth_client_secret",
+            ),
+            ("sign_in_per_minute: 10\n".to_string(), "sign_in_per_minute"),
+        ] {
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let loopback = parse(&format!("{base}  issuer_url: http://127.0.0.1:5556\n")).expect("loopback http");
+        assert_eq!(loopback.oidc.issuer_url, "http://127.0.0.1:5556");
+        assert!(!format!("{:?}", ok).contains("s3cret"), "the client secret never prints");
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_its_full_path() {
         let err = parse("api_server:\n  prot: 1\n").expect_err("unknown key").to_string();
         assert!(err.contains("`api_server.prot` is not a known key"), "{err}");

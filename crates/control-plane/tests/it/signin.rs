@@ -457,6 +457,17 @@ async fn api_tokens_are_shown_once_scoped_revocable_and_never_manage_the_account
         let (status, answer) = call(method.clone(), path, &write, body).await;
         assert_eq!((status, answer["code"].as_str()), (403, Some("insufficient_scope")), "{method} {path}");
     }
+    // The deploy token's days pass.
+    sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(deploy["id"].as_i64().expect("id"))
+        .execute(&cp.db)
+        .await
+        .expect("age");
+    assert_eq!(
+        call(reqwest::Method::GET, "/api/apps", &deploy, None).await.0,
+        401,
+        "an expired token is refused"
+    );
     let id = read["id"].as_i64().expect("id");
     let revoked = user
         .request(reqwest::Method::DELETE, &format!("/api/account/tokens/{id}"))
@@ -536,4 +547,78 @@ async fn a_session_lives_thirty_days_from_sign_in_and_ends_at_that_second() {
     )
     .await;
     assert!(refused_after_end, "just after its end: refused, and not before");
+}
+
+#[tokio::test]
+async fn a_provider_signing_with_es256_is_accepted() {
+    let idp = FakeOidc::start().await;
+    let cp = spawn_control_plane_with_oidc(&idp, |_| {}).await;
+    assert_eq!(Browser::new(&cp.base_url).sign_in().await, "/", "RS256 first (the keys get cached)");
+    idp.sign_with_es256();
+    let mut browser = Browser::new(&cp.base_url);
+    assert_eq!(browser.sign_in().await, "/", "an ES256 token, its key fetched on its unknown kid");
+    assert!(browser.has_session());
+}
+
+#[tokio::test]
+async fn a_redirect_away_from_the_issuer_is_not_followed_and_a_dead_provider_is_a_clear_failure() {
+    let idp = FakeOidc::start().await;
+    // An "issuer" whose discovery document redirects to the real provider's.
+    let target = format!("{}/.well-known/openid-configuration", idp.issuer());
+    let redirector = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || {
+            let target = target.clone();
+            async move { (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, target)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirecting_issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+    let issuer = redirecting_issuer.clone();
+    let cp = spawn_control_plane_with_oidc(&idp, move |c| c.oidc.issuer_url = issuer.clone()).await;
+    let mut browser = Browser::new(&cp.base_url);
+    let start = browser.get("/api/auth/google/login").await;
+    assert_eq!(Browser::location(&start), "/login?error=provider_unavailable");
+    assert_eq!(idp.discovery_fetches(), 0, "the redirect was not followed");
+
+    let dead = spawn_control_plane_with_oidc(&idp, |c| c.oidc.issuer_url = "http://127.0.0.1:9".into()).await;
+    let mut browser = Browser::new(&dead.base_url);
+    let start = browser.get("/api/auth/google/login").await;
+    assert_eq!(Browser::location(&start), "/login?error=provider_unavailable");
+    assert!(!browser.has_session());
+    assert_eq!(audit_count(&dead.db, "auth.login_failed").await, 1);
+}
+
+#[tokio::test]
+async fn an_enrolment_left_pending_lapses_and_is_pruned() {
+    let idp = FakeOidc::start().await;
+    let cp = spawn_control_plane_with_oidc(&idp, |_| {}).await;
+    let mut browser = Browser::new(&cp.base_url);
+    assert_eq!(browser.sign_in().await, "/");
+    let enrolment: Value = browser
+        .send(reqwest::Method::POST, "/api/account/totp/enroll", Some(&json!({})))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let secret = enrolment["secret"].as_str().expect("secret").to_string();
+    // Two hours pass.
+    sqlx::query("UPDATE users SET totp_pending_since = now() - interval '2 hours'")
+        .execute(&cp.db)
+        .await
+        .expect("age");
+    let late = browser
+        .send(
+            reqwest::Method::POST,
+            "/api/account/totp/confirm",
+            Some(&json!({"code": code_at(&secret, now())})),
+        )
+        .await;
+    assert_eq!(late.status(), 409, "a lapsed enrolment cannot be confirmed");
+    let pruned = wisehosting_control_plane::store::totp::prune_pending(&cp.db).await.expect("prune");
+    assert_eq!(pruned, 1);
+    let sealed: Option<String> =
+        sqlx::query_scalar("SELECT totp_sealed FROM users").fetch_one(&cp.db).await.expect("row");
+    assert_eq!(sealed, None, "the pending secret is gone");
 }
