@@ -23,6 +23,8 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 # The API fuzzer (Schemathesis, from PyPI) runs in a virtualenv; curl talks to the platform.
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v curl >/dev/null || need_apt+=(curl)
+# The dashboard's end-to-end test drives Debian's Chromium (never a downloaded browser).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -54,3 +56,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+# The dashboard (web/dashboard/dist), built before cargo embeds it; rebuilt only when its
+# sources changed.
+bash "$(dirname "$0")/dashboard.sh" build

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Command 2: set up and run every test. Installs what is missing, starts a throwaway
 # PostgreSQL for the run, runs the whole workspace's tests with cargo-nextest, and stops it;
-# then Schemathesis against a running platform (scripts/api-fuzz.sh). Extra arguments go to
-# `cargo nextest run` (for example a test name filter) and skip the Schemathesis run.
+# then Schemathesis against a running platform (scripts/api-fuzz.sh) and the dashboard's checks
+# and end-to-end test (scripts/dashboard.sh check, scripts/e2e.sh). Extra arguments go to
+# `cargo nextest run` (for example a test name filter) and skip the runs after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -33,7 +34,11 @@ WH_TRAEFIK_BIN=$(bash scripts/traefik.sh)
 export WH_TRAEFIK_BIN
 
 cargo nextest run --workspace --no-fail-fast "$@"
-# The whole suite (no filter given) also fuzzes the API from its OpenAPI document (T09).
+# The whole suite (no filter given) also fuzzes the API from its OpenAPI document (T09)
+# and checks the dashboard: types, unit tests, its API types against the document, and the
+# whole thing end to end in Chromium (screenshots in artifacts/screenshots/).
 if [ $# -eq 0 ]; then
   bash scripts/api-fuzz.sh 30
+  bash scripts/dashboard.sh check
+  bash scripts/e2e.sh
 fi

@@ -42,6 +42,30 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dev_login))
         .routes(routes!(logout))
         .routes(routes!(me))
+        .routes(routes!(platform))
+}
+
+/// What this installation is, how people sign in here, and whether this browser is signed
+/// in; public (the landing and sign-in pages read it), never a 401.
+#[utoipa::path(get, path = "/api/platform", tag = "sign-in", security(()),
+    responses((status = 200, description = "The platform's version, mode and sign-in methods", body = Platform)))]
+async fn platform(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Platform>, ApiError> {
+    let signed_in = match cookie(&headers, SESSION_COOKIE).filter(|t| t.len() <= 100) {
+        Some(token) => users::session_user(&state.db, token).await?.is_some(),
+        None => false,
+    };
+    Ok(Json(Platform { signed_in, ..platform_of(&state) }))
+}
+
+fn platform_of(state: &AppState) -> Platform {
+    let config = &state.config;
+    let mode = if config.single_machine { "single_machine" } else { "multi_host" };
+    Platform {
+        version: env!("CARGO_PKG_VERSION").into(),
+        mode: mode.into(),
+        sign_in: SignInMethods { oidc: state.oidc.is_some(), dev_login: config.single_machine },
+        signed_in: true,
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -507,17 +531,12 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>
             AppSummary { id: a.id, name: a.name, slug: a.slug, status: a.status, url }
         })
         .collect();
-    let mode = if config.single_machine { "single_machine" } else { "multi_host" };
     Ok(Json(Me {
         user: profile,
         plan: state.plans.get(&user.plan).view(),
         apps,
         git_providers: Vec::new(),
-        platform: Platform {
-            version: env!("CARGO_PKG_VERSION").into(),
-            mode: mode.into(),
-            sign_in: SignInMethods { oidc: state.oidc.is_some(), dev_login: config.single_machine },
-        },
+        platform: platform_of(&state),
     }))
 }
 
@@ -548,6 +567,8 @@ struct Platform {
     /// `single_machine` or `multi_host`.
     mode: String,
     sign_in: SignInMethods,
+    /// Whether the request came with a live session (always true inside `/api/me`).
+    signed_in: bool,
 }
 
 /// How people can sign in here.

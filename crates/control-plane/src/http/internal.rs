@@ -18,7 +18,7 @@ pub fn internal_router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/internal-api/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    with_edge(routes, state)
+    with_edge(routes.fallback(super::not_found), state)
 }
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -7,6 +7,7 @@
 mod account;
 mod apps;
 mod auth;
+mod dashboard;
 mod domains;
 pub mod error;
 pub mod extract;
@@ -120,8 +121,12 @@ pub fn router(state: AppState) -> Router {
         .merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .layer(middleware::from_fn(extract::csrf_guard))
         .layer(middleware::from_fn_with_state(state.clone(), per_address_limit));
-    let mut routes =
-        Router::new().merge(ops::routes()).merge(workers::routes()).merge(traefik::routes()).merge(api);
+    let mut routes = Router::new()
+        .merge(ops::routes())
+        .merge(workers::routes())
+        .merge(traefik::routes())
+        .merge(api)
+        .fallback(dashboard::serve);
     if state.config.single_machine {
         routes = routes.layer(middleware::from_fn(loopback_names_only));
     }
@@ -172,12 +177,12 @@ fn is_loopback_name(authority: &str) -> bool {
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
-/// Wraps a router in the shared middleware and the JSON fallbacks.
+/// Wraps a router in the shared middleware and the JSON fallback for wrong methods; the
+/// caller sets the fallback for unknown paths ([`not_found`], or the dashboard).
 pub fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
     let limit = state.config.api_server.body_limit_bytes;
     let timeout = Duration::from_secs(state.config.api_server.request_timeout_secs);
     routes
-        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
@@ -190,7 +195,7 @@ pub fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
+pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint; see the API documentation for the paths".into())
 }
 
@@ -313,7 +318,7 @@ mod tests {
                     "late"
                 }),
             );
-        with_edge(routes, state)
+        with_edge(routes.fallback(not_found), state)
     }
 
     async fn call(

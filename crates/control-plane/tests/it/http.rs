@@ -49,7 +49,7 @@ async fn metrics_answer_only_a_scraper_with_the_token() {
 async fn metrics_count_answered_requests_in_prometheus_text() {
     let cp = spawn_control_plane().await;
     cp.get("/health").await;
-    cp.get("/nowhere").await;
+    cp.get("/api/nowhere").await;
     let body = cp.metrics().await;
     assert!(body.contains("wisehosting_http_requests_total{class=\"2xx\"} 1"), "{body}");
     assert!(body.contains("wisehosting_http_requests_total{class=\"4xx\"} 1"), "{body}");

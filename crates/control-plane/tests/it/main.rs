@@ -7,6 +7,7 @@ mod account;
 mod agent;
 mod audit;
 mod cli;
+mod dashboard;
 mod deploy;
 mod deploy_guards;
 mod dev;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The dashboard end to end in real Chromium (Debian's, never a downloaded one) with Playwright
+# (PyPI, pinned) against a real `wisehosting dev`: sign in, create an app from a local
+# repository, watch it build and run, open it, change env and redeploy, add a domain, revoke a
+# session, delete the app. Screenshots of every main page (desktop and phone) go to
+# artifacts/screenshots/ (CI keeps that folder). Any console error fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=1.58.0
+venv=${WH_E2E_VENV:-/var/tmp/wisehosting-e2e}
+if ! "$venv/bin/python" -c "import playwright, importlib.metadata as m; assert m.version('playwright') == '$version'" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "playwright==$version"
+fi
+[ -x /usr/bin/chromium ] || { echo "e2e: /usr/bin/chromium is missing; bash scripts/setup.sh installs it" >&2; exit 1; }
+bash scripts/dashboard.sh build
+cargo build --quiet -p wisehosting-control-plane --bin wisehosting
+bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting
+
+work=$(mktemp -d /tmp/wisehosting-e2e.XXXXXX)
+chmod 755 "$work"
+shots=artifacts/screenshots
+rm -rf "$shots" && mkdir -p "$shots"
+repo="$work/repo"
+mkdir "$repo"
+git -C "$repo" init -q -b main
+printf 'FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo "hello from e2e" > /www/index.html\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n' >"$repo/Containerfile"
+git -C "$repo" add -A
+git -C "$repo" -c user.email=e2e@example.com -c user.name=e2e commit -q -m "a page"
+
+RUST_LOG=warn "$bin" dev --data-dir "$work/data" --port 0 >"$work/dev.log" 2>&1 &
+pid=$!
+# Whatever the test left (it failed midway), removed through the API so no container or image
+# outlives the run.
+remove_apps() {
+  [ -n "${url:-}" ] || return 0
+  python3 - "$url" <<'PY' || true
+import json, sys, time, urllib.request
+base = sys.argv[1].rstrip("/")
+req = urllib.request.Request(base + "/api/auth/dev-login", data=b'{"email":"e2e@example.com"}', headers={"content-type": "application/json"})
+cookie = urllib.request.urlopen(req).headers["set-cookie"].split(";")[0]
+def call(method, path):
+    r = urllib.request.Request(base + path, method=method, headers={"cookie": cookie})
+    with urllib.request.urlopen(r) as answer:
+        return json.loads(answer.read() or b"null")
+for app in call("GET", "/api/apps"):
+    call("DELETE", f"/api/apps/{app['id']}")
+deadline = time.time() + 90
+while call("GET", "/api/apps") and time.time() < deadline:
+    time.sleep(0.5)
+PY
+}
+cleanup() {
+  remove_apps
+  kill -INT "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+url=""
+trap cleanup EXIT
+for _ in $(seq 1 240); do
+  url=$(grep -oE 'Dashboard: +http://127\.0\.0\.1:[0-9]+/' "$work/dev.log" | grep -oE 'http://[^ ]+' || true)
+  [ -n "$url" ] && break
+  if ! kill -0 "$pid" 2>/dev/null; then cat "$work/dev.log"; echo "e2e: wisehosting dev did not start" >&2; exit 1; fi
+  sleep 0.5
+done
+[ -n "$url" ] || { cat "$work/dev.log"; echo "e2e: no dashboard address in the banner" >&2; exit 1; }
+echo "== dashboard e2e against $url"
+WH_E2E_URL="$url" WH_E2E_REPO="$repo" WH_E2E_SHOTS="$shots" "$venv/bin/python" web/dashboard/e2e/dashboard_e2e.py || {
+  tail -n 40 "$work/dev.log"
+  exit 1
+}

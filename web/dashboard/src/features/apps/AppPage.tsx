@@ -1,0 +1,214 @@
+import { useQueryClient } from "@tanstack/react-query";
+import { type ReactNode, useState } from "react";
+import { Link, Route, Switch, useLocation } from "wouter";
+import { api, call } from "../../api/client";
+import { keys, useApp, useDeployments, useMe } from "../../api/queries";
+import { Deployments } from "../deployments/Deployments";
+import { Domains } from "../domains/Domains";
+import { EnvEditor } from "../env/EnvEditor";
+import { Logs } from "../logs/Logs";
+import { Button, Empty, ErrorNote, Field, Spinner, Status, when } from "../../ui/ui";
+
+const TABS: [string, string][] = [
+  ["", "Overview"],
+  ["/deployments", "Deployments"],
+  ["/logs", "Logs"],
+  ["/env", "Environment"],
+  ["/domains", "Domains"],
+  ["/alerts", "Alerts"],
+  ["/settings", "Settings"],
+];
+
+/** `/apps/:id/*`: the app's header, its tabs, and the tab's page. */
+export function AppPage({ id }: { id: number }) {
+  const app = useApp(id);
+  const me = useMe();
+  const [location] = useLocation();
+  if (app.isPending) return <Spinner label="Loading the app…" />;
+  if (app.error) return <ErrorNote error={app.error} />;
+  const url = me.data?.apps.find((a) => a.id === id)?.url;
+  return (
+    <section aria-labelledby="app-title">
+      <p className="crumbs">
+        <Link href="~/apps">Apps</Link> /
+      </p>
+      <div className="page-head">
+        <h1 id="app-title">{app.data.name}</h1>
+        <Status status={app.data.status} />
+      </div>
+      {url ? (
+        <p>
+          <a href={url} target="_blank" rel="noreferrer" className="app-url">
+            {url}
+          </a>
+        </p>
+      ) : null}
+      <nav className="tabs" aria-label="App">
+        {TABS.map(([path, label]) => {
+          const active = path === "" ? location === "/" || location === "" : location.startsWith(path);
+          return (
+            <Link key={label} href={path || "/"} className={active ? "active" : undefined} aria-current={active ? "page" : undefined}>
+              {label}
+            </Link>
+          );
+        })}
+      </nav>
+      <Switch>
+        <Route path="/">
+          <Overview id={id} />
+        </Route>
+        <Route path="/deployments">
+          <Deployments appId={id} />
+        </Route>
+        <Route path="/logs">
+          <Logs appId={id} />
+        </Route>
+        <Route path="/env">
+          <EnvEditor appId={id} />
+        </Route>
+        <Route path="/domains">
+          <Domains appId={id} />
+        </Route>
+        <Route path="/alerts">
+          <Empty title="No alert rules yet">
+            <p>Alerts on CPU, memory, restarts and failed deploys of this app will be set and shown here.</p>
+          </Empty>
+        </Route>
+        <Route path="/settings">
+          <Settings id={id} name={app.data.name} hasToken={app.data.has_git_token} />
+        </Route>
+      </Switch>
+    </section>
+  );
+}
+
+function Action({ label, run, kind }: { label: string; run: () => Promise<unknown>; kind?: "primary" | "danger" }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  return (
+    <span className="action">
+      <Button
+        kind={kind ?? "plain"}
+        busy={busy}
+        onClick={() => {
+          setBusy(true);
+          setError(null);
+          run()
+            .catch(setError)
+            .finally(() => setBusy(false));
+        }}
+      >
+        {label}
+      </Button>
+      {error ? <ErrorNote error={error} /> : null}
+    </span>
+  );
+}
+
+function Overview({ id }: { id: number }) {
+  const app = useApp(id);
+  const deployments = useDeployments(id);
+  const client = useQueryClient();
+  const [, navigate] = useLocation();
+  if (!app.data) return null;
+  const current = deployments.data?.find((d) => d.id === app.data.current_deployment_id);
+  const latest = deployments.data?.[0];
+  const refresh = () => client.invalidateQueries({ queryKey: ["apps", id] }).then(() => client.invalidateQueries({ queryKey: keys.me }));
+  const path = { params: { path: { id } } };
+  return (
+    <div className="grid">
+      <div className="card">
+        <h2>Running version</h2>
+        {current ? (
+          <dl className="facts">
+            <dt>Deployment</dt>
+            <dd>#{current.id}</dd>
+            <dt>Commit</dt>
+            <dd className="mono">{current.commit?.slice(0, 12) ?? "—"}</dd>
+            <dt>Since</dt>
+            <dd>{when(current.finished_at)}</dd>
+          </dl>
+        ) : (
+          <p className="muted">Nothing runs yet{latest ? ` — deployment #${latest.id} is ${latest.status.replaceAll("_", " ")}` : ""}.</p>
+        )}
+        <dl className="facts">
+          <dt>Repository</dt>
+          <dd className="mono">{app.data.repo_url}</dd>
+          <dt>Branch</dt>
+          <dd>{app.data.branch}</dd>
+          <dt>Worker</dt>
+          <dd>{app.data.worker_id ?? "not placed yet"}</dd>
+        </dl>
+      </div>
+      <div className="card">
+        <h2>Actions</h2>
+        <div className="actions">
+          <Action
+            label="Redeploy"
+            kind="primary"
+            run={() => call(api.POST("/api/apps/{id}/deployments", { ...path, body: {} })).then(() => { void refresh(); navigate("/deployments"); })}
+          />
+          <Action label="Restart" run={() => call(api.POST("/api/apps/{id}/restart", path)).then(refresh)} />
+          {app.data.status === "stopped" ? (
+            <Action label="Start" run={() => call(api.POST("/api/apps/{id}/start", path)).then(refresh)} />
+          ) : (
+            <Action label="Stop" run={() => call(api.POST("/api/apps/{id}/stop", path)).then(refresh)} />
+          )}
+        </div>
+      </div>
+    </div>
+  );
+}
+
+function Settings({ id, name, hasToken }: { id: number; name: string; hasToken: boolean }) {
+  const [token, setToken] = useState("");
+  const [confirm, setConfirm] = useState("");
+  const [error, setError] = useState<unknown>(null);
+  const client = useQueryClient();
+  const [, navigate] = useLocation();
+  const path = { params: { path: { id } } };
+  return (
+    <div className="grid">
+      <form
+        className="card form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          call(api.PUT("/api/apps/{id}/git-token", { ...path, body: { token: token || null } }))
+            .then(() => {
+              setToken("");
+              return client.invalidateQueries({ queryKey: keys.app(id) });
+            })
+            .catch(setError);
+        }}
+      >
+        <h2>Repository token</h2>
+        <p className="muted">{hasToken ? "A token is set; it is never shown again." : "No token: the repository must be public."}</p>
+        <Field label="New token (empty removes it)" name="token" type="password" value={token} onChange={setToken} autoComplete="off" />
+        <ErrorNote error={error} />
+        <Button type="submit">Save token</Button>
+      </form>
+      <DangerZone
+        name={name}
+        confirm={confirm}
+        setConfirm={setConfirm}
+        onDelete={() =>
+          call(api.DELETE("/api/apps/{id}", path)).then(async () => {
+            await client.invalidateQueries({ queryKey: keys.me });
+            navigate("~/apps");
+          })
+        }
+      />
+    </div>
+  );
+}
+
+function DangerZone(props: { name: string; confirm: string; setConfirm: (v: string) => void; onDelete: () => Promise<unknown> }): ReactNode {
+  return (
+    <div className="card danger">
+      <h2>Delete the app</h2>
+      <p>Its containers and images are removed from the worker. Type the app's name to confirm.</p>
+      <Field label="App name" name="confirm" value={props.confirm} onChange={props.setConfirm} />
+      <Action label="Delete app" kind="danger" run={() => (props.confirm === props.name ? props.onDelete() : Promise.reject(new Error("Type the app's name exactly to delete it.")))} />
+    </div>
+  );
+}

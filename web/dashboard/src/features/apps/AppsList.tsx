@@ -1,0 +1,43 @@
+import { Link } from "wouter";
+import { useMe } from "../../api/queries";
+import { Empty, Status } from "../../ui/ui";
+
+/** `/apps`: every app with its status and URL. */
+export function AppsList() {
+  const me = useMe();
+  const apps = me.data?.apps ?? [];
+  return (
+    <section aria-labelledby="apps-title">
+      <div className="page-head">
+        <h1 id="apps-title">Apps</h1>
+        <Link className="btn btn-primary" href="/apps/new">
+          New app
+        </Link>
+      </div>
+      {apps.length === 0 ? (
+        <Empty title="No apps yet">
+          <p>
+            Create one from a git repository: <Link href="/apps/new">New app</Link>. It is built and started for you,
+            and gets its own URL.
+          </p>
+        </Empty>
+      ) : (
+        <ul className="app-list">
+          {apps.map((app) => (
+            <li key={app.id} className="card app-card">
+              <div className="app-card-head">
+                <Link href={`/apps/${app.id}`} className="app-name">
+                  {app.name}
+                </Link>
+                <Status status={app.status} />
+              </div>
+              <a className="app-url" href={app.url} target="_blank" rel="noreferrer">
+                {app.url}
+              </a>
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
