@@ -503,7 +503,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
             action: AuditAction::AuthLogout,
             target_type: Some("session"),
             target_id: Some(session_id.to_string()),
-            ip: None,
+            ip: user.ip.clone(),
             detail: json!({}),
         },
     )

@@ -49,6 +49,8 @@ pub struct CurrentUser {
     /// The name of the user's plan; [`crate::plans::Registry::get`] gives its limits.
     pub plan: String,
     pub credential: Credential,
+    /// The address the request came from, for the audit trail.
+    pub ip: Option<String>,
 }
 
 impl CurrentUser {
@@ -101,7 +103,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                     tokens::touch(&state.db, row.token_id).await?;
                 }
                 let credential = Credential::Token { id: row.token_id, scopes };
-                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential }
+                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential, ip: None }
             }
             None => {
                 let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
@@ -113,14 +115,15 @@ impl FromRequestParts<AppState> for CurrentUser {
                     users::touch_session(&state.db, row.session_id).await?;
                 }
                 let credential = Credential::Session(row.session_id);
-                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential }
+                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential, ip: None }
             }
         };
         state
             .user_limiter
             .check(user.id)
             .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-        Ok(user)
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(CurrentUser { ip: peer.map(|c| c.0.ip().to_canonical().to_string()), ..user })
     }
 }
 
@@ -174,7 +177,7 @@ pub async fn audit_user(
         action,
         target_type: Some(kind),
         target_id: Some(id.to_string()),
-        ip: None,
+        ip: user.ip.clone(),
         detail,
     };
     audit::record(db, event).await

@@ -477,6 +477,12 @@ async fn api_tokens_are_shown_once_scoped_revocable_and_never_manage_the_account
     assert_eq!(revoked.status(), 204);
     assert_eq!(call(reqwest::Method::GET, "/api/apps", &read, None).await.0, 401, "revoked at once");
     assert_eq!(audit_count(&cp.db, "token.created").await, 3);
+    let ips: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT ip FROM audit_events WHERE action = 'token.created'")
+            .fetch_all(&cp.db)
+            .await
+            .expect("ips");
+    assert_eq!(ips, vec![Some("127.0.0.1".to_string()); 3], "audit rows say where the action came from");
     assert_eq!(audit_count(&cp.db, "token.revoked").await, 1);
     let (status, _) =
         call(reqwest::Method::GET, "/api/apps", &json!({"token": "wht_not-a-token"}), None).await;
