@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a benchmark with a throwaway PostgreSQL: `bash scripts/bench.sh hub` (worker
 # connections), `bash scripts/bench.sh deploy` (deploy-to-first-200) or `bash scripts/bench.sh
-# routing` (the edge router against nginx and Traefik, route propagation). Prints figures;
+# routing` (the edge router against nginx and Traefik, route propagation) or `bash
+# scripts/bench.sh dashboard` (entry script size, first paint, idle memory). Prints figures;
 # asserts nothing about speed. Release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +24,30 @@ case $which in
       systemctl stop nginx 2>/dev/null || pkill -f "nginx: master process /usr/sbin/nginx" || true
     fi
     WH_TRAEFIK_BIN=$(bash scripts/traefik.sh) cargo bench -p wisehosting-control-plane --bench routing ;;
-  *) echo "unknown benchmark $which; choose: hub, deploy, routing" >&2; exit 2 ;;
+  dashboard)
+    # A release build (the dashboard embedded), `wisehosting dev` on a throwaway data dir: the
+    # entry script's size and first contentful paint (Chromium), then the process's resident
+    # memory after 10 s idle.
+    bash scripts/dashboard.sh build
+    cargo build --release --quiet -p wisehosting-control-plane --bin wisehosting
+    bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/wisehosting
+    work=$(mktemp -d /tmp/wisehosting-bench-dash.XXXXXX)
+    chmod 755 "$work"
+    RUST_LOG=warn "$bin" dev --data-dir "$work/data" --port 0 >"$work/dev.log" 2>&1 &
+    dev=$!
+    trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$work"; cleanup' EXIT
+    url=""
+    for _ in $(seq 1 240); do
+      url=$(grep -oE 'Dashboard: +http://127\.0\.0\.1:[0-9]+/' "$work/dev.log" | grep -oE 'http://[^ ]+' || true)
+      [ -n "$url" ] && break
+      sleep 0.5
+    done
+    [ -n "$url" ] || { cat "$work/dev.log"; exit 1; }
+    venv=${WH_E2E_VENV:-/var/tmp/wisehosting-e2e}
+    [ -x "$venv/bin/python" ] || { python3 -m venv "$venv"; "$venv/bin/pip" install --quiet playwright==1.58.0; }
+    WH_E2E_URL="$url" "$venv/bin/python" web/dashboard/e2e/bench.py
+    sleep 10
+    echo "wisehosting dev (control plane, embedded worker and edge router; PostgreSQL apart) idle: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$dev/status) resident (budget 50 MB for the control plane)"
+    ;;
+  *) echo "unknown benchmark $which; choose: hub, deploy, routing, dashboard" >&2; exit 2 ;;
 esac

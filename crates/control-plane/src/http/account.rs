@@ -36,6 +36,29 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(totp_disable))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(set_theme))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+struct ThemeBody {
+    /// `system`, `light` or `dark`.
+    theme: String,
+}
+
+/// The dashboard's theme for this user, on every device.
+#[utoipa::path(put, path = "/api/account/theme", tag = "account", request_body = ThemeBody,
+    responses((status = 204, description = "The theme is saved")))]
+async fn set_theme(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<ThemeBody>,
+) -> Result<StatusCode, ApiError> {
+    let theme = body.theme.trim();
+    if !["system", "light", "dark"].contains(&theme) {
+        return Err(ApiError::invalid("theme", "use system, light or dark"));
+    }
+    users::set_theme(&state.db, user.id, theme).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -528,7 +528,12 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>
             let host = crate::routing::platform_hostname(&a.slug, a.zone.as_deref(), &config.subdomain_base);
             let port = config.apps_port.map(|p| format!(":{p}")).unwrap_or_default();
             let url = format!("http://{host}{port}/");
-            AppSummary { id: a.id, name: a.name, slug: a.slug, status: a.status, url }
+            let last_deployment = match (a.last_deployment_id, a.last_deployment_status, a.last_deployment_at)
+            {
+                (Some(id), Some(status), Some(created_at)) => Some(LastDeployment { id, status, created_at }),
+                _ => None,
+            };
+            AppSummary { id: a.id, name: a.name, slug: a.slug, status: a.status, url, last_deployment }
         })
         .collect();
     Ok(Json(Me {
@@ -559,6 +564,15 @@ struct AppSummary {
     status: crate::domain::AppStatus,
     /// Where the app answers.
     url: String,
+    /// The app's newest deployment, if any.
+    last_deployment: Option<LastDeployment>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LastDeployment {
+    id: i64,
+    status: crate::domain::DeploymentStatus,
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -93,11 +93,18 @@ pub struct Summary {
     pub slug: String,
     pub status: AppStatus,
     pub zone: Option<String>,
+    /// The newest deployment: its id, status and when it was made.
+    pub last_deployment_id: Option<i64>,
+    pub last_deployment_status: Option<crate::domain::DeploymentStatus>,
+    pub last_deployment_at: Option<DateTime<Utc>>,
 }
 
 pub async fn summaries_for_user(db: &PgPool, user_id: i64) -> Result<Vec<Summary>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT a.id, a.name, a.slug, a.status, w.zone FROM apps a LEFT JOIN workers w ON w.id = a.worker_id
+        "SELECT a.id, a.name, a.slug, a.status, w.zone,
+                d.id AS last_deployment_id, d.status AS last_deployment_status, d.created_at AS last_deployment_at
+         FROM apps a LEFT JOIN workers w ON w.id = a.worker_id
+         LEFT JOIN LATERAL (SELECT id, status, created_at FROM deployments WHERE app_id = a.id ORDER BY id DESC LIMIT 1) d ON TRUE
          WHERE a.user_id = $1 ORDER BY a.id",
     )
     .bind(user_id)

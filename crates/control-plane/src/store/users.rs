@@ -31,6 +31,16 @@ pub async fn profile(db: &PgPool, user_id: i64) -> Result<Option<Profile>, sqlx:
         .await
 }
 
+/// Sets the user's theme (`system`, `light` or `dark`; the column's CHECK holds the list).
+pub async fn set_theme(db: &PgPool, user_id: i64, theme: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET theme = $2, updated_at = now() WHERE id = $1")
+        .bind(user_id)
+        .bind(theme)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn upsert_by_email(db: &PgPool, email: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO users (email) VALUES ($1) ON CONFLICT (lower(email)) DO UPDATE SET updated_at = now() RETURNING id",

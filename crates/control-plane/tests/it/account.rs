@@ -74,8 +74,11 @@ async fn me_is_the_dashboards_state_user_plan_apps_with_urls_and_platform() {
     })
     .await;
     let user = cp.login("me@example.com").await;
-    let (app, _) = user.deploy("My Site", "https://example.com/r.git").await;
-    let me: Value = user.get("/api/me").await.json().await.expect("json");
+    let (app, deployment) = user.deploy("My Site", "https://example.com/r.git").await;
+    let mut me: Value = user.get("/api/me").await.json().await.expect("json");
+    let last = me["apps"][0]["last_deployment"].take();
+    assert_eq!((last["id"].as_i64(), last["status"].as_str()), (Some(deployment), Some("queued")), "{last}");
+    assert!(last["created_at"].is_string(), "{last}");
     assert_eq!(me["user"]["email"], "me@example.com", "{me}");
     assert_eq!(me["user"]["theme"], "system", "{me}");
     assert_eq!(me["user"]["totp_enabled"], false, "{me}");
@@ -84,7 +87,7 @@ async fn me_is_the_dashboards_state_user_plan_apps_with_urls_and_platform() {
     assert_eq!(
         me["apps"],
         json!([{"id": app, "name": "My Site", "slug": "my-site", "status": "deploying",
-                "url": "http://my-site.localhost:8080/"}]),
+                "url": "http://my-site.localhost:8080/", "last_deployment": null}]),
         "{me}"
     );
     assert_eq!(me["git_providers"], json!([]));
@@ -186,4 +189,20 @@ async fn a_user_lists_their_sessions_and_revokes_one_or_all_others() {
         .filter(|e| e["action"] == "session.revoked")
         .count();
     assert_eq!(revoked, 2, "{trail}");
+}
+
+#[tokio::test]
+async fn the_theme_is_saved_for_the_user_and_only_known_themes_are_taken() {
+    let cp = single().await;
+    let user = cp.login("dark@example.com").await;
+    let set = |theme: &str| {
+        user.request(reqwest::Method::PUT, "/api/account/theme").json(&json!({ "theme": theme })).send()
+    };
+    assert_eq!(set("dark").await.expect("put").status(), 204);
+    let me: Value = user.get("/api/me").await.json().await.expect("json");
+    assert_eq!(me["user"]["theme"], "dark");
+    let bad = set("neon").await.expect("put");
+    assert_eq!(bad.status(), 422);
+    let body: Value = bad.json().await.expect("json");
+    assert!(body["message"].as_str().unwrap_or_default().contains("system, light or dark"), "{body}");
 }

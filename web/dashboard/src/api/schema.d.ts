@@ -77,6 +77,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/account/theme": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** The dashboard's theme for this user, on every device. */
+        put: operations["set_theme"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/account/tokens": {
         parameters: {
             query?: never;
@@ -630,6 +647,7 @@ export interface components {
         AppSummary: {
             /** Format: int64 */
             id: number;
+            last_deployment?: components["schemas"]["LastDeployment"] | null;
             name: string;
             slug: string;
             status: components["schemas"]["AppStatus"];
@@ -775,6 +793,13 @@ export interface components {
             /** Format: int64 */
             job_id: number;
         };
+        LastDeployment: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: int64 */
+            id: number;
+            status: components["schemas"]["DeploymentStatus"];
+        };
         Limits: {
             /** Format: int64 */
             apps: number;
@@ -890,6 +915,10 @@ export interface components {
         /** @description Signed in: the user, with the session in `wh_session`. */
         SignedInUser: {
             user: components["schemas"]["Profile"];
+        };
+        ThemeBody: {
+            /** @description `system`, `light` or `dark`. */
+            theme: string;
         };
         /** @description A token as the account page lists it: never its value. */
         TokenInfo: {
@@ -1029,6 +1058,37 @@ export interface operations {
         requestBody?: never;
         responses: {
             /** @description The session is revoked */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_theme: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ThemeBody"];
+            };
+        };
+        responses: {
+            /** @description The theme is saved */
             204: {
                 headers: {
                     [name: string]: unknown;

@@ -81,7 +81,7 @@ function SignedIn({ children }: { children: ReactNode }) {
           <NavLink href="/account">Account</NavLink>
         </nav>
         <div className="topbar-end">
-          <ThemePicker />
+          <ThemePicker saved={me.data.user.theme} />
           <SignOut email={me.data.user.email} />
         </div>
       </header>
@@ -102,8 +102,16 @@ function NavLink({ href, children }: { href: string; children: ReactNode }) {
   );
 }
 
-function ThemePicker() {
+/** Light, dark or the system's: kept in this browser at once (no flash on the next load) and
+ * saved for the user (other browsers follow it until they choose their own). */
+function ThemePicker({ saved }: { saved: string }) {
   const [theme, setTheme] = useState<Theme>(currentTheme());
+  useEffect(() => {
+    if (localStorage.getItem("wh-theme") === null && (saved === "light" || saved === "dark")) {
+      setTheme(saved);
+      applyTheme(saved);
+    }
+  }, [saved]);
   return (
     <label className="theme-picker">
       <span className="visually-hidden">Theme</span>
@@ -113,6 +121,7 @@ function ThemePicker() {
           const next = e.target.value as Theme;
           setTheme(next);
           applyTheme(next);
+          void call(api.PUT("/api/account/theme", { body: { theme: next } })).catch(() => undefined);
         }}
       >
         <option value="system">System theme</option>

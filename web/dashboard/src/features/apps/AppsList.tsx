@@ -1,6 +1,6 @@
 import { Link } from "wouter";
 import { useMe } from "../../api/queries";
-import { Empty, Status } from "../../ui/ui";
+import { Empty, Status, when } from "../../ui/ui";
 
 /** `/apps`: every app with its status and URL. */
 export function AppsList() {
@@ -34,6 +34,11 @@ export function AppsList() {
               <a className="app-url" href={app.url} target="_blank" rel="noreferrer">
                 {app.url}
               </a>
+              <p className="muted app-last">
+                {app.last_deployment
+                  ? `Last deploy #${app.last_deployment.id} ${app.last_deployment.status.replaceAll("_", " ")}, ${when(app.last_deployment.created_at)}`
+                  : "Never deployed"}
+              </p>
             </li>
           ))}
         </ul>

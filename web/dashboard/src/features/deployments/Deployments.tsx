@@ -76,19 +76,50 @@ export function Deployments({ appId }: { appId: number }) {
   );
 }
 
+/** The build log: what is stored, then live lines from the app's log stream (server-sent
+ * events) while the deployment is under way; the stored log again once it ends. If the stream
+ * cannot be opened, the stored log is polled instead. */
+function useBuildLog(appId: number, deploymentId: number, active: boolean): string | undefined {
+  const [live, setLive] = useState<string[]>([]);
+  const [streaming, setStreaming] = useState(false);
+  const stored = useQuery({
+    queryKey: keys.buildLog(deploymentId),
+    queryFn: () => call(api.GET("/api/deployments/{id}/log", { params: { path: { id: deploymentId } } })),
+    refetchInterval: active && !streaming ? 2000 : false,
+  });
+  const client = useQueryClient();
+  useEffect(() => {
+    setLive([]);
+    if (!active) {
+      void client.invalidateQueries({ queryKey: keys.buildLog(deploymentId) });
+      return;
+    }
+    const source = new EventSource(`/api/apps/${appId}/logs/stream`);
+    source.onopen = () => setStreaming(true);
+    source.onerror = () => setStreaming(false);
+    source.addEventListener("build", (event: MessageEvent<string>) => {
+      try {
+        const line = JSON.parse(event.data) as { deployment_id?: number | null; line: string };
+        if (line.deployment_id === deploymentId) setLive((lines) => [...lines, line.line]);
+      } catch {
+        /* a malformed event is skipped */
+      }
+    });
+    return () => source.close();
+  }, [appId, deploymentId, active, client]);
+  if (stored.data === undefined) return live.length ? live.join("\n") : undefined;
+  return live.length ? `${stored.data.log}${stored.data.log.endsWith("\n") || !stored.data.log ? "" : "\n"}${live.join("\n")}` : stored.data.log;
+}
+
 function DeploymentDetail({ appId, deployment }: { appId: number; deployment: Deployment }) {
   const active = isActive(deployment.status);
   const client = useQueryClient();
   const [error, setError] = useState<unknown>(null);
-  const log = useQuery({
-    queryKey: keys.buildLog(deployment.id),
-    queryFn: () => call(api.GET("/api/deployments/{id}/log", { params: { path: { id: deployment.id } } })),
-    refetchInterval: active ? 1000 : false,
-  });
+  const log = useBuildLog(appId, deployment.id, active);
   const bottom = useRef<HTMLPreElement>(null);
   useEffect(() => {
     if (active && bottom.current) bottom.current.scrollTop = bottom.current.scrollHeight;
-  }, [log.data, active]);
+  }, [log, active]);
   return (
     <div className="card">
       <div className="page-head">
@@ -115,7 +146,7 @@ function DeploymentDetail({ appId, deployment }: { appId: number; deployment: De
       <ErrorNote error={error} />
       <h3>Build log</h3>
       <pre className="log" ref={bottom} aria-live={active ? "polite" : "off"} data-testid="build-log">
-        {log.data?.log || (active ? "Waiting for the first lines…" : "No build output.")}
+        {log || (active ? "Waiting for the first lines…" : "No build output.")}
       </pre>
     </div>
   );
