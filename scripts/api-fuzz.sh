@@ -29,23 +29,15 @@ cat >"$work/config.yaml" <<'EOF'
 user_requests_per_minute: 1000000
 ip_requests_per_minute: 1000000
 EOF
-CONFIG_PATH="$work/config.yaml" RUST_LOG=warn "$bin" dev --data-dir "$work/data" --port 0 >"$work/dev.log" 2>&1 &
-pid=$!
+# shellcheck source=scripts/dev-instance.sh
+. scripts/dev-instance.sh
 cleanup() {
-  kill -INT "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_dev
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-api=""
-for _ in $(seq 1 240); do
-  api=$(grep -oE 'API: +http://127\.0\.0\.1:[0-9]+' "$work/dev.log" | grep -oE 'http://[^ ]+' || true)
-  [ -n "$api" ] && break
-  if ! kill -0 "$pid" 2>/dev/null; then cat "$work/dev.log"; echo "api-fuzz: wisehosting dev did not start" >&2; exit 1; fi
-  sleep 0.5
-done
-[ -n "$api" ] || { cat "$work/dev.log"; echo "api-fuzz: no API address in the banner" >&2; exit 1; }
+CONFIG_PATH="$work/config.yaml" start_dev "$bin" "$work"
+api=$DEV_URL
 
 cookie=$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' \
   -d '{"email":"fuzz@example.com"}' "$api/api/auth/dev-login" |

@@ -33,21 +33,16 @@ case $which in
     bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/wisehosting
     work=$(mktemp -d /tmp/wisehosting-bench-dash.XXXXXX)
     chmod 755 "$work"
-    RUST_LOG=warn "$bin" dev --data-dir "$work/data" --port 0 >"$work/dev.log" 2>&1 &
-    dev=$!
-    trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$work"; cleanup' EXIT
-    url=""
-    for _ in $(seq 1 240); do
-      url=$(grep -oE 'Dashboard: +http://127\.0\.0\.1:[0-9]+/' "$work/dev.log" | grep -oE 'http://[^ ]+' || true)
-      [ -n "$url" ] && break
-      sleep 0.5
-    done
-    [ -n "$url" ] || { cat "$work/dev.log"; exit 1; }
+    # shellcheck source=scripts/dev-instance.sh
+    . scripts/dev-instance.sh
+    trap 'stop_dev; rm -rf "$work"; cleanup' EXIT
+    start_dev "$bin" "$work"
+    url=$DEV_URL
     venv=${WH_E2E_VENV:-/var/tmp/wisehosting-e2e}
     [ -x "$venv/bin/python" ] || { python3 -m venv "$venv"; "$venv/bin/pip" install --quiet playwright==1.58.0; }
     WH_E2E_URL="$url" "$venv/bin/python" web/dashboard/e2e/bench.py
     sleep 10
-    echo "wisehosting dev (control plane, embedded worker and edge router; PostgreSQL apart) idle: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$dev/status) resident (budget 50 MB for the control plane)"
+    echo "wisehosting dev (control plane, embedded worker and edge router; PostgreSQL apart) idle: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$DEV_PID/status) resident (budget 50 MB for the control plane)"
     ;;
   *) echo "unknown benchmark $which; choose: hub, deploy, routing, dashboard" >&2; exit 2 ;;
 esac

@@ -28,13 +28,13 @@ printf 'FROM localhost/wisehosting/busybox:latest\nRUN mkdir -p /www && echo "he
 git -C "$repo" add -A
 git -C "$repo" -c user.email=e2e@example.com -c user.name=e2e commit -q -m "a page"
 
-RUST_LOG=warn "$bin" dev --data-dir "$work/data" --port 0 >"$work/dev.log" 2>&1 &
-pid=$!
+# shellcheck source=scripts/dev-instance.sh
+. scripts/dev-instance.sh
 # Whatever the test left (it failed midway), removed through the API so no container or image
 # outlives the run.
 remove_apps() {
-  [ -n "${url:-}" ] || return 0
-  python3 - "$url" <<'PY' || true
+  [ -n "${DEV_URL:-}" ] || return 0
+  python3 - "$DEV_URL" <<'PY' || true
 import json, sys, time, urllib.request
 base = sys.argv[1].rstrip("/")
 req = urllib.request.Request(base + "/api/auth/dev-login", data=b'{"email":"e2e@example.com"}', headers={"content-type": "application/json"})
@@ -52,20 +52,12 @@ PY
 }
 cleanup() {
   remove_apps
-  kill -INT "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_dev
   rm -rf "$work"
 }
 trap cleanup EXIT
-url=""
-trap cleanup EXIT
-for _ in $(seq 1 240); do
-  url=$(grep -oE 'Dashboard: +http://127\.0\.0\.1:[0-9]+/' "$work/dev.log" | grep -oE 'http://[^ ]+' || true)
-  [ -n "$url" ] && break
-  if ! kill -0 "$pid" 2>/dev/null; then cat "$work/dev.log"; echo "e2e: wisehosting dev did not start" >&2; exit 1; fi
-  sleep 0.5
-done
-[ -n "$url" ] || { cat "$work/dev.log"; echo "e2e: no dashboard address in the banner" >&2; exit 1; }
+start_dev "$bin" "$work"
+url=$DEV_URL
 echo "== dashboard e2e against $url"
 WH_E2E_URL="$url" WH_E2E_REPO="$repo" WH_E2E_SHOTS="$shots" "$venv/bin/python" web/dashboard/e2e/dashboard_e2e.py || {
   tail -n 40 "$work/dev.log"

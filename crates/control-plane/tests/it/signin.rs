@@ -237,15 +237,20 @@ async fn post(browser: &mut Browser, code: String) -> reqwest::Response {
     browser.send(reqwest::Method::POST, "/api/auth/totp", Some(&json!({ "code": code }))).await
 }
 
-/// Signs `browser` in and enrols TOTP; returns the secret and the recovery codes.
-async fn enrol(browser: &mut Browser) -> (String, Vec<String>) {
+/// Signs `browser` in and starts an enrolment; returns it (secret, URI, QR code).
+async fn begin_enrolment(browser: &mut Browser) -> Value {
     assert_eq!(browser.sign_in().await, "/");
-    let enrolment: Value = browser
+    browser
         .send(reqwest::Method::POST, "/api/account/totp/enroll", Some(&json!({})))
         .await
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+/// Signs `browser` in and enrols TOTP; returns the secret and the recovery codes.
+async fn enrol(browser: &mut Browser) -> (String, Vec<String>) {
+    let enrolment = begin_enrolment(browser).await;
     let secret = enrolment["secret"].as_str().expect("secret").to_string();
     assert!(
         enrolment["otpauth_uri"].as_str().unwrap_or_default().starts_with("otpauth://totp/"),
@@ -601,13 +606,7 @@ async fn an_enrolment_left_pending_lapses_and_is_pruned() {
     let idp = FakeOidc::start().await;
     let cp = spawn_control_plane_with_oidc(&idp, |_| {}).await;
     let mut browser = Browser::new(&cp.base_url);
-    assert_eq!(browser.sign_in().await, "/");
-    let enrolment: Value = browser
-        .send(reqwest::Method::POST, "/api/account/totp/enroll", Some(&json!({})))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let enrolment = begin_enrolment(&mut browser).await;
     let secret = enrolment["secret"].as_str().expect("secret").to_string();
     // Two hours pass.
     sqlx::query("UPDATE users SET totp_pending_since = now() - interval '2 hours'")

@@ -34,8 +34,9 @@ export function LoginPage() {
   );
 }
 
-function DevSignIn() {
-  const [email, setEmail] = useState("");
+/** Posting a sign-in form: on success every query is refreshed and the apps open; on failure
+ * `onError` decides (the default shows the error). */
+function useSignIn<T>(post: () => Promise<T>, onError?: (error: unknown) => boolean) {
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const [, navigate] = useLocation();
@@ -43,16 +44,22 @@ function DevSignIn() {
   const submit = (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
-    call(api.POST("/api/auth/dev-login", { body: { email } }))
+    post()
       .then(async () => {
         await client.invalidateQueries();
         navigate("/apps");
       })
       .catch((err: unknown) => {
-        setError(err);
         setBusy(false);
+        if (!onError?.(err)) setError(err);
       });
   };
+  return { submit, error, busy };
+}
+
+function DevSignIn() {
+  const [email, setEmail] = useState("");
+  const { submit, error, busy } = useSignIn(() => call(api.POST("/api/auth/dev-login", { body: { email } })));
   const fieldError = error instanceof ApiError && error.field === "email" ? error.detail : undefined;
   return (
     <form className="card" onSubmit={submit} aria-labelledby="dev-title">
@@ -70,27 +77,16 @@ function DevSignIn() {
 /** `/login/2fa`: the second step after the provider, with the `wh_2fa` cookie. */
 export function SecondFactorPage() {
   const [code, setCode] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
   const [, navigate] = useLocation();
-  const client = useQueryClient();
-  const submit = (e: FormEvent) => {
-    e.preventDefault();
-    setBusy(true);
-    call(api.POST("/api/auth/totp", { body: { code } }))
-      .then(async () => {
-        await client.invalidateQueries();
-        navigate("/apps");
-      })
-      .catch((err: unknown) => {
-        setBusy(false);
-        if (err instanceof ApiError && err.status === 401 && err.code === "unauthorized") {
-          navigate("/login?error=bad_state");
-        } else {
-          setError(err);
-        }
-      });
-  };
+  // An expired or missing challenge is a sign-in to start again, not a wrong code.
+  const { submit, error, busy } = useSignIn(
+    () => call(api.POST("/api/auth/totp", { body: { code } })),
+    (err) => {
+      const restart = err instanceof ApiError && err.status === 401 && err.code === "unauthorized";
+      if (restart) navigate("/login?error=bad_state");
+      return restart;
+    },
+  );
   return (
     <LoginText>
       <form className="card" onSubmit={submit}>
