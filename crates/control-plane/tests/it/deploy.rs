@@ -326,7 +326,8 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     repo.commit(&[("Containerfile", &containerfile("hello v3"))], "v3");
     let third = user.post_json(&format!("/api/apps/{app_id}/deployments"), &json!({})).await;
     let third = third.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
-    assert_eq!(user.wait_deployment(third, LIMIT).await["status"], "running");
+    let done = user.wait_deployment(third, LIMIT).await;
+    assert_eq!(done["status"], "running", "{done}");
     let first_tag = format!(":d{first}");
     let pruned = eventually(Duration::from_secs(20), POLL, || async {
         let tags = agent.image_tags_of(app_id);
@@ -504,7 +505,8 @@ async fn cancelling_a_deploy_while_it_builds_stops_the_build_and_keeps_the_old_v
     let (_cp, agent, user, repo) = platform("canceller", "cancel@example.com").await;
     repo.commit(&[("Containerfile", &containerfile("stable"))], "v1");
     let (app_id, first) = user.deploy("cancel-app", &repo.url()).await;
-    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
+    let done = user.wait_deployment(first, LIMIT).await;
+    assert_eq!(done["status"], "running", "{done}");
     let port = app(&user, app_id).await["host_port"].as_i64().expect("port");
 
     // The RUN step sleeps for a number of seconds no other process uses, to be found by it.

@@ -389,7 +389,8 @@ async fn a_lifecycle_job_without_a_readable_payload_is_refused_not_run_with_defa
     repo.commit(&[("Containerfile", &containerfile("unreadable"))], "v1");
     let agent = spawn_worker(&cp, &w, &cp.base_url);
     let (app, first) = user.deploy("unreadable", &repo.url()).await;
-    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
+    let done = user.wait_deployment(first, LIMIT).await;
+    assert_eq!(done["status"], "running", "{done}");
     agent.stop().await;
     let offline = eventually(LIMIT, POLL, || async { !cp.hub.is_connected(w.id) }).await;
     assert!(offline, "the worker went offline");

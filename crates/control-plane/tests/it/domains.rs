@@ -58,7 +58,8 @@ async fn a_custom_domain_is_routed_only_after_its_txt_record_verifies_and_belong
     let repo = TestRepo::new();
     repo.commit(&[("Containerfile", &page_containerfile("shop v1"))], "v1");
     let (app, deployment) = user.deploy("Shop", &repo.url()).await;
-    assert_eq!(user.wait_deployment(deployment, LIMIT).await["status"], "running");
+    let done = user.wait_deployment(deployment, LIMIT).await;
+    assert_eq!(done["status"], "running", "{done}");
 
     // Added: shown with the record to publish, not routed.
     let (status, domain) = add_domain(&user, app, "  Shop.Example.COM. ").await;

@@ -510,7 +510,8 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
         .expect("json");
     let app_id = created["app"]["id"].as_i64().expect("id");
     let first = created["deployment"]["id"].as_i64().expect("id");
-    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "running");
+    let done = user.wait_deployment(first, LIMIT).await;
+    assert_eq!(done["status"], "running", "{done}");
 
     // Kill -9 at different points of a deploy (clone, build, run, health check), restart, and
     // check the invariants each time. A kill while `podman stop` retires the old container

@@ -36,7 +36,8 @@ async fn via_edge(client: &reqwest::Client, agent: &SpawnedWorker, host: &str) -
 
 async fn deploy(user: &UserSession, repo: &TestRepo, name: &str) -> (i64, i64) {
     let (app, deployment) = user.deploy(name, &repo.url()).await;
-    assert_eq!(user.wait_deployment(deployment, LIMIT).await["status"], "running");
+    let done = user.wait_deployment(deployment, LIMIT).await;
+    assert_eq!(done["status"], "running", "{done}");
     (app, deployment)
 }
 
