@@ -79,7 +79,7 @@ export function Deployments({ appId }: { appId: number }) {
 /** The build log: what is stored, then live lines from the app's log stream (server-sent
  * events) while the deployment is under way; the stored log again once it ends. If the stream
  * cannot be opened, the stored log is polled instead. */
-function useBuildLog(appId: number, deploymentId: number, active: boolean): string | undefined {
+export function useBuildLog(appId: number, deploymentId: number, active: boolean): string | undefined {
   const [live, setLive] = useState<string[]>([]);
   const [streaming, setStreaming] = useState(false);
   const stored = useQuery({
