@@ -3,10 +3,11 @@
 //! it, the caller gets the seconds to wait (for `Retry-After`).
 //!
 //! Memory: a key is kept while its state differs from a fresh one — at most `window` after its
-//! last request, usually far less. Whenever the map doubles past [`PRUNE_FROM`] keys those
-//! indistinguishable from fresh are dropped (amortised, never a scan per request), so a flood
-//! of fresh keys (many addresses) costs memory in proportion to its request rate, not its
-//! length. IPv6 clients are counted per /64, which one host usually holds whole.
+//! last request, usually far less. The map's size is looked at every 256 requests; whenever it
+//! has doubled past [`PRUNE_FROM`] keys, those indistinguishable from fresh are dropped (never a
+//! scan per request), so a flood of fresh keys (many addresses) costs memory in proportion to
+//! its request rate, not its length. IPv6 clients are counted per /64, which one host usually
+//! holds whole.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -21,6 +22,13 @@ use governor::{Quota, RateLimiter as Gcra};
 
 /// Below this many keys nothing is pruned.
 pub const PRUNE_FROM: usize = 10_000;
+/// The map's size is looked at once per this many requests (counting all its shards costs
+/// more than a check).
+const SIZE_EVERY: usize = 256;
+
+/// Over a limit: the whole seconds to wait before the next request passes (`Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub u64);
 
 /// The key a client address is counted under: IPv4 as is, IPv6 by its /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {
@@ -41,6 +49,8 @@ where
     clock: C,
     /// The size at which stale keys are dropped next.
     prune_at: AtomicUsize,
+    /// Requests counted, to look at the size every [`SIZE_EVERY`].
+    calls: AtomicUsize,
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> std::fmt::Debug for RateLimiter<K, C> {
@@ -63,15 +73,17 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> RateLimiter<K, C> {
             window.checked_div(burst.get()).filter(|p| !p.is_zero()).unwrap_or(Duration::from_nanos(1));
         let quota = Quota::with_period(period).unwrap_or(Quota::per_second(burst)).allow_burst(burst);
         let limiter = Gcra::dashmap_with_clock(quota, clock.clone());
-        Self { limiter, clock, prune_at: AtomicUsize::new(PRUNE_FROM) }
+        Self { limiter, clock, prune_at: AtomicUsize::new(PRUNE_FROM), calls: AtomicUsize::new(0) }
     }
 
-    /// Counts a request; `Err(seconds to wait)` when over the limit.
-    pub fn check(&self, key: K) -> Result<(), u64> {
-        self.prune_if_grown();
+    /// Counts a request; `Err` with the time to wait when over the limit.
+    pub fn check(&self, key: K) -> Result<(), RetryAfter> {
+        if self.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(SIZE_EVERY) {
+            self.prune_if_grown();
+        }
         self.limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+            RetryAfter((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
         })
     }
 
@@ -114,10 +126,10 @@ mod tests {
         for _ in 0..3 {
             assert!(limiter.check(ip).is_ok());
         }
-        assert_eq!(limiter.check(ip), Err(20), "one slot comes back every 60/3 s");
+        assert_eq!(limiter.check(ip), Err(RetryAfter(20)), "one slot comes back every 60/3 s");
         assert!(limiter.check([10, 0, 0, 2].into()).is_ok(), "other clients are not affected");
         clock.advance(Duration::from_secs(19));
-        assert_eq!(limiter.check(ip), Err(1));
+        assert_eq!(limiter.check(ip), Err(RetryAfter(1)));
         clock.advance(Duration::from_secs(1));
         assert!(limiter.check(ip).is_ok());
         assert!(limiter.check(ip).is_err());
@@ -143,7 +155,7 @@ mod tests {
             }
             most = most.max(limiter.len());
         }
-        assert!(most <= 2 * 40_000 + PRUNE_FROM, "{most} keys held at most");
+        assert!(most <= 2 * 40_000 + PRUNE_FROM + SIZE_EVERY, "{most} keys held at most");
         // A client that used its burst just now is still counted.
         let last = u64::MAX;
         for _ in 0..30 {

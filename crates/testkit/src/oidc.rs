@@ -271,18 +271,11 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
         used: false,
     };
     inner.grants.insert(code.clone(), grant);
-    let state = form_urlencoded_component(&get("state"));
-    let location = format!("{}?code={code}&state={state}", get("redirect_uri"));
-    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
-}
-
-fn form_urlencoded_component(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let Ok(mut location) = reqwest::Url::parse(&get("redirect_uri")) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    location.query_pairs_mut().append_pair("code", &code).append_pair("state", &get("state"));
+    (StatusCode::FOUND, [(header::LOCATION, location.to_string())]).into_response()
 }
 
 /// The client's id and secret, from HTTP Basic or the form.

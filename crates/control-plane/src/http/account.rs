@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{check_second_factor, count_wrong_code, refuse_after_wrong_codes};
+use super::auth::{CodeBody, check_second_factor, refuse_after_wrong_codes};
 use super::extract::{CurrentUser, audit_user};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::identity::scope::Scope;
@@ -158,19 +158,12 @@ struct Enrolment {
 #[utoipa::path(post, path = "/api/account/totp/enroll", tag = "account",
     responses((status = 200, description = "A pending enrolment", body = Enrolment)))]
 async fn totp_enroll(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Enrolment>, ApiError> {
-    user.session_id()?;
     let secret = totp::new_secret();
     crate::store::totp::begin_enrolment(&state.db, &state.sealer, user.id, &secret).await?;
     let otpauth_uri = totp::otpauth_uri(&secret, &user.email);
     let qr_svg =
         totp::qr_svg(&otpauth_uri).ok_or_else(|| ApiError::Internal("cannot draw the QR code".into()))?;
     Ok(Json(Enrolment { secret: totp::secret_base32(&secret), otpauth_uri, qr_svg }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-struct CodeBody {
-    /// Six digits from the authenticator app (or a recovery code, where accepted).
-    code: String,
 }
 
 /// Confirms the pending enrolment with a current code: 2FA is on, and the ten recovery codes
@@ -182,7 +175,6 @@ async fn totp_confirm(
     user: CurrentUser,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Json<RecoveryCodes>, ApiError> {
-    user.session_id()?;
     refuse_after_wrong_codes(&state, user.id).await?;
     let secret =
         crate::store::totp::pending_secret(&state.db, &state.sealer, user.id).await?.ok_or_else(|| {
@@ -191,7 +183,7 @@ async fn totp_confirm(
             )
         })?;
     let Some(step) = totp::matching_step(&secret, &body.code, totp::now_unix()) else {
-        count_wrong_code(&state, user.id).await?;
+        crate::store::totp::count_wrong_code(&state.db, user.id).await?;
         return Err(ApiError::InvalidTotp);
     };
     let codes = totp::new_recovery_codes();
@@ -219,7 +211,6 @@ async fn totp_disable(
     user: CurrentUser,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<StatusCode, ApiError> {
-    user.session_id()?;
     let factor = check_second_factor(&state, user.id, &body.code).await?;
     let mut tx = state.db.begin().await?;
     crate::store::totp::disable(&mut tx, user.id).await?;
@@ -248,7 +239,6 @@ async fn create_token(
     user: CurrentUser,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<NewTokenShown>), ApiError> {
-    user.session_id()?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -317,7 +307,6 @@ async fn list_tokens(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    user.session_id()?;
     Ok(Json(tokens::list(&state.db, user.id).await?))
 }
 
@@ -329,7 +318,6 @@ async fn revoke_token(
     user: CurrentUser,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    user.session_id()?;
     let mut tx = state.db.begin().await?;
     if !tokens::revoke(&mut *tx, user.id, id).await? {
         return Err(ApiError::NotFound("no such token".into()));

@@ -19,13 +19,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{CurrentUser, SESSION_COOKIE, cookie};
+use super::extract::{CurrentUser, SESSION_COOKIE, audit_user, cookie};
 use super::{ApiError, ApiJson, ApiQuery};
 use crate::config::Config;
 use crate::identity::oidc::OidcError;
 use crate::ratelimit::client_key;
 use crate::state::AppState;
 use crate::store::audit::{self, AuditAction, AuditEvent};
+use crate::store::totp as totp_store;
 use crate::store::users::{IdentityError, SignedIn};
 use crate::store::{apps, signin, users};
 
@@ -50,21 +51,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/platform", tag = "sign-in", security(()),
     responses((status = 200, description = "The platform's version, mode and sign-in methods", body = Platform)))]
 async fn platform(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Platform>, ApiError> {
-    let signed_in = match cookie(&headers, SESSION_COOKIE).filter(|t| t.len() <= 100) {
+    let signed_in = match cookie(&headers, SESSION_COOKIE) {
         Some(token) => users::session_user(&state.db, token).await?.is_some(),
         None => false,
     };
-    Ok(Json(Platform { signed_in, ..platform_of(&state) }))
+    Ok(Json(platform_of(&state, signed_in)))
 }
 
-fn platform_of(state: &AppState) -> Platform {
+fn platform_of(state: &AppState, signed_in: bool) -> Platform {
     let config = &state.config;
     let mode = if config.single_machine { "single_machine" } else { "multi_host" };
     Platform {
         version: env!("CARGO_PKG_VERSION").into(),
         mode: mode.into(),
         sign_in: SignInMethods { oidc: state.oidc.is_some(), dev_login: config.single_machine },
-        signed_in: true,
+        signed_in,
     }
 }
 
@@ -132,10 +133,7 @@ async fn google_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    state
-        .sign_in_limiter
-        .check(client_key(peer.ip()))
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    state.sign_in_limiter.check(client_key(peer.ip()))?;
     let oidc = state.oidc.as_ref().ok_or_else(oidc_off)?;
     let started = match oidc.start().await {
         Ok(started) => started,
@@ -219,13 +217,10 @@ async fn google_callback(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Result<Response, ApiError> {
-    state
-        .sign_in_limiter
-        .check(client_key(peer.ip()))
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    state.sign_in_limiter.check(client_key(peer.ip()))?;
     let oidc = state.oidc.clone().ok_or_else(oidc_off)?;
     let clear = cookie_header(&state.config, OIDC_COOKIE, "", 0)?;
-    let browser = cookie(&headers, OIDC_COOKIE).filter(|b| b.len() <= 100).map(str::to_string);
+    let browser = cookie(&headers, OIDC_COOKIE).map(str::to_string);
     let result = async {
         if let Some(error) = q.error {
             return Err(SignInFailure::Provider(error.chars().take(100).collect()));
@@ -343,10 +338,11 @@ async fn record_login(
     .await
 }
 
+/// A second-factor code (the sign-in's second step, turning 2FA on or off).
 #[derive(Debug, Deserialize, ToSchema)]
-struct CodeBody {
-    /// Six digits from the authenticator app, or an unused recovery code.
-    code: String,
+pub(super) struct CodeBody {
+    /// Six digits from the authenticator app, or (where accepted) an unused recovery code.
+    pub(super) code: String,
 }
 
 /// Which second factor a code was.
@@ -364,7 +360,7 @@ pub async fn check_second_factor(state: &AppState, user_id: i64, code: &str) -> 
     refuse_after_wrong_codes(state, user_id).await?;
     let result = verify_second_factor(state, user_id, code).await;
     if matches!(result, Err(ApiError::InvalidTotp)) {
-        count_wrong_code(state, user_id).await?;
+        totp_store::count_wrong_code(&state.db, user_id).await?;
     }
     result
 }
@@ -372,31 +368,25 @@ pub async fn check_second_factor(state: &AppState, user_id: i64, code: &str) -> 
 /// 429 once the user has had 5 wrong codes this minute.
 pub async fn refuse_after_wrong_codes(state: &AppState, user_id: i64) -> Result<(), ApiError> {
     let limit = crate::identity::totp::TRIES_PER_MINUTE;
-    match crate::store::totp::wrong_code_wait(&state.db, user_id, limit).await? {
+    match totp_store::wrong_code_wait(&state.db, user_id, limit).await? {
         Some(retry_after_secs) => Err(ApiError::RateLimited { retry_after_secs }),
         None => Ok(()),
     }
 }
 
-/// Counts one wrong code against the user.
-pub async fn count_wrong_code(state: &AppState, user_id: i64) -> Result<(), ApiError> {
-    Ok(crate::store::totp::count_wrong_code(&state.db, user_id).await?)
-}
-
 async fn verify_second_factor(state: &AppState, user_id: i64, code: &str) -> Result<Factor, ApiError> {
-    let secret = crate::store::totp::enabled_secret(&state.db, &state.sealer, user_id)
-        .await?
-        .ok_or(ApiError::InvalidTotp)?;
+    let secret =
+        totp_store::enabled_secret(&state.db, &state.sealer, user_id).await?.ok_or(ApiError::InvalidTotp)?;
     let now = crate::identity::totp::now_unix();
     if let Some(step) = crate::identity::totp::matching_step(&secret, code, now) {
-        return if crate::store::totp::use_step(&state.db, user_id, step).await? {
+        return if totp_store::use_step(&state.db, user_id, step).await? {
             Ok(Factor::Totp)
         } else {
             Err(ApiError::InvalidTotp)
         };
     }
     if let Some(recovery) = crate::identity::totp::normalize_recovery_code(code)
-        && crate::store::totp::use_recovery_code(&state.db, user_id, &recovery).await?
+        && totp_store::use_recovery_code(&state.db, user_id, &recovery).await?
     {
         return Ok(Factor::RecoveryCode);
     }
@@ -413,8 +403,7 @@ async fn second_factor(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Response, ApiError> {
-    let token =
-        cookie(&headers, TWO_FACTOR_COOKIE).filter(|t| t.len() <= 100).ok_or(ApiError::Unauthorized)?;
+    let token = cookie(&headers, TWO_FACTOR_COOKIE).ok_or(ApiError::Unauthorized)?;
     let challenge = signin::challenge(&state.db, token).await?.ok_or(ApiError::Unauthorized)?;
     let factor = match check_second_factor(&state, challenge.user_id, &body.code).await {
         Ok(factor) => factor,
@@ -494,20 +483,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
     let session_id = user.session_id()?;
     let mut tx = state.db.begin().await?;
     users::revoke_session(&mut *tx, session_id).await?;
-    let actor = format!("user:{}", user.id);
-    audit::record(
-        &mut *tx,
-        AuditEvent {
-            user_id: Some(user.id),
-            actor: &actor,
-            action: AuditAction::AuthLogout,
-            target_type: Some("session"),
-            target_id: Some(session_id.to_string()),
-            ip: user.ip.clone(),
-            detail: json!({}),
-        },
-    )
-    .await?;
+    audit_user(&mut *tx, &user, AuditAction::AuthLogout, "session", session_id, json!({})).await?;
     tx.commit().await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie_header(&state.config, SESSION_COOKIE, "", 0)?);
@@ -541,7 +517,7 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>
         plan: state.plans.get(&user.plan).view(),
         apps,
         git_providers: Vec::new(),
-        platform: platform_of(&state),
+        platform: platform_of(&state, true),
     }))
 }
 

@@ -94,7 +94,8 @@ fn file_response(file: &str, request: &HeaderMap) -> Option<Response> {
         .filter(|(coding, _)| accepts(coding))
         .find_map(|(coding, ext)| Dist::get(&format!("{file}{ext}")).map(|f| (f.data, Some(*coding))))
         .or_else(|| Dist::get(file).map(|f| (f.data, None)))?;
-    let mut response = Response::new(Body::from(data.into_owned()));
+    // Embedded (release) files are served from the binary without a copy.
+    let mut response = Response::new(Body::from(data));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(file)));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));

@@ -47,7 +47,7 @@ fn verification_token() -> String {
 /// At most `domains.changes_per_minute` adds and verifications per user: each may ask DNS or
 /// Cloudflare.
 fn limit(state: &AppState, user: &CurrentUser) -> Result<(), ApiError> {
-    state.domain_limiter.check(user.id).map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
+    Ok(state.domain_limiter.check(user.id)?)
 }
 
 /// Pushes the app's worker its routes again.

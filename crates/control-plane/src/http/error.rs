@@ -126,6 +126,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::ratelimit::RetryAfter> for ApiError {
+    fn from(wait: crate::ratelimit::RetryAfter) -> Self {
+        ApiError::RateLimited { retry_after_secs: wait.0 }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match err {

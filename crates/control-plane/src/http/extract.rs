@@ -23,11 +23,20 @@ use crate::store::{tokens, users};
 
 pub const SESSION_COOKIE: &str = "wh_session";
 
-/// The value of a cookie in the request, if present.
+/// The longest token of ours (session, sign-in, 2FA, API): anything longer is nobody's.
+const MAX_TOKEN_LEN: usize = 100;
+
+/// The value of one of our token cookies in the request, if present and not over
+/// [`MAX_TOKEN_LEN`] (a longer one is treated as absent, never looked up).
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
-        line.split(';').map(str::trim).find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|line| {
+            line.split(';').map(str::trim).find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        })
+        .filter(|value| value.len() <= MAX_TOKEN_LEN)
 }
 
 /// How a request proved who it is.
@@ -75,7 +84,7 @@ fn bearer(parts: &Parts) -> Option<Result<&str, ApiError>> {
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .filter(|t| t.starts_with(tokens::TOKEN_PREFIX) && t.len() <= 100);
+        .filter(|t| t.starts_with(tokens::TOKEN_PREFIX) && t.len() <= MAX_TOKEN_LEN);
     Some(token.ok_or(ApiError::Unauthorized))
 }
 
@@ -83,6 +92,8 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        let ip = peer.map(|c| c.0.ip().to_canonical().to_string());
         let user = match bearer(parts) {
             Some(token) => {
                 let row = tokens::token_user(&state.db, token?).await?.ok_or(ApiError::Unauthorized)?;
@@ -103,27 +114,20 @@ impl FromRequestParts<AppState> for CurrentUser {
                     tokens::touch(&state.db, row.token_id).await?;
                 }
                 let credential = Credential::Token { id: row.token_id, scopes };
-                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential, ip: None }
+                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential, ip }
             }
             None => {
                 let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
-                if token.len() > 100 {
-                    return Err(ApiError::Unauthorized);
-                }
                 let row = users::session_user(&state.db, token).await?.ok_or(ApiError::Unauthorized)?;
                 if row.stale_seen {
                     users::touch_session(&state.db, row.session_id).await?;
                 }
                 let credential = Credential::Session(row.session_id);
-                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential, ip: None }
+                CurrentUser { id: row.user_id, email: row.email, plan: row.plan, credential, ip }
             }
         };
-        state
-            .user_limiter
-            .check(user.id)
-            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-        Ok(CurrentUser { ip: peer.map(|c| c.0.ip().to_canonical().to_string()), ..user })
+        state.user_limiter.check(user.id)?;
+        Ok(user)
     }
 }
 

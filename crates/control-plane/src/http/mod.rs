@@ -104,19 +104,23 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(domains::routes())
 }
 
+/// The user API's routes and its finished OpenAPI document (with [`Conventions`]).
+fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut doc) = api_routes().split_for_parts();
+    utoipa::Modify::modify(&Conventions, &mut doc);
+    (routes, doc)
+}
+
 /// The OpenAPI 3.1 document of the user API, as served at `/api/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = api_routes().into_openapi();
-    utoipa::Modify::modify(&Conventions, &mut doc);
-    doc
+    api_parts().1
 }
 
 /// The public router: operations endpoints, the user API (`/api`, its OpenAPI document at
 /// `/api/openapi.json` and a reference page at `/api/docs`), the worker API and the Traefik
 /// configuration (`/v1`).
 pub fn router(state: AppState) -> Router {
-    let (api, mut doc) = api_routes().split_for_parts();
-    utoipa::Modify::modify(&Conventions, &mut doc);
+    let (api, doc) = api_parts();
     let api = api
         .merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .layer(middleware::from_fn(extract::csrf_guard))
@@ -138,9 +142,9 @@ pub fn router(state: AppState) -> Router {
 async fn per_address_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     if let Some(peer) = peer
-        && let Err(retry_after_secs) = state.ip_limiter.check(crate::ratelimit::client_key(peer.ip()))
+        && let Err(wait) = state.ip_limiter.check(crate::ratelimit::client_key(peer.ip()))
     {
-        return ApiError::RateLimited { retry_after_secs }.into_response();
+        return ApiError::from(wait).into_response();
     }
     next.run(req).await
 }

@@ -108,10 +108,7 @@ async fn register(
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    state
-        .worker_auth_limiter
-        .check(crate::ratelimit::client_key(ip.ip()))
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    state.worker_auth_limiter.check(crate::ratelimit::client_key(ip.ip()))?;
     // The join secret, not the master: a worker runs strangers' builds and must hold nothing
     // that opens sealed data or signs a JWT. An empty join secret admits no one.
     let join = &state.config.workers.join_secret;
@@ -171,10 +168,7 @@ async fn refresh(
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    state
-        .worker_auth_limiter
-        .check(crate::ratelimit::client_key(ip.ip()))
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    state.worker_auth_limiter.check(crate::ratelimit::client_key(ip.ip()))?;
     let Some(key) = bearer(&headers) else {
         return Err(refuse(&state, ip, AuditAction::WorkerRefreshRefused, "no bearer key").await);
     };

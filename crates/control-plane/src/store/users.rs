@@ -6,7 +6,6 @@ use wisehosting_crypto::{random_token, sha256_hex};
 /// Sessions last 30 days from sign-in, whatever the activity (SPEC §8).
 pub const SESSION_DAYS: i32 = 30;
 
-/// Finds the user with this email (case-insensitive) or creates one.
 /// Locks the user's row until the transaction ends: plan limits are counted under it, so two
 /// requests at once cannot both pass one.
 pub async fn lock(tx: &mut sqlx::PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
@@ -41,6 +40,7 @@ pub async fn set_theme(db: &PgPool, user_id: i64, theme: &str) -> Result<(), sql
     Ok(())
 }
 
+/// Finds the user with this email (case-insensitive) or creates one (the dev login).
 pub async fn upsert_by_email(db: &PgPool, email: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO users (email) VALUES ($1) ON CONFLICT (lower(email)) DO UPDATE SET updated_at = now() RETURNING id",

@@ -40,6 +40,10 @@ async fn the_openapi_document_is_3_1_lists_every_api_route_and_describes_every_e
     let html = page.text().await.expect("html");
     assert!(html.contains("swagger"), "{html}");
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no CDN: {html}");
+    // SPEC §14.1 names it `/api/docs`: that address leads to the page too.
+    let bare = cp.client.get(cp.url("/api/docs")).send().await.expect("docs");
+    assert_eq!(bare.status(), 200, "{}", bare.url());
+    assert!(bare.text().await.expect("html").contains("swagger"));
     let bundle = cp.client.get(cp.url("/api/docs/swagger-ui-bundle.js")).send().await.expect("bundle");
     assert_eq!(bundle.status(), 200, "the bundle is served from the binary");
 }

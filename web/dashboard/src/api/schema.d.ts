@@ -675,8 +675,9 @@ export interface components {
             ssl_status?: string | null;
             status?: string | null;
         };
+        /** @description A second-factor code (the sign-in's second step, turning 2FA on or off). */
         CodeBody: {
-            /** @description Six digits from the authenticator app, or an unused recovery code. */
+            /** @description Six digits from the authenticator app, or (where accepted) an unused recovery code. */
             code: string;
         };
         /** @description A new app and its first deployment. */
