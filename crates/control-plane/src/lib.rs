@@ -12,6 +12,7 @@
 //! - [`domain`]: parsed newtypes and the state enums. [`store`]: every SQL statement, per table.
 //! - [`state`]: the shared [`state::AppState`]. [`plans`]: the plan registry.
 //!   [`ratelimit`]: GCRA limits per key (`governor`), pruned as they grow.
+//! - [`observe`]: what users see of their running apps: live stats, alerts, usage, webhooks.
 //! - [`logbus`]: live log lines per app. [`metrics`]: Prometheus text. [`telemetry`]: tracing.
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod jobs;
 pub mod logbus;
 pub mod metrics;
+pub mod observe;
 pub mod plans;
 pub mod ratelimit;
 pub mod routing;

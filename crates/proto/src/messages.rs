@@ -90,6 +90,9 @@ message!(Heartbeat, "heartbeat");
 #[serde(default)]
 pub struct AppStats {
     pub apps: Vec<AppStat>,
+    /// Chosen at random when the agent starts: the `requests` counters count from zero with
+    /// it, so a new epoch tells the control plane the worker restarted (its counters reset).
+    pub epoch: u64,
 }
 message!(AppStats, "app_stats");
 
@@ -99,6 +102,26 @@ pub struct AppStat {
     pub app_id: i64,
     pub cpu_pct: f64,
     pub memory_bytes: u64,
+    /// Cumulative over the app's running containers (each counts from its own start).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    /// The memory limit of one container of the app; 0 when none is set.
+    pub mem_limit_bytes: u64,
+    /// Times the worker started the app's current containers again after they exited.
+    pub restarts: u32,
+    /// The app's running containers and their cumulative counters, for usage: a container
+    /// id seen for the first time counts from zero.
+    pub containers: Vec<ContainerCounters>,
+    /// HTTP requests the edge router answered for the app since [`AppStats::epoch`] began.
+    pub requests: u64,
+}
+
+/// A running container's counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerCounters {
+    pub id: String,
+    pub cpu_nanos: u64,
     pub net_rx_bytes: u64,
     pub net_tx_bytes: u64,
 }

@@ -380,7 +380,7 @@ fn spawn_agent(
     let data_dir = tempfile::tempdir().expect("worker data dir");
     let mesh = mesh.map_or_else(|| "null".to_string(), |ip| ip.to_string());
     let yaml = format!(
-        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  mesh_address: {mesh}\n{extra_deploy}edge:\n  listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n",
+        "control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  monitor_interval_ms: 1000\n  mesh_address: {mesh}\n{extra_deploy}edge:\n  listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n",
         worker.name,
         worker.api_key,
         secret,

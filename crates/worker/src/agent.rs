@@ -202,8 +202,10 @@ impl Agent {
             podman: self.pipeline.podman.clone(),
             instance: self.config.deploy.instance.clone(),
             out: tx.clone(),
-            every: Duration::from_secs(5),
+            every: Duration::from_millis(self.config.deploy.monitor_interval_ms),
             supervisor: self.pipeline.supervisor.clone(),
+            edge: self.edge.clone(),
+            epoch: rand::random(),
         };
         let supervisor = self.pipeline.supervisor.clone();
         tokio::spawn(supervisor.run(self.config.deploy.instance.clone(), shutdown.child_token()));

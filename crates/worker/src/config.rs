@@ -80,6 +80,9 @@ pub struct DeploySettings {
     pub build_cpus: f64,
     /// Processes (threads included) one build may have at once, over all its steps.
     pub build_pids: u32,
+    /// How often the monitor looks at the app containers and reports their state and figures
+    /// (the control plane's live stats, alerts and usage are made of these reports).
+    pub monitor_interval_ms: u64,
 }
 
 impl Default for DeploySettings {
@@ -110,6 +113,7 @@ impl Default for DeploySettings {
             build_memory_mb: 2048,
             build_cpus: 1.0,
             build_pids: 1024,
+            monitor_interval_ms: 5000,
         }
     }
 }
@@ -233,6 +237,11 @@ impl WorkerConfig {
                 "must be between 0.01 and 512 (the default is 1)",
             ),
             ("deploy.build_pids", d.build_pids >= 32, "must be at least 32 (the default is 1024)"),
+            (
+                "deploy.monitor_interval_ms",
+                (200..=60_000).contains(&d.monitor_interval_ms),
+                "must be between 200 and 60000 (the default is 5000)",
+            ),
             (
                 "deploy.git_ca_file",
                 d.git_ca_file.as_ref().is_none_or(|f| f.is_absolute()),

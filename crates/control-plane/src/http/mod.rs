@@ -5,7 +5,7 @@
 //! [`ApiError`].
 
 mod account;
-mod apps;
+pub(crate) mod apps;
 mod auth;
 mod dashboard;
 mod domains;
@@ -14,6 +14,7 @@ pub mod extract;
 mod internal;
 mod ops;
 pub mod serve;
+mod stats;
 mod traefik;
 pub mod workers;
 
@@ -51,6 +52,7 @@ use crate::state::AppState;
         (name = "deployments", description = "Deployments of an app"),
         (name = "logs", description = "Build and runtime logs"),
         (name = "domains", description = "Custom domains"),
+        (name = "stats", description = "Live figures of running apps"),
     )
 )]
 struct ApiDoc;
@@ -102,6 +104,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(account::routes())
         .merge(apps::routes())
         .merge(domains::routes())
+        .merge(stats::routes())
 }
 
 /// The user API's routes and its finished OpenAPI document (with [`Conventions`]).

@@ -243,7 +243,7 @@ impl Conn {
             WorkerMessage::Log(m) => self.report(Report::Log(m)).await,
             WorkerMessage::AppState(m) => self.report(Report::AppStates(m)).await,
             // Per-app figures: the hub's live snapshot (in memory).
-            WorkerMessage::AppStats(m) => self.hub.record_app_stats(self.worker_id, m),
+            WorkerMessage::AppStats(m) => self.hub.stats().record(self.worker_id, m),
         }
         Ok(())
     }

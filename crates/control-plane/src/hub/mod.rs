@@ -23,20 +23,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wisehosting_proto::AdminCommand;
 use wisehosting_proto::messages::{
-    AdminQuery, AdminQueryReply, AppStat, AppStates, AppStats, ContainerInfo, Heartbeat, JobAccepted,
-    JobProgress, JobResult, Log, RunningJob,
+    AdminQuery, AdminQueryReply, AppStates, ContainerInfo, Heartbeat, JobAccepted, JobProgress, JobResult,
+    Log, RunningJob,
 };
 
 pub use conn::{ConnectionParams, HELLO_TIMEOUT, serve_connection};
 pub use wisehosting_proto::messages::Outgoing;
 
 use crate::metrics::Metrics;
+use crate::observe::stats::StatsBook;
 use crate::store;
 
 /// A heartbeat snapshot older than this is not live.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(45);
-/// Live app figures kept before stale ones are dropped (twice that at most).
-const MAX_APP_STATS: usize = 50_000;
 /// Missed heartbeat intervals before a worker is offline.
 pub const OFFLINE_AFTER_INTERVALS: u32 = 3;
 const FLUSH_EVERY: Duration = Duration::from_secs(10);
@@ -141,7 +140,7 @@ struct Inner {
     pending: Mutex<HashMap<(i64, String), oneshot::Sender<AdminQueryReply>>>,
     metrics: Arc<Metrics>,
     /// Live per-app figures by (reporting worker, app).
-    app_stats: Mutex<HashMap<(i64, i64), (AppStat, Instant)>>,
+    stats: Arc<StatsBook>,
     events: broadcast::Sender<HubEvent>,
     /// Each registered connection's report channel, for the applier to take.
     reports: mpsc::UnboundedSender<Reports>,
@@ -171,7 +170,7 @@ impl Hub {
                 workers: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 metrics,
-                app_stats: Mutex::new(HashMap::new()),
+                stats: Arc::new(StatsBook::default()),
                 events,
                 reports,
                 reports_rx: Mutex::new(Some(reports_rx)),
@@ -369,31 +368,9 @@ impl Hub {
         });
     }
 
-    /// Keeps the latest per-app figures, under the worker that reported them: a worker's
-    /// figures for an app placed elsewhere are never read ([`Hub::app_snapshot`] asks for the
-    /// app's own worker) and cannot overwrite that worker's. Nothing is persisted from here;
-    /// stale entries are dropped when the map grows.
-    fn record_app_stats(&self, worker_id: i64, stats: AppStats) {
-        let now = Instant::now();
-        if let Ok(mut map) = self.inner.app_stats.lock() {
-            if map.len() > MAX_APP_STATS {
-                map.retain(|_, (_, at)| at.elapsed() <= SNAPSHOT_TTL);
-            }
-            for stat in stats.apps.into_iter().take(1000) {
-                if map.len() >= MAX_APP_STATS * 2 {
-                    break;
-                }
-                map.insert((worker_id, stat.app_id), (stat, now));
-            }
-        }
-        tracing::trace!(worker_id, "app stats");
-    }
-
-    /// The latest figures of an app as reported by `worker_id` (where the app is placed), if
-    /// fresher than [`SNAPSHOT_TTL`].
-    pub fn app_snapshot(&self, app_id: i64, worker_id: i64) -> Option<AppStat> {
-        let map = self.inner.app_stats.lock().ok()?;
-        map.get(&(worker_id, app_id)).filter(|(_, at)| at.elapsed() <= SNAPSHOT_TTL).map(|(s, _)| s.clone())
+    /// Per-app figures, under the worker that reported them ([`StatsBook`]).
+    pub fn stats(&self) -> &Arc<StatsBook> {
+        &self.inner.stats
     }
 
     /// Marks a worker online after its `hello`; persists only a change of state.
@@ -511,26 +488,6 @@ mod tests {
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap_or_else(|e| unreachable!("a static URL parses: {e}"));
         Hub::new(pool, Duration::from_secs(5), Arc::new(Metrics::default()), CancellationToken::new())
-    }
-
-    #[tokio::test]
-    async fn app_figures_count_only_from_the_worker_the_app_is_placed_on() {
-        let hub = hub();
-        let stat = |cpu| AppStat { app_id: 42, cpu_pct: cpu, ..AppStat::default() };
-        hub.record_app_stats(1, AppStats { apps: vec![stat(10.0)] });
-        // Another worker claims the same app: its figures neither show nor replace worker 1's.
-        hub.record_app_stats(2, AppStats { apps: vec![stat(99.0)] });
-        assert_eq!(hub.app_snapshot(42, 1).map(|s| s.cpu_pct), Some(10.0));
-        assert_eq!(hub.app_snapshot(42, 3), None);
-        // A flood of made-up app ids is bounded.
-        for batch in 0..200 {
-            let apps =
-                (0..1000).map(|i| AppStat { app_id: batch * 1000 + i, ..AppStat::default() }).collect();
-            hub.record_app_stats(2, AppStats { apps });
-        }
-        let kept = hub.inner.app_stats.lock().map(|m| m.len()).unwrap_or(0);
-        assert!(kept <= MAX_APP_STATS * 2, "{kept}");
-        assert_eq!(hub.app_snapshot(42, 1).map(|s| s.cpu_pct), Some(10.0), "worker 1's figures survive");
     }
 
     #[tokio::test(start_paused = true)]

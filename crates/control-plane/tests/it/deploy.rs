@@ -239,10 +239,12 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     .await;
     assert!(runtime_line, "the container's output reached the log bus with the app's env");
     let placed_on = app(&user, app_id).await["worker_id"].as_i64().expect("placed");
-    eventually(Duration::from_secs(20), POLL, || async { cp.hub.app_snapshot(app_id, placed_on).is_some() })
-        .await;
+    eventually(Duration::from_secs(20), POLL, || async {
+        cp.hub.stats().latest(app_id, placed_on).is_some()
+    })
+    .await;
     assert!(
-        cp.hub.app_snapshot(app_id, placed_on).is_some_and(|f| f.memory_bytes > 0),
+        cp.hub.stats().latest(app_id, placed_on).is_some_and(|f| f.stat.memory_bytes > 0),
         "per-app figures arrived from the app's worker"
     );
 

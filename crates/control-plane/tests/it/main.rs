@@ -16,6 +16,7 @@ mod faults;
 mod http;
 mod keys;
 mod migrations;
+mod observe;
 mod openapi;
 mod queue;
 mod routing;

@@ -46,6 +46,14 @@ impl Registry {
             .fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// Requests answered so far, by route name.
+    pub fn totals(&self) -> Vec<(String, u64)> {
+        match self.apps.lock() {
+            Ok(a) => a.iter().map(|(k, v)| (k.clone(), v.count.load(Ordering::Relaxed))).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     pub fn render(&self) -> String {
         let apps: Vec<(String, Arc<AppFigures>)> = match self.apps.lock() {
             Ok(a) => a.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

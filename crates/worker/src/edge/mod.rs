@@ -289,6 +289,15 @@ impl Edge {
     }
 
     /// Prometheus text of the per-app request figures.
+    /// Requests answered so far per app (routes named `app-<id>`), since this process began.
+    pub fn requests_by_app(&self) -> std::collections::HashMap<i64, u64> {
+        self.metrics
+            .totals()
+            .into_iter()
+            .filter_map(|(route, n)| Some((route.strip_prefix("app-")?.parse().ok()?, n)))
+            .collect()
+    }
+
     pub fn render_metrics(&self) -> String {
         self.metrics.render()
     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wisehosting_proto::messages::{AppRunState, AppStat, AppStateEntry, AppStates, AppStats, Log, LogStream};
+use wisehosting_proto::messages::{
+    AppRunState, AppStat, AppStateEntry, AppStates, AppStats, ContainerCounters, Log, LogStream,
+};
 
 use super::Podman;
 use wisehosting_proto::messages::Outgoing;
@@ -33,6 +35,10 @@ pub struct Monitor {
     pub out: mpsc::Sender<Outgoing>,
     pub every: Duration,
     pub supervisor: std::sync::Arc<Supervisor>,
+    /// Where the per-app request counts come from.
+    pub edge: std::sync::Arc<crate::edge::Edge>,
+    /// This process's counter epoch ([`AppStats::epoch`]).
+    pub epoch: u64,
 }
 
 impl Monitor {
@@ -92,7 +98,7 @@ impl Monitor {
             }
             let stats = self.stats(&seen).await;
             if !stats.is_empty() {
-                let _ = self.out.send(Outgoing::of(&AppStats { apps: stats })).await;
+                let _ = self.out.send(Outgoing::of(&AppStats { apps: stats, epoch: self.epoch })).await;
             }
         }
     }
@@ -132,36 +138,63 @@ impl Monitor {
         let Ok(listing) = self.podman.stats_json(&ids).await else {
             return Vec::new();
         };
-        let Ok(serde_json::Value::Array(items)) = serde_json::from_str(&listing) else {
-            return Vec::new();
-        };
-        items
-            .iter()
-            .filter_map(|s| {
-                let id = s["id"].as_str().or_else(|| s["ID"].as_str())?;
-                let app = running
-                    .iter()
-                    .find(|c| c.id.starts_with(id) || id.starts_with(&c.id[..12.min(c.id.len())]))?;
-                Some(AppStat {
-                    app_id: app.app_id,
-                    cpu_pct: parse_pct(
-                        s["cpu_percent"].as_str().or_else(|| s["CPU"].as_str()).unwrap_or("0"),
-                    ),
-                    memory_bytes: parse_size(
-                        s["mem_usage"]
-                            .as_str()
-                            .or_else(|| s["MemUsage"].as_str())
-                            .unwrap_or("0")
-                            .split('/')
-                            .next()
-                            .unwrap_or("0"),
-                    ),
-                    net_rx_bytes: 0,
-                    net_tx_bytes: 0,
-                })
-            })
-            .collect()
+        let restarts = |id: &str| self.supervisor.restarts(id).unwrap_or(0);
+        let mut stats = app_stats(&running, &listing, restarts);
+        let requests = self.edge.requests_by_app();
+        for stat in &mut stats {
+            stat.requests = requests.get(&stat.app_id).copied().unwrap_or(0);
+        }
+        stats
     }
+}
+
+/// One line of `podman stats --format '{{json .ContainerStats}}'`: podman's own figures,
+/// in bytes and nanoseconds (not the rounded text of `--format json`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerStats {
+    #[serde(rename = "ContainerID")]
+    container_id: String,
+    #[serde(rename = "CPU", default)]
+    cpu: f64,
+    #[serde(rename = "CPUNano", default)]
+    cpu_nano: u64,
+    #[serde(default)]
+    mem_usage: u64,
+    #[serde(default)]
+    mem_limit: u64,
+    #[serde(default)]
+    net_input: u64,
+    #[serde(default)]
+    net_output: u64,
+}
+
+/// Adds up each app's running containers: CPU, memory and network summed, the limit of one
+/// container, restarts summed; lines that do not read, or of containers not asked about,
+/// are skipped.
+fn app_stats(running: &[&Seen], listing: &str, restarts: impl Fn(&str) -> u32) -> Vec<AppStat> {
+    let mut by_app: HashMap<i64, AppStat> = HashMap::new();
+    for line in listing.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(s) = serde_json::from_str::<ContainerStats>(line) else { continue };
+        let Some(c) = running.iter().find(|c| c.id == s.container_id) else { continue };
+        let stat =
+            by_app.entry(c.app_id).or_insert_with(|| AppStat { app_id: c.app_id, ..AppStat::default() });
+        stat.cpu_pct += s.cpu;
+        stat.memory_bytes += s.mem_usage;
+        stat.net_rx_bytes += s.net_input;
+        stat.net_tx_bytes += s.net_output;
+        stat.mem_limit_bytes = stat.mem_limit_bytes.max(s.mem_limit);
+        stat.restarts += restarts(&c.id);
+        stat.containers.push(ContainerCounters {
+            id: c.id.clone(),
+            cpu_nanos: s.cpu_nano,
+            net_rx_bytes: s.net_input,
+            net_tx_bytes: s.net_output,
+        });
+    }
+    let mut out: Vec<AppStat> = by_app.into_values().collect();
+    out.sort_by_key(|s| s.app_id);
+    out
 }
 
 /// Per app: running if any container runs; crash-looping after repeated exits in a row (the
@@ -192,28 +225,6 @@ fn app_states(seen: &[Seen]) -> Vec<AppStateEntry> {
     let mut out: Vec<AppStateEntry> = by_app.into_values().collect();
     out.sort_by_key(|s| s.app_id);
     out
-}
-
-fn parse_pct(s: &str) -> f64 {
-    s.trim().trim_end_matches('%').parse().unwrap_or(0.0)
-}
-
-/// `12.5MB`, `1.2GiB`, `300kB` → bytes.
-fn parse_size(s: &str) -> u64 {
-    let s = s.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.trim().parse().unwrap_or(0.0);
-    let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "kb" => 1e3,
-        "kib" => 1024.0,
-        "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => 1.0,
-    };
-    (n * factor) as u64
 }
 
 /// Streams one container's output as runtime log lines until it stops or is dropped.
@@ -283,10 +294,29 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_percentages_parse() {
-        assert_eq!(parse_size("12.5MB"), 12_500_000);
-        assert_eq!(parse_size("1KiB"), 1024);
-        assert_eq!(parse_size("300kB "), 300_000);
-        assert_eq!(parse_pct("2.50%"), 2.5);
+    fn app_stats_add_up_each_apps_containers_from_podmans_raw_figures() {
+        // Lines as podman 4 prints them (trimmed), one unreadable, one of a container not asked about.
+        let listing = concat!(
+            r#"{"ContainerID":"c10","CPU":1.5,"CPUNano":36665761,"MemUsage":667648,"MemLimit":67108864,"NetInput":426,"NetOutput":1130}"#,
+            "\n",
+            r#"{"ContainerID":"c11","CPU":0.5,"CPUNano":1000,"MemUsage":1000,"MemLimit":67108864,"NetInput":4,"NetOutput":10}"#,
+            "\nnot json\n",
+            r#"{"ContainerID":"c20","CPU":9,"CPUNano":5,"MemUsage":5,"MemLimit":0,"NetInput":1,"NetOutput":1}"#,
+            "\n",
+            r#"{"ContainerID":"elsewhere","CPU":50,"CPUNano":5,"MemUsage":5,"MemLimit":0,"NetInput":1,"NetOutput":1}"#,
+        );
+        let a = seen(1, true, 0, None);
+        let b = Seen { id: "c11".into(), ..seen(1, true, 1, None) };
+        let c = seen(2, true, 0, None);
+        let stats = app_stats(&[&a, &b, &c], listing, |id| if id == "c11" { 2 } else { 0 });
+        assert_eq!(stats.len(), 2);
+        let one = &stats[0];
+        assert_eq!((one.app_id, one.cpu_pct, one.memory_bytes), (1, 2.0, 668_648));
+        assert_eq!(
+            (one.net_rx_bytes, one.net_tx_bytes, one.mem_limit_bytes, one.restarts),
+            (430, 1140, 67_108_864, 2)
+        );
+        assert_eq!(one.containers.iter().map(|c| c.cpu_nanos).sum::<u64>(), 36_666_761);
+        assert_eq!((stats[1].app_id, stats[1].cpu_pct), (2, 9.0));
     }
 }

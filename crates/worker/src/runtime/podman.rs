@@ -189,7 +189,12 @@ impl Podman {
 
     /// `podman stats --no-stream --format json` of running containers.
     pub async fn stats_json(&self, ids: &[&str]) -> Result<String, CommandError> {
-        self.read(&["stats", "--no-stream", "--format", "json", "--"], ids, "podman stats").await
+        self.read(
+            &["stats", "--no-stream", "--format", "{{json .ContainerStats}}", "--"],
+            ids,
+            "podman stats",
+        )
+        .await
     }
 
     // ---- Long-running commands, run by their callers ----

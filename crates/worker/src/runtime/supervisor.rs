@@ -38,6 +38,8 @@ pub fn delay(failures: u32) -> Duration {
 #[derive(Debug)]
 struct Watched {
     failures: u32,
+    /// Exits of this container the supervisor answered with a start, over its life.
+    restarts: u32,
     started: Instant,
     /// A restart is scheduled (between an exit and the next start).
     pending: bool,
@@ -68,8 +70,13 @@ impl Supervisor {
         if state.released.contains(id) || state.watched.contains_key(id) {
             return;
         }
-        let watched =
-            Watched { failures: 0, started: Instant::now(), pending: false, stop: CancellationToken::new() };
+        let watched = Watched {
+            failures: 0,
+            restarts: 0,
+            started: Instant::now(),
+            pending: false,
+            stop: CancellationToken::new(),
+        };
         state.watched.insert(id.to_string(), watched);
     }
 
@@ -105,6 +112,12 @@ impl Supervisor {
         Some(if !w.pending && w.started.elapsed() >= HEALTHY_AFTER { 0 } else { w.failures })
     }
 
+    /// Times a watched container exited and was (or is about to be) started again.
+    pub fn restarts(&self, id: &str) -> Option<u32> {
+        let state = self.state.lock().ok()?;
+        state.watched.get(id).map(|w| w.restarts)
+    }
+
     /// Drops what is known of containers that no longer exist.
     pub fn retain(&self, existing: &HashSet<&str>) {
         if let Ok(mut state) = self.state.lock() {
@@ -130,6 +143,7 @@ impl Supervisor {
             }
             w.failures = if w.started.elapsed() >= HEALTHY_AFTER { 1 } else { w.failures.saturating_add(1) };
             w.pending = true;
+            w.restarts = w.restarts.saturating_add(1);
             (w.failures, w.stop.clone())
         };
         let wait = delay(failures);
@@ -237,6 +251,8 @@ mod tests {
         supervisor.exited("b");
         supervisor.exited("b");
         assert_eq!(supervisor.failures("b"), Some(1), "one exit counts once");
+        assert_eq!(supervisor.restarts("b"), Some(1), "and is one restart");
+        assert_eq!(supervisor.restarts("a"), None);
         supervisor.rewatch(&["a".to_string()]);
         assert_eq!(supervisor.failures("a"), Some(0));
         supervisor.retain(&["a"].into_iter().collect());

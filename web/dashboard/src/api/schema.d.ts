@@ -379,6 +379,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/apps/{id}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["live_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{id}/stats/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["stats_history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/apps/{id}/stop": {
         parameters: {
             query?: never;
@@ -813,6 +845,41 @@ export interface components {
             /** Format: int32 */
             memory_mb: number;
         };
+        /**
+         * @description An app's latest figures. `live` is false when the newest report is older than 45 s (or
+         *     there is none: then every figure is 0 and `sampled_at` is null).
+         */
+        LiveStats: {
+            /**
+             * Format: double
+             * @description CPU use over the app's containers, in % of one core.
+             */
+            cpu_pct: number;
+            live: boolean;
+            /** Format: int64 */
+            mem_bytes: number;
+            /**
+             * Format: int64
+             * @description The memory limit of one container; 0 when unknown.
+             */
+            mem_limit_bytes: number;
+            /** Format: double */
+            net_rx_bps: number;
+            /** Format: double */
+            net_tx_bps: number;
+            /**
+             * Format: double
+             * @description HTTP requests per second through the edge router.
+             */
+            requests_per_s: number;
+            /**
+             * Format: int32
+             * @description Times the worker started the current deployment's containers again after an exit.
+             */
+            restarts: number;
+            /** Format: date-time */
+            sampled_at?: string | null;
+        };
         LogLine: {
             /** Format: int64 */
             app_id: number;
@@ -865,6 +932,23 @@ export interface components {
             signed_in: boolean;
             version: string;
         };
+        /** @description One point of an app's history. */
+        Point: {
+            /** Format: date-time */
+            at: string;
+            /** Format: double */
+            cpu_pct: number;
+            /** Format: int64 */
+            mem_bytes: number;
+            /** Format: double */
+            net_rx_bps: number;
+            /** Format: double */
+            net_tx_bps: number;
+            /** Format: double */
+            requests_per_s: number;
+            /** Format: int32 */
+            restarts: number;
+        };
         /** @description What `/api/me` shows of a user. */
         Profile: {
             email: string;
@@ -916,6 +1000,15 @@ export interface components {
         /** @description Signed in: the user, with the session in `wh_session`. */
         SignedInUser: {
             user: components["schemas"]["Profile"];
+        };
+        /**
+         * @description The last hour of an app's figures, one point per `step_secs` at most, oldest first; kept
+         *     in memory, so it starts empty after a control-plane restart.
+         */
+        StatsHistory: {
+            points: components["schemas"]["Point"][];
+            /** Format: int64 */
+            step_secs: number;
         };
         ThemeBody: {
             /** @description `system`, `light` or `dark`. */
@@ -1847,6 +1940,70 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JobQueued"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    live_stats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's latest figures */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LiveStats"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stats_history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's last hour */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsHistory"];
                 };
             };
             /** @description An error: a stable `code` and a `message` that names the problem and the fix */
