@@ -15,6 +15,7 @@
 //! - [`observe`]: what users see of their running apps: live stats, alerts, usage, webhooks.
 //! - [`logbus`]: live log lines per app. [`metrics`]: Prometheus text. [`telemetry`]: tracing.
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
+//! - [`outbound`]: the SSRF-guarded client for URLs users give (webhooks).
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
 //! - [`cli`]: the `wisehosting` command; [`say`]: what it prints for people.
 
@@ -32,6 +33,7 @@ pub mod jobs;
 pub mod logbus;
 pub mod metrics;
 pub mod observe;
+pub mod outbound;
 pub mod plans;
 pub mod ratelimit;
 pub mod routing;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use wisehosting_crypto::{Keyring, Purpose, Sealer};
 
 use crate::cloudflare::Cloudflare;
@@ -24,6 +25,8 @@ use crate::hub::Hub;
 use crate::jobs::dispatch::{self, Dispatcher};
 use crate::logbus::LogBus;
 use crate::metrics::Metrics;
+use crate::observe::alerts::Evaluator;
+use crate::observe::notify::Channels;
 use crate::ratelimit::RateLimiter;
 use crate::state::AppState;
 use crate::store;
@@ -44,12 +47,18 @@ pub enum StartupError {
     Cloudflare(String),
     #[error("cannot set up sign-in with the OpenID provider: {0}")]
     Oidc(String),
+    #[error("cannot set up e-mail: {0}")]
+    Smtp(String),
+    #[error("cannot set up the outbound client: {0}")]
+    Outbound(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
 
 pub struct App {
     state: AppState,
+    /// Webhook sends in flight, drained at shutdown.
+    webhook_sends: TaskTracker,
     public: TcpListener,
     internal: Option<TcpListener>,
     shutdown: CancellationToken,
@@ -76,12 +85,15 @@ impl App {
         let dispatcher =
             Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
         dispatch::spawn(dispatcher, shutdown.clone());
+        let channels = Channels { email: state.config.smtp.enabled() };
         crate::jobs::events::spawn(
             state.db.clone(),
             state.hub.clone(),
             state.logbus.clone(),
+            channels,
             shutdown.clone(),
         );
+        let webhook_sends = start_observers(&state, channels, &shutdown)?;
         let base = state.config.subdomain_base.clone();
         crate::routing::spawn_pusher(state.db.clone(), state.hub.clone(), base, shutdown.clone());
         let api = &state.config.api_server;
@@ -96,7 +108,7 @@ impl App {
             let addr = state.config.internal_api.bind;
             Some(TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?)
         };
-        Ok(App { state, public, internal, shutdown })
+        Ok(App { state, webhook_sends, public, internal, shutdown })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, std::io::Error> {
@@ -130,7 +142,7 @@ impl App {
 
     /// Serves until the shutdown token is cancelled, then drains and closes the pool.
     pub async fn run(self) -> Result<(), StartupError> {
-        let App { state, public, internal, shutdown } = self;
+        let App { state, webhook_sends, public, internal, shutdown } = self;
         let header_timeout = Duration::from_secs(state.config.api_server.header_read_timeout_secs);
         let internal_task = internal.map(|listener| {
             let router = http::internal_router(state.clone());
@@ -141,6 +153,7 @@ impl App {
         // If the public server stopped on its own, stop the rest too; the hub closes its
         // connections cleanly and flushes heartbeat times.
         shutdown.cancel();
+        crate::observe::webhooks::drain(webhook_sends).await;
         state.hub.drained().await;
         if let Some(task) = internal_task
             && let Ok(Err(e)) = task.await
@@ -152,6 +165,42 @@ impl App {
         tracing::info!("control plane stopped");
         served.map_err(StartupError::Serve)
     }
+}
+
+/// Starts what watches running apps and tells their users: the alert evaluator, the
+/// offline watch, the announcer of finished deployments, the webhook dispatcher and, with
+/// SMTP configured, the mailer.
+fn start_observers(
+    state: &AppState,
+    channels: Channels,
+    shutdown: &CancellationToken,
+) -> Result<TaskTracker, StartupError> {
+    let config = &state.config;
+    let evaluator = Evaluator { db: state.db.clone(), stats: state.hub.stats().clone(), channels };
+    evaluator.spawn(Duration::from_secs(config.alerts.evaluate_every_secs), shutdown.clone());
+    crate::observe::alerts::spawn_offline_watch(state.db.clone(), channels, &state.hub, shutdown.clone());
+    crate::observe::notify::spawn_announcer(
+        state.db.clone(),
+        channels,
+        Duration::from_secs(1),
+        shutdown.clone(),
+    );
+    let dispatcher = crate::observe::webhooks::Dispatcher {
+        db: state.db.clone(),
+        sealer: state.sealer.clone(),
+        guard: state.outbound.clone(),
+        channels,
+        disable_after: i32::try_from(config.outbound.webhook_disable_after).unwrap_or(i32::MAX),
+        retry_scale: config.outbound.webhook_retry_scale,
+        poll: Duration::from_millis(500),
+    };
+    let sends = dispatcher.spawn(shutdown.clone());
+    if config.smtp.enabled() {
+        let mailer =
+            crate::observe::mail::Mailer::new(state.db.clone(), &config.smtp).map_err(StartupError::Smtp)?;
+        mailer.spawn(Duration::from_secs(2), shutdown.clone());
+    }
+    Ok(sends)
 }
 
 /// Persists the active key's seal count.
@@ -234,7 +283,14 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let oidc = crate::identity::oidc::Oidc::from_config(&config).map_err(StartupError::Oidc)?.map(Arc::new);
     // A config built in code (tests, `dev`) was never loaded and checked: refuse it here too.
     let plans = crate::plans::Registry::from_config(&config.plans).map_err(ConfigError::Invalid)?;
+    let outbound = crate::outbound::Guard::new(
+        config.outbound.resolver_addr()?,
+        config.outbound.allow_private_networks,
+        crate::observe::webhooks::SEND_TIMEOUT,
+    )
+    .map_err(StartupError::Outbound)?;
     Ok(AppState {
+        outbound,
         plans: Arc::new(plans),
         domain_limiter,
         user_limiter,

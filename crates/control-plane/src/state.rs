@@ -40,4 +40,6 @@ pub struct AppState {
     pub cloudflare: Option<Cloudflare>,
     /// The plans this control plane offers (`free` and the config's).
     pub plans: Arc<crate::plans::Registry>,
+    /// The SSRF-guarded client for URLs users give.
+    pub outbound: crate::outbound::Guard,
 }

@@ -23,6 +23,7 @@ pub mod gitserver;
 pub mod netns;
 pub mod oidc;
 pub mod proxy;
+pub mod receiver;
 pub mod worker;
 
 pub use cloudflare::FakeCloudflare;
@@ -31,6 +32,7 @@ pub use gitserver::GitHttpsServer;
 pub use netns::{HostsEntry, PrivateCanary, TcpCanary};
 pub use oidc::{Browser, FakeOidc, Forgery};
 pub use proxy::CutProxy;
+pub use receiver::{Received, Reply, SmtpSink, WebhookReceiver};
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
     spawn_worker_on_mesh, spawn_worker_with_secret, spawn_worker_with_settings,

@@ -15,6 +15,9 @@ use wisehosting_crypto::Secret;
 use yaml_serde::{Mapping, Value};
 
 mod layers;
+mod observe;
+
+pub use observe::{AlertsConfig, OutboundConfig, SmtpConfig, SmtpTls, UsageConfig};
 
 use layers::{collect_keys, from_tree, merge, overlay_credentials, overlay_env, parse_yaml, read_yaml};
 
@@ -34,6 +37,7 @@ pub const CREDENTIALS: &[(&str, &[&str])] = &[
     ("cloudflare_api_token", &["cloudflare", "api_token"]),
     ("worker_join_secret", &["workers", "join_secret"]),
     ("google_oauth_client_secret", &["oidc", "client_secret"]),
+    ("smtp_password", &["smtp", "password"]),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,6 +75,12 @@ pub struct Config {
     pub log: LogConfig,
     /// Plans: `free`'s limits overridden, and plans of this installation's own (SPEC §9).
     pub plans: Vec<crate::plans::PlanConfig>,
+    pub alerts: AlertsConfig,
+    pub usage: UsageConfig,
+    /// Requests to URLs users give (webhooks), through the SSRF guard.
+    pub outbound: OutboundConfig,
+    /// E-mail for alerts; off while `smtp.host` is empty.
+    pub smtp: SmtpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -102,23 +112,28 @@ impl Default for DomainsConfig {
 impl DomainsConfig {
     /// `dns_resolver` as a socket address (port 53 when none is given); `None` for the system's.
     pub fn resolver_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        let text = self.dns_resolver.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        if let Ok(addr) = text.parse::<SocketAddr>() {
-            return Ok(Some(addr));
-        }
-        text.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .map(|ip| Some(SocketAddr::new(ip, 53)))
-            .map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "domains.dns_resolver {text:?} is not an IP address or ip:port; give one like 1.1.1.1 or 127.0.0.1:5353, or leave it empty for /etc/resolv.conf"
-                ))
-            })
+        parse_dns_server("domains.dns_resolver", &self.dns_resolver)
     }
+}
+
+/// A DNS server as `ip` or `ip:port` (port 53 when none is given); empty for none.
+fn parse_dns_server(key: &str, text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map(|ip| Some(SocketAddr::new(ip, 53)))
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "{key} {text:?} is not an IP address or ip:port; give one like 1.1.1.1 or 127.0.0.1:5353, or leave it empty for /etc/resolv.conf"
+            ))
+        })
 }
 
 /// Sign-in with OpenID Connect (SPEC §14.1). The redirect URI to register with the provider is
@@ -336,6 +351,10 @@ impl Default for Config {
             log: LogConfig::default(),
             plans: Vec::new(),
             apps_port: None,
+            alerts: AlertsConfig::default(),
+            usage: UsageConfig::default(),
+            outbound: OutboundConfig::default(),
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -556,6 +575,7 @@ impl Config {
             ));
         }
         self.cloudflare.check()?;
+        observe::check(&self.alerts, &self.usage, &self.outbound, &self.smtp)?;
         self.oidc.check(self.api_server.public_url.as_deref())?;
         if self.sign_in_per_minute < 30 {
             return Err(ConfigError::Invalid(

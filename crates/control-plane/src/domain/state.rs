@@ -202,6 +202,53 @@ text_state! {
     }
 }
 
+text_state! {
+    /// What an alert rule watches: a metric held over a threshold for `sustain_minutes`, or
+    /// an event that fires and resolves at once.
+    AlertKind {
+        /// CPU use in % of one core.
+        Cpu = "cpu",
+        /// Memory in use in % of the limit.
+        Memory = "memory",
+        /// Network traffic in and out, bytes per second.
+        Network = "network",
+        /// Restarts of the app's containers within the last hour.
+        Restarts = "restarts",
+        /// The app's worker went offline.
+        Offline = "offline",
+        /// The app's containers keep exiting.
+        Crashloop = "crashloop",
+        /// A deployment failed (resolved by the next one that succeeds).
+        DeploymentFailed = "deployment_failed",
+        /// A webhook endpoint of the user was turned off after failing again and again (no
+        /// rule: the platform raises it).
+        WebhookDisabled = "webhook_disabled",
+    }
+}
+
+impl AlertKind {
+    /// The kinds held over a threshold for a span.
+    pub const METRICS: [AlertKind; 4] =
+        [AlertKind::Cpu, AlertKind::Memory, AlertKind::Network, AlertKind::Restarts];
+    /// The kinds a new app has a rule for.
+    pub const DEFAULT_RULES: [AlertKind; 3] =
+        [AlertKind::Crashloop, AlertKind::DeploymentFailed, AlertKind::Offline];
+
+    pub fn is_metric(self) -> bool {
+        Self::METRICS.contains(&self)
+    }
+}
+
+text_state! {
+    /// An alert's state: firing until a user acknowledges it; resolved by the platform when
+    /// its condition clears, or by a user.
+    AlertStatus {
+        Firing = "firing",
+        Acknowledged = "acknowledged",
+        Resolved = "resolved",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,6 +142,7 @@ async fn deploy(
         },
     )
     .await?;
+    crate::store::alerts::insert_default_rules(&mut *tx, app.id).await?;
     apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
     let token = git_token.as_ref().map(GitToken::expose);
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token).await?;

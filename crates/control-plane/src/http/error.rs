@@ -45,6 +45,9 @@ pub enum ApiError {
     PlanLimit(String),
     #[error("{0}")]
     Conflict(String),
+    /// A URL the SSRF guard refuses (SPEC §14.3); the message says why.
+    #[error("{0}")]
+    UrlNotAllowed(String),
     /// A custom domain whose verification record is not (yet) in DNS.
     #[error("{0}")]
     VerificationFailed(String),
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
             ApiError::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::UrlNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "url_not_allowed"),
             ApiError::VerificationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => {

@@ -5,6 +5,7 @@
 //! [`ApiError`].
 
 mod account;
+mod alerts;
 pub(crate) mod apps;
 mod auth;
 mod dashboard;
@@ -16,6 +17,7 @@ mod ops;
 pub mod serve;
 mod stats;
 mod traefik;
+mod webhooks;
 pub mod workers;
 
 use std::time::{Duration, Instant};
@@ -53,6 +55,8 @@ use crate::state::AppState;
         (name = "logs", description = "Build and runtime logs"),
         (name = "domains", description = "Custom domains"),
         (name = "stats", description = "Live figures of running apps"),
+        (name = "alerts", description = "Alert rules of apps, and alerts"),
+        (name = "webhooks", description = "Outbound webhooks: endpoints and their deliveries"),
     )
 )]
 struct ApiDoc;
@@ -105,6 +109,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(apps::routes())
         .merge(domains::routes())
         .merge(stats::routes())
+        .merge(alerts::routes())
+        .merge(webhooks::routes())
 }
 
 /// The user API's routes and its finished OpenAPI document (with [`Conventions`]).

@@ -12,13 +12,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use wisehosting_proto::JobKind;
 use wisehosting_proto::messages::{
-    AppRunState, AppStates, ContainerInfo, DesiredApp, DesiredState, JobAccepted, JobProgress, JobResult,
-    Log, LogStream,
+    AppRunState, AppStateEntry, AppStates, ContainerInfo, DesiredApp, DesiredState, JobAccepted, JobProgress,
+    JobResult, Log, LogStream,
 };
 
-use crate::domain::{AppStatus, DeploymentStatus};
+use crate::domain::{AlertKind, AppStatus, DeploymentStatus};
 use crate::hub::{Hub, Outgoing, Report, Reports};
 use crate::logbus::LogBus;
+use crate::observe::{self, notify::Channels};
 use crate::store::apps;
 use crate::store::deployments::{self, Ending, Switched};
 use crate::store::jobs::{self, Fence, Outcome};
@@ -29,12 +30,12 @@ const MAX_LINES_PER_FRAME: usize = 1000;
 const MAX_ERROR_CHARS: usize = 8_000;
 
 /// Applies reports until shutdown.
-pub fn spawn(db: PgPool, hub: Hub, bus: Arc<LogBus>, shutdown: CancellationToken) {
+pub fn spawn(db: PgPool, hub: Hub, bus: Arc<LogBus>, channels: Channels, shutdown: CancellationToken) {
     let Some(mut incoming) = hub.take_reports() else {
         tracing::error!("worker reports are already being applied elsewhere; not starting a second applier");
         return;
     };
-    let applier = Applier { db, hub: hub.clone(), bus };
+    let applier = Applier { db, hub: hub.clone(), bus, channels };
     tokio::spawn(hub.track(async move {
         loop {
             let reports = tokio::select! {
@@ -55,6 +56,7 @@ struct Applier {
     db: PgPool,
     hub: Hub,
     bus: Arc<LogBus>,
+    channels: Channels,
 }
 
 impl Applier {
@@ -91,7 +93,7 @@ impl Applier {
             Report::Log(m) => log(db, &self.bus, worker_id, m).await?,
             // The monitor reports every few seconds; routes move only when a status did.
             Report::AppStates(m) => {
-                if app_states(db, worker_id, m).await? {
+                if app_states(db, self.channels, worker_id, m).await? {
                     self.hub.routes_changed(worker_id);
                 }
             }
@@ -205,9 +207,15 @@ fn stale(worker_id: i64, job_id: i64, attempt: i32, what: &str) {
 /// `crashed`; a crashed or offline-stopped app whose container runs again is `running`. Only
 /// apps placed on the sending worker are touched, and never an app its user stopped. True if
 /// any app's status moved.
-pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<bool, sqlx::Error> {
+pub async fn app_states(
+    db: &PgPool,
+    channels: Channels,
+    worker_id: i64,
+    msg: AppStates,
+) -> Result<bool, sqlx::Error> {
     let mut moved = false;
     for entry in msg.apps {
+        crashloop_alert(db, channels, worker_id, &entry).await?;
         let (from, to): (&[AppStatus], AppStatus) = match entry.state {
             AppRunState::Running => (&AppStatus::BACK_FROM, AppStatus::Running),
             AppRunState::CrashLooping | AppRunState::Exited => (&AppStatus::CRASHES_FROM, AppStatus::Crashed),
@@ -216,6 +224,34 @@ pub async fn app_states(db: &PgPool, worker_id: i64, msg: AppStates) -> Result<b
         moved |= apps::follow_container(db, worker_id, entry.app_id, from, to).await?;
     }
     Ok(moved)
+}
+
+/// An app crash-looping raises its `crashloop` alert; running again clears it. Only for
+/// apps placed on the reporting worker.
+async fn crashloop_alert(
+    db: &PgPool,
+    channels: Channels,
+    worker_id: i64,
+    entry: &AppStateEntry,
+) -> Result<(), sqlx::Error> {
+    let crash_looping = match entry.state {
+        AppRunState::CrashLooping => true,
+        AppRunState::Running => false,
+        AppRunState::Exited | AppRunState::Other => return Ok(()),
+    };
+    if apps::worker_of(db, entry.app_id).await? != Some(worker_id) {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    let now = chrono::Utc::now();
+    if crash_looping {
+        let exit = entry.exit_code.map_or_else(String::new, |c| format!(", last exit code {c}"));
+        let message = format!("its containers keep exiting ({} restarts{exit})", entry.restarts);
+        observe::alerts::raise(&mut tx, channels, entry.app_id, AlertKind::Crashloop, &message, now).await?;
+    } else {
+        observe::alerts::clear(&mut tx, channels, entry.app_id, AlertKind::Crashloop, now).await?;
+    }
+    tx.commit().await
 }
 
 /// Re-sync after a reconnect (`hello`): apps whose current deployment's container runs on

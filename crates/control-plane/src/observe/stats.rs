@@ -164,18 +164,21 @@ impl StatsBook {
             .unwrap_or_default()
     }
 
-    /// Restarts within the last hour: what the restart count grew by from point to point
-    /// (a new deployment's containers count from zero again).
-    pub fn restarts_last_hour(&self, app_id: i64, worker_id: i64) -> u32 {
-        let points = self.history(app_id, worker_id);
-        let mut latest = self.latest(app_id, worker_id).map(|l| l.stat.restarts);
+    /// Restarts since `since`: what the restart count grew by from point to point (a new
+    /// deployment's containers count from zero again). The alert evaluator asks for the hour
+    /// before its own `now`.
+    pub fn restarts_since(&self, app_id: i64, worker_id: i64, since: DateTime<Utc>) -> u32 {
+        let Ok(tracks) = self.tracks.lock() else { return 0 };
+        let Some(track) = tracks.get(&(worker_id, app_id)) else { return 0 };
+        let latest = (track.latest.sampled_at, track.latest.stat.restarts);
+        let counts = track.history.iter().map(|(_, p)| (p.at, p.restarts)).chain(std::iter::once(latest));
         let mut total = 0u32;
         let mut before: Option<u32> = None;
-        for p in points.iter().map(|p| p.restarts).chain(latest.take()) {
+        for (_, restarts) in counts.filter(|(at, _)| *at >= since) {
             if let Some(b) = before {
-                total = total.saturating_add(p.saturating_sub(b));
+                total = total.saturating_add(restarts.saturating_sub(b));
             }
-            before = Some(p);
+            before = Some(restarts);
         }
         total
     }
@@ -269,8 +272,24 @@ mod tests {
             "every other report, oldest first"
         );
         assert_eq!(history.last().map(|p| p.cpu_pct), Some(1438.0));
-        // Restarts went from 7 to 14 over the last hour.
-        assert_eq!(book.restarts_last_hour(1, 1), 7);
         assert!(book.history(1, 2).is_empty());
+    }
+
+    #[tokio::test]
+    async fn restarts_count_what_the_restart_count_grew_by_since_a_time() {
+        let book = StatsBook::default();
+        let start = Utc::now();
+        for restarts in [0, 2, 2, 5, 0, 1] {
+            let mut s = stat(1, 0.0, 0, 0);
+            s.restarts = restarts;
+            book.record(1, report(1, vec![s]));
+        }
+        // Only the latest report is kept besides the first history point: 0 → 1.
+        assert_eq!(book.restarts_since(1, 1, start), 1);
+        assert_eq!(
+            book.restarts_since(1, 1, Utc::now() + chrono::Duration::hours(2)),
+            0,
+            "nothing that recent"
+        );
     }
 }

@@ -169,6 +169,22 @@ pub async fn worker_of(db: &PgPool, app_id: i64) -> Result<Option<i64>, sqlx::Er
     Ok(owner.flatten())
 }
 
+/// An app's owner and name.
+pub async fn owner_and_name(
+    db: impl PgExecutor<'_>,
+    app_id: i64,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT user_id, name FROM apps WHERE id = $1").bind(app_id).fetch_optional(db).await
+}
+
+/// The apps placed on a worker.
+pub async fn placed_on(db: impl PgExecutor<'_>, worker_id: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM apps WHERE worker_id = $1 ORDER BY id")
+        .bind(worker_id)
+        .fetch_all(db)
+        .await
+}
+
 /// True for an app the user has not stopped since it last started (a SQL condition on `apps`
 /// whose three values are placeholders from `$first` on, bound by [`BindNotStopped`]): a
 /// container coming back never overrides a user's stop.

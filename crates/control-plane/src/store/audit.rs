@@ -44,6 +44,11 @@ pub enum AuditAction {
     DomainAdd,
     DomainVerify,
     DomainDelete,
+    AlertRuleSet,
+    AlertRuleDelete,
+    WebhookCreate,
+    WebhookDelete,
+    WebhookEnable,
 }
 
 impl AuditAction {
@@ -73,6 +78,11 @@ impl AuditAction {
             AuditAction::DomainAdd => "domain.added",
             AuditAction::DomainVerify => "domain.verified",
             AuditAction::DomainDelete => "domain.deleted",
+            AuditAction::AlertRuleSet => "alert_rule.set",
+            AuditAction::AlertRuleDelete => "alert_rule.deleted",
+            AuditAction::WebhookCreate => "webhook.created",
+            AuditAction::WebhookDelete => "webhook.deleted",
+            AuditAction::WebhookEnable => "webhook.enabled",
         }
     }
 }

@@ -253,3 +253,39 @@ pub async fn append_build_log(
     .await?;
     Ok(kept.rows_affected() > 0)
 }
+
+/// A finished deployment not announced yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ended {
+    pub id: i64,
+    pub app_id: i64,
+    pub user_id: i64,
+    pub app_name: String,
+    pub status: DeploymentStatus,
+    /// Set once the deployment switched in: it succeeded, even if superseded since.
+    pub image_id: Option<String>,
+    pub commit_sha: Option<String>,
+    pub error: Option<String>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Takes up to `limit` finished deployments not announced yet and marks them announced, in
+/// the caller's transaction (another control plane skips the rows this one holds).
+pub async fn take_unannounced(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ended>, sqlx::Error> {
+    let ended: Vec<Ended> = sqlx::query_as(
+        "SELECT d.id, d.app_id, a.user_id, a.name AS app_name, d.status, d.image_id, d.commit_sha, d.error, d.finished_at
+         FROM deployments d JOIN apps a ON a.id = d.app_id
+         WHERE NOT d.announced AND d.status = ANY($1)
+         ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+    )
+    .bind(DeploymentStatus::FINAL.to_vec())
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids: Vec<i64> = ended.iter().map(|e| e.id).collect();
+    sqlx::query("UPDATE deployments SET announced = true WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(ended)
+}

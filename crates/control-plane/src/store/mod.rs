@@ -1,5 +1,6 @@
 //! sqlx functions, one file per aggregate. Functions take a pool or a transaction.
 
+pub mod alerts;
 pub mod apps;
 pub mod audit;
 pub mod deployments;
@@ -11,6 +12,7 @@ pub mod signin;
 pub mod tokens;
 pub mod totp;
 pub mod users;
+pub mod webhooks;
 pub mod workers;
 
 #[derive(Debug, thiserror::Error)]

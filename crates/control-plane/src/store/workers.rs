@@ -186,6 +186,10 @@ pub async fn mark_offline(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
 
 /// Workers the database believes online (after a control-plane restart, they get a grace
 /// period to reconnect before they are marked offline).
+pub async fn name_of(db: impl sqlx::PgExecutor<'_>, id: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM workers WHERE id = $1").bind(id).fetch_optional(db).await
+}
+
 pub async fn online_ids(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM workers WHERE status = $1 ORDER BY id")
         .bind(WorkerStatus::Online)

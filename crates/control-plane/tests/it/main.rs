@@ -5,6 +5,7 @@
 
 mod account;
 mod agent;
+mod alerts;
 mod audit;
 mod cli;
 mod dashboard;

@@ -171,6 +171,7 @@ async fn checked_states(pool: &PgPool, table: &str, column: &str) -> Vec<String>
     .expect("constraints");
     let def = defs
         .into_iter()
+        .filter(|d| !d.contains("IS NOT NULL"))
         .find(|d| d.contains(&format!("({column} = ")) || d.contains(&format!("(({column})")))
         .unwrap_or_else(|| panic!("no CHECK on {table}.{column}"));
     // `CHECK ((status = ANY (ARRAY['a'::text, 'b'::text])))`
@@ -179,7 +180,9 @@ async fn checked_states(pool: &PgPool, table: &str, column: &str) -> Vec<String>
 
 #[tokio::test]
 async fn the_state_enums_name_exactly_the_states_the_database_allows() {
-    use wisehosting_control_plane::domain::state::{AppStatus, DeploymentStatus, JobStatus, WorkerStatus};
+    use wisehosting_control_plane::domain::state::{
+        AlertKind, AlertStatus, AppStatus, DeploymentStatus, JobStatus, WorkerStatus,
+    };
     let pool = PgPool::connect(&fresh_database(true).await).await.expect("connect");
     let names = |all: Vec<&'static str>| all.into_iter().map(str::to_string).collect::<Vec<_>>();
     assert_eq!(
@@ -197,5 +200,19 @@ async fn the_state_enums_name_exactly_the_states_the_database_allows() {
     assert_eq!(
         checked_states(&pool, "workers", "status").await,
         names(WorkerStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    assert_eq!(
+        checked_states(&pool, "alerts", "kind").await,
+        names(AlertKind::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    assert_eq!(
+        checked_states(&pool, "alert_rules", "kind").await,
+        names(
+            AlertKind::ALL.iter().filter(|k| **k != AlertKind::WebhookDisabled).map(|s| s.as_str()).collect()
+        )
+    );
+    assert_eq!(
+        checked_states(&pool, "alerts", "status").await,
+        names(AlertStatus::ALL.iter().map(|s| s.as_str()).collect())
     );
 }

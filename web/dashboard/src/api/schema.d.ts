@@ -183,6 +183,59 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/alerts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_alerts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/alerts/{id}/acknowledge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Acknowledges a firing alert: it stays open (so its rule does not fire again) until its
+         *     condition clears or a user resolves it.
+         */
+        post: operations["acknowledge"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/alerts/{id}/resolve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resolves an alert by hand. */
+        post: operations["resolve"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/apps": {
         parameters: {
             query?: never;
@@ -210,6 +263,39 @@ export interface paths {
         put?: never;
         post?: never;
         delete: operations["delete_app"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{id}/alert-rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_rules"];
+        put?: never;
+        /** Adds a rule, or replaces the app's rule of that kind. */
+        post: operations["add_rule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{id}/alert-rules/{rid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: operations["delete_rule"];
         options?: never;
         head?: never;
         patch?: never;
@@ -640,6 +726,88 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list"];
+        put?: never;
+        post: operations["create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: operations["remove"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{id}/deliveries/{did}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sends a delivery again (same id and body, a fresh signature), whatever became of it. */
+        post: operations["redeliver"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Turns an endpoint back on after the platform turned it off; its queued deliveries go out. */
+        post: operations["enable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -648,6 +816,33 @@ export interface components {
             /** @description The name to serve the app at, such as `www.example.com`. */
             hostname: string;
         };
+        Alert: {
+            /** Format: date-time */
+            acknowledged_at?: string | null;
+            /** Format: int64 */
+            app_id?: number | null;
+            /** Format: date-time */
+            fired_at: string;
+            /** Format: int64 */
+            id: number;
+            kind: components["schemas"]["AlertKind"];
+            message: string;
+            /** Format: date-time */
+            resolved_at?: string | null;
+            status: components["schemas"]["AlertStatus"];
+        };
+        /**
+         * @description What an alert rule watches: a metric held over a threshold for `sustain_minutes`, or
+         *     an event that fires and resolves at once.
+         * @enum {string}
+         */
+        AlertKind: "cpu" | "memory" | "network" | "restarts" | "offline" | "crashloop" | "deployment_failed" | "webhook_disabled";
+        /**
+         * @description An alert's state: firing until a user acknowledges it; resolved by the platform when
+         *     its condition clears, or by a user.
+         * @enum {string}
+         */
+        AlertStatus: "firing" | "acknowledged" | "resolved";
         App: {
             branch: string;
             /** Format: date-time */
@@ -711,6 +906,43 @@ export interface components {
         CodeBody: {
             /** @description Six digits from the authenticator app, or (where accepted) an unused recovery code. */
             code: string;
+        };
+        CreateRequest: {
+            /** @description Any of `alert.fired`, `alert.resolved`, `deployment.succeeded`, `deployment.failed`. */
+            events: string[];
+            /** @description Where deliveries are POSTed: `https://` (or `http://`) to a public address. */
+            url: string;
+        };
+        /** @description The new endpoint, with its signing secret: shown this once, never again. */
+        Created: {
+            events: string[];
+            /** Format: int64 */
+            id: number;
+            secret: string;
+            url: string;
+        };
+        /** @description A delivery as its endpoint's owner sees it. */
+        Delivery: {
+            /** Format: int32 */
+            attempts: number;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            delivered_at?: string | null;
+            event: string;
+            /** Format: int64 */
+            id: number;
+            /** @description Why the last try failed, if it did. */
+            last_error?: string | null;
+            /** Format: date-time */
+            next_attempt_at: string;
+            /**
+             * Format: int32
+             * @description The HTTP status of the last try, if one answered.
+             */
+            response_status?: number | null;
+            /** @description `pending` (queued or between tries), `delivered`, `failed` (every try failed). */
+            status: string;
         };
         /** @description A new app and its first deployment. */
         DeployRequest: {
@@ -787,6 +1019,23 @@ export interface components {
         };
         /** @enum {string} */
         DomainStatus: "pending_verification" | "verified";
+        /** @description An endpoint as its owner sees it (never its secret). */
+        Endpoint: {
+            /**
+             * Format: int32
+             * @description Failed tries in a row; at `outbound.webhook_disable_after` the endpoint is turned off.
+             */
+            consecutive_failures: number;
+            /** Format: date-time */
+            created_at: string;
+            /** @description Why it was turned off, when it was. */
+            disabled_reason?: string | null;
+            enabled: boolean;
+            events: string[];
+            /** Format: int64 */
+            id: number;
+            url: string;
+        };
         Enrolment: {
             otpauth_uri: string;
             /** @description The URI as a QR code, an inline SVG document. */
@@ -966,6 +1215,44 @@ export interface components {
         RedeployRequest: {
             branch?: string | null;
             commit?: string | null;
+        };
+        /** @description A rule as users see it. */
+        Rule: {
+            /** Format: int64 */
+            app_id: number;
+            /** Format: date-time */
+            created_at: string;
+            /** @description Whether the condition holds now (metric kinds: it was over the threshold long enough). */
+            firing: boolean;
+            /** Format: int64 */
+            id: number;
+            kind: components["schemas"]["AlertKind"];
+            /** Format: int32 */
+            sustain_minutes: number;
+            /**
+             * Format: double
+             * @description cpu and memory in %, network in bytes/s, restarts per hour; null for event kinds.
+             */
+            threshold?: number | null;
+        };
+        RuleRequest: {
+            /**
+             * @description `cpu`, `memory`, `network`, `restarts` (metrics) or `offline`, `crashloop`,
+             *     `deployment_failed` (events).
+             */
+            kind: string;
+            /**
+             * Format: int64
+             * @description How long a metric must stay over (then under) the threshold before the alert fires
+             *     (resolves): 0–1440, default 5. Event kinds fire at once.
+             */
+            sustain_minutes?: number | null;
+            /**
+             * Format: double
+             * @description cpu: % of one core (1–6400); memory: % of the limit (1–100); network: bytes/s in and
+             *     out (at least 1); restarts: per hour (1–1000). Null for event kinds.
+             */
+            threshold?: number | null;
         };
         /** @description A live session as the account page lists it. */
         SessionInfo: {
@@ -1385,6 +1672,104 @@ export interface operations {
             };
         };
     };
+    list_alerts: {
+        parameters: {
+            query?: {
+                /** @description `firing`, `acknowledged` or `resolved`; all when absent. */
+                status?: string;
+                /** @description How many of the newest (default 100, at most 500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's alerts, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Alert"][];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    acknowledge: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The alert's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The alert */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Alert"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    resolve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The alert's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The alert */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Alert"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_apps: {
         parameters: {
             query?: never;
@@ -1460,6 +1845,106 @@ export interface operations {
         responses: {
             /** @description The app is being removed from its worker */
             202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's alert rules */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Rule"][];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    add_rule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RuleRequest"];
+            };
+        };
+        responses: {
+            /** @description The rule */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Rule"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_rule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+                /** @description The rule's id. */
+                rid: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The rule is gone */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2406,6 +2891,201 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Platform"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's endpoints (never their secrets) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Endpoint"][];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateRequest"];
+            };
+        };
+        responses: {
+            /** @description The endpoint and its secret (shown once) */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Created"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    remove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The endpoint's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint and its deliveries are gone */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deliveries: {
+        parameters: {
+            query?: {
+                /** @description Only deliveries older than this id (the next page). */
+                before?: number;
+                /** @description How many (default 50, at most 200). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The endpoint's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint's deliveries, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Delivery"][];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    redeliver: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The endpoint's id. */
+                id: number;
+                /** @description The delivery's id. */
+                did: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queued again */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Delivery"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    enable: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The endpoint's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Endpoint"];
                 };
             };
             /** @description An error: a stable `code` and a `message` that names the problem and the fix */
