@@ -63,6 +63,8 @@ pub enum Reply {
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
+    /// Scripts for one `X-WH-Event`, used before the general one.
+    by_event: Mutex<std::collections::HashMap<String, VecDeque<Reply>>>,
     received: Mutex<Vec<Received>>,
 }
 
@@ -99,6 +101,13 @@ impl WebhookReceiver {
         }
     }
 
+    /// The answers to the next requests of one event type (`X-WH-Event`), in order.
+    pub fn script_for(&self, event: &str, replies: &[Reply]) {
+        if let Ok(mut s) = self.shared.by_event.lock() {
+            s.entry(event.to_string()).or_default().extend(replies.iter().cloned());
+        }
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -111,7 +120,12 @@ impl Drop for WebhookReceiver {
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let reply = shared.script.lock().ok().and_then(|mut s| s.pop_front()).unwrap_or(Reply::Status(200));
+    let event = headers.get("x-wh-event").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let scripted =
+        shared.by_event.lock().ok().and_then(|mut s| s.get_mut(&event).and_then(VecDeque::pop_front));
+    let reply = scripted
+        .or_else(|| shared.script.lock().ok().and_then(|mut s| s.pop_front()))
+        .unwrap_or(Reply::Status(200));
     let status = match &reply {
         Reply::Status(s) => *s,
         Reply::Redirect(_) => 302,

@@ -22,6 +22,7 @@ mod openapi;
 mod queue;
 mod routing;
 mod signin;
+mod webhooks;
 mod worker_link;
 
 use std::process::{Command, Output};
