@@ -87,7 +87,10 @@ async fn real_events_reach_the_receiver_signed_after_two_failures_and_by_mail() 
     assert_eq!(fired["data"]["alert"]["kind"], "deployment_failed");
 
     let log = deliveries(&user, endpoint).await;
-    let row = log.iter().find(|d| d["id"].to_string() == delivery_id).expect("in the log");
+    let row = log
+        .iter()
+        .find(|d| d["id"].as_i64().map(|i| i.to_string()).as_deref() == Some(delivery_id.as_str()))
+        .expect("in the log");
     assert_eq!(
         (row["status"].as_str(), row["attempts"].as_i64(), row["response_status"].as_i64()),
         (Some("delivered"), Some(3), Some(200))
@@ -271,10 +274,9 @@ async fn t22_rebinding_names_mixed_answers_and_redirects_never_reach_a_private_a
     for i in 0..1000 {
         let url =
             if i % 2 == 0 { format!("http://rebind.test:{p}/") } else { format!("http://both.test:{p}/") };
-        match guard.post(&url, &[], "{}".into()).await {
-            Err(OutboundError::NotAllowed(_)) => refused += 1,
-            // The public answer: whatever is (or is not) there, it is not the canary.
-            Err(_) | Ok(_) => {}
+        // A public answer may meet whatever is (or is not) there; it is not the canary.
+        if let Err(OutboundError::NotAllowed(_)) = guard.post(&url, &[], "{}".into()).await {
+            refused += 1;
         }
     }
     assert_eq!(canary.hits(), 0, "the canary saw nothing over 1,000 tries");
