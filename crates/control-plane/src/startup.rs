@@ -80,7 +80,7 @@ impl App {
         let persisted = store::key_usage::load(&state.db, version).await.map_err(DbError::from)?;
         state.sealer.resume_seal_count(version, persisted);
         tokio::spawn(flush_seal_counts(state.db.clone(), state.sealer.clone(), shutdown.clone()));
-        tokio::spawn(prune_lapsed(state.db.clone(), shutdown.clone()));
+        tokio::spawn(prune_lapsed(state.db.clone(), state.config.usage.clone(), shutdown.clone()));
         state.hub.start().await.map_err(DbError::from)?;
         let dispatcher =
             Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
@@ -195,6 +195,12 @@ fn start_observers(
         poll: Duration::from_millis(500),
     };
     let sends = dispatcher.spawn(shutdown.clone());
+    let recorder = crate::observe::usage::Recorder {
+        db: state.db.clone(),
+        stats: state.hub.stats().clone(),
+        interval: Duration::from_secs(config.usage.sample_interval_secs),
+    };
+    recorder.spawn(shutdown.clone());
     if config.smtp.enabled() {
         let mailer =
             crate::observe::mail::Mailer::new(state.db.clone(), &config.smtp).map_err(StartupError::Smtp)?;
@@ -229,8 +235,9 @@ async fn flush_seal_counts(db: PgPool, sealer: Arc<Sealer>, shutdown: Cancellati
 
 /// At start and hourly, deletes what the API already ignores, to keep the tables small:
 /// custom-domain claims unverified for 7 days, sessions and API tokens revoked or expired for
-/// 30 days, expired sign-ins and 2FA challenges, and 2FA enrolments left pending.
-async fn prune_lapsed(db: PgPool, shutdown: CancellationToken) {
+/// 30 days, expired sign-ins and 2FA challenges, 2FA enrolments left pending, and usage
+/// rows past `usage.*_retention_days`.
+async fn prune_lapsed(db: PgPool, usage: crate::config::UsageConfig, shutdown: CancellationToken) {
     fn report(what: &str, result: Result<u64, sqlx::Error>) {
         match result {
             Ok(0) => {}
@@ -244,6 +251,10 @@ async fn prune_lapsed(db: PgPool, shutdown: CancellationToken) {
         report("revoked and expired API tokens", store::tokens::prune(&db).await);
         report("expired sign-ins and 2FA challenges", store::signin::prune(&db).await);
         report("2FA enrolments left pending", store::totp::prune_pending(&db).await);
+        report(
+            "usage rows past their retention",
+            store::usage::prune(&db, usage.hourly_retention_days, usage.daily_retention_days).await,
+        );
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -511,10 +511,12 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>
             };
             AppSummary { id: a.id, name: a.name, slug: a.slug, status: a.status, url, last_deployment }
         })
-        .collect();
+        .collect::<Vec<AppSummary>>();
+    let usage = super::usage::summary(&state, &user, i64::try_from(apps.len()).unwrap_or(i64::MAX)).await?;
     Ok(Json(Me {
         user: profile,
         plan: state.plans.get(&user.plan).view(),
+        usage,
         apps,
         git_providers: Vec::new(),
         platform: platform_of(&state, true),
@@ -526,6 +528,8 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>
 struct Me {
     user: users::Profile,
     plan: crate::plans::PlanView,
+    /// Apps and deploys against the plan's limits, and this month's usage.
+    usage: super::usage::UsageSummary,
     apps: Vec<AppSummary>,
     /// Linked git provider accounts (none until providers can be linked).
     git_providers: Vec<serde_json::Value>,

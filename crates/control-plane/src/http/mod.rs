@@ -17,6 +17,7 @@ mod ops;
 pub mod serve;
 mod stats;
 mod traefik;
+pub(crate) mod usage;
 mod webhooks;
 pub mod workers;
 
@@ -57,6 +58,7 @@ use crate::state::AppState;
         (name = "stats", description = "Live figures of running apps"),
         (name = "alerts", description = "Alert rules of apps, and alerts"),
         (name = "webhooks", description = "Outbound webhooks: endpoints and their deliveries"),
+        (name = "usage", description = "Usage of apps per day"),
     )
 )]
 struct ApiDoc;
@@ -111,6 +113,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(stats::routes())
         .merge(alerts::routes())
         .merge(webhooks::routes())
+        .merge(usage::routes())
 }
 
 /// The user API's routes and its finished OpenAPI document (with [`Conventions`]).

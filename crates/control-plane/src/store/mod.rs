@@ -11,6 +11,7 @@ pub mod routes;
 pub mod signin;
 pub mod tokens;
 pub mod totp;
+pub mod usage;
 pub mod users;
 pub mod webhooks;
 pub mod workers;

@@ -726,6 +726,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/webhooks": {
         parameters: {
             query?: never;
@@ -881,6 +897,13 @@ export interface components {
             /** @description Where the app answers. */
             url: string;
         };
+        /** @description One app's days; days without usage are left out. */
+        AppUsage: {
+            /** Format: int64 */
+            app_id: number;
+            days: components["schemas"]["Day"][];
+            name: string;
+        };
         AuditPage: {
             events: components["schemas"]["Shown"][];
             /**
@@ -907,6 +930,13 @@ export interface components {
             /** @description Six digits from the authenticator app, or (where accepted) an unused recovery code. */
             code: string;
         };
+        /** @description A figure and the plan's limit on it. */
+        Counted: {
+            /** Format: int64 */
+            limit: number;
+            /** Format: int64 */
+            used: number;
+        };
         CreateRequest: {
             /** @description Any of `alert.fired`, `alert.resolved`, `deployment.succeeded`, `deployment.failed`. */
             events: string[];
@@ -920,6 +950,26 @@ export interface components {
             id: number;
             secret: string;
             url: string;
+        };
+        /** @description One day of one app. */
+        Day: {
+            /** Format: double */
+            container_hours: number;
+            /** Format: double */
+            cpu_seconds: number;
+            /**
+             * Format: date
+             * @description The UTC date, `YYYY-MM-DD`.
+             */
+            date: string;
+            /** Format: double */
+            mem_gb_hours: number;
+            /** Format: int64 */
+            net_rx_bytes: number;
+            /** Format: int64 */
+            net_tx_bytes: number;
+            /** Format: int64 */
+            requests: number;
         };
         /** @description A delivery as its endpoint's owner sees it. */
         Delivery: {
@@ -1151,7 +1201,25 @@ export interface components {
             git_providers: unknown[];
             plan: components["schemas"]["PlanView"];
             platform: components["schemas"]["Platform"];
+            /** @description Apps and deploys against the plan's limits, and this month's usage. */
+            usage: components["schemas"]["UsageSummary"];
             user: components["schemas"]["Profile"];
+        };
+        MonthTotals: {
+            /** Format: double */
+            container_hours: number;
+            /** Format: double */
+            cpu_seconds: number;
+            /** Format: date */
+            from: string;
+            /** Format: double */
+            mem_gb_hours: number;
+            /** Format: int64 */
+            net_rx_bytes: number;
+            /** Format: int64 */
+            net_tx_bytes: number;
+            /** Format: int64 */
+            requests: number;
         };
         NewToken: {
             /** Format: int32 */
@@ -1313,6 +1381,17 @@ export interface components {
             last_used_at?: string | null;
             name: string;
             scopes: string[];
+        };
+        Usage: {
+            apps: components["schemas"]["AppUsage"][];
+        };
+        /** @description What `/api/me` shows of the user's usage, against their plan. */
+        UsageSummary: {
+            apps: components["schemas"]["Counted"];
+            /** @description Deploys in the last 24 hours. */
+            deploys_last_24h: components["schemas"]["Counted"];
+            /** @description This UTC month so far, over all apps. */
+            month: components["schemas"]["MonthTotals"];
         };
         /** @description A DNS record Cloudflare wants published before it serves the hostname. */
         ValidationRecord: {
@@ -2891,6 +2970,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Platform"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_usage: {
+        parameters: {
+            query?: {
+                /** @description The first UTC day, `YYYY-MM-DD` (default: 29 days before `to`). */
+                from?: string;
+                /** @description The last UTC day, `YYYY-MM-DD` (default: today; today's figures are partial). */
+                to?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Usage of the user's apps per UTC day; unrounded */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Usage"];
                 };
             };
             /** @description An error: a stable `code` and a `message` that names the problem and the fix */

@@ -1,0 +1,3 @@
+DROP TABLE usage_daily;
+DROP TABLE usage_hourly;
+DROP TABLE usage_counters;
