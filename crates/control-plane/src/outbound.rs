@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::LookupIpStrategy;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
@@ -141,27 +141,11 @@ impl Guard {
         allow_private: bool,
         timeout: Duration,
     ) -> Result<Guard, String> {
-        let mut builder = match dns_server {
-            Some(server) => {
-                let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
-                for connection in &mut name_server.connections {
-                    connection.port = server.port();
-                }
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![name_server]),
-                    hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
-                )
-            }
-            None => TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?,
-        };
-        let options = builder.options_mut();
-        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        options.cache_size = 0;
-        options.use_hosts_file = ResolveHosts::Never;
-        options.timeout = Duration::from_secs(3);
-        options.attempts = 2;
-        let resolver = builder.build().map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
+        let resolver = crate::dns::resolver(dns_server, |options| {
+            options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+            options.timeout = Duration::from_secs(3);
+            options.attempts = 2;
+        })?;
         let resolver = GuardedResolver { resolver: Arc::new(resolver), policy: Policy { allow_private } };
         let client = reqwest::Client::builder()
             .no_proxy()

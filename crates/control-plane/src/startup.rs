@@ -47,6 +47,8 @@ pub enum StartupError {
     Cloudflare(String),
     #[error("cannot set up sign-in with the OpenID provider: {0}")]
     Oidc(String),
+    #[error("cannot set up DNS lookups for custom domains: {0}")]
+    Dns(String),
     #[error("cannot set up e-mail: {0}")]
     Smtp(String),
     #[error("cannot set up the outbound client: {0}")]
@@ -279,10 +281,7 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let worker_auth_limiter =
         Arc::new(RateLimiter::new(config.worker_auth_per_minute, Duration::from_secs(60)));
     let timeout = Duration::from_millis(config.domains.dns_timeout_ms);
-    let dns = match config.domains.resolver_addr()? {
-        Some(addr) => TxtResolver::new(addr, timeout),
-        None => TxtResolver::system(timeout),
-    };
+    let dns = TxtResolver::new(config.domains.resolver_addr()?, timeout).map_err(StartupError::Dns)?;
     let cloudflare =
         Cloudflare::from_config(&config.cloudflare).map_err(|e| StartupError::Cloudflare(e.to_string()))?;
     let domain_limiter =

@@ -187,7 +187,7 @@ async fn a_custom_domain_is_routed_only_after_its_txt_record_verifies_and_belong
 #[tokio::test]
 async fn the_txt_resolver_reads_nxdomain_as_no_record_and_times_out_on_a_silent_server() {
     let dns = TestDns::start().await;
-    let resolver = TxtResolver::new(dns.addr, Duration::from_millis(500));
+    let resolver = TxtResolver::new(Some(dns.addr), Duration::from_millis(500)).expect("resolver");
     assert_eq!(
         resolver.txt("_wisehosting-challenge.nowhere.example").await.expect("answer"),
         Vec::<String>::new()
@@ -197,9 +197,16 @@ async fn the_txt_resolver_reads_nxdomain_as_no_record_and_times_out_on_a_silent_
         resolver.txt("_wisehosting-challenge.HERE.example.").await.expect("answer"),
         vec!["one".to_string(), "two".to_string()]
     );
+    // Over 512 bytes: the UDP answer is truncated and read again over TCP.
+    let long: Vec<String> = (0..6).map(|i| format!("{i}{}", "x".repeat(200))).collect();
+    dns.set_txt("_wisehosting-challenge.big.example", &long.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut got = resolver.txt("_wisehosting-challenge.big.example").await.expect("answer over TCP");
+    got.sort();
+    assert_eq!(got, long);
     // A socket that never answers: three tries, then a timeout error (not a hang).
     let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let resolver = TxtResolver::new(silent.local_addr().expect("addr"), Duration::from_millis(100));
+    let resolver = TxtResolver::new(Some(silent.local_addr().expect("addr")), Duration::from_millis(100))
+        .expect("resolver");
     let started = Instant::now();
     let err = resolver.txt("x.example").await.expect_err("no answer");
     assert!(matches!(err, DnsError::Timeout { .. }), "{err}");
