@@ -2,7 +2,8 @@
 # Runs a benchmark with a throwaway PostgreSQL: `bash scripts/bench.sh hub` (worker
 # connections), `bash scripts/bench.sh deploy` (deploy-to-first-200) or `bash scripts/bench.sh
 # routing` (the edge router against nginx and Traefik, route propagation) or `bash
-# scripts/bench.sh dashboard` (entry script size, first paint, idle memory). Prints figures;
+# scripts/bench.sh dashboard` (entry script size, first paint, idle memory) or `bash
+# scripts/bench.sh observe` (alert evaluation, webhook dispatch). Prints figures;
 # asserts nothing about speed. Release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ export WH_TEST_PG_URL
 case $which in
   hub) cargo bench -p wisehosting-control-plane --bench hub_connections ;;
   deploy) cargo bench -p wisehosting-control-plane --bench deploy ;;
+  observe) cargo bench -p wisehosting-control-plane --bench observe ;;
   routing)
     if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
       [ "$(id -u)" -eq 0 ] || { echo "bench: nginx and wrk are needed; install them with: sudo apt-get install nginx-light wrk" >&2; exit 1; }
@@ -44,5 +46,5 @@ case $which in
     sleep 10
     echo "wisehosting dev (control plane, embedded worker and edge router; PostgreSQL apart) idle: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$DEV_PID/status) resident (budget 50 MB for the control plane)"
     ;;
-  *) echo "unknown benchmark $which; choose: hub, deploy, routing, dashboard" >&2; exit 2 ;;
+  *) echo "unknown benchmark $which; choose: hub, deploy, routing, dashboard, observe" >&2; exit 2 ;;
 esac

@@ -23,10 +23,17 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 problems: list[str] = []
+# Console errors a step provokes on purpose (the browser logs every 4xx answer), by text.
+expected: list[str] = []
+
+
+def on_console(label: str, m) -> None:
+    if m.type == "error" and not any(e in m.text for e in expected):
+        problems.append(f"{label} console {m.type}: {m.text}")
 
 
 def watch(page: Page, label: str) -> None:
-    page.on("console", lambda m: problems.append(f"{label} console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("console", lambda m: on_console(label, m))
     page.on("pageerror", lambda e: problems.append(f"{label} page error: {e}"))
 
 
@@ -117,6 +124,41 @@ def main() -> int:
         expect(card).to_contain_text("wisehosting-verify=")
         shot(page, "desktop-domains")
 
+        step("live figures on the Overview")
+        page.goto(BASE + app_path)
+        live = page.locator(".card", has=page.get_by_role("heading", name="Live"))
+        expect(live).to_contain_text("● live", timeout=60_000)
+        expect(live).to_contain_text("Memory")
+        shot(page, "desktop-overview-live")
+
+        step("alert rules: the defaults, then a CPU rule")
+        page.goto(BASE + app_path + "/alerts")
+        rules = page.get_by_role("list", name="Rules")
+        expect(rules).to_contain_text("Crash loop")
+        expect(rules).to_contain_text("Failed deploy")
+        page.get_by_label("Alert when").select_option("cpu")
+        page.get_by_label("Stays over (% of one core)").fill("80")
+        page.get_by_role("button", name="Save rule").click()
+        expect(rules).to_contain_text("CPU over 80 % of one core for 5 min")
+        shot(page, "desktop-alert-rules")
+
+        step("a webhook to a private address is refused at its field")
+        page.goto(BASE + "/alerts")
+        expect(page.get_by_role("heading", name="No firing alerts")).to_be_visible()
+        page.get_by_label("Endpoint URL").fill("http://127.0.0.1:9/hook")
+        expected.append("status of 422")
+        page.get_by_role("button", name="Add webhook").click()
+        url_field = page.get_by_label("Endpoint URL")
+        expect(url_field).to_have_attribute("aria-invalid", "true")
+        expect(page.locator(".field-error")).to_contain_text("not a public address")
+        expected.remove("status of 422")
+        shot(page, "desktop-alerts")
+
+        step("usage against the plan")
+        page.goto(BASE + "/usage")
+        expect(page.get_by_role("heading", name="This month")).to_be_visible()
+        expect(page.get_by_role("article", name="Usage of e2e site")).to_be_visible()
+
         step("revoking another session")
         body = json.dumps({"email": EMAIL}).encode()
         request = urllib.request.Request(BASE + "/api/auth/dev-login", data=body, headers={"content-type": "application/json"})
@@ -132,7 +174,7 @@ def main() -> int:
         phone = browser.new_context(viewport=PHONE, is_mobile=True, storage_state=desktop.storage_state())
         small = phone.new_page()
         watch(small, "phone")
-        for path in ["/apps", app_path, app_path + "/deployments", app_path + "/logs", app_path + "/env", app_path + "/domains", "/account", "/usage", "/alerts", "/login", "/plans"]:
+        for path in ["/apps", app_path, app_path + "/deployments", app_path + "/logs", app_path + "/env", app_path + "/domains", app_path + "/alerts", "/account", "/usage", "/alerts", "/login", "/plans"]:
             small.goto(BASE + path)
             expect(small.locator("h1").first).to_be_visible()
             small.wait_for_load_state("load")

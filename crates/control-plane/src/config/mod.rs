@@ -682,6 +682,32 @@ mod tests {
     }
 
     #[test]
+    fn alerts_usage_outbound_and_smtp_values_are_checked_with_the_key_named() {
+        let smtp = "smtp:\n  host: mail.example.com\n  from: WiseHosting <a@example.com>\n";
+        for (text, needle) in [
+            ("alerts:\n  evaluate_every_secs: 0\n".to_string(), "alerts.evaluate_every_secs"),
+            ("usage:\n  sample_interval_secs: 0\n".to_string(), "usage.sample_interval_secs"),
+            ("usage:\n  hourly_retention_days: 1\n".to_string(), "usage.hourly_retention_days"),
+            ("outbound:\n  dns_resolver: not-an-ip\n".to_string(), "outbound.dns_resolver"),
+            ("outbound:\n  webhook_retry_scale: 2\n".to_string(), "outbound.webhook_retry_scale"),
+            ("outbound:\n  webhook_disable_after: 1\n".to_string(), "outbound.webhook_disable_after"),
+            ("smtp:\n  host: mail.example.com\n  from: nobody\n".to_string(), "smtp.from"),
+            (format!("{smtp}  tls: none\n"), "smtp.tls: none is allowed only for a relay on loopback"),
+            (format!("{smtp}  username: me\n"), "smtp_password"),
+        ] {
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let ok = parse(&format!("{smtp}  username: me\n  password: pw-canary\n")).expect("valid smtp");
+        assert!(ok.smtp.enabled());
+        assert!(!format!("{ok:?}").contains("pw-canary"), "the SMTP password never prints");
+        let local =
+            parse("smtp:\n  host: 127.0.0.1\n  tls: none\n  from: a@example.com\n").expect("loopback relay");
+        assert_eq!(local.smtp.tls, SmtpTls::None);
+        assert!(!parse("").expect("defaults").smtp.enabled(), "e-mail is off by default");
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_its_full_path() {
         let err = parse("api_server:\n  prot: 1\n").expect_err("unknown key").to_string();
         assert!(err.contains("`api_server.prot` is not a known key"), "{err}");

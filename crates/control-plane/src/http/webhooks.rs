@@ -23,11 +23,11 @@ use crate::store::webhooks::{self, Delivery, Endpoint};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(remove))
-        .routes(routes!(enable))
-        .routes(routes!(deliveries))
-        .routes(routes!(redeliver))
+        .routes(routes!(list_webhooks, create_webhook))
+        .routes(routes!(delete_webhook))
+        .routes(routes!(enable_webhook))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(redeliver_delivery))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -49,7 +49,7 @@ struct Created {
 
 #[utoipa::path(post, path = "/api/webhooks", tag = "webhooks", request_body = CreateRequest,
     responses((status = 201, description = "The endpoint and its secret (shown once)", body = Created)))]
-async fn create(
+async fn create_webhook(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiJson(req): ApiJson<CreateRequest>,
@@ -93,7 +93,10 @@ async fn create(
 
 #[utoipa::path(get, path = "/api/webhooks", tag = "webhooks",
     responses((status = 200, description = "The user's endpoints (never their secrets)", body = [Endpoint])))]
-async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<Endpoint>>, ApiError> {
+async fn list_webhooks(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<Vec<Endpoint>>, ApiError> {
     Ok(Json(webhooks::list_endpoints(&state.db, user.id).await?))
 }
 
@@ -106,7 +109,7 @@ struct EndpointPath {
 
 #[utoipa::path(delete, path = "/api/webhooks/{id}", tag = "webhooks", params(EndpointPath),
     responses((status = 204, description = "The endpoint and its deliveries are gone")))]
-async fn remove(
+async fn delete_webhook(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(path): ApiPath<EndpointPath>,
@@ -123,7 +126,7 @@ async fn remove(
 /// Turns an endpoint back on after the platform turned it off; its queued deliveries go out.
 #[utoipa::path(post, path = "/api/webhooks/{id}/enable", tag = "webhooks", params(EndpointPath),
     responses((status = 200, description = "The endpoint", body = Endpoint)))]
-async fn enable(
+async fn enable_webhook(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(path): ApiPath<EndpointPath>,
@@ -148,7 +151,7 @@ struct DeliveryQuery {
 
 #[utoipa::path(get, path = "/api/webhooks/{id}/deliveries", tag = "webhooks", params(EndpointPath, DeliveryQuery),
     responses((status = 200, description = "The endpoint's deliveries, newest first", body = [Delivery])))]
-async fn deliveries(
+async fn list_deliveries(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(path): ApiPath<EndpointPath>,
@@ -174,7 +177,7 @@ struct DeliveryPath {
 /// Sends a delivery again (same id and body, a fresh signature), whatever became of it.
 #[utoipa::path(post, path = "/api/webhooks/{id}/deliveries/{did}/redeliver", tag = "webhooks", params(DeliveryPath),
     responses((status = 202, description = "Queued again", body = Delivery)))]
-async fn redeliver(
+async fn redeliver_delivery(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(path): ApiPath<DeliveryPath>,

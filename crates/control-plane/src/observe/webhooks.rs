@@ -35,8 +35,11 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DRAIN: Duration = Duration::from_secs(12);
 /// How long an endpoint is leased for one round of sends.
 const LEASE: Duration = Duration::from_secs(60);
-/// Deliveries one endpoint's round sends at most (so a lease is never outlived).
-const PER_ROUND: i64 = 4;
+/// Deliveries one endpoint's round sends at most.
+const PER_ROUND: i64 = 50;
+/// A round starts no send after this much of its lease is gone (a send may take
+/// [`SEND_TIMEOUT`]), so a lease is never outlived.
+const SEND_UNTIL: Duration = Duration::from_secs(45);
 /// Endpoints leased per poll.
 const ENDPOINTS_PER_POLL: i64 = 64;
 
@@ -146,9 +149,10 @@ impl Dispatcher {
     /// Sends one leased endpoint's due deliveries in order, then gives the lease back.
     async fn serve_endpoint(&self, endpoint: LeasedEndpoint, stop: CancellationToken) {
         let secret = webhooks::open_secret(&self.sealer, &endpoint);
+        let started = tokio::time::Instant::now();
         let due = webhooks::due_deliveries(&self.db, endpoint.id, PER_ROUND).await.unwrap_or_default();
         for delivery in due {
-            if stop.is_cancelled() {
+            if stop.is_cancelled() || started.elapsed() > SEND_UNTIL {
                 break;
             }
             let outcome = match &secret {

@@ -15,6 +15,13 @@ export const keys = {
   sessions: ["account", "sessions"] as const,
   tokens: ["account", "tokens"] as const,
   audit: ["account", "audit"] as const,
+  stats: (id: number) => ["apps", id, "stats"] as const,
+  history: (id: number) => ["apps", id, "stats", "history"] as const,
+  rules: (id: number) => ["apps", id, "alert-rules"] as const,
+  alerts: (status: string) => ["alerts", status] as const,
+  webhooks: ["webhooks"] as const,
+  deliveries: (id: number) => ["webhooks", id, "deliveries"] as const,
+  usage: ["usage"] as const,
 };
 
 const ACTIVE = ["queued", "cloning", "building", "starting", "health_checking", "switching"];

@@ -749,9 +749,9 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: operations["list"];
+        get: operations["list_webhooks"];
         put?: never;
-        post: operations["create"];
+        post: operations["create_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -768,7 +768,7 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        delete: operations["remove"];
+        delete: operations["delete_webhook"];
         options?: never;
         head?: never;
         patch?: never;
@@ -781,7 +781,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: operations["deliveries"];
+        get: operations["list_deliveries"];
         put?: never;
         post?: never;
         delete?: never;
@@ -800,7 +800,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Sends a delivery again (same id and body, a fresh signature), whatever became of it. */
-        post: operations["redeliver"];
+        post: operations["redeliver_delivery"];
         delete?: never;
         options?: never;
         head?: never;
@@ -817,7 +817,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Turns an endpoint back on after the platform turned it off; its queued deliveries go out. */
-        post: operations["enable"];
+        post: operations["enable_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3017,7 +3017,7 @@ export interface operations {
             };
         };
     };
-    list: {
+    list_webhooks: {
         parameters: {
             query?: never;
             header?: never;
@@ -3046,7 +3046,7 @@ export interface operations {
             };
         };
     };
-    create: {
+    create_webhook: {
         parameters: {
             query?: never;
             header?: never;
@@ -3079,7 +3079,7 @@ export interface operations {
             };
         };
     };
-    remove: {
+    delete_webhook: {
         parameters: {
             query?: never;
             header?: never;
@@ -3109,7 +3109,7 @@ export interface operations {
             };
         };
     };
-    deliveries: {
+    list_deliveries: {
         parameters: {
             query?: {
                 /** @description Only deliveries older than this id (the next page). */
@@ -3146,7 +3146,7 @@ export interface operations {
             };
         };
     };
-    redeliver: {
+    redeliver_delivery: {
         parameters: {
             query?: never;
             header?: never;
@@ -3180,7 +3180,7 @@ export interface operations {
             };
         };
     };
-    enable: {
+    enable_webhook: {
         parameters: {
             query?: never;
             header?: never;

@@ -109,6 +109,11 @@ const STATUS_TONE: Record<string, string> = {
   created: "muted",
   deleting: "muted",
   pending_verification: "warn",
+  firing: "bad",
+  acknowledged: "warn",
+  resolved: "ok",
+  delivered: "ok",
+  pending: "busy",
 };
 
 export function Status({ status }: { status: string }) {

@@ -3,11 +3,13 @@ import { type ReactNode, useState } from "react";
 import { Link, Route, Switch, useLocation } from "wouter";
 import { api, call } from "../../api/client";
 import { keys, useApp, useDeployments, useMe } from "../../api/queries";
+import { AlertRules } from "../alerts/AlertRules";
 import { Deployments } from "../deployments/Deployments";
+import { LiveStats } from "../stats/LiveStats";
 import { Domains } from "../domains/Domains";
 import { EnvEditor } from "../env/EnvEditor";
 import { Logs } from "../logs/Logs";
-import { Button, Empty, ErrorNote, Field, Spinner, Status, when } from "../../ui/ui";
+import { Button, ErrorNote, Field, Spinner, Status, when } from "../../ui/ui";
 
 const TABS: [string, string][] = [
   ["", "Overview"],
@@ -70,9 +72,7 @@ export function AppPage({ id }: { id: number }) {
           <Domains appId={id} />
         </Route>
         <Route path="/alerts">
-          <Empty title="No alert rules yet">
-            <p>Alerts on CPU, memory, restarts and failed deploys of this app will be set and shown here.</p>
-          </Empty>
+          <AlertRules appId={id} />
         </Route>
         <Route path="/settings">
           <Settings id={id} name={app.data.name} hasToken={app.data.has_git_token} />
@@ -117,6 +117,7 @@ function Overview({ id }: { id: number }) {
   const path = { params: { path: { id } } };
   return (
     <div className="grid">
+      <LiveStats id={id} />
       <div className="card">
         <h2>Running version</h2>
         {current ? (

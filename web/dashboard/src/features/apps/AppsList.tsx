@@ -1,6 +1,8 @@
 import { Link } from "wouter";
 import { useMe } from "../../api/queries";
+import { round } from "../../ui/charts";
 import { Empty, Status, when } from "../../ui/ui";
+import { useAppStats } from "../stats/LiveStats";
 
 /** `/apps`: every app with its status and URL. */
 export function AppsList() {
@@ -34,6 +36,7 @@ export function AppsList() {
               <a className="app-url" href={app.url} target="_blank" rel="noreferrer">
                 {app.url}
               </a>
+              {app.status === "running" ? <RequestRate id={app.id} /> : null}
               <p className="muted app-last">
                 {app.last_deployment
                   ? `Last deploy #${app.last_deployment.id} ${app.last_deployment.status.replaceAll("_", " ")}, ${when(app.last_deployment.created_at)}`
@@ -45,4 +48,11 @@ export function AppsList() {
       )}
     </section>
   );
+}
+
+/** An app's live request rate, refreshed every 10 s. */
+function RequestRate({ id }: { id: number }) {
+  const stats = useAppStats(id, 10_000);
+  if (!stats.data?.live) return null;
+  return <p className="live">{round(stats.data.requests_per_s)} requests/s</p>;
 }
