@@ -74,7 +74,7 @@ pub fn value_of(stats: &StatsBook, rule: &MetricRule, now: DateTime<Utc>) -> Opt
     }
 }
 
-fn describe(rule: &MetricRule, value: Option<f64>) -> String {
+fn describe(rule: &MetricRule, app_name: &str, value: Option<f64>) -> String {
     let v = value.unwrap_or(0.0);
     let t = rule.threshold;
     let span = match rule.sustain_minutes {
@@ -83,11 +83,11 @@ fn describe(rule: &MetricRule, value: Option<f64>) -> String {
         m => format!(" for {m} minutes"),
     };
     match rule.kind {
-        AlertKind::Cpu => format!("{}: CPU at {v:.1}%{span} (over {t}%)", rule.app_name),
-        AlertKind::Memory => format!("{}: memory at {v:.1}% of the limit{span} (over {t}%)", rule.app_name),
-        AlertKind::Network => format!("{}: network at {v:.0} bytes/s{span} (over {t})", rule.app_name),
-        AlertKind::Restarts => format!("{}: {v:.0} restarts in the last hour (over {t})", rule.app_name),
-        other => format!("{}: {other}", rule.app_name),
+        AlertKind::Cpu => format!("{}: CPU at {v:.1}%{span} (over {t}%)", app_name),
+        AlertKind::Memory => format!("{}: memory at {v:.1}% of the limit{span} (over {t}%)", app_name),
+        AlertKind::Network => format!("{}: network at {v:.0} bytes/s{span} (over {t})", app_name),
+        AlertKind::Restarts => format!("{}: {v:.0} restarts in the last hour (over {t})", app_name),
+        other => format!("{}: {other}", app_name),
     }
 }
 
@@ -160,7 +160,9 @@ impl Evaluator {
             let rule = &rules[index];
             match verdict {
                 Verdict::Fire => {
-                    let message = describe(rule, value);
+                    // The name is read only for the few rules that fire, not loaded with all.
+                    let name = crate::store::apps::owner_and_name(&mut *tx, rule.app_id).await?.map(|(_, n)| n);
+                    let message = describe(rule, name.as_deref().unwrap_or("an app"), value);
                     if raise_for(
                         &mut tx,
                         self.channels,
@@ -376,7 +378,6 @@ mod tests {
             id,
             app_id: id,
             user_id: 1,
-            app_name: format!("app{id}"),
             worker_id: Some(1),
             kind: AlertKind::Cpu,
             threshold: 80.0,
@@ -404,6 +405,6 @@ mod tests {
             verdicts.iter().map(|d| (d.index, d.verdict)).collect::<Vec<_>>(),
             vec![(0, Verdict::Fire)]
         );
-        assert_eq!(describe(&rules[0], Some(95.0)), "app1: CPU at 95.0% for 5 minutes (over 80%)");
+        assert_eq!(describe(&rules[0], "app1", Some(95.0)), "app1: CPU at 95.0% for 5 minutes (over 80%)");
     }
 }

@@ -29,7 +29,6 @@ pub struct MetricRule {
     pub id: i64,
     pub app_id: i64,
     pub user_id: i64,
-    pub app_name: String,
     pub worker_id: Option<i64>,
     pub kind: AlertKind,
     pub threshold: f64,
@@ -129,7 +128,7 @@ pub async fn has_rule(db: impl PgExecutor<'_>, app_id: i64, kind: AlertKind) -> 
 /// Every metric rule of an app that is placed on a worker, for one evaluation round.
 pub async fn metric_rules(db: &PgPool) -> Result<Vec<MetricRule>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT r.id, r.app_id, a.user_id, a.name AS app_name, a.worker_id, r.kind, r.threshold,
+        "SELECT r.id, r.app_id, a.user_id, a.worker_id, r.kind, r.threshold,
                 r.sustain_minutes, r.over_since, r.under_since, r.firing
          FROM alert_rules r JOIN apps a ON a.id = r.app_id
          WHERE r.threshold IS NOT NULL",

@@ -71,6 +71,10 @@ struct Victim {
     session_id: i64,
     token_id: i64,
     token_name: String,
+    alert_id: i64,
+    webhook_id: i64,
+    delivery_id: i64,
+    rule_id: i64,
 }
 
 /// `path` with B's ids in place of its parameters; a parameter this test does not know fails
@@ -84,11 +88,19 @@ fn with_victims_ids(path: &str, b: &Victim) -> String {
         b.session_id
     } else if path.starts_with("/api/account/tokens/{id}") {
         b.token_id
+    } else if path.starts_with("/api/alerts/{id}") {
+        b.alert_id
+    } else if path.starts_with("/api/webhooks/{id}") {
+        b.webhook_id
     } else {
         assert!(!path.contains("{id}"), "no T08 case for {path}: say whose {{id}} it takes");
         0
     };
-    let filled = path.replace("{id}", &id.to_string()).replace("{hostname}", &b.hostname);
+    let filled = path
+        .replace("{id}", &id.to_string())
+        .replace("{hostname}", &b.hostname)
+        .replace("{rid}", &b.rule_id.to_string())
+        .replace("{did}", &b.delivery_id.to_string());
     assert!(!filled.contains('{'), "no T08 case for the parameters of {path}");
     filled
 }
@@ -112,6 +124,32 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
         .await
         .expect("json");
     let sessions: Value = b_user.get("/api/account/sessions").await.json().await.expect("json");
+    // A webhook, and an alert raised the way the platform raises one (which queues a delivery).
+    let hook: Value = b_user
+        .post_json("/api/webhooks", &json!({"url": "https://93.184.216.34/bees-hook", "events": ["alert.fired"]}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let webhook_id = hook["id"].as_i64().expect("webhook id");
+    let me: Value = b_user.get("/api/me").await.json().await.expect("json");
+    let mut tx = cp.db.begin().await.expect("tx");
+    let alert = wisehosting_control_plane::observe::alerts::raise_for(
+        &mut tx,
+        wisehosting_control_plane::observe::notify::Channels::default(),
+        me["user"]["id"].as_i64().expect("user id"),
+        Some(app_id),
+        wisehosting_control_plane::domain::AlertKind::DeploymentFailed,
+        "bees-private-app: deployment #1 failed",
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("raise")
+    .expect("a new alert");
+    tx.commit().await.expect("commit");
+    let deliveries: Value =
+        b_user.get(&format!("/api/webhooks/{webhook_id}/deliveries")).await.json().await.expect("json");
+    let rules: Value = b_user.get(&format!("/api/apps/{app_id}/alert-rules")).await.json().await.expect("json");
     let b = Victim {
         email: "bee@example.com".into(),
         app_id,
@@ -121,6 +159,10 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
         session_id: sessions[0]["id"].as_i64().expect("session id"),
         token_id: token["id"].as_i64().expect("token id"),
         token_name: "bees-ci-token".into(),
+        alert_id: alert.id,
+        webhook_id,
+        delivery_id: deliveries[0]["id"].as_i64().expect("delivery id"),
+        rule_id: rules[0]["id"].as_i64().expect("rule id"),
         user: b_user,
     };
 
@@ -157,7 +199,7 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
                 assert!([403, 404].contains(&status), "{method} {url} (token: {by_token}) → {status} {text}");
-                for secret in [&b.email, &b.slug, &b.token_name, &b.hostname] {
+                for secret in [&b.email, &b.slug, &b.token_name, &b.hostname, &"bees-hook".to_string()] {
                     assert!(!text.contains(secret.as_str()), "{method} {url} leaks {secret}: {text}");
                 }
                 tried += 1;
@@ -175,6 +217,12 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
     let deployment: Value =
         b.user.get(&format!("/api/deployments/{}", b.deployment_id)).await.json().await.expect("json");
     assert_ne!(deployment["status"], "cancelled", "B's deployment was not cancelled");
+    let firing: Value = b.user.get("/api/alerts?status=firing").await.json().await.expect("json");
+    assert_eq!(firing[0]["id"], b.alert_id, "B's alert is neither acknowledged nor resolved");
+    let hooks: Value = b.user.get("/api/webhooks").await.json().await.expect("json");
+    assert_eq!(hooks[0]["id"], b.webhook_id, "B's webhook lives");
+    let rules: Value = b.user.get(&format!("/api/apps/{}/alert-rules", b.app_id)).await.json().await.expect("json");
+    assert_eq!(rules.as_array().map(Vec::len), Some(3), "B's rules live");
 }
 
 #[test]
