@@ -62,6 +62,9 @@ pub enum Reply {
 
 #[derive(Default)]
 struct Shared {
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
     script: Mutex<VecDeque<Reply>>,
     /// Scripts for one `X-WH-Event`, used before the general one.
     by_event: Mutex<std::collections::HashMap<String, VecDeque<Reply>>>,
@@ -108,6 +111,11 @@ impl WebhookReceiver {
         }
     }
 
+    /// The most requests this receiver was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -120,6 +128,15 @@ impl Drop for WebhookReceiver {
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    use std::sync::atomic::Ordering;
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let response = answer(&shared, headers, body).await;
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn answer(shared: &Shared, headers: HeaderMap, body: Bytes) -> Response {
     let event = headers.get("x-wh-event").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let scripted =
         shared.by_event.lock().ok().and_then(|mut s| s.get_mut(&event).and_then(VecDeque::pop_front));

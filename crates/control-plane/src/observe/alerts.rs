@@ -161,7 +161,8 @@ impl Evaluator {
             match verdict {
                 Verdict::Fire => {
                     // The name is read only for the few rules that fire, not loaded with all.
-                    let name = crate::store::apps::owner_and_name(&mut *tx, rule.app_id).await?.map(|(_, n)| n);
+                    let name =
+                        crate::store::apps::owner_and_name(&mut *tx, rule.app_id).await?.map(|(_, n)| n);
                     let message = describe(rule, name.as_deref().unwrap_or("an app"), value);
                     if raise_for(
                         &mut tx,

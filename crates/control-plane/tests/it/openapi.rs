@@ -126,7 +126,10 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
     let sessions: Value = b_user.get("/api/account/sessions").await.json().await.expect("json");
     // A webhook, and an alert raised the way the platform raises one (which queues a delivery).
     let hook: Value = b_user
-        .post_json("/api/webhooks", &json!({"url": "https://93.184.216.34/bees-hook", "events": ["alert.fired"]}))
+        .post_json(
+            "/api/webhooks",
+            &json!({"url": "https://93.184.216.34/bees-hook", "events": ["alert.fired"]}),
+        )
         .await
         .json()
         .await
@@ -149,7 +152,8 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
     tx.commit().await.expect("commit");
     let deliveries: Value =
         b_user.get(&format!("/api/webhooks/{webhook_id}/deliveries")).await.json().await.expect("json");
-    let rules: Value = b_user.get(&format!("/api/apps/{app_id}/alert-rules")).await.json().await.expect("json");
+    let rules: Value =
+        b_user.get(&format!("/api/apps/{app_id}/alert-rules")).await.json().await.expect("json");
     let b = Victim {
         email: "bee@example.com".into(),
         app_id,
@@ -221,7 +225,8 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
     assert_eq!(firing[0]["id"], b.alert_id, "B's alert is neither acknowledged nor resolved");
     let hooks: Value = b.user.get("/api/webhooks").await.json().await.expect("json");
     assert_eq!(hooks[0]["id"], b.webhook_id, "B's webhook lives");
-    let rules: Value = b.user.get(&format!("/api/apps/{}/alert-rules", b.app_id)).await.json().await.expect("json");
+    let rules: Value =
+        b.user.get(&format!("/api/apps/{}/alert-rules", b.app_id)).await.json().await.expect("json");
     assert_eq!(rules.as_array().map(Vec::len), Some(3), "B's rules live");
 }
 

@@ -297,3 +297,65 @@ async fn t22_rebinding_names_mixed_answers_and_redirects_never_reach_a_private_a
         eventually(Duration::from_secs(5), Duration::from_millis(20), || async { canary.hits() == 1 }).await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_endpoint_gets_one_delivery_at_a_time_and_shutdown_waits_for_a_send_in_flight() {
+    let (cp, agent, user) = spawn_platform("hooks-order", "order@example.com", |c| {
+        c.outbound.allow_private_networks = true;
+    })
+    .await;
+    let receiver = WebhookReceiver::start().await;
+    // Each answer takes 300 ms: deliveries sent in parallel would overlap.
+    receiver.script(&vec![Reply::Hang(Duration::from_millis(300)); 20]);
+    let (endpoint, _) = create(&user, &receiver.url("/")).await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", BROKEN)], "broken");
+    // Three failed deploys: three deployment.failed (and one alert.fired) for one endpoint.
+    let (app, first) = user.deploy("Ordered", &repo.url()).await;
+    assert_eq!(user.wait_deployment(first, LIMIT).await["status"], "failed");
+    for _ in 0..2 {
+        let next = user.redeploy(app).await;
+        assert_eq!(user.wait_deployment(next, LIMIT).await["status"], "failed");
+    }
+    let all = eventually(Duration::from_secs(30), Duration::from_millis(50), || async {
+        receiver.received().iter().filter(|r| r.header("x-wh-event") == "deployment.failed").count() == 3
+    })
+    .await;
+    assert!(all, "{:?}", receiver.received().len());
+    assert_eq!(receiver.most_in_flight(), 1, "never two sends to one endpoint at once");
+    let ids: Vec<i64> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.header("x-wh-event") == "deployment.failed")
+        .map(|r| r.header("x-wh-delivery").parse().expect("id"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in the order they were queued: {ids:?}");
+
+    // A send in flight when shutdown begins is finished and recorded.
+    receiver.script(&[Reply::Hang(Duration::from_secs(2))]);
+    let before = receiver.received().len();
+    let r = user
+        .post_json(&format!("/api/webhooks/{endpoint}/deliveries/{}/redeliver", ids[0]), &json!({}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let started = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        receiver.received().len() > before
+    })
+    .await;
+    assert!(started, "the redelivery is being sent");
+    agent.stop().await;
+    let database = cp.database_url.clone();
+    cp.stop().await.expect("stops");
+    let db = sqlx::PgPool::connect(&database).await.expect("connect");
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM webhook_deliveries WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&db)
+            .await
+            .expect("row");
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("delivered", 2),
+        "the send in flight was waited for and recorded"
+    );
+}
