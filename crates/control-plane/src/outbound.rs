@@ -40,8 +40,8 @@ pub enum OutboundError {
     Resolve { host: String, reason: String },
     #[error("{0}")]
     Request(String),
-    #[error("no answer within {0} s")]
-    Timeout(u64),
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
 }
 
 impl OutboundError {
@@ -125,6 +125,7 @@ pub struct Answer {
 pub struct Guard {
     resolver: GuardedResolver,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Guard {
@@ -157,7 +158,7 @@ impl Guard {
             .user_agent(concat!("WiseHosting-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        Ok(Guard { resolver, client })
+        Ok(Guard { resolver, client, timeout })
     }
 
     /// Checks a URL: the scheme, no user info, and the host — an IP literal against the rule,
@@ -203,7 +204,7 @@ impl Guard {
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let mut response = request.send().await.map_err(|e| describe(&e))?;
+        let mut response = request.send().await.map_err(|e| describe(&e, self.timeout))?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while body.len() < MAX_RESPONSE_BYTES {
@@ -245,7 +246,7 @@ pub fn parse(raw: &str) -> Result<Url, OutboundError> {
 }
 
 /// The cause of a failed request, without the URL's query (it may hold a token).
-fn describe(e: &reqwest::Error) -> OutboundError {
+fn describe(e: &reqwest::Error, timeout: Duration) -> OutboundError {
     use std::error::Error as _;
     let mut source = e.source();
     while let Some(inner) = source {
@@ -255,7 +256,7 @@ fn describe(e: &reqwest::Error) -> OutboundError {
         source = inner.source();
     }
     if e.is_timeout() {
-        return OutboundError::Timeout(10);
+        return OutboundError::Timeout(timeout);
     }
     let what = if e.is_connect() { "cannot connect" } else { "the request failed" };
     let mut detail = String::new();

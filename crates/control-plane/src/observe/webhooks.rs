@@ -24,7 +24,7 @@ use wisehosting_crypto::Sealer;
 
 use super::notify::Channels;
 use crate::domain::AlertKind;
-use crate::outbound::{Guard, OutboundError};
+use crate::outbound::Guard;
 use crate::store::webhooks::{self, Attempt, DueDelivery, LeasedEndpoint};
 
 /// Tries of one delivery at most.
@@ -193,9 +193,6 @@ impl Dispatcher {
         match self.guard.post(&endpoint.url, &headers, body).await {
             Ok(answer) if (200..300).contains(&answer.status) => Ok(answer.status),
             Ok(answer) => Err((Some(answer.status), format!("the endpoint answered {}", answer.status))),
-            Err(OutboundError::Timeout(_)) => {
-                Err((None, format!("no answer within {} s", SEND_TIMEOUT.as_secs())))
-            }
             Err(e) => Err((None, e.to_string())),
         }
     }

@@ -359,3 +359,14 @@ async fn one_endpoint_gets_one_delivery_at_a_time_and_shutdown_waits_for_a_send_
         "the send in flight was waited for and recorded"
     );
 }
+
+#[tokio::test]
+async fn a_receiver_that_does_not_answer_in_time_is_a_timeout_not_a_hang() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.script(&[Reply::Hang(Duration::from_secs(5))]);
+    let guard = Guard::new(None, true, Duration::from_millis(300)).expect("guard");
+    let started = std::time::Instant::now();
+    let answer = guard.post(&receiver.url("/slow"), &[], "{}".into()).await;
+    assert!(matches!(answer, Err(OutboundError::Timeout(_))), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
