@@ -12,7 +12,7 @@ use super::ApiError;
 use super::ApiQuery;
 use super::extract::CurrentUser;
 use crate::state::AppState;
-use crate::store::usage::{self, Day};
+use crate::store::usage::{self, Day, Totals};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_usage))
@@ -103,12 +103,8 @@ pub struct UsageSummary {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MonthTotals {
     pub from: NaiveDate,
-    pub cpu_seconds: f64,
-    pub mem_gb_hours: f64,
-    pub net_rx_bytes: i64,
-    pub net_tx_bytes: i64,
-    pub container_hours: f64,
-    pub requests: i64,
+    #[serde(flatten)]
+    pub totals: Totals,
 }
 
 pub async fn summary(state: &AppState, user: &CurrentUser, apps: i64) -> Result<UsageSummary, ApiError> {
@@ -117,23 +113,9 @@ pub async fn summary(state: &AppState, user: &CurrentUser, apps: i64) -> Result<
     let deploys = crate::store::deployments::count_for_user_last_day(&mut conn, user.id).await?;
     let today = Utc::now().date_naive();
     let from = today.with_day(1).unwrap_or(today);
-    let days = usage::days_for_user(&state.db, user.id, from, today).await?;
-    let mut month = MonthTotals {
-        from,
-        cpu_seconds: 0.0,
-        mem_gb_hours: 0.0,
-        net_rx_bytes: 0,
-        net_tx_bytes: 0,
-        container_hours: 0.0,
-        requests: 0,
-    };
-    for (_, _, d) in days {
-        month.cpu_seconds += d.cpu_seconds;
-        month.mem_gb_hours += d.mem_gb_hours;
-        month.net_rx_bytes += d.net_rx_bytes;
-        month.net_tx_bytes += d.net_tx_bytes;
-        month.container_hours += d.container_hours;
-        month.requests += d.requests;
+    let mut month = MonthTotals { from, totals: Totals::default() };
+    for (_, _, day) in usage::days_for_user(&state.db, user.id, from, today).await? {
+        month.totals.add(&day.totals);
     }
     Ok(UsageSummary {
         apps: Counted { used: apps, limit: plan.max_apps },

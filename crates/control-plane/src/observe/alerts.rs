@@ -22,7 +22,7 @@ use super::notify::{self, Channels};
 use super::stats::StatsBook;
 use crate::domain::AlertKind;
 use crate::hub::{Hub, HubEvent};
-use crate::store::alerts::{self, Alert, MetricRule, RuleState};
+use crate::store::alerts::{self, Alert, MetricRule, NewAlert, RuleState};
 
 /// What a round decided for one rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,18 +164,14 @@ impl Evaluator {
                     let name =
                         crate::store::apps::owner_and_name(&mut *tx, rule.app_id).await?.map(|(_, n)| n);
                     let message = describe(rule, name.as_deref().unwrap_or("an app"), value);
-                    if raise_for(
-                        &mut tx,
-                        self.channels,
-                        rule.user_id,
-                        Some(rule.app_id),
-                        rule.kind,
-                        &message,
-                        now,
-                    )
-                    .await?
-                    .is_some()
-                    {
+                    let new = NewAlert {
+                        user_id: rule.user_id,
+                        app_id: Some(rule.app_id),
+                        kind: rule.kind,
+                        message: &message,
+                        at: now,
+                    };
+                    if raise_for(&mut tx, self.channels, &new).await?.is_some() {
                         round.fired += 1;
                     }
                 }
@@ -192,15 +188,10 @@ impl Evaluator {
 
     /// Rounds every `every` until shutdown; a failed round is logged and the next one tries.
     pub fn spawn(self, every: Duration, shutdown: CancellationToken) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                match self.round(Utc::now()).await {
+        super::every(every, shutdown, move || {
+            let this = self.clone();
+            async move {
+                match this.round(Utc::now()).await {
                     Ok(r) if r.fired + r.resolved > 0 => {
                         tracing::info!(fired = r.fired, resolved = r.resolved, "alert round")
                     }
@@ -216,15 +207,11 @@ impl Evaluator {
 pub async fn raise_for(
     tx: &mut PgConnection,
     channels: Channels,
-    user_id: i64,
-    app_id: Option<i64>,
-    kind: AlertKind,
-    message: &str,
-    at: DateTime<Utc>,
+    new: &NewAlert<'_>,
 ) -> Result<Option<Alert>, sqlx::Error> {
-    let alert = alerts::fire(&mut *tx, user_id, app_id, kind, message, at).await?;
+    let alert = alerts::fire(&mut *tx, new).await?;
     if let Some(alert) = &alert {
-        tracing::info!(alert_id = alert.id, app_id, kind = %kind, "alert fired");
+        tracing::info!(alert_id = alert.id, app_id = new.app_id, kind = %new.kind, "alert fired");
         notify::alert(tx, channels, alert).await?;
     }
     Ok(alert)
@@ -245,7 +232,8 @@ pub async fn raise(
     let Some((user_id, name)) = crate::store::apps::owner_and_name(&mut *tx, app_id).await? else {
         return Ok(None);
     };
-    raise_for(tx, channels, user_id, Some(app_id), kind, &format!("{name}: {message}"), at).await
+    let message = format!("{name}: {message}");
+    raise_for(tx, channels, &NewAlert { user_id, app_id: Some(app_id), kind, message: &message, at }).await
 }
 
 /// Resolves the app's open alert of this kind, if any (its condition cleared), notifying.

@@ -41,13 +41,11 @@ impl Mailer {
 
     /// Sends due e-mails every `every` until shutdown.
     pub fn spawn(self, every: Duration, shutdown: CancellationToken) {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                if let Err(e) = self.round().await {
+        let this = std::sync::Arc::new(self);
+        super::every(every, shutdown, move || {
+            let this = this.clone();
+            async move {
+                if let Err(e) = this.round().await {
                     tracing::warn!(error = %e, "cannot send notification e-mails; trying again");
                 }
             }

@@ -151,14 +151,9 @@ pub async fn announce_round(db: &PgPool, channels: Channels) -> Result<usize, sq
 
 /// Announces finished deployments every `every` until shutdown.
 pub fn spawn_announcer(db: PgPool, channels: Channels, every: Duration, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    super::every(every, shutdown, move || {
+        let db = db.clone();
+        async move {
             loop {
                 match announce_round(&db, channels).await {
                     Ok(200..) => continue,

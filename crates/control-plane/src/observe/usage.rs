@@ -113,19 +113,14 @@ impl Recorder {
         Ok(live.len())
     }
 
-    /// Samples every interval until shutdown.
+    /// Samples every interval until shutdown (the first after one interval: the workers'
+    /// first reports are not in at once).
     pub fn spawn(self, shutdown: CancellationToken) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(self.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The first tick is at once: skip it, the workers' first reports are not in yet.
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                if let Err(e) = self.sample(Utc::now()).await {
+        let interval = self.interval;
+        super::every(interval, shutdown, move || {
+            let this = self.clone();
+            async move {
+                if let Err(e) = this.sample(Utc::now()).await {
                     tracing::warn!(error = %e, "cannot record usage; the next sample tries again");
                 }
             }

@@ -25,6 +25,7 @@ use wisehosting_crypto::Sealer;
 use super::notify::Channels;
 use crate::domain::AlertKind;
 use crate::outbound::Guard;
+use crate::store::alerts::NewAlert;
 use crate::store::webhooks::{self, Attempt, DueDelivery, LeasedEndpoint};
 
 /// Tries of one delivery at most.
@@ -241,16 +242,14 @@ impl Dispatcher {
         );
         let result = async {
             let mut tx = self.db.begin().await?;
-            super::alerts::raise_for(
-                &mut tx,
-                self.channels,
-                endpoint.user_id,
-                None,
-                AlertKind::WebhookDisabled,
-                &message,
-                Utc::now(),
-            )
-            .await?;
+            let new = NewAlert {
+                user_id: endpoint.user_id,
+                app_id: None,
+                kind: AlertKind::WebhookDisabled,
+                message: &message,
+                at: Utc::now(),
+            };
+            super::alerts::raise_for(&mut tx, self.channels, &new).await?;
             tx.commit().await
         }
         .await;

@@ -196,15 +196,19 @@ pub async fn save_states(db: impl PgExecutor<'_>, states: &[RuleState]) -> Resul
     .map(drop)
 }
 
+/// An alert to raise: whose, about which app (none: about the account), what, when.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAlert<'a> {
+    pub user_id: i64,
+    pub app_id: Option<i64>,
+    pub kind: AlertKind,
+    pub message: &'a str,
+    pub at: DateTime<Utc>,
+}
+
 /// Raises an alert unless one of this (user, app, kind) is open; the new alert, if any.
-pub async fn fire(
-    db: impl PgExecutor<'_>,
-    user_id: i64,
-    app_id: Option<i64>,
-    kind: AlertKind,
-    message: &str,
-    at: DateTime<Utc>,
-) -> Result<Option<Alert>, sqlx::Error> {
+pub async fn fire(db: impl PgExecutor<'_>, new: &NewAlert<'_>) -> Result<Option<Alert>, sqlx::Error> {
+    let NewAlert { user_id, app_id, kind, message, at } = *new;
     sqlx::query_as(&format!(
         "INSERT INTO alerts (user_id, app_id, kind, message, fired_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (user_id, COALESCE(app_id, 0), kind) WHERE status <> 'resolved' DO NOTHING

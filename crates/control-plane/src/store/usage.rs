@@ -133,17 +133,36 @@ pub async fn prune(db: &PgPool, hourly_days: u32, daily_days: u32) -> Result<u64
     Ok(hourly + daily + counters)
 }
 
-/// One day of one app.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
-pub struct Day {
-    /// The UTC date, `YYYY-MM-DD`.
-    pub date: NaiveDate,
+/// Usage over a span (a day, a month), unrounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Totals {
     pub cpu_seconds: f64,
     pub mem_gb_hours: f64,
     pub net_rx_bytes: i64,
     pub net_tx_bytes: i64,
     pub container_hours: f64,
     pub requests: i64,
+}
+
+impl Totals {
+    pub fn add(&mut self, other: &Totals) {
+        self.cpu_seconds += other.cpu_seconds;
+        self.mem_gb_hours += other.mem_gb_hours;
+        self.net_rx_bytes += other.net_rx_bytes;
+        self.net_tx_bytes += other.net_tx_bytes;
+        self.container_hours += other.container_hours;
+        self.requests += other.requests;
+    }
+}
+
+/// One day of one app.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Day {
+    /// The UTC date, `YYYY-MM-DD`.
+    pub date: NaiveDate,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub totals: Totals,
 }
 
 /// The user's apps' days in `[from, to]`: (app id, app name, day).

@@ -137,14 +137,17 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
     let webhook_id = hook["id"].as_i64().expect("webhook id");
     let me: Value = b_user.get("/api/me").await.json().await.expect("json");
     let mut tx = cp.db.begin().await.expect("tx");
+    let new = wisehosting_control_plane::store::alerts::NewAlert {
+        user_id: me["user"]["id"].as_i64().expect("user id"),
+        app_id: Some(app_id),
+        kind: wisehosting_control_plane::domain::AlertKind::DeploymentFailed,
+        message: "bees-private-app: deployment #1 failed",
+        at: chrono::Utc::now(),
+    };
     let alert = wisehosting_control_plane::observe::alerts::raise_for(
         &mut tx,
         wisehosting_control_plane::observe::notify::Channels::default(),
-        me["user"]["id"].as_i64().expect("user id"),
-        Some(app_id),
-        wisehosting_control_plane::domain::AlertKind::DeploymentFailed,
-        "bees-private-app: deployment #1 failed",
-        chrono::Utc::now(),
+        &new,
     )
     .await
     .expect("raise")

@@ -952,24 +952,12 @@ export interface components {
             url: string;
         };
         /** @description One day of one app. */
-        Day: {
-            /** Format: double */
-            container_hours: number;
-            /** Format: double */
-            cpu_seconds: number;
+        Day: components["schemas"]["Totals"] & {
             /**
              * Format: date
              * @description The UTC date, `YYYY-MM-DD`.
              */
             date: string;
-            /** Format: double */
-            mem_gb_hours: number;
-            /** Format: int64 */
-            net_rx_bytes: number;
-            /** Format: int64 */
-            net_tx_bytes: number;
-            /** Format: int64 */
-            requests: number;
         };
         /** @description A delivery as its endpoint's owner sees it. */
         Delivery: {
@@ -1205,21 +1193,9 @@ export interface components {
             usage: components["schemas"]["UsageSummary"];
             user: components["schemas"]["Profile"];
         };
-        MonthTotals: {
-            /** Format: double */
-            container_hours: number;
-            /** Format: double */
-            cpu_seconds: number;
+        MonthTotals: components["schemas"]["Totals"] & {
             /** Format: date */
             from: string;
-            /** Format: double */
-            mem_gb_hours: number;
-            /** Format: int64 */
-            net_rx_bytes: number;
-            /** Format: int64 */
-            net_tx_bytes: number;
-            /** Format: int64 */
-            requests: number;
         };
         NewToken: {
             /** Format: int32 */
@@ -1381,6 +1357,21 @@ export interface components {
             last_used_at?: string | null;
             name: string;
             scopes: string[];
+        };
+        /** @description Usage over a span (a day, a month), unrounded. */
+        Totals: {
+            /** Format: double */
+            container_hours: number;
+            /** Format: double */
+            cpu_seconds: number;
+            /** Format: double */
+            mem_gb_hours: number;
+            /** Format: int64 */
+            net_rx_bytes: number;
+            /** Format: int64 */
+            net_tx_bytes: number;
+            /** Format: int64 */
+            requests: number;
         };
         Usage: {
             apps: components["schemas"]["AppUsage"][];
