@@ -52,15 +52,20 @@ impl OutboundError {
 }
 
 /// What the address rule allows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Policy {
     allow_private: bool,
+    /// The platform's own addresses: refused even when public (or private ones allowed).
+    denied: Arc<[IpAddr]>,
 }
 
 impl Policy {
-    fn allows(self, ip: IpAddr) -> bool {
+    fn allows(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
+            return false;
+        }
+        if self.denied.iter().any(|d| d.to_canonical() == ip) {
             return false;
         }
         self.allow_private || is_public_ip(ip)
@@ -142,12 +147,23 @@ impl Guard {
         allow_private: bool,
         timeout: Duration,
     ) -> Result<Guard, String> {
+        Self::with_denied(dns_server, allow_private, Vec::new(), timeout)
+    }
+
+    /// Like [`Guard::new`], refusing `denied` too: the platform's own addresses.
+    pub fn with_denied(
+        dns_server: Option<SocketAddr>,
+        allow_private: bool,
+        denied: Vec<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Guard, String> {
         let resolver = crate::dns::resolver(dns_server, |options| {
             options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
             options.timeout = Duration::from_secs(3);
             options.attempts = 2;
         })?;
-        let resolver = GuardedResolver { resolver: Arc::new(resolver), policy: Policy { allow_private } };
+        let policy = Policy { allow_private, denied: denied.into() };
+        let resolver = GuardedResolver { resolver: Arc::new(resolver), policy };
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -180,7 +196,7 @@ impl Guard {
         if self.resolver.policy.allows(ip) {
             Ok(())
         } else {
-            Err(OutboundError::NotAllowed(format!("{ip} is not a public address")))
+            Err(OutboundError::NotAllowed(format!("{ip} is not a public address, or is the platform's own")))
         }
     }
 
@@ -329,6 +345,22 @@ mod tests {
             matches!(long, Err(OutboundError::NotAllowed(ref m)) if m.contains("longer than 2048")),
             "{long:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_platforms_own_addresses_are_refused_even_when_public_or_private_ones_are_allowed() {
+        for allow_private in [false, true] {
+            let g = Guard::with_denied(
+                Some(SocketAddr::from(([127, 0, 0, 1], 9))),
+                allow_private,
+                vec!["93.184.216.34".parse().unwrap_or_else(|e| panic!("{e}"))],
+                Duration::from_secs(1),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(g.check("https://93.184.216.34/hook").await.is_err(), "{allow_private}");
+            assert!(g.check("https://[::ffff:93.184.216.34]/hook").await.is_err(), "{allow_private}");
+            assert!(g.check("https://93.184.216.35/hook").await.is_ok(), "{allow_private}");
+        }
     }
 
     #[tokio::test]

@@ -293,9 +293,10 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let oidc = crate::identity::oidc::Oidc::from_config(&config).map_err(StartupError::Oidc)?.map(Arc::new);
     // A config built in code (tests, `dev`) was never loaded and checked: refuse it here too.
     let plans = crate::plans::Registry::from_config(&config.plans).map_err(ConfigError::Invalid)?;
-    let outbound = crate::outbound::Guard::new(
+    let outbound = crate::outbound::Guard::with_denied(
         config.outbound.resolver_addr()?,
         config.outbound.allow_private_networks,
+        platform_addresses(&config),
         crate::observe::webhooks::SEND_TIMEOUT,
     )
     .map_err(StartupError::Outbound)?;
@@ -318,6 +319,26 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         config: Arc::new(config),
         worker_auth_limiter,
     })
+}
+
+/// The platform's own addresses user URLs may not reach: `outbound.deny_addresses`, and the
+/// API's listening address and `public_url`'s host (if an IP) when they are public — private
+/// ones are refused anyway, unless a lab allows private networks on purpose.
+fn platform_addresses(config: &Config) -> Vec<std::net::IpAddr> {
+    let mut out = config.outbound.deny_addresses.clone();
+    let public = config.api_server.public_url.as_deref().and_then(|u| url::Url::parse(u).ok());
+    let from_url = match public.as_ref().and_then(url::Url::host) {
+        Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+        Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+        _ => None,
+    };
+    out.extend(
+        [Some(config.api_server.host), from_url]
+            .into_iter()
+            .flatten()
+            .filter(|ip| crate::outbound::is_public_ip(*ip)),
+    );
+    out
 }
 
 /// State over a lazy pool that never connects, for router unit tests.

@@ -55,6 +55,10 @@ pub struct OutboundConfig {
     /// Multiplies every webhook retry delay (0.001–1): a lab or a test shrinks the six hours
     /// of retries to seconds; production keeps 1.
     pub webhook_retry_scale: f64,
+    /// The platform's own public addresses (its load balancer, its hosts), refused to user
+    /// URLs like private ones (even where private networks are allowed). `api_server.host` and
+    /// an IP in `api_server.public_url` are added by themselves when public.
+    pub deny_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for OutboundConfig {
@@ -65,6 +69,7 @@ impl Default for OutboundConfig {
             webhook_disable_after: 40,
             max_endpoints_per_user: 10,
             webhook_retry_scale: 1.0,
+            deny_addresses: Vec::new(),
         }
     }
 }

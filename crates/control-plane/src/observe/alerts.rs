@@ -9,7 +9,9 @@
 //! app without live figures (no worker, or none in 45 s) holds its state: the `offline` kind
 //! says so instead. At most one alert per (app, kind) is open at a time (a unique index), so
 //! a condition that flaps cannot flood anyone; a user's resolve does not make the rule fire
-//! again until its condition has cleared and come back.
+//! again until its condition has cleared and come back. With several control planes, each
+//! has live figures only of the workers connected to it, so each moves only those apps'
+//! rules; the others hold (no lock is needed, and none would help).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,10 @@
 //! reconnect (same container, same epoch: only the growth counts) nor a control-plane restart
 //! counts anything twice; a container seen for the first time, or a worker epoch (the agent
 //! restarted, its request counts start at zero), counts from zero. A counter that went down
-//! is a reset and counts from zero too.
+//! is a reset and counts from zero too. A control plane samples the workers whose figures it
+//! has (those connected to it), and each interval of a worker is sampled once, whichever
+//! control plane takes its slot (`usage_slots`): a pair of control planes, a worker moving
+//! between them, or a restart mid-interval counts no interval twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,8 +84,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// One sample at `now`; how many apps it counted.
+    /// The sample of the interval `now` falls in; how many apps it counted (0 when that
+    /// interval's sample was taken already, here or by another control plane).
     pub async fn sample(&self, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
+        let step = i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX).max(1);
+        self.sample_slot(now, now.timestamp_millis().div_euclid(step)).await
+    }
+
+    /// The sample of interval `slot`, at `now`.
+    pub async fn sample_slot(&self, now: DateTime<Utc>, slot: i64) -> Result<usize, sqlx::Error> {
         let placed = usage::placed_apps(&self.db).await?;
         let live: Vec<(i64, i64, Latest)> = placed
             .into_iter()
@@ -93,8 +103,16 @@ impl Recorder {
         if live.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<i64> = live.iter().map(|(a, _, _)| *a).collect();
         let mut tx = self.db.begin().await?;
+        let mut workers: Vec<i64> = live.iter().map(|(_, w, _)| *w).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        let taken = usage::take_slots(&mut tx, slot, &workers).await?;
+        let live: Vec<(i64, i64, Latest)> = live.into_iter().filter(|(_, w, _)| taken.contains(w)).collect();
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = live.iter().map(|(a, _, _)| *a).collect();
         let old: HashMap<(i64, String), Counter> = usage::counters(&mut tx, &ids)
             .await?
             .into_iter()

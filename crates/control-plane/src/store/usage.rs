@@ -34,6 +34,20 @@ pub async fn placed_apps(db: &PgPool) -> Result<Vec<(i64, i64)>, sqlx::Error> {
         .await
 }
 
+/// Takes the sample of interval `slot` (the interval's number since the epoch) for these
+/// workers' apps; the workers whose sample this was (the others' was taken already, by
+/// another control plane or before a restart).
+pub async fn take_slots(tx: &mut PgConnection, slot: i64, workers: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO usage_slots (slot, worker_id) SELECT $1, w FROM unnest($2::bigint[]) AS w
+         ON CONFLICT DO NOTHING RETURNING worker_id",
+    )
+    .bind(slot)
+    .bind(workers)
+    .fetch_all(&mut *tx)
+    .await
+}
+
 /// The counters of these apps.
 pub async fn counters(tx: &mut PgConnection, app_ids: &[i64]) -> Result<Vec<Counter>, sqlx::Error> {
     sqlx::query_as(
@@ -125,6 +139,7 @@ pub async fn prune(db: &PgPool, hourly_days: u32, daily_days: u32) -> Result<u64
         .execute(db)
         .await?
         .rows_affected();
+    sqlx::query("DELETE FROM usage_slots WHERE taken_at < now() - interval '2 days'").execute(db).await?;
     // A source silent for a day is a container gone or a worker restarted.
     let counters = sqlx::query("DELETE FROM usage_counters WHERE seen_at < now() - interval '1 day'")
         .execute(db)

@@ -108,8 +108,13 @@ async fn usage_counts_each_sample_and_each_request_once_across_a_worker_reconnec
 
     requests(&agent, "metered.localhost", 25).await;
     assert!(reported(25).await, "the worker reports 25 requests");
-    assert_eq!(recorder.sample(chrono::Utc::now()).await.expect("sample"), 1);
-    assert_eq!(recorder.sample(chrono::Utc::now()).await.expect("sample"), 1);
+    // Interval slots 1 and 2 (the recorder numbers them from the clock; here they are given).
+    assert_eq!(recorder.sample_slot(chrono::Utc::now(), 1).await.expect("sample"), 1);
+    assert_eq!(recorder.sample_slot(chrono::Utc::now(), 2).await.expect("sample"), 1);
+    // A second control plane (or this one restarted) taking slot 2 again counts nothing.
+    let other =
+        Recorder { db: cp.db.clone(), stats: cp.hub.stats().clone(), interval: Duration::from_secs(60) };
+    assert_eq!(other.sample_slot(chrono::Utc::now(), 2).await.expect("sample"), 0);
 
     // The link drops and comes back; the agent (and its counters) carry on.
     let first = agent.status.connection_id();
@@ -124,7 +129,7 @@ async fn usage_counts_each_sample_and_each_request_once_across_a_worker_reconnec
         "the worker reconnects"
     );
     assert!(reported(40).await, "the worker reports 40 requests after its reconnect");
-    assert_eq!(recorder.sample(chrono::Utc::now()).await.expect("sample"), 1);
+    assert_eq!(recorder.sample_slot(chrono::Utc::now(), 3).await.expect("sample"), 1);
 
     let usage: Value = user.get("/api/usage").await.json().await.expect("json");
     let days = &usage["apps"][0]["days"];
