@@ -122,6 +122,22 @@ impl LogBus {
             .unwrap_or_default()
     }
 
+    /// The newest `n` lines across apps, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<LogLine> {
+        let mut lines: Vec<LogLine> = self
+            .apps
+            .lock()
+            .map(|apps| {
+                apps.values()
+                    .flat_map(|app| app.ring.iter().skip(app.ring.len().saturating_sub(n)).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        lines.sort_by_key(|l| l.at_ms);
+        let skip = lines.len().saturating_sub(n);
+        lines.split_off(skip)
+    }
+
     /// The live lines of one app from now on; the channel closes when the app is forgotten.
     pub fn subscribe(&self, app_id: i64) -> broadcast::Receiver<LogLine> {
         let mut apps = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -1,22 +1,46 @@
-//! The internal API for the admin console (SPEC §10): loopback only, every request carrying
-//! `Authorization: Bearer <internal_api.token>`, compared in constant time. It answers
-//! `/internal-api/health`; the console's endpoints of SPEC §10 are issue 15's.
+//! The internal API for the admin console (SPEC §10, §14.4): loopback only (the config refuses
+//! another `internal_api.bind`), every request carrying `Authorization: Bearer
+//! <internal_api.token>`, compared in constant time; off while the token is empty.
+//!
+//! A different surface from the user API on purpose: its own listener, its own token, no
+//! sessions and no tenant scoping — it reads across tenants for operators, so it is never
+//! exposed beyond the machine; the admin console (`wisehosting-admin`) is its only client and
+//! applies its own identity and roles in front of it.
+
+use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wisehosting_crypto::constant_time_eq;
 
-use super::{ApiError, with_edge};
+use super::stats::{LiveStats, live_stats_of};
+use super::{ApiError, ApiPath, ApiQuery, with_edge};
+use crate::hub::HubError;
+use crate::logbus::LogLine;
 use crate::state::AppState;
+use crate::store::console;
+
+/// How long a podman query may take on the worker and the link.
+const QUERY_DEADLINE: Duration = Duration::from_secs(15);
 
 pub fn internal_router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/internal-api/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/internal-api/dashboard-stats", get(dashboard_stats))
+        .route("/internal-api/dashboard-extras", get(dashboard_extras))
+        .route("/internal-api/dashboard-deployments-timeseries", get(deployments_timeseries))
+        .route("/internal-api/workers/live", get(workers_live))
+        .route("/internal-api/apps/{id}/live-stats", get(app_live_stats))
+        .route("/internal-api/apps/{id}/logs/tail", get(app_logs_tail))
+        .route("/internal-api/apps/recent-logs", get(recent_logs))
+        .route("/internal-api/workers/{id}/podman/{cmd}", get(podman))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     with_edge(routes.fallback(super::not_found), state)
 }
@@ -34,4 +58,236 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         return ApiError::Unauthorized.into_response();
     }
     next.run(req).await
+}
+
+/// The change from `prev` to `cur` in %; 0 when there was nothing before (SPEC §10).
+pub fn pct_delta(cur: i64, prev: i64) -> f64 {
+    if prev <= 0 { 0.0 } else { (cur - prev) as f64 * 100.0 / prev as f64 }
+}
+
+#[derive(Debug, Serialize)]
+struct Deltas {
+    apps_online: f64,
+    apps_total: f64,
+    deployments_today: f64,
+    errors_today: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct DashboardStats {
+    apps_online: i64,
+    apps_total: i64,
+    /// Deployments started in the last 24 hours.
+    deployments_today: i64,
+    /// Deployments that failed in the last 24 hours.
+    errors_today: i64,
+    /// Each figure against the 24 hours before, in %.
+    deltas: Deltas,
+}
+
+async fn dashboard_stats(State(state): State<AppState>) -> Result<Json<DashboardStats>, ApiError> {
+    let (now, before) = console::figures(&state.db).await?;
+    Ok(Json(DashboardStats {
+        apps_online: now.apps_online,
+        apps_total: now.apps_total,
+        deployments_today: now.deployments_today,
+        errors_today: now.errors_today,
+        deltas: Deltas {
+            apps_online: pct_delta(now.apps_online, before.apps_online),
+            apps_total: pct_delta(now.apps_total, before.apps_total),
+            deployments_today: pct_delta(now.deployments_today, before.deployments_today),
+            errors_today: pct_delta(now.errors_today, before.errors_today),
+        },
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct SystemStatus {
+    version: &'static str,
+    database: &'static str,
+    hub_connections: usize,
+    workers_online: usize,
+    workers_total: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct DashboardExtras {
+    recent_deployments: Vec<console::RecentDeployment>,
+    activity: Vec<console::Activity>,
+    nodes: Vec<console::Node>,
+    alerts: Vec<console::OpenAlert>,
+    active_alerts: i64,
+    system: SystemStatus,
+}
+
+async fn dashboard_extras(State(state): State<AppState>) -> Result<Json<DashboardExtras>, ApiError> {
+    let nodes = console::nodes(&state.db).await?;
+    let (alerts, active_alerts) = console::open_alerts(&state.db, 10).await?;
+    let system = SystemStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        database: "ok",
+        hub_connections: state.hub.connection_count(),
+        workers_online: nodes.iter().filter(|n| state.hub.is_online(n.worker_id)).count(),
+        workers_total: nodes.len(),
+    };
+    Ok(Json(DashboardExtras {
+        recent_deployments: console::recent_deployments(&state.db, 10).await?,
+        activity: console::activity(&state.db, 20).await?,
+        nodes,
+        alerts,
+        active_alerts,
+        system,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct SeriesQuery {
+    /// How many hours back (default 24, at most 168).
+    hours: Option<i32>,
+}
+
+async fn deployments_timeseries(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
+) -> Result<Json<Vec<console::Bucket>>, ApiError> {
+    let hours = q.hours.unwrap_or(24);
+    if !(1..=168).contains(&hours) {
+        return Err(ApiError::invalid("hours", "give between 1 and 168 (a week)"));
+    }
+    Ok(Json(console::deployments_by_hour(&state.db, hours).await?))
+}
+
+#[derive(Debug, Serialize)]
+struct WorkerLive {
+    worker_id: i64,
+    name: String,
+    connected: bool,
+    online: bool,
+    last_heartbeat_at: Option<DateTime<Utc>>,
+    seconds_since_last_frame: Option<u64>,
+    /// Jobs leased to it now.
+    busy: bool,
+}
+
+async fn workers_live(State(state): State<AppState>) -> Result<Json<Vec<WorkerLive>>, ApiError> {
+    let links = state.hub.link_statuses();
+    let nodes = console::nodes(&state.db).await?;
+    Ok(Json(
+        nodes
+            .into_iter()
+            .map(|n| {
+                let link = links.iter().find(|l| l.worker_id == n.worker_id);
+                WorkerLive {
+                    worker_id: n.worker_id,
+                    name: n.name,
+                    connected: link.is_some_and(|l| l.connected),
+                    online: link.is_some_and(|l| l.online),
+                    last_heartbeat_at: n.last_heartbeat_at,
+                    seconds_since_last_frame: link.map(|l| l.seconds_since_last_frame),
+                    busy: n.jobs > 0,
+                }
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct IdPath {
+    id: i64,
+}
+
+async fn app_live_stats(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<IdPath>,
+) -> Result<Json<LiveStats>, ApiError> {
+    let worker = console::app_worker(&state.db, p.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    Ok(Json(live_stats_of(&state, p.id, worker)))
+}
+
+#[derive(Debug, Deserialize)]
+struct TailQuery {
+    /// How many of the newest lines (default 100, at most the 1,000 kept per app).
+    tail: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct Lines {
+    lines: Vec<LogLine>,
+}
+
+async fn app_logs_tail(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<IdPath>,
+    ApiQuery(q): ApiQuery<TailQuery>,
+) -> Result<Json<Lines>, ApiError> {
+    console::app_worker(&state.db, p.id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    Ok(Json(Lines { lines: state.logbus.tail(p.id, q.tail.unwrap_or(100).min(crate::logbus::RING)) }))
+}
+
+#[derive(Debug, Deserialize)]
+struct RecentQuery {
+    /// How many lines across apps (default 100, at most 1,000).
+    limit: Option<usize>,
+}
+
+async fn recent_logs(State(state): State<AppState>, ApiQuery(q): ApiQuery<RecentQuery>) -> Json<Lines> {
+    Json(Lines { lines: state.logbus.recent(q.limit.unwrap_or(100).min(1000)) })
+}
+
+#[derive(Debug, Deserialize)]
+struct PodmanPath {
+    id: i64,
+    cmd: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PodmanAnswer {
+    command: String,
+    output: String,
+    err: String,
+}
+
+/// One of the five read-only podman queries on a worker, through the hub: 400 for any other
+/// command, 503 at once when the worker is not connected.
+async fn podman(State(state): State<AppState>, ApiPath(p): ApiPath<PodmanPath>) -> Response {
+    match state.hub.worker_query(p.id, &p.cmd, QUERY_DEADLINE).await {
+        Ok(reply) => {
+            Json(PodmanAnswer { command: p.cmd, output: reply.output, err: reply.err.unwrap_or_default() })
+                .into_response()
+        }
+        Err(HubError::UnknownCommand) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "code": "unknown_command",
+                "message": format!("{} is not one of the podman queries; use one of {}", p.cmd.chars().take(40).collect::<String>(), wisehosting_proto::AdminCommand::list()),
+            })),
+        )
+            .into_response(),
+        Err(HubError::Offline) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"code": "worker_offline", "message": "the worker is not connected; try again when it is online"})),
+        )
+            .into_response(),
+        Err(HubError::Timeout) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({"code": "worker_timeout", "message": "the worker did not answer in time; try again"})),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pct_delta;
+
+    #[test]
+    fn pct_delta_is_zero_without_a_before_and_signed_otherwise() {
+        assert_eq!(pct_delta(5, 0), 0.0);
+        assert_eq!(pct_delta(5, -1), 0.0);
+        assert_eq!(pct_delta(15, 10), 50.0);
+        assert_eq!(pct_delta(5, 10), -50.0);
+        assert_eq!(pct_delta(0, 4), -100.0);
+    }
 }

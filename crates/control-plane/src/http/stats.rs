@@ -46,8 +46,12 @@ async fn live_stats(
     State(state): State<AppState>,
     OwnedApp { app, .. }: OwnedApp,
 ) -> Result<Json<LiveStats>, ApiError> {
-    let latest = app.worker_id.and_then(|w| state.hub.stats().latest(app.id, w));
-    Ok(Json(match latest {
+    Ok(Json(live_stats_of(&state, app.id, app.worker_id)))
+}
+
+/// An app's latest figures as its worker (`worker`, where it is placed) reported them.
+pub fn live_stats_of(state: &AppState, app_id: i64, worker: Option<i64>) -> LiveStats {
+    match worker.and_then(|w| state.hub.stats().latest(app_id, w)) {
         Some(l) => LiveStats {
             live: l.is_live(),
             cpu_pct: l.stat.cpu_pct,
@@ -70,7 +74,7 @@ async fn live_stats(
             requests_per_s: 0.0,
             sampled_at: None,
         },
-    }))
+    }
 }
 
 /// The last hour of an app's figures, one point per `step_secs` at most, oldest first; kept

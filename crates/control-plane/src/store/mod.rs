@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod apps;
 pub mod audit;
+pub mod console;
 pub mod deployments;
 pub mod domains;
 pub mod jobs;

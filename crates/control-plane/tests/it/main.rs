@@ -15,6 +15,7 @@ mod dev;
 mod domains;
 mod faults;
 mod http;
+mod internal;
 mod keys;
 mod migrations;
 mod observe;
