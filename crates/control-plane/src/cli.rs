@@ -157,7 +157,29 @@ fn spawn_signal_listener(token: CancellationToken) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn connect_configured() -> Result<(Config, sqlx::PgPool), CliError> {
+/// Runs a command's future on a fresh runtime: the `main` of both binaries. An error is one
+/// line on standard error and a failing exit code.
+pub fn block_on_main<E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configured database (the config as `serve` reads it), with tracing set up.
+pub async fn connect_configured() -> Result<(Config, sqlx::PgPool), CliError> {
     let config = Config::load_from_env()?;
     telemetry::init(&config.log);
     if config.database.url.is_none() {

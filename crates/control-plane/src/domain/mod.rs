@@ -12,4 +12,4 @@ pub use app::{
 };
 pub use hostname::{Hostname, challenge_name};
 pub use name::{NameError, WorkerName, Zone};
-pub use state::{AlertKind, AlertStatus, AppStatus, DeploymentStatus, JobStatus, WorkerStatus};
+pub use state::{AdminRole, AlertKind, AlertStatus, AppStatus, DeploymentStatus, JobStatus, WorkerStatus};

@@ -249,6 +249,20 @@ text_state! {
     }
 }
 
+text_state! {
+    /// An operator's role in the admin console (SPEC §10).
+    AdminRole {
+        /// Everything, admins and grants included.
+        SuperAdmin = "super_admin",
+        /// Reads tenant data; may pause an app or unlock a stuck deploy.
+        Support = "support",
+        /// Plans and statements.
+        Billing = "billing",
+        /// Dashboards only.
+        ReadOnly = "read_only",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! sqlx functions, one file per aggregate. Functions take a pool or a transaction.
 
+pub mod admin;
 pub mod alerts;
 pub mod apps;
 pub mod audit;

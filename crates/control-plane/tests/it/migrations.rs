@@ -181,7 +181,7 @@ async fn checked_states(pool: &PgPool, table: &str, column: &str) -> Vec<String>
 #[tokio::test]
 async fn the_state_enums_name_exactly_the_states_the_database_allows() {
     use wisehosting_control_plane::domain::state::{
-        AlertKind, AlertStatus, AppStatus, DeploymentStatus, JobStatus, WorkerStatus,
+        AdminRole, AlertKind, AlertStatus, AppStatus, DeploymentStatus, JobStatus, WorkerStatus,
     };
     let pool = PgPool::connect(&fresh_database(true).await).await.expect("connect");
     let names = |all: Vec<&'static str>| all.into_iter().map(str::to_string).collect::<Vec<_>>();
@@ -210,6 +210,10 @@ async fn the_state_enums_name_exactly_the_states_the_database_allows() {
         names(
             AlertKind::ALL.iter().filter(|k| **k != AlertKind::WebhookDisabled).map(|s| s.as_str()).collect()
         )
+    );
+    assert_eq!(
+        checked_states(&pool, "admin_role_grants", "role").await,
+        names(AdminRole::ALL.iter().map(|s| s.as_str()).collect())
     );
     assert_eq!(
         checked_states(&pool, "alerts", "status").await,

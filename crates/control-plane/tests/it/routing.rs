@@ -203,7 +203,8 @@ async fn ten_redeploys_under_steady_traffic_drop_no_request() {
             &format!("v{round}"),
         );
         let id = user.redeploy(app).await;
-        assert_eq!(user.wait_deployment(id, LIMIT).await["status"], "running", "round {round}");
+        let done = user.wait_deployment(id, LIMIT).await;
+        assert_eq!(done["status"], "running", "round {round}: {done}");
         let expected = format!("version {round}\n");
         let switched = eventually(Duration::from_secs(10), Duration::from_millis(10), || async {
             via_edge(&client, &agent, "steady.localhost").await.1 == expected
