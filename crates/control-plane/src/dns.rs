@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
 
@@ -36,31 +35,8 @@ impl std::fmt::Debug for TxtResolver {
     }
 }
 
-/// A resolver asking `server` (or, with none, the system's servers of `/etc/resolv.conf`),
-/// never the hosts file, with no cache; `tune` sets the rest of its options.
-pub fn resolver(
-    server: Option<SocketAddr>,
-    tune: impl FnOnce(&mut ResolverOpts),
-) -> Result<TokioResolver, String> {
-    let mut builder = match server {
-        Some(server) => {
-            let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
-            for connection in &mut name_server.connections {
-                connection.port = server.port();
-            }
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(vec![name_server]),
-                hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
-            )
-        }
-        None => TokioResolver::builder_tokio().map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?,
-    };
-    let options = builder.options_mut();
-    options.cache_size = 0;
-    options.use_hosts_file = ResolveHosts::Never;
-    tune(options);
-    builder.build().map_err(|e| format!("cannot set up the DNS resolver: {e}"))
-}
+/// The one resolver builder (shared with the worker's repository check).
+pub use wisehosting_worker::deploy::resolver;
 
 impl TxtResolver {
     /// Asks `server`, or with none the system's servers.

@@ -180,14 +180,21 @@ impl Guard {
     /// Checks a URL: the scheme, no user info, and the host — an IP literal against the rule,
     /// a name resolved and every address checked. The parsed URL when it passes.
     pub async fn check(&self, raw: &str) -> Result<Url, OutboundError> {
+        let url = self.parse_literal_checked(raw)?;
+        if let Some(Host::Domain(name)) = url.host() {
+            self.resolver.resolve_checked(name).await?;
+        }
+        Ok(url)
+    }
+
+    /// `raw` read by [`parse`], with a host that is an IP literal checked here (the resolver
+    /// never sees literals); a name is left to the resolver.
+    fn parse_literal_checked(&self, raw: &str) -> Result<Url, OutboundError> {
         let url = parse(raw)?;
         match url.host() {
             Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
             Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
-            Some(Host::Domain(name)) => {
-                self.resolver.resolve_checked(name).await?;
-            }
-            None => return Err(OutboundError::NotAllowed("the URL has no host".into())),
+            Some(Host::Domain(_)) | None => {}
         }
         Ok(url)
     }
@@ -209,13 +216,7 @@ impl Guard {
         headers: &[(&str, String)],
         body: String,
     ) -> Result<Answer, OutboundError> {
-        let url = parse(raw)?;
-        match url.host() {
-            Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
-            Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
-            Some(Host::Domain(_)) => {}
-            None => return Err(OutboundError::NotAllowed("the URL has no host".into())),
-        }
+        let url = self.parse_literal_checked(raw)?;
         let mut request = self.client.post(url).header("content-type", "application/json").body(body);
         for (name, value) in headers {
             request = request.header(*name, value);
@@ -264,24 +265,21 @@ pub fn parse(raw: &str) -> Result<Url, OutboundError> {
 /// The cause of a failed request, without the URL's query (it may hold a token).
 fn describe(e: &reqwest::Error, timeout: Duration) -> OutboundError {
     use std::error::Error as _;
+    // The innermost cause says the most; a refusal of our resolver is passed on as it is.
+    let mut detail = None;
     let mut source = e.source();
     while let Some(inner) = source {
         if let Some(refused) = inner.downcast_ref::<OutboundError>() {
             return refused.clone();
         }
+        detail = Some(inner.to_string());
         source = inner.source();
     }
     if e.is_timeout() {
         return OutboundError::Timeout(timeout);
     }
     let what = if e.is_connect() { "cannot connect" } else { "the request failed" };
-    let mut detail = String::new();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        detail = inner.to_string();
-        source = inner.source();
-    }
-    OutboundError::Request(if detail.is_empty() { what.to_string() } else { format!("{what}: {detail}") })
+    OutboundError::Request(detail.map_or_else(|| what.to_string(), |d| format!("{what}: {d}")))
 }
 
 #[cfg(test)]

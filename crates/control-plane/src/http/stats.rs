@@ -23,7 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// An app's latest figures. `live` is false when the newest report is older than 45 s (or
 /// there is none: then every figure is 0 and `sampled_at` is null).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct LiveStats {
     pub live: bool,
     /// CPU use over the app's containers, in % of one core.
@@ -63,17 +63,7 @@ pub fn live_stats_of(state: &AppState, app_id: i64, worker: Option<i64>) -> Live
             requests_per_s: l.requests_per_s,
             sampled_at: Some(l.sampled_at),
         },
-        None => LiveStats {
-            live: false,
-            cpu_pct: 0.0,
-            mem_bytes: 0,
-            mem_limit_bytes: 0,
-            net_rx_bps: 0.0,
-            net_tx_bps: 0.0,
-            restarts: 0,
-            requests_per_s: 0.0,
-            sampled_at: None,
-        },
+        None => LiveStats::default(),
     }
 }
 

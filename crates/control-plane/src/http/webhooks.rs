@@ -30,6 +30,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(redeliver_delivery))
 }
 
+/// Another user's endpoint or none: the same 404.
+fn no_endpoint() -> ApiError {
+    ApiError::NotFound("no such webhook endpoint".into())
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 struct CreateRequest {
     /// Where deliveries are POSTed: `https://` (or `http://`) to a public address.
@@ -116,7 +121,7 @@ async fn delete_webhook(
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.db.begin().await?;
     if !webhooks::delete_endpoint(&mut *tx, user.id, path.id).await? {
-        return Err(ApiError::NotFound("no such webhook endpoint".into()));
+        return Err(no_endpoint());
     }
     audit_user(&mut *tx, &user, AuditAction::WebhookDelete, "webhook", path.id, json!({})).await?;
     tx.commit().await?;
@@ -132,9 +137,7 @@ async fn enable_webhook(
     ApiPath(path): ApiPath<EndpointPath>,
 ) -> Result<Json<Endpoint>, ApiError> {
     let mut tx = state.db.begin().await?;
-    let endpoint = webhooks::enable_endpoint(&mut *tx, user.id, path.id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such webhook endpoint".into()))?;
+    let endpoint = webhooks::enable_endpoint(&mut *tx, user.id, path.id).await?.ok_or_else(no_endpoint)?;
     audit_user(&mut *tx, &user, AuditAction::WebhookEnable, "webhook", path.id, json!({})).await?;
     tx.commit().await?;
     Ok(Json(endpoint))
@@ -157,9 +160,7 @@ async fn list_deliveries(
     ApiPath(path): ApiPath<EndpointPath>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
-    webhooks::get_endpoint(&state.db, user.id, path.id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such webhook endpoint".into()))?;
+    webhooks::get_endpoint(&state.db, user.id, path.id).await?.ok_or_else(no_endpoint)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     Ok(Json(webhooks::list_deliveries(&state.db, path.id, q.before, limit).await?))
 }
@@ -183,9 +184,7 @@ async fn redeliver_delivery(
     ApiPath(path): ApiPath<DeliveryPath>,
 ) -> Result<(StatusCode, Json<Delivery>), ApiError> {
     let mut tx = state.db.begin().await?;
-    webhooks::get_endpoint(&mut *tx, user.id, path.id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such webhook endpoint".into()))?;
+    webhooks::get_endpoint(&mut *tx, user.id, path.id).await?.ok_or_else(no_endpoint)?;
     let delivery = webhooks::redeliver(&mut *tx, path.id, path.did)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such delivery of this endpoint".into()))?;

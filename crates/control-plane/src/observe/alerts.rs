@@ -228,10 +228,7 @@ pub async fn raise(
     message: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<Alert>, sqlx::Error> {
-    if !alerts::has_rule(&mut *tx, app_id, kind).await? {
-        return Ok(None);
-    }
-    let Some((user_id, name)) = crate::store::apps::owner_and_name(&mut *tx, app_id).await? else {
+    let Some((user_id, name)) = alerts::ruled_owner(&mut *tx, app_id, kind).await? else {
         return Ok(None);
     };
     let message = format!("{name}: {message}");

@@ -116,13 +116,19 @@ pub async fn delete_rule(db: impl PgExecutor<'_>, app_id: i64, rule_id: i64) -> 
     Ok(done.rows_affected() == 1)
 }
 
-/// Whether the app has a rule of this kind (event kinds fire only then).
-pub async fn has_rule(db: impl PgExecutor<'_>, app_id: i64, kind: AlertKind) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM alert_rules WHERE app_id = $1 AND kind = $2)")
-        .bind(app_id)
-        .bind(kind)
-        .fetch_one(db)
-        .await
+/// The app's owner and name when it has a rule of this kind (event kinds fire only then).
+pub async fn ruled_owner(
+    db: impl PgExecutor<'_>,
+    app_id: i64,
+    kind: AlertKind,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.user_id, a.name FROM apps a JOIN alert_rules r ON r.app_id = a.id AND r.kind = $2 WHERE a.id = $1",
+    )
+    .bind(app_id)
+    .bind(kind)
+    .fetch_optional(db)
+    .await
 }
 
 /// Every metric rule, for one evaluation round. Read as one row of arrays, one per column:

@@ -169,11 +169,6 @@ pub async fn deployments_by_hour(db: &PgPool, hours: i32) -> Result<Vec<Bucket>,
     .await
 }
 
-/// Workers by id: (id, name).
-pub async fn worker_names(db: &PgPool) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name FROM workers ORDER BY id").fetch_all(db).await
-}
-
 /// An app's worker, if the app exists (any tenant's).
 pub async fn app_worker(db: &PgPool, app_id: i64) -> Result<Option<Option<i64>>, sqlx::Error> {
     sqlx::query_scalar("SELECT worker_id FROM apps WHERE id = $1").bind(app_id).fetch_optional(db).await

@@ -282,6 +282,9 @@ pub async fn take_unannounced(tx: &mut PgConnection, limit: i64) -> Result<Vec<E
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
+    if ended.is_empty() {
+        return Ok(ended);
+    }
     let ids: Vec<i64> = ended.iter().map(|e| e.id).collect();
     sqlx::query("UPDATE deployments SET announced = true WHERE id = ANY($1)")
         .bind(ids)

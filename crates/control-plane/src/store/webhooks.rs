@@ -51,7 +51,6 @@ pub struct LeasedEndpoint {
     pub user_id: i64,
     pub url: String,
     pub secret_sealed: Option<String>,
-    pub consecutive_failures: i32,
 }
 
 /// A due delivery with what its body is made of.
@@ -196,7 +195,7 @@ pub async fn lease_endpoints(
                            WHERE d.endpoint_id = e2.id AND d.status = 'pending' AND d.next_attempt_at <= now())
              ORDER BY e2.busy_until NULLS FIRST LIMIT $1
              FOR UPDATE SKIP LOCKED)
-         RETURNING e.id, e.user_id, e.url, e.secret_sealed, e.consecutive_failures",
+         RETURNING e.id, e.user_id, e.url, e.secret_sealed",
     )
     .bind(limit)
     .bind(lease_secs)

@@ -161,6 +161,36 @@ fn split_authority(authority: &str) -> Option<(String, u16)> {
     .filter(|(host, _)| !host.is_empty())
 }
 
+/// A resolver asking `server` (or, with none, the system's servers of `/etc/resolv.conf`),
+/// never the hosts file, with no cache; `tune` sets the rest of its options. The worker's
+/// repository check and the control plane's lookups (custom-domain TXT records, the SSRF
+/// guard) are all built here.
+pub fn resolver(
+    server: Option<std::net::SocketAddr>,
+    tune: impl FnOnce(&mut hickory_resolver::config::ResolverOpts),
+) -> Result<hickory_resolver::TokioResolver, String> {
+    use hickory_resolver::TokioResolver;
+    use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+    let mut builder = match server {
+        Some(server) => {
+            let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
+            for connection in &mut name_server.connections {
+                connection.port = server.port();
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![name_server]),
+                hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+            )
+        }
+        None => TokioResolver::builder_tokio().map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?,
+    };
+    let options = builder.options_mut();
+    options.cache_size = 0;
+    options.use_hosts_file = ResolveHosts::Never;
+    tune(options);
+    builder.build().map_err(|e| format!("cannot set up the DNS resolver: {e}"))
+}
+
 /// The address git is pinned to for an `https://` repository: its host resolved once
 /// (through `dns_resolver`, or the system's), every address public, or an error naming why.
 pub async fn check_https_repository(
@@ -201,23 +231,11 @@ pub(super) async fn resolve(
             .map(|addrs| addrs.map(|a| a.ip()).collect())
             .map_err(|e| DeployError::user(format!("cannot resolve {host}: {e}")));
     };
-    use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
-    let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
-    for connection in &mut name_server.connections {
-        connection.port = server.port();
-    }
-    let mut builder = hickory_resolver::TokioResolver::builder_with_config(
-        ResolverConfig::from_name_servers(vec![name_server]),
-        hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
-    );
-    let options = builder.options_mut();
-    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    options.cache_size = 0;
-    options.use_hosts_file = ResolveHosts::Never;
-    options.timeout = Duration::from_secs(5);
-    let resolver = builder
-        .build()
-        .map_err(|e| DeployError::platform(format!("cannot set up the DNS resolver {server}: {e}")))?;
+    let resolver = crate::deploy::resolver(Some(server), |options| {
+        options.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+        options.timeout = Duration::from_secs(5);
+    })
+    .map_err(|e| DeployError::platform(format!("cannot set up the DNS resolver {server}: {e}")))?;
     let found = resolver
         .lookup_ip(host)
         .await

@@ -29,7 +29,7 @@ use crate::runtime::Podman;
 use wisehosting_proto::messages::Outgoing;
 
 pub use error::{CommandError, DeployError};
-pub use git::{Pin, check_https_repository, is_public_ip};
+pub use git::{Pin, check_https_repository, is_public_ip, resolver};
 
 /// An address as it stands in `host:port` strings: IPv6 in brackets.
 fn ip_literal(ip: IpAddr) -> String {
