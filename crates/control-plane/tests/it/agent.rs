@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wisehosting_control_plane::hub::HubEvent;
-use wisehosting_testkit::{CutProxy, create_worker, spawn_control_plane_with, spawn_worker};
+use wisehosting_testkit::{CutProxy, create_worker, eventually, spawn_control_plane_with, spawn_worker};
 
 async fn status_of(db: &sqlx::PgPool, id: i64) -> String {
     sqlx::query_scalar("SELECT status FROM workers WHERE id = $1")
@@ -49,6 +49,14 @@ async fn the_five_admin_queries_run_podman_on_the_worker() {
         agent
             .wait_for(Duration::from_secs(15), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
             .await
+    );
+    // The agent counts itself connected when its link is up; the hub takes the connection in
+    // only once it has read the signed `hello`, and queries go to connections the hub holds.
+    assert!(
+        eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+            cp.hub.is_connected(w.id)
+        })
+        .await
     );
     for command in ["ps", "ps_all", "network_ls", "volume_ls", "image_ls"] {
         let reply = cp.hub.worker_query(w.id, command, Duration::from_secs(20)).await.expect("reply");
