@@ -51,6 +51,8 @@ pub enum Command {
         #[arg(long)]
         role: String,
     },
+    /// Runs the console on `admin.listen` (default 127.0.0.1:9443) until SIGINT or SIGTERM.
+    Serve,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Password(#[from] PasswordError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     #[error("{0}")]
     Usage(String),
 }
@@ -111,6 +115,17 @@ async fn account(pool: &sqlx::PgPool, name: &str) -> Result<i64, CliError> {
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Serve => {
+            let (config, pool) = wisehosting_control_plane::cli::connect_configured().await?;
+            db::check_clean(&pool).await?;
+            db::migrate_up(&pool).await?;
+            let server = crate::serve::Server::bind(&config, pool).await?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            wisehosting_control_plane::cli::spawn_signal_listener(stop.clone())?;
+            wisehosting_control_plane::say::say(&format!("Admin console: {}", server.url()));
+            server.run(async move { stop.cancelled().await }).await?;
+            Ok(())
+        }
         Command::CreateAccount { username: name, role: r } => {
             let (name, r) = (username(&name)?, role(&r)?);
             let stdin = std::io::stdin();
@@ -129,7 +144,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let id = admin::create_account(&mut *tx, &name, &hash).await?;
             admin::grant(&mut tx, id, r, &actor(), "created with the account", None).await?;
             let detail = json!({ "role": r });
-            admin::audit(&mut *tx, None, &actor(), "admin.created", ("admin", &name), detail).await?;
+            admin::audit(&mut *tx, None, &actor(), "admin.created", ("admin", &name), detail, None).await?;
             tx.commit().await?;
             pool.close().await;
             println!("Created the admin account {name} with the role {r}.");
@@ -155,7 +170,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let mut tx = pool.begin().await?;
             admin::grant(&mut tx, id, r, &actor(), &reason, expires_at).await?;
             let detail = json!({ "role": r, "expires_at": expires_at, "reason": reason });
-            admin::audit(&mut *tx, None, &actor(), "admin.role_granted", ("admin", &name), detail).await?;
+            admin::audit(&mut *tx, None, &actor(), "admin.role_granted", ("admin", &name), detail, None)
+                .await?;
             tx.commit().await?;
             pool.close().await;
             match expires_at {
@@ -179,6 +195,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 "admin.role_revoked",
                 ("admin", &name),
                 json!({ "role": r }),
+                None,
             )
             .await?;
             tx.commit().await?;

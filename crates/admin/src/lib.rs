@@ -3,8 +3,10 @@
 //! their own), a different network exposure (the console listens on loopback; live state
 //! comes only through the control plane's loopback internal API), a different audit trail.
 //!
-//! - [`cli`]: `create-account`, `grant`, `revoke` (the console's `serve` is still to come).
+//! - [`cli`]: `create-account`, `grant`, `revoke`, `serve`.
 //! - [`password`]: the password rule and bcrypt.
+//! - [`serve`]: the console — its server, sign-in, role check, pages and their data.
 
 pub mod cli;
 pub mod password;
+pub mod serve;

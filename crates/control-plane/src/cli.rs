@@ -142,7 +142,7 @@ async fn serve() -> Result<(), CliError> {
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
-fn spawn_signal_listener(token: CancellationToken) -> Result<(), CliError> {
+pub fn spawn_signal_listener(token: CancellationToken) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(CliError::Signals)?;

@@ -60,6 +60,26 @@ impl Namespace {
         .expect("listener thread");
         tokio::net::TcpListener::from_std(listener).expect("tokio listener")
     }
+
+    /// A TCP connection to `addr` made from inside the namespace (by a thread that enters
+    /// it), within two seconds: `Ok` when something there accepted it.
+    pub fn connect(&self, addr: SocketAddr) -> std::io::Result<()> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path)?;
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).map(drop)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the connecting thread panicked")))
+    }
+
+    /// The host's end of the veth pair for the namespace's first address.
+    pub fn host_side(addr: Ipv4Addr) -> Ipv4Addr {
+        let o = addr.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], o[3] - 1)
+    }
 }
 
 impl Drop for Namespace {

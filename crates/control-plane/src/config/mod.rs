@@ -81,6 +81,66 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// E-mail for alerts; off while `smtp.host` is empty.
     pub smtp: SmtpConfig,
+    /// The operators' console, `wisehosting-admin serve` (SPEC §14.4).
+    pub admin: AdminConfig,
+}
+
+/// `wisehosting-admin serve`: where it listens and how it reaches the internal API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Loopback unless a certificate is configured: the console is for operators on this
+    /// machine (or through an SSH tunnel).
+    pub listen: SocketAddr,
+    /// The control plane's internal API.
+    pub internal_api_url: String,
+    /// PEM certificate chain and key: with both, the console speaks only HTTPS (TLS 1.3) and
+    /// may listen beyond loopback.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            internal_api_url: "http://127.0.0.1:9091".into(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "admin.tls_cert and admin.tls_key go together; set both for HTTPS or neither".into(),
+                ));
+            }
+            (None, None) if !self.listen.ip().to_canonical().is_loopback() => {
+                return Err(ConfigError::Invalid(format!(
+                    "admin.listen {} is not a loopback address; without admin.tls_cert and admin.tls_key the console listens on loopback only (the default is 127.0.0.1:9443)",
+                    self.listen
+                )));
+            }
+            _ => {}
+        }
+        let url = url::Url::parse(&self.internal_api_url).ok().filter(|u| u.scheme() == "http");
+        let loopback = url.as_ref().and_then(|u| u.host()).is_some_and(|h| match h {
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+            url::Host::Domain(d) => d == "localhost",
+        });
+        if !loopback {
+            return Err(ConfigError::Invalid(format!(
+                "admin.internal_api_url {:?} is not an http:// URL on loopback; the internal API listens only there (the default is http://127.0.0.1:9091)",
+                self.internal_api_url
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -355,6 +415,7 @@ impl Default for Config {
             usage: UsageConfig::default(),
             outbound: OutboundConfig::default(),
             smtp: SmtpConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -575,6 +636,7 @@ impl Config {
             ));
         }
         self.cloudflare.check()?;
+        self.admin.check()?;
         observe::check(&self.alerts, &self.usage, &self.outbound, &self.smtp)?;
         self.oidc.check(self.api_server.public_url.as_deref())?;
         if self.sign_in_per_minute < 30 {
@@ -809,6 +871,23 @@ mod tests {
             }
             assert!(found, "deploy/config.example.yaml does not set `{key}`");
         }
+    }
+
+    #[test]
+    fn the_admin_console_listens_on_loopback_unless_it_has_a_certificate_and_reads_a_loopback_internal_api() {
+        let err = parse("admin:\n  listen: 0.0.0.0:9443\n").expect_err("public, plain").to_string();
+        assert!(err.contains("admin.listen 0.0.0.0:9443 is not a loopback address"), "{err}");
+        let c = parse("admin:\n  listen: 0.0.0.0:9443\n  tls_cert: /c.pem\n  tls_key: /k.pem\n")
+            .expect("with TLS");
+        assert_eq!(c.admin.listen.to_string(), "0.0.0.0:9443");
+        let err = parse("admin:\n  tls_cert: /c.pem\n").expect_err("half").to_string();
+        assert!(err.contains("go together"), "{err}");
+        for url in ["http://10.0.0.5:9091", "https://127.0.0.1:9091", "not a url"] {
+            let err = parse(&format!("admin:\n  internal_api_url: \"{url}\"\n")).expect_err(url).to_string();
+            assert!(err.contains("admin.internal_api_url"), "{err}");
+        }
+        assert!(parse("admin:\n  internal_api_url: http://[::1]:9091\n").is_ok());
+        assert_eq!(Config::default().admin.listen.to_string(), "127.0.0.1:9443");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("sign in first: this needs a valid session or token")]
     Unauthorized,
+    /// A sign-in with an unknown username or a wrong password: one answer for both.
+    #[error("that username and password do not match an account; check both and try again")]
+    InvalidCredentials,
     #[error("{0}")]
     Forbidden(String),
     /// An API token whose scopes do not cover the route; the message names the scope needed.
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
             ApiError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::UrlNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "url_not_allowed"),

@@ -41,6 +41,8 @@ pub fn internal_router(state: AppState) -> Router {
         .route("/internal-api/apps/{id}/logs/tail", get(app_logs_tail))
         .route("/internal-api/apps/recent-logs", get(recent_logs))
         .route("/internal-api/workers/{id}/podman/{cmd}", get(podman))
+        .route("/internal-api/users", get(users))
+        .route("/internal-api/apps", get(apps))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     with_edge(routes.fallback(super::not_found), state)
 }
@@ -234,6 +236,37 @@ struct RecentQuery {
 
 async fn recent_logs(State(state): State<AppState>, ApiQuery(q): ApiQuery<RecentQuery>) -> Json<Lines> {
     Json(Lines { lines: state.logbus.recent(q.limit.unwrap_or(100).min(1000)) })
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchQuery {
+    /// Part of an e-mail, name or slug, any case; empty for all.
+    #[serde(default)]
+    q: String,
+    /// How many (default 100, at most 500).
+    limit: Option<i64>,
+}
+
+impl SearchQuery {
+    fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 500)
+    }
+}
+
+/// Users across tenants, for the console's users page.
+async fn users(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<Vec<console::TenantUser>>, ApiError> {
+    Ok(Json(console::users(&state.db, &q.q, q.limit()).await?))
+}
+
+/// Apps across tenants, for the console's apps page.
+async fn apps(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<Vec<console::TenantApp>>, ApiError> {
+    Ok(Json(console::apps(&state.db, &q.q, q.limit()).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -173,3 +173,59 @@ pub async fn deployments_by_hour(db: &PgPool, hours: i32) -> Result<Vec<Bucket>,
 pub async fn app_worker(db: &PgPool, app_id: i64) -> Result<Option<Option<i64>>, sqlx::Error> {
     sqlx::query_scalar("SELECT worker_id FROM apps WHERE id = $1").bind(app_id).fetch_optional(db).await
 }
+
+/// A user as the console lists them (tenant data).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TenantUser {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub plan: String,
+    pub apps: i64,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Users whose e-mail or name holds `q` (any case), newest first.
+pub async fn users(db: &PgPool, q: &str, limit: i64) -> Result<Vec<TenantUser>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.name, u.plan, u.disabled_at, u.created_at,
+                (SELECT count(*) FROM apps a WHERE a.user_id = u.id) AS apps
+         FROM users u
+         WHERE $1 = '' OR strpos(lower(u.email), lower($1)) > 0 OR strpos(lower(u.name), lower($1)) > 0
+         ORDER BY u.id DESC LIMIT $2",
+    )
+    .bind(q)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// An app across tenants as the console lists it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TenantApp {
+    pub id: i64,
+    pub name: String,
+    pub slug: String,
+    pub owner_email: String,
+    pub status: AppStatus,
+    pub worker_id: Option<i64>,
+    pub current_deployment_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Apps whose name, slug or owner's e-mail holds `q` (any case), newest first.
+pub async fn apps(db: &PgPool, q: &str, limit: i64) -> Result<Vec<TenantApp>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.name, a.slug, u.email AS owner_email, a.status, a.worker_id,
+                a.current_deployment_id, a.created_at
+         FROM apps a JOIN users u ON u.id = a.user_id
+         WHERE $1 = '' OR strpos(lower(a.name), lower($1)) > 0 OR strpos(a.slug, lower($1)) > 0
+            OR strpos(lower(u.email), lower($1)) > 0
+         ORDER BY a.id DESC LIMIT $2",
+    )
+    .bind(q)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

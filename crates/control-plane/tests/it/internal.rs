@@ -112,3 +112,55 @@ async fn the_console_reads_figures_across_tenants_and_runs_only_the_five_podman_
     assert_eq!((status, body["code"].as_str()), (503, Some("worker_offline")), "{body}");
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_api_takes_only_its_exact_token_and_only_on_loopback() {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use wisehosting_testkit::netns::Namespace;
+
+    let cp =
+        wisehosting_testkit::spawn_control_plane_with(|c| c.internal_api.token = Secret::new(TOKEN)).await;
+    let addr = cp.internal_addr.expect("the internal API listens");
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let url = format!("http://{addr}/internal-api/dashboard-stats");
+    let mut one_byte_off = TOKEN.as_bytes().to_vec();
+    *one_byte_off.last_mut().expect("a byte") ^= 1;
+    let one_byte_off = String::from_utf8(one_byte_off).expect("ascii");
+    let refused: Vec<(&str, Option<String>)> = vec![
+        ("no header", None),
+        ("an empty bearer", Some("Bearer ".into())),
+        ("a prefix", Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]))),
+        ("one wrong byte", Some(format!("Bearer {one_byte_off}"))),
+        ("one byte more", Some(format!("Bearer {TOKEN}x"))),
+        ("another scheme", Some(format!("Basic {TOKEN}"))),
+        ("the token without a scheme", Some(TOKEN.into())),
+    ];
+    for (case, header) in refused {
+        let mut request = cp.client.get(&url);
+        if let Some(h) = header {
+            request = request.header("authorization", h);
+        }
+        let r = request.send().await.expect("request");
+        assert_eq!(r.status(), 401, "{case}");
+    }
+    let r = cp.client.get(&url).bearer_auth(TOKEN).send().await.expect("request");
+    assert_eq!(r.status(), 200, "the exact token");
+
+    // Another network namespace, joined to this host by a veth pair, reaches a listener on
+    // every address of the host (the control) but not the internal API on the host's side of
+    // the pair, nor on its own loopback.
+    let [a, b] = wisehosting_crypto::random_bytes::<2>();
+    let inside = Ipv4Addr::new(192, 89, a % 200, (b & 0x3f) * 4 + 2);
+    let namespace = Namespace::create(&[inside]);
+    let host = Namespace::host_side(inside);
+    let control = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("control listener");
+    let control_port = control.local_addr().expect("addr").port();
+    let ns = &namespace;
+    let reached = tokio::task::block_in_place(|| ns.connect(SocketAddr::from((host, control_port))));
+    assert!(reached.is_ok(), "the namespace reaches the host's listeners: {reached:?}");
+    for target in [SocketAddr::from((host, addr.port())), SocketAddr::from(([127, 0, 0, 1], addr.port()))] {
+        let tried = tokio::task::block_in_place(|| ns.connect(target));
+        assert!(tried.is_err(), "the internal API answered {target} from another namespace");
+    }
+    drop(control);
+}

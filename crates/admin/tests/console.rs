@@ -1,0 +1,379 @@
+//! `wisehosting-admin serve` against a real control plane and PostgreSQL (SPEC §14.4;
+//! SECURITY-TESTS T05, T07, T16): accounts made with the binary as an operator makes them,
+//! the console served by the library's server, requests as a browser sends them.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wisehosting_admin::serve::Server;
+use wisehosting_crypto::Secret;
+use wisehosting_testkit::{
+    TestControlPlane, TestRepo, create_worker, eventually, page_containerfile, spawn_control_plane_with,
+    spawn_platform,
+};
+
+const TOKEN: &str = "internal-api-token-0123456789abcdef0123";
+const PASSWORD: &str = "a long enough console password";
+
+struct Console {
+    url: String,
+    client: reqwest::Client,
+    stop: CancellationToken,
+    config: tempfile::TempDir,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The console in front of `cp`'s internal API, on a free loopback port.
+async fn console(cp: &TestControlPlane) -> Console {
+    let mut config = cp.config.clone();
+    config.admin.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin.internal_api_url = format!("http://{}", cp.internal_addr.expect("the internal API listens"));
+    let server = Server::bind(&config, cp.db.clone()).await.expect("bind the console");
+    let url = format!("http://{}", server.local_addr());
+    let stop = CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(server.run(async move { until.cancelled().await }));
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("config.yaml"), format!("database:\n  url: {}\n", cp.database_url))
+        .expect("config");
+    let client =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    Console { url, client, stop, config: dir }
+}
+
+impl Console {
+    /// `wisehosting-admin <args>` with the password on standard input, as an operator runs it.
+    fn admin(&self, args: &[&str]) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wisehosting-admin"))
+            .args(args)
+            .env("CONFIG_PATH", self.config.path().join("config.yaml"))
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child.stdin.take().expect("stdin").write_all(PASSWORD.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn create(&self, username: &str, role: &str) {
+        self.admin(&["create-account", "--username", username, "--role", role]);
+    }
+
+    async fn login_as(&self, username: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/admin/api/login", self.url))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .expect("login")
+    }
+
+    /// Signs in and returns the session cookie (`wh_admin=…`).
+    async fn sign_in(&self, username: &str) -> String {
+        let r = self.login_as(username, PASSWORD).await;
+        assert_eq!(r.status(), 200, "{username} signs in");
+        let set = r.headers()["set-cookie"].to_str().expect("ascii").to_string();
+        set.split(';').next().expect("pair").to_string()
+    }
+
+    async fn get(&self, cookie: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("get");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    async fn post(&self, cookie: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("cookie", cookie)
+            .header("origin", &self.url)
+            .header("sec-fetch-site", "same-origin")
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_and_reads_a_real_workers_containers_through_the_internal_api_and_the_hub() {
+    let (cp, agent, user) = spawn_platform("admin-e2e", "tenant@example.com", |c| {
+        c.internal_api.token = Secret::new(TOKEN);
+    })
+    .await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &page_containerfile("admin"))], "v1");
+    let (app, deployment) = user.deploy("Administered", &repo.url()).await;
+    assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
+    let worker = agent.worker.id;
+    let c = console(&cp).await;
+    c.create("root-admin", "super_admin");
+
+    // Signed out, the console's address answers the sign-in form, under a strict CSP.
+    let page = c.client.get(format!("{}/admin/", c.url)).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().expect("csp").to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.expect("html");
+    assert!(html.contains("<form id=\"login\"") && !html.contains("<script>"), "{html}");
+
+    let wrong = c.login_as("root-admin", "not the password at all").await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.json::<Value>().await.expect("json")["code"], "invalid_credentials");
+    let r = c.login_as("root-admin", PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let set = r.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    for attribute in ["wh_admin=wha_", "HttpOnly", "SameSite=Strict", "Path=/admin"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP on loopback: {set}");
+    let cookie = set.split(';').next().expect("pair").to_string();
+
+    let page = c
+        .client
+        .get(format!("{}/admin/workers", c.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("page");
+    assert!(page.text().await.expect("html").contains("id=\"nav\""), "signed in, the console itself");
+    let (_, me) = c.get(&cookie, "/admin/api/me").await;
+    assert_eq!(me, json!({ "username": "root-admin", "roles": ["super_admin"] }));
+
+    let (status, overview) = c.get(&cookie, "/admin/api/overview").await;
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(overview["stats"]["apps_total"], 1, "{overview}");
+    assert_eq!(overview["series"].as_array().map(Vec::len), Some(24));
+    let (_, workers) = c.get(&cookie, "/admin/api/workers").await;
+    assert_eq!(
+        (workers[0]["worker_id"].as_i64(), workers[0]["connected"].as_bool()),
+        (Some(worker), Some(true))
+    );
+    let (_, apps) = c.get(&cookie, "/admin/api/apps?q=administ").await;
+    assert_eq!(apps[0]["id"], app, "{apps}");
+    assert_eq!(apps[0]["owner_email"], "tenant@example.com");
+    let (_, users) = c.get(&cookie, "/admin/api/users?q=TENANT").await;
+    assert_eq!(users[0]["email"], "tenant@example.com", "{users}");
+    let (status, logs) = c.get(&cookie, &format!("/admin/api/apps/{app}/logs")).await;
+    assert_eq!(status, 200, "{logs}");
+
+    // The chain: console → internal API → hub → the worker → podman.
+    let (status, ps) = c.get(&cookie, &format!("/admin/api/workers/{worker}/podman/ps")).await;
+    assert_eq!(status, 200, "{ps}");
+    assert!(ps["output"].as_str().unwrap_or("").contains(&agent.instance), "the app's container: {ps}");
+    let canary = tempfile::tempdir().expect("dir").keep().join("canary");
+    let touch = format!("$(touch {})", canary.display());
+    for cmd in ["exec", "rm", "; id", "$(whoami)", "-a", "ps -a", touch.as_str()] {
+        let path = format!(
+            "/admin/api/workers/{worker}/podman/{}",
+            url::form_urlencoded::byte_serialize(cmd.as_bytes()).collect::<String>().replace('+', "%20")
+        );
+        let (status, body) = c.get(&cookie, &path).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("unknown_command")), "{cmd}: {body}");
+    }
+    assert!(!canary.exists(), "no shell ran anything");
+    // A registered worker that is not connected: 503 at once, through the chain.
+    let offline = create_worker(&cp, "admin-offline").await;
+    let (status, body) = c.get(&cookie, &format!("/admin/api/workers/{}/podman/ps", offline.id)).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("worker_offline")), "{body}");
+
+    let (_, audit) = c.get(&cookie, "/admin/api/audit").await;
+    let actions: Vec<&str> =
+        audit.as_array().expect("rows").iter().filter_map(|r| r["action"].as_str()).collect();
+    assert!(actions.contains(&"admin.login") && actions.contains(&"admin.login_failed"), "{actions:?}");
+    assert!(actions.contains(&"admin.podman_query"), "{actions:?}");
+
+    let (status, _) = c.post(&cookie, "/admin/api/logout", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.get(&cookie, "/admin/api/me").await.0, 401, "the session ended");
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_ends_at_its_second_in_the_same_session_and_nobody_grants_above_their_own_role() {
+    let cp = spawn_control_plane_with(|c| c.internal_api.token = Secret::new(TOKEN)).await;
+    let c = console(&cp).await;
+    c.create("boss", "super_admin");
+    c.create("helper", "read_only");
+    let boss = c.sign_in("boss").await;
+    let helper = c.sign_in("helper").await;
+
+    // read_only: the dashboards, nothing else, and no way to raise itself.
+    assert_eq!(c.get(&helper, "/admin/api/workers").await.0, 200);
+    for path in [
+        "/admin/api/users",
+        "/admin/api/apps",
+        "/admin/api/admins",
+        "/admin/api/audit",
+        "/admin/api/workers/1/podman/ps",
+    ] {
+        let (status, body) = c.get(&helper, path).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{path}: {body}");
+    }
+    for (path, body) in [
+        ("/admin/api/grants", json!({ "username": "helper", "role": "super_admin", "expires_at": null })),
+        ("/admin/api/grants", json!({ "username": "helper", "role": "support", "expires_at": null })),
+        ("/admin/api/grants/revoke", json!({ "username": "boss", "role": "super_admin" })),
+    ] {
+        let (status, answer) = c.post(&helper, path, body).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+    }
+
+    // A grant until T: works at T − 1 s, not at T + 1 s, on the same session.
+    let t = Utc::now() + chrono::Duration::seconds(4);
+    let (status, body) = c
+        .post(
+            &boss,
+            "/admin/api/grants",
+            json!({ "username": "helper", "role": "support", "expires_at": t, "reason": "on call" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = c.get(&helper, "/admin/api/users").await;
+    assert!(Utc::now() < t - chrono::Duration::seconds(1), "the check ran before T − 1 s");
+    assert_eq!(status, 200, "support reads users while the grant lasts");
+    let passed = eventually(Duration::from_secs(10), Duration::from_millis(100), || async {
+        Utc::now() > t + chrono::Duration::seconds(1)
+    })
+    .await;
+    assert!(passed);
+    assert_eq!(c.get(&helper, "/admin/api/users").await.0, 403, "expired: nothing from that second on");
+    assert_eq!(c.get(&helper, "/admin/api/me").await.1["roles"], json!(["read_only"]));
+
+    // Grants are checked; the last super_admin stays.
+    let (status, body) =
+        c.post(&boss, "/admin/api/grants", json!({ "username": "helper", "role": "support", "expires_at": Utc::now() - chrono::Duration::seconds(5) })).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_input")), "{body}");
+    let (status, body) =
+        c.post(&boss, "/admin/api/grants", json!({ "username": "nobody", "role": "support" })).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) =
+        c.post(&boss, "/admin/api/grants", json!({ "username": "helper", "role": "root" })).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) =
+        c.post(&boss, "/admin/api/grants/revoke", json!({ "username": "boss", "role": "super_admin" })).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    let (_, admins) = c.get(&boss, "/admin/api/admins").await;
+    assert_eq!(admins.as_array().map(Vec::len), Some(2), "{admins}");
+
+    // Cross-site and non-JSON changes are refused (T06, as on the public API).
+    let r = c
+        .client
+        .post(format!("{}/admin/api/grants", c.url))
+        .header("cookie", &boss)
+        .header("origin", "http://evil.example")
+        .json(&json!({ "username": "helper", "role": "super_admin" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = c
+        .client
+        .post(format!("{}/admin/api/grants", c.url))
+        .header("cookie", &boss)
+        .header("content-type", "text/plain")
+        .body(r#"{"username":"helper","role":"super_admin"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 415);
+    let held: Vec<String> = sqlx::query_scalar(
+        "SELECT g.role FROM admin_role_grants g JOIN admin_accounts a ON a.id = g.admin_id
+         WHERE a.username = 'helper' AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now())",
+    )
+    .fetch_all(&cp.db)
+    .await
+    .expect("grants");
+    assert_eq!(held, ["read_only"], "none of the refused changes happened");
+
+    // A session idle for over an hour is over.
+    sqlx::query("UPDATE admin_sessions SET last_seen_at = now() - interval '61 minutes' WHERE admin_id = (SELECT id FROM admin_accounts WHERE username = 'helper')")
+        .execute(&cp.db)
+        .await
+        .expect("age the session");
+    assert_eq!(c.get(&helper, "/admin/api/me").await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_backs_off_after_failures_and_unknown_users_cost_as_much_as_wrong_passwords() {
+    let cp = spawn_control_plane_with(|c| c.internal_api.token = Secret::new(TOKEN)).await;
+    let c = console(&cp).await;
+    for (user, pass) in [("admin", "admin"), ("root", "root"), ("admin", "password")] {
+        assert_eq!(c.login_as(user, pass).await.status(), 401, "no default account {user}");
+    }
+    c.create("alice", "support");
+    c.create("bob", "support");
+
+    // Equal timing: an unknown username runs bcrypt as a wrong password does.
+    let c = &c;
+    let timed = |user: &'static str| async move {
+        let started = Instant::now();
+        let r = c.login_as(user, "wrong password for sure").await;
+        (r.status().as_u16(), started.elapsed())
+    };
+    let mut unknown = Vec::new();
+    let mut wrong = Vec::new();
+    for (u, w) in [("ghost-1", "alice"), ("ghost-2", "bob")] {
+        let (status, t) = timed(u).await;
+        assert_eq!(status, 401);
+        unknown.push(t);
+        let (status, t) = timed(w).await;
+        assert_eq!(status, 401);
+        wrong.push(t);
+    }
+    let (u, w) = (unknown.iter().min().copied().unwrap(), wrong.iter().min().copied().unwrap());
+    println!("sign-in refusal: unknown user {u:?}, wrong password {w:?}");
+    assert!(w >= Duration::from_millis(50), "bcrypt at cost 12 ran: {w:?}");
+    let ratio = u.as_secs_f64() / w.as_secs_f64();
+    assert!((0.5..2.0).contains(&ratio), "unknown {u:?} against wrong {w:?}");
+    let over = "x".repeat(100);
+    assert_eq!(c.login_as("alice", &over).await.status(), 401, "over 72 bytes: refused, no panic");
+
+    // Back-off: alice has failed twice; the third failure makes the next try wait, and a
+    // try during the wait is refused unchecked — even with the right password.
+    assert_eq!(c.login_as("alice", "wrong again, third").await.status(), 401);
+    let early = c.login_as("alice", PASSWORD).await;
+    assert_eq!(early.status(), 429);
+    let wait: u64 = early.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Unknown usernames back off alike, so a 429 tells nobody which accounts exist.
+    for _ in 0..3 {
+        assert_eq!(c.login_as("ghost-3", "nope nope nope").await.status(), 401);
+    }
+    assert_eq!(c.login_as("ghost-3", "nope nope nope").await.status(), 429);
+    let waited = eventually(Duration::from_secs(5), Duration::from_millis(250), || async {
+        c.login_as("alice", PASSWORD).await.status() == 200
+    })
+    .await;
+    assert!(waited, "after the wait the right password signs in");
+    let failures: i32 =
+        sqlx::query_scalar("SELECT failed_logins FROM admin_accounts WHERE username = 'alice'")
+            .fetch_one(&cp.db)
+            .await
+            .expect("row");
+    assert_eq!(failures, 0, "a success clears the count");
+}
