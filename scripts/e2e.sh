@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The dashboard end to end in real Chromium (Debian's, never a downloaded one) with Playwright
+# The dashboard and the admin console end to end in real Chromium (Debian's, never a downloaded one) with Playwright
 # (PyPI, pinned) against a real `wisehosting dev`: sign in, create an app from a local
 # repository, watch it build and run, open it, change env and redeploy, add a domain, revoke a
-# session, delete the app. Screenshots of every main page (desktop and phone) go to
+# session, delete the app; then `wisehosting-admin serve` in front of it (an account made with
+# create-account, sign-in, every console page, a podman query on the local worker). Screenshots of every main page (desktop and phone) go to
 # artifacts/screenshots/ (CI keeps that folder). Any console error fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,9 @@ fi
 [ -x /usr/bin/chromium ] || { echo "e2e: /usr/bin/chromium is missing; bash scripts/setup.sh installs it" >&2; exit 1; }
 bash scripts/dashboard.sh build
 cargo build --quiet -p wisehosting-control-plane --bin wisehosting
+cargo build --quiet -p wisehosting-admin --bin wisehosting-admin
 bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting
+admin_bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting-admin
 
 work=$(mktemp -d /tmp/wisehosting-e2e.XXXXXX)
 chmod 755 "$work"
@@ -50,7 +53,9 @@ while call("GET", "/api/apps") and time.time() < deadline:
     time.sleep(0.5)
 PY
 }
+admin_pid=""
 cleanup() {
+  [ -z "$admin_pid" ] || { kill -INT "$admin_pid" 2>/dev/null || true; wait "$admin_pid" 2>/dev/null || true; }
   remove_apps
   stop_dev
   rm -rf "$work"
@@ -61,5 +66,26 @@ url=$DEV_URL
 echo "== dashboard e2e against $url"
 WH_E2E_URL="$url" WH_E2E_REPO="$repo" WH_E2E_SHOTS="$shots" "$venv/bin/python" web/dashboard/e2e/dashboard_e2e.py || {
   tail -n 40 "$work/dev.log"
+  exit 1
+}
+
+echo "== admin console e2e"
+admin_config="$work/data/admin.yaml"
+[ -f "$admin_config" ] || { echo "wisehosting dev wrote no $admin_config" >&2; exit 1; }
+admin_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+printf '%s' "$admin_password" | CONFIG_PATH="$admin_config" RUST_LOG=warn "$admin_bin" create-account --username e2e-admin --role super_admin
+CONFIG_PATH="$admin_config" WH__ADMIN__LISTEN=127.0.0.1:0 RUST_LOG=warn "$admin_bin" serve >"$work/admin.log" 2>&1 &
+admin_pid=$!
+admin_url=""
+for _ in $(seq 1 60); do
+  admin_url=$(grep -oE 'Admin console: +http://127\.0\.0\.1:[0-9]+/admin/' "$work/admin.log" | grep -oE 'http://[^ ]+' || true)
+  [ -n "$admin_url" ] && break
+  kill -0 "$admin_pid" 2>/dev/null || { cat "$work/admin.log"; echo "wisehosting-admin serve did not start" >&2; exit 1; }
+  sleep 0.5
+done
+[ -n "$admin_url" ] || { cat "$work/admin.log"; echo "wisehosting-admin printed no address" >&2; exit 1; }
+WH_ADMIN_URL="$admin_url" WH_ADMIN_USER=e2e-admin WH_ADMIN_PASSWORD="$admin_password" WH_E2E_SHOTS="$shots" \
+  "$venv/bin/python" web/admin/e2e/admin_e2e.py || {
+  tail -n 40 "$work/admin.log"
   exit 1
 }

@@ -18,6 +18,7 @@ const LOGIN_HTML: &str = include_str!("../../../../web/admin/login.html");
 const CONSOLE_JS: &str = include_str!("../../../../web/admin/console.js");
 const LOGIN_JS: &str = include_str!("../../../../web/admin/login.js");
 const CONSOLE_CSS: &str = include_str!("../../../../web/admin/console.css");
+const FAVICON: &str = include_str!("../../../../web/admin/favicon.svg");
 
 /// The pages the console's script knows; any other path under `/admin/` is a 404.
 pub const PAGES: &[&str] = &["overview", "workers", "apps", "users", "admins", "audit"];
@@ -66,6 +67,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         "console.js" => (CONSOLE_JS, "text/javascript; charset=utf-8"),
         "login.js" => (LOGIN_JS, "text/javascript; charset=utf-8"),
         "console.css" => (CONSOLE_CSS, "text/css; charset=utf-8"),
+        "favicon.svg" => (FAVICON, "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     // Not content-hashed: revalidated each time (the console is small and local).

@@ -40,6 +40,8 @@ pub enum DevError {
     CreateDb(String),
     #[error("cannot set up the local worker: {0}")]
     Worker(String),
+    #[error("cannot write the admin console's config admin.yaml: {0}")]
+    AdminConfig(String),
 }
 
 #[derive(Debug, Clone)]
@@ -49,7 +51,8 @@ pub struct DevOptions {
 }
 
 /// Secrets generated on first run and kept in `<data dir>/secrets/<name>`.
-const GENERATED_SECRETS: [&str; 3] = ["api_server_secret", "worker_join_secret", "worker_api_key"];
+const GENERATED_SECRETS: [&str; 4] =
+    ["api_server_secret", "worker_join_secret", "worker_api_key", "internal_api_token"];
 /// The name of the worker single-machine mode runs in-process.
 pub const LOCAL_WORKER: &str = "local";
 
@@ -87,6 +90,7 @@ async fn serve(
     let app = App::build(config).await?;
     let addr = app.local_addr().map_err(StartupError::Serve)?;
     let url = format!("http://{addr}");
+    let internal = app.internal_addr();
     let (db, sealer, hub, join_secret) =
         (app.db(), app.sealer(), app.hub(), app.config().workers.join_secret.clone());
     let token = app.shutdown_token();
@@ -103,8 +107,19 @@ async fn serve(
     let online = wait_online(&hub, worker, Duration::from_secs(15)).await;
     let cluster_note = if created { "created" } else { "reused" };
     let worker_note = if online { "online" } else { "connecting (see the log)" };
+    let admin_note = match internal {
+        Some(internal) => {
+            let path = write_admin_config(data_dir, layout, secrets, internal)?;
+            let admin = admin_binary();
+            format!(
+                "CONFIG_PATH={path} {admin} serve\n                (first make an account: CONFIG_PATH={path} {admin} create-account --username you --role super_admin)",
+                path = path.display()
+            )
+        }
+        None => "off (internal_api.token is empty)".into(),
+    };
     say(&format!(
-        "WiseHosting is running in single-machine mode.\n  Dashboard:    {url}/\n  API:          {url}/api  (health: {url}/health, readiness: {url}/ready)\n  Worker:       {LOCAL_WORKER} (id {worker}), {worker_note}\n  Apps:         http://<app slug>.localhost:8080/ (the edge router on 127.0.0.1:8080)\n  Data dir:     {}\n  PostgreSQL:   {} ({cluster_note}; unix socket only, no TCP port)\nPress Ctrl-C to stop.",
+        "WiseHosting is running in single-machine mode.\n  Dashboard:    {url}/\n  API:          {url}/api  (health: {url}/health, readiness: {url}/ready)\n  Worker:       {LOCAL_WORKER} (id {worker}), {worker_note}\n  Apps:         http://<app slug>.localhost:8080/ (the edge router on 127.0.0.1:8080)\n  Admin:        {admin_note}\n  Data dir:     {}\n  PostgreSQL:   {} ({cluster_note}; unix socket only, no TCP port)\nPress Ctrl-C to stop.",
         data_dir.display(),
         layout.root.display()
     ));
@@ -235,6 +250,53 @@ fn load_or_generate_secrets(data_dir: &Path) -> Result<Vec<(String, String)>, De
         .collect()
 }
 
+/// `<data dir>/admin.yaml` (mode 0600, rewritten each run): what `wisehosting-admin` needs of
+/// this platform — its database, and the internal API's address and token.
+fn write_admin_config(
+    data_dir: &Path,
+    layout: &postgres::Layout,
+    secrets: &[(String, String)],
+    internal: std::net::SocketAddr,
+) -> Result<PathBuf, DevError> {
+    let token =
+        secrets.iter().find(|(n, _)| n == "internal_api_token").map(|(_, v)| v.as_str()).unwrap_or_default();
+    let mut db = Mapping::new();
+    db.insert("url".into(), layout.url("wisehosting").into());
+    let mut internal_api = Mapping::new();
+    internal_api.insert("token".into(), token.into());
+    let mut admin = Mapping::new();
+    admin.insert("internal_api_url".into(), format!("http://{internal}").into());
+    let mut root = Mapping::new();
+    root.insert("database".into(), Value::Mapping(db));
+    root.insert("internal_api".into(), Value::Mapping(internal_api));
+    root.insert("admin".into(), Value::Mapping(admin));
+    let text =
+        yaml_serde::to_string(&Value::Mapping(root)).map_err(|e| DevError::AdminConfig(e.to_string()))?;
+    let path = data_dir.join("admin.yaml");
+    let err = |source| DevError::Secret { path: path.clone(), source };
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    file.write_all(
+        format!("# Written by `wisehosting dev` for wisehosting-admin on each run.\n{text}").as_bytes(),
+    )
+    .map_err(err)?;
+    Ok(path)
+}
+
+/// `wisehosting-admin` beside this binary when it is there (a workspace build makes both).
+fn admin_binary() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("wisehosting-admin")))
+        .filter(|path| path.exists())
+        .map_or_else(|| "wisehosting-admin".to_string(), |path| path.display().to_string())
+}
+
 fn note_cluster_location(data_dir: &Path, root: &Path) -> Result<(), DevError> {
     let path = data_dir.join("postgres-location.txt");
     let text = format!(
@@ -262,7 +324,12 @@ fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[
     db.insert("url".into(), layout.url("wisehosting").into());
     db.insert("min_connections".into(), Value::Number(1.into()));
     db.insert("max_connections".into(), Value::Number(10.into()));
+    // The internal API on a free loopback port, for the admin console (see admin.yaml).
+    let mut internal = Mapping::new();
+    internal.insert("bind".into(), "127.0.0.1:0".into());
+    internal.insert("token".into(), generated("internal_api_token").into());
     let mut root = Mapping::new();
+    root.insert("internal_api".into(), Value::Mapping(internal));
     root.insert("single_machine".into(), Value::Bool(true));
     root.insert("apps_port".into(), Value::Number(EDGE_PORT.into()));
     root.insert("api_server".into(), Value::Mapping(api));

@@ -90,6 +90,19 @@ async fn dev_serves_health_and_ready_then_ctrl_c_leaves_no_postgres_and_a_second
     );
     assert_eq!(mode & 0o777, 0o600);
 
+    // The admin console's config: the database and the internal API that answers its token.
+    let admin_path = data.join("admin.yaml");
+    assert!(run.banner.contains(&format!("CONFIG_PATH={}", admin_path.display())), "{}", run.banner);
+    let meta = std::fs::metadata(&admin_path).expect("admin.yaml written");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+    let admin: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(&admin_path).expect("read")).expect("yaml");
+    let token = admin["internal_api"]["token"].as_str().expect("token").to_string();
+    let internal = admin["admin"]["internal_api_url"].as_str().expect("url").to_string();
+    let stats = format!("{internal}/internal-api/dashboard-stats");
+    assert_eq!(client.get(&stats).bearer_auth(&token).send().await.expect("GET").status(), 200);
+    assert_eq!(client.get(&stats).send().await.expect("GET").status(), 401);
+
     let status = interrupt_and_wait(run);
     assert!(status.success(), "exit {status}");
     assert!(
