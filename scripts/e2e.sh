@@ -85,6 +85,7 @@ for _ in $(seq 1 60); do
 done
 [ -n "$admin_url" ] || { cat "$work/admin.log"; echo "wisehosting-admin printed no address" >&2; exit 1; }
 WH_ADMIN_URL="$admin_url" WH_ADMIN_USER=e2e-admin WH_ADMIN_PASSWORD="$admin_password" WH_E2E_SHOTS="$shots" \
+  WH_E2E_URL="$url" WH_E2E_REPO="$repo" \
   "$venv/bin/python" web/admin/e2e/admin_e2e.py || {
   tail -n 40 "$work/admin.log"
   exit 1

@@ -6,6 +6,7 @@ const NEEDS = {
   operate: ["super_admin", "support"],
   users: ["super_admin", "support", "billing"],
   admins: ["super_admin"],
+  plans: ["super_admin", "billing"],
 };
 const PODMAN = ["ps", "ps_all", "image_ls", "network_ls", "volume_ls"];
 let me = { username: "", roles: [] };
@@ -105,7 +106,8 @@ const pages = {
         ["Status", (d) => d.status], ["Started", (d) => when(d.created_at)]],
       extras.recent_deployments, "No deployments yet."),
       h("h2", {}, "Open alerts"),
-      table([["App", (a) => a.app_name ?? a.app_id], ["Kind", (a) => a.kind], ["Since", (a) => when(a.fired_at)]],
+      table([["Owner", (a) => a.user_email], ["App", (a) => a.app_id ?? "—"], ["Kind", (a) => a.kind],
+        ["Status", (a) => a.status], ["Message", (a) => a.message], ["Since", (a) => when(a.fired_at)]],
         extras.alerts, "No open alerts."),
     ];
   },
@@ -155,21 +157,44 @@ const pages = {
       try {
         const [stats, logs] = await Promise.all([api(`apps/${app.id}/live-stats`), api(`apps/${app.id}/logs`)]);
         const figures = stats.live
-          ? `CPU ${(stats.cpu_percent ?? 0).toFixed(1)} % · memory ${((stats.mem_bytes ?? 0) / 1048576).toFixed(1)} MiB`
-          : "No live figures (not running, or its worker is offline).";
-        detail.replaceChildren(h("h2", {}, `${app.name} (${app.slug})`), h("p", {}, figures),
-          h("pre", {}, logs.lines.length ? logs.lines.map((l) => `${l.ts ?? ""} ${l.line ?? l.text ?? ""}`).join("\n") : "No log lines yet."));
+          ? `CPU ${stats.cpu_pct.toFixed(1)} % · memory ${(stats.mem_bytes / 1048576).toFixed(1)} MiB · ${stats.requests_per_s.toFixed(1)} requests/s · ${stats.restarts} restarts`
+          : "No live figures yet (not running, its worker is offline, or the first sample is still to come).";
+        detail.replaceChildren(h("h2", {}, `${app.name} (${app.slug})`), h("p", {}, figures), actions(app),
+          h("pre", {}, logs.lines.length ? logs.lines.map((l) => `${new Date(l.at_ms).toLocaleTimeString()} ${l.stream} ${l.line}`).join("\n") : "No log lines yet."));
       } catch (e) {
         detail.replaceChildren(h("p", { class: "error" }, e.message));
       }
     };
+    // Pause (stops the app; its owner cannot start it), unpause, unlock a stuck deploy.
+    const actions = (app) => {
+      const reason = h("input", { name: "reason", "aria-label": "Reason (shown in the audit log)", placeholder: "Reason", size: 28 });
+      const status = h("p", { role: "status" });
+      const act = async (action) => {
+        try {
+          await api(`apps/${app.id}/${action}`, { method: "POST", body: { reason: reason.value } });
+          const found = await search(lastQuery);
+          await show(found.find((a) => a.id === app.id) ?? app);
+          detail.append(h("p", { role: "status" }, `${action}: done.`));
+        } catch (e) { status.className = "error"; status.textContent = e.message; }
+      };
+      const buttons = (app.paused_at ? ["unpause", "unlock"] : ["pause", "unlock"]).map((action) => {
+        const b = h("button", { type: "button", class: "quiet" }, action[0].toUpperCase() + action.slice(1));
+        b.addEventListener("click", () => act(action));
+        return b;
+      });
+      return h("div", {}, h("div", { class: "row" }, reason, buttons), status);
+    };
+    let lastQuery = "";
     const search = async (q) => {
+      lastQuery = q;
       const apps = await api(`apps?q=${encodeURIComponent(q)}`);
       results.replaceChildren(table([
         ["App", (a) => { const b = h("button", { type: "button", class: "quiet" }, a.name); b.addEventListener("click", () => show(a)); return b; }],
-        ["Owner", (a) => a.owner_email], ["Status", (a) => a.status], ["Worker", (a) => a.worker_id ?? "—"],
+        ["Owner", (a) => a.owner_email], ["Status", (a) => (a.paused_at ? `${a.status} (paused)` : a.status)],
+        ["Worker", (a) => a.worker_id ?? "—"],
         ["Created", (a) => when(a.created_at)],
       ], apps, q ? "No app matches." : "No apps yet."));
+      return apps;
     };
     const form = searchForm("Search apps by name, slug or owner", search);
     await search("");
@@ -178,17 +203,31 @@ const pages = {
 
   async users() {
     const results = h("div", {});
+    const status = h("p", { role: "status" });
+    const plans = may("plans") ? await api("plans") : [];
+    const planCell = (u) => {
+      if (!may("plans")) return u.plan;
+      const select = h("select", { "aria-label": `Plan of ${u.email}` }, plans.map((p) => h("option", { value: p, selected: p === u.plan }, p)));
+      select.addEventListener("change", async () => {
+        try {
+          await api(`users/${u.id}/plan`, { method: "POST", body: { plan: select.value } });
+          status.className = "";
+          status.textContent = `${u.email} is on ${select.value} now.`;
+        } catch (e) { status.className = "error"; status.textContent = e.message; }
+      });
+      return select;
+    };
     const search = async (q) => {
       const users = await api(`users?q=${encodeURIComponent(q)}`);
       results.replaceChildren(table([
-        ["E-mail", (u) => u.email], ["Name", (u) => u.name || "—"], ["Plan", (u) => u.plan],
+        ["E-mail", (u) => u.email], ["Name", (u) => u.name || "—"], ["Plan", planCell],
         ["Apps", (u) => u.apps], ["Since", (u) => when(u.created_at)],
         ["State", (u) => (u.disabled_at ? "disabled" : "active")],
       ], users, q ? "No user matches." : "No users yet."));
     };
     const form = searchForm("Search users by e-mail or name", search);
     await search("");
-    return [h("h1", {}, "Users"), form, results];
+    return [h("h1", {}, "Users"), form, status, results];
   },
 
   async admins() {

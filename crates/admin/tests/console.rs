@@ -12,6 +12,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wisehosting_admin::serve::Server;
+use wisehosting_control_plane::plans::PlanConfig;
 use wisehosting_crypto::Secret;
 use wisehosting_testkit::{
     TestControlPlane, TestRepo, create_worker, eventually, page_containerfile, spawn_control_plane_with,
@@ -376,4 +377,131 @@ async fn sign_in_backs_off_after_failures_and_unknown_users_cost_as_much_as_wron
             .await
             .expect("row");
     assert_eq!(failures, 0, "a success clears the count");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_pauses_an_app_its_owner_cannot_restart_and_unlocks_a_stuck_deploy_while_billing_sets_plans()
+{
+    let (cp, agent, user) = spawn_platform("admin-ops", "owner@example.com", |c| {
+        c.internal_api.token = Secret::new(TOKEN);
+        c.plans = vec![PlanConfig { name: "pro".into(), apps: Some(50), ..PlanConfig::default() }];
+    })
+    .await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &page_containerfile("paused"))], "v1");
+    let (app, deployment) = user.deploy("Pausable", &repo.url()).await;
+    assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
+    let c = console(&cp).await;
+    c.create("sup", "support");
+    c.create("money", "billing");
+    c.create("viewer", "read_only");
+    let (sup, money, viewer) = (c.sign_in("sup").await, c.sign_in("money").await, c.sign_in("viewer").await);
+    let app_status = || async {
+        user.get(&format!("/api/apps/{app}")).await.json::<Value>().await.expect("app")["status"].clone()
+    };
+
+    // read_only and billing change nothing of apps.
+    for who in [&viewer, &money] {
+        let (status, _) =
+            c.post(who, &format!("/admin/api/apps/{app}/pause"), json!({ "reason": "x" })).await;
+        assert_eq!(status, 403);
+    }
+
+    // Pause: the app stops, and its owner cannot start, restart or redeploy it.
+    let (status, body) =
+        c.post(&sup, &format!("/admin/api/apps/{app}/pause"), json!({ "reason": "abuse report 42" })).await;
+    assert_eq!(status, 200, "{body}");
+    let stopped = eventually(Duration::from_secs(60), Duration::from_millis(250), || async {
+        app_status().await == "stopped"
+    })
+    .await;
+    assert!(stopped, "the pause stops the app: {}", app_status().await);
+    for path in [
+        format!("/api/apps/{app}/start"),
+        format!("/api/apps/{app}/restart"),
+        format!("/api/apps/{app}/deployments"),
+    ] {
+        let r = user.post_json(&path, &json!({})).await;
+        assert_eq!(r.status(), 409, "{path}");
+        let message = r.json::<Value>().await.expect("json")["message"].as_str().unwrap_or("").to_string();
+        assert!(message.contains("paused") && message.contains("abuse report 42"), "{path}: {message}");
+    }
+    let (status, _) = c.post(&sup, &format!("/admin/api/apps/{app}/pause"), json!({})).await;
+    assert_eq!(status, 409, "paused already");
+    let (_, apps) = c.get(&sup, "/admin/api/apps?q=pausable").await;
+    assert!(apps[0]["paused_at"].is_string(), "{apps}");
+
+    // Unpause: it runs again.
+    let (status, body) =
+        c.post(&sup, &format!("/admin/api/apps/{app}/unpause"), json!({ "reason": "resolved" })).await;
+    assert_eq!(status, 200, "{body}");
+    let running = eventually(Duration::from_secs(60), Duration::from_millis(250), || async {
+        app_status().await == "running"
+    })
+    .await;
+    assert!(running, "unpaused, the app starts: {}", app_status().await);
+
+    // A stuck deploy (a build that would take minutes) is unlocked: cancelled, the running
+    // version keeps serving, and the owner may deploy again.
+    let (status, _) = c.post(&sup, &format!("/admin/api/apps/{app}/unlock"), json!({})).await;
+    assert_eq!(status, 409, "nothing in progress");
+    repo.commit(&[("Containerfile", "FROM localhost/wisehosting/busybox:latest\nRUN sleep 600\n")], "slow");
+    let stuck = user.redeploy(app).await;
+    let building = eventually(Duration::from_secs(60), Duration::from_millis(200), || async {
+        user.get(&format!("/api/deployments/{stuck}")).await.json::<Value>().await.expect("d")["status"]
+            == "building"
+    })
+    .await;
+    assert!(building);
+    let (status, body) =
+        c.post(&sup, &format!("/admin/api/apps/{app}/unlock"), json!({ "reason": "hung build" })).await;
+    assert_eq!((status, body["cancelled"].clone()), (200, json!([stuck])), "{body}");
+    let d: Value = user.get(&format!("/api/deployments/{stuck}")).await.json().await.expect("d");
+    assert_eq!(d["status"], "cancelled", "{d}");
+    assert_eq!(app_status().await, "running", "the running version keeps serving");
+
+    // Plans: billing sets them; support may not; an unknown plan is named.
+    let (_, users) = c.get(&money, "/admin/api/users?q=owner").await;
+    let owner = users[0]["id"].as_i64().expect("user id");
+    let (_, plans) = c.get(&money, "/admin/api/plans").await;
+    assert!(plans.as_array().is_some_and(|p| p.iter().any(|n| n == "free")), "{plans}");
+    let (status, _) =
+        c.post(&sup, &format!("/admin/api/users/{owner}/plan"), json!({ "plan": "free" })).await;
+    assert_eq!(status, 403);
+    let (status, body) =
+        c.post(&money, &format!("/admin/api/users/{owner}/plan"), json!({ "plan": "platinum" })).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_input")), "{body}");
+    assert!(body["message"].as_str().unwrap_or("").contains("free"), "names the plans: {body}");
+    assert_eq!(users[0]["plan"], "free");
+    let plan = "pro";
+    let (status, body) = c
+        .post(
+            &money,
+            &format!("/admin/api/users/{owner}/plan"),
+            json!({ "plan": plan, "reason": "invoice 7" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, users) = c.get(&money, "/admin/api/users?q=owner").await;
+    assert_eq!(users[0]["plan"], plan);
+
+    // Each change is one admin audit row, written with it.
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT action, actor FROM admin_audit_events WHERE action IN ('app.paused', 'app.unpaused', 'app.unlocked', 'user.plan_set') ORDER BY id",
+    )
+    .fetch_all(&cp.db)
+    .await
+    .expect("audit");
+    let rows: Vec<(&str, &str)> =
+        rows.iter().map(|(a, b)| (a.as_str(), b.as_deref().unwrap_or(""))).collect();
+    assert_eq!(
+        rows,
+        [
+            ("app.paused", "admin:sup"),
+            ("app.unpaused", "admin:sup"),
+            ("app.unlocked", "admin:sup"),
+            ("user.plan_set", "admin:money")
+        ]
+    );
+    drop(agent);
 }

@@ -2,12 +2,17 @@
 of a running `wisehosting dev` (its internal API, hub and local worker).
 
 Run by scripts/e2e.sh, which passes WH_ADMIN_URL (the console, ending in /admin/),
-WH_ADMIN_USER and WH_ADMIN_PASSWORD (a super_admin made with `create-account`) and
-WH_E2E_SHOTS. Fails on any console error, page error, CSP violation or failed step.
+WH_ADMIN_USER and WH_ADMIN_PASSWORD (a super_admin made with `create-account`), WH_E2E_URL
+(the platform's dashboard, where a tenant deploys WH_E2E_REPO first) and WH_E2E_SHOTS. Fails
+on any console error, page error, CSP violation or failed step.
 """
 
+import json
 import os
+import re
 import sys
+import time
+import urllib.request
 
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -15,6 +20,8 @@ BASE = os.environ["WH_ADMIN_URL"].rstrip("/")  # …/admin
 USER = os.environ["WH_ADMIN_USER"]
 PASSWORD = os.environ["WH_ADMIN_PASSWORD"]
 SHOTS = os.environ["WH_E2E_SHOTS"]
+PLATFORM = os.environ["WH_E2E_URL"].rstrip("/")
+REPO = os.environ["WH_E2E_REPO"]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
@@ -40,8 +47,36 @@ def step(text: str) -> None:
     print(f"  · {text}", flush=True)
 
 
+def tenant_app() -> str:
+    """A tenant's running app, deployed through the user API: its name."""
+    def call(method: str, path: str, body=None, cookie=None):
+        headers = {"content-type": "application/json"}
+        if cookie:
+            headers["cookie"] = cookie
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(PLATFORM + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request) as answer:
+            return answer.headers, json.loads(answer.read() or b"null")
+
+    headers, _ = call("POST", "/api/auth/dev-login", {"email": "e2e@example.com"})
+    cookie = headers["set-cookie"].split(";")[0]
+    _, created = call("POST", "/api/deploy", {"name": "admin e2e", "repo_url": REPO, "port": 8080}, cookie)
+    deployment = created["deployment"]["id"]
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        _, d = call("GET", f"/api/deployments/{deployment}", cookie=cookie)
+        if d["status"] == "running":
+            return created["app"]["name"]
+        if d["status"] in ("failed", "cancelled"):
+            raise SystemExit(f"the tenant's deployment ended {d['status']}: {d.get('error')}")
+        time.sleep(0.5)
+    raise SystemExit("the tenant's deployment did not run within 3 minutes")
+
+
 def main() -> int:
     os.makedirs(SHOTS, exist_ok=True)
+    step("a tenant deploys an app through the user API")
+    app_name = tenant_app()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         desktop = browser.new_context(viewport=DESKTOP)
@@ -75,19 +110,30 @@ def main() -> int:
         expect(row).to_contain_text("connected")
         row.get_by_role("button", name="ps", exact=True).click()
         expect(page.locator("#podman-output")).to_contain_text("# local: ps")
-        expect(page.locator("#podman-output")).not_to_contain_text("error")
+        expect(page.locator("#podman-output")).to_contain_text(re.compile(r"-app\d+-d\d+-"))
         shot(page, "desktop-workers")
 
-        step("apps and users across tenants")
+        step("apps across tenants: the tenant's app, its figures and logs; pause and unpause it")
         page.get_by_role("link", name="Apps").click()
         expect(page.get_by_role("heading", name="Apps")).to_be_visible()
+        page.get_by_role("button", name=app_name).click()
+        expect(page.get_by_role("heading", name=app_name, exact=False).last).to_be_visible()
+        page.get_by_label("Reason (shown in the audit log)").fill("e2e pause")
+        page.get_by_role("button", name="Pause").click()
+        expect(page.get_by_role("cell", name="running (paused)").or_(page.get_by_role("cell", name="stopped (paused)"))).to_be_visible()
         shot(page, "desktop-apps")
+        page.get_by_role("button", name=app_name).click()
+        page.get_by_role("button", name="Unpause").click()
+        expect(page.get_by_text("unpause: done.")).to_be_visible()
         page.get_by_role("link", name="Users").click()
         expect(page.get_by_role("heading", name="Users")).to_be_visible()
         expect(page.get_by_role("cell", name="e2e@example.com")).to_be_visible()
         page.get_by_role("searchbox").fill("nobody-matches-this")
         page.get_by_role("button", name="Search").click()
         expect(page.get_by_text("No user matches.")).to_be_visible()
+        page.get_by_role("searchbox").fill("e2e@")
+        page.get_by_role("button", name="Search").click()
+        expect(page.get_by_label("Plan of e2e@example.com")).to_have_value("free")
         shot(page, "desktop-users")
 
         step("admins: grant a role until a date, then see it listed")
@@ -107,6 +153,7 @@ def main() -> int:
         expect(page.get_by_role("heading", name="Admin audit log")).to_be_visible()
         expect(page.get_by_role("cell", name="admin.role_granted")).to_be_visible()
         expect(page.get_by_role("cell", name="admin.login_failed")).to_be_visible()
+        expect(page.get_by_role("cell", name="app.paused")).to_be_visible()
         shot(page, "desktop-audit")
 
         step("every page at phone width, without sideways scrolling")

@@ -60,6 +60,15 @@ impl InternalApi {
 
     /// `GET <base><path>`; `path` starts with `/internal-api/` and holds only validated parts.
     pub async fn get(&self, path: &str) -> Result<Answer, ApiError> {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    /// `POST <base><path>` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, ApiError> {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, ApiError> {
         let unreachable = |e: reqwest::Error| {
             tracing::warn!(error = %e, "internal API request failed");
             ApiError::Upstream(format!(
@@ -67,13 +76,7 @@ impl InternalApi {
                 self.base
             ))
         };
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(self.token.expose())
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let response = request.bearer_auth(self.token.expose()).send().await.map_err(unreachable)?;
         let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         if status == StatusCode::UNAUTHORIZED {
             return Err(ApiError::Upstream(

@@ -14,8 +14,9 @@ use wisehosting_control_plane::store::admin;
 use wisehosting_proto::AdminCommand;
 
 use super::Console;
+use super::auth::Admin;
 use super::internal::Answer;
-use super::roles::{Admins, Allowed, Audit, Dashboards, Operate, Users};
+use super::roles::{Admins, Allowed, Audit, Dashboards, Operate, Plans, Users};
 
 /// `GET /admin/api/overview`: the figures with their 24-hour deltas, the extras and the
 /// deployments series, in one answer.
@@ -120,6 +121,64 @@ pub async fn app_logs(
     ApiPath(p): ApiPath<IdPath>,
 ) -> Result<Answer, ApiError> {
     c.internal.get(&format!("/internal-api/apps/{}/logs/tail?tail=200", p.id)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Why {
+    #[serde(default)]
+    reason: String,
+}
+
+/// Who acts, as the internal API writes it into the admin audit trail with the change.
+fn operator(admin: &Admin, reason: &str) -> Value {
+    json!({ "admin_id": admin.id, "actor": admin.actor(), "ip": admin.ip, "reason": reason })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AppAction {
+    id: i64,
+    action: String,
+}
+
+/// `POST /admin/api/apps/:id/{pause,unpause,unlock}` (support, super_admin): pausing stops
+/// the app and keeps its owner from starting it; unlocking cancels a stuck deploy. Audited by
+/// the control plane in the change's transaction.
+pub async fn app_action(
+    State(c): State<Console>,
+    Allowed { admin, .. }: Allowed<Operate>,
+    ApiPath(p): ApiPath<AppAction>,
+    ApiJson(why): ApiJson<Why>,
+) -> Result<Answer, ApiError> {
+    if !["pause", "unpause", "unlock"].contains(&p.action.as_str()) {
+        return Err(ApiError::NotFound("no such app action; use pause, unpause or unlock".into()));
+    }
+    c.internal
+        .post(&format!("/internal-api/apps/{}/{}", p.id, p.action), &operator(&admin, &why.reason))
+        .await
+}
+
+/// `GET /admin/api/plans`: the plans' names.
+pub async fn plans(State(c): State<Console>, _: Allowed<Users>) -> Result<Answer, ApiError> {
+    c.internal.get("/internal-api/plans").await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PlanBody {
+    plan: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /admin/api/users/:id/plan` (billing, super_admin).
+pub async fn set_plan(
+    State(c): State<Console>,
+    Allowed { admin, .. }: Allowed<Plans>,
+    ApiPath(p): ApiPath<IdPath>,
+    ApiJson(body): ApiJson<PlanBody>,
+) -> Result<Answer, ApiError> {
+    let mut change = operator(&admin, &body.reason);
+    change["plan"] = json!(body.plan);
+    c.internal.post(&format!("/internal-api/users/{}/plan", p.id), &change).await
 }
 
 /// `GET /admin/api/users?q=`: tenant data for super_admin, support and billing.

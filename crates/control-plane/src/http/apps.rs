@@ -231,6 +231,7 @@ async fn redeploy(
     let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
     let mut tx = state.db.begin().await?;
     users::lock(&mut tx, user.id).await?;
+    refuse_if_paused(&mut *tx, app.id).await?;
     check_deploys_per_day(&mut tx, user.id, state.plans.get(&user.plan)).await?;
     let deployment =
         deployments::insert(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
@@ -335,17 +336,45 @@ async fn cancel_deployment(
         )));
     }
     let mut tx = state.db.begin().await?;
-    let lease = jobs::cancel_for_deployment(&mut tx, deployment.id).await?;
-    deployments::end(&mut tx, deployment.id, Ending::Cancelled, "cancelled by the user").await?;
+    let lease = cancel(&mut tx, deployment.id, "cancelled by the user").await?;
     audit_user(&mut *tx, &user, AuditAction::DeploymentCancel, "deployment", deployment.id, json!({}))
         .await?;
     tx.commit().await?;
+    tell_cancelled(&state, lease);
+    Ok(Json(own_deployment(&state, &user, id).await?))
+}
+
+/// Cancels an unfinished deployment and its job, saying `why`; the lease to tell the worker
+/// about (with [`tell_cancelled`], once committed) when its job was running.
+pub(crate) async fn cancel(
+    tx: &mut sqlx::PgConnection,
+    deployment_id: i64,
+    why: &str,
+) -> Result<Option<jobs::CancelledLease>, sqlx::Error> {
+    let lease = jobs::cancel_for_deployment(tx, deployment_id, why).await?;
+    deployments::end(tx, deployment_id, Ending::Cancelled, why).await?;
+    Ok(lease)
+}
+
+/// Tells the worker that held a cancelled job to stop it (best effort: the job is cancelled
+/// in the database whatever happens, and the worker's result for it will be refused).
+pub(crate) fn tell_cancelled(state: &AppState, lease: Option<jobs::CancelledLease>) {
     if let Some(jobs::CancelledLease { job_id, attempt, worker_id }) = lease {
         let _ = state
             .hub
             .send(worker_id, Outgoing::of(&wisehosting_proto::messages::JobCancel { job_id, attempt }));
     }
-    Ok(Json(own_deployment(&state, &user, id).await?))
+}
+
+/// Refuses what would run an app the operators paused, with their reason.
+pub(crate) async fn refuse_if_paused(db: impl sqlx::PgExecutor<'_>, app_id: i64) -> Result<(), ApiError> {
+    match apps::paused_reason(db, app_id).await? {
+        None => Ok(()),
+        Some(reason) => Err(ApiError::Conflict(format!(
+            "the platform's operators paused this app{}; ask them to unpause it",
+            if reason.is_empty() { String::new() } else { format!(" ({reason})") }
+        ))),
+    }
 }
 
 /// What a running app can be asked to do.
@@ -389,6 +418,9 @@ async fn lifecycle(
         return Err(ApiError::Conflict("the app has no running version yet; deploy it first".into()));
     };
     let mut tx = state.db.begin().await?;
+    if !matches!(kind, Lifecycle::Stop) {
+        refuse_if_paused(&mut *tx, app.id).await?;
+    }
     let (spec, action) = match kind {
         Lifecycle::Restart => {
             let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;

@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,11 +21,12 @@ use serde_json::json;
 use wisehosting_crypto::constant_time_eq;
 
 use super::stats::{LiveStats, live_stats_of};
-use super::{ApiError, ApiPath, ApiQuery, with_edge};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, with_edge};
 use crate::hub::HubError;
+use crate::jobs::spec::{self as job_spec, AppJob};
 use crate::logbus::LogLine;
 use crate::state::AppState;
-use crate::store::console;
+use crate::store::{admin, apps, console, deployments, jobs, users};
 
 /// How long a podman query may take on the worker and the link.
 const QUERY_DEADLINE: Duration = Duration::from_secs(15);
@@ -43,6 +44,11 @@ pub fn internal_router(state: AppState) -> Router {
         .route("/internal-api/workers/{id}/podman/{cmd}", get(podman))
         .route("/internal-api/users", get(users))
         .route("/internal-api/apps", get(apps))
+        .route("/internal-api/plans", get(plans))
+        .route("/internal-api/users/{id}/plan", post(set_plan))
+        .route("/internal-api/apps/{id}/pause", post(pause))
+        .route("/internal-api/apps/{id}/unpause", post(unpause))
+        .route("/internal-api/apps/{id}/unlock", post(unlock))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     with_edge(routes.fallback(super::not_found), state)
 }
@@ -267,6 +273,160 @@ async fn apps(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<console::TenantApp>>, ApiError> {
     Ok(Json(console::apps(&state.db, &q.q, q.limit()).await?))
+}
+
+/// Who in the admin console acts, for the admin audit row written with the change.
+#[derive(Debug, Deserialize)]
+struct Operator {
+    admin_id: i64,
+    /// `admin:<username>`.
+    actor: String,
+    ip: Option<String>,
+    /// Why, for the audit trail (and, for a pause, shown to the app's owner).
+    #[serde(default)]
+    reason: String,
+}
+
+impl Operator {
+    fn reason(&self) -> String {
+        self.reason.chars().filter(|c| !c.is_control()).take(200).collect()
+    }
+
+    async fn audit(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        action: &str,
+        target: (&str, i64),
+        detail: serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
+        let id = target.1.to_string();
+        admin::audit(
+            db,
+            Some(self.admin_id),
+            &self.actor,
+            action,
+            (target.0, &id),
+            detail,
+            self.ip.as_deref(),
+        )
+        .await
+    }
+}
+
+/// The plans' names, for the console's plan picker.
+async fn plans(State(state): State<AppState>) -> Json<Vec<String>> {
+    Json(state.plans.all().iter().map(|plan| plan.name.clone()).collect())
+}
+
+#[derive(Debug, Deserialize)]
+struct PlanChange {
+    plan: String,
+    #[serde(flatten)]
+    by: Operator,
+}
+
+/// Sets a user's plan (the console's billing role).
+async fn set_plan(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<IdPath>,
+    ApiJson(change): ApiJson<PlanChange>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.plans.all().iter().any(|plan| plan.name == change.plan) {
+        let names: Vec<&str> = state.plans.all().iter().map(|plan| plan.name.as_str()).collect();
+        return Err(ApiError::invalid("plan", format!("no such plan; use one of {}", names.join(", "))));
+    }
+    let mut tx = state.db.begin().await?;
+    if !users::set_plan(&mut *tx, p.id, &change.plan).await? {
+        return Err(ApiError::NotFound("no such user".into()));
+    }
+    change
+        .by
+        .audit(
+            &mut *tx,
+            "user.plan_set",
+            ("user", p.id),
+            json!({ "plan": change.plan, "reason": change.by.reason() }),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "user_id": p.id, "plan": change.plan })))
+}
+
+/// Pauses an app: stopped, and its owner cannot start, restart or redeploy it.
+async fn pause(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<IdPath>,
+    ApiJson(by): ApiJson<Operator>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let app =
+        apps::get_locked(&mut *tx, p.id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    let reason = by.reason();
+    if !apps::set_paused(&mut *tx, app.id, Some(&reason)).await? {
+        return Err(ApiError::Conflict("the app is paused already".into()));
+    }
+    let job = match app.current_deployment_id {
+        Some(current) => {
+            let spec = job_spec::for_app(AppJob::Stop, &app)?;
+            Some(jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?)
+        }
+        None => None,
+    };
+    by.audit(&mut *tx, "app.paused", ("app", app.id), json!({ "reason": reason, "stop_job": job })).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "app_id": app.id, "paused": true, "stop_job": job })))
+}
+
+/// Unpauses an app and starts its current version again.
+async fn unpause(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<IdPath>,
+    ApiJson(by): ApiJson<Operator>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let app =
+        apps::get_locked(&mut *tx, p.id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    if !apps::set_paused(&mut *tx, app.id, None).await? {
+        return Err(ApiError::Conflict("the app is not paused".into()));
+    }
+    let job = match app.current_deployment_id {
+        Some(current) => {
+            let spec = job_spec::for_app(AppJob::Start, &app)?;
+            Some(jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?)
+        }
+        None => None,
+    };
+    by.audit(&mut *tx, "app.unpaused", ("app", app.id), json!({ "reason": by.reason(), "start_job": job }))
+        .await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "app_id": app.id, "paused": false, "start_job": job })))
+}
+
+/// Unlocks a stuck deploy: every unfinished deployment of the app is cancelled (its job too,
+/// and the worker told), so the owner can deploy again.
+async fn unlock(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<IdPath>,
+    ApiJson(by): ApiJson<Operator>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let app =
+        apps::get_locked(&mut *tx, p.id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    let stuck = deployments::in_flight(&mut *tx, app.id).await?;
+    if stuck.is_empty() {
+        return Err(ApiError::Conflict("no deploy of this app is in progress; nothing to unlock".into()));
+    }
+    let mut leases = Vec::new();
+    for id in &stuck {
+        leases.push(super::apps::cancel(&mut tx, *id, "cancelled by the platform's operators").await?);
+    }
+    by.audit(&mut *tx, "app.unlocked", ("app", app.id), json!({ "cancelled": stuck, "reason": by.reason() }))
+        .await?;
+    tx.commit().await?;
+    for lease in leases {
+        super::apps::tell_cancelled(&state, lease);
+    }
+    Ok(Json(json!({ "app_id": app.id, "cancelled": stuck })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -356,3 +356,41 @@ pub async fn load_git_token(
     let token = sealer.open(&sealed, git_token_aad(&app_id.to_string()))?;
     Ok(Some(String::from_utf8_lossy(&token).into_owned()))
 }
+
+/// Any tenant's app, locked for the rest of the transaction, for the operators.
+pub async fn get_locked(db: impl PgExecutor<'_>, id: i64) -> Result<Option<App>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Pauses (with a reason) or unpauses an app; false when it already was so.
+pub async fn set_paused(db: impl PgExecutor<'_>, id: i64, pause: Option<&str>) -> Result<bool, sqlx::Error> {
+    let done = match pause {
+        Some(reason) => {
+            sqlx::query(
+                "UPDATE apps SET paused_at = now(), paused_reason = $2 WHERE id = $1 AND paused_at IS NULL",
+            )
+            .bind(id)
+            .bind(reason)
+            .execute(db)
+            .await?
+        }
+        None => sqlx::query(
+            "UPDATE apps SET paused_at = NULL, paused_reason = '' WHERE id = $1 AND paused_at IS NOT NULL",
+        )
+        .bind(id)
+        .execute(db)
+        .await?,
+    };
+    Ok(done.rows_affected() == 1)
+}
+
+/// The reason an app is paused by the operators, or `None` when it is not.
+pub async fn paused_reason(db: impl PgExecutor<'_>, id: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT paused_reason FROM apps WHERE id = $1 AND paused_at IS NOT NULL")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}

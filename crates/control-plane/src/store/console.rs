@@ -211,6 +211,8 @@ pub struct TenantApp {
     pub status: AppStatus,
     pub worker_id: Option<i64>,
     pub current_deployment_id: Option<i64>,
+    /// Set while the operators have it paused.
+    pub paused_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -218,7 +220,7 @@ pub struct TenantApp {
 pub async fn apps(db: &PgPool, q: &str, limit: i64) -> Result<Vec<TenantApp>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id, a.name, a.slug, u.email AS owner_email, a.status, a.worker_id,
-                a.current_deployment_id, a.created_at
+                a.current_deployment_id, a.paused_at, a.created_at
          FROM apps a JOIN users u ON u.id = a.user_id
          WHERE $1 = '' OR strpos(lower(a.name), lower($1)) > 0 OR strpos(a.slug, lower($1)) > 0
             OR strpos(lower(u.email), lower($1)) > 0

@@ -292,3 +292,12 @@ pub async fn take_unannounced(tx: &mut PgConnection, limit: i64) -> Result<Vec<E
         .await?;
     Ok(ended)
 }
+
+/// The app's deployments not yet final (queued, building, deploying…).
+pub async fn in_flight(db: impl PgExecutor<'_>, app_id: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM deployments WHERE app_id = $1 AND NOT (status = ANY($2)) ORDER BY id")
+        .bind(app_id)
+        .bind(DeploymentStatus::FINAL)
+        .fetch_all(db)
+        .await
+}

@@ -355,15 +355,17 @@ pub struct CancelledLease {
 pub async fn cancel_for_deployment(
     tx: &mut PgConnection,
     deployment_id: i64,
+    reason: &str,
 ) -> Result<Option<CancelledLease>, sqlx::Error> {
     let row: Option<(i64, i32, Option<i64>, JobStatus)> = sqlx::query_as(
-        "UPDATE jobs j SET status = $2, error = 'cancelled by the user', finished_at = now()
+        "UPDATE jobs j SET status = $2, error = $4, finished_at = now()
          FROM jobs old WHERE old.id = j.id AND j.deployment_id = $1 AND j.status = ANY($3)
          RETURNING j.id, j.attempt, j.worker_id, old.status",
     )
     .bind(deployment_id)
     .bind(JobStatus::Cancelled)
     .bind(JobStatus::OPEN)
+    .bind(reason)
     .fetch_optional(&mut *tx)
     .await?;
     Ok(row.and_then(|(job_id, attempt, worker, old)| {

@@ -233,3 +233,13 @@ pub async fn revoke_session(db: impl sqlx::PgExecutor<'_>, session_id: i64) -> R
         .await?;
     Ok(())
 }
+
+/// Sets a user's plan (the operators' billing role); false when there is no such user.
+pub async fn set_plan(db: impl sqlx::PgExecutor<'_>, user_id: i64, plan: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE users SET plan = $2, updated_at = now() WHERE id = $1")
+        .bind(user_id)
+        .bind(plan)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

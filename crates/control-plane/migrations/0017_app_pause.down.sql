@@ -1,0 +1,2 @@
+ALTER TABLE apps DROP COLUMN paused_reason;
+ALTER TABLE apps DROP COLUMN paused_at;
