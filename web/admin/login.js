@@ -13,7 +13,11 @@ document.addEventListener("DOMContentLoaded", () => {
       const response = await fetch("/admin/api/login", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ username: form.username.value, password: form.password.value }),
+        body: JSON.stringify({
+          username: form.username.value,
+          password: form.password.value,
+          ...(form.totp_code.value.trim() ? { totp_code: form.totp_code.value.trim() } : {}),
+        }),
       });
       if (response.ok) {
         location.assign(location.pathname.startsWith("/admin/") ? location.pathname : "/admin/");

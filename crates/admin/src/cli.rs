@@ -7,8 +7,10 @@ use std::io::{IsTerminal, Read};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use wisehosting_control_plane::config::Config;
 use wisehosting_control_plane::db::{self, DbError};
 use wisehosting_control_plane::domain::AdminRole;
+use wisehosting_control_plane::identity::totp;
 use wisehosting_control_plane::store::{StoreError, admin};
 
 use crate::password::{self, PasswordError};
@@ -50,6 +52,16 @@ pub enum Command {
         username: String,
         #[arg(long)]
         role: String,
+    },
+    /// Turns on a second factor (TOTP) for an account and prints its secret once, to add to
+    /// an authenticator app; `--off` removes it. The secret is sealed with the control plane's
+    /// master secret, so this and `serve` need `api_server.secret` (credential
+    /// `api_server_secret`).
+    Totp {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        off: bool,
     },
     /// Runs the console on `admin.listen` (default 127.0.0.1:9443) until SIGINT or SIGTERM.
     Serve,
@@ -101,10 +113,14 @@ fn actor() -> String {
 }
 
 async fn connect() -> Result<sqlx::PgPool, CliError> {
-    let (_, pool) = wisehosting_control_plane::cli::connect_configured().await?;
+    Ok(connect_with_config().await?.1)
+}
+
+async fn connect_with_config() -> Result<(Config, sqlx::PgPool), CliError> {
+    let (config, pool) = wisehosting_control_plane::cli::connect_configured().await?;
     db::check_clean(&pool).await?;
     db::migrate_up(&pool).await?;
-    Ok(pool)
+    Ok((config, pool))
 }
 
 async fn account(pool: &sqlx::PgPool, name: &str) -> Result<i64, CliError> {
@@ -115,10 +131,36 @@ async fn account(pool: &sqlx::PgPool, name: &str) -> Result<i64, CliError> {
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Totp { username: name, off } => {
+            let (config, pool) = connect_with_config().await?;
+            if config.api_server.secret.is_empty() {
+                return Err(CliError::Usage(
+                    "api_server.secret is not set; second factors are sealed with the control plane's master secret: give this command the same config (credential api_server_secret)".into(),
+                ));
+            }
+            let (_, sealer) = wisehosting_control_plane::startup::keys(&config)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let id = account(&pool, &name).await?;
+            let secret = (!off).then(totp::new_secret);
+            let mut tx = pool.begin().await?;
+            admin::set_totp(&mut *tx, &sealer, id, secret.as_ref().map(|s| &s[..])).await?;
+            let action = if off { "admin.totp_removed" } else { "admin.totp_enrolled" };
+            admin::audit(&mut *tx, None, &actor(), action, ("admin", &name), json!({}), None).await?;
+            tx.commit().await?;
+            pool.close().await;
+            match secret {
+                None => println!("Removed the second factor of {name}."),
+                Some(secret) => {
+                    println!("Turned on a second factor for {name}: sign-in now needs the current code.");
+                    println!("Add this to an authenticator app (shown this once):");
+                    println!("{}", totp::otpauth_uri(&secret, &name));
+                    println!("{}", totp::secret_base32(&secret));
+                }
+            }
+            Ok(())
+        }
         Command::Serve => {
-            let (config, pool) = wisehosting_control_plane::cli::connect_configured().await?;
-            db::check_clean(&pool).await?;
-            db::migrate_up(&pool).await?;
+            let (config, pool) = connect_with_config().await?;
             let server = crate::serve::Server::bind(&config, pool).await?;
             let stop = tokio_util::sync::CancellationToken::new();
             wisehosting_control_plane::cli::spawn_signal_listener(stop.clone())?;

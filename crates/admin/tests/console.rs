@@ -46,16 +46,24 @@ async fn console(cp: &TestControlPlane) -> Console {
     let until = stop.clone();
     tokio::spawn(server.run(async move { until.cancelled().await }));
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("config.yaml"), format!("database:\n  url: {}\n", cp.database_url))
-        .expect("config");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "database:\n  url: {}\napi_server:\n  secret: {}\n",
+            cp.database_url,
+            cp.config.api_server.secret.expose()
+        ),
+    )
+    .expect("config");
     let client =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     Console { url, client, stop, config: dir }
 }
 
 impl Console {
-    /// `wisehosting-admin <args>` with the password on standard input, as an operator runs it.
-    fn admin(&self, args: &[&str]) {
+    /// `wisehosting-admin <args>` with the password on standard input, as an operator runs it:
+    /// what it printed.
+    fn admin(&self, args: &[&str]) -> String {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wisehosting-admin"))
             .args(args)
             .env("CONFIG_PATH", self.config.path().join("config.yaml"))
@@ -69,10 +77,23 @@ impl Console {
         child.stdin.take().expect("stdin").write_all(PASSWORD.as_bytes()).expect("write");
         let out = child.wait_with_output().expect("wait");
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn create(&self, username: &str, role: &str) {
         self.admin(&["create-account", "--username", username, "--role", role]);
+    }
+
+    async fn login_with_code(&self, username: &str, code: Option<&str>) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/admin/api/login", self.url))
+            .json(&json!({ "username": username, "password": PASSWORD, "totp_code": code }))
+            .send()
+            .await
+            .expect("login");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
     }
 
     async fn login_as(&self, username: &str, password: &str) -> reqwest::Response {
@@ -504,4 +525,46 @@ async fn support_pauses_an_app_its_owner_cannot_restart_and_unlocks_a_stuck_depl
         ]
     );
     drop(agent);
+}
+
+/// The TOTP code of a base32 secret at `unix`, computed here independently of the console.
+fn code_at(secret_base32: &str, unix: u64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret_base32).expect("base32");
+    totp_rs::Builder::new()
+        .with_secret(secret.as_bytes().to_vec().into_boxed_slice())
+        .build_noncompliant()
+        .generate(unix)
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_with_a_second_factor_signs_in_only_with_a_current_code_used_once() {
+    let cp = spawn_control_plane_with(|c| c.internal_api.token = Secret::new(TOKEN)).await;
+    let c = console(&cp).await;
+    c.create("careful", "super_admin");
+    let printed = c.admin(&["totp", "--username", "careful"]);
+    let mut lines = printed.lines().rev();
+    let secret = lines.next().expect("the base32 secret, last").trim().to_string();
+    assert!(lines.next().is_some_and(|l| l.starts_with("otpauth://totp/")), "{printed}");
+    let sealed: String =
+        sqlx::query_scalar("SELECT totp_sealed FROM admin_accounts WHERE username = 'careful'")
+            .fetch_one(&cp.db)
+            .await
+            .expect("row");
+    assert!(!sealed.contains(&secret), "sealed at rest");
+
+    let (status, body) = c.login_with_code("careful", None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_totp")), "the password alone: {body}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let (status, _) = c.login_with_code("careful", Some(&code_at(&secret, now - 90))).await;
+    assert_eq!(status, 401, "a code three steps old");
+    let code = code_at(&secret, now);
+    let (status, body) = c.login_with_code("careful", Some(&code)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = c.login_with_code("careful", Some(&code)).await;
+    assert_eq!(status, 401, "the same code again");
+
+    c.admin(&["totp", "--username", "careful", "--off"]);
+    let (status, _) = c.login_with_code("careful", None).await;
+    assert_eq!(status, 200, "removed, the password alone signs in");
 }

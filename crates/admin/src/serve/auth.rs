@@ -24,6 +24,7 @@ use serde_json::json;
 use wisehosting_control_plane::domain::AdminRole;
 use wisehosting_control_plane::http::extract::cookie;
 use wisehosting_control_plane::http::{ApiError, ApiJson};
+use wisehosting_control_plane::identity::totp;
 use wisehosting_control_plane::ratelimit::{RateLimiter, client_key};
 use wisehosting_control_plane::store::admin;
 use wisehosting_crypto::{random_token, sha256_hex};
@@ -191,7 +192,6 @@ pub async fn login(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
-    let _ = body.totp_code; // No admin account has a second factor yet (nothing enrols one).
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -224,6 +224,43 @@ pub async fn login(
             return Err(ApiError::InvalidCredentials);
         }
     };
+    if let Some(sealed) = &account.totp_sealed {
+        let sealer = console.sealer.as_ref().ok_or_else(|| {
+            ApiError::NotReady(
+                "this account has a second factor and the console cannot check it: give wisehosting-admin the control plane's api_server.secret (credential api_server_secret)".into(),
+            )
+        })?;
+        let secret = admin::open_totp(sealer, account.id, sealed)
+            .map_err(|e| ApiError::Internal(format!("second factor: {e}")))?;
+        let step =
+            body.totp_code.as_deref().and_then(|code| totp::matching_step(&secret, code, totp::now_unix()));
+        let fresh = match step {
+            Some(step) => admin::use_totp_step(&console.db, account.id, step).await?,
+            None => false,
+        };
+        if !fresh {
+            console.sign_ins.failed(&username);
+            let mut tx = console.db.begin().await?;
+            admin::record_login(&mut *tx, account.id, false).await?;
+            let why = if body.totp_code.is_none() {
+                "no second-factor code"
+            } else {
+                "wrong or used second-factor code"
+            };
+            admin::audit(
+                &mut *tx,
+                Some(account.id),
+                &format!("ip:{ip_text}"),
+                "admin.login_failed",
+                ("admin", &username),
+                json!({ "reason": why }),
+                Some(&ip_text),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(ApiError::InvalidTotp);
+        }
+    }
     console.sign_ins.succeeded(&username);
     let token = random_token("wha_");
     let expires_at = Utc::now() + ABSOLUTE;

@@ -39,6 +39,9 @@ pub struct Console {
     /// A bcrypt hash of a random password at the real cost, verified for unknown usernames so
     /// they take as long as a wrong password.
     dummy_hash: Arc<str>,
+    /// Opens second factors; `None` without `api_server.secret` (then accounts with one
+    /// cannot sign in, and are told why).
+    sealer: Option<Arc<wisehosting_crypto::Sealer>>,
 }
 
 /// The peer of a connection, for plain and TLS listeners alike.
@@ -154,7 +157,15 @@ impl Server {
             .await
             .map_err(|e| ServeError::Client(e.to_string()))?
             .map_err(|e| ServeError::Client(e.to_string()))?;
+        let sealer = if config.api_server.secret.is_empty() {
+            None
+        } else {
+            let (_, sealer) = wisehosting_control_plane::startup::keys(config)
+                .map_err(|e| ServeError::Client(e.to_string()))?;
+            Some(Arc::new(sealer))
+        };
         let console = Console {
+            sealer,
             db,
             internal,
             secure_cookie: tls.is_some(),

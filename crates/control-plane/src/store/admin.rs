@@ -122,13 +122,15 @@ pub struct LoginAccount {
     pub id: i64,
     pub password_hash: String,
     pub active: bool,
+    /// The second factor's secret, sealed; `None` without one.
+    pub totp_sealed: Option<String>,
 }
 
 pub async fn login_account(
     db: impl PgExecutor<'_>,
     username: &str,
 ) -> Result<Option<LoginAccount>, sqlx::Error> {
-    sqlx::query_as("SELECT id, password_hash, active FROM admin_accounts WHERE username = $1")
+    sqlx::query_as("SELECT id, password_hash, active, totp_sealed FROM admin_accounts WHERE username = $1")
         .bind(username)
         .fetch_optional(db)
         .await
@@ -278,4 +280,47 @@ pub async fn live_holders_locked(tx: &mut PgConnection, role: AdminRole) -> Resu
     .fetch_all(&mut *tx)
     .await?;
     Ok(ids.len() as i64)
+}
+
+fn totp_aad(admin_id: &str) -> wisehosting_crypto::Aad<'_> {
+    wisehosting_crypto::Aad { table: "admin_accounts", column: "totp_sealed", row: admin_id }
+}
+
+/// Sets (sealed, bound to the account) or removes an account's second factor.
+pub async fn set_totp(
+    db: impl PgExecutor<'_>,
+    sealer: &wisehosting_crypto::Sealer,
+    admin_id: i64,
+    secret: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let sealed = secret.map(|s| sealer.seal(s, totp_aad(&admin_id.to_string()))).transpose()?;
+    sqlx::query("UPDATE admin_accounts SET totp_sealed = $2, totp_last_step = NULL WHERE id = $1")
+        .bind(admin_id)
+        .bind(sealed)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Opens an account's sealed second-factor secret.
+pub fn open_totp(
+    sealer: &wisehosting_crypto::Sealer,
+    admin_id: i64,
+    sealed: &str,
+) -> Result<Vec<u8>, wisehosting_crypto::SealError> {
+    sealer.open(sealed, totp_aad(&admin_id.to_string()))
+}
+
+/// Records `step` as used; false when it (or a later one) was used already, so of parallel
+/// sign-ins with one code exactly one wins.
+pub async fn use_totp_step(db: impl PgExecutor<'_>, admin_id: i64, step: u64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE admin_accounts SET totp_last_step = $2
+         WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+    )
+    .bind(admin_id)
+    .bind(step as i64)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -95,10 +95,15 @@ async fn the_console_reads_figures_across_tenants_and_runs_only_the_five_podman_
         ps["output"].as_str().unwrap_or("").contains(&agent.instance),
         "the app's container is listed: {ps}"
     );
-    for cmd in ["rm", "ps;rm", "exec", "ps%20-a"] {
-        let (status, body) = internal(&cp, &format!("/internal-api/workers/{worker}/podman/{cmd}")).await;
+    let canary = tempfile::tempdir().expect("dir").keep().join("canary");
+    let touch = format!("$(touch {})", canary.display());
+    for cmd in ["rm", "ps;rm", "exec", "ps -a", "; id", "$(whoami)", "-a", "--help", touch.as_str()] {
+        let escaped =
+            url::form_urlencoded::byte_serialize(cmd.as_bytes()).collect::<String>().replace('+', "%20");
+        let (status, body) = internal(&cp, &format!("/internal-api/workers/{worker}/podman/{escaped}")).await;
         assert_eq!((status, body["code"].as_str()), (400, Some("unknown_command")), "{cmd}: {body}");
     }
+    assert!(!canary.exists(), "no shell ran anything");
 
     // An offline worker: 503 at once, not after a timeout.
     agent.stop().await;
