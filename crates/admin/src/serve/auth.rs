@@ -200,27 +200,12 @@ pub async fn login(
     let account = match account {
         Some(a) if matches && a.active => a,
         other => {
-            console.sign_ins.failed(&username);
-            let mut tx = console.db.begin().await?;
-            if let Some(a) = &other {
-                admin::record_login(&mut *tx, a.id, false).await?;
-            }
             let why = match &other {
                 None => "unknown username",
                 Some(a) if !a.active => "inactive account",
                 Some(_) => "wrong password",
             };
-            admin::audit(
-                &mut *tx,
-                other.as_ref().map(|a| a.id),
-                &format!("ip:{ip_text}"),
-                "admin.login_failed",
-                ("admin", &username),
-                json!({ "reason": why }),
-                Some(&ip_text),
-            )
-            .await?;
-            tx.commit().await?;
+            refuse(&console, &username, other.as_ref().map(|a| a.id), &ip_text, why).await?;
             return Err(ApiError::InvalidCredentials);
         }
     };
@@ -239,25 +224,11 @@ pub async fn login(
             None => false,
         };
         if !fresh {
-            console.sign_ins.failed(&username);
-            let mut tx = console.db.begin().await?;
-            admin::record_login(&mut *tx, account.id, false).await?;
-            let why = if body.totp_code.is_none() {
-                "no second-factor code"
-            } else {
-                "wrong or used second-factor code"
+            let why = match body.totp_code {
+                None => "no second-factor code",
+                Some(_) => "wrong or used second-factor code",
             };
-            admin::audit(
-                &mut *tx,
-                Some(account.id),
-                &format!("ip:{ip_text}"),
-                "admin.login_failed",
-                ("admin", &username),
-                json!({ "reason": why }),
-                Some(&ip_text),
-            )
-            .await?;
-            tx.commit().await?;
+            refuse(&console, &username, Some(account.id), &ip_text, why).await?;
             return Err(ApiError::InvalidTotp);
         }
     }
@@ -289,6 +260,27 @@ pub async fn login(
     let mut response = Json(Me { username, roles }).into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie(&console, &token, ABSOLUTE)?);
     Ok(response)
+}
+
+/// A refused sign-in: counted for the back-off and on the account, and audited with `why`.
+async fn refuse(
+    console: &Console,
+    username: &str,
+    account: Option<i64>,
+    ip: &str,
+    why: &str,
+) -> Result<(), ApiError> {
+    console.sign_ins.failed(username);
+    let mut tx = console.db.begin().await?;
+    if let Some(id) = account {
+        admin::record_login(&mut *tx, id, false).await?;
+    }
+    let detail = json!({ "reason": why });
+    let actor = format!("ip:{ip}");
+    admin::audit(&mut *tx, account, &actor, "admin.login_failed", ("admin", username), detail, Some(ip))
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `GET /admin/api/me`.

@@ -237,14 +237,7 @@ fn load_or_generate_secrets(data_dir: &Path) -> Result<Vec<(String, String)>, De
                 "worker_api_key" => wisehosting_crypto::random_token("whk_"),
                 _ => hex::encode(wisehosting_crypto::random_bytes::<32>()),
             };
-            let mut file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(err)?;
-            file.write_all(value.as_bytes()).map_err(err)?;
+            write_private(&path, value.as_bytes()).map_err(err)?;
             Ok((name.to_string(), value))
         })
         .collect()
@@ -273,19 +266,16 @@ fn write_admin_config(
     let text =
         yaml_serde::to_string(&Value::Mapping(root)).map_err(|e| DevError::AdminConfig(e.to_string()))?;
     let path = data_dir.join("admin.yaml");
-    let err = |source| DevError::Secret { path: path.clone(), source };
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    file.write_all(
-        format!("# Written by `wisehosting dev` for wisehosting-admin on each run.\n{text}").as_bytes(),
-    )
-    .map_err(err)?;
+    let text = format!("# Written by `wisehosting dev` for wisehosting-admin on each run.\n{text}");
+    write_private(&path, text.as_bytes())
+        .map_err(|source| DevError::Secret { path: path.clone(), source })?;
     Ok(path)
+}
+
+/// Writes a file only its owner may read (mode 0600), replacing what was there.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
 }
 
 /// `wisehosting-admin` beside this binary when it is there (a workspace build makes both).

@@ -358,23 +358,7 @@ async fn pause(
     ApiPath(p): ApiPath<IdPath>,
     ApiJson(by): ApiJson<Operator>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let app =
-        apps::get_locked(&mut *tx, p.id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))?;
-    let reason = by.reason();
-    if !apps::set_paused(&mut *tx, app.id, Some(&reason)).await? {
-        return Err(ApiError::Conflict("the app is paused already".into()));
-    }
-    let job = match app.current_deployment_id {
-        Some(current) => {
-            let spec = job_spec::for_app(AppJob::Stop, &app)?;
-            Some(jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?)
-        }
-        None => None,
-    };
-    by.audit(&mut *tx, "app.paused", ("app", app.id), json!({ "reason": reason, "stop_job": job })).await?;
-    tx.commit().await?;
-    Ok(Json(json!({ "app_id": app.id, "paused": true, "stop_job": job })))
+    set_paused(&state, p.id, &by, true).await
 }
 
 /// Unpauses an app and starts its current version again.
@@ -383,23 +367,35 @@ async fn unpause(
     ApiPath(p): ApiPath<IdPath>,
     ApiJson(by): ApiJson<Operator>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    set_paused(&state, p.id, &by, false).await
+}
+
+/// Pauses (and stops) or unpauses (and starts) an app, with the audit row, in one transaction.
+async fn set_paused(
+    state: &AppState,
+    id: i64,
+    by: &Operator,
+    pause: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let reason = by.reason();
     let mut tx = state.db.begin().await?;
     let app =
-        apps::get_locked(&mut *tx, p.id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))?;
-    if !apps::set_paused(&mut *tx, app.id, None).await? {
-        return Err(ApiError::Conflict("the app is not paused".into()));
+        apps::get_locked(&mut *tx, id).await?.ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    if !apps::set_paused(&mut *tx, app.id, pause.then_some(reason.as_str())).await? {
+        let already = if pause { "the app is paused already" } else { "the app is not paused" };
+        return Err(ApiError::Conflict(already.into()));
     }
+    let (kind, action) = if pause { (AppJob::Stop, "app.paused") } else { (AppJob::Start, "app.unpaused") };
     let job = match app.current_deployment_id {
         Some(current) => {
-            let spec = job_spec::for_app(AppJob::Start, &app)?;
+            let spec = job_spec::for_app(kind, &app)?;
             Some(jobs::enqueue(&mut tx, &state.sealer, app.id, Some(current), &spec).await?)
         }
         None => None,
     };
-    by.audit(&mut *tx, "app.unpaused", ("app", app.id), json!({ "reason": by.reason(), "start_job": job }))
-        .await?;
+    by.audit(&mut *tx, action, ("app", app.id), json!({ "reason": reason, "job": job })).await?;
     tx.commit().await?;
-    Ok(Json(json!({ "app_id": app.id, "paused": false, "start_job": job })))
+    Ok(Json(json!({ "app_id": app.id, "paused": pause, "job": job })))
 }
 
 /// Unlocks a stuck deploy: every unfinished deployment of the app is cancelled (its job too,
