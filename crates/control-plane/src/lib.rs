@@ -17,6 +17,7 @@
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
 //! - [`outbound`]: the SSRF-guarded client for URLs users give (webhooks).
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
+//! - [`gitpush`]: git providers' push webhooks: signatures, delivery ids, what a push says.
 //! - [`cli`]: the `wisehosting` command; [`say`]: what it prints for people.
 
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod db;
 pub mod dev;
 pub mod dns;
 pub mod domain;
+pub mod gitpush;
 pub mod http;
 pub mod hub;
 pub mod identity;

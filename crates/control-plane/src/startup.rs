@@ -290,6 +290,7 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let user_limiter = Arc::new(RateLimiter::new(config.user_requests_per_minute, minute));
     let ip_limiter = Arc::new(RateLimiter::new(config.ip_requests_per_minute, minute));
     let sign_in_limiter = Arc::new(RateLimiter::new(config.sign_in_per_minute, minute));
+    let push_limiter = Arc::new(RateLimiter::new(crate::http::PUSH_DELIVERIES_PER_MINUTE, minute));
     let oidc = crate::identity::oidc::Oidc::from_config(&config).map_err(StartupError::Oidc)?.map(Arc::new);
     // A config built in code (tests, `dev`) was never loaded and checked: refuse it here too.
     let plans = crate::plans::Registry::from_config(&config.plans).map_err(ConfigError::Invalid)?;
@@ -307,6 +308,7 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         user_limiter,
         ip_limiter,
         sign_in_limiter,
+        push_limiter,
         oidc,
         dns,
         cloudflare,

@@ -32,6 +32,8 @@ pub struct AppState {
     pub ip_limiter: Arc<RateLimiter>,
     /// Sign-in starts and callbacks, per client address (`sign_in_per_minute`).
     pub sign_in_limiter: Arc<RateLimiter>,
+    /// Push-webhook deliveries, per client address.
+    pub push_limiter: Arc<RateLimiter>,
     /// Sign-in with the OpenID provider, when configured.
     pub oidc: Option<Arc<crate::identity::oidc::Oidc>>,
     /// Reads custom-domain verification records.

@@ -552,6 +552,10 @@ pub struct DeploySpec {
     /// A token for a private `https://` repository; given to git through its environment.
     #[serde(default)]
     pub git_token: Option<WireSecret>,
+    /// A rollback: the image an earlier deployment built. A worker that still has it runs it
+    /// without cloning or building; otherwise it builds `commit` again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageId>,
 }
 
 /// A restart: the app's current version re-created with its current env and limits.

@@ -480,6 +480,18 @@ impl TestRepo {
         assert!(status.success(), "git {args:?}");
     }
 
+    /// The commit `HEAD` names.
+    pub fn head(&self) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(self.dir.path())
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .expect("git rev-parse");
+        assert!(out.status.success(), "git rev-parse HEAD");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Writes files and commits them.
     pub fn commit(&self, files: &[(&str, &str)], message: &str) {
         for (path, text) in files {

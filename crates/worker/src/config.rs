@@ -83,6 +83,9 @@ pub struct DeploySettings {
     /// How often the monitor looks at the app containers and reports their state and figures
     /// (the control plane's live stats, alerts and usage are made of these reports).
     pub monitor_interval_ms: u64,
+    /// Images of an app's newest deployments kept on the worker after a switch, so a rollback
+    /// to one of them runs without a build (an older one is built again from its commit).
+    pub keep_images: usize,
 }
 
 impl Default for DeploySettings {
@@ -114,6 +117,7 @@ impl Default for DeploySettings {
             build_cpus: 1.0,
             build_pids: 1024,
             monitor_interval_ms: 5000,
+            keep_images: 5,
         }
     }
 }
@@ -241,6 +245,11 @@ impl WorkerConfig {
                 "deploy.monitor_interval_ms",
                 (200..=60_000).contains(&d.monitor_interval_ms),
                 "must be between 200 and 60000 (the default is 5000)",
+            ),
+            (
+                "deploy.keep_images",
+                (1..=100).contains(&d.keep_images),
+                "must be between 1 and 100 (the default is 5)",
             ),
             (
                 "deploy.git_ca_file",

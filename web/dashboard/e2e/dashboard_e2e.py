@@ -115,6 +115,16 @@ def main() -> int:
         expect(page.locator("tbody tr")).to_have_count(2)
         expect(page.locator("tbody tr").first.locator(".status")).to_have_text("running", timeout=180_000)
 
+        step("rolling back to the first deployment: its image runs again, without a build")
+        page.locator("tbody tr").last.get_by_role("button").click()
+        page.get_by_role("button", name=re.compile(r"^Roll back to #\d+$")).click()
+        expect(page.locator("tbody tr")).to_have_count(3)
+        first = page.locator("tbody tr").first
+        expect(first).to_contain_text("rollback of #")
+        expect(first.locator(".status")).to_have_text("running", timeout=180_000)
+        expect(page.get_by_test_id("build-log")).to_contain_text("no build")
+        shot(page, "desktop-deployments-rollback")
+
         step("adding a domain and reading the TXT instructions")
         page.goto(BASE + app_path + "/domains")
         page.get_by_label("Add a domain").fill("www.e2e.example")

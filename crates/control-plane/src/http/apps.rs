@@ -21,7 +21,8 @@ use super::ApiError;
 use super::extract::{CurrentUser, OwnedApp, audit_user};
 use super::{ApiJson, ApiPath, ApiQuery};
 use crate::domain::{
-    AppSlug, Branch, CommitSha, DockerfilePath, EnvKey, Framework, GitToken, RepoUrl, parse_port,
+    AppSlug, Branch, CommitSha, DeploymentStatus, DockerfilePath, EnvKey, Framework, GitToken, RepoUrl,
+    parse_port,
 };
 use crate::hub::Outgoing;
 use crate::jobs::spec::{self as job_spec, AppJob};
@@ -50,6 +51,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_deployment))
         .routes(routes!(deployment_log))
         .routes(routes!(cancel_deployment))
+        .routes(routes!(rollback))
 }
 
 /// A new app and its first deployment.
@@ -143,6 +145,7 @@ async fn deploy(
     )
     .await?;
     crate::store::alerts::insert_default_rules(&mut *tx, app.id).await?;
+    crate::store::push::create_or_rotate(&mut *tx, &state.sealer, app.id).await?;
     apps::replace_env(&mut tx, &state.sealer, app.id, &env).await?;
     let token = git_token.as_ref().map(GitToken::expose);
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token).await?;
@@ -242,6 +245,53 @@ async fn redeploy(
     apps::mark_deploying_if_never_ran(&mut *tx, app.id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
+}
+
+/// Which earlier deployment to roll back to.
+#[derive(Debug, Deserialize, ToSchema)]
+struct RollbackRequest {
+    deployment_id: i64,
+}
+
+/// A new deployment running an earlier successful one's image — no build while the worker
+/// still has it (it keeps the newest `deploy.keep_images`), else that commit built again —
+/// through the same health check and switch as a deploy. The app's env is its current one.
+#[utoipa::path(post, path = "/api/apps/{id}/rollback", tag = "deployments", params(AppId),
+    request_body = RollbackRequest,
+    responses((status = 202, description = "The rollback's deployment, queued", body = Deployment)))]
+async fn rollback(
+    State(state): State<AppState>,
+    OwnedApp { user, app }: OwnedApp,
+    ApiJson(req): ApiJson<RollbackRequest>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let target = deployments::for_user(&state.db, user.id, req.deployment_id)
+        .await?
+        .filter(|d| d.app_id == app.id)
+        .ok_or_else(|| ApiError::invalid("deployment_id", "no deployment of this app has that id"))?;
+    let ran = matches!(target.status, DeploymentStatus::Running | DeploymentStatus::Superseded);
+    let (Some(image), Some(_), true) = (target.image_id.as_deref(), target.commit_sha.as_deref(), ran) else {
+        return Err(ApiError::Conflict(format!(
+            "deployment #{} is {} and never ran; roll back to one that ran (running or superseded)",
+            target.id, target.status
+        )));
+    };
+    if app.current_deployment_id == Some(target.id) {
+        return Err(ApiError::Conflict(format!("deployment #{} is the running version already", target.id)));
+    }
+    let mut tx = state.db.begin().await?;
+    users::lock(&mut tx, user.id).await?;
+    refuse_if_paused(&mut *tx, app.id).await?;
+    check_deploys_per_day(&mut tx, user.id, state.plans.get(&user.plan)).await?;
+    let deployment = deployments::insert_rollback(&mut *tx, &target).await?;
+    let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
+    let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
+    let spec =
+        job_spec::rollback(&app, &deployment, image, &env, token.as_deref(), state.plans.get(&user.plan))?;
+    jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
+    let detail = json!({ "deployment": deployment.id, "rollback_of": target.id });
+    audit_user(&mut *tx, &user, AuditAction::AppRollback, "app", app.id, detail).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -29,6 +29,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("sign in first: this needs a valid session or token")]
     Unauthorized,
+    /// A push-webhook delivery whose signature (or token) does not match the app's secret.
+    #[error("{0}")]
+    BadSignature(String),
     /// A sign-in with an unknown username or a wrong password: one answer for both.
     #[error("that username and password do not match an account; check both and try again")]
     InvalidCredentials,
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
             ApiError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             ApiError::PlanLimit(_) => (StatusCode::PAYMENT_REQUIRED, "plan_limit"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::UrlNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "url_not_allowed"),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 mod internal;
 mod ops;
+mod push;
 pub mod serve;
 mod stats;
 mod traefik;
@@ -33,6 +34,9 @@ use tracing::Instrument;
 
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, BodyLimit};
 pub use internal::internal_router;
+
+/// Push-webhook deliveries one client address may send per minute (SPEC §14.6).
+pub const PUSH_DELIVERIES_PER_MINUTE: u32 = 60;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -59,6 +63,7 @@ use crate::state::AppState;
         (name = "alerts", description = "Alert rules of apps, and alerts"),
         (name = "webhooks", description = "Outbound webhooks: endpoints and their deliveries"),
         (name = "usage", description = "Usage of apps per day"),
+        (name = "push", description = "Push to deploy: an app's webhook for git providers, and its deliveries"),
     )
 )]
 struct ApiDoc;
@@ -113,6 +118,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(stats::routes())
         .merge(alerts::routes())
         .merge(webhooks::routes())
+        .merge(push::routes())
         .merge(usage::routes())
 }
 
@@ -141,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(workers::routes())
         .merge(traefik::routes())
+        .merge(push::receiver())
         .merge(api)
         .fallback(dashboard::serve);
     if state.config.single_machine {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use wisehosting_proto::InvalidField;
 use wisehosting_proto::job::{
-    AppSpec, Branch, CommitSha, DeploySpec, DockerfilePath, Env, EnvKey, Framework, JobSpec, Limits, Port,
-    RepoUrl, RestartSpec, Slug, WireSecret,
+    AppSpec, Branch, CommitSha, DeploySpec, DockerfilePath, Env, EnvKey, Framework, ImageId, JobSpec, Limits,
+    Port, RepoUrl, RestartSpec, Slug, WireSecret,
 };
 
 use crate::plans::Plan;
@@ -44,7 +44,17 @@ pub fn deploy(
     git_token: Option<&str>,
     plan: &Plan,
 ) -> Result<JobSpec, StoredAppUnreadable> {
-    Ok(JobSpec::Deploy(DeploySpec {
+    deploy_spec(app, deployment, env_values, git_token, plan).map(JobSpec::Deploy)
+}
+
+fn deploy_spec(
+    app: &App,
+    deployment: &Deployment,
+    env_values: &BTreeMap<String, String>,
+    git_token: Option<&str>,
+    plan: &Plan,
+) -> Result<DeploySpec, StoredAppUnreadable> {
+    Ok(DeploySpec {
         slug: read(app, Slug::parse(&app.slug))?,
         repo_url: read(app, RepoUrl::parse(&app.repo_url))?,
         branch: read(app, Branch::parse(&deployment.branch))?,
@@ -59,7 +69,23 @@ pub fn deploy(
         env: env(app, env_values)?,
         limits: limits(app, plan)?,
         git_token: git_token.map(WireSecret::new),
-    }))
+        image: None,
+    })
+}
+
+/// A rollback: a deploy of `deployment` (branch and commit of the earlier one) that runs
+/// `image`, the earlier one's, when its worker still has it.
+pub fn rollback(
+    app: &App,
+    deployment: &Deployment,
+    image: &str,
+    env_values: &BTreeMap<String, String>,
+    git_token: Option<&str>,
+    plan: &Plan,
+) -> Result<JobSpec, StoredAppUnreadable> {
+    let mut spec = deploy_spec(app, deployment, env_values, git_token, plan)?;
+    spec.image = Some(read(app, ImageId::parse(image))?);
+    Ok(JobSpec::Deploy(spec))
 }
 
 /// A restart of the app's current version with its current env and limits.

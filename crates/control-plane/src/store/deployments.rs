@@ -21,9 +21,12 @@ pub struct Deployment {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The deployment this one rolls back to: it runs that one's image (or its commit, built
+    /// again when the worker no longer has the image).
+    pub rollback_of: Option<i64>,
 }
 
-const COLUMNS: &str = "d.id, d.app_id, d.status, d.branch, d.commit_sha, d.image_id, d.error, d.created_at, d.started_at, d.finished_at";
+const COLUMNS: &str = "d.id, d.app_id, d.status, d.branch, d.commit_sha, d.image_id, d.error, d.created_at, d.started_at, d.finished_at, d.rollback_of";
 
 pub async fn insert(
     db: impl PgExecutor<'_>,
@@ -38,6 +41,24 @@ pub async fn insert(
     .bind(DeploymentStatus::Queued)
     .bind(branch)
     .bind(commit)
+    .fetch_one(db)
+    .await
+}
+
+/// A rollback to `target`: a queued deployment of its branch and commit.
+pub async fn insert_rollback(
+    db: impl PgExecutor<'_>,
+    target: &Deployment,
+) -> Result<Deployment, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO deployments AS d (app_id, status, branch, commit_sha, rollback_of)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    ))
+    .bind(target.app_id)
+    .bind(DeploymentStatus::Queued)
+    .bind(&target.branch)
+    .bind(&target.commit_sha)
+    .bind(target.id)
     .fetch_one(db)
     .await
 }

@@ -9,6 +9,7 @@ pub mod deployments;
 pub mod domains;
 pub mod jobs;
 pub mod key_usage;
+pub mod push;
 pub mod routes;
 pub mod signin;
 pub mod tokens;

@@ -5,7 +5,9 @@
 //! → run by image id with the plan's limits, labels and env (from a 0600 env file removed at
 //! once, so values are in neither argv nor podman's environment) → health check (HTTP until a
 //! non-5xx answer) → switch (older containers of the app drain, then stop) → prune old images
-//! (the newest 3 stay). On failure the new container is removed and the old one keeps serving.
+//! (the newest `deploy.keep_images` stay). A rollback names an earlier image: when the worker
+//! still has it, clone and build are skipped. On failure the new container is removed and the
+//! old one keeps serving.
 
 mod containerfile;
 mod error;

@@ -117,11 +117,11 @@ impl Pipeline {
         self.remove_containers(&ids).await;
     }
 
-    /// Keeps the images of the app's newest three deployments (and the one in use); untags
-    /// the rest, and podman deletes an image when its last tag goes. Without `-f`: an image a
-    /// container still uses (one draining, say) stays until a later prune.
+    /// Keeps the images of the app's newest `deploy.keep_images` deployments (and the one in
+    /// use); untags the rest, and podman deletes an image when its last tag goes. Without
+    /// `-f`: an image a container still uses (one draining, say) stays until a later prune.
     pub(super) async fn prune_images(&self, app_id: i64, in_use: &str) {
-        let old = tags_to_prune(&self.image_tags(app_id).await, in_use, 3);
+        let old = tags_to_prune(&self.image_tags(app_id).await, in_use, self.settings.keep_images);
         if !old.is_empty()
             && let Err(e) = self.podman.untag(&old).await
         {

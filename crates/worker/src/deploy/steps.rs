@@ -208,6 +208,16 @@ impl Pipeline {
         payload: &DeploySpec,
         reporter: &Reporter,
     ) -> Result<Done, DeployError> {
+        if let Some(image) = &payload.image {
+            if self.podman.image_exists(image.as_str()).await {
+                return self.run_kept_image(work, app_id, deployment_id, payload, image, reporter).await;
+            }
+            reporter
+                .build_log(vec![format!(
+                    "rollback: the image {image} is no longer on this worker; building its commit again"
+                )])
+                .await;
+        }
         reporter.progress(Phase::Cloning).await;
         let src = work.join("src");
         let commit = self.clone(work, &src, payload, reporter).await?;
@@ -247,22 +257,46 @@ impl Pipeline {
         .map_err(|e| {
             DeployError::platform(format!("cannot limit the build's processes, so it was not started: {e}"))
         })?;
-        let mut build = self.podman.build_command();
-        if self.settings.isolate_builds {
-            build.arg("--network").arg(firewall::BUILD.network);
-        }
-        build.args(build_limits(&self.settings, cgroup.parent()));
-        build
-            .arg("-f")
-            .arg(&containerfile)
-            .arg("-t")
-            .arg(&tag)
-            .arg("--iidfile")
-            .arg(&iidfile)
-            .arg("--")
-            .arg(&src);
+        let build = || {
+            let mut build = self.podman.build_command();
+            if self.settings.isolate_builds {
+                build.arg("--network").arg(firewall::BUILD.network);
+            }
+            build.args(build_limits(&self.settings, cgroup.parent()));
+            build
+                .arg("-f")
+                .arg(&containerfile)
+                .arg("-t")
+                .arg(&tag)
+                .arg("--iidfile")
+                .arg(&iidfile)
+                .arg("--")
+                .arg(&src);
+            build
+        };
         let limit = Duration::from_secs(self.settings.build_timeout_secs);
-        run_logged(build, reporter, "podman build", limit).await.map_err(|e| e.blame(Fault::User))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match run_logged(build(), reporter, "podman build", limit).await {
+                // Another build or an image prune on this host changed podman's store under
+                // the cache lookup: a race of podman's, not the repository's fault. Once more.
+                Err(CommandError::Failed { output, .. })
+                    if attempt == 1 && output.contains("layer not known") =>
+                {
+                    reporter
+                        .build_log(vec![
+                            "podman's image store changed under the build (another build or a prune); building again"
+                                .into(),
+                        ])
+                        .await;
+                }
+                result => {
+                    result.map_err(|e| e.blame(Fault::User))?;
+                    break;
+                }
+            }
+        }
         drop(cgroup);
         let image_id = tokio::fs::read_to_string(&iidfile)
             .await
@@ -280,6 +314,39 @@ impl Pipeline {
         };
         let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
         Ok(Done { commit: Some(commit), ..done })
+    }
+
+    /// A rollback to an image this worker still has: no clone, no build. The image is tagged
+    /// for the new deployment (so pruning counts it among the newest), then run as any new
+    /// version: health check, switch.
+    async fn run_kept_image(
+        &self,
+        work: &Path,
+        app_id: i64,
+        deployment_id: i64,
+        payload: &DeploySpec,
+        image: &ImageId,
+        reporter: &Reporter,
+    ) -> Result<Done, DeployError> {
+        reporter
+            .build_log(vec![format!("rollback: the image {image} is still on this worker; no build")])
+            .await;
+        let tag = format!("{}:d{deployment_id}", self.image_repo(app_id));
+        self.podman.tag(image.as_str(), &tag).await.map_err(CommandError::platform)?;
+        if self.settings.isolate_apps {
+            firewall::ensure(&self.podman, &[&firewall::APPS]).await.map_err(|e| {
+                DeployError::platform(format!("cannot confine the app, so it was not started: {e}"))
+            })?;
+        }
+        let spec = RunSpec {
+            image_id: image,
+            port: payload.port,
+            env: &payload.env,
+            limits: payload.limits,
+            read_only_root: payload.framework == Framework::Static,
+        };
+        let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
+        Ok(Done { commit: payload.commit.as_ref().map(ToString::to_string), ..done })
     }
 
     /// Runs an image as the app's new version, checks its health and switches to it. The

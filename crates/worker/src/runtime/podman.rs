@@ -105,6 +105,11 @@ impl Podman {
         self.change(&["rmi", "--"], &strs(tags), "podman rmi").await.map(drop)
     }
 
+    /// Gives an image another name (`repo:tag`).
+    pub async fn tag(&self, image: &str, name: &str) -> Result<(), CommandError> {
+        self.change(&["tag", "--"], &[image, name], "podman tag").await.map(drop)
+    }
+
     /// Removes untagged images older than an hour (what killed or failed builds left).
     pub async fn prune_dangling_images(&self) -> Result<(), CommandError> {
         self.change(&["image", "prune", "-f", "--filter", "until=1h"], &[], "podman image prune")

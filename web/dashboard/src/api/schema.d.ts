@@ -449,6 +449,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/apps/{id}/rollback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new deployment running an earlier successful one's image — no build while the worker
+         *     still has it (it keeps the newest `deploy.keep_images`), else that commit built again —
+         *     through the same health check and switch as a deploy. The app's env is its current one.
+         */
+        post: operations["rollback"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/apps/{id}/start": {
         parameters: {
             query?: never;
@@ -507,6 +528,54 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["stop"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{id}/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_push_webhook"];
+        put: operations["put_push_webhook"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{id}/webhook/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_push_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{id}/webhook/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["rotate_push_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1015,6 +1084,12 @@ export interface components {
             /** Format: int64 */
             id: number;
             image_id?: string | null;
+            /**
+             * Format: int64
+             * @description The deployment this one rolls back to: it runs that one's image (or its commit, built
+             *     again when the worker no longer has the image).
+             */
+            rollback_of?: number | null;
             /** Format: date-time */
             started_at?: string | null;
             status: components["schemas"]["DeploymentStatus"];
@@ -1260,6 +1335,11 @@ export interface components {
             branch?: string | null;
             commit?: string | null;
         };
+        /** @description Which earlier deployment to roll back to. */
+        RollbackRequest: {
+            /** Format: int64 */
+            deployment_id: number;
+        };
         /** @description A rule as users see it. */
         Rule: {
             /** Format: int64 */
@@ -1396,6 +1476,26 @@ export interface components {
             /** @description Always `TXT`. */
             type: string;
             value: string;
+        };
+        Webhook: {
+            /** @description Whether a push to the app's branch deploys it. */
+            auto_deploy: boolean;
+            /**
+             * @description GitHub, Codeberg/Gitea and Bitbucket sign with it (HMAC-SHA256); GitLab sends it as its
+             *     token.
+             */
+            secret: string;
+            urls: components["schemas"]["WebhookUrls"];
+        };
+        WebhookSettings: {
+            auto_deploy: boolean;
+        };
+        /** @description Where each provider sends pushes, and the secret they sign with. */
+        WebhookUrls: {
+            bitbucket: string;
+            codeberg: string;
+            github: string;
+            gitlab: string;
         };
     };
     responses: never;
@@ -2476,6 +2576,42 @@ export interface operations {
             };
         };
     };
+    rollback: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RollbackRequest"];
+            };
+        };
+        responses: {
+            /** @description The rollback's deployment, queued */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     start: {
         parameters: {
             query?: never;
@@ -2591,6 +2727,138 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JobQueued"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_push_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The app's push-webhook URLs and secret */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_push_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookSettings"];
+            };
+        };
+        responses: {
+            /** @description The push webhook, changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_push_deliveries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The newest 100 deliveries, verified or not, and what came of each */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Delivery"][];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotate_push_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A new secret (the URLs stay); the old one signs nothing from now on */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description An error: a stable `code` and a `message` that names the problem and the fix */

@@ -62,6 +62,7 @@ export function Deployments({ appId }: { appId: number }) {
                 </td>
                 <td>
                   <Status status={d.status} />
+                  {d.rollback_of ? <span className="muted"> · rollback of #{d.rollback_of}</span> : null}
                 </td>
                 <td className="mono">{d.commit?.slice(0, 10) ?? "—"}</td>
                 <td>{when(d.started_at ?? d.created_at)}</td>
@@ -71,7 +72,7 @@ export function Deployments({ appId }: { appId: number }) {
           </tbody>
         </table>
       </div>
-      {shown ? <DeploymentDetail appId={appId} deployment={shown} /> : null}
+      {shown ? <DeploymentDetail appId={appId} deployment={shown} onStarted={setChosen} /> : null}
     </div>
   );
 }
@@ -111,10 +112,24 @@ export function useBuildLog(appId: number, deploymentId: number, active: boolean
   return live.length ? `${stored.data.log}${stored.data.log.endsWith("\n") || !stored.data.log ? "" : "\n"}${live.join("\n")}` : stored.data.log;
 }
 
-function DeploymentDetail({ appId, deployment }: { appId: number; deployment: Deployment }) {
+/** A deployment that ran and was replaced can be rolled back to: its image runs again (built
+ * again from its commit if the worker no longer keeps it). */
+const canRollBackTo = (d: Deployment) => d.status === "superseded" && Boolean(d.image_id);
+
+function DeploymentDetail({
+  appId,
+  deployment,
+  onStarted,
+}: {
+  appId: number;
+  deployment: Deployment;
+  onStarted: (id: number) => void;
+}) {
   const active = isActive(deployment.status);
   const client = useQueryClient();
   const [error, setError] = useState<unknown>(null);
+  const [rolling, setRolling] = useState(false);
+  useEffect(() => setError(null), [deployment.id]);
   const log = useBuildLog(appId, deployment.id, active);
   const bottom = useRef<HTMLPreElement>(null);
   useEffect(() => {
@@ -136,7 +151,26 @@ function DeploymentDetail({ appId, deployment }: { appId: number; deployment: De
             Cancel
           </Button>
         ) : null}
+        {canRollBackTo(deployment) ? (
+          <Button
+            disabled={rolling}
+            onClick={() => {
+              setRolling(true);
+              setError(null);
+              call(api.POST("/api/apps/{id}/rollback", { params: { path: { id: appId } }, body: { deployment_id: deployment.id } }))
+                .then(async (started) => {
+                  await client.invalidateQueries({ queryKey: keys.deployments(appId) });
+                  onStarted(started.id);
+                })
+                .catch(setError)
+                .finally(() => setRolling(false));
+            }}
+          >
+            {rolling ? "Rolling back…" : `Roll back to #${deployment.id}`}
+          </Button>
+        ) : null}
       </div>
+      {deployment.rollback_of ? <p className="muted">A rollback to deployment #{deployment.rollback_of}.</p> : null}
       <Stepper status={deployment.status} />
       {deployment.error ? (
         <div className="note note-error" role="alert">
