@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --bin wisehosting --bin wisehosting-admin
+cargo build --bin wisehosting --bin wisehosting-admin --bin wh
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 exec "$target_dir/debug/wisehosting" dev "$@"

@@ -176,7 +176,9 @@ impl ProcessWatch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
-    let (cp, agent, user, repo) = platform("deployer", "dev@example.com").await;
+    // Keeping three images per app, so the last step sees the oldest pruned.
+    let (cp, agent, user) = platform_with_settings("deployer", "dev@example.com", "  keep_images: 3\n").await;
+    let repo = TestRepo::new();
     repo.commit(&[("Containerfile", &containerfile("hello v1"))], "v1");
 
     // T20: a secret env value is watched for in process arguments and environments while the
@@ -324,7 +326,8 @@ async fn a_repository_becomes_a_running_container_and_redeploys_replace_it() {
     .await;
     assert!(serving, "after the restart the app serves the same version on its new port");
 
-    // One more version: the app's images beyond the newest three deployments' are pruned.
+    // One more version: the app's images beyond the newest three deployments' (keep_images)
+    // are pruned.
     repo.commit(&[("Containerfile", &containerfile("hello v3"))], "v3");
     let third = user.post_json(&format!("/api/apps/{app_id}/deployments"), &json!({})).await;
     let third = third.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
