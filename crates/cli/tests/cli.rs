@@ -131,11 +131,35 @@ async fn a_developer_logs_in_deploys_with_the_live_log_reads_logs_sets_env_and_r
     let r = wh(home, &["env", "cli-app", "set", "lower=x"], None).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
 
-    // A second version, its logs, and a rollback to the first.
+    // A second version, followed live by `logs -f` too, and a rollback to the first.
+    let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_wh"))
+        .args(["logs", "cli-app", "-f", "--tail", "1"])
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("WH_URL")
+        .env_remove("WH_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("logs -f");
+    let followed = follower.stdout.take().expect("stdout");
     repo.commit(&[("Containerfile", &page_containerfile("cli-two"))], "v2");
     let r = wh(home, &["deploy", "cli-app"], None).await;
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("checked out"), "{}", r.stdout);
+    let v2 = r.stdout.lines().find(|l| l.starts_with("checked out")).expect("the commit line").to_string();
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(followed).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line == v2 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "`logs -f` streamed the new build's lines as they came");
+    drop(follower);
     let r = wh(home, &["logs", "cli-app", "--tail", "50"], None).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("checked out"), "build lines are in the app's log: {}", r.stdout);
@@ -153,7 +177,25 @@ async fn a_developer_logs_in_deploys_with_the_live_log_reads_logs_sets_env_and_r
     let r = wh(home, &["deploy", "no-such-app"], None).await;
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("no app named \"no-such-app\""), "{}", r.stderr);
-    let r = wh(home, &["restart", "cli-app"], None).await;
+    for action in ["restart", "stop", "start"] {
+        let r = wh(home, &[action, "cli-app"], None).await;
+        assert_eq!(r.code, 0, "{action}: {}", r.stderr);
+        assert!(r.stdout.contains("is queued (job "), "{action}: {}", r.stdout);
+    }
+    let r = wh(home, &["domains", "cli-app", "add", "www.cli-example.org"], None).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("type   TXT") && r.stdout.contains("_wisehosting"),
+        "the record to publish: {}",
+        r.stdout
+    );
+    let r = wh(home, &["domains", "cli-app", "--json"], None).await;
+    let listed: Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(listed[0]["hostname"], "www.cli-example.org", "{listed}");
+    let r = wh(home, &["domains", "cli-app", "verify", "www.cli-example.org"], None).await;
+    assert_eq!(r.code, 1, "not in DNS: {}", r.stdout);
+    assert!(r.stderr.starts_with("error: ") && r.stderr.lines().count() == 1, "{}", r.stderr);
+    let r = wh(home, &["domains", "cli-app", "rm", "www.cli-example.org"], None).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = wh(home, &["open", "cli-app"], None).await;
     assert!(r.stdout.trim().starts_with("http://cli-app."), "{}", r.stdout);
