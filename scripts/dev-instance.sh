@@ -1,11 +1,12 @@
 # Sourced by scripts that need a throwaway `wisehosting dev` (api-fuzz.sh, e2e.sh, bench.sh):
-#   start_dev BIN WORKDIR   starts it on a free port with its data in WORKDIR/data (extra
-#                           environment, such as CONFIG_PATH, is passed through), waits for the
+#   start_dev BIN WORKDIR   starts it on a free port (DEV_PORT if set) with its data in
+#                           WORKDIR/data (extra environment, such as CONFIG_PATH, is passed
+#                           through), waits for the
 #                           banner and sets DEV_PID and DEV_URL (the dashboard, no trailing /).
 #   stop_dev                stops it (Ctrl-C: the control plane, then its PostgreSQL).
 start_dev() {
   local bin=$1 work=$2
-  RUST_LOG=${RUST_LOG:-warn} "$bin" dev --data-dir "$work/data" --port 0 >"$work/dev.log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-warn} "$bin" dev --data-dir "$work/data" --port "${DEV_PORT:-0}" >"$work/dev.log" 2>&1 &
   DEV_PID=$!
   DEV_URL=""
   for _ in $(seq 1 240); do

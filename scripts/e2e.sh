@@ -17,6 +17,8 @@ fi
 bash scripts/dashboard.sh build
 cargo build --quiet -p wisehosting-control-plane --bin wisehosting
 cargo build --quiet -p wisehosting-admin --bin wisehosting-admin
+cargo build --quiet -p wisehosting-testkit --bin wisehosting-fake-oidc
+fake_oidc_bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting-fake-oidc
 bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting
 admin_bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting-admin
 
@@ -54,14 +56,35 @@ while call("GET", "/api/apps") and time.time() < deadline:
 PY
 }
 admin_pid=""
+idp_pid=""
 cleanup() {
   [ -z "$admin_pid" ] || { kill -INT "$admin_pid" 2>/dev/null || true; wait "$admin_pid" 2>/dev/null || true; }
+  [ -z "$idp_pid" ] || { kill -INT "$idp_pid" 2>/dev/null || true; wait "$idp_pid" 2>/dev/null || true; }
   remove_apps
   stop_dev
   rm -rf "$work"
 }
 trap cleanup EXIT
-start_dev "$bin" "$work"
+# "Sign in with Google" against a local stand-in provider the production client talks to
+# unchanged; the redirect URI needs the dashboard's address before it starts.
+"$fake_oidc_bin" >"$work/idp.out" 2>"$work/idp.log" &
+idp_pid=$!
+for _ in $(seq 1 50); do grep -q '^client_secret=' "$work/idp.out" 2>/dev/null && break; sleep 0.1; done
+idp_value() { sed -n "s/^$1=//p" "$work/idp.out"; }
+[ -n "$(idp_value issuer)" ] || { cat "$work/idp.log"; echo "the stand-in OpenID provider did not start" >&2; exit 1; }
+DEV_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export DEV_PORT
+umask 077
+cat >"$work/config.yaml" <<YAML
+api_server:
+  public_url: http://127.0.0.1:$DEV_PORT
+oidc:
+  issuer_url: $(idp_value issuer)
+  client_id: $(idp_value client_id)
+  client_secret: $(idp_value client_secret)
+YAML
+umask 022
+CONFIG_PATH="$work/config.yaml" start_dev "$bin" "$work"
 url=$DEV_URL
 echo "== dashboard e2e against $url"
 WH_E2E_URL="$url" WH_E2E_REPO="$repo" WH_E2E_SHOTS="$shots" "$venv/bin/python" web/dashboard/e2e/dashboard_e2e.py || {

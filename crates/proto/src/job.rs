@@ -157,6 +157,54 @@ impl DockerfilePath {
 }
 
 text_newtype! {
+    /// The path a new version's health check asks: `/`, then up to 200 URL path characters
+    /// (letters, digits, `-._~/%!$&'()*+,;=:@?`), no spaces, no `#`.
+    HealthPath
+}
+
+impl HealthPath {
+    pub fn parse(value: &str) -> Result<HealthPath, InvalidField> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._~/%!$&'()*+,;=:@?".contains(c);
+        if !value.starts_with('/')
+            || value.starts_with("//")
+            || value.len() > 200
+            || !value.chars().all(ok_char)
+        {
+            return Err(invalid(
+                "health_check_path",
+                "give a path on the app that answers 2xx or 3xx when it is ready, like `/healthz` (it starts with one `/`, at most 200 characters, no spaces)",
+            ));
+        }
+        Ok(HealthPath(value.to_string()))
+    }
+
+    /// `/`, the default: any answer below 500 counts (an app with no page at its root is
+    /// still up).
+    pub fn root() -> HealthPath {
+        HealthPath("/".into())
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0 == "/"
+    }
+}
+
+/// How a new version is checked before traffic moves to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub path: HealthPath,
+    /// Seconds the new version has to answer; the worker's `deploy.health_timeout_secs` when
+    /// absent.
+    #[serde(default)]
+    pub timeout_secs: Option<u32>,
+}
+
+impl HealthCheck {
+    /// The longest a health check may be given.
+    pub const MAX_TIMEOUT_SECS: u32 = 600;
+}
+
+text_newtype! {
     /// An environment variable name, `^[A-Z][A-Z0-9_]{0,63}$`.
     EnvKey
 }
@@ -556,6 +604,9 @@ pub struct DeploySpec {
     /// without cloning or building; otherwise it builds `commit` again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageId>,
+    /// The app's health check; absent, `/` within the worker's default time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 /// A restart: the app's current version re-created with its current env and limits.
@@ -569,6 +620,9 @@ pub struct RestartSpec {
     pub env: Env,
     #[serde(flatten)]
     pub limits: Limits,
+    /// The app's health check; absent, `/` within the worker's default time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 /// A stop, start or remove: which app.

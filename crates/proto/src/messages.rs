@@ -422,7 +422,8 @@ impl WorkerMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
     Welcome(Welcome),
-    Job(Job),
+    /// Boxed: a job (its spec) is far larger than every other message.
+    Job(Box<Job>),
     JobCancel(JobCancel),
     RoutesChanged(RoutesChanged),
     RouteTable(RouteTable),
@@ -436,7 +437,7 @@ impl ServerMessage {
     pub fn decode(t: &str, p: &RawValue) -> Result<Self, serde_json::Error> {
         Ok(match t {
             Welcome::TYPE => Self::Welcome(decode(p)?),
-            Job::TYPE => Self::Job(decode(p)?),
+            Job::TYPE => Self::Job(Box::new(decode(p)?)),
             JobCancel::TYPE => Self::JobCancel(decode(p)?),
             RoutesChanged::TYPE => Self::RoutesChanged(decode(p)?),
             RouteTable::TYPE => Self::RouteTable(decode(p)?),

@@ -414,7 +414,7 @@ impl Agent {
                 let pipeline = self.pipeline.clone();
                 let tx = jobs.tx.clone();
                 self.pipeline.tasks.spawn(async move {
-                    pipeline.run_job(job, tx, cancel.clone()).await;
+                    pipeline.run_job(*job, tx, cancel.clone()).await;
                     // Finished: the token marks the slot free.
                     cancel.cancel();
                 });

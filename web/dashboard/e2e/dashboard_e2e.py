@@ -19,6 +19,8 @@ REPO = os.environ["WH_E2E_REPO"]
 SHOTS = os.environ["WH_E2E_SHOTS"]
 APPS_PORT = os.environ.get("WH_E2E_APPS_PORT", "8080")
 EMAIL = "e2e@example.com"
+# Who the stand-in provider signs in (scripts/e2e.sh starts it).
+GOOGLE_EMAIL = os.environ.get("WH_E2E_GOOGLE_EMAIL", "ada@example.com")
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
@@ -59,15 +61,24 @@ def main() -> int:
         page = desktop.new_page()
         watch(page, "desktop")
 
-        step("the static pages are readable and the sign-in page offers the dev sign-in")
+        step("the static pages are readable and the sign-in page offers Google and the dev sign-in")
         for path in ["/", "/plans", "/privacy", "/terms"]:
             page.goto(BASE + path)
             expect(page.locator("h1")).to_be_visible()
             shot(page, "desktop-home" if path == "/" else f"desktop{path.replace('/', '-')}")
         page.goto(BASE + "/login")
         expect(page.get_by_role("heading", name="Dev sign-in")).to_be_visible()
-        expect(page.get_by_role("link", name="Sign in with Google")).to_have_count(0)
+        expect(page.get_by_role("link", name="Sign in with Google")).to_be_visible()
         shot(page, "desktop-login")
+
+        step("signing in with Google (a local stand-in provider), then out")
+        page.get_by_role("link", name="Sign in with Google").click()
+        page.wait_for_url(re.compile(re.escape(BASE) + r"/(apps)?$"))
+        page.goto(BASE + "/apps")
+        expect(page.get_by_text(GOOGLE_EMAIL)).to_be_visible()
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(re.compile(r".*/login$"))
+        expect(page.get_by_role("link", name="Sign in with Google")).to_be_visible()
 
         step("signing in through the page")
         page.get_by_label("Email").fill(EMAIL)

@@ -33,6 +33,7 @@ use crate::store::audit::AuditAction;
 use crate::store::deployments::{self, Deployment, Ending};
 use crate::store::jobs;
 use crate::store::users;
+use wisehosting_proto::job::{HealthCheck, HealthPath};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,6 +53,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deployment_log))
         .routes(routes!(cancel_deployment))
         .routes(routes!(rollback))
+        .routes(routes!(put_health_check))
 }
 
 /// A new app and its first deployment.
@@ -73,6 +75,35 @@ struct DeployRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     git_token: Option<wisehosting_crypto::Secret>,
+    /// The path a new version must answer before traffic moves to it (default `/`: anything
+    /// below 500; another path: 2xx or 3xx).
+    #[serde(default)]
+    health_check_path: Option<String>,
+    /// Seconds a new version has to answer (1 to 600; default the worker's, 60).
+    #[serde(default)]
+    health_check_timeout_secs: Option<i64>,
+}
+
+/// A health check from the request's fields, checked.
+fn parse_health(
+    path: Option<&str>,
+    timeout_secs: Option<i64>,
+) -> Result<(HealthPath, Option<u32>), ApiError> {
+    let path = path.map(HealthPath::parse).transpose()?.unwrap_or_else(HealthPath::root);
+    let max = i64::from(HealthCheck::MAX_TIMEOUT_SECS);
+    let timeout = timeout_secs
+        .map(|t| {
+            u32::try_from(t).ok().filter(|t| (1..=HealthCheck::MAX_TIMEOUT_SECS).contains(t)).ok_or_else(
+                || {
+                    ApiError::invalid(
+                        "health_check_timeout_secs",
+                        format!("give 1 to {max} seconds, or leave it out for 60"),
+                    )
+                },
+            )
+        })
+        .transpose()?;
+    Ok((path, timeout))
 }
 
 fn default_branch() -> String {
@@ -119,6 +150,8 @@ async fn deploy(
     let dockerfile = req.dockerfile_path.as_deref().map(DockerfilePath::parse).transpose()?;
     let port = parse_port(req.port)?;
     let env = parse_env(req.env)?;
+    let (health_path, health_timeout) =
+        parse_health(req.health_check_path.as_deref(), req.health_check_timeout_secs)?;
     let git_token =
         req.git_token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
     let plan = state.plans.get(&user.plan);
@@ -141,6 +174,8 @@ async fn deploy(
             framework: framework.as_str(),
             dockerfile_path: dockerfile.as_ref().map(DockerfilePath::as_str),
             port,
+            health_check_path: health_path.as_str(),
+            health_check_timeout_secs: health_timeout,
         },
     )
     .await?;
@@ -245,6 +280,35 @@ async fn redeploy(
     apps::mark_deploying_if_never_ran(&mut *tx, app.id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
+}
+
+/// An app's health check.
+#[derive(Debug, Deserialize, ToSchema)]
+struct HealthCheckRequest {
+    /// `/` (anything below 500 counts) or a path that answers 2xx or 3xx when the app is ready.
+    path: String,
+    /// 1 to 600 seconds; null for the worker's default (60).
+    timeout_secs: Option<i64>,
+}
+
+#[utoipa::path(put, path = "/api/apps/{id}/health-check", tag = "apps", params(AppId),
+    request_body = HealthCheckRequest,
+    responses((status = 200, description = "The app with its new health check; it applies from the next deploy, restart or rollback", body = App)))]
+async fn put_health_check(
+    State(state): State<AppState>,
+    OwnedApp { user, app }: OwnedApp,
+    ApiJson(req): ApiJson<HealthCheckRequest>,
+) -> Result<Json<App>, ApiError> {
+    let (path, timeout) = parse_health(Some(&req.path), req.timeout_secs)?;
+    let mut tx = state.db.begin().await?;
+    apps::set_health_check(&mut *tx, app.id, path.as_str(), timeout).await?;
+    let detail = json!({ "path": path.as_str(), "timeout_secs": timeout });
+    audit_user(&mut *tx, &user, AuditAction::AppHealthCheckSet, "app", app.id, detail).await?;
+    tx.commit().await?;
+    let app = apps::get_for_user(&state.db, user.id, app.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    Ok(Json(app))
 }
 
 /// Which earlier deployment to roll back to.

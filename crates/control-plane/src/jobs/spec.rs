@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use wisehosting_proto::InvalidField;
 use wisehosting_proto::job::{
-    AppSpec, Branch, CommitSha, DeploySpec, DockerfilePath, Env, EnvKey, Framework, ImageId, JobSpec, Limits,
-    Port, RepoUrl, RestartSpec, Slug, WireSecret,
+    AppSpec, Branch, CommitSha, DeploySpec, DockerfilePath, Env, EnvKey, Framework, HealthCheck, HealthPath,
+    ImageId, JobSpec, Limits, Port, RepoUrl, RestartSpec, Slug, WireSecret,
 };
 
 use crate::plans::Plan;
@@ -25,6 +25,13 @@ pub struct StoredAppUnreadable {
 
 fn read<T>(app: &App, parsed: Result<T, InvalidField>) -> Result<T, StoredAppUnreadable> {
     parsed.map_err(|source| StoredAppUnreadable { app_id: app.id, source })
+}
+
+fn health(app: &App) -> Result<HealthCheck, StoredAppUnreadable> {
+    Ok(HealthCheck {
+        path: read(app, HealthPath::parse(&app.health_check_path))?,
+        timeout_secs: app.health_check_timeout_secs.and_then(|t| u32::try_from(t).ok()),
+    })
 }
 
 fn env(app: &App, env: &BTreeMap<String, String>) -> Result<Env, StoredAppUnreadable> {
@@ -70,6 +77,7 @@ fn deploy_spec(
         limits: limits(app, plan)?,
         git_token: git_token.map(WireSecret::new),
         image: None,
+        health: Some(health(app)?),
     })
 }
 
@@ -101,6 +109,7 @@ pub fn restart(
         port: read(app, Port::parse(i64::from(app.port)))?,
         env: env(app, env_values)?,
         limits: limits(app, plan)?,
+        health: Some(health(app)?),
     }))
 }
 

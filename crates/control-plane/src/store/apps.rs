@@ -30,10 +30,15 @@ pub struct App {
     pub host_port: Option<i32>,
     /// Whether a repository token is stored; the token itself is never read back.
     pub has_git_token: bool,
+    /// The path a new version must answer before traffic moves to it: at `/` anything below
+    /// 500, elsewhere 2xx or 3xx.
+    pub health_check_path: String,
+    /// How long a new version has to answer; `null` for the worker's default (60 s).
+    pub health_check_timeout_secs: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
-const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, created_at";
+const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, health_check_path, health_check_timeout_secs, created_at";
 
 pub struct NewApp<'a> {
     pub user_id: i64,
@@ -44,12 +49,15 @@ pub struct NewApp<'a> {
     pub framework: &'a str,
     pub dockerfile_path: Option<&'a str>,
     pub port: u16,
+    pub health_check_path: &'a str,
+    pub health_check_timeout_secs: Option<u32>,
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, StoreError> {
     sqlx::query_as(&format!(
-        "INSERT INTO apps (user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port)
-         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, $8) RETURNING {APP_COLUMNS}"
+        "INSERT INTO apps (user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port,
+                           health_check_path, health_check_timeout_secs)
+         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, $8, $10, $11) RETURNING {APP_COLUMNS}"
     ))
     .bind(app.user_id)
     .bind(app.slug)
@@ -60,6 +68,8 @@ pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, St
     .bind(app.dockerfile_path)
     .bind(i32::from(app.port))
     .bind(AppStatus::Deploying)
+    .bind(app.health_check_path)
+    .bind(app.health_check_timeout_secs.map(|s| s as i32))
     .fetch_one(db)
     .await
     .map_err(|e| {
@@ -393,4 +403,20 @@ pub async fn paused_reason(db: impl PgExecutor<'_>, id: i64) -> Result<Option<St
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// Sets an app's health check.
+pub async fn set_health_check(
+    db: impl PgExecutor<'_>,
+    app_id: i64,
+    path: &str,
+    timeout_secs: Option<u32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET health_check_path = $2, health_check_timeout_secs = $3, updated_at = now() WHERE id = $1")
+        .bind(app_id)
+        .bind(path)
+        .bind(timeout_secs.map(|s| s as i32))
+        .execute(db)
+        .await
+        .map(drop)
 }

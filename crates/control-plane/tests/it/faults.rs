@@ -348,7 +348,7 @@ async fn a_postgres_restart_answers_503_fast_then_recovers_and_loses_no_job() {
     raw.send(&Hello { version: "t".into(), ..Default::default() }).await;
     let job = loop {
         match tokio::time::timeout(Duration::from_secs(20), raw.recv()).await {
-            Ok(Some(ServerMessage::Job(job))) => break job,
+            Ok(Some(ServerMessage::Job(job))) => break *job,
             Ok(Some(_)) => continue,
             other => panic!("no job after the restart: {other:?}"),
         }
@@ -374,7 +374,7 @@ async fn a_postgres_restart_answers_503_fast_then_recovers_and_loses_no_job() {
     let again = tokio::time::timeout(Duration::from_secs(4), async {
         loop {
             match raw.recv().await {
-                Some(ServerMessage::Job(j)) => return Some(j),
+                Some(ServerMessage::Job(j)) => return Some(*j),
                 Some(_) => continue,
                 None => return None,
             }

@@ -95,7 +95,7 @@ async fn a_queued_deploy_can_be_cancelled_and_a_final_one_cannot() {
 async fn next_job(raw: &mut RawWorker) -> wisehosting_proto::messages::Job {
     loop {
         match raw.recv().await {
-            Some(ServerMessage::Job(job)) => return job,
+            Some(ServerMessage::Job(job)) => return *job,
             Some(_) => continue,
             None => panic!("the connection closed before a job arrived"),
         }

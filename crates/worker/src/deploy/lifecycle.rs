@@ -89,6 +89,7 @@ impl Pipeline {
             env: &spec.env,
             limits: spec.limits,
             read_only_root: read_only == "true",
+            health: spec.health.as_ref(),
         };
         let result = self.start_version(&work, app_id, deployment, &run, reporter).await;
         let _ = tokio::fs::remove_dir_all(&work).await;

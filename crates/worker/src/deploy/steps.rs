@@ -10,7 +10,9 @@ use tokio::process::Command;
 
 use super::containerfile::build_limits;
 use super::ip_literal;
-use wisehosting_proto::job::{DeploySpec, Env, Fault, Framework, ImageId, Limits, Phase, Port};
+use wisehosting_proto::job::{
+    DeploySpec, Env, Fault, Framework, HealthCheck, HealthPath, ImageId, Limits, Phase, Port,
+};
 
 use super::error::{CommandError, DeployError};
 use super::{Done, Pipeline, Reporter};
@@ -311,6 +313,7 @@ impl Pipeline {
             limits: payload.limits,
             // The static preset's httpd writes nothing.
             read_only_root: payload.framework == Framework::Static,
+            health: payload.health.as_ref(),
         };
         let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
         Ok(Done { commit: Some(commit), ..done })
@@ -344,6 +347,7 @@ impl Pipeline {
             env: &payload.env,
             limits: payload.limits,
             read_only_root: payload.framework == Framework::Static,
+            health: payload.health.as_ref(),
         };
         let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
         Ok(Done { commit: payload.commit.as_ref().map(ToString::to_string), ..done })
@@ -359,7 +363,7 @@ impl Pipeline {
         spec: &RunSpec<'_>,
         reporter: &Reporter,
     ) -> Result<Done, DeployError> {
-        let RunSpec { image_id, port, env, limits, read_only_root } = *spec;
+        let RunSpec { image_id, port, env, limits, read_only_root, health } = *spec;
         reporter.progress(Phase::Starting).await;
         let env_file = work.join("env");
         let mut text = String::new();
@@ -410,7 +414,7 @@ impl Pipeline {
         let _ = std::fs::remove_file(&env_file);
 
         reporter.progress(Phase::HealthChecking).await;
-        if let Err(e) = self.wait_healthy(&container_id, host_port).await {
+        if let Err(e) = self.wait_healthy(&container_id, host_port, health).await {
             let tail = self.podman.logs_tail(&container_id, 20).await;
             return Err(DeployError { message: format!("{e}\nlast lines of the container:\n{tail}"), ..e });
         }
@@ -459,24 +463,38 @@ impl Pipeline {
         args
     }
 
-    /// Waits until the app answers below 500; its failing to is the user's fault.
-    async fn wait_healthy(&self, container_id: &str, host_port: u16) -> Result<(), DeployError> {
+    /// Waits until the app is healthy: at `/` (the default) any answer below 500, at a path the
+    /// app named a 2xx or 3xx; its failing to is the user's fault.
+    async fn wait_healthy(
+        &self,
+        container_id: &str,
+        host_port: u16,
+        health: Option<&HealthCheck>,
+    ) -> Result<(), DeployError> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| DeployError::platform(format!("cannot set up the health check: {e}")))?;
-        let deadline = Instant::now() + Duration::from_secs(self.settings.health_timeout_secs);
-        let url = format!("http://127.0.0.1:{host_port}/");
+        let root = HealthPath::root();
+        let path = health.map_or(&root, |h| &h.path);
+        let strict = !path.is_root();
+        let secs = health.and_then(|h| h.timeout_secs).map_or(self.settings.health_timeout_secs, u64::from);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let url = format!("http://127.0.0.1:{host_port}{path}");
+        let healthy = |status: u16| if strict { (200..400).contains(&status) } else { status < 500 };
+        let mut last = None;
         // Asked every 10 ms for the first 100 ms (most apps answer that fast), then with a
         // growing pause up to 250 ms, asking podman each time whether the container died.
         let mut pause = Duration::from_millis(10);
         for attempt in 0.. {
-            if let Ok(response) = client.get(&url).send().await
-                && response.status().as_u16() < 500
-            {
-                return Ok(());
+            if let Ok(response) = client.get(&url).send().await {
+                let status = response.status().as_u16();
+                if healthy(status) {
+                    return Ok(());
+                }
+                last = Some(status);
             }
             if attempt < 10 {
                 tokio::time::sleep(pause).await;
@@ -487,9 +505,10 @@ impl Pipeline {
                 return Err(DeployError::user("the container exited before answering its health check"));
             }
             if Instant::now() > deadline {
+                let wanted = if strict { "2xx or 3xx" } else { "below 500" };
+                let got = last.map_or("no answer".to_string(), |s| format!("the last answer was {s}"));
                 return Err(DeployError::user(format!(
-                    "no answer below 500 on the app's port within {} s",
-                    self.settings.health_timeout_secs
+                    "no answer {wanted} at {path} on the app's port within {secs} s ({got}); check the app's health check path and that it listens on its port"
                 )));
             }
             pause = (pause * 2).min(Duration::from_millis(250));
@@ -508,6 +527,8 @@ pub(super) struct RunSpec<'a> {
     pub env: &'a Env,
     pub limits: Limits,
     pub read_only_root: bool,
+    /// The app's health check; `None` for `/` within `deploy.health_timeout_secs`.
+    pub health: Option<&'a HealthCheck>,
 }
 
 /// `-p` arguments: the container's port on loopback (the edge router's upstream, the health

@@ -401,6 +401,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/apps/{id}/health-check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put: operations["put_health_check"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/apps/{id}/logs": {
         parameters: {
             query?: never;
@@ -938,6 +954,16 @@ export interface components {
             framework: string;
             /** @description Whether a repository token is stored; the token itself is never read back. */
             has_git_token: boolean;
+            /**
+             * @description The path a new version must answer before traffic moves to it: at `/` anything below
+             *     500, elsewhere 2xx or 3xx.
+             */
+            health_check_path: string;
+            /**
+             * Format: int32
+             * @description How long a new version has to answer; `null` for the worker's default (60 s).
+             */
+            health_check_timeout_secs?: number | null;
             /** Format: int32 */
             host_port?: number | null;
             /** Format: int64 */
@@ -1061,6 +1087,16 @@ export interface components {
             framework?: string;
             /** @description A token for a private repository; write-only (sealed at rest, never shown again). */
             git_token?: string | null;
+            /**
+             * @description The path a new version must answer before traffic moves to it (default `/`: anything
+             *     below 500; another path: 2xx or 3xx).
+             */
+            health_check_path?: string | null;
+            /**
+             * Format: int64
+             * @description Seconds a new version has to answer (1 to 600; default the worker's, 60).
+             */
+            health_check_timeout_secs?: number | null;
             name: string;
             /** Format: int64 */
             port?: number;
@@ -1182,6 +1218,16 @@ export interface components {
         /** @description Whether the app holds a repository token (never its value). */
         GitTokenState: {
             has_git_token: boolean;
+        };
+        /** @description An app's health check. */
+        HealthCheckRequest: {
+            /** @description `/` (anything below 500 counts) or a path that answers 2xx or 3xx when the app is ready. */
+            path: string;
+            /**
+             * Format: int64
+             * @description 1 to 600 seconds; null for the worker's default (60).
+             */
+            timeout_secs?: number | null;
         };
         /** @description A lifecycle job queued. */
         JobQueued: {
@@ -2464,6 +2510,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["GitTokenState"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_health_check: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HealthCheckRequest"];
+            };
+        };
+        responses: {
+            /** @description The app with its new health check; it applies from the next deploy, restart or rollback */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["App"];
                 };
             };
             /** @description An error: a stable `code` and a `message` that names the problem and the fix */
