@@ -21,6 +21,7 @@ mod keys;
 mod migrations;
 mod observe;
 mod openapi;
+mod procfile;
 mod push;
 mod queue;
 mod rollback;

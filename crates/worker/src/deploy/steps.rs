@@ -225,6 +225,10 @@ impl Pipeline {
         let commit = self.clone(work, &src, payload, reporter).await?;
         reporter.build_log(vec![format!("checked out {commit}")]).await;
 
+        let procfile = Procfile::read(&src)?;
+        if let Some(web) = &procfile.web {
+            reporter.build_log(vec![format!("Procfile: the app starts with `{web}`")]).await;
+        }
         reporter.progress(Phase::Building).await;
         let containerfile = self.containerfile(work, &src, payload)?;
         let iidfile = work.join("image-id");
@@ -265,6 +269,10 @@ impl Pipeline {
                 build.arg("--network").arg(firewall::BUILD.network);
             }
             build.args(build_limits(&self.settings, cgroup.parent()));
+            if let Some(web) = &procfile.web {
+                // The start command travels with the image, for restarts and rollbacks.
+                build.arg("--label").arg(format!("{WEB_LABEL}={web}"));
+            }
             build
                 .arg("-f")
                 .arg(&containerfile)
@@ -306,6 +314,9 @@ impl Pipeline {
         let image_id = ImageId::parse(image_id.trim()).map_err(|_| {
             DeployError::platform(format!("the build reported a malformed image id {:?}", image_id.trim()))
         })?;
+        if let Some(release) = &procfile.release {
+            self.release(work, deployment_id, &image_id, payload, release, reporter).await?;
+        }
         let spec = RunSpec {
             image_id: &image_id,
             port: payload.port,
@@ -364,6 +375,7 @@ impl Pipeline {
         reporter: &Reporter,
     ) -> Result<Done, DeployError> {
         let RunSpec { image_id, port, env, limits, read_only_root, health } = *spec;
+        let web = self.web_command(image_id).await;
         reporter.progress(Phase::Starting).await;
         let env_file = work.join("env");
         let mut text = String::new();
@@ -394,6 +406,9 @@ impl Pipeline {
                 "--".into(),
                 image_id.to_string(),
             ]);
+            if let Some(web) = &web {
+                run.extend(["/bin/sh".into(), "-c".into(), web.clone()]);
+            }
             match self.podman.run_detached(&run).await {
                 Ok(id) => break (id, host_port),
                 Err(CommandError::Failed { output, .. })
@@ -430,6 +445,65 @@ impl Pipeline {
             image_id: Some(image_id.to_string()),
             host_port: Some(host_port),
             container_id: Some(container_id),
+        })
+    }
+
+    /// The Procfile `web:` command the image was built with (its label), if any.
+    async fn web_command(&self, image: &ImageId) -> Option<String> {
+        let labels = self.podman.inspect(image.as_str(), "{{json .Labels}}").await.ok()?;
+        let labels: serde_json::Value = serde_json::from_str(&labels).ok()?;
+        labels[WEB_LABEL].as_str().filter(|c| !c.trim().is_empty()).map(str::to_string)
+    }
+
+    /// Runs the Procfile's `release:` command once in the new image — with the app's env,
+    /// limits and confinement, to its end, its output in the build log — before the new
+    /// version starts. A failure fails the deploy; the old version keeps serving.
+    async fn release(
+        &self,
+        work: &Path,
+        deployment_id: i64,
+        image: &ImageId,
+        payload: &DeploySpec,
+        command: &str,
+        reporter: &Reporter,
+    ) -> Result<(), DeployError> {
+        reporter.build_log(vec![format!("release: running `{command}`")]).await;
+        if self.settings.isolate_apps {
+            firewall::ensure(&self.podman, &[&firewall::APPS]).await.map_err(|e| {
+                DeployError::platform(format!("cannot confine the release command, so it was not run: {e}"))
+            })?;
+        }
+        let env_file = work.join("release-env");
+        let mut text = String::new();
+        for (k, v) in &payload.env {
+            text.push_str(&format!("{k}={}\n", v.expose()));
+        }
+        write_new(&env_file, &text, "the release env file")?;
+        let mut run = self.podman.run_command();
+        run.args(["--rm", "--name"])
+            .arg(format!("{}-release-d{deployment_id}", self.settings.instance))
+            // The instance's label only: not an app container, nothing supervises or routes it.
+            .arg("--label")
+            .arg(format!("wisehosting.instance={}", self.settings.instance))
+            .args(self.confinement(false))
+            .arg("--memory")
+            .arg(format!("{}m", payload.limits.memory_mb()))
+            .arg("--cpus")
+            .arg(format!("{}", payload.limits.cpus()))
+            .arg("--env-file")
+            .arg(&env_file)
+            .arg("--")
+            .arg(image.as_str())
+            .args(["/bin/sh", "-c", command]);
+        let limit = Duration::from_secs(self.settings.build_timeout_secs);
+        let result = run_logged(run, reporter, "the release command", limit).await;
+        let _ = std::fs::remove_file(&env_file);
+        result.map(drop).map_err(|e| {
+            let failed = e.blame(Fault::User);
+            DeployError {
+                message: format!("{}; the previous version keeps serving", failed.message),
+                ..failed
+            }
         })
     }
 
@@ -609,5 +683,76 @@ mod tests {
             }
         }
         assert!(gone, "the step's sleep outlived the limit");
+    }
+}
+
+/// The image label that carries the Procfile's `web:` command.
+pub(super) const WEB_LABEL: &str = "io.wisehosting.procfile.web";
+
+/// The `web:` and `release:` lines of a repository's `Procfile` (Heroku's format: `name:
+/// command`, one per line; other process types are ignored).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Procfile {
+    pub web: Option<String>,
+    pub release: Option<String>,
+}
+
+impl Procfile {
+    /// At most this much of a Procfile is read.
+    const MAX_BYTES: u64 = 64 * 1024;
+
+    /// Reads `<checkout>/Procfile` when it is a regular file inside the checkout (not a link).
+    pub fn read(checkout: &Path) -> Result<Procfile, DeployError> {
+        let path = checkout.join("Procfile");
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return Ok(Procfile::default());
+        };
+        if !meta.file_type().is_file() {
+            return Err(DeployError::user(
+                "the Procfile is not a regular file (a link or a directory); make it a file",
+            ));
+        }
+        if meta.len() > Self::MAX_BYTES {
+            return Err(DeployError::user("the Procfile is larger than 64 KiB; keep only its process lines"));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| DeployError::user("the Procfile is not UTF-8 text; save it as UTF-8"))?;
+        Ok(Procfile::parse(&text))
+    }
+
+    pub fn parse(text: &str) -> Procfile {
+        let mut procfile = Procfile::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some((name, command)) = line.split_once(':') else { continue };
+            let command = command.trim();
+            if command.is_empty() || command.contains('\0') {
+                continue;
+            }
+            match name.trim() {
+                "web" => procfile.web = Some(command.to_string()),
+                "release" => procfile.release = Some(command.to_string()),
+                _ => {}
+            }
+        }
+        procfile
+    }
+}
+
+#[cfg(test)]
+mod procfile_tests {
+    use super::Procfile;
+
+    #[test]
+    fn a_procfile_gives_its_web_and_release_commands_and_ignores_the_rest() {
+        let p = Procfile::parse(
+            "# comment\nweb: node server.js --port $PORT\nworker: node jobs.js\nrelease:  npm run migrate \n\nbad line\n",
+        );
+        assert_eq!(p.web.as_deref(), Some("node server.js --port $PORT"));
+        assert_eq!(p.release.as_deref(), Some("npm run migrate"));
+        assert_eq!(Procfile::parse("web:\nrelease:   \n"), Procfile::default());
     }
 }

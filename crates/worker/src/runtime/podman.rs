@@ -206,6 +206,11 @@ impl Podman {
 
     /// `podman build`, under the cgroup manager that honours `--cgroup-parent`; the caller
     /// adds the limits and sources and runs it in a process group it can stop whole.
+    /// `podman run …` for a one-off container run to its end (a release command).
+    pub fn run_command(&self) -> Command {
+        self.command_for(&["run"])
+    }
+
     pub fn build_command(&self) -> Command {
         self.command_for(&["--cgroup-manager", "cgroupfs", "build"])
     }
