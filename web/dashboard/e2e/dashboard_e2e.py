@@ -136,6 +136,16 @@ def main() -> int:
         expect(page.get_by_test_id("build-log")).to_contain_text("no build")
         shot(page, "desktop-deployments-rollback")
 
+        step("settings: the health check, and the push webhook with its delivery log")
+        page.goto(BASE + app_path + "/settings")
+        expect(page.get_by_role("heading", name="Push to deploy")).to_be_visible()
+        expect(page.get_by_text(re.compile(r"/v1/webhooks/github/[0-9a-f]{32}"))).to_be_visible()
+        expect(page.get_by_text("No deliveries yet.")).to_be_visible()
+        page.get_by_label("Path").fill("/index.html")
+        page.get_by_role("button", name="Save health check").click()
+        expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+        shot(page, "desktop-settings")
+
         step("adding a domain and reading the TXT instructions")
         page.goto(BASE + app_path + "/domains")
         page.get_by_label("Add a domain").fill("www.e2e.example")
@@ -195,7 +205,7 @@ def main() -> int:
         phone = browser.new_context(viewport=PHONE, is_mobile=True, storage_state=desktop.storage_state())
         small = phone.new_page()
         watch(small, "phone")
-        for path in ["/apps", app_path, app_path + "/deployments", app_path + "/logs", app_path + "/env", app_path + "/domains", app_path + "/alerts", "/account", "/usage", "/alerts", "/login", "/plans"]:
+        for path in ["/apps", app_path, app_path + "/deployments", app_path + "/logs", app_path + "/env", app_path + "/domains", app_path + "/alerts", app_path + "/settings", "/account", "/usage", "/alerts", "/login", "/plans"]:
             small.goto(BASE + path)
             expect(small.locator("h1").first).to_be_visible()
             small.wait_for_load_state("load")

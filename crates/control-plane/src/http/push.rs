@@ -139,11 +139,11 @@ async fn rotate_push_webhook(
 }
 
 #[utoipa::path(get, path = "/api/apps/{id}/webhook/deliveries", tag = "push", params(super::apps::AppId),
-    responses((status = 200, description = "The newest 100 deliveries, verified or not, and what came of each", body = [push::Delivery])))]
+    responses((status = 200, description = "The newest 100 deliveries, verified or not, and what came of each", body = [push::PushDelivery])))]
 async fn list_push_deliveries(
     State(state): State<AppState>,
     OwnedApp { app, .. }: OwnedApp,
-) -> Result<Json<Vec<push::Delivery>>, ApiError> {
+) -> Result<Json<Vec<push::PushDelivery>>, ApiError> {
     Ok(Json(push::deliveries(&state.db, app.id, 100).await?))
 }
 

@@ -152,7 +152,7 @@ pub async fn set_outcome(
 
 /// One row of the delivery log, as the API shows it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Delivery {
+pub struct PushDelivery {
     pub id: i64,
     pub provider: String,
     /// The provider's delivery id, when it sent one.
@@ -171,7 +171,7 @@ pub async fn deliveries(
     db: impl PgExecutor<'_>,
     app_id: i64,
     limit: i64,
-) -> Result<Vec<Delivery>, sqlx::Error> {
+) -> Result<Vec<PushDelivery>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, provider, delivery_id, event, received_at, verified, outcome, deployment_id
          FROM push_deliveries WHERE app_id = $1 ORDER BY id DESC LIMIT $2",

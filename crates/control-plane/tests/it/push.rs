@@ -267,6 +267,16 @@ async fn pushes_that_must_not_deploy_are_answered_with_their_reason_and_logged()
     assert!(outcomes.iter().any(|(v, o)| *v && o == "deployed"), "{outcomes:?}");
     assert_eq!(log[0]["outcome"], "refused: the signature does not match the app's webhook secret");
 
+    // The document describes the log as it is (one schema name per shape: utoipa keeps the
+    // last of two same-named schemas, which once made this the outbound webhooks' shape).
+    let doc: Value = cp.get_json("/api/openapi.json", 200).await;
+    let listed = &doc["paths"]["/api/apps/{id}/webhook/deliveries"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"]["items"]["$ref"];
+    let name = listed.as_str().expect("a schema ref").rsplit('/').next().expect("name");
+    for field in ["provider", "verified", "outcome", "deployment_id", "received_at"] {
+        assert!(doc["components"]["schemas"][name]["properties"][field].is_object(), "{name} lacks {field}");
+    }
+
     // 60 deliveries a minute per address, then 429 with Retry-After.
     let mut limited = None;
     for _ in 0..70 {

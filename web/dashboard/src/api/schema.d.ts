@@ -1372,6 +1372,23 @@ export interface components {
             theme: string;
             totp_enabled: boolean;
         };
+        /** @description One row of the delivery log, as the API shows it. */
+        PushDelivery: {
+            /** @description The provider's delivery id, when it sent one. */
+            delivery_id?: string | null;
+            /** Format: int64 */
+            deployment_id?: number | null;
+            event: string;
+            /** Format: int64 */
+            id: number;
+            /** @description `deployed`, `ignored: <why>` or `refused: <why>`. */
+            outcome: string;
+            provider: string;
+            /** Format: date-time */
+            received_at: string;
+            /** @description Whether the signature (or token) matched the app's secret. */
+            verified: boolean;
+        };
         /** @description Ten single-use codes that stand in for the authenticator; shown only once. */
         RecoveryCodes: {
             recovery_codes: string[];
@@ -2908,7 +2925,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Delivery"][];
+                    "application/json": components["schemas"]["PushDelivery"][];
                 };
             };
             /** @description An error: a stable `code` and a `message` that names the problem and the fix */

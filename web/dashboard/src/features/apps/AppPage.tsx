@@ -9,6 +9,7 @@ import { LiveStats } from "../stats/LiveStats";
 import { Domains } from "../domains/Domains";
 import { EnvEditor } from "../env/EnvEditor";
 import { Logs } from "../logs/Logs";
+import { PushWebhook } from "../push/PushWebhook";
 import { Button, ErrorNote, Field, Spinner, Status, when } from "../../ui/ui";
 
 const TABS: [string, string][] = [
@@ -75,7 +76,12 @@ export function AppPage({ id }: { id: number }) {
           <AlertRules appId={id} />
         </Route>
         <Route path="/settings">
-          <Settings id={id} name={app.data.name} hasToken={app.data.has_git_token} />
+          <Settings
+            id={id}
+            name={app.data.name}
+            hasToken={app.data.has_git_token}
+            health={{ path: app.data.health_check_path, timeout: app.data.health_check_timeout_secs ?? null }}
+          />
         </Route>
       </Switch>
     </section>
@@ -161,7 +167,17 @@ function Overview({ id }: { id: number }) {
   );
 }
 
-function Settings({ id, name, hasToken }: { id: number; name: string; hasToken: boolean }) {
+function Settings({
+  id,
+  name,
+  hasToken,
+  health,
+}: {
+  id: number;
+  name: string;
+  hasToken: boolean;
+  health: { path: string; timeout: number | null };
+}) {
   const [token, setToken] = useState("");
   const [confirm, setConfirm] = useState("");
   const [error, setError] = useState<unknown>(null);
@@ -169,6 +185,7 @@ function Settings({ id, name, hasToken }: { id: number; name: string; hasToken: 
   const [, navigate] = useLocation();
   const path = { params: { path: { id } } };
   return (
+    <>
     <div className="grid">
       <form
         className="card form"
@@ -188,6 +205,7 @@ function Settings({ id, name, hasToken }: { id: number; name: string; hasToken: 
         <ErrorNote error={error} />
         <Button type="submit">Save token</Button>
       </form>
+      <HealthCheck id={id} current={health} />
       <DangerZone
         name={name}
         confirm={confirm}
@@ -200,6 +218,45 @@ function Settings({ id, name, hasToken }: { id: number; name: string; hasToken: 
         }
       />
     </div>
+    <PushWebhook id={id} />
+    </>
+  );
+}
+
+/** The path a new version must answer before it takes the traffic, and how long it has. */
+function HealthCheck({ id, current }: { id: number; current: { path: string; timeout: number | null } }) {
+  const [path, setPath] = useState(current.path);
+  const [timeout, setTimeout_] = useState(current.timeout === null ? "" : String(current.timeout));
+  const [error, setError] = useState<unknown>(null);
+  const [saved, setSaved] = useState(false);
+  const client = useQueryClient();
+  return (
+    <form
+      className="card form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        setError(null);
+        setSaved(false);
+        const body = { path, timeout_secs: timeout.trim() === "" ? null : Number(timeout) };
+        call(api.PUT("/api/apps/{id}/health-check", { params: { path: { id } }, body }))
+          .then(() => {
+            setSaved(true);
+            return client.invalidateQueries({ queryKey: keys.app(id) });
+          })
+          .catch(setError);
+      }}
+    >
+      <h2>Health check</h2>
+      <p className="muted">
+        A new version takes the traffic only once it answers here: at <code>/</code> anything below 500, at another path a 2xx or
+        3xx. It applies from the next deploy, restart or rollback.
+      </p>
+      <Field label="Path" name="health_path" value={path} onChange={setPath} placeholder="/healthz" />
+      <Field label="Seconds it may take (empty: 60)" name="health_timeout" value={timeout} onChange={setTimeout_} type="number" />
+      <ErrorNote error={error} />
+      {saved ? <p role="status">Saved.</p> : null}
+      <Button type="submit">Save health check</Button>
+    </form>
   );
 }
 
