@@ -26,6 +26,17 @@ pub(crate) async fn fetch(port: i64) -> String {
     client.get(format!("http://127.0.0.1:{port}/")).send().await.expect("GET app").text().await.expect("body")
 }
 
+/// Waits until the app's published port answers with a page holding `body`.
+pub(crate) async fn serves(user: &UserSession, app_id: i64, body: &str) -> bool {
+    eventually(LIMIT, POLL, || async {
+        match app(user, app_id).await["host_port"].as_i64() {
+            Some(port) => fetch(port).await.contains(body),
+            None => false,
+        }
+    })
+    .await
+}
+
 /// A control plane in single-machine mode, a real agent connected to it, a signed-in user and
 /// an empty repository.
 pub(crate) async fn platform(

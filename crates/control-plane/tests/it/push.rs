@@ -6,9 +6,9 @@
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use wisehosting_testkit::{TestControlPlane, UserSession, eventually};
+use wisehosting_testkit::{TestControlPlane, UserSession};
 
-use super::deploy::{LIMIT, POLL, app, containerfile, deploy_and_wait, fetch, platform};
+use super::deploy::{LIMIT, containerfile, deploy_and_wait, platform, serves};
 
 /// The hex HMAC-SHA256 a provider sends, computed here independently of the platform.
 fn hmac_hex(secret: &str, body: &[u8]) -> String {
@@ -93,16 +93,6 @@ async fn webhook(user: &UserSession, app_id: i64) -> Value {
     let r = user.get(&format!("/api/apps/{app_id}/webhook")).await;
     assert_eq!(r.status(), 200);
     r.json().await.expect("json")
-}
-
-async fn serves(user: &UserSession, app_id: i64, body: &str) -> bool {
-    eventually(LIMIT, POLL, || async {
-        match app(user, app_id).await["host_port"].as_i64() {
-            Some(port) => fetch(port).await.contains(body),
-            None => false,
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

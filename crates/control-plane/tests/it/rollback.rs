@@ -6,19 +6,8 @@ use serde_json::{Value, json};
 use wisehosting_testkit::{TestRepo, UserSession, eventually};
 
 use super::deploy::{
-    LIMIT, POLL, app, containerfile, deploy_and_wait, fetch, platform, platform_with_settings,
+    LIMIT, POLL, app, containerfile, deploy_and_wait, platform, platform_with_settings, serves,
 };
-
-/// Waits until the app's published port answers with `body`.
-async fn serves(user: &UserSession, app_id: i64, body: &str) -> bool {
-    eventually(LIMIT, POLL, || async {
-        match app(user, app_id).await["host_port"].as_i64() {
-            Some(port) => fetch(port).await.contains(body),
-            None => false,
-        }
-    })
-    .await
-}
 
 async fn roll_back(user: &UserSession, app_id: i64, deployment: &Value) -> (u16, Value) {
     let r = user

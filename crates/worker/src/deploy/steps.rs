@@ -317,16 +317,9 @@ impl Pipeline {
         if let Some(release) = &procfile.release {
             self.release(work, deployment_id, &image_id, payload, release, reporter).await?;
         }
-        let spec = RunSpec {
-            image_id: &image_id,
-            port: payload.port,
-            env: &payload.env,
-            limits: payload.limits,
-            // The static preset's httpd writes nothing.
-            read_only_root: payload.framework == Framework::Static,
-            health: payload.health.as_ref(),
-        };
-        let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
+        let done = self
+            .start_version(work, app_id, deployment_id, &RunSpec::of(payload, &image_id), reporter)
+            .await?;
         Ok(Done { commit: Some(commit), ..done })
     }
 
@@ -352,15 +345,8 @@ impl Pipeline {
                 DeployError::platform(format!("cannot confine the app, so it was not started: {e}"))
             })?;
         }
-        let spec = RunSpec {
-            image_id: image,
-            port: payload.port,
-            env: &payload.env,
-            limits: payload.limits,
-            read_only_root: payload.framework == Framework::Static,
-            health: payload.health.as_ref(),
-        };
-        let done = self.start_version(work, app_id, deployment_id, &spec, reporter).await?;
+        let done =
+            self.start_version(work, app_id, deployment_id, &RunSpec::of(payload, image), reporter).await?;
         Ok(Done { commit: payload.commit.as_ref().map(ToString::to_string), ..done })
     }
 
@@ -378,11 +364,7 @@ impl Pipeline {
         let web = self.web_command(image_id).await;
         reporter.progress(Phase::Starting).await;
         let env_file = work.join("env");
-        let mut text = String::new();
-        for (k, v) in env {
-            text.push_str(&format!("{k}={}\n", v.expose()));
-        }
-        write_new(&env_file, &text, "the env file")?;
+        write_new(&env_file, &env_file_text(env), "the env file")?;
         // A port found free can be taken before podman binds it (another process's outgoing
         // connection picks it as its source port): then the run is tried again on another.
         let mut attempt = 0;
@@ -474,11 +456,7 @@ impl Pipeline {
             })?;
         }
         let env_file = work.join("release-env");
-        let mut text = String::new();
-        for (k, v) in &payload.env {
-            text.push_str(&format!("{k}={}\n", v.expose()));
-        }
-        write_new(&env_file, &text, "the release env file")?;
+        write_new(&env_file, &env_file_text(&payload.env), "the release env file")?;
         let mut run = self.podman.run_command();
         run.args(["--rm", "--name"])
             .arg(format!("{}-release-d{deployment_id}", self.settings.instance))
@@ -603,6 +581,26 @@ pub(super) struct RunSpec<'a> {
     pub read_only_root: bool,
     /// The app's health check; `None` for `/` within `deploy.health_timeout_secs`.
     pub health: Option<&'a HealthCheck>,
+}
+
+impl<'a> RunSpec<'a> {
+    /// A deploy's new version: `image` with the payload's port, env, limits and health check.
+    pub fn of(payload: &'a DeploySpec, image: &'a ImageId) -> RunSpec<'a> {
+        RunSpec {
+            image_id: image,
+            port: payload.port,
+            env: &payload.env,
+            limits: payload.limits,
+            // The static preset's httpd writes nothing.
+            read_only_root: payload.framework == Framework::Static,
+            health: payload.health.as_ref(),
+        }
+    }
+}
+
+/// The text of an env file (`KEY=value` lines) for `podman run --env-file`.
+fn env_file_text(env: &Env) -> String {
+    env.iter().map(|(k, v)| format!("{k}={}\n", v.expose())).collect()
 }
 
 /// `-p` arguments: the container's port on loopback (the edge router's upstream, the health
