@@ -451,6 +451,8 @@ async fn support_pauses_an_app_its_owner_cannot_restart_and_unlocks_a_stuck_depl
     assert_eq!(status, 409, "paused already");
     let (_, apps) = c.get(&sup, "/admin/api/apps?q=pausable").await;
     assert!(apps[0]["paused_at"].is_string(), "{apps}");
+    let owned: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("app");
+    assert_eq!(owned["paused"], true, "the owner sees it paused: {owned}");
 
     // Unpause: it runs again.
     let (status, body) =
@@ -461,6 +463,8 @@ async fn support_pauses_an_app_its_owner_cannot_restart_and_unlocks_a_stuck_depl
     })
     .await;
     assert!(running, "unpaused, the app starts: {}", app_status().await);
+    let owned: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("app");
+    assert_eq!(owned["paused"], false);
 
     // A stuck deploy (a build that would take minutes) is unlocked: cancelled, the running
     // version keeps serving, and the owner may deploy again.

@@ -35,10 +35,13 @@ pub struct App {
     pub health_check_path: String,
     /// How long a new version has to answer; `null` for the worker's default (60 s).
     pub health_check_timeout_secs: Option<i32>,
+    /// Paused by the platform's operators: stopped, and it cannot be started, restarted or
+    /// deployed until they unpause it.
+    pub paused: bool,
     pub created_at: DateTime<Utc>,
 }
 
-const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, health_check_path, health_check_timeout_secs, created_at";
+const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, health_check_path, health_check_timeout_secs, (paused_at IS NOT NULL) AS paused, created_at";
 
 pub struct NewApp<'a> {
     pub user_id: i64,

@@ -969,6 +969,11 @@ export interface components {
             /** Format: int64 */
             id: number;
             name: string;
+            /**
+             * @description Paused by the platform's operators: stopped, and it cannot be started, restarted or
+             *     deployed until they unpause it.
+             */
+            paused: boolean;
             /** Format: int32 */
             port: number;
             repo_url: string;

@@ -39,6 +39,12 @@ export function AppPage({ id }: { id: number }) {
         <h1 id="app-title">{app.data.name}</h1>
         <Status status={app.data.status} />
       </div>
+      {app.data.paused ? (
+        <div className="note note-error" role="status">
+          The platform's operators paused this app: it does not run, and it cannot be started, restarted or deployed until they
+          unpause it. Ask them why.
+        </div>
+      ) : null}
       {url ? (
         <p>
           <a href={url} target="_blank" rel="noreferrer" className="app-url">
