@@ -67,6 +67,10 @@ impl Monitor {
             }
             for c in &mut seen {
                 c.restarts = self.supervisor.failures(&c.id).unwrap_or(0);
+                // Podman clears the code once the container runs again; the supervisor kept it.
+                if c.exit_code.is_none_or(|code| code == 0) {
+                    c.exit_code = self.supervisor.last_exit(&c.id).or(c.exit_code);
+                }
             }
             // An empty list may be a podman that did not answer: forget nothing then.
             if !seen.is_empty() {
@@ -218,7 +222,9 @@ fn app_states(seen: &[Seen]) -> Vec<AppStateEntry> {
         // A running container wins over an old exited one.
         if state == AppRunState::Running || entry.state != AppRunState::Running {
             entry.state = state;
-            entry.exit_code = if c.running { None } else { c.exit_code };
+            // A crash loop names the last exit code even while the container runs between exits.
+            entry.exit_code =
+                if c.running && state != AppRunState::CrashLooping { None } else { c.exit_code };
             entry.restarts = c.restarts;
         }
     }
@@ -286,11 +292,14 @@ mod tests {
             seen(2, false, 1, Some(3)),
             seen(3, false, 5, Some(1)),
             seen(1, false, 0, Some(0)),
+            // Running again between exits of a crash loop: the last exit code still shows.
+            seen(4, true, 4, Some(3)),
         ]);
         let by = |id: i64| states.iter().find(|s| s.app_id == id).map(|s| (s.state, s.exit_code, s.restarts));
         assert_eq!(by(1), Some((AppRunState::Running, None, 0)));
         assert_eq!(by(2), Some((AppRunState::Exited, Some(3), 1)));
         assert_eq!(by(3), Some((AppRunState::CrashLooping, Some(1), 5)));
+        assert_eq!(by(4), Some((AppRunState::CrashLooping, Some(3), 4)));
     }
 
     #[test]

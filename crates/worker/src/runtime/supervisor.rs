@@ -43,6 +43,9 @@ struct Watched {
     started: Instant,
     /// A restart is scheduled (between an exit and the next start).
     pending: bool,
+    /// The exit code of its last exit, when known (podman resets it once the container runs
+    /// again, so a crash loop's code is kept here).
+    last_exit: Option<i32>,
     stop: CancellationToken,
 }
 
@@ -75,6 +78,7 @@ impl Supervisor {
             restarts: 0,
             started: Instant::now(),
             pending: false,
+            last_exit: None,
             stop: CancellationToken::new(),
         };
         state.watched.insert(id.to_string(), watched);
@@ -112,6 +116,12 @@ impl Supervisor {
         Some(if !w.pending && w.started.elapsed() >= HEALTHY_AFTER { 0 } else { w.failures })
     }
 
+    /// The code a watched container last exited with, when known.
+    pub fn last_exit(&self, id: &str) -> Option<i32> {
+        let state = self.state.lock().ok()?;
+        state.watched.get(id).and_then(|w| w.last_exit)
+    }
+
     /// Times a watched container exited and was (or is about to be) started again.
     pub fn restarts(&self, id: &str) -> Option<u32> {
         let state = self.state.lock().ok()?;
@@ -135,9 +145,17 @@ impl Supervisor {
     /// A watched container exited: count the failure and schedule its start after the
     /// back-off (once: a second report of the same exit changes nothing).
     pub fn exited(self: &Arc<Self>, id: &str) {
+        self.exited_with(id, None);
+    }
+
+    /// Like [`Supervisor::exited`], with the exit code when the caller knows it.
+    pub fn exited_with(self: &Arc<Self>, id: &str, code: Option<i32>) {
         let (failures, stop) = {
             let Ok(mut state) = self.state.lock() else { return };
             let Some(w) = state.watched.get_mut(id) else { return };
+            if code.is_some() {
+                w.last_exit = code;
+            }
             if w.pending {
                 return;
             }
@@ -192,8 +210,8 @@ impl Supervisor {
                                 line = lines.next_line() => line,
                             };
                             let Ok(Some(line)) = line else { break };
-                            if let Some(id) = died_container(&line) {
-                                self.exited(&id);
+                            if let Some((id, code)) = died_container(&line) {
+                                self.exited_with(&id, code);
                             }
                         }
                     }
@@ -211,10 +229,14 @@ impl Supervisor {
     }
 }
 
-/// The container id of a `died` event line of `podman events --format json`.
-fn died_container(line: &str) -> Option<String> {
+/// The container id and exit code of a `died` event line of `podman events --format json`.
+fn died_container(line: &str) -> Option<(String, Option<i32>)> {
     let event: serde_json::Value = serde_json::from_str(line).ok()?;
-    (event["Status"] == "died").then(|| event["ID"].as_str().map(str::to_string)).flatten()
+    if event["Status"] != "died" {
+        return None;
+    }
+    let code = event["ContainerExitCode"].as_i64().and_then(|c| i32::try_from(c).ok());
+    Some((event["ID"].as_str()?.to_string(), code))
 }
 
 #[cfg(test)]
@@ -230,9 +252,10 @@ mod tests {
     }
 
     #[test]
-    fn died_events_name_their_container() {
+    fn died_events_name_their_container_and_its_exit_code() {
         let line = r#"{"ContainerExitCode":5,"ID":"0c4eb4","Image":"x","Name":"n","Status":"died","Type":"container"}"#;
-        assert_eq!(died_container(line).as_deref(), Some("0c4eb4"));
+        assert_eq!(died_container(line), Some(("0c4eb4".to_string(), Some(5))));
+        assert_eq!(died_container(r#"{"ID":"0c4eb4","Status":"died"}"#), Some(("0c4eb4".to_string(), None)));
         assert_eq!(died_container(r#"{"ID":"0c4eb4","Status":"start"}"#), None);
         assert_eq!(died_container("not json"), None);
     }
