@@ -268,9 +268,7 @@ async fn redeploy(
     let branch = Branch::parse(req.branch.as_deref().unwrap_or(&app.branch))?;
     let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
     let mut tx = state.db.begin().await?;
-    users::lock(&mut tx, user.id).await?;
-    refuse_if_paused(&mut *tx, app.id).await?;
-    check_deploys_per_day(&mut tx, user.id, state.plans.get(&user.plan)).await?;
+    may_deploy(&mut tx, user.id, state.plans.get(&user.plan), app.id).await?;
     let deployment =
         deployments::insert(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
             .await?;
@@ -343,9 +341,7 @@ async fn rollback(
         return Err(ApiError::Conflict(format!("deployment #{} is the running version already", target.id)));
     }
     let mut tx = state.db.begin().await?;
-    users::lock(&mut tx, user.id).await?;
-    refuse_if_paused(&mut *tx, app.id).await?;
-    check_deploys_per_day(&mut tx, user.id, state.plans.get(&user.plan)).await?;
+    may_deploy(&mut tx, user.id, state.plans.get(&user.plan), app.id).await?;
     let deployment = deployments::insert_rollback(&mut *tx, &target).await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
     let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
@@ -478,6 +474,20 @@ pub(crate) fn tell_cancelled(state: &AppState, lease: Option<jobs::CancelledLeas
             .hub
             .send(worker_id, Outgoing::of(&wisehosting_proto::messages::JobCancel { job_id, attempt }));
     }
+}
+
+/// What every new deployment of an existing app passes first, in its transaction (a redeploy,
+/// a rollback, a push): the owner's row locked, so two at once cannot both pass the daily
+/// limit; the app not paused by the operators; the plan's deploys a day not used up.
+pub(crate) async fn may_deploy(
+    tx: &mut sqlx::PgConnection,
+    owner: i64,
+    plan: &plans::Plan,
+    app_id: i64,
+) -> Result<(), ApiError> {
+    users::lock(tx, owner).await?;
+    refuse_if_paused(&mut *tx, app_id).await?;
+    check_deploys_per_day(tx, owner, plan).await
 }
 
 /// Refuses what would run an app the operators paused, with their reason.

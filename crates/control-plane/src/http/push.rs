@@ -234,16 +234,11 @@ async fn act(
     if !hook.auto_deploy {
         return Ok(Acted::Ignored("auto-deploy is off for this app".into()));
     }
-    if let Some(reason) = apps::paused_reason(&mut *tx, app.id).await? {
-        return Ok(Acted::Ignored(format!("the platform's operators paused this app ({reason})")));
-    }
-    users::lock(tx, app.user_id).await?;
-    let plan = state.plans.get(&push::owner_plan(&mut *tx, app.user_id).await?);
-    if deployments::count_for_user_last_day(tx, app.user_id).await? >= plan.deploys_per_day {
-        return Ok(Acted::Ignored(format!(
-            "the {} plan allows {} deploys a day (limit `deploys_per_day`)",
-            plan.name, plan.deploys_per_day
-        )));
+    let plan = state.plans.get(&users::plan_of(&mut *tx, app.user_id).await?);
+    // The checks every deploy of an app passes; a refusal is the delivery's outcome here.
+    match super::apps::may_deploy(tx, app.user_id, plan, app.id).await {
+        Err(ApiError::Conflict(why) | ApiError::PlanLimit(why)) => return Ok(Acted::Ignored(why)),
+        other => other?,
     }
     let deployment = deployments::insert(&mut *tx, app.id, branch.as_str(), Some(commit.as_str())).await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;

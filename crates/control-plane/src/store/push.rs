@@ -181,8 +181,3 @@ pub async fn deliveries(
     .fetch_all(db)
     .await
 }
-
-/// The owner's plan of an app (a push deploys under it).
-pub async fn owner_plan(db: impl PgExecutor<'_>, user_id: i64) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT plan FROM users WHERE id = $1").bind(user_id).fetch_one(db).await
-}

@@ -243,3 +243,8 @@ pub async fn set_plan(db: impl sqlx::PgExecutor<'_>, user_id: i64, plan: &str) -
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// A user's plan's name (a push deploys under its owner's plan).
+pub async fn plan_of(db: impl sqlx::PgExecutor<'_>, user_id: i64) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT plan FROM users WHERE id = $1").bind(user_id).fetch_one(db).await
+}
