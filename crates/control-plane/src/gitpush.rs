@@ -20,56 +20,34 @@ use wisehosting_crypto::constant_time_eq;
 
 use crate::domain::{Branch, CommitSha};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    GitHub,
-    GitLab,
-    Bitbucket,
-    /// Codeberg, and any Gitea or Forgejo.
-    Codeberg,
+pub use wisehosting_proto::job::GitProvider as Provider;
+
+/// The header naming a delivery's event.
+fn event_header(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Github => "x-github-event",
+        Provider::Gitlab => "x-gitlab-event",
+        Provider::Bitbucket => "x-event-key",
+        Provider::Codeberg => "x-gitea-event",
+    }
 }
 
-impl Provider {
-    pub const ALL: [Provider; 4] =
-        [Provider::GitHub, Provider::GitLab, Provider::Bitbucket, Provider::Codeberg];
-
-    pub fn parse(text: &str) -> Option<Provider> {
-        Provider::ALL.into_iter().find(|p| p.as_str() == text)
+/// The event of a push.
+fn push_event(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Github | Provider::Codeberg => "push",
+        Provider::Gitlab => "Push Hook",
+        Provider::Bitbucket => "repo:push",
     }
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::GitHub => "github",
-            Provider::GitLab => "gitlab",
-            Provider::Bitbucket => "bitbucket",
-            Provider::Codeberg => "codeberg",
-        }
-    }
-
-    fn event_header(self) -> &'static str {
-        match self {
-            Provider::GitHub => "x-github-event",
-            Provider::GitLab => "x-gitlab-event",
-            Provider::Bitbucket => "x-event-key",
-            Provider::Codeberg => "x-gitea-event",
-        }
-    }
-
-    fn push_event(self) -> &'static str {
-        match self {
-            Provider::GitHub | Provider::Codeberg => "push",
-            Provider::GitLab => "Push Hook",
-            Provider::Bitbucket => "repo:push",
-        }
-    }
-
-    fn delivery_header(self) -> &'static str {
-        match self {
-            Provider::GitHub => "x-github-delivery",
-            Provider::GitLab => "x-gitlab-event-uuid",
-            Provider::Bitbucket => "x-request-uuid",
-            Provider::Codeberg => "x-gitea-delivery",
-        }
+/// The header naming a delivery's id.
+fn delivery_header(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Github => "x-github-delivery",
+        Provider::Gitlab => "x-gitlab-event-uuid",
+        Provider::Bitbucket => "x-request-uuid",
+        Provider::Codeberg => "x-gitea-delivery",
     }
 }
 
@@ -79,12 +57,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The event the delivery names (at most 100 characters), or `""`.
 pub fn event(provider: Provider, headers: &HeaderMap) -> String {
-    header(headers, provider.event_header()).unwrap_or_default().chars().take(100).collect()
+    header(headers, event_header(provider)).unwrap_or_default().chars().take(100).collect()
 }
 
 /// The provider's id of the delivery, when it sent a usable one.
 pub fn delivery_id(provider: Provider, headers: &HeaderMap) -> Option<String> {
-    header(headers, provider.delivery_header())
+    header(headers, delivery_header(provider))
         .filter(|id| !id.is_empty() && id.len() <= 100 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
 }
@@ -101,10 +79,10 @@ pub enum Unverified {
 /// Checks the delivery against the app's secret, the provider's way.
 pub fn verify(provider: Provider, headers: &HeaderMap, body: &[u8], secret: &str) -> Result<(), Unverified> {
     let (name, prefix) = match provider {
-        Provider::GitHub => ("x-hub-signature-256", "sha256="),
+        Provider::Github => ("x-hub-signature-256", "sha256="),
         Provider::Bitbucket => ("x-hub-signature", "sha256="),
         Provider::Codeberg => ("x-gitea-signature", ""),
-        Provider::GitLab => {
+        Provider::Gitlab => {
             let token = header(headers, "x-gitlab-token").ok_or(Unverified::Missing("X-Gitlab-Token"))?;
             return if constant_time_eq(token.as_bytes(), secret.as_bytes()) {
                 Ok(())
@@ -114,7 +92,7 @@ pub fn verify(provider: Provider, headers: &HeaderMap, body: &[u8], secret: &str
         }
     };
     let given = header(headers, name).ok_or(Unverified::Missing(match provider {
-        Provider::GitHub => "X-Hub-Signature-256",
+        Provider::Github => "X-Hub-Signature-256",
         Provider::Bitbucket => "X-Hub-Signature",
         _ => "X-Gitea-Signature",
     }))?;
@@ -150,7 +128,7 @@ pub enum Said {
 
 /// Reads a verified delivery's event and body.
 pub fn read(provider: Provider, event: &str, body: &[u8]) -> Said {
-    if event != provider.push_event() {
+    if event != push_event(provider) {
         let shown = if event.is_empty() { "no event header".to_string() } else { event.to_string() };
         return Said::Ignored(format!("not a push event ({shown})"));
     }
@@ -222,16 +200,16 @@ mod tests {
         let body = br#"{"ref":"refs/heads/main"}"#;
         let mac = sign(SECRET, body);
         let good = [
-            (Provider::GitHub, headers(&[("x-hub-signature-256", &format!("sha256={mac}"))])),
+            (Provider::Github, headers(&[("x-hub-signature-256", &format!("sha256={mac}"))])),
             (Provider::Bitbucket, headers(&[("x-hub-signature", &format!("sha256={mac}"))])),
             (Provider::Codeberg, headers(&[("x-gitea-signature", &mac)])),
-            (Provider::GitLab, headers(&[("x-gitlab-token", SECRET)])),
+            (Provider::Gitlab, headers(&[("x-gitlab-token", SECRET)])),
         ];
         for (provider, h) in &good {
             assert_eq!(verify(*provider, h, body, SECRET), Ok(()), "{provider:?}");
             assert_eq!(
                 verify(*provider, h, b"{}", SECRET).is_ok(),
-                *provider == Provider::GitLab,
+                *provider == Provider::Gitlab,
                 "{provider:?} body"
             );
             assert_eq!(
@@ -246,11 +224,11 @@ mod tests {
         }
         // The GitHub header without its prefix, a prefix alone, another provider's header.
         let bare = headers(&[("x-hub-signature-256", &mac)]);
-        assert_eq!(verify(Provider::GitHub, &bare, body, SECRET), Err(Unverified::Mismatch));
+        assert_eq!(verify(Provider::Github, &bare, body, SECRET), Err(Unverified::Mismatch));
         let prefix = headers(&[("x-hub-signature-256", "sha256=")]);
-        assert_eq!(verify(Provider::GitHub, &prefix, body, SECRET), Err(Unverified::Mismatch));
+        assert_eq!(verify(Provider::Github, &prefix, body, SECRET), Err(Unverified::Mismatch));
         let gitea = headers(&[("x-gitea-signature", &mac)]);
-        assert!(verify(Provider::GitHub, &gitea, body, SECRET).is_err());
+        assert!(verify(Provider::Github, &gitea, body, SECRET).is_err());
     }
 
     #[test]
@@ -261,9 +239,9 @@ mod tests {
             branch: Branch::parse("main").expect("b"),
             commit: CommitSha::parse(SHA).expect("c"),
         };
-        assert_eq!(read(Provider::GitHub, "push", &push("refs/heads/main", SHA)), main);
+        assert_eq!(read(Provider::Github, "push", &push("refs/heads/main", SHA)), main);
         assert_eq!(read(Provider::Codeberg, "push", &push("refs/heads/main", SHA)), main);
-        assert_eq!(read(Provider::GitLab, "Push Hook", &push("refs/heads/main", SHA)), main);
+        assert_eq!(read(Provider::Gitlab, "Push Hook", &push("refs/heads/main", SHA)), main);
         let bitbucket = json!({"push": {"changes": [{"new": {"type": "branch", "name": "main", "target": {"hash": SHA}}}]}});
         assert_eq!(
             read(Provider::Bitbucket, "repo:push", &serde_json::to_vec(&bitbucket).expect("json")),
@@ -274,16 +252,16 @@ mod tests {
             Said::Ignored(why) => why,
             other => panic!("not ignored: {other:?}"),
         };
-        assert!(ignored(read(Provider::GitHub, "ping", b"{}")).contains("not a push event (ping)"));
-        assert!(ignored(read(Provider::GitLab, "Tag Push Hook", b"{}")).contains("not a push event"));
-        assert_eq!(ignored(read(Provider::GitHub, "push", &push("refs/tags/v1", SHA))), "a tag");
+        assert!(ignored(read(Provider::Github, "ping", b"{}")).contains("not a push event (ping)"));
+        assert!(ignored(read(Provider::Gitlab, "Tag Push Hook", b"{}")).contains("not a push event"));
+        assert_eq!(ignored(read(Provider::Github, "push", &push("refs/tags/v1", SHA))), "a tag");
         assert_eq!(
-            ignored(read(Provider::GitHub, "push", &push("refs/heads/main", &"0".repeat(40)))),
+            ignored(read(Provider::Github, "push", &push("refs/heads/main", &"0".repeat(40)))),
             "a deleted branch"
         );
-        assert_eq!(ignored(read(Provider::GitHub, "push", b"not json")), "the body is not JSON");
+        assert_eq!(ignored(read(Provider::Github, "push", b"not json")), "the body is not JSON");
         assert_eq!(
-            ignored(read(Provider::GitHub, "push", &push("refs/heads/main", "HEAD~1"))),
+            ignored(read(Provider::Github, "push", &push("refs/heads/main", "HEAD~1"))),
             "the push names no commit"
         );
         let deleted =
@@ -301,11 +279,11 @@ mod tests {
             ("x-request-uuid", "bb-1"),
         ]);
         assert_eq!(
-            delivery_id(Provider::GitHub, &h).as_deref(),
+            delivery_id(Provider::Github, &h).as_deref(),
             Some("72d3162e-cc78-11e3-81ab-4c9367dc0958")
         );
         assert_eq!(delivery_id(Provider::Bitbucket, &h).as_deref(), Some("bb-1"));
-        assert_eq!(delivery_id(Provider::GitLab, &h), None);
+        assert_eq!(delivery_id(Provider::Gitlab, &h), None);
         let long = headers(&[("x-gitea-delivery", &"x".repeat(101))]);
         assert_eq!(delivery_id(Provider::Codeberg, &long), None);
     }

@@ -18,6 +18,7 @@
 //! - [`outbound`]: the SSRF-guarded client for URLs users give (webhooks).
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
 //! - [`gitpush`]: git providers' push webhooks: signatures, delivery ids, what a push says.
+//! - [`gitlink`]: linked git provider accounts: OAuth, token refresh and revocation, repositories.
 //! - [`cli`]: the `wisehosting` command; [`say`]: what it prints for people.
 
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod db;
 pub mod dev;
 pub mod dns;
 pub mod domain;
+pub mod gitlink;
 pub mod gitpush;
 pub mod http;
 pub mod hub;

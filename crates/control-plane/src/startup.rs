@@ -47,6 +47,8 @@ pub enum StartupError {
     Cloudflare(String),
     #[error("cannot set up sign-in with the OpenID provider: {0}")]
     Oidc(String),
+    #[error("cannot set up linking of git provider accounts: {0}")]
+    GitLinks(String),
     #[error("cannot set up DNS lookups for custom domains: {0}")]
     Dns(String),
     #[error("cannot set up e-mail: {0}")]
@@ -292,6 +294,7 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
     let sign_in_limiter = Arc::new(RateLimiter::new(config.sign_in_per_minute, minute));
     let push_limiter = Arc::new(RateLimiter::new(crate::http::PUSH_DELIVERIES_PER_MINUTE, minute));
     let oidc = crate::identity::oidc::Oidc::from_config(&config).map_err(StartupError::Oidc)?.map(Arc::new);
+    let git_links = crate::gitlink::GitLinks::from_config(&config).map_err(StartupError::GitLinks)?;
     // A config built in code (tests, `dev`) was never loaded and checked: refuse it here too.
     let plans = crate::plans::Registry::from_config(&config.plans).map_err(ConfigError::Invalid)?;
     let outbound = crate::outbound::Guard::with_denied(
@@ -310,6 +313,7 @@ fn build_state(config: Config, pool: PgPool, shutdown: CancellationToken) -> Res
         sign_in_limiter,
         push_limiter,
         oidc,
+        git_links,
         dns,
         cloudflare,
         db: pool,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub push_limiter: Arc<RateLimiter>,
     /// Sign-in with the OpenID provider, when configured.
     pub oidc: Option<Arc<crate::identity::oidc::Oidc>>,
+    /// The git providers users can link accounts of.
+    pub git_links: crate::gitlink::GitLinks,
     /// Reads custom-domain verification records.
     pub dns: TxtResolver,
     /// Cloudflare for SaaS, when configured.

@@ -418,6 +418,54 @@ impl Framework {
     }
 }
 
+/// A git host whose accounts users link (SPEC §14.8); a deploy's token from a linked account
+/// names it, since each takes its OAuth token for a clone under its own user name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitProvider {
+    Github,
+    Gitlab,
+    Bitbucket,
+    /// Codeberg, and any Gitea or Forgejo.
+    Codeberg,
+}
+
+impl GitProvider {
+    pub const ALL: [GitProvider; 4] =
+        [GitProvider::Github, GitProvider::Gitlab, GitProvider::Bitbucket, GitProvider::Codeberg];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitProvider::Github => "github",
+            GitProvider::Gitlab => "gitlab",
+            GitProvider::Bitbucket => "bitbucket",
+            GitProvider::Codeberg => "codeberg",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<GitProvider, InvalidField> {
+        GitProvider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == value)
+            .ok_or_else(|| invalid("git_provider", "choose `github`, `gitlab`, `bitbucket` or `codeberg`"))
+    }
+
+    /// The user name git sends with an OAuth token as the password over HTTPS.
+    pub fn clone_username(self) -> &'static str {
+        match self {
+            GitProvider::Github => "x-access-token",
+            GitProvider::Gitlab | GitProvider::Codeberg => "oauth2",
+            GitProvider::Bitbucket => "x-token-auth",
+        }
+    }
+}
+
+impl fmt::Display for GitProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The kinds of job (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -600,6 +648,10 @@ pub struct DeploySpec {
     /// A token for a private `https://` repository; given to git through its environment.
     #[serde(default)]
     pub git_token: Option<WireSecret>,
+    /// Where `git_token` comes from when it is a linked account's: git's user name for it.
+    /// Absent, a token of the app's own, sent as GitHub takes it (`x-access-token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_provider: Option<GitProvider>,
     /// A rollback: the image an earlier deployment built. A worker that still has it runs it
     /// without cloning or building; otherwise it builds `commit` again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -35,8 +35,14 @@ pub struct GitHttpsServer {
 }
 
 impl GitHttpsServer {
-    /// Serves `repo` as `https://<hostname>:<port>/repo.git`, to `token` only.
+    /// Serves `repo` as `https://<hostname>:<port>/repo.git`, to `token` only (as GitHub takes
+    /// it, under the user name `x-access-token`).
     pub async fn start(repo: &TestRepo, hostname: &str, token: &str) -> GitHttpsServer {
+        Self::start_for_user(repo, hostname, "x-access-token", token).await
+    }
+
+    /// Serves `repo` to basic auth of `user:token` only (GitLab's OAuth tokens: `oauth2`).
+    pub async fn start_for_user(repo: &TestRepo, hostname: &str, user: &str, token: &str) -> GitHttpsServer {
         let dir = tempfile::tempdir().expect("server dir");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let made = std::process::Command::new("openssl")
@@ -67,10 +73,7 @@ impl GitHttpsServer {
         let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
         let expected = {
             use base64::Engine as _;
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
-            )
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}")))
         };
         let moved_to: Arc<Mutex<String>> = Arc::default();
         let (record, root_dir, moved) = (seen.clone(), root.clone(), moved_to.clone());

@@ -19,6 +19,7 @@
 
 pub mod cloudflare;
 pub mod dns;
+pub mod gitprovider;
 pub mod gitserver;
 pub mod netns;
 pub mod oidc;
@@ -28,6 +29,7 @@ pub mod worker;
 
 pub use cloudflare::FakeCloudflare;
 pub use dns::TestDns;
+pub use gitprovider::{FakeGitProvider, FakeRepo};
 pub use gitserver::GitHttpsServer;
 pub use netns::{HostsEntry, PrivateCanary, TcpCanary};
 pub use oidc::{Browser, FakeOidc, Forgery};

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use wisehosting_crypto::Secret;
 use yaml_serde::{Mapping, Value};
 
+pub mod git;
 mod layers;
 mod observe;
 
@@ -38,6 +39,10 @@ pub const CREDENTIALS: &[(&str, &[&str])] = &[
     ("worker_join_secret", &["workers", "join_secret"]),
     ("google_oauth_client_secret", &["oidc", "client_secret"]),
     ("smtp_password", &["smtp", "password"]),
+    ("github_oauth_client_secret", &["git_providers", "github", "client_secret"]),
+    ("gitlab_oauth_client_secret", &["git_providers", "gitlab", "client_secret"]),
+    ("bitbucket_oauth_client_secret", &["git_providers", "bitbucket", "client_secret"]),
+    ("codeberg_oauth_client_secret", &["git_providers", "codeberg", "client_secret"]),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +88,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// The operators' console, `wisehosting-admin serve` (SPEC §14.4).
     pub admin: AdminConfig,
+    /// Git provider accounts users link to pick and clone repositories (SPEC §14.8).
+    pub git_providers: git::GitProvidersConfig,
 }
 
 /// `wisehosting-admin serve`: where it listens and how it reaches the internal API.
@@ -416,6 +423,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             smtp: SmtpConfig::default(),
             admin: AdminConfig::default(),
+            git_providers: git::GitProvidersConfig::default(),
         }
     }
 }
@@ -639,6 +647,7 @@ impl Config {
         self.admin.check()?;
         observe::check(&self.alerts, &self.usage, &self.outbound, &self.smtp)?;
         self.oidc.check(self.api_server.public_url.as_deref())?;
+        self.git_providers.check(self.api_server.public_url.as_deref())?;
         if self.sign_in_per_minute < 30 {
             return Err(ConfigError::Invalid(
                 "sign_in_per_minute must be at least 30 (the default is 60): people on one network share an address".into(),

@@ -25,7 +25,7 @@ use crate::domain::{
     parse_port,
 };
 use crate::hub::Outgoing;
-use crate::jobs::spec::{self as job_spec, AppJob};
+use crate::jobs::spec::{self as job_spec, AppJob, RepoCredential};
 use crate::plans;
 use crate::state::AppState;
 use crate::store::apps::{self, App, NewApp};
@@ -33,7 +33,7 @@ use crate::store::audit::AuditAction;
 use crate::store::deployments::{self, Deployment, Ending};
 use crate::store::jobs;
 use crate::store::users;
-use wisehosting_proto::job::{HealthCheck, HealthPath};
+use wisehosting_proto::job::{GitProvider, HealthCheck, HealthPath};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -75,6 +75,13 @@ struct DeployRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     git_token: Option<wisehosting_crypto::Secret>,
+    /// Clone with the linked account of this provider (`github`, `gitlab`, `bitbucket`,
+    /// `codeberg`) instead of a `git_token`; the token is refreshed as needed.
+    #[serde(default)]
+    git_provider: Option<String>,
+    /// With `git_provider`: register the app's push webhook on the repository (default true).
+    #[serde(default)]
+    register_webhook: Option<bool>,
     /// The path a new version must answer before traffic moves to it (default `/`: anything
     /// below 500; another path: 2xx or 3xx).
     #[serde(default)]
@@ -154,6 +161,27 @@ async fn deploy(
         parse_health(req.health_check_path.as_deref(), req.health_check_timeout_secs)?;
     let git_token =
         req.git_token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
+    let git_provider =
+        req.git_provider.as_deref().filter(|p| !p.is_empty()).map(GitProvider::parse).transpose()?;
+    let credential = match (git_provider, &git_token) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("git_provider", "give a git_provider or a git_token, not both"));
+        }
+        (Some(provider), None) => {
+            let token = state.git_links.token(&state.db, &state.sealer, user.id, provider).await.map_err(
+                |e| match e {
+                    crate::gitlink::LinkError::NotLinked(_) | crate::gitlink::LinkError::NotConfigured(_) => {
+                        ApiError::invalid("git_provider", e.to_string())
+                    }
+                    other => other.into(),
+                },
+            )?;
+            Some(RepoCredential { token, provider: Some(provider) })
+        }
+        (None, token) => {
+            token.as_ref().map(|t| RepoCredential { token: t.expose().to_string(), provider: None })
+        }
+    };
     let plan = state.plans.get(&user.plan);
     let mut tx = state.db.begin().await?;
     if apps::count_for_user_locked(&mut tx, user.id).await? >= plan.max_apps {
@@ -176,6 +204,7 @@ async fn deploy(
             port,
             health_check_path: health_path.as_str(),
             health_check_timeout_secs: health_timeout,
+            git_provider: git_provider.map(GitProvider::as_str),
         },
     )
     .await?;
@@ -186,9 +215,86 @@ async fn deploy(
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token).await?;
     let app = App { has_git_token: token.is_some(), ..app };
     let deployment = deployments::insert(&mut *tx, app.id, branch.as_str(), None).await?;
-    queue_deploy(&mut tx, &state, &user, &app, &deployment, &env, token).await?;
+    queue_deploy(&mut tx, &state, &user, &app, &deployment, &env, credential.as_ref()).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(Deployed { app, deployment })))
+    let webhook = match (&credential, req.register_webhook.unwrap_or(true)) {
+        (Some(RepoCredential { token, provider: Some(provider) }), true) => {
+            Some(register_webhook(&state, &user, &app, *provider, token).await)
+        }
+        _ => None,
+    };
+    Ok((StatusCode::CREATED, Json(Deployed { app, deployment, webhook })))
+}
+
+/// Registers the app's push webhook on its repository at `provider`; what came of it, for
+/// people (a failure does not undo the app: the webhook can be added by hand).
+async fn register_webhook(
+    state: &AppState,
+    user: &CurrentUser,
+    app: &App,
+    provider: GitProvider,
+    token: &str,
+) -> String {
+    let outcome = async {
+        let client = state.git_links.get(provider).map_err(|e| e.to_string())?;
+        // The account's own name for the repository, from its listing (which also shows the
+        // account reaches it); else the URL's path.
+        let listed = client.repos(token).await.map_err(|e| e.to_string())?;
+        let full_name = listed
+            .into_iter()
+            .find(|r| r.clone_url.trim_end_matches(".git") == app.repo_url.trim_end_matches(".git"))
+            .map(|r| r.full_name)
+            .or_else(|| repo_full_name(&app.repo_url))
+            .ok_or_else(|| {
+                "the repository is not among the account's, and its URL names no owner/name".to_string()
+            })?;
+        let hook = crate::store::push::for_app(&state.db, &state.sealer, app.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the app has no push webhook".to_string())?;
+        let base = state.config.api_server.public_url.as_deref().unwrap_or_default().trim_end_matches('/');
+        let url = format!("{base}/v1/webhooks/{provider}/{}", hook.uuid);
+        client.register_hook(token, &full_name, &url, &hook.secret).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(full_name)
+    }
+    .await;
+    match outcome {
+        Ok(full_name) => {
+            let detail = json!({ "provider": provider.as_str(), "repository": full_name });
+            if let Err(e) =
+                audit_user(&state.db, user, AuditAction::GitHookRegistered, "app", app.id, detail).await
+            {
+                tracing::warn!(app_id = app.id, error = %e, "cannot audit a webhook registration");
+            }
+            format!("registered on {provider} for {full_name}")
+        }
+        Err(why) => format!("not registered on {provider}: {why}; add it by hand from the app's settings"),
+    }
+}
+
+/// `owner/name` (GitLab: `group/…/name`) of an `https://host/owner/name(.git)` URL, each
+/// segment as providers allow.
+fn repo_full_name(url: &str) -> Option<String> {
+    let path = url.strip_prefix("https://")?.split_once('/')?.1;
+    let path = path.trim_end_matches('/').trim_end_matches(".git");
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments.len() < 2 || segments.iter().any(|s| super::git::repo_segment(s).is_err()) {
+        return None;
+    }
+    Some(segments.join("/"))
+}
+
+/// The token the app's deploys clone with: its own, or its owner's linked account's (fresh).
+pub(crate) async fn repo_credential(state: &AppState, app: &App) -> Result<Option<RepoCredential>, ApiError> {
+    if let Some(name) = app.git_provider.as_deref() {
+        let provider = GitProvider::parse(name).map_err(|_| {
+            ApiError::Internal(format!("app {} has an unknown git_provider {name:?}", app.id))
+        })?;
+        let token = state.git_links.token(&state.db, &state.sealer, app.user_id, provider).await?;
+        return Ok(Some(RepoCredential { token, provider: Some(provider) }));
+    }
+    let token = apps::load_git_token(&state.db, &state.sealer, app.id).await?;
+    Ok(token.map(|token| RepoCredential { token, provider: None }))
 }
 
 /// An app created and its first deployment queued.
@@ -196,6 +302,9 @@ async fn deploy(
 struct Deployed {
     app: App,
     deployment: Deployment,
+    /// With `git_provider`: whether the push webhook was registered on the repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<String>,
 }
 
 /// Refuses a deploy over the plan's deploys in the last 24 hours. The caller holds the user's
@@ -222,9 +331,9 @@ async fn queue_deploy(
     app: &App,
     deployment: &Deployment,
     env: &BTreeMap<String, String>,
-    git_token: Option<&str>,
+    credential: Option<&RepoCredential>,
 ) -> Result<(), ApiError> {
-    let spec = job_spec::deploy(app, deployment, env, git_token, state.plans.get(&user.plan))?;
+    let spec = job_spec::deploy(app, deployment, env, credential, state.plans.get(&user.plan))?;
     jobs::enqueue(tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
     let detail = json!({ "deployment": deployment.id });
     audit_user(&mut *tx, user, AuditAction::AppDeploy, "app", app.id, detail).await?;
@@ -267,14 +376,14 @@ async fn redeploy(
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let branch = Branch::parse(req.branch.as_deref().unwrap_or(&app.branch))?;
     let commit = req.commit.as_deref().map(CommitSha::parse).transpose()?;
+    let credential = repo_credential(&state, &app).await?;
     let mut tx = state.db.begin().await?;
     may_deploy(&mut tx, user.id, state.plans.get(&user.plan), app.id).await?;
     let deployment =
         deployments::insert(&mut *tx, app.id, branch.as_str(), commit.as_ref().map(CommitSha::as_str))
             .await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-    let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
-    queue_deploy(&mut tx, &state, &user, &app, &deployment, &env, token.as_deref()).await?;
+    queue_deploy(&mut tx, &state, &user, &app, &deployment, &env, credential.as_ref()).await?;
     apps::mark_deploying_if_never_ran(&mut *tx, app.id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(deployment)))
@@ -340,13 +449,13 @@ async fn rollback(
     if app.current_deployment_id == Some(target.id) {
         return Err(ApiError::Conflict(format!("deployment #{} is the running version already", target.id)));
     }
+    let credential = repo_credential(&state, &app).await?;
     let mut tx = state.db.begin().await?;
     may_deploy(&mut tx, user.id, state.plans.get(&user.plan), app.id).await?;
     let deployment = deployments::insert_rollback(&mut *tx, &target).await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-    let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
     let spec =
-        job_spec::rollback(&app, &deployment, image, &env, token.as_deref(), state.plans.get(&user.plan))?;
+        job_spec::rollback(&app, &deployment, image, &env, credential.as_ref(), state.plans.get(&user.plan))?;
     jobs::enqueue(&mut tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
     let detail = json!({ "deployment": deployment.id, "rollback_of": target.id });
     audit_user(&mut *tx, &user, AuditAction::AppRollback, "app", app.id, detail).await?;

@@ -66,6 +66,7 @@ fn platform_of(state: &AppState, signed_in: bool) -> Platform {
         mode: mode.into(),
         sign_in: SignInMethods { oidc: state.oidc.is_some(), dev_login: config.single_machine },
         signed_in,
+        git_providers: linkable(state),
     }
 }
 
@@ -491,7 +492,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Resp
 }
 
 /// The dashboard's global state (SPEC §14.1): the user, their plan and its limits, their apps
-/// with status and URL, linked git providers (none until they can be linked) and the platform.
+/// with status and URL, linked git provider accounts and the platform.
 #[utoipa::path(get, path = "/api/me", tag = "account",
     responses((status = 200, description = "The user, their plan, apps, linked providers and the platform", body = Me)))]
 async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>, ApiError> {
@@ -518,7 +519,7 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>
         plan: state.plans.get(&user.plan).view(),
         usage,
         apps,
-        git_providers: Vec::new(),
+        git_providers: crate::store::gitlinks::list(&state.db, user.id).await?,
         platform: platform_of(&state, true),
     }))
 }
@@ -531,8 +532,8 @@ struct Me {
     /// Apps and deploys against the plan's limits, and this month's usage.
     usage: super::usage::UsageSummary,
     apps: Vec<AppSummary>,
-    /// Linked git provider accounts (none until providers can be linked).
-    git_providers: Vec<serde_json::Value>,
+    /// Linked git provider accounts.
+    git_providers: Vec<crate::store::gitlinks::LinkView>,
     platform: Platform,
 }
 
@@ -563,6 +564,9 @@ struct Platform {
     sign_in: SignInMethods,
     /// Whether the request came with a live session (always true inside `/api/me`).
     signed_in: bool,
+    /// Git providers whose accounts can be linked here (`github`, `gitlab`, `bitbucket`,
+    /// `codeberg`); never a way to sign in.
+    git_providers: Vec<String>,
 }
 
 /// How people can sign in here.
@@ -570,6 +574,11 @@ struct Platform {
 struct SignInMethods {
     oidc: bool,
     dev_login: bool,
+}
+
+/// Git providers whose accounts can be linked here (configured by the operators).
+fn linkable(state: &AppState) -> Vec<String> {
+    state.git_links.configured().into_iter().map(|p| p.as_str().to_string()).collect()
 }
 
 #[cfg(test)]

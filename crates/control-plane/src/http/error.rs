@@ -57,6 +57,10 @@ pub enum ApiError {
     /// A custom domain whose verification record is not (yet) in DNS.
     #[error("{0}")]
     VerificationFailed(String),
+    /// A linked git account's token the provider no longer accepts; the message says to link
+    /// the account again.
+    #[error("{0}")]
+    GitLinkRejected(String),
     /// A service we depend on (DNS, Cloudflare) failed; the message says which and what to do.
     #[error("{0}")]
     Upstream(String),
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::UrlNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "url_not_allowed"),
             ApiError::VerificationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),
+            ApiError::GitLinkRejected(_) => (StatusCode::CONFLICT, "git_link_rejected"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
@@ -111,6 +116,18 @@ impl ApiError {
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<crate::gitlink::LinkError> for ApiError {
+    fn from(e: crate::gitlink::LinkError) -> Self {
+        use crate::gitlink::LinkError;
+        match e {
+            LinkError::NotConfigured(_) | LinkError::NotLinked(_) => ApiError::NotFound(e.to_string()),
+            LinkError::Rejected(_) => ApiError::GitLinkRejected(e.to_string()),
+            LinkError::Refused { .. } | LinkError::Unavailable { .. } => ApiError::Upstream(e.to_string()),
+            LinkError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod dashboard;
 mod domains;
 pub mod error;
 pub mod extract;
+mod git;
 mod internal;
 mod ops;
 mod push;
@@ -119,6 +120,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(alerts::routes())
         .merge(webhooks::routes())
         .merge(push::routes())
+        .merge(git::routes())
         .merge(usage::routes())
 }
 

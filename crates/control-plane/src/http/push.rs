@@ -70,8 +70,8 @@ fn shown(state: &AppState, headers: &HeaderMap, hook: push::Hook) -> Webhook {
     let url = |p: Provider| format!("{base}/v1/webhooks/{}/{}", p.as_str(), hook.uuid);
     Webhook {
         urls: WebhookUrls {
-            github: url(Provider::GitHub),
-            gitlab: url(Provider::GitLab),
+            github: url(Provider::Github),
+            gitlab: url(Provider::Gitlab),
             bitbucket: url(Provider::Bitbucket),
             codeberg: url(Provider::Codeberg),
         },
@@ -164,7 +164,7 @@ async fn receive(
     state.push_limiter.check(client_key(peer.ip()))?;
     let unknown =
         || ApiError::NotFound("no such push webhook; copy the URL from the app's webhook settings".into());
-    let provider = Provider::parse(&p.provider).ok_or_else(unknown)?;
+    let provider = Provider::parse(&p.provider).map_err(|_| unknown())?;
     if p.uuid.len() != 32 || !p.uuid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(unknown());
     }
@@ -240,10 +240,16 @@ async fn act(
         Err(ApiError::Conflict(why) | ApiError::PlanLimit(why)) => return Ok(Acted::Ignored(why)),
         other => other?,
     }
+    // A linked account whose token the provider refuses: the push is recorded as not deployed.
+    let credential = match super::apps::repo_credential(state, &app).await {
+        Err(ApiError::GitLinkRejected(why) | ApiError::NotFound(why) | ApiError::Upstream(why)) => {
+            return Ok(Acted::Ignored(why));
+        }
+        other => other?,
+    };
     let deployment = deployments::insert(&mut *tx, app.id, branch.as_str(), Some(commit.as_str())).await?;
     let env = apps::load_env(&mut *tx, &state.sealer, app.id).await?;
-    let token = apps::load_git_token(&mut *tx, &state.sealer, app.id).await?;
-    let spec = job_spec::deploy(&app, &deployment, &env, token.as_deref(), plan)?;
+    let spec = job_spec::deploy(&app, &deployment, &env, credential.as_ref(), plan)?;
     jobs::enqueue(tx, &state.sealer, app.id, Some(deployment.id), &spec).await?;
     apps::mark_deploying_if_never_ran(&mut *tx, app.id).await?;
     let actor = format!("push:{}", provider.as_str());

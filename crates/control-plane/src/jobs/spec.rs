@@ -42,23 +42,36 @@ fn limits(app: &App, plan: &Plan) -> Result<Limits, StoredAppUnreadable> {
     read(app, Limits::new(plan.memory_mb, plan.cpus))
 }
 
+/// The token a deploy clones with: the app's own, or the owner's linked account's.
+pub struct RepoCredential {
+    pub token: String,
+    /// The linked account's provider; `None` for a token of the app's own.
+    pub provider: Option<wisehosting_proto::job::GitProvider>,
+}
+
+impl std::fmt::Debug for RepoCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCredential").field("provider", &self.provider).finish_non_exhaustive()
+    }
+}
+
 /// A deploy of `deployment`: everything the worker needs, env values and the repository token
 /// included (sealed at rest in the job row, opened only for the wire).
 pub fn deploy(
     app: &App,
     deployment: &Deployment,
     env_values: &BTreeMap<String, String>,
-    git_token: Option<&str>,
+    credential: Option<&RepoCredential>,
     plan: &Plan,
 ) -> Result<JobSpec, StoredAppUnreadable> {
-    deploy_spec(app, deployment, env_values, git_token, plan).map(JobSpec::Deploy)
+    deploy_spec(app, deployment, env_values, credential, plan).map(JobSpec::Deploy)
 }
 
 fn deploy_spec(
     app: &App,
     deployment: &Deployment,
     env_values: &BTreeMap<String, String>,
-    git_token: Option<&str>,
+    credential: Option<&RepoCredential>,
     plan: &Plan,
 ) -> Result<DeploySpec, StoredAppUnreadable> {
     Ok(DeploySpec {
@@ -75,7 +88,8 @@ fn deploy_spec(
         port: read(app, Port::parse(i64::from(app.port)))?,
         env: env(app, env_values)?,
         limits: limits(app, plan)?,
-        git_token: git_token.map(WireSecret::new),
+        git_token: credential.map(|c| WireSecret::new(c.token.clone())),
+        git_provider: credential.and_then(|c| c.provider),
         image: None,
         health: Some(health(app)?),
     })
@@ -88,10 +102,10 @@ pub fn rollback(
     deployment: &Deployment,
     image: &str,
     env_values: &BTreeMap<String, String>,
-    git_token: Option<&str>,
+    credential: Option<&RepoCredential>,
     plan: &Plan,
 ) -> Result<JobSpec, StoredAppUnreadable> {
-    let mut spec = deploy_spec(app, deployment, env_values, git_token, plan)?;
+    let mut spec = deploy_spec(app, deployment, env_values, credential, plan)?;
     spec.image = Some(read(app, ImageId::parse(image))?);
     Ok(JobSpec::Deploy(spec))
 }

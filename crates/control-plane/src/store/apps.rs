@@ -30,6 +30,9 @@ pub struct App {
     pub host_port: Option<i32>,
     /// Whether a repository token is stored; the token itself is never read back.
     pub has_git_token: bool,
+    /// The owner's linked account that clones the repository (`github`, `gitlab`,
+    /// `bitbucket`, `codeberg`), instead of a token of the app's own.
+    pub git_provider: Option<String>,
     /// The path a new version must answer before traffic moves to it: at `/` anything below
     /// 500, elsewhere 2xx or 3xx.
     pub health_check_path: String,
@@ -41,7 +44,7 @@ pub struct App {
     pub created_at: DateTime<Utc>,
 }
 
-const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, health_check_path, health_check_timeout_secs, (paused_at IS NOT NULL) AS paused, created_at";
+const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, git_provider, health_check_path, health_check_timeout_secs, (paused_at IS NOT NULL) AS paused, created_at";
 
 pub struct NewApp<'a> {
     pub user_id: i64,
@@ -54,13 +57,14 @@ pub struct NewApp<'a> {
     pub port: u16,
     pub health_check_path: &'a str,
     pub health_check_timeout_secs: Option<u32>,
+    pub git_provider: Option<&'a str>,
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, StoreError> {
     sqlx::query_as(&format!(
         "INSERT INTO apps (user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port,
-                           health_check_path, health_check_timeout_secs)
-         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, $8, $10, $11) RETURNING {APP_COLUMNS}"
+                           health_check_path, health_check_timeout_secs, git_provider)
+         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, $8, $10, $11, $12) RETURNING {APP_COLUMNS}"
     ))
     .bind(app.user_id)
     .bind(app.slug)
@@ -73,6 +77,7 @@ pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<App, St
     .bind(AppStatus::Deploying)
     .bind(app.health_check_path)
     .bind(app.health_check_timeout_secs.map(|s| s as i32))
+    .bind(app.git_provider)
     .fetch_one(db)
     .await
     .map_err(|e| {

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod console;
 pub mod deployments;
 pub mod domains;
+pub mod gitlinks;
 pub mod jobs;
 pub mod key_usage;
 pub mod push;

@@ -54,7 +54,21 @@ pub(crate) async fn platform_with_settings(
     email: &str,
     settings: &str,
 ) -> (TestControlPlane, SpawnedWorker, UserSession) {
-    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    platform_with_config(worker, email, settings, |_| {}).await
+}
+
+/// [`platform_with_settings`] with the control plane's config adjusted too.
+pub(crate) async fn platform_with_config(
+    worker: &str,
+    email: &str,
+    settings: &str,
+    adjust: impl FnOnce(&mut wisehosting_control_plane::Config),
+) -> (TestControlPlane, SpawnedWorker, UserSession) {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        adjust(c);
+    })
+    .await;
     let w = create_worker(&cp, worker).await;
     let agent = wisehosting_testkit::spawn_worker_with_settings(&cp, &w, &cp.base_url, settings);
     let online = agent.wait_for(LIMIT, |s| s.connected.load(std::sync::atomic::Ordering::Relaxed)).await;

@@ -14,6 +14,7 @@ mod deploy_guards;
 mod dev;
 mod domains;
 mod faults;
+mod gitlink;
 mod health;
 mod http;
 mod internal;

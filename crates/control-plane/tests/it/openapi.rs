@@ -2,6 +2,7 @@
 //! route it lists (SECURITY-TESTS T08).
 
 use serde_json::{Value, json};
+use wisehosting_proto::job::GitProvider;
 use wisehosting_testkit::{UserSession, spawn_control_plane_with};
 
 #[tokio::test]
@@ -100,15 +101,32 @@ fn with_victims_ids(path: &str, b: &Victim) -> String {
         .replace("{id}", &id.to_string())
         .replace("{hostname}", &b.hostname)
         .replace("{rid}", &b.rule_id.to_string())
-        .replace("{did}", &b.delivery_id.to_string());
+        .replace("{did}", &b.delivery_id.to_string())
+        // B's linked account: A's requests reach only A's own link (none).
+        .replace("{provider}", "github")
+        .replace("{owner}", "bee-login")
+        .replace("{name}", "bees-repo");
     assert!(!filled.contains('{'), "no T08 case for the parameters of {path}");
     filled
 }
 
 #[tokio::test]
 async fn every_route_of_the_document_called_with_another_users_ids_answers_404_with_none_of_their_data() {
-    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let github = wisehosting_testkit::FakeGitProvider::start(GitProvider::Github, "bee-login").await;
+    github.add_repo(wisehosting_testkit::FakeRepo {
+        full_name: "bee-login/bees-repo".into(),
+        clone_url: "https://example.com/bee-login/bees-repo.git".into(),
+        private: true,
+        default_branch: "main".into(),
+    });
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.api_server.public_url = Some(crate::gitlink::PUBLIC_URL.into());
+        github.configure(c);
+    })
+    .await;
     let b_user = cp.login("bee@example.com").await;
+    crate::gitlink::link(&cp, &b_user, GitProvider::Github).await;
     let (app_id, deployment_id) = b_user.deploy("bees-private-app", "https://example.com/r.git").await;
     let hostname = "bees.example.org".to_string();
     let added =
@@ -185,6 +203,11 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
         .expect("json");
     let a_token = a_token["token"].as_str().expect("token").to_string();
     let doc: Value = cp.get_json("/api/openapi.json", 200).await;
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     let mut tried = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
         if !path.contains('{') {
@@ -194,19 +217,33 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
         for method in item.as_object().expect("item").keys() {
             let method: reqwest::Method = method.to_uppercase().parse().expect("method");
             for by_token in [false, true] {
+                // Redirects are answers here, not followed.
                 let mut request = if by_token {
-                    cp.client.request(method.clone(), cp.url(&url)).bearer_auth(&a_token)
+                    plain.request(method.clone(), cp.url(&url)).bearer_auth(&a_token)
                 } else {
-                    a.request(method.clone(), &url)
+                    plain.request(method.clone(), cp.url(&url)).header("cookie", &a.cookie)
                 };
                 if method == reqwest::Method::POST || method == reqwest::Method::PUT {
                     request = request.json(&json!({}));
                 }
                 let response = request.send().await.expect("request");
                 let status = response.status().as_u16();
-                let text = response.text().await.unwrap_or_default();
-                assert!([403, 404].contains(&status), "{method} {url} (token: {by_token}) → {status} {text}");
-                for secret in [&b.email, &b.slug, &b.token_name, &b.hostname, &"bees-hook".to_string()] {
+                // Beginning or ending a link of A's own account redirects (to the provider, or
+                // to the account page with an error): no id of B's is involved.
+                let own_link = url.ends_with("/link") || url.ends_with("/callback");
+                let location =
+                    response.headers().get("location").map(|l| format!("{l:?}")).unwrap_or_default();
+                let text = format!("{location} {}", response.text().await.unwrap_or_default());
+                let allowed = if own_link && !by_token { vec![302] } else { vec![403, 404] };
+                assert!(allowed.contains(&status), "{method} {url} (token: {by_token}) → {status} {text}");
+                for secret in [
+                    &b.email,
+                    &b.slug,
+                    &b.token_name,
+                    &b.hostname,
+                    &"bees-hook".to_string(),
+                    &"bee-login".to_string(),
+                ] {
                     assert!(!text.contains(secret.as_str()), "{method} {url} leaks {secret}: {text}");
                 }
                 tried += 1;
@@ -231,6 +268,9 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
     let rules: Value =
         b.user.get(&format!("/api/apps/{}/alert-rules", b.app_id)).await.json().await.expect("json");
     assert_eq!(rules.as_array().map(Vec::len), Some(3), "B's rules live");
+    let linked: Value = b.user.get("/api/git/providers").await.json().await.expect("json");
+    assert_eq!(linked[0]["login"], "bee-login", "B's linked account lives");
+    assert!(github.revocations().is_empty(), "B's token was not revoked");
 }
 
 #[test]

@@ -104,7 +104,10 @@ impl Pipeline {
         let repo = payload.repo_url.as_str();
         let pin = self.check_repo(repo).await?;
         let protocols = git_network_config(pin.as_ref(), self.settings.allow_local_repos);
-        let auth = payload.git_token.as_ref().and_then(|t| git_auth_env(repo, t.expose()));
+        // A linked account's OAuth token goes under its provider's user name; a token of the
+        // app's own as GitHub takes it.
+        let user = payload.git_provider.map_or("x-access-token", |p| p.clone_username());
+        let auth = payload.git_token.as_ref().and_then(|t| git_auth_env(repo, user, t.expose()));
         let mut clone = self.git(work);
         clone.envs(auth.iter().flatten().map(|(k, v)| (k, v)));
         clone.args(&protocols).args(["clone", "--depth", "1", "--no-tags", "--single-branch", "--branch"]);
@@ -267,17 +270,18 @@ fn git_network_config(pin: Option<&Pin>, allow_file: bool) -> Vec<String> {
 /// The environment that gives git a repository token: an `Authorization` header scoped to
 /// the repository's own `https://` host (git's `GIT_CONFIG_*` variables), so the token is in
 /// neither argv nor a URL nor a file, and is not sent to another host. `None` for other URLs.
-fn git_auth_env(repo_url: &str, token: &str) -> Option<[(String, String); 3]> {
+fn git_auth_env(repo_url: &str, user: &str, token: &str) -> Option<[(String, String); 3]> {
     let host =
         repo_url.strip_prefix("https://")?.split('/').next().filter(|h| !h.is_empty() && !h.contains('@'))?;
-    Some(auth_header_env(&format!("https://{host}/"), token))
+    Some(auth_header_env(&format!("https://{host}/"), user, token))
 }
 
-/// `http.<base>.extraHeader` with basic auth for `x-access-token:<token>`, the form GitHub,
-/// GitLab, Gitea/Codeberg and Bitbucket app passwords accept.
-fn auth_header_env(base: &str, token: &str) -> [(String, String); 3] {
+/// `http.<base>.extraHeader` with basic auth for `<user>:<token>`: `x-access-token` for
+/// GitHub (and the form GitLab, Gitea/Codeberg and Bitbucket access tokens accept), or the
+/// user name a provider wants with its OAuth tokens.
+fn auth_header_env(base: &str, user: &str, token: &str) -> [(String, String); 3] {
     use base64::Engine as _;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
     [
         ("GIT_CONFIG_COUNT".into(), "1".into()),
         ("GIT_CONFIG_KEY_0".into(), format!("http.{base}.extraHeader")),
@@ -351,11 +355,12 @@ mod tests {
 
     #[test]
     fn a_repository_token_goes_only_to_the_repositorys_https_host() {
-        let env = git_auth_env("https://git.example.com/me/app.git", "tok3n").expect("https");
+        let env =
+            git_auth_env("https://git.example.com/me/app.git", "x-access-token", "tok3n").expect("https");
         assert_eq!(env[1].1, "http.https://git.example.com/.extraHeader");
         assert!(env.iter().all(|(k, _)| !k.contains("tok3n")));
         for url in ["file:///srv/repo", "https://user@host/x", "https:///x", "/srv/repo"] {
-            assert!(git_auth_env(url, "t").is_none(), "{url}");
+            assert!(git_auth_env(url, "oauth2", "t").is_none(), "{url}");
         }
     }
 
@@ -389,7 +394,7 @@ mod tests {
         let mut git = std::process::Command::new("git");
         git.env("HOME", home.path())
             .env("GIT_TERMINAL_PROMPT", "0")
-            .envs(auth_header_env(&base, token).iter().map(|(k, v)| (k, v)))
+            .envs(auth_header_env(&base, "x-access-token", token).iter().map(|(k, v)| (k, v)))
             .args(["ls-remote", "--", &format!("{base}repo.git")]);
         let argv: Vec<String> = git.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(argv.iter().all(|a| !a.contains(token)), "{argv:?}");
