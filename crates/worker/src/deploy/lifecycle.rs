@@ -42,6 +42,8 @@ impl Pipeline {
         if !tags.is_empty() {
             let _ = self.podman.untag(&tags).await;
         }
+        // The app's build cache goes with it.
+        let _ = tokio::fs::remove_dir_all(self.build_cache_dir(app_id)).await;
         Ok(Done::default())
     }
 

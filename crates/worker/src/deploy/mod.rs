@@ -13,6 +13,7 @@ mod containerfile;
 mod error;
 mod git;
 mod lifecycle;
+mod presets;
 mod retire;
 mod steps;
 

@@ -10,6 +10,7 @@ use tokio::process::Command;
 
 use super::containerfile::build_limits;
 use super::ip_literal;
+use super::presets;
 use wisehosting_proto::job::{
     DeploySpec, Env, Fault, Framework, HealthCheck, HealthPath, ImageId, Limits, Phase, Port,
 };
@@ -135,6 +136,21 @@ impl Pipeline {
         format!("label=wisehosting.instance={}", self.settings.instance)
     }
 
+    /// The app's build cache directory on this worker (created, private to root).
+    async fn build_cache(&self, app_id: i64) -> Result<PathBuf, DeployError> {
+        let dir = self.build_cache_dir(app_id);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            DeployError::platform(format!("cannot create the build cache {}: {e}", dir.display()))
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).await;
+        Ok(dir)
+    }
+
+    pub(super) fn build_cache_dir(&self, app_id: i64) -> PathBuf {
+        self.data_dir.join("cache").join(format!("{}-app{app_id}", self.settings.instance))
+    }
+
     fn container_name(&self, app_id: i64, deployment_id: i64) -> String {
         format!(
             "{}-app{app_id}-d{deployment_id}-{}",
@@ -144,14 +160,28 @@ impl Pipeline {
     }
 
     /// The Containerfile to build with: the configured path (inside the checkout), the
-    /// repository's `Containerfile`/`Dockerfile`, or the static preset's.
+    /// repository's `Containerfile`/`Dockerfile`, or a preset's.
     ///
     /// The checkout is hostile (T35): a generated file is written in the work dir beside it,
     /// which the repository cannot name, created new (never through an existing name or link);
     /// a repository file is used only when its real path, links resolved, stays inside the
     /// checkout.
-    fn containerfile(&self, work: &Path, src: &Path, payload: &DeploySpec) -> Result<PathBuf, DeployError> {
-        if payload.framework == Framework::Static {
+    fn containerfile(
+        &self,
+        work: &Path,
+        src: &Path,
+        payload: &DeploySpec,
+        framework: Framework,
+        app_id: i64,
+    ) -> Result<PathBuf, DeployError> {
+        if presets::is_language(framework) {
+            let file = work.join("preset.Containerfile");
+            let scope = format!("{}-app{app_id}", self.settings.instance);
+            let text = presets::containerfile(framework, &self.settings, src, payload.port.get(), &scope)?;
+            write_new(&file, &text, "the preset's Containerfile")?;
+            return Ok(file);
+        }
+        if framework == Framework::Static {
             let file = work.join("static.Containerfile");
             let text = format!(
                 "FROM {}\nCOPY . /www\nEXPOSE {port}\nCMD [\"httpd\", \"-f\", \"-v\", \"-p\", \"{port}\", \"-h\", \"/www\"]\n",
@@ -229,8 +259,21 @@ impl Pipeline {
         if let Some(web) = &procfile.web {
             reporter.build_log(vec![format!("Procfile: the app starts with `{web}`")]).await;
         }
+        let (framework, marker) =
+            presets::resolve(payload.framework, &src, payload.dockerfile_path.as_ref())?;
+        if let Some(marker) = marker {
+            reporter
+                .build_log(vec![format!(
+                    "framework auto: found {marker}, building with the {} preset",
+                    framework.as_str()
+                )])
+                .await;
+        }
         reporter.progress(Phase::Building).await;
-        let containerfile = self.containerfile(work, &src, payload)?;
+        let containerfile = self.containerfile(work, &src, payload, framework, app_id)?;
+        // A language preset's package caches, the app's own (SPEC §6).
+        let cache =
+            if presets::is_language(framework) { Some(self.build_cache(app_id).await?) } else { None };
         let iidfile = work.join("image-id");
         let tag = format!("{}:d{deployment_id}", self.image_repo(app_id));
         // The firewall of both networks the deploy uses, checked once, before anything runs.
@@ -243,11 +286,7 @@ impl Pipeline {
         }
         // Independent: the firewall check and the Containerfile's images, side by side.
         let images = async {
-            if payload.framework == Framework::Static {
-                Ok(())
-            } else {
-                self.check_images(&containerfile).await
-            }
+            if framework == Framework::Static { Ok(()) } else { self.check_images(&containerfile).await }
         };
         let (confined, images) = tokio::join!(firewall::ensure(&self.podman, &networks), images);
         confined.map_err(|e| {
@@ -269,6 +308,9 @@ impl Pipeline {
                 build.arg("--network").arg(firewall::BUILD.network);
             }
             build.args(build_limits(&self.settings, cgroup.parent()));
+            if let Some(cache) = &cache {
+                build.arg("--volume").arg(format!("{}:{}:rw", cache.display(), presets::CACHE_MOUNT));
+            }
             if let Some(web) = &procfile.web {
                 // The start command travels with the image, for restarts and rollbacks.
                 build.arg("--label").arg(format!("{WEB_LABEL}={web}"));
@@ -317,9 +359,10 @@ impl Pipeline {
         if let Some(release) = &procfile.release {
             self.release(work, deployment_id, &image_id, payload, release, reporter).await?;
         }
-        let done = self
-            .start_version(work, app_id, deployment_id, &RunSpec::of(payload, &image_id), reporter)
-            .await?;
+        // The static preset's httpd writes nothing.
+        let run =
+            RunSpec { read_only_root: framework == Framework::Static, ..RunSpec::of(payload, &image_id) };
+        let done = self.start_version(work, app_id, deployment_id, &run, reporter).await?;
         Ok(Done { commit: Some(commit), ..done })
     }
 
