@@ -3,7 +3,8 @@
 # connections), `bash scripts/bench.sh deploy` (deploy-to-first-200) or `bash scripts/bench.sh
 # routing` (the edge router against nginx and Traefik, route propagation) or `bash
 # scripts/bench.sh dashboard` (entry script size, first paint, idle memory) or `bash
-# scripts/bench.sh observe` (alert evaluation, webhook dispatch). Prints figures;
+# scripts/bench.sh observe` (alert evaluation, webhook dispatch) or `bash scripts/bench.sh
+# build-cache` (the node preset's second builds). Prints figures;
 # asserts nothing about speed. Release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ case $which in
   hub) cargo bench -p wisehosting-control-plane --bench hub_connections ;;
   deploy) cargo bench -p wisehosting-control-plane --bench deploy ;;
   observe) cargo bench -p wisehosting-control-plane --bench observe ;;
+  build-cache) cargo bench -p wisehosting-control-plane --bench build_cache ;;
   routing)
     if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
       [ "$(id -u)" -eq 0 ] || { echo "bench: nginx and wrk are needed; install them with: sudo apt-get install nginx-light wrk" >&2; exit 1; }
@@ -46,5 +48,5 @@ case $which in
     sleep 10
     echo "wisehosting dev (control plane, embedded worker and edge router; PostgreSQL apart) idle: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$DEV_PID/status) resident (budget 50 MB for the control plane)"
     ;;
-  *) echo "unknown benchmark $which; choose: hub, deploy, routing, dashboard, observe" >&2; exit 2 ;;
+  *) echo "unknown benchmark $which; choose: hub, deploy, routing, dashboard, observe, build-cache" >&2; exit 2 ;;
 esac

@@ -754,6 +754,118 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/git/providers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The user's linked accounts. */
+        get: operations["list_links"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/git/{provider}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Unlinks the account and revokes its token where the provider allows. Apps that clone with
+         *     the link fail their next deploy until it is linked again (or given a token of their own).
+         */
+        delete: operations["unlink"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/git/{provider}/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Ends linking: the code exchanged, the token sealed, 302 to `/account`. A callback whose
+         *     `state` this session did not begin (another user's, a replay, none) links nothing and goes
+         *     to `/account?git_error=bad_state`.
+         */
+        get: operations["callback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/git/{provider}/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Begins linking: 302 to the provider's authorize page with `client_id`, `redirect_uri`,
+         *     the scopes needed and a `state` bound to this session (10 minutes, used once).
+         */
+        get: operations["link"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/git/{provider}/repos": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The repositories the linked account can reach (every page the provider has). */
+        get: operations["list_repos"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/git/{provider}/repos/{owner}/{name}/branches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The branches of one of the linked account's repositories. */
+        get: operations["list_branches"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/me": {
         parameters: {
             query?: never;
@@ -763,7 +875,7 @@ export interface paths {
         };
         /**
          * The dashboard's global state (SPEC §14.1): the user, their plan and its limits, their apps
-         *     with status and URL, linked git providers (none until they can be linked) and the platform.
+         *     with status and URL, linked git provider accounts and the platform.
          */
         get: operations["me"];
         put?: never;
@@ -952,6 +1064,11 @@ export interface components {
             current_deployment_id?: number | null;
             dockerfile_path?: string | null;
             framework: string;
+            /**
+             * @description The owner's linked account that clones the repository (`github`, `gitlab`,
+             *     `bitbucket`, `codeberg`), instead of a token of the app's own.
+             */
+            git_provider?: string | null;
             /** @description Whether a repository token is stored; the token itself is never read back. */
             has_git_token: boolean;
             /**
@@ -1011,6 +1128,10 @@ export interface components {
              * @description The `before` of the next page; null on the last.
              */
             next?: number | null;
+        };
+        /** @description A branch of a repository. */
+        BranchName: {
+            name: string;
         };
         /** @description A deployment's build log (the last 512 KiB). */
         BuildLog: {
@@ -1090,6 +1211,11 @@ export interface components {
                 [key: string]: string;
             };
             framework?: string;
+            /**
+             * @description Clone with the linked account of this provider (`github`, `gitlab`, `bitbucket`,
+             *     `codeberg`) instead of a `git_token`; the token is refreshed as needed.
+             */
+            git_provider?: string | null;
             /** @description A token for a private repository; write-only (sealed at rest, never shown again). */
             git_token?: string | null;
             /**
@@ -1105,12 +1231,16 @@ export interface components {
             name: string;
             /** Format: int64 */
             port?: number;
+            /** @description With `git_provider`: register the app's push webhook on the repository (default true). */
+            register_webhook?: boolean | null;
             repo_url: string;
         };
         /** @description An app created and its first deployment queued. */
         Deployed: {
             app: components["schemas"]["App"];
             deployment: components["schemas"]["Deployment"];
+            /** @description With `git_provider`: whether the push webhook was registered on the repository. */
+            webhook?: string | null;
         };
         Deployment: {
             /** Format: int64 */
@@ -1258,6 +1388,15 @@ export interface components {
             /** Format: int32 */
             memory_mb: number;
         };
+        /** @description A linked account as the user sees it (no token). */
+        LinkView: {
+            /** Format: date-time */
+            linked_at: string;
+            /** @description The account's name at the provider. */
+            login: string;
+            /** @description `github`, `gitlab`, `bitbucket` or `codeberg`. */
+            provider: string;
+        };
         /**
          * @description An app's latest figures. `live` is false when the newest report is older than 45 s (or
          *     there is none: then every figure is 0 and `sampled_at` is null).
@@ -1311,8 +1450,8 @@ export interface components {
         /** @description The dashboard's global state. */
         Me: {
             apps: components["schemas"]["AppSummary"][];
-            /** @description Linked git provider accounts (none until providers can be linked). */
-            git_providers: unknown[];
+            /** @description Linked git provider accounts. */
+            git_providers: components["schemas"]["LinkView"][];
             plan: components["schemas"]["PlanView"];
             platform: components["schemas"]["Platform"];
             /** @description Apps and deploys against the plan's limits, and this month's usage. */
@@ -1344,6 +1483,11 @@ export interface components {
             name: string;
         };
         Platform: {
+            /**
+             * @description Git providers whose accounts can be linked here (`github`, `gitlab`, `bitbucket`,
+             *     `codeberg`); never a way to sign in.
+             */
+            git_providers: string[];
             /** @description `single_machine` or `multi_host`. */
             mode: string;
             sign_in: components["schemas"]["SignInMethods"];
@@ -1402,6 +1546,15 @@ export interface components {
         RedeployRequest: {
             branch?: string | null;
             commit?: string | null;
+        };
+        /** @description A repository the linked account can reach. */
+        Repo: {
+            /** @description The `https://` URL to clone. */
+            clone_url: string;
+            default_branch: string;
+            /** @description `owner/name`. */
+            full_name: string;
+            private: boolean;
         };
         /** @description Which earlier deployment to roll back to. */
         RollbackRequest: {
@@ -1520,6 +1673,14 @@ export interface components {
             net_tx_bytes: number;
             /** Format: int64 */
             requests: number;
+        };
+        /** @description What unlinking did. */
+        Unlinked: {
+            /**
+             * @description Whether the provider revoked the token (GitHub and GitLab do; on Bitbucket and
+             *     Codeberg, remove the app's access in the provider's settings).
+             */
+            revoked: boolean;
         };
         Usage: {
             apps: components["schemas"]["AppUsage"][];
@@ -3246,6 +3407,197 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BuildLog"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_links: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Linked accounts, by provider */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LinkView"][];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    unlink: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `github`, `gitlab`, `bitbucket` or `codeberg`. */
+                provider: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Unlinked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unlinked"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    callback: {
+        parameters: {
+            query?: {
+                code?: string;
+                state?: string;
+                /** @description The provider's refusal (`access_denied` when the person said no). */
+                error?: string;
+            };
+            header?: never;
+            path: {
+                /** @description `github`, `gitlab`, `bitbucket` or `codeberg`. */
+                provider: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description To `/account`, or `/account?git_error=<code>` */
+            302: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    link: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `github`, `gitlab`, `bitbucket` or `codeberg`. */
+                provider: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description To the provider's authorize page */
+            302: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_repos: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `github`, `gitlab`, `bitbucket` or `codeberg`. */
+                provider: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Repositories */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Repo"][];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_branches: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                provider: string;
+                owner: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Branches */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BranchName"][];
                 };
             };
             /** @description An error: a stable `code` and a `message` that names the problem and the fix */

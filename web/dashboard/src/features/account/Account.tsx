@@ -4,16 +4,90 @@ import { api, call } from "../../api/client";
 import { keys, useMe } from "../../api/queries";
 import { Button, CopyButton, Empty, ErrorNote, Field, Spinner, when } from "../../ui/ui";
 
-/** `/account`: sessions, two-factor authentication, API tokens, the audit trail. */
+/** `/account`: linked git accounts, sessions, two-factor authentication, API tokens, the audit trail. */
 export function Account() {
   return (
     <section className="stack">
       <h1>Account</h1>
+      <GitAccounts />
       <Sessions />
       <TwoFactor />
       <Tokens />
       <Audit />
     </section>
+  );
+}
+
+const PROVIDER_NAMES: Record<string, string> = {
+  github: "GitHub",
+  gitlab: "GitLab",
+  bitbucket: "Bitbucket",
+  codeberg: "Codeberg",
+};
+
+/** Why a link came back without one (`/account?git_error=<code>`). */
+const LINK_ERRORS: Record<string, string> = {
+  bad_state: "The link was begun in another session or took too long; link again from here.",
+  bad_request: "The provider came back without an answer; link again.",
+  provider_error: "The provider refused (or you declined); link again to retry.",
+  code_rejected: "The provider did not accept the authorization; link again.",
+  provider_unavailable: "The provider could not be reached; try again in a moment.",
+  token_rejected: "The provider refused the new token; link again.",
+  server_error: "Something went wrong on our side; it has been logged.",
+};
+
+/** Git provider accounts: link (through the provider's consent page), see, unlink. */
+function GitAccounts() {
+  const me = useMe();
+  const linkable = me.data?.platform.git_providers ?? [];
+  const linked = me.data?.git_providers ?? [];
+  const client = useQueryClient();
+  const [error, setError] = useState<unknown>(null);
+  const [note, setNote] = useState<string | null>(null);
+  const failed = new URLSearchParams(window.location.search).get("git_error");
+  if (linkable.length === 0 && linked.length === 0) return null;
+  const unlink = (provider: string) =>
+    call(api.DELETE("/api/git/{provider}", { params: { path: { provider } } }))
+      .then((r) => {
+        setNote(
+          r.revoked
+            ? `Unlinked; ${PROVIDER_NAMES[provider] ?? provider} revoked the token.`
+            : `Unlinked. Remove WiseHosting's access in your ${PROVIDER_NAMES[provider] ?? provider} settings too.`,
+        );
+        return client.invalidateQueries({ queryKey: keys.me });
+      })
+      .catch(setError);
+  return (
+    <div className="card" aria-labelledby="git-title">
+      <h2 id="git-title">Git accounts</h2>
+      <p className="muted">Link an account to pick repositories when you create an app, deploy private ones, and get push-to-deploy set up for you. Linked accounts never sign you in.</p>
+      {failed ? <p className="field-error" role="alert">{LINK_ERRORS[failed] ?? "The link did not complete; try again."}</p> : null}
+      {note ? <p role="status">{note}</p> : null}
+      <ErrorNote error={error} />
+      <ul className="rows">
+        {linkable.map((provider) => {
+          const link = linked.find((l) => l.provider === provider);
+          const name = PROVIDER_NAMES[provider] ?? provider;
+          return (
+            <li key={provider} className="row">
+              <span>
+                <strong>{name}</strong>
+                <span className="muted"> · {link ? `${link.login}, linked ${when(link.linked_at)}` : "not linked"}</span>
+              </span>
+              {link ? (
+                <Button kind="danger" label={`Unlink ${name}`} onClick={() => unlink(provider)}>
+                  Unlink
+                </Button>
+              ) : (
+                <a className="btn btn-primary" href={`/api/git/${provider}/link`}>
+                  Link {name}
+                </a>
+              )}
+            </li>
+          );
+        })}
+      </ul>
+    </div>
   );
 }
 
