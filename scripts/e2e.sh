@@ -17,8 +17,9 @@ fi
 bash scripts/dashboard.sh build
 cargo build --quiet -p wisehosting-control-plane --bin wisehosting
 cargo build --quiet -p wisehosting-admin --bin wisehosting-admin
-cargo build --quiet -p wisehosting-testkit --bin wisehosting-fake-oidc
+cargo build --quiet -p wisehosting-testkit --bin wisehosting-fake-oidc --bin wisehosting-fake-git
 fake_oidc_bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting-fake-oidc
+fake_git_bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting-fake-git
 bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting
 admin_bin=${CARGO_TARGET_DIR:-target}/debug/wisehosting-admin
 
@@ -57,9 +58,11 @@ PY
 }
 admin_pid=""
 idp_pid=""
+git_pid=""
 cleanup() {
   [ -z "$admin_pid" ] || { kill -INT "$admin_pid" 2>/dev/null || true; wait "$admin_pid" 2>/dev/null || true; }
   [ -z "$idp_pid" ] || { kill -INT "$idp_pid" 2>/dev/null || true; wait "$idp_pid" 2>/dev/null || true; }
+  [ -z "$git_pid" ] || { kill -INT "$git_pid" 2>/dev/null || true; wait "$git_pid" 2>/dev/null || true; }
   remove_apps
   stop_dev
   rm -rf "$work"
@@ -72,6 +75,12 @@ idp_pid=$!
 for _ in $(seq 1 50); do grep -q '^client_secret=' "$work/idp.out" 2>/dev/null && break; sleep 0.1; done
 idp_value() { sed -n "s/^$1=//p" "$work/idp.out"; }
 [ -n "$(idp_value issuer)" ] || { cat "$work/idp.log"; echo "the stand-in OpenID provider did not start" >&2; exit 1; }
+# "Link GitHub" against a stand-in GitHub listing the e2e repository.
+WH_FAKE_GIT_REPO="$repo" "$fake_git_bin" >"$work/git.out" 2>"$work/git.log" &
+git_pid=$!
+for _ in $(seq 1 50); do grep -q '^client_secret=' "$work/git.out" 2>/dev/null && break; sleep 0.1; done
+git_value() { sed -n "s/^$1=//p" "$work/git.out"; }
+[ -n "$(git_value base_url)" ] || { cat "$work/git.log"; echo "the stand-in GitHub did not start" >&2; exit 1; }
 DEV_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export DEV_PORT
 umask 077
@@ -82,6 +91,12 @@ oidc:
   issuer_url: $(idp_value issuer)
   client_id: $(idp_value client_id)
   client_secret: $(idp_value client_secret)
+git_providers:
+  github:
+    client_id: $(git_value client_id)
+    client_secret: $(git_value client_secret)
+    base_url: $(git_value base_url)
+    api_url: $(git_value api_url)
 YAML
 umask 022
 CONFIG_PATH="$work/config.yaml" start_dev "$bin" "$work"

@@ -58,9 +58,14 @@ enum Command {
         repo: String,
         #[arg(long, default_value = "main")]
         branch: String,
-        /// dockerfile or static (the platform's default when left out).
+        /// auto, dockerfile, static, node, python, go or rust (the platform's default, dockerfile,
+        /// when left out).
         #[arg(long)]
         framework: Option<String>,
+        /// Clone with your linked account at this provider (github, gitlab, bitbucket, codeberg;
+        /// link it on the dashboard's account page); registers the push webhook too.
+        #[arg(long)]
+        git_provider: Option<String>,
         /// The port the app listens on in its container.
         #[arg(long, default_value_t = 8080)]
         port: u16,
@@ -274,7 +279,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Create { name, repo, branch, framework, port, env, no_follow } => {
+        Command::Create { name, repo, branch, framework, git_provider, port, env, no_follow } => {
             let api = signed_in()?;
             let env: serde_json::Map<String, Value> = env
                 .iter()
@@ -282,12 +287,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .collect::<Result<_, _>>()?;
             let mut body =
                 json!({ "name": name, "repo_url": repo, "branch": branch, "port": port, "env": env });
+            if let Some(p) = git_provider {
+                body["git_provider"] = json!(p);
+            }
             if let Some(f) = framework {
                 body["framework"] = json!(f);
             }
             let created = api.post("/api/deploy", &body).await?;
             let id = created["deployment"]["id"].as_i64().unwrap_or_default();
             println!("Created {name}; deployment #{id} is queued.");
+            if let Some(webhook) = created["webhook"].as_str() {
+                println!("Push webhook: {webhook}.");
+            }
             if no_follow { Ok(()) } else { follow(&api, id).await }
         }
         Command::Deploy { app, commit, no_follow } => {
