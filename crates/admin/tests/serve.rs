@@ -98,54 +98,7 @@ async fn sign_in_and_read_workers(client: &reqwest::Client, url: &str) -> String
     cookie
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A test CA, and a certificate for 127.0.0.1 it signed: (ca.pem, cert.pem, key.pem).
-fn test_ca_and_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "1", "-subj", "/CN=test CA", "-keyout", "ca-key.pem", "-out", "ca.pem"],
-        ]
-        .concat(),
-        dir,
-    );
-    openssl(
-        &[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "cert.csr"]].concat(),
-        dir,
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "cert.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "cert.pem",
-        ],
-        dir,
-    );
-    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
-}
+use wisehosting_testkit::tls::test_ca_and_certificate;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_takes_its_token_from_a_credential_and_speaks_https_when_given_a_certificate() {

@@ -19,6 +19,7 @@
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
 //! - [`gitpush`]: git providers' push webhooks: signatures, delivery ids, what a push says.
 //! - [`gitlink`]: linked git provider accounts: OAuth, token refresh and revocation, repositories.
+//! - [`tls`]: server TLS (TLS 1.3, reloadable) for the public listener and the admin console.
 //! - [`cli`]: the `wisehosting` command; [`say`]: what it prints for people.
 
 pub mod cli;
@@ -46,6 +47,7 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::Config;
 pub use startup::App;

@@ -49,6 +49,8 @@ pub enum StartupError {
     Oidc(String),
     #[error("cannot set up linking of git provider accounts: {0}")]
     GitLinks(String),
+    #[error(transparent)]
+    Tls(crate::tls::TlsError),
     #[error("cannot set up DNS lookups for custom domains: {0}")]
     Dns(String),
     #[error("cannot set up e-mail: {0}")]
@@ -65,6 +67,8 @@ pub struct App {
     webhook_sends: TaskTracker,
     public: TcpListener,
     internal: Option<TcpListener>,
+    /// The public listener's TLS, when `api_server.tls_cert` is set.
+    tls: Option<Arc<crate::tls::Reloadable>>,
     shutdown: CancellationToken,
 }
 
@@ -101,6 +105,12 @@ impl App {
         let base = state.config.subdomain_base.clone();
         crate::routing::spawn_pusher(state.db.clone(), state.hub.clone(), base, shutdown.clone());
         let api = &state.config.api_server;
+        let tls = match (&api.tls_cert, &api.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                crate::tls::Reloadable::load(cert, key, crate::tls::API_KEYS).map_err(StartupError::Tls)?,
+            )),
+            _ => None,
+        };
         let addr = SocketAddr::new(api.host, api.port);
         let public = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         let internal = if state.config.internal_api.token.is_empty() {
@@ -112,7 +122,7 @@ impl App {
             let addr = state.config.internal_api.bind;
             Some(TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?)
         };
-        Ok(App { state, webhook_sends, public, internal, shutdown })
+        Ok(App { state, webhook_sends, public, internal, tls, shutdown })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, std::io::Error> {
@@ -146,14 +156,17 @@ impl App {
 
     /// Serves until the shutdown token is cancelled, then drains and closes the pool.
     pub async fn run(self) -> Result<(), StartupError> {
-        let App { state, webhook_sends, public, internal, shutdown } = self;
+        let App { state, webhook_sends, public, internal, tls, shutdown } = self;
+        if let Some(tls) = &tls {
+            crate::tls::reload_on_sighup(tls.clone(), shutdown.clone());
+        }
         let header_timeout = Duration::from_secs(state.config.api_server.header_read_timeout_secs);
         let internal_task = internal.map(|listener| {
             let router = http::internal_router(state.clone());
-            tokio::spawn(http::serve::serve(listener, router, header_timeout, shutdown.clone()))
+            tokio::spawn(http::serve::serve(listener, router, header_timeout, None, shutdown.clone()))
         });
         let router = http::router(state.clone());
-        let served = http::serve::serve(public, router, header_timeout, shutdown.clone()).await;
+        let served = http::serve::serve(public, router, header_timeout, tls, shutdown.clone()).await;
         // If the public server stopped on its own, stop the rest too; the hub closes its
         // connections cleanly and flushes heartbeat times.
         shutdown.cancel();

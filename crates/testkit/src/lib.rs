@@ -25,6 +25,7 @@ pub mod netns;
 pub mod oidc;
 pub mod proxy;
 pub mod receiver;
+pub mod tls;
 pub mod worker;
 
 pub use cloudflare::FakeCloudflare;

@@ -159,7 +159,11 @@ enum SessionEnd {
 impl Agent {
     pub fn new(config: WorkerConfig) -> Result<Agent, LinkError> {
         config.check()?;
-        let link = Link::new(&config.control_plane_url, config.api_key.clone())?;
+        let link = Link::new(
+            &config.control_plane_url,
+            config.api_key.clone(),
+            config.control_plane_ca_file.as_deref(),
+        )?;
         let podman = Podman::new(config.podman.containers_conf.clone());
         // What builds of an earlier run of this worker left (it was killed mid-build).
         crate::runtime::cgroup::prune_stale(&config.deploy.instance);

@@ -14,8 +14,13 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/wisehosting/worker.yaml";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// `http://` only to a loopback or private-range address (the mesh).
+    /// `https://` (the system's authorities, or `control_plane_ca_file`), or `http://` only to
+    /// a loopback or private-range address (the mesh).
     pub control_plane_url: String,
+    /// A PEM file of certificate authorities for an `https://` control plane, in place of the
+    /// system's (a control plane with a private CA).
+    #[serde(default)]
+    pub control_plane_ca_file: Option<PathBuf>,
     /// The raw API key printed by `wisehosting worker create`.
     #[serde(default)]
     pub api_key: Secret,
@@ -179,10 +184,8 @@ pub enum WorkerConfigError {
         "control_plane_url {url:?} uses http:// to a public address: the API key would cross the internet in clear; use the mesh address (10.50.0.1) or https://"
     )]
     PlainHttpToPublic { url: String },
-    #[error(
-        "control_plane_url {url:?}: https:// is not supported yet; reach the control plane over the mesh address with http://"
-    )]
-    HttpsUnsupported { url: String },
+    #[error("control_plane_ca_file {path}: {reason}; give a PEM file of certificate authorities")]
+    CaFile { path: PathBuf, reason: String },
     #[error("{0} is not set; put it in the config or the systemd credential {1}")]
     Missing(&'static str, &'static str),
 }
@@ -318,7 +321,7 @@ pub fn check_control_plane_url(url: &str) -> Result<Url, WorkerConfigError> {
         return Err(bad());
     }
     match parsed.scheme() {
-        "https" => Err(WorkerConfigError::HttpsUnsupported { url: url.to_string() }),
+        "https" => Ok(parsed),
         "http" => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let private = match host.parse::<IpAddr>() {

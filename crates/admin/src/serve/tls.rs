@@ -1,4 +1,4 @@
-//! HTTPS for the console: TLS 1.3 only, with rustls (ring, the tree's one provider). Each
+//! HTTPS for the console: TLS 1.3 only (`wisehosting_control_plane::tls`). Each
 //! handshake runs in its own task under a deadline, so a slow or silent client holds up no
 //! other; connections are handed to axum once their handshake is done.
 
@@ -16,39 +16,11 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Handshakes done and waiting for axum to take them.
 const READY: usize = 64;
 
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read the certificate chain {path} (admin.tls_cert): {reason}")]
-    Cert { path: String, reason: String },
-    #[error("cannot read the private key {path} (admin.tls_key): {reason}")]
-    Key { path: String, reason: String },
-    #[error("admin.tls_cert and admin.tls_key do not make a usable pair: {0}")]
-    Config(String),
-}
+pub use wisehosting_control_plane::tls::TlsError;
 
+/// The console's TLS 1.3 configuration (the platform's one server TLS setup).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert { path: cert.display().to_string(), reason: e.to_string() })?;
-    if certs.is_empty() {
-        return Err(TlsError::Cert {
-            path: cert.display().to_string(),
-            reason: "no certificate in it".into(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    wisehosting_control_plane::tls::server_config(cert, key, wisehosting_control_plane::tls::ADMIN_KEYS)
 }
 
 pub struct TlsListener {

@@ -337,6 +337,10 @@ pub struct ApiServerConfig {
     /// `GET /metrics` answers only with `Authorization: Bearer <metrics_token>` (compared in
     /// constant time); empty turns it off on the public listener. Credential `metrics_token`.
     pub metrics_token: Secret,
+    /// PEM certificate chain and private key: with both, the public listener (API, dashboard,
+    /// worker link) speaks only HTTPS, TLS 1.3. SIGHUP loads them again.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -439,6 +443,8 @@ impl Default for ApiServerConfig {
             header_read_timeout_secs: 10,
             body_limit_bytes: 1024 * 1024,
             metrics_token: Secret::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -648,6 +654,12 @@ impl Config {
         observe::check(&self.alerts, &self.usage, &self.outbound, &self.smtp)?;
         self.oidc.check(self.api_server.public_url.as_deref())?;
         self.git_providers.check(self.api_server.public_url.as_deref())?;
+        if self.api_server.tls_cert.is_some() != self.api_server.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "api_server.tls_cert and api_server.tls_key go together; set both for HTTPS or neither"
+                    .into(),
+            ));
+        }
         if self.sign_in_per_minute < 30 {
             return Err(ConfigError::Invalid(
                 "sign_in_per_minute must be at least 30 (the default is 60): people on one network share an address".into(),

@@ -171,6 +171,7 @@ impl LocalWorker<'_> {
         );
         let config = WorkerConfig {
             control_plane_url: self.url.to_string(),
+            control_plane_ca_file: None,
             api_key: Secret::new(api_key),
             shared_secret: self.join_secret.clone(),
             name: LOCAL_WORKER.into(),

@@ -290,7 +290,19 @@ pub(crate) async fn repo_credential(state: &AppState, app: &App) -> Result<Optio
         let provider = GitProvider::parse(name).map_err(|_| {
             ApiError::Internal(format!("app {} has an unknown git_provider {name:?}", app.id))
         })?;
-        let token = state.git_links.token(&state.db, &state.sealer, app.user_id, provider).await?;
+        let token = match state.git_links.token(&state.db, &state.sealer, app.user_id, provider).await {
+            Ok(token) => token,
+            // The app clones with a link its owner removed: theirs to fix, not a missing thing.
+            Err(
+                e @ (crate::gitlink::LinkError::NotLinked(_) | crate::gitlink::LinkError::NotConfigured(_)),
+            ) => {
+                return Err(ApiError::Conflict(format!(
+                    "{e}; the app clones with it (or give the app a token of its own with PUT /api/apps/{}/git-token)",
+                    app.id
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         return Ok(Some(RepoCredential { token, provider: Some(provider) }));
     }
     let token = apps::load_git_token(&state.db, &state.sealer, app.id).await?;
@@ -476,8 +488,8 @@ struct GitTokenState {
     has_git_token: bool,
 }
 
-/// Sets or removes the app's repository token; takes effect on the next deploy. Audited
-/// without the value.
+/// Sets or removes the app's repository token; takes effect on the next deploy (a token set
+/// replaces a linked account the app cloned with). Audited without the value.
 #[utoipa::path(put, path = "/api/apps/{id}/git-token", tag = "apps", params(AppId),
     request_body = GitTokenRequest,
     responses((status = 200, description = "The token is set (or removed)", body = GitTokenState)))]
@@ -490,6 +502,10 @@ async fn put_git_token(
         req.token.as_ref().filter(|t| !t.is_empty()).map(|t| GitToken::parse(t.expose())).transpose()?;
     let mut tx = state.db.begin().await?;
     apps::set_git_token(&mut *tx, &state.sealer, app.id, token.as_ref().map(GitToken::expose)).await?;
+    if token.is_some() {
+        // A token of the app's own replaces a linked account's.
+        apps::clear_git_provider(&mut *tx, app.id).await?;
+    }
     let action = if token.is_some() { AuditAction::AppGitTokenSet } else { AuditAction::AppGitTokenRemove };
     audit_user(&mut *tx, &user, action, "app", app.id, json!({})).await?;
     tx.commit().await?;

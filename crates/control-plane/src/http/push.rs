@@ -242,7 +242,7 @@ async fn act(
     }
     // A linked account whose token the provider refuses: the push is recorded as not deployed.
     let credential = match super::apps::repo_credential(state, &app).await {
-        Err(ApiError::GitLinkRejected(why) | ApiError::NotFound(why) | ApiError::Upstream(why)) => {
+        Err(ApiError::GitLinkRejected(why) | ApiError::Conflict(why) | ApiError::Upstream(why)) => {
             return Ok(Acted::Ignored(why));
         }
         other => other?,

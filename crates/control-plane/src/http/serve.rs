@@ -3,10 +3,14 @@
 //! shutdown (stop accepting, let in-flight requests finish, then return). `axum::serve` sets no
 //! timer, so it has no header timeout; this loop is the same shape with one.
 //!
+//! With TLS ([`crate::tls::Reloadable`]), each connection's handshake runs in the connection's
+//! own task within the same header timeout, so a silent client holds up no other.
+//!
 //! Upgraded WebSocket connections leave hyper's hands; the hub closes them itself.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -26,6 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    tls: Option<Arc<crate::tls::Reloadable>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let connections = TaskTracker::new();
@@ -53,20 +58,17 @@ pub async fn serve(
             }
         });
         let stop = shutdown.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         connections.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => log_end(result, remote),
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    log_end(conn.await, remote);
-                }
+            match acceptor {
+                None => serve_connection(stream, service, header_read_timeout, stop, remote).await,
+                Some(acceptor) => match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => serve_connection(tls, service, header_read_timeout, stop, remote).await,
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                },
             }
         });
     }
@@ -79,6 +81,39 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// One connection's HTTP/1.1 with upgrades, drained gracefully on shutdown.
+async fn serve_connection<IO, S>(
+    io: IO,
+    service: S,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+    remote: SocketAddr,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => log_end(result, remote),
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            log_end(conn.await, remote);
+        }
+    }
 }
 
 fn log_end(result: Result<(), hyper::Error>, remote: SocketAddr) {

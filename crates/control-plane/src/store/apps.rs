@@ -359,6 +359,12 @@ pub async fn set_git_token(
     Ok(())
 }
 
+/// Stops cloning with the owner's linked account (the app's own token, if any, is used).
+pub async fn clear_git_provider(db: impl PgExecutor<'_>, app_id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE apps SET git_provider = NULL WHERE id = $1").bind(app_id).execute(db).await?;
+    Ok(())
+}
+
 /// The app's repository token, opened for a deploy job's (sealed) payload.
 pub async fn load_git_token(
     db: impl PgExecutor<'_>,

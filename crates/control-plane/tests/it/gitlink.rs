@@ -359,7 +359,18 @@ async fn a_private_repository_clones_with_the_linked_token() {
     // Unlinked, the app's next deploy is refused with the reason, not sent to fail at git.
     assert_eq!(user.request(Method::DELETE, "/api/git/gitlab").send().await.expect("unlink").status(), 200);
     let again = user.post_json(&format!("/api/apps/{app_id}/deployments"), &json!({})).await;
-    assert_eq!(again.status(), 404);
+    assert_eq!(again.status(), 409);
     let body: Value = again.json().await.expect("json");
     assert!(body["message"].as_str().unwrap_or_default().contains("no gitlab account is linked"), "{body}");
+    // A token of the app's own takes the link's place.
+    let set = user
+        .request(Method::PUT, &format!("/api/apps/{app_id}/git-token"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(set.status(), 200);
+    let app = json_of(&user, &format!("/api/apps/{app_id}"), 200).await;
+    assert_eq!(app["git_provider"], Value::Null, "{app}");
+    assert_eq!(app["has_git_token"], true);
 }

@@ -29,6 +29,7 @@ mod queue;
 mod rollback;
 mod routing;
 mod signin;
+mod tls;
 mod webhooks;
 mod worker_link;
 

@@ -9,6 +9,7 @@
 
 mod backoff;
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -98,18 +99,62 @@ impl TokenResponse {
     }
 }
 
+/// The TLS client of an `https://` control plane: TLS 1.2 or 1.3 (the server takes 1.3),
+/// verified against the authorities of `ca_file`, or else the system's.
+fn client_tls(ca_file: Option<&Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, LinkError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad = |reason: String| WorkerConfigError::CaFile { path: path.to_path_buf(), reason };
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no certificate in it".into()).into());
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(LinkError::Http(
+                    "the system has no certificate authorities to verify the control plane with; install ca-certificates or set control_plane_ca_file".into(),
+                ));
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| LinkError::Http(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The HTTP side of the link: the control plane's base URL and this worker's API key.
+/// The HTTP side of the link: the control plane's base URL and this worker's API key, and
+/// for an `https://` control plane the TLS client both the HTTP calls and the `wss://`
+/// WebSocket use.
 #[derive(Clone)]
 pub struct Link {
     http: reqwest::Client,
     base: Url,
     api_key: Secret,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -127,16 +172,20 @@ pub struct Connected {
 }
 
 impl Link {
-    /// A link to `control_plane_url` (checked: `https://`, or `http://` to a private address).
-    pub fn new(control_plane_url: &str, api_key: Secret) -> Result<Link, LinkError> {
+    /// A link to `control_plane_url` (checked: `https://`, or `http://` to a private address);
+    /// an `https://` one is verified against `ca_file`'s authorities, or else the system's.
+    pub fn new(control_plane_url: &str, api_key: Secret, ca_file: Option<&Path>) -> Result<Link, LinkError> {
         let base = check_control_plane_url(control_plane_url)?;
-        let http = reqwest::Client::builder()
+        let tls = if base.scheme() == "https" { Some(client_tls(ca_file)?) } else { None };
+        let mut http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| LinkError::Http(e.to_string()))?;
-        Ok(Link { http, base, api_key })
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls((**tls).clone());
+        }
+        let http = http.build().map_err(|e| LinkError::Http(e.to_string()))?;
+        Ok(Link { http, base, api_key, tls })
     }
 
     fn url(&self, path: &str) -> Result<Url, LinkError> {
@@ -169,12 +218,14 @@ impl Link {
         config.max_frame_size = Some(MAX_FRAME_BYTES + 64 * 1024);
         config.read_buffer_size = 4 * 1024;
         config.write_buffer_size = 0;
-        let (ws, response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-            .await
-            .map_err(|e| match e {
-                tungstenite::Error::Http(r) if r.status().as_u16() == 401 => LinkError::Unauthorized,
-                other => LinkError::WebSocket(other.to_string()),
-            })?;
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let (ws, response) =
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(r) if r.status().as_u16() == 401 => LinkError::Unauthorized,
+                    other => LinkError::WebSocket(other.to_string()),
+                })?;
         let connection_id = response
             .headers()
             .get(CONNECTION_HEADER)
