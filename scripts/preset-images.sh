@@ -60,7 +60,8 @@ build() {
     > "$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; return 1; }
   podman import --quiet --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV HOME=/root' \
-    --change "ENV SSL_CERT_FILE=$bundle NODE_EXTRA_CA_CERTS=$bundle PIP_CERT=$bundle REQUESTS_CA_BUNDLE=$bundle" \
+    --change "ENV SSL_CERT_FILE=$bundle" --change "ENV NODE_EXTRA_CA_CERTS=$bundle" \
+    --change "ENV PIP_CERT=$bundle" --change "ENV REQUESTS_CA_BUNDLE=$bundle" \
     --change "LABEL io.wisehosting.recipe=$recipe" \
     --change 'CMD ["/bin/sh"]' "$tar" "localhost/wisehosting/$name:bookworm" >/dev/null
   rm -f "$tar"

@@ -53,7 +53,16 @@ async fn create(user: &UserSession, name: &str, repo: &TestRepo) -> (i64, i64) {
 
 #[tokio::main]
 async fn main() {
-    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        // Two apps per round: more than the free plan's five.
+        c.plans = vec![wisehosting_control_plane::plans::PlanConfig {
+            name: "free".into(),
+            apps: Some(20),
+            ..Default::default()
+        }];
+    })
+    .await;
     let w = create_worker(&cp, "bench-cache").await;
     // Builds off the confined build network: this machine reaches the npm registry only
     // through a proxy at a documentation address (203.0.113.0/24), which the build firewall
@@ -91,6 +100,15 @@ async fn main() {
         );
         let (_, twin_first) = create(&user, &format!("twin-{i}"), &twin).await;
         control.push(seconds(&user, twin_first).await);
+        let last = |v: &[f64]| v.last().copied().unwrap_or_default();
+        eprintln!(
+            "  first {:.2} s, unchanged {:.2} s, source change {:.2} s, dependency added {:.2} s, its twin {:.2} s",
+            last(&cold),
+            last(&unchanged),
+            last(&source),
+            last(&deps),
+            last(&control)
+        );
     }
     agent.stop().await;
     let median = |v: &mut Vec<f64>| percentile(v, 0.5);

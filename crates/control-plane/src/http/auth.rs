@@ -109,7 +109,7 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A 302 to `location` setting `cookies`.
-fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Response {
+pub(super) fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Response {
     let mut response = StatusCode::FOUND.into_response();
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);

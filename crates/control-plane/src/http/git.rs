@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wisehosting_proto::job::GitProvider;
 
+use super::auth::redirect;
 use super::extract::{CurrentUser, audit_user};
 use super::{ApiError, ApiPath, ApiQuery};
 use crate::gitlink::{LinkError, Repo};
@@ -77,7 +77,7 @@ async fn link(
     let client = state.git_links.get(provider)?;
     let link_state = wisehosting_crypto::random_token("");
     gitlinks::begin(&state.db, &link_state, session, provider).await?;
-    Ok(redirect(&client.authorize_url(&link_state)))
+    Ok(redirect(&client.authorize_url(&link_state), Vec::new()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -122,7 +122,7 @@ async fn callback(
         async move {
             let detail = json!({ "provider": provider.as_str(), "error": code, "why": why });
             audit_user(&state.db, &user, AuditAction::GitLinkFailed, "user", user.id, detail).await?;
-            Ok::<_, ApiError>(redirect(&format!("/account?git_error={code}")))
+            Ok::<_, ApiError>(redirect(&format!("/account?git_error={code}"), Vec::new()))
         }
     };
     if let Some(error) = q.error {
@@ -149,7 +149,7 @@ async fn callback(
     let detail = json!({ "provider": provider.as_str(), "login": login });
     audit_user(&mut *tx, &user, AuditAction::GitLinked, "user", user.id, detail).await?;
     tx.commit().await?;
-    Ok(redirect("/account"))
+    Ok(redirect("/account", Vec::new()))
 }
 
 /// What unlinking did.
@@ -244,13 +244,4 @@ async fn list_branches(
     let token = state.git_links.token(&state.db, &state.sealer, user.id, provider).await?;
     let branches = state.git_links.get(provider)?.branches(&token, &full_name).await?;
     Ok(Json(branches.into_iter().map(|name| BranchName { name }).collect()))
-}
-
-/// A 302 to `location`.
-fn redirect(location: &str) -> Response {
-    let mut response = StatusCode::FOUND.into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
 }

@@ -83,10 +83,11 @@ pub fn containerfile(
                     "the node preset needs a package.json at the repository's top; add one, or choose another framework",
                 ));
             }
+            // The app's cache answers what it holds without asking the registry again.
             let install = if has_file(src, "package-lock.json") || has_file(src, "npm-shrinkwrap.json") {
-                "npm ci"
+                "npm ci --prefer-offline"
             } else {
-                "npm install"
+                "npm install --prefer-offline"
             };
             format!(
                 "FROM {image}\n\
@@ -226,7 +227,10 @@ mod tests {
             node.starts_with(&format!("FROM {}\nENV WISEHOSTING_CACHE_SCOPE=wh-app7\n", settings.node_image)),
             "{node}"
         );
-        assert!(node.contains("RUN npm ci\n") && node.contains("npm_config_cache=/wh-cache/npm"), "{node}");
+        assert!(
+            node.contains("RUN npm ci --prefer-offline\n") && node.contains("npm_config_cache=/wh-cache/npm"),
+            "{node}"
+        );
         let dir = checkout(&["requirements.txt", "app.py"]);
         let python =
             containerfile(Framework::Python, &settings, dir.path(), 8000, "wh-app7").expect("python");

@@ -390,8 +390,8 @@ export interface paths {
         };
         get?: never;
         /**
-         * Sets or removes the app's repository token; takes effect on the next deploy. Audited
-         *     without the value.
+         * Sets or removes the app's repository token; takes effect on the next deploy (a token set
+         *     replaces a linked account the app cloned with). Audited without the value.
          */
         put: operations["put_git_token"];
         post?: never;
