@@ -346,6 +346,25 @@ pub struct RouteEntry {
     pub port: Option<u16>,
 }
 
+/// The ACME HTTP-01 challenges the worker's edge router answers (SPEC §7, §14.7), whole: it
+/// replaces the set the router has. `GET /.well-known/acme-challenge/<token>` on any host
+/// answers the token's key authorization before routing; other tokens go to the app.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AcmeChallenges {
+    pub challenges: Vec<AcmeChallenge>,
+}
+message!(AcmeChallenges, "acme_challenges");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AcmeChallenge {
+    /// The challenge's token (base64url, as RFC 8555 §8.3 makes it).
+    pub token: String,
+    /// `<token>.<account key thumbprint>`: what the answer's body is.
+    pub key_authorization: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AdminQuery {
@@ -427,6 +446,7 @@ pub enum ServerMessage {
     JobCancel(JobCancel),
     RoutesChanged(RoutesChanged),
     RouteTable(RouteTable),
+    AcmeChallenges(AcmeChallenges),
     AdminQuery(AdminQuery),
     DesiredState(DesiredState),
     Error(ErrorMessage),
@@ -441,6 +461,7 @@ impl ServerMessage {
             JobCancel::TYPE => Self::JobCancel(decode(p)?),
             RoutesChanged::TYPE => Self::RoutesChanged(decode(p)?),
             RouteTable::TYPE => Self::RouteTable(decode(p)?),
+            AcmeChallenges::TYPE => Self::AcmeChallenges(decode(p)?),
             AdminQuery::TYPE => Self::AdminQuery(decode(p)?),
             DesiredState::TYPE => Self::DesiredState(decode(p)?),
             ErrorMessage::TYPE => Self::Error(decode(p)?),
@@ -484,6 +505,14 @@ mod tests {
         let msg = WorkerMessage::decode("hello", &raw("{\"version\":\"1\",\"from_the_future\":true}"))
             .expect("decodes");
         assert_eq!(msg, WorkerMessage::Hello(Hello { version: "1".into(), ..Hello::default() }));
+    }
+
+    #[test]
+    fn acme_challenges_decode_by_their_type() {
+        let text = r#"{"challenges":[{"token":"t1","key_authorization":"t1.print"}]}"#;
+        let msg = ServerMessage::decode("acme_challenges", &raw(text)).expect("decodes");
+        let expected = AcmeChallenge { token: "t1".into(), key_authorization: "t1.print".into() };
+        assert_eq!(msg, ServerMessage::AcmeChallenges(AcmeChallenges { challenges: vec![expected] }));
     }
 
     #[test]

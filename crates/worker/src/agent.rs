@@ -438,6 +438,7 @@ impl Agent {
                     self.status.route_swaps.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            ServerMessage::AcmeChallenges(challenges) => self.edge.set_challenges(&challenges),
             ServerMessage::RoutesChanged(_) => {
                 tracing::debug!("ignored routes_changed: tables are pushed whole")
             }

@@ -17,8 +17,8 @@ pub struct WorkerConfig {
     /// `https://` (the system's authorities, or `control_plane_ca_file`), or `http://` only to
     /// a loopback or private-range address (the mesh).
     pub control_plane_url: String,
-    /// A PEM file of certificate authorities for an `https://` control plane, in place of the
-    /// system's (a control plane with a private CA).
+    /// A PEM file of certificate authorities trusted for an `https://` control plane besides
+    /// the system's (a control plane with a private CA).
     #[serde(default)]
     pub control_plane_ca_file: Option<PathBuf>,
     /// The raw API key printed by `wisehosting worker create`.

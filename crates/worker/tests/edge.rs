@@ -722,3 +722,55 @@ async fn a_pushed_table_swaps_whole_and_an_older_one_is_ignored() {
         Some("127.0.0.1:2")
     );
 }
+
+/// ACME HTTP-01 (SPEC §14.7): a pushed challenge is answered by the router itself on any host
+/// — a custom domain not routed yet, or an app's — with the key authorization; a token the
+/// router was not given goes on to the app (which may run its own ACME client); a new set
+/// replaces the old one; malformed entries are dropped.
+#[tokio::test]
+async fn pushed_acme_challenges_are_answered_before_routing_and_replaced_whole() {
+    use wisehosting_proto::messages::{AcmeChallenge, AcmeChallenges};
+    let up = echo_upstream().await;
+    let (edge, base, stop) = edge_routing("app.localhost", up).await;
+    let challenge = |token: &str, print: &str| AcmeChallenge {
+        token: token.into(),
+        key_authorization: format!("{token}.{print}"),
+    };
+    edge.set_challenges(&AcmeChallenges {
+        challenges: vec![
+            challenge("tok-EN_1", "thumbPRINT_x"),
+            challenge("bad/token", "x"),
+            AcmeChallenge { token: "mismatch".into(), key_authorization: "other.print".into() },
+        ],
+    });
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let get = |host: &'static str, path: &'static str| {
+        client.get(format!("{base}{path}")).header("host", host).send()
+    };
+
+    for host in ["www.customer.example", "app.localhost"] {
+        let answer = get(host, "/.well-known/acme-challenge/tok-EN_1").await.expect("send");
+        assert_eq!(answer.status(), 200, "{host}");
+        assert_eq!(answer.headers()["content-type"], "text/plain");
+        assert_eq!(answer.text().await.expect("text"), "tok-EN_1.thumbPRINT_x", "{host}");
+    }
+    let theirs = get("app.localhost", "/.well-known/acme-challenge/mismatch").await.expect("send");
+    assert!(
+        theirs
+            .text()
+            .await
+            .expect("text")
+            .to_ascii_lowercase()
+            .starts_with("get /.well-known/acme-challenge/mismatch"),
+        "a token the router does not hold reaches the app"
+    );
+    let nowhere = get("www.customer.example", "/.well-known/acme-challenge/bad").await.expect("send");
+    assert_eq!(nowhere.status(), 404, "unknown host, unknown token: the router's 404");
+
+    edge.set_challenges(&AcmeChallenges { challenges: vec![challenge("second", "p")] });
+    let gone = get("www.customer.example", "/.well-known/acme-challenge/tok-EN_1").await.expect("send");
+    assert_eq!(gone.status(), 404, "a set replaces the old one");
+    let second = get("www.customer.example", "/.well-known/acme-challenge/second").await.expect("send");
+    assert_eq!(second.text().await.expect("text"), "second.p");
+    stop.cancel();
+}

@@ -231,7 +231,8 @@ pub(crate) fn repo_segment(value: &str) -> Result<&str, ApiError> {
     }
 }
 
-/// The branches of one of the linked account's repositories.
+/// The branches of one of the linked account's repositories (a GitLab subgroup's as
+/// `group%2Fsub` in `owner`).
 #[utoipa::path(get, path = "/api/git/{provider}/repos/{owner}/{name}/branches", tag = "git", params(RepoPath),
     responses((status = 200, description = "Branches", body = [BranchName])))]
 async fn list_branches(
@@ -240,7 +241,13 @@ async fn list_branches(
     ApiPath(path): ApiPath<RepoPath>,
 ) -> Result<Json<Vec<BranchName>>, ApiError> {
     let provider = ProviderPath { provider: path.provider }.parse()?;
-    let full_name = format!("{}/{}", repo_segment(&path.owner)?, repo_segment(&path.name)?);
+    // GitLab nests groups: `group/sub` as the owner, its `/` sent as `%2F`.
+    let nested = provider == GitProvider::Gitlab && path.owner.contains('/');
+    let owner_parts: Vec<&str> = if nested { path.owner.split('/').collect() } else { vec![&path.owner] };
+    for part in &owner_parts {
+        repo_segment(part)?;
+    }
+    let full_name = format!("{}/{}", owner_parts.join("/"), repo_segment(&path.name)?);
     let token = state.git_links.token(&state.db, &state.sealer, user.id, provider).await?;
     let branches = state.git_links.get(provider)?.branches(&token, &full_name).await?;
     Ok(Json(branches.into_iter().map(|name| BranchName { name }).collect()))

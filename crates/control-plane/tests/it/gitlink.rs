@@ -133,6 +133,21 @@ async fn each_provider_links_lists_every_page_and_unlinks() {
             json_of(&user, &format!("/api/git/{provider}/repos/{}/app-01/branches", fake.login), 200).await;
         assert_eq!(branches.as_array().map(Vec::len), Some(12), "{provider}: {branches}");
         assert_eq!(branches[0], json!({"name": "b0"}));
+        if provider == GitProvider::Gitlab {
+            // A project in a subgroup: the owner `group/sub` travels as `group%2Fsub`.
+            fake.add_repo(FakeRepo {
+                full_name: format!("{}/sub/deep", fake.login),
+                clone_url: "https://git.example.com/deep.git".into(),
+                private: true,
+                default_branch: "main".into(),
+            });
+            let nested =
+                json_of(&user, &format!("/api/git/gitlab/repos/{}%2Fsub/deep/branches", fake.login), 200)
+                    .await;
+            assert_eq!(nested.as_array().map(Vec::len), Some(12), "{nested}");
+            let other = user.get(&format!("/api/git/github/repos/{}%2Fsub/deep/branches", fake.login)).await;
+            assert_eq!(other.status(), 422, "nesting is GitLab's only");
+        }
     }
     let linked = json_of(&user, "/api/git/providers", 200).await;
     let logins: Vec<(&str, &str)> = linked

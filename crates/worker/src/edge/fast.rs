@@ -208,7 +208,8 @@ fn prepare(buf: &[u8], table: &super::Table, peer_ip: &str, out: &mut Vec<u8>) -
     let (Some(method), Some(path), Some(1)) = (request.method, request.path, request.version) else {
         return Prepared::Hyper;
     };
-    if !path.starts_with('/') {
+    // Not relative, or an ACME challenge (answered by the router itself, in `proxy.rs`).
+    if !path.starts_with('/') || path.starts_with(super::ACME_CHALLENGE_PREFIX) {
         return Prepared::Hyper;
     }
     let mut host: Option<&[u8]> = None;

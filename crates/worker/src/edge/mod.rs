@@ -144,6 +144,12 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// The router's shared state.
+/// The most ACME challenges a router holds at once.
+pub const MAX_CHALLENGES: usize = 1000;
+
+/// Where ACME HTTP-01 challenges are asked for (RFC 8555 §8.3).
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
 pub struct Edge {
     table: RwLock<Arc<Table>>,
     client: Client<HttpConnector, Incoming>,
@@ -156,6 +162,8 @@ pub struct Edge {
     changed: Notify,
     /// [`STALL_TIMEOUT`], shorter in tests.
     stall: Duration,
+    /// ACME HTTP-01 answers by token, as last pushed (`acme_challenges`).
+    challenges: RwLock<Arc<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -186,7 +194,39 @@ impl Edge {
             inflight: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             stall,
+            challenges: RwLock::new(Arc::default()),
         })
+    }
+
+    /// Swaps in the pushed ACME challenges. Entries that are not a base64url token with its
+    /// `<token>.<thumbprint>` key authorization are dropped (and logged); at most
+    /// [`MAX_CHALLENGES`] are kept.
+    pub fn set_challenges(&self, message: &wisehosting_proto::messages::AcmeChallenges) {
+        let base64url = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 256
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let mut map = HashMap::new();
+        for c in message.challenges.iter().take(MAX_CHALLENGES) {
+            let well_formed = base64url(&c.token)
+                && c.key_authorization
+                    .split_once('.')
+                    .is_some_and(|(token, print)| token == c.token && base64url(print));
+            if well_formed {
+                map.insert(c.token.clone(), c.key_authorization.clone());
+            } else {
+                tracing::warn!("ignored a malformed ACME challenge from the control plane");
+            }
+        }
+        if let Ok(mut current) = self.challenges.write() {
+            *current = Arc::new(map);
+        }
+    }
+
+    /// The key authorization for `token`, if a challenge for it is pending.
+    pub fn challenge(&self, token: &str) -> Option<String> {
+        self.challenges.read().ok().and_then(|c| c.get(token).cloned())
     }
 
     /// The current table (a cheap clone of an `Arc`).

@@ -277,6 +277,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `200 text/plain` with a challenge's key authorization.
+fn acme_answer(key_authorization: String) -> Response<Body> {
+    let mut response = text(StatusCode::OK, "text/plain", key_authorization);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
@@ -288,6 +295,13 @@ fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 
 async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    // A pending ACME challenge is answered here, whatever the host; other tokens go on to the
+    // app (which may run its own ACME client).
+    if let Some(answer) =
+        req.uri().path().strip_prefix(super::ACME_CHALLENGE_PREFIX).and_then(|token| edge.challenge(token))
+    {
+        return acme_answer(answer);
+    }
     let host = req
         .headers()
         .get(header::HOST)

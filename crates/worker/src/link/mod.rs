@@ -100,35 +100,31 @@ impl TokenResponse {
 }
 
 /// The TLS client of an `https://` control plane: TLS 1.2 or 1.3 (the server takes 1.3),
-/// verified against the authorities of `ca_file`, or else the system's.
+/// verified against the system's authorities plus those of `ca_file` (SPEC §14.7: an extra
+/// root, for a control plane with a private CA).
 fn client_tls(ca_file: Option<&Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, LinkError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let bad = |reason: String| WorkerConfigError::CaFile { path: path.to_path_buf(), reason };
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("no certificate in it".into()).into());
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| bad(e.to_string()))?;
-            }
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let bad = |reason: String| WorkerConfigError::CaFile { path: path.to_path_buf(), reason };
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no certificate in it".into()).into());
         }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(LinkError::Http(
-                    "the system has no certificate authorities to verify the control plane with; install ca-certificates or set control_plane_ca_file".into(),
-                ));
-            }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
         }
+    }
+    if roots.is_empty() {
+        return Err(LinkError::Http(
+            "there are no certificate authorities to verify the control plane with; install ca-certificates or set control_plane_ca_file".into(),
+        ));
     }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -173,7 +169,7 @@ pub struct Connected {
 
 impl Link {
     /// A link to `control_plane_url` (checked: `https://`, or `http://` to a private address);
-    /// an `https://` one is verified against `ca_file`'s authorities, or else the system's.
+    /// an `https://` one is verified against the system's authorities and `ca_file`'s.
     pub fn new(control_plane_url: &str, api_key: Secret, ca_file: Option<&Path>) -> Result<Link, LinkError> {
         let base = check_control_plane_url(control_plane_url)?;
         let tls = if base.scheme() == "https" { Some(client_tls(ca_file)?) } else { None };

@@ -856,7 +856,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The branches of one of the linked account's repositories. */
+        /**
+         * The branches of one of the linked account's repositories (a GitLab subgroup's as
+         *     `group%2Fsub` in `owner`).
+         */
         get: operations["list_branches"];
         put?: never;
         post?: never;

@@ -29,12 +29,15 @@ function RepoPicker(props: {
     staleTime: 60_000,
   });
   const picked = repos.data?.find((r) => r.clone_url === props.repo);
-  const [owner = "", repoName = ""] = picked ? picked.full_name.split("/") : [];
+  // `owner/name`, or on GitLab `group/sub/name`: the owner is everything before the last `/`.
+  const slash = picked ? picked.full_name.lastIndexOf("/") : -1;
+  const owner = picked && slash > 0 ? picked.full_name.slice(0, slash) : "";
+  const repoName = picked && slash > 0 ? picked.full_name.slice(slash + 1) : "";
   const branches = useQuery({
     queryKey: ["git", provider, "branches", picked?.full_name],
     queryFn: () =>
       call(api.GET("/api/git/{provider}/repos/{owner}/{name}/branches", { params: { path: { provider, owner, name: repoName } } })),
-    enabled: Boolean(picked) && picked?.full_name.split("/").length === 2,
+    enabled: owner !== "" && repoName !== "",
     staleTime: 60_000,
   });
   return (
