@@ -17,6 +17,8 @@ command -v podman >/dev/null || need_apt+=(podman)
 command -v runc >/dev/null || need_apt+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+# Tests: a real ACME server (pebble) for custom domains' certificates.
+command -v pebble >/dev/null || need_apt+=(pebble)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Tests: network namespaces (ip), the stand-in git host's certificate (openssl), iptables.
 command -v ip >/dev/null || need_apt+=(iproute2)

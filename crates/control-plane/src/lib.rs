@@ -17,11 +17,13 @@
 //! - [`dev`]: single-machine mode with a private PostgreSQL.
 //! - [`outbound`]: the SSRF-guarded client for URLs users give (webhooks).
 //! - [`dns`]: TXT lookups for custom-domain verification. [`cloudflare`]: Cloudflare for SaaS.
+//! - [`acme`]: certificates for verified custom domains from an ACME CA.
 //! - [`gitpush`]: git providers' push webhooks: signatures, delivery ids, what a push says.
 //! - [`gitlink`]: linked git provider accounts: OAuth, token refresh and revocation, repositories.
 //! - [`tls`]: server TLS (TLS 1.3, reloadable) for the public listener and the admin console.
 //! - [`cli`]: the `wisehosting` command; [`say`]: what it prints for people.
 
+pub mod acme;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;

@@ -104,6 +104,13 @@ impl App {
         let webhook_sends = start_observers(&state, channels, &shutdown)?;
         let base = state.config.subdomain_base.clone();
         crate::routing::spawn_pusher(state.db.clone(), state.hub.clone(), base, shutdown.clone());
+        crate::acme::spawn(
+            state.db.clone(),
+            state.sealer.clone(),
+            state.hub.clone(),
+            &state.config.acme,
+            shutdown.clone(),
+        );
         let api = &state.config.api_server;
         let tls = match (&api.tls_cert, &api.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(

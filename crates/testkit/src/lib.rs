@@ -23,6 +23,7 @@ pub mod gitprovider;
 pub mod gitserver;
 pub mod netns;
 pub mod oidc;
+pub mod pebble;
 pub mod proxy;
 pub mod receiver;
 pub mod tls;
@@ -185,6 +186,8 @@ pub fn test_config(database_url: &str) -> Config {
     config.database.min_connections = 0;
     config.database.max_connections = 5;
     config.internal_api.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    // No test reaches a public CA; the ACME tests point it at their own pebble.
+    config.acme.directory_url = String::new();
     config
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use wisehosting_crypto::Secret;
 use yaml_serde::{Mapping, Value};
 
+pub mod acme;
 pub mod git;
 mod layers;
 mod observe;
@@ -90,6 +91,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Git provider accounts users link to pick and clone repositories (SPEC §14.8).
     pub git_providers: git::GitProvidersConfig,
+    /// Certificates for verified custom domains (SPEC §14.7).
+    pub acme: acme::AcmeConfig,
 }
 
 /// `wisehosting-admin serve`: where it listens and how it reaches the internal API.
@@ -428,6 +431,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             admin: AdminConfig::default(),
             git_providers: git::GitProvidersConfig::default(),
+            acme: acme::AcmeConfig::default(),
         }
     }
 }
@@ -654,6 +658,7 @@ impl Config {
         observe::check(&self.alerts, &self.usage, &self.outbound, &self.smtp)?;
         self.oidc.check(self.api_server.public_url.as_deref())?;
         self.git_providers.check(self.api_server.public_url.as_deref())?;
+        self.acme.check()?;
         if self.api_server.tls_cert.is_some() != self.api_server.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "api_server.tls_cert and api_server.tls_key go together; set both for HTTPS or neither"

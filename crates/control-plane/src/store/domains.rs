@@ -23,6 +23,9 @@ pub struct DomainRow {
     pub cloudflare_ssl_status: Option<String>,
     pub cloudflare_records: String,
     pub created_at: DateTime<Utc>,
+    pub certificate_status: Option<String>,
+    pub certificate_not_after: Option<DateTime<Utc>>,
+    pub certificate_error: Option<String>,
 }
 
 /// Days an unverified claim lives.
@@ -34,7 +37,10 @@ fn live() -> String {
     format!("(verified_at IS NOT NULL OR created_at > now() - make_interval(days => {PENDING_DAYS}))")
 }
 
-const COLUMNS: &str = "id, app_id, hostname, verification_token, verified_at, cloudflare_id, cloudflare_status, cloudflare_ssl_status, cloudflare_records, created_at";
+const COLUMNS: &str = "id, app_id, hostname, verification_token, verified_at, cloudflare_id, cloudflare_status, cloudflare_ssl_status, cloudflare_records, created_at,
+    (SELECT c.status FROM domain_certificates c WHERE c.domain_id = domains.id) AS certificate_status,
+    (SELECT c.not_after FROM domain_certificates c WHERE c.domain_id = domains.id) AS certificate_not_after,
+    (SELECT c.error FROM domain_certificates c WHERE c.domain_id = domains.id) AS certificate_error";
 
 /// The API's view of a domain: what to publish in DNS and where it stands.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,6 +57,9 @@ pub struct Domain {
     /// The Cloudflare custom hostname, when Cloudflare for SaaS is configured and the domain
     /// was registered there.
     pub cloudflare: Option<CloudflareHostname>,
+    /// Its certificate from the ACME CA (SPEC §14.7), once a verified domain has been ordered
+    /// one; null before.
+    pub certificate: Option<crate::store::certificates::CertificateView>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -111,6 +120,13 @@ impl DomainRow {
                 status: self.cloudflare_status.clone(),
                 ssl_status: self.cloudflare_ssl_status.clone(),
                 records,
+            }),
+            certificate: self.certificate_status.as_ref().map(|status| {
+                crate::store::certificates::CertificateView {
+                    status: status.clone(),
+                    not_after: self.certificate_not_after,
+                    error: self.certificate_error.clone(),
+                }
             }),
         }
     }

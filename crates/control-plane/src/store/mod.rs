@@ -4,6 +4,7 @@ pub mod admin;
 pub mod alerts;
 pub mod apps;
 pub mod audit;
+pub mod certificates;
 pub mod console;
 pub mod deployments;
 pub mod domains;

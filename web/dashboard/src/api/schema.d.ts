@@ -1142,6 +1142,15 @@ export interface components {
             deployment_id: number;
             log: string;
         };
+        /** @description A domain's certificate as the API shows it. */
+        CertificateView: {
+            /** @description The CA's reason for the last failure. */
+            error?: string | null;
+            /** Format: date-time */
+            not_after?: string | null;
+            /** @description `pending`, `issued` or `failed`. */
+            status: string;
+        };
         CloudflareHostname: {
             id: string;
             /** @description Records Cloudflare wants published before it serves the hostname. */
@@ -1289,6 +1298,7 @@ export interface components {
         Domain: {
             /** Format: int64 */
             app_id: number;
+            certificate?: components["schemas"]["CertificateView"] | null;
             cloudflare?: components["schemas"]["CloudflareHostname"] | null;
             /** Format: date-time */
             created_at: string;

@@ -76,6 +76,15 @@ function DomainCard({ appId, domain, onChange }: { appId: number; domain: Domain
       ) : (
         <p>Verified {when(domain.verified_at)}; requests for it reach this app.</p>
       )}
+      {domain.certificate ? (
+        <p role="status">
+          {domain.certificate.status === "issued"
+            ? `Certificate issued, valid until ${when(domain.certificate.not_after)}; renewed 30 days before.`
+            : domain.certificate.status === "pending"
+              ? "Certificate being issued…"
+              : `The certificate could not be issued: ${domain.certificate.error ?? "no reason given"}. It is tried again automatically.`}
+        </p>
+      ) : null}
       {domain.cloudflare ? (
         <div>
           <h4>Cloudflare</h4>

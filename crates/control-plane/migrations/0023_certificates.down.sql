@@ -1,0 +1,2 @@
+DROP TABLE domain_certificates;
+DROP TABLE acme_accounts;

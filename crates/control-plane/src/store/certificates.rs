@@ -1,0 +1,161 @@
+//! `acme_accounts` (the installation's ACME account per directory, sealed) and
+//! `domain_certificates` (where each verified custom domain's certificate stands: pending,
+//! issued with its chain and sealed key, or failed with the CA's reason and the next try).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use wisehosting_crypto::{Aad, Sealer};
+
+use super::StoreError;
+
+/// The account's credentials (instant-acme's JSON), opened.
+pub async fn account(
+    db: impl PgExecutor<'_>,
+    sealer: &Sealer,
+    directory_url: &str,
+) -> Result<Option<String>, StoreError> {
+    let sealed: Option<String> =
+        sqlx::query_scalar("SELECT credentials_sealed FROM acme_accounts WHERE directory_url = $1")
+            .bind(directory_url)
+            .fetch_optional(db)
+            .await?;
+    let Some(sealed) = sealed else { return Ok(None) };
+    let aad = Aad { table: "acme_accounts", column: "credentials_sealed", row: directory_url };
+    Ok(Some(String::from_utf8_lossy(&sealer.open(&sealed, aad)?).into_owned()))
+}
+
+pub async fn save_account(
+    db: impl PgExecutor<'_>,
+    sealer: &Sealer,
+    directory_url: &str,
+    credentials: &str,
+) -> Result<(), StoreError> {
+    let aad = Aad { table: "acme_accounts", column: "credentials_sealed", row: directory_url };
+    let sealed = sealer.seal(credentials.as_bytes(), aad)?;
+    sqlx::query(
+        "INSERT INTO acme_accounts (directory_url, credentials_sealed) VALUES ($1, $2)
+         ON CONFLICT (directory_url) DO UPDATE SET credentials_sealed = EXCLUDED.credentials_sealed",
+    )
+    .bind(directory_url)
+    .bind(sealed)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A verified domain whose certificate is due: none yet, failed and due again, or expiring
+/// within the renewal window.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Due {
+    pub domain_id: i64,
+    pub hostname: String,
+    pub app_id: i64,
+    /// The worker serving the app, whose edge router answers the challenge.
+    pub worker_id: Option<i64>,
+    pub failures: Option<i32>,
+}
+
+pub async fn due(
+    db: impl PgExecutor<'_>,
+    renew_before_days: u32,
+    limit: i64,
+) -> Result<Vec<Due>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT d.id AS domain_id, d.hostname, d.app_id, a.worker_id, c.failures
+         FROM domains d
+         JOIN apps a ON a.id = d.app_id
+         LEFT JOIN domain_certificates c ON c.domain_id = d.id
+         WHERE d.verified_at IS NOT NULL
+           AND (c.domain_id IS NULL
+                OR (c.status <> 'issued' AND c.next_attempt_at <= now())
+                OR (c.status = 'issued' AND c.not_after < now() + make_interval(days => $1)
+                    AND c.next_attempt_at <= now()))
+         ORDER BY c.next_attempt_at NULLS FIRST, d.id
+         LIMIT $2",
+    )
+    .bind(i32::try_from(renew_before_days).unwrap_or(30))
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// An order begins: pending, unless a certificate is in place (a renewal keeps `issued`).
+pub async fn begin(db: impl PgExecutor<'_>, domain_id: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO domain_certificates (domain_id, status) VALUES ($1, 'pending')
+         ON CONFLICT (domain_id) DO UPDATE SET
+             status = CASE WHEN domain_certificates.status = 'issued' THEN 'issued' ELSE 'pending' END,
+             updated_at = now()",
+    )
+    .bind(domain_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn issued(
+    db: impl PgExecutor<'_>,
+    sealer: &Sealer,
+    domain_id: i64,
+    chain_pem: &str,
+    key_pem: &str,
+    not_after: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let row = domain_id.to_string();
+    let key = sealer
+        .seal(key_pem.as_bytes(), Aad { table: "domain_certificates", column: "key_sealed", row: &row })?;
+    sqlx::query(
+        "UPDATE domain_certificates SET status = 'issued', not_after = $2, error = NULL, chain_pem = $3,
+             key_sealed = $4, failures = 0, next_attempt_at = now(), updated_at = now()
+         WHERE domain_id = $1",
+    )
+    .bind(domain_id)
+    .bind(not_after)
+    .bind(chain_pem)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// An order failed: the reason, one more failure, and when to try again. A certificate in
+/// place stays issued (and served) while its renewal keeps failing.
+pub async fn failed(
+    db: impl PgExecutor<'_>,
+    domain_id: i64,
+    error: &str,
+    retry_in_secs: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE domain_certificates SET
+             status = CASE WHEN status = 'issued' AND not_after > now() THEN 'issued' ELSE 'failed' END,
+             error = $2, failures = failures + 1,
+             next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE domain_id = $1",
+    )
+    .bind(domain_id)
+    .bind(error)
+    .bind(retry_in_secs as f64)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A domain's certificate as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct CertificateView {
+    /// `pending`, `issued` or `failed`.
+    pub status: String,
+    pub not_after: Option<DateTime<Utc>>,
+    /// The CA's reason for the last failure.
+    pub error: Option<String>,
+}
+
+/// The chain of a domain's certificate (for checks; the key stays sealed).
+pub async fn chain(db: impl PgExecutor<'_>, domain_id: i64) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT chain_pem FROM domain_certificates WHERE domain_id = $1")
+        .bind(domain_id)
+        .fetch_optional(db)
+        .await?
+        .flatten())
+}

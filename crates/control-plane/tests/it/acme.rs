@@ -1,0 +1,155 @@
+//! Certificates for verified custom domains (SPEC §14.7, issue 18 item 1) from a real ACME
+//! server, Debian's `pebble`: the control plane orders one, the worker's edge router answers
+//! the HTTP-01 challenge it is pushed, and the domain shows the certificate, whose chain leads
+//! to pebble's root; a name whose challenge nothing answers fails with pebble's reason and is
+//! tried again.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wisehosting_testkit::pebble::Pebble;
+use wisehosting_testkit::worker::spawn_worker_with_edge;
+use wisehosting_testkit::{
+    TestDns, TestRepo, UserSession, create_worker, eventually, page_containerfile, spawn_control_plane_with,
+};
+
+async fn domain(user: &UserSession, app: i64, hostname: &str) -> Value {
+    user.get(&format!("/api/apps/{app}/domains/{hostname}")).await.json().await.expect("json")
+}
+
+/// Adds `hostname` to `app` and verifies it with its TXT record.
+async fn verified(user: &UserSession, dns: &TestDns, app: i64, hostname: &str) {
+    let added: Value = user
+        .post_json(&format!("/api/apps/{app}/domains"), &json!({"hostname": hostname}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let token = added["verification"]["value"].as_str().unwrap_or_else(|| panic!("{added}")).to_string();
+    dns.set_txt(&format!("_wisehosting-challenge.{hostname}"), &[&token]);
+    let r = user.post_json(&format!("/api/apps/{app}/domains/{hostname}/verify"), &json!({})).await;
+    assert_eq!(r.status(), 200, "{hostname} verifies");
+}
+
+fn openssl_verify(dir: &std::path::Path, root: &str, intermediate: &str, chain: &str) -> (bool, String) {
+    let leaf_end =
+        chain.find("-----END CERTIFICATE-----").expect("a certificate") + "-----END CERTIFICATE-----".len();
+    std::fs::write(dir.join("root.pem"), root).expect("root");
+    std::fs::write(dir.join("leaf.pem"), &chain[..leaf_end]).expect("leaf");
+    let rest = format!("{}\n{intermediate}", &chain[leaf_end..]);
+    std::fs::write(dir.join("untrusted.pem"), rest).expect("untrusted");
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile", "root.pem", "-untrusted", "untrusted.pem", "leaf.pem"])
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_challenge_says_why() {
+    let dns = TestDns::start().await;
+    // Pebble validates on the edge router's port, which is chosen first.
+    let edge: SocketAddr =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
+    let pebble = Pebble::start(edge.port(), dns.addr).await;
+    let (resolver, directory, ca) =
+        (dns.addr.to_string(), pebble.directory_url.clone(), pebble.ca_file.clone());
+    let cp = spawn_control_plane_with(move |c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+        c.domains.dns_resolver = resolver;
+        c.acme.directory_url = directory;
+        c.acme.ca_file = Some(ca);
+        c.acme.email = "ops@example.com".into();
+        c.acme.check_interval_secs = 1;
+        c.acme.retry_base_secs = 2;
+        // Two domains on one app: more than the free plan's one.
+        c.plans = vec![wisehosting_control_plane::plans::PlanConfig {
+            name: "free".into(),
+            custom_domains: Some(5),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let w = create_worker(&cp, "acme").await;
+    let agent = spawn_worker_with_edge(&cp, &w, &cp.base_url, edge);
+    let online = agent
+        .wait_for(Duration::from_secs(20), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+        .await;
+    assert!(online, "the worker connects");
+    let user = cp.login("owner@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &page_containerfile("shop"))], "v1");
+    let (app, deployment) = user.deploy("Shop", &repo.url()).await;
+    assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
+
+    // The name resolves to the edge router: pebble's validation reaches the pushed answer.
+    dns.set_addrs("shop.example.com", &[&["127.0.0.1".parse().expect("ip")]]);
+    // This one resolves where nothing listens on the port: the challenge cannot be answered.
+    dns.set_addrs("broken.example.com", &[&["127.0.0.2".parse().expect("ip")]]);
+    verified(&user, &dns, app, "shop.example.com").await;
+    verified(&user, &dns, app, "broken.example.com").await;
+
+    let issued = eventually(Duration::from_secs(90), Duration::from_millis(500), || async {
+        domain(&user, app, "shop.example.com").await["certificate"]["status"] == "issued"
+    })
+    .await;
+    let shop = domain(&user, app, "shop.example.com").await;
+    assert!(issued, "{shop}");
+    let not_after =
+        chrono::DateTime::parse_from_rfc3339(shop["certificate"]["not_after"].as_str().expect("not_after"))
+            .expect("RFC 3339");
+    assert!(not_after > chrono::Utc::now() + chrono::Duration::days(1), "{shop}");
+    assert_eq!(shop["certificate"]["error"], Value::Null);
+    let id: i64 = sqlx::query_scalar("SELECT id FROM domains WHERE hostname = 'shop.example.com'")
+        .fetch_one(&cp.db)
+        .await
+        .expect("domain id");
+    let chain = wisehosting_control_plane::store::certificates::chain(&cp.db, id)
+        .await
+        .expect("chain")
+        .expect("a chain");
+    let dir = tempfile::tempdir().expect("dir");
+    let (ok, said) =
+        openssl_verify(dir.path(), &pebble.root_pem().await, &pebble.intermediate_pem().await, &chain);
+    assert!(ok, "the chain leads to pebble's root: {said}");
+    let key: Option<String> =
+        sqlx::query_scalar("SELECT key_sealed FROM domain_certificates WHERE domain_id = $1")
+            .bind(id)
+            .fetch_one(&cp.db)
+            .await
+            .expect("key");
+    assert!(
+        key.as_deref().is_some_and(|k| k.starts_with("whs1.") && !k.contains("PRIVATE KEY")),
+        "the key is sealed"
+    );
+
+    let failed = eventually(Duration::from_secs(90), Duration::from_millis(500), || async {
+        domain(&user, app, "broken.example.com").await["certificate"]["status"] == "failed"
+    })
+    .await;
+    let broken = domain(&user, app, "broken.example.com").await;
+    assert!(failed, "{broken}");
+    let error = broken["certificate"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("127.0.0.2") || error.to_ascii_lowercase().contains("connection"),
+        "pebble's reason: {error}"
+    );
+    // Tried again after its back-off (2 s, then 4 s): the failures add up.
+    let retried = eventually(Duration::from_secs(60), Duration::from_millis(500), || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT failures FROM domain_certificates c JOIN domains d ON d.id = c.domain_id WHERE d.hostname = 'broken.example.com'",
+        )
+        .fetch_one(&cp.db)
+        .await
+        .is_ok_and(|f| f >= 2)
+    })
+    .await;
+    assert!(retried, "a failed order is tried again");
+    agent.stop().await;
+}
