@@ -1,8 +1,9 @@
 //! Certificates for verified custom domains from an ACME CA (SPEC §7, §14.7), through
 //! `instant-acme`: one account per installation and directory (its credentials sealed in
 //! `acme_accounts`); every `acme.check_interval_secs` the domains that are due — verified
-//! with no certificate, failed and due again, or within `acme.renew_before_days` of expiry —
-//! are ordered one after another. Each HTTP-01 challenge is pushed to the edge router of the
+//! with no certificate, failed and due again, or at their renewal time ([`renew_at`]:
+//! `acme.renew_before_days` before expiry, or a third of a short certificate's life) — are
+//! ordered one after another. Each HTTP-01 challenge is pushed to the edge router of the
 //! worker serving the app (`acme_challenges`), which answers it on `edge.listen`; the pushed
 //! set is cleared when the order is done. A certificate's key is made here (rcgen), stored
 //! sealed with its chain; a failure keeps the CA's reason and is tried again after a wait
@@ -70,7 +71,7 @@ pub fn spawn(db: PgPool, sealer: Arc<Sealer>, hub: Hub, config: &AcmeConfig, shu
 
 impl Issuer {
     async fn round(&self) {
-        let due = match certificates::due(&self.db, self.config.renew_before_days, PER_ROUND).await {
+        let due = match certificates::due(&self.db, PER_ROUND).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the certificates due");
@@ -90,8 +91,18 @@ impl Issuer {
         let outcome = self.issue(&domain).await;
         let stored = match outcome {
             Ok((chain, key, not_after)) => {
-                tracing::info!(hostname = %domain.hostname, %not_after, "certificate issued");
-                certificates::issued(&self.db, &self.sealer, domain.domain_id, &chain, &key, not_after).await
+                let renew_at = renew_at(Utc::now(), not_after, self.config.renew_before_days);
+                tracing::info!(hostname = %domain.hostname, %not_after, %renew_at, "certificate issued");
+                certificates::issued(
+                    &self.db,
+                    &self.sealer,
+                    domain.domain_id,
+                    &chain,
+                    &key,
+                    not_after,
+                    renew_at,
+                )
+                .await
             }
             Err(reason) => {
                 let failures = u32::try_from(domain.failures.unwrap_or(0)).unwrap_or(0).min(20);
@@ -238,6 +249,15 @@ fn problem(e: instant_acme::Error) -> String {
     }
 }
 
+/// When a certificate issued at `now` and valid until `not_after` is renewed:
+/// `renew_before_days` before it expires, or — for a certificate that short-lived — once a
+/// third of its life is left, so a CA's short certificates are not renewed in a loop.
+pub fn renew_at(now: DateTime<Utc>, not_after: DateTime<Utc>, renew_before_days: u32) -> DateTime<Utc> {
+    let before = chrono::Duration::days(i64::from(renew_before_days));
+    let third = (not_after - now) / 3;
+    not_after - before.min(third).max(chrono::Duration::zero())
+}
+
 /// The expiry of a chain's first (leaf) certificate.
 pub fn not_after(chain_pem: &str) -> Result<DateTime<Utc>, String> {
     use rustls::pki_types::CertificateDer;
@@ -250,4 +270,20 @@ pub fn not_after(chain_pem: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("the CA's certificate does not read: {e}"))?;
     DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
         .ok_or_else(|| "the certificate's expiry is out of range".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_30_days_before_expiry_or_at_a_third_of_a_short_life() {
+        let now = Utc::now();
+        let ninety = now + chrono::Duration::days(90);
+        assert_eq!(renew_at(now, ninety, 30), ninety - chrono::Duration::days(30));
+        let six = now + chrono::Duration::days(6);
+        assert_eq!(renew_at(now, six, 30), six - chrono::Duration::days(2));
+        let expired = now - chrono::Duration::days(1);
+        assert_eq!(renew_at(now, expired, 30), expired, "an expired one is due at once");
+    }
 }

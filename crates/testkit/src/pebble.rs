@@ -24,6 +24,12 @@ fn free_port() -> u16 {
 impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port` and resolving names with `dns`.
     pub async fn start(http_port: u16, dns: SocketAddr) -> Pebble {
+        Self::start_issuing_for(http_port, dns, None).await
+    }
+
+    /// Like [`Pebble::start`], its certificates valid for `validity_secs` (pebble's default:
+    /// about five years).
+    pub async fn start_issuing_for(http_port: u16, dns: SocketAddr, validity_secs: Option<u64>) -> Pebble {
         let dir = tempfile::tempdir().expect("pebble dir");
         let (ca_file, cert, key) = crate::tls::test_ca_and_certificate(dir.path());
         let (api, management) = (free_port(), free_port());
@@ -34,6 +40,10 @@ impl Pebble {
             "httpPort": http_port, "tlsPort": free_port(),
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
+        let mut config = config;
+        if let Some(secs) = validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = serde_json::json!(secs);
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("pebble config");
         let child = Command::new("pebble")

@@ -43,8 +43,8 @@ pub async fn save_account(
     Ok(())
 }
 
-/// A verified domain whose certificate is due: none yet, failed and due again, or expiring
-/// within the renewal window.
+/// A verified domain whose certificate is due: none yet, failed and due again, or past the
+/// time its renewal was set for when it was issued.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Due {
     pub domain_id: i64,
@@ -55,25 +55,17 @@ pub struct Due {
     pub failures: Option<i32>,
 }
 
-pub async fn due(
-    db: impl PgExecutor<'_>,
-    renew_before_days: u32,
-    limit: i64,
-) -> Result<Vec<Due>, StoreError> {
+pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Due>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT d.id AS domain_id, d.hostname, d.app_id, a.worker_id, c.failures
          FROM domains d
          JOIN apps a ON a.id = d.app_id
          LEFT JOIN domain_certificates c ON c.domain_id = d.id
          WHERE d.verified_at IS NOT NULL
-           AND (c.domain_id IS NULL
-                OR (c.status <> 'issued' AND c.next_attempt_at <= now())
-                OR (c.status = 'issued' AND c.not_after < now() + make_interval(days => $1)
-                    AND c.next_attempt_at <= now()))
+           AND (c.domain_id IS NULL OR c.next_attempt_at <= now())
          ORDER BY c.next_attempt_at NULLS FIRST, d.id
-         LIMIT $2",
+         LIMIT $1",
     )
-    .bind(i32::try_from(renew_before_days).unwrap_or(30))
     .bind(limit)
     .fetch_all(db)
     .await?)
@@ -100,19 +92,21 @@ pub async fn issued(
     chain_pem: &str,
     key_pem: &str,
     not_after: DateTime<Utc>,
+    renew_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let row = domain_id.to_string();
     let key = sealer
         .seal(key_pem.as_bytes(), Aad { table: "domain_certificates", column: "key_sealed", row: &row })?;
     sqlx::query(
         "UPDATE domain_certificates SET status = 'issued', not_after = $2, error = NULL, chain_pem = $3,
-             key_sealed = $4, failures = 0, next_attempt_at = now(), updated_at = now()
+             key_sealed = $4, failures = 0, next_attempt_at = $5, updated_at = now()
          WHERE domain_id = $1",
     )
     .bind(domain_id)
     .bind(not_after)
     .bind(chain_pem)
     .bind(key)
+    .bind(renew_at)
     .execute(db)
     .await?;
     Ok(())

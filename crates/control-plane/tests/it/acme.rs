@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wisehosting_testkit::pebble::Pebble;
+use wisehosting_testkit::worker::SpawnedWorker;
 use wisehosting_testkit::worker::spawn_worker_with_edge;
 use wisehosting_testkit::{
-    TestDns, TestRepo, UserSession, create_worker, eventually, page_containerfile, spawn_control_plane_with,
+    TestControlPlane, TestDns, TestRepo, UserSession, create_worker, eventually, page_containerfile,
+    spawn_control_plane_with,
 };
 
 async fn domain(user: &UserSession, app: i64, hostname: &str) -> Value {
@@ -50,13 +52,17 @@ fn openssl_verify(dir: &std::path::Path, root: &str, intermediate: &str, chain: 
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_challenge_says_why() {
+/// Pebble issuing certificates valid for `validity_secs` (its default when `None`), a control
+/// plane ordering from it every second, a worker whose edge router pebble validates against,
+/// and a running app: (dns, pebble, control plane, worker, user, app id).
+async fn acme_platform(
+    validity_secs: Option<u64>,
+) -> (TestDns, Pebble, TestControlPlane, SpawnedWorker, UserSession, i64) {
     let dns = TestDns::start().await;
     // Pebble validates on the edge router's port, which is chosen first.
     let edge: SocketAddr =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
-    let pebble = Pebble::start(edge.port(), dns.addr).await;
+    let pebble = Pebble::start_issuing_for(edge.port(), dns.addr, validity_secs).await;
     let (resolver, directory, ca) =
         (dns.addr.to_string(), pebble.directory_url.clone(), pebble.ca_file.clone());
     let cp = spawn_control_plane_with(move |c| {
@@ -88,6 +94,12 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_
     let (app, deployment) = user.deploy("Shop", &repo.url()).await;
     assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
 
+    (dns, pebble, cp, agent, user, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_challenge_says_why() {
+    let (dns, pebble, cp, agent, user, app) = acme_platform(None).await;
     // The name resolves to the edge router: pebble's validation reaches the pushed answer.
     dns.set_addrs("shop.example.com", &[&["127.0.0.1".parse().expect("ip")]]);
     // This one resolves where nothing listens on the port: the challenge cannot be answered.
@@ -151,5 +163,36 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_
     })
     .await;
     assert!(retried, "a failed order is tried again");
+    agent.stop().await;
+}
+
+/// A certificate is renewed before it expires: pebble issues them for 30 seconds, so the next
+/// order comes once a third of that is left (not in a loop), and the domain keeps an issued
+/// certificate throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_renewed_before_it_expires_and_stays_issued_meanwhile() {
+    let (dns, _pebble, _cp, agent, user, app) = acme_platform(Some(30)).await;
+    dns.set_addrs("renew.example.com", &[&["127.0.0.1".parse().expect("ip")]]);
+    verified(&user, &dns, app, "renew.example.com").await;
+    let issued = eventually(Duration::from_secs(60), Duration::from_millis(250), || async {
+        domain(&user, app, "renew.example.com").await["certificate"]["status"] == "issued"
+    })
+    .await;
+    assert!(issued, "{}", domain(&user, app, "renew.example.com").await);
+    let first = domain(&user, app, "renew.example.com").await["certificate"]["not_after"].clone();
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let renewed = eventually(Duration::from_secs(60), Duration::from_millis(250), || {
+        let (user, first, statuses) = (&user, first.clone(), statuses.clone());
+        async move {
+            let now = domain(user, app, "renew.example.com").await;
+            let status = now["certificate"]["status"].as_str().unwrap_or_default().to_string();
+            statuses.lock().expect("lock").push(status);
+            now["certificate"]["not_after"] != first
+        }
+    })
+    .await;
+    assert!(renewed, "a new certificate replaced the first before it expired");
+    let statuses = statuses.lock().expect("lock").clone();
+    assert!(statuses.iter().all(|s| s == "issued"), "issued throughout the renewal: {statuses:?}");
     agent.stop().await;
 }
