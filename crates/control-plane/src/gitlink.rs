@@ -51,6 +51,13 @@ pub enum LinkError {
     Store(#[from] crate::store::StoreError),
 }
 
+impl LinkError {
+    /// No usable link: the provider is not configured here, or the user has not linked it.
+    pub fn is_missing_link(&self) -> bool {
+        matches!(self, LinkError::NotLinked(_) | LinkError::NotConfigured(_))
+    }
+}
+
 impl From<sqlx::Error> for LinkError {
     fn from(e: sqlx::Error) -> Self {
         LinkError::Store(e.into())
@@ -119,8 +126,8 @@ impl GitLinks {
     }
 
     /// The user's access token at `provider`, refreshed first when it expires within
-    /// [`REFRESH_MARGIN`] (the row stays locked meanwhile, so two deploys do not both spend
-    /// a refresh token the provider rotates).
+    /// [`REFRESH_MARGIN`] (under the row's lock, so two deploys do not both spend a refresh
+    /// token the provider rotates).
     pub async fn token(
         &self,
         db: &PgPool,
@@ -129,13 +136,21 @@ impl GitLinks {
         provider: GitProvider,
     ) -> Result<String, LinkError> {
         let client = self.get(provider)?;
+        let margin = chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default();
+        let due = |link: &gitlinks::Link| link.tokens.expires_at.is_some_and(|at| at <= Utc::now() + margin);
+        // Most uses find the token fresh: a plain read, no lock.
+        let link = gitlinks::get(db, sealer, user_id, provider, false)
+            .await?
+            .ok_or(LinkError::NotLinked(provider))?;
+        if !due(&link) {
+            return Ok(link.tokens.access);
+        }
+        // Due: read again under the row lock (another request may have refreshed it meanwhile).
         let mut tx = db.begin().await?;
         let link = gitlinks::get(&mut *tx, sealer, user_id, provider, true)
             .await?
             .ok_or(LinkError::NotLinked(provider))?;
-        let margin = chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default();
-        let due = link.tokens.expires_at.is_some_and(|at| at <= Utc::now() + margin);
-        if !due {
+        if !due(&link) {
             return Ok(link.tokens.access);
         }
         let Some(refresh) = &link.tokens.refresh else {

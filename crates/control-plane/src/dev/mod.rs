@@ -193,15 +193,21 @@ impl LocalWorker<'_> {
 /// The language presets on the local base images `scripts/preset-images.sh` builds, each one
 /// this machine has (a machine without a registry has no other); the official images else.
 fn local_presets(containers_conf: &Path, mut deploy: DeploySettings) -> DeploySettings {
-    let exists = |image: &str| {
-        std::process::Command::new("podman")
-            .env("CONTAINERS_CONF", containers_conf)
-            .args(["image", "exists", image])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    // One podman call lists what this machine has of them.
+    let listed = std::process::Command::new("podman")
+        .env("CONTAINERS_CONF", containers_conf)
+        .args([
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            "reference=localhost/wisehosting/*",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let exists = |image: &str| listed.lines().any(|line| line.trim() == image);
     for (slot, name) in [
         (&mut deploy.node_image, "node"),
         (&mut deploy.python_image, "python"),

@@ -167,17 +167,9 @@ async fn deploy(
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid("git_provider", "give a git_provider or a git_token, not both"));
         }
-        (Some(provider), None) => {
-            let token = state.git_links.token(&state.db, &state.sealer, user.id, provider).await.map_err(
-                |e| match e {
-                    crate::gitlink::LinkError::NotLinked(_) | crate::gitlink::LinkError::NotConfigured(_) => {
-                        ApiError::invalid("git_provider", e.to_string())
-                    }
-                    other => other.into(),
-                },
-            )?;
-            Some(RepoCredential { token, provider: Some(provider) })
-        }
+        (Some(provider), None) => Some(linked_credential(&state, user.id, provider).await.map_err(|e| {
+            if e.is_missing_link() { ApiError::invalid("git_provider", e.to_string()) } else { e.into() }
+        })?),
         (None, token) => {
             token.as_ref().map(|t| RepoCredential { token: t.expose().to_string(), provider: None })
         }
@@ -284,26 +276,33 @@ fn repo_full_name(url: &str) -> Option<String> {
     Some(segments.join("/"))
 }
 
+/// The owner's linked account at `provider` as a deploy's credential (its token fresh).
+async fn linked_credential(
+    state: &AppState,
+    user_id: i64,
+    provider: GitProvider,
+) -> Result<RepoCredential, crate::gitlink::LinkError> {
+    let token = state.git_links.token(&state.db, &state.sealer, user_id, provider).await?;
+    Ok(RepoCredential { token, provider: Some(provider) })
+}
+
 /// The token the app's deploys clone with: its own, or its owner's linked account's (fresh).
 pub(crate) async fn repo_credential(state: &AppState, app: &App) -> Result<Option<RepoCredential>, ApiError> {
     if let Some(name) = app.git_provider.as_deref() {
         let provider = GitProvider::parse(name).map_err(|_| {
             ApiError::Internal(format!("app {} has an unknown git_provider {name:?}", app.id))
         })?;
-        let token = match state.git_links.token(&state.db, &state.sealer, app.user_id, provider).await {
-            Ok(token) => token,
-            // The app clones with a link its owner removed: theirs to fix, not a missing thing.
-            Err(
-                e @ (crate::gitlink::LinkError::NotLinked(_) | crate::gitlink::LinkError::NotConfigured(_)),
-            ) => {
-                return Err(ApiError::Conflict(format!(
+        // The app clones with a link its owner removed: theirs to fix, not a missing thing.
+        return linked_credential(state, app.user_id, provider).await.map(Some).map_err(|e| {
+            if e.is_missing_link() {
+                ApiError::Conflict(format!(
                     "{e}; the app clones with it (or give the app a token of its own with PUT /api/apps/{}/git-token)",
                     app.id
-                )));
+                ))
+            } else {
+                e.into()
             }
-            Err(e) => return Err(e.into()),
-        };
-        return Ok(Some(RepoCredential { token, provider: Some(provider) }));
+        });
     }
     let token = apps::load_git_token(&state.db, &state.sealer, app.id).await?;
     Ok(token.map(|token| RepoCredential { token, provider: None }))

@@ -188,6 +188,13 @@ async fn verify(
     };
     let detail = json!({ "hostname": row.hostname, "dropped_claims_of_apps": dropped });
     audit_user(&mut *tx, &user, AuditAction::DomainVerify, "app", app.id, detail).await?;
+    // With ACME on, its certificate is pending from now (the issuer's next round orders it).
+    let row = if state.config.acme.enabled() {
+        crate::store::certificates::begin(&mut *tx, row.id).await?;
+        domains::get(&mut *tx, app.id, &row.hostname).await?.unwrap_or(row)
+    } else {
+        row
+    };
     tx.commit().await?;
     routes_changed(&state, &app);
     Ok(Json(sync_cloudflare(&state, row).await?.view()))

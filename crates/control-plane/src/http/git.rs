@@ -71,13 +71,37 @@ async fn link(
     user: CurrentUser,
     ApiPath(path): ApiPath<ProviderPath>,
 ) -> Result<Response, ApiError> {
-    state.sign_in_limiter.check(client_key(peer.ip()))?;
-    let provider = path.parse()?;
-    let session = user.session_id()?;
-    let client = state.git_links.get(provider)?;
+    let (provider, session, client) = linking(&state, peer, &user, &path)?;
     let link_state = wisehosting_crypto::random_token("");
     gitlinks::begin(&state.db, &link_state, session, provider).await?;
     Ok(redirect(&client.authorize_url(&link_state), Vec::new()))
+}
+
+/// What both ends of a link check first: the sign-in rate limit per address, the provider,
+/// a session (API tokens link nothing) and the provider being configured here.
+fn linking<'a>(
+    state: &'a AppState,
+    peer: SocketAddr,
+    user: &CurrentUser,
+    path: &ProviderPath,
+) -> Result<(GitProvider, i64, &'a crate::gitlink::ProviderClient), ApiError> {
+    state.sign_in_limiter.check(client_key(peer.ip()))?;
+    let provider = path.parse()?;
+    let session = user.session_id()?;
+    Ok((provider, session, state.git_links.get(provider)?))
+}
+
+/// A link that ended without one: audited with why, 302 to `/account?git_error=<code>`.
+async fn link_failed(
+    state: &AppState,
+    user: &CurrentUser,
+    provider: GitProvider,
+    code: &str,
+    why: &str,
+) -> Result<Response, ApiError> {
+    let detail = json!({ "provider": provider.as_str(), "error": code, "why": why });
+    audit_user(&state.db, user, AuditAction::GitLinkFailed, "user", user.id, detail).await?;
+    Ok(redirect(&format!("/account?git_error={code}"), Vec::new()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -111,28 +135,18 @@ async fn callback(
     ApiPath(path): ApiPath<ProviderPath>,
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Result<Response, ApiError> {
-    state.sign_in_limiter.check(client_key(peer.ip()))?;
-    let provider = path.parse()?;
-    let session = user.session_id()?;
-    let client = state.git_links.get(provider)?;
-    let failed = |code: &str, why: String| {
-        let user = user.clone();
-        let state = state.clone();
-        let code = code.to_string();
-        async move {
-            let detail = json!({ "provider": provider.as_str(), "error": code, "why": why });
-            audit_user(&state.db, &user, AuditAction::GitLinkFailed, "user", user.id, detail).await?;
-            Ok::<_, ApiError>(redirect(&format!("/account?git_error={code}"), Vec::new()))
-        }
-    };
+    let (provider, session, client) = linking(&state, peer, &user, &path)?;
     if let Some(error) = q.error {
-        return failed("provider_error", error.chars().take(100).collect()).await;
+        let why: String = error.chars().take(100).collect();
+        return link_failed(&state, &user, provider, "provider_error", &why).await;
     }
     let (Some(code), Some(link_state)) = (q.code, q.state) else {
-        return failed("bad_request", "the callback lacks its code or state".into()).await;
+        return link_failed(&state, &user, provider, "bad_request", "the callback lacks its code or state")
+            .await;
     };
     if !gitlinks::take_state(&state.db, &link_state, session, provider).await? {
-        return failed("bad_state", "a state this session did not begin, used, or expired".into()).await;
+        let why = "a state this session did not begin, used, or expired";
+        return link_failed(&state, &user, provider, "bad_state", why).await;
     }
     let linked = async {
         let tokens = client.exchange(&code).await?;
@@ -142,7 +156,7 @@ async fn callback(
     .await;
     let (tokens, login) = match linked {
         Ok(linked) => linked,
-        Err(e) => return failed(failure_code(&e), e.to_string()).await,
+        Err(e) => return link_failed(&state, &user, provider, failure_code(&e), &e.to_string()).await,
     };
     let mut tx = state.db.begin().await?;
     gitlinks::upsert(&mut *tx, &state.sealer, user.id, provider, &login, &tokens).await?;

@@ -32,6 +32,12 @@ async fn verified(user: &UserSession, dns: &TestDns, app: i64, hostname: &str) {
     dns.set_txt(&format!("_wisehosting-challenge.{hostname}"), &[&token]);
     let r = user.post_json(&format!("/api/apps/{app}/domains/{hostname}/verify"), &json!({})).await;
     assert_eq!(r.status(), 200, "{hostname} verifies");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(
+        body["certificate"],
+        json!({"status": "pending", "not_after": null, "error": null}),
+        "a verified domain's certificate is pending at once (SPEC §14.7)"
+    );
 }
 
 fn openssl_verify(dir: &std::path::Path, root: &str, intermediate: &str, chain: &str) -> (bool, String) {

@@ -76,6 +76,14 @@ pub fn containerfile(
 ) -> Result<String, DeployError> {
     let cache = CACHE_MOUNT;
     let scope = format!("ENV WISEHOSTING_CACHE_SCOPE={scope}");
+    // Go and Rust: built in the toolchain image (binaries into /out/bin), run from the runtime
+    // image.
+    let compiled = |image: &str, env: &str, build: &str, cmd: &str| {
+        format!(
+            "FROM {image} AS build\n{scope}\nWORKDIR /src\nENV {env}\nCOPY . .\nRUN {build}\nFROM {runtime}\nWORKDIR /app\nCOPY --from=build /out/bin /app/bin\nENV PORT={port}\nEXPOSE {port}\nCMD {cmd}\n",
+            runtime = settings.runtime_image,
+        )
+    };
     Ok(match framework {
         Framework::Node => {
             if !has_file(src, "package.json") {
@@ -140,37 +148,19 @@ pub fn containerfile(
                 image = settings.python_image,
             )
         }
-        Framework::Go => format!(
-            "FROM {image} AS build\n\
-             {scope}\n\
-             WORKDIR /src\n\
-             ENV GOCACHE={cache}/go-build GOMODCACHE={cache}/go-mod CGO_ENABLED=0 GOFLAGS=-buildvcs=false\n\
-             COPY . .\n\
-             RUN go build -o /out/app .\n\
-             FROM {runtime}\n\
-             WORKDIR /app\n\
-             COPY --from=build /out/app /app/app\n\
-             ENV PORT={port}\n\
-             EXPOSE {port}\n\
-             CMD [\"/app/app\"]\n",
-            image = settings.go_image,
-            runtime = settings.runtime_image,
+        Framework::Go => compiled(
+            &settings.go_image,
+            &format!(
+                "GOCACHE={cache}/go-build GOMODCACHE={cache}/go-mod CGO_ENABLED=0 GOFLAGS=-buildvcs=false"
+            ),
+            "go build -o /out/bin/app .",
+            "[\"/app/bin/app\"]",
         ),
-        Framework::Rust => format!(
-            "FROM {image} AS build\n\
-             {scope}\n\
-             WORKDIR /src\n\
-             ENV CARGO_HOME={cache}/cargo CARGO_TARGET_DIR={cache}/target\n\
-             COPY . .\n\
-             RUN cargo install --path . --root /out\n\
-             FROM {runtime}\n\
-             WORKDIR /app\n\
-             COPY --from=build /out/bin /app/bin\n\
-             ENV PORT={port}\n\
-             EXPOSE {port}\n\
-             CMD [\"/bin/sh\", \"-c\", \"set -- /app/bin/*; [ $# -eq 1 ] || {{ echo 'the crate has several binaries; name the one to run in a Procfile (web: /app/bin/<name>)' >&2; exit 1; }}; exec \\\"$1\\\"\"]\n",
-            image = settings.rust_image,
-            runtime = settings.runtime_image,
+        Framework::Rust => compiled(
+            &settings.rust_image,
+            &format!("CARGO_HOME={cache}/cargo CARGO_TARGET_DIR={cache}/target"),
+            "cargo install --path . --root /out",
+            "[\"/bin/sh\", \"-c\", \"set -- /app/bin/*; [ $# -eq 1 ] || { echo 'the crate has several binaries; name the one to run in a Procfile (web: /app/bin/<name>)' >&2; exit 1; }; exec \\\"$1\\\"\"]",
         ),
         Framework::Dockerfile | Framework::Static | Framework::Auto => {
             return Err(DeployError::platform(format!("{} is not a language preset", framework.as_str())));
