@@ -88,6 +88,8 @@ fn route_table(backend: u16) -> RouteTable {
             app_id: i as i64,
             hosts: vec![format!("app-{i}.bench.test")],
             port: Some(backend),
+            https_redirect: false,
+            hsts: false,
         })
         .collect();
     RouteTable { version: 1, routes }

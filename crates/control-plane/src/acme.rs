@@ -93,7 +93,7 @@ impl Issuer {
             Ok((chain, key, not_after)) => {
                 let renew_at = renew_at(Utc::now(), not_after, self.config.renew_before_days);
                 tracing::info!(hostname = %domain.hostname, %not_after, %renew_at, "certificate issued");
-                certificates::issued(
+                let stored = certificates::issued(
                     &self.db,
                     &self.sealer,
                     domain.domain_id,
@@ -102,7 +102,12 @@ impl Issuer {
                     not_after,
                     renew_at,
                 )
-                .await
+                .await;
+                // The worker serving the app gets it with its next push.
+                if let (Ok(()), Some(worker)) = (&stored, domain.worker_id) {
+                    self.hub.routes_changed(worker);
+                }
+                stored
             }
             Err(reason) => {
                 let failures = u32::try_from(domain.failures.unwrap_or(0)).unwrap_or(0).min(20);

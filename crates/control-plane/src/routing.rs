@@ -4,17 +4,21 @@
 //! and the central proxy get it rendered as Traefik dynamic configuration
 //! ([`traefik_config`], for `/v1/traefik/*` only).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use wisehosting_proto::messages::{RouteEntry, RouteTable};
+use wisehosting_crypto::Sealer;
+use wisehosting_proto::job::WireSecret;
+use wisehosting_proto::messages::{EdgeCertificate, EdgeCertificates, RouteEntry, RouteTable};
 
 use crate::domain::AppStatus;
 use crate::hub::{Hub, Outgoing};
+use crate::store::certificates;
 use crate::store::routes::{self, RouteRow};
 
 impl RouteRow {
@@ -48,6 +52,8 @@ pub fn worker_table(rows: &[RouteRow], subdomain_base: &str, version: u64) -> Ro
             app_id: row.app_id,
             hosts: row.hostnames(subdomain_base),
             port: row.host_port.and_then(|p| u16::try_from(p).ok()).filter(|_| row.serving()),
+            https_redirect: row.https_redirect,
+            hsts: row.hsts,
         })
         .collect();
     RouteTable { version, routes }
@@ -71,29 +77,39 @@ impl Versions {
     }
 }
 
-/// Pushes each worker its table whenever the hub says its routes may have changed; changes
-/// that come in together are coalesced, one table per worker, in order.
-pub fn spawn_pusher(db: PgPool, hub: Hub, subdomain_base: String, shutdown: CancellationToken) {
+/// Pushes each worker its table, and the certificates its edge router serves, whenever the
+/// hub says they may have changed; changes that come in together are coalesced, one push per
+/// worker, in order.
+pub fn spawn_pusher(
+    db: PgPool,
+    sealer: Arc<Sealer>,
+    hub: Hub,
+    subdomain_base: String,
+    shutdown: CancellationToken,
+) {
     let Some(mut changes) = hub.take_route_changes() else {
         tracing::error!("route changes are already being pushed elsewhere; not starting a second pusher");
         return;
     };
     let versions = Versions::default();
+    let mut sent = SentCertificates::default();
     tokio::spawn(hub.clone().track(async move {
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 first = changes.recv() => match first {
-                    Some(worker) => worker,
+                    Some(change) => change,
                     None => return,
                 },
             };
-            let mut workers = BTreeSet::from([first]);
-            while let Ok(worker) = changes.try_recv() {
-                workers.insert(worker);
+            // Worker → whether it has just connected.
+            let mut workers = BTreeMap::from([(first.worker_id, first.connected)]);
+            while let Ok(change) = changes.try_recv() {
+                *workers.entry(change.worker_id).or_default() |= change.connected;
             }
-            for worker in workers {
+            for (worker, connected) in workers {
                 if !hub.is_connected(worker) {
+                    sent.0.remove(&worker);
                     continue;
                 }
                 match routes::list(&db, Some(worker)).await {
@@ -104,9 +120,83 @@ pub fn spawn_pusher(db: PgPool, hub: Hub, subdomain_base: String, shutdown: Canc
                     // The next change, or the worker's next connection, pushes it again.
                     Err(e) => tracing::warn!(worker, error = %e, "cannot read a worker's routes"),
                 }
+                if let Err(e) = sent.push(&db, &sealer, &hub, worker, connected).await {
+                    tracing::warn!(worker, error = %e, "cannot push a worker's certificates");
+                }
             }
         }
     }));
+}
+
+/// Certificates in one `edge_certificates` frame: a chain and its key are a few KiB, a frame
+/// at most 2 MiB.
+const CERTIFICATES_PER_FRAME: usize = 100;
+
+/// What each connected worker was sent of its certificates (domain id → version), so a change
+/// pushes only what changed.
+#[derive(Debug, Default)]
+struct SentCertificates(HashMap<i64, HashMap<i64, String>>);
+
+impl SentCertificates {
+    /// Pushes `worker` its new and renewed certificates; with `retain` when some went away or
+    /// it has just connected (then everything is new to it).
+    async fn push(
+        &mut self,
+        db: &PgPool,
+        sealer: &Sealer,
+        hub: &Hub,
+        worker: i64,
+        connected: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        let current = certificates::served_by(db, worker).await?;
+        let known = self.0.entry(worker).or_default();
+        if connected {
+            known.clear();
+        }
+        let changed: Vec<i64> = current
+            .iter()
+            .filter(|(id, version)| known.get(id) != Some(version))
+            .map(|(id, _)| *id)
+            .collect();
+        let gone = known.keys().any(|id| !current.iter().any(|(c, _)| c == id));
+        if changed.is_empty() && !gone && !connected {
+            return Ok(());
+        }
+        let served = certificates::served(db, sealer, &changed).await?;
+        let mut frames: Vec<EdgeCertificates> = served
+            .chunks(CERTIFICATES_PER_FRAME)
+            .map(|chunk| EdgeCertificates {
+                certificates: chunk
+                    .iter()
+                    .map(|c| EdgeCertificate {
+                        id: c.domain_id,
+                        names: vec![c.hostname.clone()],
+                        chain_pem: c.chain_pem.clone(),
+                        key_pem: WireSecret::new(c.key_pem.expose()),
+                    })
+                    .collect(),
+                retain: None,
+            })
+            .collect();
+        if gone || connected {
+            match frames.last_mut() {
+                Some(last) => last.retain = Some(current.iter().map(|(id, _)| *id).collect()),
+                None => frames.push(EdgeCertificates {
+                    certificates: Vec::new(),
+                    retain: Some(current.iter().map(|(id, _)| *id).collect()),
+                }),
+            }
+        }
+        for frame in &frames {
+            if hub.send(worker, Outgoing::of(frame)).is_err() {
+                // Gone meanwhile: it gets everything when it connects again.
+                self.0.remove(&worker);
+                return Ok(());
+            }
+        }
+        *known = current.into_iter().collect();
+        Ok(())
+    }
 }
 
 /// Traefik dynamic configuration for `rows`. `upstream` names where an app answers (None:
@@ -162,6 +252,8 @@ mod tests {
             zone: None,
             wg_ip: Some("10.50.0.2".into()),
             domains: Vec::new(),
+            https_redirect: true,
+            hsts: false,
         }
     }
 

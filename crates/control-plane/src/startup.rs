@@ -103,7 +103,13 @@ impl App {
         );
         let webhook_sends = start_observers(&state, channels, &shutdown)?;
         let base = state.config.subdomain_base.clone();
-        crate::routing::spawn_pusher(state.db.clone(), state.hub.clone(), base, shutdown.clone());
+        crate::routing::spawn_pusher(
+            state.db.clone(),
+            state.sealer.clone(),
+            state.hub.clone(),
+            base,
+            shutdown.clone(),
+        );
         crate::acme::spawn(
             state.db.clone(),
             state.sealer.clone(),

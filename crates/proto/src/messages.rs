@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::job::{Fault, JobSpec, Phase};
+use crate::job::{Fault, JobSpec, Phase, WireSecret};
 
 /// A payload type and its `t`.
 pub trait MessageType: Serialize {
@@ -344,6 +344,36 @@ pub struct RouteEntry {
     /// The app's published port on the worker's loopback; none while the app does not serve
     /// (the edge router answers 503).
     pub port: Option<u16>,
+    /// Plain-HTTP requests for a host the router holds a certificate for are redirected to
+    /// HTTPS (308), once its HTTPS listener is open (the app's setting; on by default).
+    pub https_redirect: bool,
+    /// HTTPS answers carry `Strict-Transport-Security` (opt-in).
+    pub hsts: bool,
+}
+
+/// Certificates the worker's edge router serves on `edge.https_listen`, chosen by SNI (SPEC
+/// §14.7). Each listed certificate replaces the one with its `id`; then, when `retain` is
+/// given, every certificate whose id is in neither list is dropped. The control plane sends the
+/// whole set after `hello` (in frames of a bounded size, the last with `retain`) and then only
+/// what changed. Keys are held in memory only, never logged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EdgeCertificates {
+    pub certificates: Vec<EdgeCertificate>,
+    pub retain: Option<Vec<i64>>,
+}
+message!(EdgeCertificates, "edge_certificates");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeCertificate {
+    /// The custom domain's id; 0 for the platform's own wildcard certificate.
+    pub id: i64,
+    /// The names it is served for: exact, or `*.suffix` for exactly one more label.
+    pub names: Vec<String>,
+    /// The leaf first, then the intermediates (PEM).
+    pub chain_pem: String,
+    /// The private key (PEM, PKCS#8 or SEC1 or PKCS#1).
+    pub key_pem: WireSecret,
 }
 
 /// The ACME HTTP-01 challenges the worker's edge router answers (SPEC §7, §14.7), whole: it
@@ -447,6 +477,7 @@ pub enum ServerMessage {
     RoutesChanged(RoutesChanged),
     RouteTable(RouteTable),
     AcmeChallenges(AcmeChallenges),
+    EdgeCertificates(EdgeCertificates),
     AdminQuery(AdminQuery),
     DesiredState(DesiredState),
     Error(ErrorMessage),
@@ -462,6 +493,7 @@ impl ServerMessage {
             RoutesChanged::TYPE => Self::RoutesChanged(decode(p)?),
             RouteTable::TYPE => Self::RouteTable(decode(p)?),
             AcmeChallenges::TYPE => Self::AcmeChallenges(decode(p)?),
+            EdgeCertificates::TYPE => Self::EdgeCertificates(decode(p)?),
             AdminQuery::TYPE => Self::AdminQuery(decode(p)?),
             DesiredState::TYPE => Self::DesiredState(decode(p)?),
             ErrorMessage::TYPE => Self::Error(decode(p)?),
@@ -498,6 +530,19 @@ mod tests {
                 "uptime_secs"
             ]
         );
+    }
+
+    #[test]
+    fn an_edge_certificate_decodes_and_its_key_never_prints() {
+        let text = r#"{"certificates":[{"id":7,"names":["shop.example"],"chain_pem":"C","key_pem":"K-secret"}],"retain":[7]}"#;
+        let ServerMessage::EdgeCertificates(msg) =
+            ServerMessage::decode("edge_certificates", &raw(text)).expect("decodes")
+        else {
+            panic!("not edge_certificates")
+        };
+        assert_eq!(msg.retain, Some(vec![7]));
+        assert_eq!(msg.certificates[0].key_pem.expose(), "K-secret");
+        assert!(!format!("{msg:?}").contains("K-secret"));
     }
 
     #[test]

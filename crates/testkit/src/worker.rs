@@ -405,7 +405,7 @@ fn spawn_agent(
     let ca = ca_file.map(|f| format!("control_plane_ca_file: {}\n", f.display())).unwrap_or_default();
     let edge = edge_listen.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
     let yaml = format!(
-        "{ca}control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  monitor_interval_ms: 1000\n  mesh_address: {mesh}\n{extra_deploy}edge:\n  listen: {edge}\n  metrics_listen: 127.0.0.1:0\n",
+        "{ca}control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  monitor_interval_ms: 1000\n  mesh_address: {mesh}\n{extra_deploy}edge:\n  listen: {edge}\n  metrics_listen: 127.0.0.1:0\n  https_listen: 127.0.0.1:0\n",
         worker.name,
         worker.api_key,
         secret,

@@ -44,6 +44,8 @@ pub struct AgentStatus {
     /// Where the edge router and its metrics listen, once bound.
     edge_addr: Mutex<Option<std::net::SocketAddr>>,
     metrics_addr: Mutex<Option<std::net::SocketAddr>>,
+    /// Where the edge router serves HTTPS, once the first certificate opened it.
+    https_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl AgentStatus {
@@ -71,6 +73,11 @@ impl AgentStatus {
     /// The edge router's bound address (`edge.listen` with its real port).
     pub fn edge_addr(&self) -> Option<std::net::SocketAddr> {
         self.edge_addr.lock().ok().and_then(|g| *g)
+    }
+
+    /// The edge router's HTTPS address (`edge.https_listen` with its real port), once open.
+    pub fn https_addr(&self) -> Option<std::net::SocketAddr> {
+        self.https_addr.lock().ok().and_then(|g| *g)
     }
 
     /// The bound address of the edge router's `/metrics`.
@@ -137,6 +144,8 @@ struct JobQueue {
 
 pub struct Agent {
     edge: Arc<crate::edge::Edge>,
+    /// `edge.https_listen` and the token that stops it, until the first certificate opens it.
+    https_pending: Mutex<Option<(std::net::SocketAddr, CancellationToken)>>,
     pipeline: Arc<Pipeline>,
     config: WorkerConfig,
     link: Link,
@@ -180,6 +189,7 @@ impl Agent {
         });
         Ok(Agent {
             edge,
+            https_pending: Mutex::new(None),
             pipeline,
             config,
             link,
@@ -275,6 +285,9 @@ impl Agent {
                 tracing::error!(listen = %self.config.edge.listen, error = %e, "cannot bind the edge router; apps are not reachable through this worker until it can")
             }
         }
+        if let (Some(addr), Ok(mut pending)) = (self.config.edge.https_listen, self.https_pending.lock()) {
+            *pending = Some((addr, shutdown.child_token()));
+        }
         if let Some(addr) = self.config.edge.metrics_listen {
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
@@ -286,6 +299,31 @@ impl Agent {
                 Err(e) => tracing::warn!(listen = %addr, error = %e, "cannot bind the edge metrics listener"),
             }
         }
+    }
+
+    /// Opens `edge.https_listen` (once: when the first certificate arrives). A port that
+    /// cannot be bound is logged; plain HTTP goes on, without redirects to HTTPS.
+    fn open_https(&self) {
+        let Some((addr, shutdown)) = self.https_pending.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        let (edge, status) = (self.edge.clone(), self.status.clone());
+        tokio::spawn(async move {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(listen = %addr, error = %e, "cannot bind the edge router's HTTPS listener; apps are served over plain HTTP only");
+                    return;
+                }
+            };
+            if let Ok(mut g) = status.https_addr.lock() {
+                *g = listener.local_addr().ok();
+            }
+            tracing::info!(listen = ?listener.local_addr().ok(), "edge router serving HTTPS");
+            if let Err(e) = edge.serve_tls(listener, shutdown).await {
+                tracing::error!(error = %e, "cannot set up TLS at the edge router");
+            }
+        });
     }
 
     async fn register(&self) -> Result<TokenResponse, LinkError> {
@@ -439,6 +477,12 @@ impl Agent {
                 }
             }
             ServerMessage::AcmeChallenges(challenges) => self.edge.set_challenges(&challenges),
+            ServerMessage::EdgeCertificates(certificates) => {
+                self.edge.set_certificates(&certificates);
+                if self.edge.certificates_held() > 0 {
+                    self.open_https();
+                }
+            }
             ServerMessage::RoutesChanged(_) => {
                 tracing::debug!("ignored routes_changed: tables are pushed whole")
             }

@@ -148,6 +148,10 @@ pub struct EdgeConfig {
     pub listen: SocketAddr,
     /// Where its per-app request figures are served (`GET /metrics`); `null` for nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where it serves HTTPS with the certificates the control plane pushes (SPEC §14.7):
+    /// opened when the first certificate arrives; a failure to bind is logged, not fatal;
+    /// `null` for nowhere.
+    pub https_listen: Option<SocketAddr>,
 }
 
 impl Default for EdgeConfig {
@@ -155,6 +159,7 @@ impl Default for EdgeConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9101))),
+            https_listen: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
         }
     }
 }

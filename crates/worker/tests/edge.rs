@@ -96,6 +96,8 @@ fn config(entries: &[(&str, &str, Option<u16>)]) -> RouteTable {
             app_id: name.trim_start_matches("app-").parse().expect("app-<id>"),
             hosts: vec![host.to_string()],
             port: *port,
+            https_redirect: true,
+            hsts: false,
         })
         .collect();
     RouteTable { version: 1, routes }

@@ -179,6 +179,7 @@ impl LocalWorker<'_> {
             edge: EdgeConfig {
                 listen: std::net::SocketAddr::from(([127, 0, 0, 1], EDGE_PORT)),
                 metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9101))),
+                https_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8443))),
             },
             podman: PodmanConfig { containers_conf: Some(containers_conf) },
             data_dir: worker_dir,

@@ -54,6 +54,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_deployment))
         .routes(routes!(rollback))
         .routes(routes!(put_health_check))
+        .routes(routes!(put_https))
 }
 
 /// A new app and its first deployment.
@@ -423,6 +424,39 @@ async fn put_health_check(
     let detail = json!({ "path": path.as_str(), "timeout_secs": timeout });
     audit_user(&mut *tx, &user, AuditAction::AppHealthCheckSet, "app", app.id, detail).await?;
     tx.commit().await?;
+    let app = apps::get_for_user(&state.db, user.id, app.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such app".into()))?;
+    Ok(Json(app))
+}
+
+/// How an app is served over HTTPS once its hosts have certificates.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct HttpsRequest {
+    /// Redirect plain-HTTP requests to HTTPS (308) for hosts with a certificate.
+    redirect: bool,
+    /// Send `Strict-Transport-Security: max-age=31536000` over HTTPS: browsers then refuse
+    /// plain HTTP to the app's hosts for a year, so turn it on once HTTPS works.
+    hsts: bool,
+}
+
+#[utoipa::path(put, path = "/api/apps/{id}/https", tag = "apps", params(AppId),
+    request_body = HttpsRequest,
+    responses((status = 200, description = "The app with its HTTPS settings; the edge router applies them at once", body = App)))]
+async fn put_https(
+    State(state): State<AppState>,
+    OwnedApp { user, app }: OwnedApp,
+    ApiJson(req): ApiJson<HttpsRequest>,
+) -> Result<Json<App>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    apps::set_https(&mut *tx, app.id, req.redirect, req.hsts).await?;
+    let detail = json!({ "redirect": req.redirect, "hsts": req.hsts });
+    audit_user(&mut *tx, &user, AuditAction::AppHttpsSet, "app", app.id, detail).await?;
+    tx.commit().await?;
+    if let Some(worker) = app.worker_id {
+        state.hub.routes_changed(worker);
+    }
     let app = apps::get_for_user(&state.db, user.id, app.id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such app".into()))?;

@@ -146,10 +146,18 @@ struct Inner {
     reports: mpsc::UnboundedSender<Reports>,
     reports_rx: Mutex<Option<mpsc::UnboundedReceiver<Reports>>>,
     /// Workers whose routes may have changed, for the route pusher to take.
-    route_changes: mpsc::UnboundedSender<i64>,
-    route_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<i64>>>,
+    route_changes: mpsc::UnboundedSender<RouteChange>,
+    route_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<RouteChange>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// A worker whose routes or certificates may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteChange {
+    pub worker_id: i64,
+    /// It has just connected: it holds nothing this control plane sent before.
+    pub connected: bool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -196,7 +204,7 @@ impl Hub {
     }
 
     /// The stream of workers whose routes may have changed, once: the route pusher takes it.
-    pub fn take_route_changes(&self) -> Option<mpsc::UnboundedReceiver<i64>> {
+    pub fn take_route_changes(&self) -> Option<mpsc::UnboundedReceiver<RouteChange>> {
         take_once(&self.inner.route_changes_rx)
     }
 
@@ -270,7 +278,12 @@ impl Hub {
     /// again (changes close together are coalesced). A worker that is not connected gets its
     /// table when it comes back.
     pub fn routes_changed(&self, worker_id: i64) {
-        let _ = self.inner.route_changes.send(worker_id);
+        let _ = self.inner.route_changes.send(RouteChange { worker_id, connected: false });
+    }
+
+    /// The worker has just said hello: its table and its certificates are pushed whole.
+    pub fn worker_ready(&self, worker_id: i64) {
+        let _ = self.inner.route_changes.send(RouteChange { worker_id, connected: true });
     }
 
     /// Runs one of the read-only podman commands ([`AdminCommand`]) on a worker and waits for

@@ -82,7 +82,7 @@ impl Applier {
                 let desired = desired_state(db, worker_id).await?;
                 let _ = self.hub.send(worker_id, Outgoing::of(&desired));
                 resync(db, worker_id, &containers).await?;
-                self.hub.routes_changed(worker_id);
+                self.hub.worker_ready(worker_id);
             }
             Report::JobAccepted(m) => accepted(db, worker_id, m).await?,
             Report::JobProgress(m) => progress(db, worker_id, m).await?,

@@ -38,13 +38,17 @@ pub struct App {
     pub health_check_path: String,
     /// How long a new version has to answer; `null` for the worker's default (60 s).
     pub health_check_timeout_secs: Option<i32>,
+    /// Plain-HTTP requests for a host with a certificate go to HTTPS (308); on by default.
+    pub https_redirect: bool,
+    /// HTTPS answers carry `Strict-Transport-Security: max-age=31536000`; off by default.
+    pub hsts: bool,
     /// Paused by the platform's operators: stopped, and it cannot be started, restarted or
     /// deployed until they unpause it.
     pub paused: bool,
     pub created_at: DateTime<Utc>,
 }
 
-const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, git_provider, health_check_path, health_check_timeout_secs, (paused_at IS NOT NULL) AS paused, created_at";
+const APP_COLUMNS: &str = "id, user_id, slug, name, status, repo_url, branch, framework, dockerfile_path, port, worker_id, current_deployment_id, host_port, (git_token_sealed IS NOT NULL) AS has_git_token, git_provider, health_check_path, health_check_timeout_secs, https_redirect, hsts, (paused_at IS NOT NULL) AS paused, created_at";
 
 pub struct NewApp<'a> {
     pub user_id: i64,
@@ -417,6 +421,22 @@ pub async fn paused_reason(db: impl PgExecutor<'_>, id: i64) -> Result<Option<St
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// Sets how an app is served over HTTPS.
+pub async fn set_https(
+    db: impl PgExecutor<'_>,
+    app_id: i64,
+    redirect: bool,
+    hsts: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET https_redirect = $2, hsts = $3, updated_at = now() WHERE id = $1")
+        .bind(app_id)
+        .bind(redirect)
+        .bind(hsts)
+        .execute(db)
+        .await
+        .map(drop)
 }
 
 /// Sets an app's health check.

@@ -153,3 +153,56 @@ pub async fn chain(db: impl PgExecutor<'_>, domain_id: i64) -> Result<Option<Str
         .await?
         .flatten())
 }
+
+/// The certificates a worker's edge router serves, by domain id, each with a version (the
+/// chain's digest, which a renewal changes): issued and unexpired, for verified domains of
+/// apps placed on the worker.
+pub async fn served_by(db: impl PgExecutor<'_>, worker_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT c.domain_id, md5(c.chain_pem)
+         FROM domain_certificates c
+         JOIN domains d ON d.id = c.domain_id
+         JOIN apps a ON a.id = d.app_id
+         WHERE a.worker_id = $1 AND d.verified_at IS NOT NULL
+           AND c.chain_pem IS NOT NULL AND c.key_sealed IS NOT NULL AND c.not_after > now()
+         ORDER BY c.domain_id",
+    )
+    .bind(worker_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A certificate to serve, its key opened.
+#[derive(Debug)]
+pub struct Served {
+    pub domain_id: i64,
+    pub hostname: String,
+    pub chain_pem: String,
+    pub key_pem: wisehosting_crypto::Secret,
+}
+
+/// The certificates of these domains, keys opened (for the push to the worker serving them).
+pub async fn served(
+    db: impl PgExecutor<'_>,
+    sealer: &Sealer,
+    domain_ids: &[i64],
+) -> Result<Vec<Served>, StoreError> {
+    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT c.domain_id, d.hostname, c.chain_pem, c.key_sealed
+         FROM domain_certificates c JOIN domains d ON d.id = c.domain_id
+         WHERE c.domain_id = ANY($1) AND c.chain_pem IS NOT NULL AND c.key_sealed IS NOT NULL
+         ORDER BY c.domain_id",
+    )
+    .bind(domain_ids)
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|(domain_id, hostname, chain_pem, sealed)| {
+            let row = domain_id.to_string();
+            let key = sealer
+                .open(&sealed, Aad { table: "domain_certificates", column: "key_sealed", row: &row })?;
+            let key_pem = wisehosting_crypto::Secret::new(String::from_utf8_lossy(&key).into_owned());
+            Ok(Served { domain_id, hostname, chain_pem, key_pem })
+        })
+        .collect()
+}

@@ -17,12 +17,14 @@ pub struct RouteRow {
     pub wg_ip: Option<String>,
     /// Verified custom domains, sorted.
     pub domains: Vec<String>,
+    pub https_redirect: bool,
+    pub hsts: bool,
 }
 
 /// Every app with a running or stopped version (ever deployed), on `worker` or on all.
 pub async fn list(db: &PgPool, worker: Option<i64>) -> Result<Vec<RouteRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT a.id AS app_id, a.slug, a.status, a.host_port, w.id AS worker_id, w.zone,
+        "SELECT a.id AS app_id, a.slug, a.status, a.host_port, w.id AS worker_id, w.zone, a.https_redirect, a.hsts,
                 host(w.wg_ip) AS wg_ip,
                 COALESCE((SELECT array_agg(d.hostname ORDER BY d.hostname) FROM domains d
                           WHERE d.app_id = a.id AND d.verified_at IS NOT NULL), '{}') AS domains

@@ -1,8 +1,9 @@
 //! Certificates for verified custom domains (SPEC §14.7, issue 18 item 1) from a real ACME
 //! server, Debian's `pebble`: the control plane orders one, the worker's edge router answers
 //! the HTTP-01 challenge it is pushed, and the domain shows the certificate, whose chain leads
-//! to pebble's root; a name whose challenge nothing answers fails with pebble's reason and is
-//! tried again.
+//! to pebble's root; the certificate is pushed to that worker, whose edge router serves the
+//! domain over HTTPS with it (and redirects plain requests there); a name whose challenge
+//! nothing answers fails with pebble's reason and is tried again.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -56,6 +57,31 @@ fn openssl_verify(dir: &std::path::Path, root: &str, intermediate: &str, chain: 
         out.status.success(),
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     )
+}
+
+/// `GET https://<host>/` on the worker's HTTPS listener, trusting only pebble's root (the
+/// intermediate comes from the chain served): the status, the body and the served leaf's
+/// not-after; `Err` while the listener is not open or the handshake fails.
+async fn over_https(root: &str, agent: &SpawnedWorker, host: &str) -> Result<(u16, String, String), String> {
+    let at = agent.status.https_addr().ok_or("the HTTPS listener is not open")?;
+    let client = wisehosting_testkit::tls::client_trusting_pem(root)
+        .resolve(host, at)
+        .tls_info(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let response =
+        client.get(format!("https://{host}:{}/", at.port())).send().await.map_err(|e| format!("{e:?}"))?;
+    let leaf = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or("no peer certificate")?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).map_err(|e| e.to_string())?;
+    let not_after = parsed.validity().not_after.to_datetime().unix_timestamp().to_string();
+    let status = response.status().as_u16();
+    Ok((status, response.text().await.unwrap_or_default(), not_after))
 }
 
 /// Pebble issuing certificates valid for `validity_secs` (its default when `None`), a control
@@ -147,6 +173,84 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_
         "the key is sealed"
     );
 
+    // Pushed to the app's worker, whose edge router opens HTTPS and serves the domain with it.
+    let root = pebble.root_pem().await;
+    let served = eventually(Duration::from_secs(20), Duration::from_millis(200), || async {
+        over_https(&root, &agent, "shop.example.com").await.is_ok()
+    })
+    .await;
+    let answer = over_https(&root, &agent, "shop.example.com").await;
+    assert!(served, "served over HTTPS with a chain to pebble's root: {answer:?}");
+    let (status, body, _) = answer.expect("answer");
+    assert_eq!(status, 200);
+    assert!(body.contains("shop"), "the app's page: {body}");
+    // Plain HTTP for the domain goes to HTTPS; the platform's own hostname has no certificate.
+    let edge = agent.status.edge_addr().expect("edge");
+    let https_port = agent.status.https_addr().expect("https").port();
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let redirected = plain
+        .get(format!("http://{edge}/cart?id=1"))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .expect("plain request");
+    assert_eq!(redirected.status(), 308);
+    assert_eq!(
+        redirected.headers()["location"],
+        format!("https://shop.example.com:{https_port}/cart?id=1").as_str()
+    );
+    assert!(
+        over_https(&root, &agent, "broken.example.com").await.is_err(),
+        "no certificate for a domain whose order failed"
+    );
+    // The app turns the redirect off and HSTS on: the edge router applies both at once.
+    let settings = user
+        .request(reqwest::Method::PUT, &format!("/api/apps/{app}/https"))
+        .json(&json!({"redirect": false, "hsts": true}))
+        .send()
+        .await
+        .expect("PUT https");
+    assert_eq!(settings.status(), 200);
+    let settings: Value = settings.json().await.expect("json");
+    assert_eq!((settings["https_redirect"].clone(), settings["hsts"].clone()), (json!(false), json!(true)));
+    let applied = eventually(Duration::from_secs(10), Duration::from_millis(100), || async {
+        let plain_ok = plain
+            .get(format!("http://{edge}/"))
+            .header("host", "shop.example.com")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200 && !r.headers().contains_key("strict-transport-security"));
+        let client = wisehosting_testkit::tls::client_trusting_pem(&root)
+            .resolve("shop.example.com", agent.status.https_addr().expect("https"));
+        let secure = client
+            .build()
+            .expect("client")
+            .get(format!("https://shop.example.com:{https_port}/"))
+            .send()
+            .await;
+        plain_ok
+            && secure.is_ok_and(|r| {
+                r.headers().get("strict-transport-security").is_some_and(|v| v == "max-age=31536000")
+            })
+    })
+    .await;
+    assert!(applied, "no redirect, and HSTS over HTTPS only");
+    // The domain removed: its certificate leaves the worker.
+    let removed = user
+        .request(reqwest::Method::DELETE, &format!("/api/apps/{app}/domains/shop.example.com"))
+        .send()
+        .await;
+    assert!(removed.expect("DELETE").status().is_success());
+    let gone = eventually(Duration::from_secs(10), Duration::from_millis(100), || async {
+        over_https(&root, &agent, "shop.example.com").await.is_err()
+    })
+    .await;
+    assert!(gone, "a removed domain's certificate is no longer served");
+
     let failed = eventually(Duration::from_secs(90), Duration::from_millis(500), || async {
         domain(&user, app, "broken.example.com").await["certificate"]["status"] == "failed"
     })
@@ -177,7 +281,7 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_
 /// certificate throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_is_renewed_before_it_expires_and_stays_issued_meanwhile() {
-    let (dns, _pebble, _cp, agent, user, app) = acme_platform(Some(30)).await;
+    let (dns, pebble, _cp, agent, user, app) = acme_platform(Some(30)).await;
     dns.set_addrs("renew.example.com", &[&["127.0.0.1".parse().expect("ip")]]);
     verified(&user, &dns, app, "renew.example.com").await;
     let issued = eventually(Duration::from_secs(60), Duration::from_millis(250), || async {
@@ -200,5 +304,20 @@ async fn a_certificate_is_renewed_before_it_expires_and_stays_issued_meanwhile()
     assert!(renewed, "a new certificate replaced the first before it expired");
     let statuses = statuses.lock().expect("lock").clone();
     assert!(statuses.iter().all(|s| s == "issued"), "issued throughout the renewal: {statuses:?}");
+    // The edge router serves the renewed one (its not-after is the domain's new one).
+    let now = domain(&user, app, "renew.example.com").await["certificate"]["not_after"].clone();
+    let expected = chrono::DateTime::parse_from_rfc3339(now.as_str().expect("not_after")).expect("RFC 3339");
+    let root = pebble.root_pem().await;
+    let pushed = eventually(Duration::from_secs(20), Duration::from_millis(200), || async {
+        over_https(&root, &agent, "renew.example.com")
+            .await
+            .is_ok_and(|(_, _, not_after)| not_after == expected.timestamp().to_string())
+    })
+    .await;
+    assert!(
+        pushed,
+        "the renewed certificate is served: {:?}",
+        over_https(&root, &agent, "renew.example.com").await
+    );
     agent.stop().await;
 }

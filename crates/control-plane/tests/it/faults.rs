@@ -447,7 +447,7 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
     std::fs::write(
         &config,
         format!(
-            "control_plane_url: {}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\nedge:\n  listen: 127.0.0.1:0\n  metrics_listen: null\n",
+            "control_plane_url: {}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\nedge:\n  listen: 127.0.0.1:0\n  metrics_listen: null\n  https_listen: null\n",
             cp.base_url,
             w.name,
             w.api_key,

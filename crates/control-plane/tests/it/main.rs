@@ -14,6 +14,7 @@ mod deploy;
 mod deploy_guards;
 mod dev;
 mod domains;
+mod edge_tls;
 mod faults;
 mod gitlink;
 mod health;

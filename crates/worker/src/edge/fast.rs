@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::chunked::ChunkedEnd;
 use super::pages::Failure;
 use super::table::Route;
-use super::{Edge, HEADER_READ_TIMEOUT, UPSTREAM_TIMEOUT};
+use super::{ClientIo, Edge, HEADER_READ_TIMEOUT, UPSTREAM_TIMEOUT};
 
 /// The longest request or response head read.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -80,9 +80,9 @@ struct Answer {
 
 /// Serves `client` until it closes, errs, `stop` fires between requests, or a request needs
 /// hyper.
-pub async fn serve(
+pub async fn serve<S: ClientIo>(
     edge: &Edge,
-    client: &mut TcpStream,
+    client: &mut S,
     peer: SocketAddr,
     stop: &CancellationToken,
 ) -> Outcome {
@@ -105,7 +105,8 @@ pub async fn serve(
             if !inbuf.is_empty() {
                 out.clear();
                 // The table as it is when the head is complete, not when the wait began.
-                match prepare(&inbuf, &edge.table(), &peer_ip, &mut out) {
+                let redirect = |host: &str| edge.redirects_to_https(host);
+                match prepare(&inbuf, &edge.table(), &peer_ip, S::SECURE, redirect, &mut out) {
                     Prepared::Partial => {}
                     other => break other,
                 }
@@ -166,7 +167,7 @@ pub async fn serve(
                 inbuf.advance(forward.consumed);
                 let Some(authority) = forward.route.upstream.as_deref() else { return Outcome::Closed };
                 edge.inflight_add(authority, 1);
-                let kept = exchange(edge, client, authority, &forward, &mut out, &mut ubuf).await;
+                let kept = exchange(edge, client, authority, &forward, S::SECURE, &mut out, &mut ubuf).await;
                 edge.inflight_add(authority, -1);
                 if !kept || forward.close {
                     return Outcome::Closed;
@@ -188,8 +189,16 @@ fn trim(value: &[u8]) -> &[u8] {
 }
 
 /// Parses a request head at the start of `buf` and, when it can be forwarded here, writes the
-/// head for the app into `out`.
-fn prepare(buf: &[u8], table: &super::Table, peer_ip: &str, out: &mut Vec<u8>) -> Prepared {
+/// head for the app into `out`. `secure`: it came over TLS; `redirect`: whether a plain
+/// request for a host goes to HTTPS (answered on the hyper path).
+fn prepare(
+    buf: &[u8],
+    table: &super::Table,
+    peer_ip: &str,
+    secure: bool,
+    redirect: impl Fn(&str) -> bool,
+    out: &mut Vec<u8>,
+) -> Prepared {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let consumed = match request.parse(buf) {
@@ -244,6 +253,9 @@ fn prepare(buf: &[u8], table: &super::Table, peer_ip: &str, out: &mut Vec<u8>) -
     let Some(route) = table.lookup(host).cloned() else {
         return Prepared::Answer { consumed, failure: Failure::NoApp, route: None, close };
     };
+    if !secure && route.https_redirect && redirect(host) {
+        return Prepared::Hyper;
+    }
     if route.upstream.is_none() {
         return Prepared::Answer { consumed, failure: Failure::NotRunning, route: Some(route), close };
     }
@@ -273,7 +285,11 @@ fn prepare(buf: &[u8], table: &super::Table, peer_ip: &str, out: &mut Vec<u8>) -
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(peer_ip.as_bytes());
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(if secure {
+        b"\r\nX-Forwarded-Proto: https\r\n".as_slice()
+    } else {
+        b"\r\nX-Forwarded-Proto: http\r\n".as_slice()
+    });
     if !host.is_empty() {
         out.extend_from_slice(b"X-Forwarded-Host: ");
         out.extend_from_slice(host.as_bytes());
@@ -285,11 +301,13 @@ fn prepare(buf: &[u8], table: &super::Table, peer_ip: &str, out: &mut Vec<u8>) -
 }
 
 /// Parses an app's response head at the start of `buf`; when complete, writes the head for
-/// the client into `out`. `Err` when the head is malformed or its framing unclear.
+/// the client into `out` (with [`super::HSTS`] when `hsts` and the app sent none). `Err` when
+/// the head is malformed or its framing unclear.
 fn answer(
     buf: &[u8],
     head_request: bool,
     close_client: bool,
+    hsts: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Answer>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
@@ -311,6 +329,7 @@ fn answer(
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut upstream_keeps = version == 1;
+    let mut hsts = hsts;
     // Headers the app's `Connection` names as hop-by-hop.
     let mut named: Vec<&[u8]> = Vec::new();
     for header in response.headers.iter() {
@@ -329,6 +348,8 @@ fn answer(
             }
             let last = header.value.rsplit(|b| *b == b',').next().map(trim).unwrap_or_default();
             chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if is(header.name, "strict-transport-security") {
+            hsts = false;
         } else if is(header.name, "connection") {
             for token in header.value.split(|b| *b == b',').map(trim) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -371,6 +392,11 @@ fn answer(
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if hsts {
+        out.extend_from_slice(b"Strict-Transport-Security: ");
+        out.extend_from_slice(super::HSTS.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if close_client {
@@ -419,17 +445,19 @@ async fn send(
 
 /// One request's round trip to the app and the answer's relay to the client; false when the
 /// client connection must close.
-async fn exchange(
+async fn exchange<S: ClientIo>(
     edge: &Edge,
-    client: &mut TcpStream,
+    client: &mut S,
     authority: &str,
     forward: &Forward,
+    secure: bool,
     out: &mut Vec<u8>,
     ubuf: &mut BytesMut,
 ) -> bool {
     let started = Instant::now();
     let route = forward.route.name.as_str();
-    let (mut upstream, parsed) = match round_trip(edge, authority, forward, out, ubuf).await {
+    let hsts = secure && forward.route.hsts;
+    let (mut upstream, parsed) = match round_trip(edge, authority, forward, hsts, out, ubuf).await {
         Ok(done) => done,
         Err(failed) => {
             let failure =
@@ -459,6 +487,7 @@ async fn round_trip(
     edge: &Edge,
     authority: &str,
     forward: &Forward,
+    hsts: bool,
     out: &mut Vec<u8>,
     ubuf: &mut BytesMut,
 ) -> Result<(TcpStream, Answer), Failed> {
@@ -481,7 +510,7 @@ async fn round_trip(
     };
     out.clear();
     loop {
-        match answer(ubuf, forward.head, forward.close, out) {
+        match answer(ubuf, forward.head, forward.close, hsts, out) {
             Ok(Some(a)) if (100..200).contains(&a.status) => {
                 ubuf.advance(a.consumed);
                 out.clear();
@@ -526,7 +555,7 @@ impl BodyEnd {
 
 /// Writes `bytes` to the client; an error when it has not taken them within `stall` (a client
 /// that stopped reading holds no task and no upstream connection for ever).
-async fn write_client(client: &mut TcpStream, bytes: &[u8], stall: Duration) -> Result<(), ()> {
+async fn write_client<S: ClientIo>(client: &mut S, bytes: &[u8], stall: Duration) -> Result<(), ()> {
     tokio::time::timeout(stall, client.write_all(bytes)).await.map_err(drop)?.map_err(drop)
 }
 
@@ -540,8 +569,8 @@ async fn read_upstream(upstream: &mut TcpStream, ubuf: &mut BytesMut, stall: Dur
 /// the head and the body's first bytes in one write. On success `ubuf` holds what the app sent
 /// beyond this response. The app may pause at most `stall` between reads, and the client
 /// take at most `stall` for each write; past it, both connections are closed.
-async fn relay(
-    client: &mut TcpStream,
+async fn relay<S: ClientIo>(
+    client: &mut S,
     upstream: &mut TcpStream,
     framing: Framing,
     out: &mut Vec<u8>,
@@ -596,7 +625,13 @@ use super::fuzzing::BrokenRule;
 
 pub(super) fn fuzz_table() -> super::Table {
     use wisehosting_proto::messages::{RouteEntry, RouteTable};
-    let entry = RouteEntry { app_id: 1, hosts: vec!["a.localhost".into()], port: Some(1) };
+    let entry = RouteEntry {
+        app_id: 1,
+        hosts: vec!["a.localhost".into()],
+        port: Some(1),
+        https_redirect: true,
+        hsts: true,
+    };
     super::Table::from_message(&RouteTable { version: 1, routes: vec![entry] })
 }
 
@@ -604,9 +639,15 @@ pub(super) fn fuzz_table() -> super::Table {
 /// forwarded head is exactly one complete, bodyless HTTP/1.1 request with the same method and
 /// target, carrying no framing or hop-by-hop header. `Err` names the broken rule.
 pub(super) fn check_request(input: &[u8]) -> Result<(), BrokenRule> {
+    check_request_over(input, false)?;
+    check_request_over(input, true)
+}
+
+fn check_request_over(input: &[u8], secure: bool) -> Result<(), BrokenRule> {
     let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(BrokenRule::from(what)) };
     let mut out = Vec::new();
-    let Prepared::Forward(forward) = prepare(input, &fuzz_table(), "127.0.0.1", &mut out) else {
+    let Prepared::Forward(forward) = prepare(input, &fuzz_table(), "127.0.0.1", secure, |_| false, &mut out)
+    else {
         return Ok(());
     };
     ensure(forward.consumed <= input.len(), "consumed more than was read")?;
@@ -648,9 +689,9 @@ pub(super) fn check_request(input: &[u8]) -> Result<(), BrokenRule> {
 /// informational head is dropped, and a final head it accepts was written for the client as
 /// one whole head (no body for a HEAD request).
 pub(super) fn check_response(input: &[u8]) -> Result<(), BrokenRule> {
-    for (head_request, close) in [(false, false), (true, false), (false, true)] {
+    for (head_request, close, hsts) in [(false, false, false), (true, false, true), (false, true, true)] {
         let mut out = Vec::new();
-        if let Ok(Some(parsed)) = answer(input, head_request, close, &mut out) {
+        if let Ok(Some(parsed)) = answer(input, head_request, close, hsts, &mut out) {
             if parsed.consumed > input.len() {
                 return Err(BrokenRule::from("consumed more than was read"));
             }
@@ -691,7 +732,7 @@ mod tests {
     fn bodyless_requests_are_forwarded_and_everything_else_is_handed_over_or_refused() {
         let kind = |input: &str| {
             let mut out = Vec::new();
-            match prepare(input.as_bytes(), &routed_table(), "127.0.0.1", &mut out) {
+            match prepare(input.as_bytes(), &routed_table(), "127.0.0.1", false, |_| false, &mut out) {
                 Prepared::Partial => "partial".to_string(),
                 Prepared::Hyper => "hyper".to_string(),
                 Prepared::Answer { failure, .. } => failure.status().to_string(),

@@ -1,5 +1,6 @@
 //! The edge router (SPEC §7): an HTTP/1.1 reverse proxy on `edge.listen` (`:8080`) that sends
-//! each request to the app its `Host` names. Its table is the control plane's typed
+//! each request to the app its `Host` names, and the same over TLS on `edge.https_listen` (with
+//! HTTP/2 by ALPN) with the certificates the control plane pushes, chosen by SNI (`tls.rs`). Its table is the control plane's typed
 //! `route_table` for this worker, pushed over the link on connect and on every change, and
 //! swapped whole (readers never see half a table). Keep-alive to clients and upstreams,
 //! WebSocket upgrades passed through, `X-Forwarded-*` set, clear 404/502/503/504 pages, and
@@ -14,8 +15,11 @@ mod metrics;
 mod pages;
 mod proxy;
 pub mod table;
+pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -23,6 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -143,7 +148,40 @@ fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// The router's shared state.
+/// A client connection the router serves: plain TCP, or TLS over it.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// It came over TLS (`X-Forwarded-Proto: https`, HSTS, no redirect).
+    const SECURE: bool;
+
+    /// Resolves when a read may make progress, without reading (so a connection waiting for
+    /// its next request holds no buffer).
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl ClientIo for tokio::net::TcpStream {
+    const SECURE: bool = false;
+
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::TcpStream::readable(self)
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+impl ClientIo for TlsStream {
+    const SECURE: bool = true;
+
+    /// Decrypted bytes rustls already holds are ready now; otherwise the socket must have some.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        let (tcp, session) = self.get_ref();
+        let wait = session.wants_read();
+        async move { if wait { tcp.readable().await } else { Ok(()) } }
+    }
+}
+
+/// `Strict-Transport-Security` for apps that opt in: a year, this host only.
+pub const HSTS: &str = "max-age=31536000";
+
 /// The most ACME challenges a router holds at once.
 pub const MAX_CHALLENGES: usize = 1000;
 
@@ -164,6 +202,10 @@ pub struct Edge {
     stall: Duration,
     /// ACME HTTP-01 answers by token, as last pushed (`acme_challenges`).
     challenges: RwLock<Arc<HashMap<String, String>>>,
+    /// The certificates pushed (`edge_certificates`), by SNI.
+    certificates: Arc<tls::Certificates>,
+    /// The HTTPS listener's port once it serves; 0 before (no redirect to it).
+    https_port: AtomicU16,
 }
 
 impl std::fmt::Debug for Edge {
@@ -195,7 +237,31 @@ impl Edge {
             changed: Notify::new(),
             stall,
             challenges: RwLock::new(Arc::default()),
+            certificates: Arc::default(),
+            https_port: AtomicU16::new(0),
         })
+    }
+
+    /// Applies a push of certificates (see [`tls::Certificates::apply`]).
+    pub fn set_certificates(&self, message: &wisehosting_proto::messages::EdgeCertificates) {
+        self.certificates.apply(message);
+        tracing::debug!(held = self.certificates.len(), "certificates updated");
+    }
+
+    /// How many certificates the router holds.
+    pub fn certificates_held(&self) -> usize {
+        self.certificates.len()
+    }
+
+    /// The HTTPS listener's port, 0 while none serves.
+    pub fn https_port(&self) -> u16 {
+        self.https_port.load(Ordering::Relaxed)
+    }
+
+    /// True when a plain request for `host` (a `Host` value) may go to HTTPS: the listener
+    /// serves and a certificate for the host is held.
+    pub fn redirects_to_https(&self, host: &str) -> bool {
+        self.https_port() != 0 && self.certificates.lookup(table::bare_host(host)).is_some()
     }
 
     /// Swaps in the pushed ACME challenges. Entries that are not a base64url token with its
@@ -345,6 +411,23 @@ impl Edge {
     /// Serves the router on `listener` until `shutdown`.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
         proxy::serve(self, listener, shutdown).await;
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown`, with the certificates pushed (by SNI); plain
+    /// requests for hosts with a certificate are redirected here from then on.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), rustls::Error> {
+        let config = tls::server_config(self.certificates.clone())?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        if let Ok(addr) = listener.local_addr() {
+            self.https_port.store(addr.port(), Ordering::Relaxed);
+        }
+        proxy::serve_tls(self.clone(), listener, acceptor, shutdown).await;
+        self.https_port.store(0, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Serves `GET /metrics` on `listener` until `shutdown`.

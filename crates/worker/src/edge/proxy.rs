@@ -14,21 +14,58 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::fast::{self, Outcome};
 use super::pages::Failure;
-use super::{Edge, HEADER_READ_TIMEOUT, UPSTREAM_TIMEOUT};
+use super::{ClientIo, Edge, HEADER_READ_TIMEOUT, TlsStream, UPSTREAM_TIMEOUT};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
+/// Serves plain HTTP on `listener` until `shutdown`.
 pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+    accept_each(listener, shutdown, move |stream, peer, stop| connection(edge.clone(), stream, peer, stop))
+        .await;
+}
+
+/// Serves HTTPS on `listener` until `shutdown`: the TLS handshake (certificate by SNI) under
+/// the header timeout, then HTTP/2 when the client chose it by ALPN, else HTTP/1.1 as on the
+/// plain listener.
+pub async fn serve_tls(
+    edge: Arc<Edge>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    accept_each(listener, shutdown, move |stream, peer, stop| {
+        let (edge, acceptor) = (edge.clone(), acceptor.clone());
+        async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await else {
+                return;
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Box::pin(serve_h2(edge, tls, peer, stop)).await;
+            } else {
+                connection(edge, tls, peer, stop).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Accepts connections until `shutdown`, each served by `serve` in its own task; requests in
+/// flight at shutdown get 5 s to finish.
+async fn accept_each<F, Fut>(listener: tokio::net::TcpListener, shutdown: CancellationToken, serve: F)
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -42,26 +79,9 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown:
             },
         };
         let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
         let stop = shutdown.clone();
+        let work = serve(stream, peer, stop.clone());
         tokio::spawn(async move {
-            let mut stream = stream;
-            let work = async {
-                match fast::serve(&edge, &mut stream, peer, &stop).await {
-                    Outcome::Closed => {}
-                    Outcome::Handoff(read) => {
-                        let io = Rewind {
-                            read: read.freeze(),
-                            inner: stream,
-                            stall: edge.stall,
-                            write_stalled: None,
-                        };
-                        // Boxed: the rare hyper path does not make every connection's task larger.
-                        Box::pin(serve_with_hyper(edge.clone(), io, peer, stop.clone())).await;
-                    }
-                }
-            };
-            // Requests in flight at shutdown get 5 s to finish.
             let grace = async {
                 stop.cancelled().await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -74,11 +94,28 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener, shutdown:
     }
 }
 
+/// One HTTP/1.1 client connection: the fast path, then hyper for what it hands over.
+async fn connection<S: ClientIo>(edge: Arc<Edge>, mut stream: S, peer: SocketAddr, stop: CancellationToken) {
+    match fast::serve(&edge, &mut stream, peer, &stop).await {
+        Outcome::Closed => {}
+        Outcome::Handoff(read) => {
+            let io = Rewind { read: read.freeze(), inner: stream, stall: edge.stall, write_stalled: None };
+            // Boxed: the rare hyper path does not make every connection's task larger.
+            Box::pin(serve_with_hyper(edge.clone(), io, peer, stop)).await;
+        }
+    }
+}
+
 /// Serves the rest of a connection with hyper: requests the fast path leaves alone.
-async fn serve_with_hyper(edge: Arc<Edge>, io: Rewind, peer: SocketAddr, stop: CancellationToken) {
+async fn serve_with_hyper<S: ClientIo>(
+    edge: Arc<Edge>,
+    io: Rewind<S>,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
     let service = service_fn(move |req| {
         let edge = edge.clone();
-        async move { Ok::<_, Infallible>(handle(edge, req, peer).await) }
+        async move { Ok::<_, Infallible>(handle(edge, req, peer, S::SECURE).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -96,17 +133,37 @@ async fn serve_with_hyper(edge: Arc<Edge>, io: Rewind, peer: SocketAddr, stop: C
     }
 }
 
+/// An HTTP/2 connection (TLS with ALPN `h2`): every request through hyper, to the app over
+/// HTTP/1.1.
+async fn serve_h2(edge: Arc<Edge>, io: TlsStream, peer: SocketAddr, stop: CancellationToken) {
+    let service = service_fn(move |req| {
+        let edge = edge.clone();
+        async move { Ok::<_, Infallible>(handle(edge, req, peer, true).await) }
+    });
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 /// A client connection whose first bytes were already read by the fast path. A write the
 /// client does not take within `stall` (it stopped reading) fails, which ends the connection.
-struct Rewind {
+struct Rewind<S> {
     read: Bytes,
-    inner: tokio::net::TcpStream,
+    inner: S,
     stall: Duration,
     /// Armed while a write waits on the client.
     write_stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Rewind {
+impl<S> Rewind<S> {
     /// Passes a write's outcome on; a pending one fails once it has waited `stall`.
     fn watch<T>(
         &mut self,
@@ -174,7 +231,7 @@ impl hyper::body::Body for StallBody {
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: ClientIo> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,7 +247,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: ClientIo> AsyncWrite for Rewind<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -293,7 +350,24 @@ fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     if connection_upgrade { headers.get(header::UPGRADE).cloned() } else { None }
 }
 
-async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// `308` to the same place over HTTPS (`port` unless it is 443).
+fn to_https(host: &str, path: &str, port: u16) -> Response<Body> {
+    let host = super::table::bare_host(host);
+    let location =
+        if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
+    let mut response = text(StatusCode::PERMANENT_REDIRECT, "text/plain", format!("Moved to {location}\n"));
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+async fn handle(
+    edge: Arc<Edge>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    secure: bool,
+) -> Response<Body> {
     let started = Instant::now();
     // A pending ACME challenge is answered here, whatever the host; other tokens go on to the
     // app (which may run its own ACME client).
@@ -313,6 +387,10 @@ async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -
     let Some(route) = table.lookup(&host).cloned() else {
         return page(Failure::NoApp);
     };
+    if !secure && route.https_redirect && edge.redirects_to_https(&host) {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return to_https(&host, path, edge.https_port());
+    }
     let Some(authority) = route.upstream.clone() else {
         let response = page(Failure::NotRunning);
         edge.metrics.record(&route.name, 503, started.elapsed());
@@ -334,10 +412,15 @@ async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         parts.headers.insert("x-forwarded-for", v);
     }
-    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static(if secure { "https" } else { "http" }));
     if let Ok(v) = HeaderValue::from_str(&host) {
-        parts.headers.insert("x-forwarded-host", v);
+        parts.headers.insert("x-forwarded-host", v.clone());
+        // HTTP/2 names the host in `:authority`; the app, spoken to in HTTP/1.1, needs `Host`.
+        parts.headers.entry(header::HOST).or_insert(v);
     }
+    parts.version = hyper::Version::HTTP_11;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("http://{authority}{path}").parse() else {
         return page(Failure::BadRequest);
@@ -368,6 +451,12 @@ async fn handle(edge: Arc<Edge>, mut req: Request<Incoming>, peer: SocketAddr) -
             } else {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                if secure && route.hsts {
+                    parts
+                        .headers
+                        .entry(header::STRICT_TRANSPORT_SECURITY)
+                        .or_insert(HeaderValue::from_static(super::HSTS));
+                }
                 // The body streams after this returns; its end is not tracked, the drain
                 // delay after the route moves covers it. A body that stalls is cut.
                 Response::from_parts(parts, StallBody::new(body, edge.stall).boxed())

@@ -13,6 +13,10 @@ pub struct Route {
     pub name: String,
     /// `host:port` of the app's server; `None` when the app does not run (answered 503).
     pub upstream: Option<String>,
+    /// Plain-HTTP requests go to HTTPS when the router holds a certificate for the host.
+    pub https_redirect: bool,
+    /// HTTPS answers carry `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 /// Hostname (lowercase, no port) → route.
@@ -30,7 +34,12 @@ impl Table {
         let mut table = Table { version: message.version, ..Table::default() };
         for entry in &message.routes {
             let upstream = entry.port.filter(|p| *p > 0).map(|p| format!("127.0.0.1:{p}"));
-            let route = Arc::new(Route { name: format!("app-{}", entry.app_id), upstream });
+            let route = Arc::new(Route {
+                name: format!("app-{}", entry.app_id),
+                upstream,
+                https_redirect: entry.https_redirect,
+                hsts: entry.hsts,
+            });
             for host in &entry.hosts {
                 let host = host.trim_end_matches('.').to_ascii_lowercase();
                 if !host.is_empty() {
@@ -43,11 +52,7 @@ impl Table {
 
     /// The route for a request's `Host` (any case, with or without a port).
     pub fn lookup(&self, host: &str) -> Option<&Arc<Route>> {
-        let host = host
-            .rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h);
-        let host = host.trim_end_matches('.');
+        let host = bare_host(host);
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = host.to_ascii_lowercase();
@@ -55,17 +60,30 @@ impl Table {
         } else {
             host
         };
-        self.hosts.get(host).or_else(|| {
-            // A one-label wildcard: `a.b.c` matches `*.b.c`.
-            let (_, parent) = host.split_once('.')?;
-            self.hosts.get(&format!("*.{parent}"))
-        })
+        by_name(&self.hosts, host)
     }
 
     /// True when some route still sends traffic to `authority` (`host:port`).
     pub fn uses(&self, authority: &str) -> bool {
         self.hosts.values().any(|r| r.upstream.as_deref() == Some(authority))
     }
+}
+
+/// A `Host` value without its port and trailing dot.
+pub(super) fn bare_host(host: &str) -> &str {
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+        .trim_end_matches('.')
+}
+
+/// The entry for `host` (lowercase, no port, no trailing dot): its own, else a one-label
+/// wildcard's (`a.b.c` matches `*.b.c`, never `b.c` nor `x.a.b.c`).
+pub(super) fn by_name<'a, V>(map: &'a HashMap<String, V>, host: &str) -> Option<&'a V> {
+    map.get(host).or_else(|| {
+        let (_, parent) = host.split_once('.')?;
+        map.get(&format!("*.{parent}"))
+    })
 }
 
 #[cfg(test)]
@@ -75,7 +93,13 @@ mod tests {
     use super::*;
 
     fn entry(app_id: i64, hosts: &[&str], port: Option<u16>) -> RouteEntry {
-        RouteEntry { app_id, hosts: hosts.iter().map(|h| h.to_string()).collect(), port }
+        RouteEntry {
+            app_id,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            port,
+            https_redirect: true,
+            hsts: false,
+        }
     }
 
     #[test]

@@ -417,6 +417,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/apps/{id}/https": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put: operations["put_https"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/apps/{id}/logs": {
         parameters: {
             query?: never;
@@ -1086,6 +1102,10 @@ export interface components {
             health_check_timeout_secs?: number | null;
             /** Format: int32 */
             host_port?: number | null;
+            /** @description HTTPS answers carry `Strict-Transport-Security: max-age=31536000`; off by default. */
+            hsts: boolean;
+            /** @description Plain-HTTP requests for a host with a certificate go to HTTPS (308); on by default. */
+            https_redirect: boolean;
             /** Format: int64 */
             id: number;
             name: string;
@@ -1376,6 +1396,16 @@ export interface components {
              * @description 1 to 600 seconds; null for the worker's default (60).
              */
             timeout_secs?: number | null;
+        };
+        /** @description How an app is served over HTTPS once its hosts have certificates. */
+        HttpsRequest: {
+            /**
+             * @description Send `Strict-Transport-Security: max-age=31536000` over HTTPS: browsers then refuse
+             *     plain HTTP to the app's hosts for a year, so turn it on once HTTPS works.
+             */
+            hsts: boolean;
+            /** @description Redirect plain-HTTP requests to HTTPS (308) for hosts with a certificate. */
+            redirect: boolean;
         };
         /** @description A lifecycle job queued. */
         JobQueued: {
@@ -2736,6 +2766,42 @@ export interface operations {
         };
         responses: {
             /** @description The app with its new health check; it applies from the next deploy, restart or rollback */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["App"];
+                };
+            };
+            /** @description An error: a stable `code` and a `message` that names the problem and the fix */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_https: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HttpsRequest"];
+            };
+        };
+        responses: {
+            /** @description The app with its HTTPS settings; the edge router applies them at once */
             200: {
                 headers: {
                     [name: string]: unknown;

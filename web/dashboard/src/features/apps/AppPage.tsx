@@ -87,6 +87,7 @@ export function AppPage({ id }: { id: number }) {
             name={app.data.name}
             hasToken={app.data.has_git_token}
             health={{ path: app.data.health_check_path, timeout: app.data.health_check_timeout_secs ?? null }}
+            https={{ redirect: app.data.https_redirect, hsts: app.data.hsts }}
           />
         </Route>
       </Switch>
@@ -178,11 +179,13 @@ function Settings({
   name,
   hasToken,
   health,
+  https,
 }: {
   id: number;
   name: string;
   hasToken: boolean;
   health: { path: string; timeout: number | null };
+  https: { redirect: boolean; hsts: boolean };
 }) {
   const [token, setToken] = useState("");
   const [confirm, setConfirm] = useState("");
@@ -212,6 +215,7 @@ function Settings({
         <Button type="submit">Save token</Button>
       </form>
       <HealthCheck id={id} current={health} />
+      <HttpsSettings id={id} current={https} />
       <DangerZone
         name={name}
         confirm={confirm}
@@ -262,6 +266,47 @@ function HealthCheck({ id, current }: { id: number; current: { path: string; tim
       <ErrorNote error={error} />
       {saved ? <p role="status">Saved.</p> : null}
       <Button type="submit">Save health check</Button>
+    </form>
+  );
+}
+
+/** How the edge router serves the app once its hosts have certificates. */
+function HttpsSettings({ id, current }: { id: number; current: { redirect: boolean; hsts: boolean } }) {
+  const [redirect, setRedirect] = useState(current.redirect);
+  const [hsts, setHsts] = useState(current.hsts);
+  const [error, setError] = useState<unknown>(null);
+  const [saved, setSaved] = useState(false);
+  const client = useQueryClient();
+  return (
+    <form
+      className="card form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        setError(null);
+        setSaved(false);
+        call(api.PUT("/api/apps/{id}/https", { params: { path: { id } }, body: { redirect, hsts } }))
+          .then(() => {
+            setSaved(true);
+            return client.invalidateQueries({ queryKey: keys.app(id) });
+          })
+          .catch(setError);
+      }}
+    >
+      <h2>HTTPS</h2>
+      <p className="muted">
+        Custom domains get certificates once verified. Plain HTTP to a host with a certificate can be sent to HTTPS, and browsers can be
+        told to use only HTTPS for a year (HSTS: turn it on once HTTPS works).
+      </p>
+      <label>
+        <input type="checkbox" name="https_redirect" checked={redirect} onChange={(e) => setRedirect(e.target.checked)} /> Redirect HTTP
+        to HTTPS
+      </label>
+      <label>
+        <input type="checkbox" name="hsts" checked={hsts} onChange={(e) => setHsts(e.target.checked)} /> Send Strict-Transport-Security
+      </label>
+      <ErrorNote error={error} />
+      {saved ? <p role="status">Saved.</p> : null}
+      <Button type="submit">Save HTTPS settings</Button>
     </form>
   );
 }

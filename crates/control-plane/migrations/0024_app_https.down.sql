@@ -1,0 +1,1 @@
+ALTER TABLE apps DROP COLUMN hsts, DROP COLUMN https_redirect;
