@@ -2,7 +2,8 @@
 # Runs a benchmark with a throwaway PostgreSQL: `bash scripts/bench.sh hub` (worker
 # connections), `bash scripts/bench.sh deploy` (deploy-to-first-200) or `bash scripts/bench.sh
 # routing` (the edge router against nginx and Traefik, route propagation) or `bash
-# scripts/bench.sh dashboard` (entry script size, first paint, idle memory) or `bash
+# scripts/bench.sh edge-tls` (the edge router over TLS against nginx, RSS with 1,000
+# certificates) or `bash scripts/bench.sh dashboard` (entry script size, first paint, idle memory) or `bash
 # scripts/bench.sh observe` (alert evaluation, webhook dispatch) or `bash scripts/bench.sh
 # build-cache` (the node preset's second builds). Prints figures;
 # asserts nothing about speed. Release build.
@@ -20,14 +21,18 @@ case $which in
   deploy) cargo bench -p wisehosting-control-plane --bench deploy ;;
   observe) cargo bench -p wisehosting-control-plane --bench observe ;;
   build-cache) cargo bench -p wisehosting-control-plane --bench build_cache ;;
-  routing)
+  routing|edge-tls)
     if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
       [ "$(id -u)" -eq 0 ] || { echo "bench: nginx and wrk are needed; install them with: sudo apt-get install nginx-light wrk" >&2; exit 1; }
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk
       # The package starts a system nginx on :80 that the benchmark does not use.
       systemctl stop nginx 2>/dev/null || pkill -f "nginx: master process /usr/sbin/nginx" || true
     fi
-    WH_TRAEFIK_BIN=$(bash scripts/traefik.sh) cargo bench -p wisehosting-control-plane --bench routing ;;
+    if [ "$which" = edge-tls ]; then
+      WH_BENCH_TLS=1 cargo bench -p wisehosting-control-plane --bench routing
+    else
+      WH_TRAEFIK_BIN=$(bash scripts/traefik.sh) cargo bench -p wisehosting-control-plane --bench routing
+    fi ;;
   dashboard)
     # A release build (the dashboard embedded), `wisehosting dev` on a throwaway data dir: the
     # entry script's size and first contentful paint (Chromium), then the process's resident
@@ -48,5 +53,5 @@ case $which in
     sleep 10
     echo "wisehosting dev (control plane, embedded worker and edge router; PostgreSQL apart) idle: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$DEV_PID/status) resident (budget 50 MB for the control plane)"
     ;;
-  *) echo "unknown benchmark $which; choose: hub, deploy, routing, dashboard, observe, build-cache" >&2; exit 2 ;;
+  *) echo "unknown benchmark $which; choose: hub, deploy, routing, edge-tls, dashboard, observe, build-cache" >&2; exit 2 ;;
 esac

@@ -101,6 +101,12 @@ const pages = {
       h("p", {}, `Version ${extras.system.version} · database ${extras.system.database} · `,
         `${extras.system.workers_online} of ${extras.system.workers_total} workers online · `,
         `${extras.active_alerts} open alerts`),
+      extras.system.platform_certificate
+        ? h("p", {}, `Platform certificate for ${extras.system.platform_certificate.names.join(", ")}: `,
+          `${extras.system.platform_certificate.status}`,
+          extras.system.platform_certificate.not_after ? ` until ${when(extras.system.platform_certificate.not_after)}` : "",
+          extras.system.platform_certificate.error ? ` — ${extras.system.platform_certificate.error}` : "")
+        : h("p", {}, "No platform certificate: apps' own hostnames are served over plain HTTP."),
       h("h2", {}, "Recent deployments"),
       table([["#", (d) => d.id], ["App", (d) => d.app_name], ["Owner", (d) => d.user_email],
         ["Status", (d) => d.status], ["Started", (d) => when(d.created_at)]],

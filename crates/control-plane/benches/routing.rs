@@ -15,6 +15,12 @@
 //!    time from the verify answer to the first 200 through the edge router, p50/p99 over
 //!    many rounds.
 //!
+//! 3. TLS (`bash scripts/bench.sh edge-tls`, only this part): the edge router with 1,000
+//!    certificates pushed (one per hostname, ECDSA P-256) against nginx with the same
+//!    certificate for the loaded name, on the same backend: wrk over HTTPS with keep-alive,
+//!    then with `Connection: close` (a TLS handshake per request: new connections per
+//!    second), in alternating rounds; the router's RSS with the 1,000 certificates loaded.
+//!
 //! Run with `bash scripts/bench.sh routing` (needs nginx, wrk and Traefik: scripts/setup.sh
 //! installs them).
 
@@ -27,7 +33,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wisehosting_proto::messages::{RouteEntry, RouteTable};
+use wisehosting_proto::job::WireSecret;
+use wisehosting_proto::messages::{EdgeCertificate, EdgeCertificates, RouteEntry, RouteTable};
 use wisehosting_testkit::{
     TestDns, TestRepo, page_containerfile, percentile, proc_status_kib, spawn_platform,
 };
@@ -126,12 +133,19 @@ struct Load {
 }
 
 fn wrk(port: u16, host: &str) -> Load {
-    let out = Command::new("wrk")
+    wrk_url(&format!("http://127.0.0.1:{port}/"), host, &[])
+}
+
+/// wrk on `url` with `Host: host` and `extra` headers.
+fn wrk_url(url: &str, host: &str, extra: &[&str]) -> Load {
+    let mut command = Command::new("wrk");
+    command
         .args(["-t1", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency"])
-        .args(["-H", &format!("Host: {host}")])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .expect("wrk (apt-get install wrk)");
+        .args(["-H", &format!("Host: {host}")]);
+    for header in extra {
+        command.args(["-H", header]);
+    }
+    let out = command.arg(url).output().expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let field = |prefix: &str| {
         text.lines()
@@ -216,6 +230,15 @@ fn router_mode(table_path: &str) {
         assert!(edge.apply(&routes), "the table is taken");
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let shutdown = tokio_util::sync::CancellationToken::new();
+        // With certificates: HTTPS on the next port as well.
+        if let Ok(path) = std::env::var("WH_BENCH_ROUTER_CERTS") {
+            let pushed: EdgeCertificates =
+                serde_json::from_str(&std::fs::read_to_string(path).expect("certificates")).expect("json");
+            edge.set_certificates(&pushed);
+            assert_eq!(edge.certificates_held(), pushed.certificates.len(), "every certificate loads");
+            let tls = tokio::net::TcpListener::bind(("127.0.0.1", port + 1)).await.expect("bind TLS");
+            tokio::spawn(edge.clone().serve_tls(tls, shutdown.clone()));
+        }
         let stop = shutdown.clone();
         std::thread::spawn(move || {
             let _ = std::io::stdin().lines().count();
@@ -229,6 +252,9 @@ fn router_mode(table_path: &str) {
 fn main() {
     if let Ok(path) = std::env::var("WH_BENCH_ROUTER_TABLE") {
         return router_mode(&path);
+    }
+    if std::env::var_os("WH_BENCH_TLS").is_some() {
+        return tls();
     }
     let dir = tempfile::tempdir().expect("dir");
     let traefik_bin = std::env::var("WH_TRAEFIK_BIN")
@@ -407,8 +433,23 @@ impl Drop for Stopped {
 
 /// Starts this bench in router mode on a free port; returns once it serves.
 fn spawn_router(table: &Path) -> (u16, Child) {
-    let port = free_port();
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
+    spawn_router_with(table, None)
+}
+
+/// The router, with the pushed certificates in `certificates` served on the port after its
+/// own when given.
+fn spawn_router_with(table: &Path, certificates: Option<&Path>) -> (u16, Child) {
+    let port = loop {
+        let port = free_port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break port;
+        }
+    };
+    let mut command = Command::new(std::env::current_exe().expect("exe"));
+    if let Some(path) = certificates {
+        command.env("WH_BENCH_ROUTER_CERTS", path);
+    }
+    let mut child = command
         .env("WH_BENCH_ROUTER_TABLE", table)
         .env("WH_BENCH_ROUTER_PORT", port.to_string())
         .stdin(Stdio::piped())
@@ -495,4 +536,131 @@ fn propagation() {
         );
         agent.stop().await;
     });
+}
+
+/// TLS: the edge router with 1,000 certificates against nginx with one, same backend, same
+/// certificate and key for the name loaded (`localhost`: wrk sends the URL's host as SNI).
+fn tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let backend = free_port();
+    let _backend = Stopped(start_nginx(
+        &dir.path().join("backend"),
+        &nginx_conf(
+            &dir.path().join("backend"),
+            &format!("  server {{ listen 127.0.0.1:{backend}; location / {{ return 200 \"ok\\n\"; }} }}"),
+        ),
+    ));
+    wait_port(backend);
+    let routes_path = dir.path().join("routes.json");
+    std::fs::write(&routes_path, serde_json::to_string(&route_table(backend)).expect("json")).expect("write");
+
+    // One certificate per route, each with its own key; the loaded host's is for `localhost`.
+    let started = Instant::now();
+    let certificates: Vec<EdgeCertificate> = (0..ROUTES)
+        .map(|i| {
+            let name = if i == 500 { "localhost".to_string() } else { format!("app-{i}.bench.test") };
+            let made = rcgen::generate_simple_self_signed(vec![name.clone()]).expect("certificate");
+            EdgeCertificate {
+                id: i as i64 + 1,
+                names: vec![name],
+                chain_pem: made.cert.pem(),
+                key_pem: WireSecret::new(made.signing_key.serialize_pem()),
+            }
+        })
+        .collect();
+    println!("made {ROUTES} certificates in {:.1} s", started.elapsed().as_secs_f64());
+    let loaded = &certificates[500];
+    std::fs::write(dir.path().join("localhost.pem"), &loaded.chain_pem).expect("write");
+    std::fs::write(dir.path().join("localhost-key.pem"), loaded.key_pem.expose()).expect("write");
+    let certs_path = dir.path().join("certificates.json");
+    let pushed = EdgeCertificates { certificates, retain: None };
+    std::fs::write(&certs_path, serde_json::to_string(&pushed).expect("json")).expect("write");
+
+    let (router_port, mut router) = spawn_router_with(&routes_path, Some(&certs_path));
+    let router_tls = router_port + 1;
+    wait_port(router_tls);
+    let rss_idle = proc_status_kib(router.id(), "VmRSS:") as f64 / 1024.0;
+
+    let nginx_port = free_port();
+    let d = dir.path().display();
+    let server = format!(
+        "  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}\n  server {{ listen 127.0.0.1:{nginx_port} ssl; server_name {TARGET_HOST}; ssl_certificate {d}/localhost.pem; ssl_certificate_key {d}/localhost-key.pem; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off; location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}\n"
+    );
+    let nginx =
+        Stopped(start_nginx(&dir.path().join("proxy"), &nginx_conf(&dir.path().join("proxy"), &server)));
+    wait_port(nginx_port);
+
+    println!(
+        "edge TLS benchmark: {ROUTES} certificates in the router, {ROUNDS} rounds of wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s over HTTPS (SNI localhost, Host {TARGET_HOST}), keep-alive and then Connection: close"
+    );
+    let urls = [format!("https://localhost:{router_tls}/"), format!("https://localhost:{nginx_port}/")];
+    for url in &urls {
+        let first = wrk_url(url, TARGET_HOST, &[]);
+        assert!(first.rps > 0.0 && first.errors == "none", "{url} serves over HTTPS: {}", first.errors);
+    }
+    // [round][router, nginx] for keep-alive and for a connection per request.
+    let mut kept: Vec<[Load; 2]> = Vec::new();
+    let mut fresh: Vec<[Load; 2]> = Vec::new();
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut k: [Option<Load>; 2] = Default::default();
+        let mut f: [Option<Load>; 2] = Default::default();
+        for which in order {
+            k[which] = Some(wrk_url(&urls[which], TARGET_HOST, &[]));
+            f[which] = Some(wrk_url(&urls[which], TARGET_HOST, &["Connection: close"]));
+        }
+        let k = k.map(|l| l.expect("measured"));
+        let f = f.map(|l| l.expect("measured"));
+        println!(
+            "round {}: keep-alive requests/s edge {:.0}, nginx {:.0}; new connections/s edge {:.0}, nginx {:.0}",
+            round + 1,
+            k[0].rps,
+            k[1].rps,
+            f[0].rps,
+            f[1].rps
+        );
+        kept.push(k);
+        fresh.push(f);
+    }
+    let median = |rounds: &[[Load; 2]], i: usize| -> (f64, String, String, String) {
+        let mut own: Vec<&Load> = rounds.iter().map(|r| &r[i]).collect();
+        own.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        let mid = own[own.len() / 2];
+        let errors: Vec<&str> = own.iter().map(|l| l.errors.as_str()).filter(|e| *e != "none").collect();
+        let errors = if errors.is_empty() { "none".to_string() } else { errors.join("; ") };
+        (mid.rps, mid.p50.clone(), mid.p99.clone(), errors)
+    };
+    println!("median round of each:");
+    println!("| | keep-alive requests/s | p50 | p99 | new connections/s | p99 | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for (i, name) in
+        ["WiseHosting edge router (1 thread, 1,000 certificates)", "nginx 1.22 (1 worker, 1 certificate)"]
+            .iter()
+            .enumerate()
+    {
+        let (rps, p50, p99, e1) = median(&kept, i);
+        let (cps, _, cp99, e2) = median(&fresh, i);
+        println!("| {name} | {rps:.0} | {p50} | {p99} | {cps:.0} | {cp99} | {e1}; {e2} |");
+    }
+    let ratio = |rounds: &[[Load; 2]]| -> (f64, String) {
+        let mut values: Vec<f64> = rounds.iter().map(|r| r[0].rps / r[1].rps.max(1.0)).collect();
+        let listed = values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
+        (percentile(&mut values, 0.5), listed)
+    };
+    let (keep, keep_rounds) = ratio(&kept);
+    let (new, new_rounds) = ratio(&fresh);
+    println!("ratios, median of the rounds (each round's in brackets):");
+    println!("  edge/nginx keep-alive requests/s {keep:.2}x ({keep_rounds})");
+    println!("  edge/nginx new connections/s {new:.2}x ({new_rounds})");
+    println!(
+        "edge router RSS with {ROUTES} routes and {ROUTES} certificates: {rss_idle:.1} MB loaded and idle, {:.1} MB after the runs, {:.1} MB peak (budget 40 MB)",
+        proc_status_kib(router.id(), "VmRSS:") as f64 / 1024.0,
+        proc_status_kib(router.id(), "VmHWM:") as f64 / 1024.0
+    );
+    println!(
+        "nginx worker RSS after the runs: {:.1} MB (1 certificate)",
+        proc_status_kib(child_of(nginx.0.id()), "VmRSS:") as f64 / 1024.0
+    );
+    drop(router.stdin.take());
+    let _ = router.wait();
 }

@@ -10,6 +10,11 @@
 //! that doubles with each failure (from `acme.retry_base_secs`, at most a day), so the CA's
 //! rate limits are not run into. A certificate in place keeps being served while its renewal
 //! fails.
+//!
+//! The platform's own certificate (`platform_certificate`) is imported from files at start, or
+//! — with `platform_certificate.dns01` — ordered for `*.<subdomain_base>` the same way, its
+//! DNS-01 answer published as a TXT record through Cloudflare's DNS API and deleted after.
+//! Issued certificates reach the workers through the route pusher (`edge_certificates`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,14 +30,18 @@ use tokio_util::sync::CancellationToken;
 use wisehosting_crypto::Sealer;
 use wisehosting_proto::messages::{AcmeChallenge, AcmeChallenges, Outgoing};
 
-use crate::config::acme::AcmeConfig;
+use crate::cloudflare::Cloudflare;
+use crate::config::acme::{AcmeConfig, PlatformCertificateConfig};
 use crate::hub::Hub;
+use crate::observe::notify::Channels;
 use crate::store::certificates::{self, Due};
 
 /// Orders one round takes on; the rest wait for the next round.
 const PER_ROUND: i64 = 10;
 /// The longest wait between tries of a failing domain.
 const MAX_RETRY_SECS: u64 = 86_400;
+/// Failed orders in a row for a domain that raise its app's `certificate_failing` alert.
+pub const ALERT_AFTER_FAILURES: i32 = 3;
 
 pub struct Issuer {
     db: PgPool,
@@ -42,13 +51,54 @@ pub struct Issuer {
     account: tokio::sync::Mutex<Option<Account>>,
     /// The challenges pushed to each worker, by worker id.
     pushed: Mutex<HashMap<i64, Vec<AcmeChallenge>>>,
+    /// `*.<subdomain_base>` and the DNS it is answered in, when ordered by DNS-01.
+    wildcard: Option<(String, Cloudflare)>,
+    /// How alerts go out.
+    channels: Channels,
+}
+
+/// How an order's challenges are answered.
+enum Solver<'a> {
+    /// By the edge router of this worker, on `edge.listen`.
+    Http01 { worker: i64 },
+    /// By a TXT record in the zone.
+    Dns01 { cloudflare: &'a Cloudflare },
+}
+
+/// Where the issuer gets the platform's wildcard from, when it does.
+#[derive(Debug)]
+pub struct Wildcard<'a> {
+    pub config: &'a PlatformCertificateConfig,
+    pub subdomain_base: &'a str,
+    pub cloudflare: Option<&'a Cloudflare>,
+}
+
+/// What else the issuer works with: the platform's wildcard, and how alerts go out.
+#[derive(Debug)]
+pub struct Setting<'a> {
+    pub wildcard: Wildcard<'a>,
+    pub channels: Channels,
 }
 
 /// Starts the issuer when ACME is configured.
-pub fn spawn(db: PgPool, sealer: Arc<Sealer>, hub: Hub, config: &AcmeConfig, shutdown: CancellationToken) {
+pub fn spawn(
+    db: PgPool,
+    sealer: Arc<Sealer>,
+    hub: Hub,
+    config: &AcmeConfig,
+    setting: Setting<'_>,
+    shutdown: CancellationToken,
+) {
+    let wildcard = setting.wildcard;
     if !config.enabled() {
         return;
     }
+    let wildcard = match (wildcard.config.dns01, wildcard.cloudflare) {
+        (true, Some(cloudflare)) => {
+            Some((format!("*.{}", wildcard.subdomain_base.trim_matches('.')), cloudflare.clone()))
+        }
+        _ => None,
+    };
     let issuer = Arc::new(Issuer {
         db,
         sealer,
@@ -56,6 +106,8 @@ pub fn spawn(db: PgPool, sealer: Arc<Sealer>, hub: Hub, config: &AcmeConfig, shu
         config: config.clone(),
         account: tokio::sync::Mutex::new(None),
         pushed: Mutex::new(HashMap::new()),
+        wildcard,
+        channels: setting.channels,
     });
     let every = Duration::from_secs(issuer.config.check_interval_secs);
     tokio::spawn(hub.track(async move {
@@ -81,6 +133,81 @@ impl Issuer {
         for domain in due {
             self.attempt(domain).await;
         }
+        if let Some((name, cloudflare)) = &self.wildcard {
+            self.attempt_wildcard(name, cloudflare).await;
+        }
+    }
+
+    /// Orders the platform's wildcard when it is due; on success every connected worker gets it.
+    async fn attempt_wildcard(&self, name: &str, cloudflare: &Cloudflare) {
+        let failures = match certificates::platform_due(&self.db).await {
+            Ok(Some(failures)) => failures,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the platform certificate's state");
+                return;
+            }
+        };
+        let identifiers = [Identifier::Dns(name.to_string())];
+        let stored = match self.order(&identifiers, Solver::Dns01 { cloudflare }).await {
+            Ok((chain, key, not_after)) => {
+                let renew_at = renew_at(Utc::now(), not_after, self.config.renew_before_days);
+                tracing::info!(%name, %not_after, %renew_at, "platform certificate issued");
+                let names = [name.to_string()];
+                let issued = certificates::PlatformIssued {
+                    source: "acme",
+                    names: &names,
+                    chain_pem: &chain,
+                    key_pem: &key,
+                    not_after,
+                    renew_at,
+                };
+                let stored = certificates::platform_issued(&self.db, &self.sealer, &issued).await;
+                if stored.is_ok() {
+                    for link in self.hub.link_statuses().into_iter().filter(|l| l.connected) {
+                        self.hub.routes_changed(link.worker_id);
+                    }
+                }
+                stored
+            }
+            Err(reason) => {
+                let wait = self.retry_wait(failures);
+                tracing::warn!(%name, %reason, retry_in_secs = wait, "platform certificate order failed");
+                certificates::platform_failed(&self.db, &reason, wait as i64).await
+            }
+        };
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "cannot record the platform certificate order's outcome");
+        }
+    }
+
+    /// Raises the app's `certificate_failing` alert with `message`, or clears it (`None`: a
+    /// certificate was issued). Another domain of the app may still be failing; its next
+    /// failure raises the alert again.
+    async fn alert(&self, app_id: i64, message: Option<&str>) {
+        let done = async {
+            let mut tx = self.db.begin().await?;
+            let kind = crate::domain::AlertKind::CertificateFailing;
+            match message {
+                Some(message) => {
+                    crate::observe::alerts::raise(&mut tx, self.channels, app_id, kind, message, Utc::now())
+                        .await?;
+                }
+                None => {
+                    crate::observe::alerts::clear(&mut tx, self.channels, app_id, kind, Utc::now()).await?;
+                }
+            }
+            tx.commit().await
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(app_id, error = %e, "cannot raise or clear a certificate alert");
+        }
+    }
+
+    /// The wait after `failures` failed orders in a row: doubling, at most a day.
+    fn retry_wait(&self, failures: i32) -> u64 {
+        let failures = u32::try_from(failures).unwrap_or(0).min(20);
+        self.config.retry_base_secs.saturating_mul(1 << failures).min(MAX_RETRY_SECS)
     }
 
     async fn attempt(&self, domain: Due) {
@@ -107,13 +234,24 @@ impl Issuer {
                 if let (Ok(()), Some(worker)) = (&stored, domain.worker_id) {
                     self.hub.routes_changed(worker);
                 }
+                if stored.is_ok() {
+                    self.alert(domain.app_id, None).await;
+                }
                 stored
             }
             Err(reason) => {
-                let failures = u32::try_from(domain.failures.unwrap_or(0)).unwrap_or(0).min(20);
-                let wait = self.config.retry_base_secs.saturating_mul(1 << failures).min(MAX_RETRY_SECS);
+                let wait = self.retry_wait(domain.failures.unwrap_or(0));
                 tracing::warn!(hostname = %domain.hostname, %reason, retry_in_secs = wait, "certificate order failed");
-                certificates::failed(&self.db, domain.domain_id, &reason, wait as i64).await
+                let stored = certificates::failed(&self.db, domain.domain_id, &reason, wait as i64).await;
+                let failures = domain.failures.unwrap_or(0) + 1;
+                if stored.is_ok() && failures >= ALERT_AFTER_FAILURES {
+                    let message = format!(
+                        "the certificate for {} failed {failures} times in a row: {reason}",
+                        domain.hostname
+                    );
+                    self.alert(domain.app_id, Some(&message)).await;
+                }
+                stored
             }
         };
         if let Err(e) = stored {
@@ -167,10 +305,21 @@ impl Issuer {
         let worker = domain.worker_id.ok_or(
             "the app runs on no worker yet, whose edge router would answer the challenge; deploy it first",
         )?;
+        self.order(&[Identifier::Dns(domain.hostname.clone())], Solver::Http01 { worker }).await
+    }
+
+    /// One order for `identifiers`, its challenges answered by `solver`: the chain, key (PEM)
+    /// and expiry, or the CA's reason.
+    async fn order(
+        &self,
+        identifiers: &[Identifier],
+        solver: Solver<'_>,
+    ) -> Result<(String, String, DateTime<Utc>), String> {
         let account = self.account().await?;
-        let identifiers = [Identifier::Dns(domain.hostname.clone())];
-        let mut order = account.new_order(&NewOrder::new(&identifiers)).await.map_err(problem)?;
+        let mut order = account.new_order(&NewOrder::new(identifiers)).await.map_err(problem)?;
+        // HTTP-01 tokens pushed, DNS-01 records published: taken back when the order is done.
         let mut tokens = Vec::new();
+        let mut records = Vec::new();
         let set_up = async {
             let mut authorizations = order.authorizations();
             while let Some(authorization) = authorizations.next().await {
@@ -180,16 +329,35 @@ impl Issuer {
                     AuthorizationStatus::Pending => {}
                     other => return Err(format!("the CA's authorization is {other:?}")),
                 }
-                let mut challenge = authorization
-                    .challenge(ChallengeType::Http01)
-                    .ok_or("the CA offers no http-01 challenge for this name")?;
-                let answer = AcmeChallenge {
-                    token: challenge.token.clone(),
-                    key_authorization: challenge.key_authorization().as_str().to_string(),
-                };
-                tokens.push(answer.token.clone());
-                self.push(worker, Some(answer), &[]);
-                challenge.set_ready().await.map_err(problem)?;
+                match solver {
+                    Solver::Http01 { worker } => {
+                        let mut challenge = authorization
+                            .challenge(ChallengeType::Http01)
+                            .ok_or("the CA offers no http-01 challenge for this name")?;
+                        let answer = AcmeChallenge {
+                            token: challenge.token.clone(),
+                            key_authorization: challenge.key_authorization().as_str().to_string(),
+                        };
+                        tokens.push(answer.token.clone());
+                        self.push(worker, Some(answer), &[]);
+                        challenge.set_ready().await.map_err(problem)?;
+                    }
+                    Solver::Dns01 { cloudflare } => {
+                        let mut challenge = authorization
+                            .challenge(ChallengeType::Dns01)
+                            .ok_or("the CA offers no dns-01 challenge for this name")?;
+                        let Identifier::Dns(name) = challenge.identifier().identifier.clone() else {
+                            return Err("the CA's authorization is not for a DNS name".into());
+                        };
+                        let value = challenge.key_authorization().dns_value();
+                        let record = cloudflare
+                            .create_txt(&format!("_acme-challenge.{name}"), &value)
+                            .await
+                            .map_err(|e| format!("cannot publish the DNS-01 answer: {e}"))?;
+                        records.push(record);
+                        challenge.set_ready().await.map_err(problem)?;
+                    }
+                }
             }
             Ok::<_, String>(())
         }
@@ -203,7 +371,16 @@ impl Issuer {
             }
             Err(e) => Err(e),
         };
-        self.push(worker, None, &tokens);
+        match solver {
+            Solver::Http01 { worker } => self.push(worker, None, &tokens),
+            Solver::Dns01 { cloudflare } => {
+                for record in &records {
+                    if let Err(e) = cloudflare.delete_dns_record(record).await {
+                        tracing::warn!(error = %e, "cannot delete a DNS-01 answer's TXT record");
+                    }
+                }
+            }
+        }
         let status = ready?;
         if status != OrderStatus::Ready {
             return Err(challenge_error(&mut order).await);
@@ -275,6 +452,76 @@ pub fn not_after(chain_pem: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("the CA's certificate does not read: {e}"))?;
     DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
         .ok_or_else(|| "the certificate's expiry is out of range".to_string())
+}
+
+/// Imports the platform's certificate from `platform_certificate.cert_file`/`key_file` (it must
+/// load: a chain, its key, DNS names), or — with neither files nor DNS-01 configured — stops
+/// serving one stored before.
+pub async fn import_platform_certificate(
+    db: &PgPool,
+    sealer: &Sealer,
+    config: &PlatformCertificateConfig,
+) -> Result<(), String> {
+    let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) else {
+        if !config.dns01 {
+            certificates::platform_clear(db).await.map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("platform_certificate: cannot read {}: {e}", path.display()))
+    };
+    let (chain, key_pem) = (read(cert)?, read(key)?);
+    let names = checked_pair(&chain, &key_pem)
+        .map_err(|e| format!("platform_certificate: {} and {}: {e}", cert.display(), key.display()))?;
+    let not_after = not_after(&chain)?;
+    let issued = certificates::PlatformIssued {
+        source: "file",
+        names: &names,
+        chain_pem: &chain,
+        key_pem: &key_pem,
+        not_after,
+        renew_at: not_after,
+    };
+    certificates::platform_issued(db, sealer, &issued).await.map_err(|e| e.to_string())?;
+    tracing::info!(?names, %not_after, "platform certificate loaded from files");
+    Ok(())
+}
+
+/// The DNS names of a chain whose leaf goes with `key_pem`; why not otherwise.
+fn checked_pair(chain_pem: &str, key_pem: &str) -> Result<Vec<String>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate file is not PEM certificates ({e})"))?;
+    let leaf = chain.first().ok_or("the certificate file holds no certificate")?.clone();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| "the key file is not a PEM private key".to_string())?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map_err(|e| format!("the key does not go with the certificate ({e})"))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|e| format!("the certificate does not read ({e})"))?;
+    let names: Vec<String> = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Err("the certificate names no DNS name (subjectAltName)".into());
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

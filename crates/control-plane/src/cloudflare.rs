@@ -1,5 +1,7 @@
 //! Cloudflare for SaaS: custom hostnames of one zone (`cloudflare.zone_id`), created when a
-//! user adds a custom domain, read back for their status, deleted with the domain.
+//! user adds a custom domain, read back for their status, deleted with the domain; and the
+//! zone's TXT records that answer ACME DNS-01 challenges for the platform's wildcard
+//! certificate (`POST/DELETE /zones/{zone}/dns_records[/{id}]`).
 //!
 //! The client speaks Cloudflare's v4 API unchanged (`POST/GET/DELETE
 //! /zones/{zone}/custom_hostnames[/{id}]`, the `{"success", "errors", "result"}` envelope);
@@ -44,6 +46,9 @@ pub struct CustomHostname {
     pub records: Vec<ValidationRecord>,
 }
 
+const CUSTOM_HOSTNAMES: &str = "custom_hostnames";
+const DNS_RECORDS: &str = "dns_records";
+
 #[derive(Clone)]
 pub struct Cloudflare {
     http: reqwest::Client,
@@ -82,28 +87,47 @@ impl Cloudflare {
         }))
     }
 
-    fn url(&self, id: Option<&str>) -> String {
+    fn url(&self, resource: &str, id: Option<&str>) -> String {
         match id {
-            Some(id) => format!("{}/zones/{}/custom_hostnames/{id}", self.base, self.zone_id),
-            None => format!("{}/zones/{}/custom_hostnames", self.base, self.zone_id),
+            Some(id) => format!("{}/zones/{}/{resource}/{id}", self.base, self.zone_id),
+            None => format!("{}/zones/{}/{resource}", self.base, self.zone_id),
         }
     }
 
     /// Registers `hostname` with TXT (DCV) validation.
     pub async fn create(&self, hostname: &str) -> Result<CustomHostname, CloudflareError> {
         let body = json!({ "hostname": hostname, "ssl": { "method": "txt", "type": "dv" } });
-        let result = self.call(reqwest::Method::POST, None, Some(body)).await?;
+        let result = self.call(reqwest::Method::POST, CUSTOM_HOSTNAMES, None, Some(body)).await?;
         parse_custom_hostname(&result)
     }
 
     pub async fn get(&self, id: &str) -> Result<CustomHostname, CloudflareError> {
-        let result = self.call(reqwest::Method::GET, Some(id), None).await?;
+        let result = self.call(reqwest::Method::GET, CUSTOM_HOSTNAMES, Some(id), None).await?;
         parse_custom_hostname(&result)
     }
 
     /// Deletes a custom hostname; one already gone counts as deleted.
     pub async fn delete(&self, id: &str) -> Result<(), CloudflareError> {
-        match self.call(reqwest::Method::DELETE, Some(id), None).await {
+        self.delete_in(CUSTOM_HOSTNAMES, id).await
+    }
+
+    /// Publishes a TXT record in the zone (an ACME DNS-01 answer): the record's id.
+    pub async fn create_txt(&self, name: &str, content: &str) -> Result<String, CloudflareError> {
+        let body = json!({ "type": "TXT", "name": name, "content": content, "ttl": 60 });
+        let result = self.call(reqwest::Method::POST, DNS_RECORDS, None, Some(body)).await?;
+        result["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| CloudflareError::Malformed("a DNS record without an id".into()))
+    }
+
+    /// Deletes a DNS record; one already gone counts as deleted.
+    pub async fn delete_dns_record(&self, id: &str) -> Result<(), CloudflareError> {
+        self.delete_in(DNS_RECORDS, id).await
+    }
+
+    async fn delete_in(&self, resource: &str, id: &str) -> Result<(), CloudflareError> {
+        match self.call(reqwest::Method::DELETE, resource, Some(id), None).await {
             Ok(_) | Err(CloudflareError::Refused { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -112,17 +136,18 @@ impl Cloudflare {
     async fn call(
         &self,
         method: reqwest::Method,
+        resource: &str,
         id: Option<&str>,
         body: Option<Value>,
     ) -> Result<Value, CloudflareError> {
         if id.is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')) {
-            return Err(CloudflareError::Malformed("a custom hostname id that is not an id".into()));
+            return Err(CloudflareError::Malformed("an object id that is not an id".into()));
         }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose())).map_err(|_| {
             CloudflareError::Malformed("the API token has characters a header cannot carry".into())
         })?;
         auth.set_sensitive(true);
-        let mut request = self.http.request(method, self.url(id)).header(AUTHORIZATION, auth);
+        let mut request = self.http.request(method, self.url(resource, id)).header(AUTHORIZATION, auth);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -170,7 +170,7 @@ impl SentCertificates {
                     .iter()
                     .map(|c| EdgeCertificate {
                         id: c.domain_id,
-                        names: vec![c.hostname.clone()],
+                        names: c.names.clone(),
                         chain_pem: c.chain_pem.clone(),
                         key_pem: WireSecret::new(c.key_pem.expose()),
                     })

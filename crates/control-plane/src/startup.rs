@@ -51,6 +51,8 @@ pub enum StartupError {
     GitLinks(String),
     #[error(transparent)]
     Tls(crate::tls::TlsError),
+    #[error("{0}")]
+    PlatformCertificate(String),
     #[error("cannot set up DNS lookups for custom domains: {0}")]
     Dns(String),
     #[error("cannot set up e-mail: {0}")]
@@ -110,11 +112,24 @@ impl App {
             base,
             shutdown.clone(),
         );
+        crate::acme::import_platform_certificate(
+            &state.db,
+            &state.sealer,
+            &state.config.platform_certificate,
+        )
+        .await
+        .map_err(StartupError::PlatformCertificate)?;
+        let wildcard = crate::acme::Wildcard {
+            config: &state.config.platform_certificate,
+            subdomain_base: &state.config.subdomain_base,
+            cloudflare: state.cloudflare.as_ref(),
+        };
         crate::acme::spawn(
             state.db.clone(),
             state.sealer.clone(),
             state.hub.clone(),
             &state.config.acme,
+            crate::acme::Setting { wildcard, channels },
             shutdown.clone(),
         );
         let api = &state.config.api_server;

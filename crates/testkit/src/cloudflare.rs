@@ -1,5 +1,8 @@
-//! [`FakeCloudflare`]: a local stand-in for Cloudflare's custom-hostnames API (v4), which the
-//! control plane's production client talks to unchanged through `cloudflare.api_url`.
+//! [`FakeCloudflare`]: a local stand-in for Cloudflare's custom-hostnames and DNS-records API
+//! (v4), which the control plane's production client talks to unchanged through
+//! `cloudflare.api_url`. TXT records it is given are published in a real DNS server,
+//! `pebble-challtestsrv` ([`crate::challtestsrv::ChallTestSrv`]), when one is attached: that is
+//! where an ACME server looks for DNS-01 answers.
 //!
 //! It keeps custom hostnames per zone, answers in Cloudflare's envelope
 //! (`{"success", "errors", "messages", "result"}`) with its error codes (10000 authentication,
@@ -29,6 +32,8 @@ pub struct Seen {
 #[derive(Default)]
 struct Inner {
     hostnames: BTreeMap<String, Value>,
+    /// DNS records by id: (type, name, content).
+    records: BTreeMap<String, (String, String, String)>,
     seen: Vec<Seen>,
     fail_next: bool,
     next_id: u64,
@@ -39,6 +44,8 @@ struct Shared {
     token: String,
     zone: String,
     inner: Arc<Mutex<Inner>>,
+    /// challtestsrv's management URL, where TXT records are published.
+    publish: Option<String>,
 }
 
 pub struct FakeCloudflare {
@@ -60,12 +67,23 @@ fn ok(result: Value) -> Response {
 
 impl FakeCloudflare {
     pub async fn start() -> FakeCloudflare {
+        Self::start_with(None).await
+    }
+
+    /// A zone whose TXT records are published in `dns` (for ACME DNS-01).
+    pub async fn publishing_to(dns: &crate::challtestsrv::ChallTestSrv) -> FakeCloudflare {
+        Self::start_with(Some(dns.management_url())).await
+    }
+
+    async fn start_with(publish: Option<String>) -> FakeCloudflare {
         let zone_id = "023e105f4ecef8ad9ca31a8372d0c353".to_string();
         let token = format!("cf-test-token-{}", hex::encode(rand::random::<[u8; 8]>()));
-        let shared = Shared { token: token.clone(), zone: zone_id.clone(), inner: Arc::default() };
+        let shared = Shared { token: token.clone(), zone: zone_id.clone(), inner: Arc::default(), publish };
         let router = axum::Router::new()
             .route("/client/v4/zones/{zone}/custom_hostnames", get(list).post(create))
             .route("/client/v4/zones/{zone}/custom_hostnames/{id}", get(one).delete(one))
+            .route("/client/v4/zones/{zone}/dns_records", axum::routing::post(create_record))
+            .route("/client/v4/zones/{zone}/dns_records/{id}", axum::routing::delete(delete_record))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -100,6 +118,11 @@ impl FakeCloudflare {
                 value["ssl"]["status"] = json!(ssl_status);
             }
         }
+    }
+
+    /// The zone's DNS records: (type, name, content).
+    pub fn records(&self) -> Vec<(String, String, String)> {
+        self.shared.inner.lock().expect("state").records.values().cloned().collect()
     }
 
     pub fn fail_next(&self) {
@@ -206,5 +229,62 @@ async fn one(
     match found {
         Some(value) => ok(value),
         None => envelope_error(StatusCode::NOT_FOUND, 1436, "The custom hostname was not found."),
+    }
+}
+
+/// Publishes (`set-txt`) or withdraws (`clear-txt`) a TXT record in challtestsrv.
+async fn publish(s: &Shared, what: &str, body: Value) {
+    if let Some(url) = &s.publish {
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let sent = client.post(format!("{url}/{what}")).json(&body).send().await.expect("challtestsrv");
+        assert!(sent.status().is_success(), "challtestsrv {what}: {}", sent.status());
+    }
+}
+
+async fn create_record(
+    State(s): State<Shared>,
+    Path(zone): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(r) = gate(&s, &method, format!("/zones/{zone}/dns_records"), &headers, &zone) {
+        return r;
+    }
+    let text = |k: &str| body[k].as_str().map(str::to_string);
+    let (Some(kind), Some(name), Some(content)) = (text("type"), text("name"), text("content")) else {
+        return envelope_error(StatusCode::BAD_REQUEST, 9000, "DNS name, type and content are required.");
+    };
+    let id = {
+        let mut inner = s.inner.lock().expect("state");
+        inner.next_id += 1;
+        let id = format!("372e67954025e0ba6aaa6d586b9e0b{:02x}", inner.next_id % 256);
+        inner.records.insert(id.clone(), (kind.clone(), name.clone(), content.clone()));
+        id
+    };
+    if kind == "TXT" {
+        publish(&s, "set-txt", json!({ "host": format!("{name}."), "value": content })).await;
+    }
+    ok(json!({ "id": id, "type": kind, "name": name, "content": content, "ttl": body["ttl"] }))
+}
+
+async fn delete_record(
+    State(s): State<Shared>,
+    Path((zone, id)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&s, &method, format!("/zones/{zone}/dns_records/{id}"), &headers, &zone) {
+        return r;
+    }
+    let removed = s.inner.lock().expect("state").records.remove(&id);
+    match removed {
+        Some((kind, name, _)) => {
+            if kind == "TXT" {
+                publish(&s, "clear-txt", json!({ "host": format!("{name}.") })).await;
+            }
+            ok(json!({ "id": id }))
+        }
+        None => envelope_error(StatusCode::NOT_FOUND, 81044, "Record does not exist."),
     }
 }

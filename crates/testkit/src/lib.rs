@@ -17,6 +17,7 @@
 // Test support code: a failed set-up should stop the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod challtestsrv;
 pub mod cloudflare;
 pub mod dns;
 pub mod gitprovider;

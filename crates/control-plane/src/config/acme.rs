@@ -1,4 +1,6 @@
-//! `acme`: certificates for verified custom domains from an ACME CA (SPEC §14.7).
+//! `acme`: certificates for verified custom domains from an ACME CA (SPEC §14.7); and
+//! `platform_certificate`: the platform's own wildcard for `<slug>.<subdomain_base>`, from files
+//! or from the CA by DNS-01 through Cloudflare.
 
 use std::path::PathBuf;
 
@@ -62,6 +64,45 @@ impl AcmeConfig {
         if self.retry_base_secs == 0 || !(1..=3600).contains(&self.check_interval_secs) {
             return Err(ConfigError::Invalid(
                 "acme.retry_base_secs must be at least 1 and acme.check_interval_secs 1 to 3600 (the defaults are 300 and 60)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The certificate every worker's edge router serves for the platform's own hostnames
+/// (`<slug>.<subdomain_base>`): from files, or ordered for `*.<subdomain_base>` from the ACME
+/// CA with DNS-01 answers published through Cloudflare's DNS API (`cloudflare.zone_id` is the
+/// zone of `subdomain_base`; the token needs DNS edit permission). Neither by default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlatformCertificateConfig {
+    /// PEM chain (leaf first) and key, read at start; the names are the leaf's.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Order `*.<subdomain_base>` by DNS-01 through Cloudflare.
+    pub dns01: bool,
+}
+
+impl PlatformCertificateConfig {
+    pub(super) fn check(&self, acme: &AcmeConfig, cloudflare_enabled: bool) -> Result<(), ConfigError> {
+        let files = match (&self.cert_file, &self.key_file) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "platform_certificate.cert_file and platform_certificate.key_file go together; set both or neither".into(),
+                ));
+            }
+        };
+        if self.dns01 && files {
+            return Err(ConfigError::Invalid(
+                "platform_certificate: choose files (cert_file, key_file) or dns01, not both".into(),
+            ));
+        }
+        if self.dns01 && !(acme.enabled() && cloudflare_enabled) {
+            return Err(ConfigError::Invalid(
+                "platform_certificate.dns01 needs acme.directory_url and cloudflare.zone_id with cloudflare.api_token (a token that may edit the zone's DNS)".into(),
             ));
         }
         Ok(())

@@ -93,6 +93,8 @@ pub struct Config {
     pub git_providers: git::GitProvidersConfig,
     /// Certificates for verified custom domains (SPEC §14.7).
     pub acme: acme::AcmeConfig,
+    /// The platform's own wildcard certificate, from files or by DNS-01.
+    pub platform_certificate: acme::PlatformCertificateConfig,
 }
 
 /// `wisehosting-admin serve`: where it listens and how it reaches the internal API.
@@ -432,6 +434,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             git_providers: git::GitProvidersConfig::default(),
             acme: acme::AcmeConfig::default(),
+            platform_certificate: acme::PlatformCertificateConfig::default(),
         }
     }
 }
@@ -659,6 +662,7 @@ impl Config {
         self.oidc.check(self.api_server.public_url.as_deref())?;
         self.git_providers.check(self.api_server.public_url.as_deref())?;
         self.acme.check()?;
+        self.platform_certificate.check(&self.acme, self.cloudflare.enabled())?;
         if self.api_server.tls_cert.is_some() != self.api_server.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "api_server.tls_cert and api_server.tls_key go together; set both for HTTPS or neither"

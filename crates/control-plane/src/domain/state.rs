@@ -223,6 +223,9 @@ text_state! {
         /// A webhook endpoint of the user was turned off after failing again and again (no
         /// rule: the platform raises it).
         WebhookDisabled = "webhook_disabled",
+        /// A custom domain's certificate failed to be issued or renewed
+        /// [`crate::acme::ALERT_AFTER_FAILURES`] times in a row (resolved once one is issued).
+        CertificateFailing = "certificate_failing",
     }
 }
 
@@ -231,8 +234,12 @@ impl AlertKind {
     pub const METRICS: [AlertKind; 4] =
         [AlertKind::Cpu, AlertKind::Memory, AlertKind::Network, AlertKind::Restarts];
     /// The kinds a new app has a rule for.
-    pub const DEFAULT_RULES: [AlertKind; 3] =
-        [AlertKind::Crashloop, AlertKind::DeploymentFailed, AlertKind::Offline];
+    pub const DEFAULT_RULES: [AlertKind; 4] = [
+        AlertKind::Crashloop,
+        AlertKind::DeploymentFailed,
+        AlertKind::Offline,
+        AlertKind::CertificateFailing,
+    ];
 
     pub fn is_metric(self) -> bool {
         Self::METRICS.contains(&self)

@@ -49,7 +49,7 @@ struct RuleRequest {
 
 /// A rule's kind and threshold checked, with a message that names the fix.
 fn parse_rule(req: &RuleRequest) -> Result<(AlertKind, Option<f64>, i32), ApiError> {
-    let kinds = "cpu, memory, network, restarts, offline, crashloop, deployment_failed";
+    let kinds = "cpu, memory, network, restarts, offline, crashloop, deployment_failed, certificate_failing";
     let kind = AlertKind::parse(&req.kind).filter(|k| *k != AlertKind::WebhookDisabled).ok_or_else(|| {
         ApiError::invalid("kind", format!("{:?} is not a rule kind; use one of {kinds}", req.kind))
     })?;

@@ -116,6 +116,15 @@ struct SystemStatus {
     hub_connections: usize,
     workers_online: usize,
     workers_total: usize,
+    /// The platform's own certificate (`platform_certificate`), when it has one.
+    platform_certificate: Option<PlatformCertificate>,
+}
+
+#[derive(Debug, Serialize)]
+struct PlatformCertificate {
+    names: Vec<String>,
+    #[serde(flatten)]
+    state: crate::store::certificates::CertificateView,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,6 +146,9 @@ async fn dashboard_extras(State(state): State<AppState>) -> Result<Json<Dashboar
         hub_connections: state.hub.connection_count(),
         workers_online: nodes.iter().filter(|n| state.hub.is_online(n.worker_id)).count(),
         workers_total: nodes.len(),
+        platform_certificate: crate::store::certificates::platform_view(&state.db)
+            .await?
+            .map(|(names, state)| PlatformCertificate { names, state }),
     };
     Ok(Json(DashboardExtras {
         recent_deployments: console::recent_deployments(&state.db, 10).await?,

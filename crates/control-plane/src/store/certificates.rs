@@ -1,6 +1,7 @@
-//! `acme_accounts` (the installation's ACME account per directory, sealed) and
+//! `acme_accounts` (the installation's ACME account per directory, sealed),
 //! `domain_certificates` (where each verified custom domain's certificate stands: pending,
-//! issued with its chain and sealed key, or failed with the CA's reason and the next try).
+//! issued with its chain and sealed key, or failed with the CA's reason and the next try) and
+//! `platform_certificate` (the platform's own, alike, from files or the CA).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -156,7 +157,7 @@ pub async fn chain(db: impl PgExecutor<'_>, domain_id: i64) -> Result<Option<Str
 
 /// The certificates a worker's edge router serves, by domain id, each with a version (the
 /// chain's digest, which a renewal changes): issued and unexpired, for verified domains of
-/// apps placed on the worker.
+/// apps placed on the worker; and the platform's own as id [`PLATFORM`].
 pub async fn served_by(db: impl PgExecutor<'_>, worker_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT c.domain_id, md5(c.chain_pem)
@@ -165,18 +166,25 @@ pub async fn served_by(db: impl PgExecutor<'_>, worker_id: i64) -> Result<Vec<(i
          JOIN apps a ON a.id = d.app_id
          WHERE a.worker_id = $1 AND d.verified_at IS NOT NULL
            AND c.chain_pem IS NOT NULL AND c.key_sealed IS NOT NULL AND c.not_after > now()
-         ORDER BY c.domain_id",
+         UNION ALL
+         SELECT 0, md5(chain_pem) FROM platform_certificate
+         WHERE chain_pem IS NOT NULL AND key_sealed IS NOT NULL AND not_after > now()
+         ORDER BY 1",
     )
     .bind(worker_id)
     .fetch_all(db)
     .await?)
 }
 
+/// The id the platform's own certificate is pushed under (domain ids start at 1).
+pub const PLATFORM: i64 = 0;
+
 /// A certificate to serve, its key opened.
 #[derive(Debug)]
 pub struct Served {
+    /// The domain's, or [`PLATFORM`].
     pub domain_id: i64,
-    pub hostname: String,
+    pub names: Vec<String>,
     pub chain_pem: String,
     pub key_pem: wisehosting_crypto::Secret,
 }
@@ -187,22 +195,126 @@ pub async fn served(
     sealer: &Sealer,
     domain_ids: &[i64],
 ) -> Result<Vec<Served>, StoreError> {
-    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT c.domain_id, d.hostname, c.chain_pem, c.key_sealed
+    let rows: Vec<(i64, Vec<String>, String, String)> = sqlx::query_as(
+        "SELECT c.domain_id, ARRAY[d.hostname], c.chain_pem, c.key_sealed
          FROM domain_certificates c JOIN domains d ON d.id = c.domain_id
          WHERE c.domain_id = ANY($1) AND c.chain_pem IS NOT NULL AND c.key_sealed IS NOT NULL
-         ORDER BY c.domain_id",
+         UNION ALL
+         SELECT 0, names, chain_pem, key_sealed FROM platform_certificate
+         WHERE 0 = ANY($1) AND chain_pem IS NOT NULL AND key_sealed IS NOT NULL
+         ORDER BY 1",
     )
     .bind(domain_ids)
     .fetch_all(db)
     .await?;
     rows.into_iter()
-        .map(|(domain_id, hostname, chain_pem, sealed)| {
+        .map(|(domain_id, names, chain_pem, sealed)| {
             let row = domain_id.to_string();
-            let key = sealer
-                .open(&sealed, Aad { table: "domain_certificates", column: "key_sealed", row: &row })?;
+            let aad = if domain_id == PLATFORM {
+                PLATFORM_KEY
+            } else {
+                Aad { table: "domain_certificates", column: "key_sealed", row: &row }
+            };
+            let key = sealer.open(&sealed, aad)?;
             let key_pem = wisehosting_crypto::Secret::new(String::from_utf8_lossy(&key).into_owned());
-            Ok(Served { domain_id, hostname, chain_pem, key_pem })
+            Ok(Served { domain_id, names, chain_pem, key_pem })
         })
         .collect()
+}
+
+const PLATFORM_KEY: Aad<'static> =
+    Aad { table: "platform_certificate", column: "key_sealed", row: "platform" };
+
+/// The platform's certificate as it comes in: from the CA or from files.
+#[derive(Debug)]
+pub struct PlatformIssued<'a> {
+    pub source: &'a str,
+    pub names: &'a [String],
+    pub chain_pem: &'a str,
+    pub key_pem: &'a str,
+    pub not_after: DateTime<Utc>,
+    /// When to order again (files: never, far in the future).
+    pub renew_at: DateTime<Utc>,
+}
+
+/// Stores the platform's certificate, replacing the one in place.
+pub async fn platform_issued(
+    db: impl PgExecutor<'_>,
+    sealer: &Sealer,
+    issued: &PlatformIssued<'_>,
+) -> Result<(), StoreError> {
+    let key = sealer.seal(issued.key_pem.as_bytes(), PLATFORM_KEY)?;
+    sqlx::query(
+        "INSERT INTO platform_certificate (source, status, names, not_after, chain_pem, key_sealed, next_attempt_at)
+         VALUES ($1, 'issued', $2, $3, $4, $5, $6)
+         ON CONFLICT (singleton) DO UPDATE SET source = EXCLUDED.source, status = 'issued', names = EXCLUDED.names,
+             not_after = EXCLUDED.not_after, error = NULL, chain_pem = EXCLUDED.chain_pem,
+             key_sealed = EXCLUDED.key_sealed, failures = 0, next_attempt_at = EXCLUDED.next_attempt_at,
+             updated_at = now()",
+    )
+    .bind(issued.source)
+    .bind(issued.names)
+    .bind(issued.not_after)
+    .bind(issued.chain_pem)
+    .bind(key)
+    .bind(issued.renew_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether the platform's certificate is due from the CA (none, one from files, or its time
+/// has come): how many orders for it failed in a row.
+pub async fn platform_due(db: impl PgExecutor<'_>) -> Result<Option<i32>, StoreError> {
+    let row: Option<(i32, bool)> = sqlx::query_as(
+        "SELECT failures, source <> 'acme' OR next_attempt_at <= now() FROM platform_certificate
+         UNION ALL SELECT 0, true WHERE NOT EXISTS (SELECT 1 FROM platform_certificate)",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.filter(|(_, due)| *due).map(|(failures, _)| failures))
+}
+
+/// An order for the platform's certificate failed: as [`failed`] for a domain.
+pub async fn platform_failed(
+    db: impl PgExecutor<'_>,
+    error: &str,
+    retry_in_secs: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO platform_certificate (source, status, error, failures, next_attempt_at)
+         VALUES ('acme', 'failed', $1, 1, now() + make_interval(secs => $2))
+         ON CONFLICT (singleton) DO UPDATE SET
+             status = CASE WHEN platform_certificate.status = 'issued' AND platform_certificate.not_after > now()
+                           THEN 'issued' ELSE 'failed' END,
+             error = $1, failures = platform_certificate.failures + 1,
+             next_attempt_at = now() + make_interval(secs => $2), updated_at = now()",
+    )
+    .bind(error)
+    .bind(retry_in_secs as f64)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Stops serving the platform's certificate (neither files nor DNS-01 configured any more).
+pub async fn platform_clear(db: impl PgExecutor<'_>) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM platform_certificate").execute(db).await?;
+    Ok(())
+}
+
+/// The platform's certificate as operators see it: its names and where it stands.
+pub async fn platform_view(
+    db: impl PgExecutor<'_>,
+) -> Result<Option<(Vec<String>, CertificateView)>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        names: Vec<String>,
+        #[sqlx(flatten)]
+        view: CertificateView,
+    }
+    let row: Option<Row> = sqlx::query_as("SELECT names, status, not_after, error FROM platform_certificate")
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| (r.names, r.view)))
 }

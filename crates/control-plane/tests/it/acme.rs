@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wisehosting_testkit::challtestsrv::ChallTestSrv;
+use wisehosting_testkit::cloudflare::FakeCloudflare;
 use wisehosting_testkit::pebble::Pebble;
 use wisehosting_testkit::worker::SpawnedWorker;
 use wisehosting_testkit::worker::spawn_worker_with_edge;
@@ -91,16 +93,31 @@ async fn acme_platform(
     validity_secs: Option<u64>,
 ) -> (TestDns, Pebble, TestControlPlane, SpawnedWorker, UserSession, i64) {
     let dns = TestDns::start().await;
-    // Pebble validates on the edge router's port, which is chosen first.
-    let edge: SocketAddr =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
+    let edge = free_addr();
     let pebble = Pebble::start_issuing_for(edge.port(), dns.addr, validity_secs).await;
-    let (resolver, directory, ca) =
-        (dns.addr.to_string(), pebble.directory_url.clone(), pebble.ca_file.clone());
+    let resolver = dns.addr.to_string();
+    let (cp, agent, user, app) =
+        platform_with(&pebble, edge, move |c| c.domains.dns_resolver = resolver).await;
+    (dns, pebble, cp, agent, user, app)
+}
+
+/// A port for the edge router, chosen first: pebble validates HTTP-01 on it.
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
+}
+
+/// A control plane ordering from `pebble` every second (configured further by `configure`), a
+/// worker whose edge router listens on `edge`, and a running app: (control plane, worker,
+/// user, app id).
+async fn platform_with(
+    pebble: &Pebble,
+    edge: SocketAddr,
+    configure: impl FnOnce(&mut wisehosting_control_plane::config::Config) + Send + 'static,
+) -> (TestControlPlane, SpawnedWorker, UserSession, i64) {
+    let (directory, ca) = (pebble.directory_url.clone(), pebble.ca_file.clone());
     let cp = spawn_control_plane_with(move |c| {
         c.single_machine = true;
         c.heartbeat_interval_secs = 1;
-        c.domains.dns_resolver = resolver;
         c.acme.directory_url = directory;
         c.acme.ca_file = Some(ca);
         c.acme.email = "ops@example.com".into();
@@ -112,6 +129,7 @@ async fn acme_platform(
             custom_domains: Some(5),
             ..Default::default()
         }];
+        configure(c);
     })
     .await;
     let w = create_worker(&cp, "acme").await;
@@ -125,8 +143,7 @@ async fn acme_platform(
     repo.commit(&[("Containerfile", &page_containerfile("shop"))], "v1");
     let (app, deployment) = user.deploy("Shop", &repo.url()).await;
     assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
-
-    (dns, pebble, cp, agent, user, app)
+    (cp, agent, user, app)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,6 +290,32 @@ async fn a_verified_domain_gets_a_certificate_from_the_acme_server_and_a_failed_
     })
     .await;
     assert!(retried, "a failed order is tried again");
+    // The third failure in a row raises the app's certificate alert, naming the domain and why.
+    let alert = || async {
+        let alerts: Value = user.get("/api/alerts").await.json().await.expect("json");
+        alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["kind"] == "certificate_failing" && a["app_id"] == app)
+            .cloned()
+    };
+    let raised = eventually(Duration::from_secs(60), Duration::from_millis(500), || async {
+        alert().await.is_some_and(|a| a["status"] == "firing")
+    })
+    .await;
+    let raised_alert = alert().await;
+    assert!(raised, "{raised_alert:?}");
+    let message = raised_alert.and_then(|a| a["message"].as_str().map(str::to_string)).unwrap_or_default();
+    assert!(message.contains("broken.example.com") && message.contains("3 times"), "{message}");
+    // The name fixed, the next try issues it and the alert resolves.
+    dns.set_addrs("broken.example.com", &[&["127.0.0.1".parse().expect("ip")]]);
+    let resolved = eventually(Duration::from_secs(90), Duration::from_millis(500), || async {
+        alert().await.is_some_and(|a| a["status"] == "resolved")
+    })
+    .await;
+    assert!(resolved, "{:?}", alert().await);
+    assert_eq!(domain(&user, app, "broken.example.com").await["certificate"]["status"], "issued");
     agent.stop().await;
 }
 
@@ -319,5 +362,58 @@ async fn a_certificate_is_renewed_before_it_expires_and_stays_issued_meanwhile()
         "the renewed certificate is served: {:?}",
         over_https(&root, &agent, "renew.example.com").await
     );
+    agent.stop().await;
+}
+
+/// The platform's own wildcard, `*.<subdomain_base>`, ordered by DNS-01: the answer published
+/// as a TXT record through Cloudflare's DNS API (the stand-in puts it in
+/// `pebble-challtestsrv`, where pebble looks), deleted after; every app's own hostname is then
+/// served over HTTPS with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_wildcard_is_ordered_by_dns01_through_cloudflare_and_serves_every_app() {
+    let dns = ChallTestSrv::start().await;
+    let cloudflare = FakeCloudflare::publishing_to(&dns).await;
+    let edge = free_addr();
+    let pebble = Pebble::start_issuing_for(edge.port(), dns.dns_addr, None).await;
+    let (zone, token, api) = (cloudflare.zone_id.clone(), cloudflare.token.clone(), cloudflare.api_url());
+    let (cp, agent, user, app) = platform_with(&pebble, edge, move |c| {
+        c.subdomain_base = "apps.example.com".into();
+        c.cloudflare.zone_id = zone;
+        c.cloudflare.api_token = wisehosting_crypto::Secret::new(token);
+        c.cloudflare.api_url = api;
+        c.platform_certificate.dns01 = true;
+    })
+    .await;
+    let slug = user.get(&format!("/api/apps/{app}")).await.json::<Value>().await.expect("json")["slug"]
+        .as_str()
+        .expect("slug")
+        .to_string();
+    let host = format!("{slug}.apps.example.com");
+    let root = pebble.root_pem().await;
+    let served = eventually(Duration::from_secs(90), Duration::from_millis(500), || async {
+        over_https(&root, &agent, &host).await.is_ok()
+    })
+    .await;
+    let answer = over_https(&root, &agent, &host).await;
+    assert!(served, "{host} served with the wildcard: {answer:?}");
+    let (status, body, _) = answer.expect("answer");
+    assert_eq!((status, body.contains("shop")), (200, true), "{body}");
+    let asked: Vec<(String, String)> = cloudflare
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/dns_records"))
+        .map(|s| {
+            (s.method, s.path.rsplit_once("/dns_records").map(|(_, id)| id.to_string()).unwrap_or_default())
+        })
+        .collect();
+    assert!(asked.iter().any(|(m, id)| m == "POST" && id.is_empty()), "the answer published: {asked:?}");
+    assert!(asked.iter().any(|(m, id)| m == "DELETE" && !id.is_empty()), "and deleted: {asked:?}");
+    assert!(cloudflare.records().is_empty(), "no TXT record is left behind");
+    let (names, state) = wisehosting_control_plane::store::certificates::platform_view(&cp.db)
+        .await
+        .expect("read")
+        .expect("a platform certificate");
+    assert_eq!((names, state.status.as_str()), (vec!["*.apps.example.com".to_string()], "issued"));
+    assert!(over_https(&root, &agent, "a.b.apps.example.com").await.is_err(), "one label only");
     agent.stop().await;
 }

@@ -62,7 +62,11 @@ async fn every_alert_kind_fires_and_resolves_once_and_survives_a_restart_of_its_
     assert_eq!(done["status"], "running", "{done}");
     let rules: Vec<Value> =
         user.get(&format!("/api/apps/{app}/alert-rules")).await.json().await.expect("json");
-    assert_eq!(kinds(&rules), ["crashloop", "deployment_failed", "offline"], "a new app's default rules");
+    assert_eq!(
+        kinds(&rules),
+        ["certificate_failing", "crashloop", "deployment_failed", "offline"],
+        "a new app's default rules"
+    );
 
     // Offline: the worker stops; the app's offline alert fires, once.
     let worker = agent.worker.clone();

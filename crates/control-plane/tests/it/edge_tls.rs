@@ -317,3 +317,74 @@ async fn a_certificate_swap_leaves_open_connections_alone_and_applies_to_the_nex
     let mut plain = tokio::net::TcpStream::connect(r.http).await.expect("connect");
     assert!(get_on(&mut plain, "shop.example", "/").await.starts_with("HTTP/1.1 200"));
 }
+
+/// The platform's own certificate from files (`platform_certificate.cert_file`/`key_file`):
+/// pushed to the worker, which serves every app's own hostname with it and redirects plain
+/// requests; a key that is not the certificate's stops start-up with an error naming both
+/// files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_certificate_from_files_serves_each_apps_own_hostname_and_a_bad_pair_stops_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = test_ca(dir.path());
+    let (cert, key) = certificate_for(dir.path(), &["*.apps.example.com"], "platform");
+    let (_, other_key) = certificate_for(dir.path(), &["other.example.com"], "other");
+    let (cert_file, key_file) = (cert.clone(), key.clone());
+    let (cp, agent, user) =
+        wisehosting_testkit::spawn_platform("platform-cert", "owner@example.com", move |c| {
+            c.subdomain_base = "apps.example.com".into();
+            c.platform_certificate.cert_file = Some(cert_file);
+            c.platform_certificate.key_file = Some(key_file);
+        })
+        .await;
+    let repo = wisehosting_testkit::TestRepo::new();
+    repo.commit(&[("Containerfile", &wisehosting_testkit::page_containerfile("own name"))], "v1");
+    let (app, deployment) = user.deploy("Own", &repo.url()).await;
+    assert_eq!(
+        user.wait_deployment(deployment, std::time::Duration::from_secs(120)).await["status"],
+        "running"
+    );
+    let app: serde_json::Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("json");
+    let host = format!("{}.apps.example.com", app["slug"].as_str().expect("slug"));
+
+    let ca_pem = pem(&ca);
+    let fetch = || async {
+        let at = agent.status.https_addr().ok_or("not open")?;
+        let client = wisehosting_testkit::tls::client_trusting_pem(&ca_pem)
+            .resolve(&host, at)
+            .build()
+            .expect("client");
+        let response =
+            client.get(format!("https://{host}:{}/", at.port())).send().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((response.status().as_u16(), response.text().await.unwrap_or_default()))
+    };
+    let served = wisehosting_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(200),
+        || async { fetch().await.is_ok() },
+    )
+    .await;
+    let answer = fetch().await;
+    assert!(served, "{host} over HTTPS with the platform's certificate: {answer:?}");
+    assert_eq!(answer.expect("answer"), (200, "own name\n".to_string()));
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let edge = agent.status.edge_addr().expect("edge");
+    let redirected = plain.get(format!("http://{edge}/")).header("host", &host).send().await.expect("plain");
+    assert_eq!(redirected.status(), 308);
+
+    let mut config = cp.config.clone();
+    config.platform_certificate.key_file = Some(other_key.clone());
+    let refused =
+        wisehosting_control_plane::startup::App::build(config).await.err().expect("start-up refused");
+    let said = refused.to_string();
+    assert!(
+        said.contains(&cert.display().to_string())
+            && said.contains(&other_key.display().to_string())
+            && said.contains("does not go with"),
+        "{said}"
+    );
+    agent.stop().await;
+}

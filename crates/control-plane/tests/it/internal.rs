@@ -60,6 +60,7 @@ async fn the_console_reads_figures_across_tenants_and_runs_only_the_five_podman_
     assert_eq!(extras["nodes"][0]["worker_id"], worker);
     assert_eq!(extras["nodes"][0]["apps"], 1);
     assert_eq!(extras["system"]["workers_online"], 1);
+    assert_eq!(extras["system"]["platform_certificate"], Value::Null, "none configured");
     assert!(
         extras["activity"].as_array().is_some_and(|a| a.iter().any(|r| r["action"] == "app.deployed")),
         "{extras}"

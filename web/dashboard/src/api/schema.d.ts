@@ -1068,7 +1068,7 @@ export interface components {
          *     an event that fires and resolves at once.
          * @enum {string}
          */
-        AlertKind: "cpu" | "memory" | "network" | "restarts" | "offline" | "crashloop" | "deployment_failed" | "webhook_disabled";
+        AlertKind: "cpu" | "memory" | "network" | "restarts" | "offline" | "crashloop" | "deployment_failed" | "webhook_disabled" | "certificate_failing";
         /**
          * @description An alert's state: firing until a user acknowledges it; resolved by the platform when
          *     its condition clears, or by a user.

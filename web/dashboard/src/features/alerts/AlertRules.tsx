@@ -12,6 +12,7 @@ const KINDS: { kind: string; label: string; unit?: string; example?: string }[] 
   { kind: "offline", label: "Worker offline" },
   { kind: "crashloop", label: "Crash loop" },
   { kind: "deployment_failed", label: "Failed deploy" },
+  { kind: "certificate_failing", label: "Certificate failing" },
 ];
 
 /** `/apps/:id/alerts`: the app's rules; adding a kind the app has replaces that rule. */
