@@ -141,7 +141,7 @@ impl Default for DeploySettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
     /// Where the edge router takes the apps' HTTP traffic.

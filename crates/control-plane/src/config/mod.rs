@@ -95,6 +95,10 @@ pub struct Config {
     pub acme: acme::AcmeConfig,
     /// The platform's own wildcard certificate, from files or by DNS-01.
     pub platform_certificate: acme::PlatformCertificateConfig,
+    /// Single-machine mode only: the local worker's edge router (`listen`, `metrics_listen`,
+    /// `https_listen`), over `wisehosting dev`'s own values (SPEC §14.7). A worker on its own
+    /// host reads `edge:` from its own config.
+    pub edge: Option<wisehosting_worker::config::EdgeConfig>,
 }
 
 /// `wisehosting-admin serve`: where it listens and how it reaches the internal API.
@@ -435,6 +439,7 @@ impl Default for Config {
             git_providers: git::GitProvidersConfig::default(),
             acme: acme::AcmeConfig::default(),
             platform_certificate: acme::PlatformCertificateConfig::default(),
+            edge: None,
         }
     }
 }
@@ -663,6 +668,11 @@ impl Config {
         self.git_providers.check(self.api_server.public_url.as_deref())?;
         self.acme.check()?;
         self.platform_certificate.check(&self.acme, self.cloudflare.enabled())?;
+        if self.edge.is_some() && !self.single_machine {
+            return Err(ConfigError::Invalid(
+                "edge: is for wisehosting dev's local worker only; set a worker's edge router in that worker's config (edge.listen, edge.https_listen)".into(),
+            ));
+        }
         if self.api_server.tls_cert.is_some() != self.api_server.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "api_server.tls_cert and api_server.tls_key go together; set both for HTTPS or neither"
@@ -918,6 +928,27 @@ mod tests {
         }
         assert!(parse("admin:\n  internal_api_url: http://[::1]:9091\n").is_ok());
         assert_eq!(Config::default().admin.listen.to_string(), "127.0.0.1:9443");
+    }
+
+    #[test]
+    fn the_edge_section_is_for_single_machine_mode_and_the_platform_certificate_is_files_or_dns01() {
+        let err = parse("edge:\n  https_listen: null\n").expect_err("not single-machine").to_string();
+        assert!(err.contains("edge: is for wisehosting dev"), "{err}");
+        let c = parse("single_machine: true\napi_server:\n  host: 127.0.0.1\nedge:\n  https_listen: null\n")
+            .expect("single-machine");
+        let edge = c.edge.expect("edge");
+        assert_eq!((edge.https_listen, edge.listen.port()), (None, 8080));
+        let err =
+            parse("edge:\n  htps_listen: 127.0.0.1:1\nsingle_machine: true\n").expect_err("typo").to_string();
+        assert!(err.contains("htps_listen"), "{err}");
+
+        let err = parse("platform_certificate:\n  cert_file: /c.pem\n").expect_err("half").to_string();
+        assert!(err.contains("go together"), "{err}");
+        let err = parse("platform_certificate:\n  dns01: true\n").expect_err("no cloudflare").to_string();
+        assert!(err.contains("needs acme.directory_url and cloudflare.zone_id"), "{err}");
+        let both = "platform_certificate:\n  dns01: true\n  cert_file: /c.pem\n  key_file: /k.pem\n";
+        assert!(parse(both).expect_err("both").to_string().contains("not both"));
+        assert!(parse("platform_certificate:\n  cert_file: /c.pem\n  key_file: /k.pem\n").is_ok());
     }
 
     #[test]

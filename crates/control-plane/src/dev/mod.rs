@@ -93,9 +93,10 @@ async fn serve(
     let internal = app.internal_addr();
     let (db, sealer, hub, join_secret) =
         (app.db(), app.sealer(), app.hub(), app.config().workers.join_secret.clone());
+    let edge = app.config().edge.clone().unwrap_or_default();
     let token = app.shutdown_token();
     let serving = tokio::spawn(app.run());
-    let local = LocalWorker { db: &db, sealer: &sealer, join_secret: &join_secret, url: &url };
+    let local = LocalWorker { db: &db, sealer: &sealer, join_secret: &join_secret, url: &url, edge };
     let worker = match local.start(data_dir, secrets, shutdown.clone()).await {
         Ok(id) => id,
         Err(e) => {
@@ -140,6 +141,7 @@ struct LocalWorker<'a> {
     /// The fleet's join secret; the local worker, like any other, never sees the master.
     join_secret: &'a Secret,
     url: &'a str,
+    edge: EdgeConfig,
 }
 
 impl LocalWorker<'_> {
@@ -176,11 +178,7 @@ impl LocalWorker<'_> {
             shared_secret: self.join_secret.clone(),
             name: LOCAL_WORKER.into(),
             zone: None,
-            edge: EdgeConfig {
-                listen: std::net::SocketAddr::from(([127, 0, 0, 1], EDGE_PORT)),
-                metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9101))),
-                https_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8443))),
-            },
+            edge: self.edge.clone(),
             podman: PodmanConfig { containers_conf: Some(containers_conf) },
             data_dir: worker_dir,
             deploy,
@@ -364,6 +362,12 @@ fn generated_config(options: &DevOptions, layout: &postgres::Layout, secrets: &[
     root.insert("api_server".into(), Value::Mapping(api));
     root.insert("database".into(), Value::Mapping(db));
     root.insert("workers".into(), Value::Mapping(workers));
+    // The local worker's edge router; `edge:` in CONFIG_PATH overrides any of it.
+    let mut edge = Mapping::new();
+    edge.insert("listen".into(), format!("127.0.0.1:{EDGE_PORT}").into());
+    edge.insert("metrics_listen".into(), "127.0.0.1:9101".into());
+    edge.insert("https_listen".into(), "127.0.0.1:8443".into());
+    root.insert("edge".into(), Value::Mapping(edge));
     Value::Mapping(root)
 }
 

@@ -143,6 +143,8 @@ async fn serve_h2(edge: Arc<Edge>, io: TlsStream, peer: SocketAddr, stop: Cancel
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(io), service);
+    // Not shared with the HTTP/1.1 one: a generic helper over both connection types loses
+    // their `Send` to a higher-ranked lifetime.
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

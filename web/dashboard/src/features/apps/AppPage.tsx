@@ -234,26 +234,35 @@ function Settings({
 }
 
 /** The path a new version must answer before it takes the traffic, and how long it has. */
-function HealthCheck({ id, current }: { id: number; current: { path: string; timeout: number | null } }) {
-  const [path, setPath] = useState(current.path);
-  const [timeout, setTimeout_] = useState(current.timeout === null ? "" : String(current.timeout));
+/** A settings form's save: the error or "Saved.", and the app read again after. */
+function useSave(id: number) {
   const [error, setError] = useState<unknown>(null);
   const [saved, setSaved] = useState(false);
   const client = useQueryClient();
+  const save = (request: () => Promise<unknown>) => {
+    setError(null);
+    setSaved(false);
+    request()
+      .then(() => {
+        setSaved(true);
+        return client.invalidateQueries({ queryKey: keys.app(id) });
+      })
+      .catch(setError);
+  };
+  return { error, saved, save };
+}
+
+function HealthCheck({ id, current }: { id: number; current: { path: string; timeout: number | null } }) {
+  const [path, setPath] = useState(current.path);
+  const [timeout, setTimeout_] = useState(current.timeout === null ? "" : String(current.timeout));
+  const { error, saved, save } = useSave(id);
   return (
     <form
       className="card form"
       onSubmit={(e) => {
         e.preventDefault();
-        setError(null);
-        setSaved(false);
         const body = { path, timeout_secs: timeout.trim() === "" ? null : Number(timeout) };
-        call(api.PUT("/api/apps/{id}/health-check", { params: { path: { id } }, body }))
-          .then(() => {
-            setSaved(true);
-            return client.invalidateQueries({ queryKey: keys.app(id) });
-          })
-          .catch(setError);
+        save(() => call(api.PUT("/api/apps/{id}/health-check", { params: { path: { id } }, body })));
       }}
     >
       <h2>Health check</h2>
@@ -274,22 +283,13 @@ function HealthCheck({ id, current }: { id: number; current: { path: string; tim
 function HttpsSettings({ id, current }: { id: number; current: { redirect: boolean; hsts: boolean } }) {
   const [redirect, setRedirect] = useState(current.redirect);
   const [hsts, setHsts] = useState(current.hsts);
-  const [error, setError] = useState<unknown>(null);
-  const [saved, setSaved] = useState(false);
-  const client = useQueryClient();
+  const { error, saved, save } = useSave(id);
   return (
     <form
       className="card form"
       onSubmit={(e) => {
         e.preventDefault();
-        setError(null);
-        setSaved(false);
-        call(api.PUT("/api/apps/{id}/https", { params: { path: { id } }, body: { redirect, hsts } }))
-          .then(() => {
-            setSaved(true);
-            return client.invalidateQueries({ queryKey: keys.app(id) });
-          })
-          .catch(setError);
+        save(() => call(api.PUT("/api/apps/{id}/https", { params: { path: { id } }, body: { redirect, hsts } })));
       }}
     >
       <h2>HTTPS</h2>
