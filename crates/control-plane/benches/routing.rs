@@ -95,7 +95,8 @@ fn route_table(backend: u16) -> RouteTable {
             app_id: i as i64,
             hosts: vec![format!("app-{i}.bench.test")],
             port: Some(backend),
-            https_redirect: false,
+            // The defaults: redirects on (no certificate for these names, so none happens).
+            https_redirect: true,
             hsts: false,
         })
         .collect();

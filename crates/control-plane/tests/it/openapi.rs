@@ -267,7 +267,8 @@ async fn every_route_of_the_document_called_with_another_users_ids_answers_404_w
     assert_eq!(hooks[0]["id"], b.webhook_id, "B's webhook lives");
     let rules: Value =
         b.user.get(&format!("/api/apps/{}/alert-rules", b.app_id)).await.json().await.expect("json");
-    assert_eq!(rules.as_array().map(Vec::len), Some(3), "B's rules live");
+    let defaults = wisehosting_control_plane::domain::AlertKind::DEFAULT_RULES.len();
+    assert_eq!(rules.as_array().map(Vec::len), Some(defaults), "B's rules live");
     let linked: Value = b.user.get("/api/git/providers").await.json().await.expect("json");
     assert_eq!(linked[0]["login"], "bee-login", "B's linked account lives");
     assert!(github.revocations().is_empty(), "B's token was not revoked");
