@@ -9,12 +9,14 @@
 //!   and a per-key use counter that refuses to go past the safe number of random nonces.
 //! - [`jwt`]: worker JWTs, HS256 only, every claim required, no leeway.
 //! - [`token`]: random tokens, sha256 hex digests and constant-time comparison.
+//! - [`wireguard`]: WireGuard key pairs (X25519, as `wg genkey` and `wg pubkey` make them).
 
 pub mod jwt;
 pub mod keyring;
 pub mod seal;
 pub mod secret;
 pub mod token;
+pub mod wireguard;
 
 pub use keyring::{Keyring, Purpose, PurposeKey, hkdf_sha256};
 pub use seal::{Aad, KeyVersion, SealError, Sealer};

@@ -40,7 +40,7 @@ pub use proxy::CutProxy;
 pub use receiver::{Received, Reply, SmtpSink, WebhookReceiver};
 pub use worker::{
     RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
-    spawn_worker_on_mesh, spawn_worker_with_secret, spawn_worker_with_settings,
+    spawn_worker_with_secret, spawn_worker_with_settings,
 };
 
 use std::net::SocketAddr;

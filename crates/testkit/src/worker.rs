@@ -345,7 +345,7 @@ pub fn spawn_worker(cp: &TestControlPlane, worker: &TestWorker, base_url: &str) 
 /// Starts the real agent for `worker` against the control plane at `base_url` whose shared
 /// secret is `secret` (for a control plane that runs as its own process).
 pub fn spawn_worker_with_secret(secret: &str, worker: &TestWorker, base_url: &str) -> SpawnedWorker {
-    spawn_agent(secret, worker, base_url, None, "", None, None)
+    spawn_agent(secret, worker, base_url, "", None, None)
 }
 
 /// Like [`spawn_worker`], for an `https://` control plane whose certificate `ca_file`'s
@@ -356,7 +356,7 @@ pub fn spawn_worker_with_ca(
     base_url: &str,
     ca_file: Option<&std::path::Path>,
 ) -> SpawnedWorker {
-    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, None, "", ca_file, None)
+    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, "", ca_file, None)
 }
 
 /// Like [`spawn_worker`], with more `deploy:` settings: YAML lines indented by two spaces.
@@ -366,7 +366,7 @@ pub fn spawn_worker_with_settings(
     base_url: &str,
     deploy_settings: &str,
 ) -> SpawnedWorker {
-    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, None, deploy_settings, None, None)
+    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, deploy_settings, None, None)
 }
 
 /// Like [`spawn_worker`], with the edge router on `edge` (an ACME server validates there).
@@ -376,36 +376,23 @@ pub fn spawn_worker_with_edge(
     base_url: &str,
     edge: std::net::SocketAddr,
 ) -> SpawnedWorker {
-    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, None, "", None, Some(edge))
-}
-
-/// Like [`spawn_worker`], for a worker whose mesh address is `mesh`: its app containers are
-/// published there too.
-pub fn spawn_worker_on_mesh(
-    cp: &TestControlPlane,
-    worker: &TestWorker,
-    base_url: &str,
-    mesh: std::net::IpAddr,
-) -> SpawnedWorker {
-    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, Some(mesh), "", None, None)
+    spawn_agent(cp.config.workers.join_secret.expose(), worker, base_url, "", None, Some(edge))
 }
 
 fn spawn_agent(
     secret: &str,
     worker: &TestWorker,
     base_url: &str,
-    mesh: Option<std::net::IpAddr>,
     extra_deploy: &str,
     ca_file: Option<&std::path::Path>,
     edge_listen: Option<std::net::SocketAddr>,
 ) -> SpawnedWorker {
     let instance = format!("t{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
     let data_dir = tempfile::tempdir().expect("worker data dir");
-    let mesh = mesh.map_or_else(|| "null".to_string(), |ip| ip.to_string());
     let ca = ca_file.map(|f| format!("control_plane_ca_file: {}\n", f.display())).unwrap_or_default();
     let edge = edge_listen.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
     let yaml = format!(
-        "{ca}control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  monitor_interval_ms: 1000\n  mesh_address: {mesh}\n{extra_deploy}edge:\n  listen: {edge}\n  metrics_listen: 127.0.0.1:0\n  https_listen: 127.0.0.1:0\n",
+        "{ca}control_plane_url: {base_url}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  monitor_interval_ms: 1000\n{extra_deploy}edge:\n  listen: {edge}\n  metrics_listen: 127.0.0.1:0\n  https_listen: 127.0.0.1:0\n",
         worker.name,
         worker.api_key,
         secret,

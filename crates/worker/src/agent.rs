@@ -46,6 +46,8 @@ pub struct AgentStatus {
     metrics_addr: Mutex<Option<std::net::SocketAddr>>,
     /// Where the edge router serves HTTPS, once the first certificate opened it.
     https_addr: Mutex<Option<std::net::SocketAddr>>,
+    /// The mesh address the control plane gave this worker at registration.
+    wg_ip: Mutex<Option<std::net::IpAddr>>,
 }
 
 impl AgentStatus {
@@ -78,6 +80,11 @@ impl AgentStatus {
     /// The edge router's HTTPS address (`edge.https_listen` with its real port), once open.
     pub fn https_addr(&self) -> Option<std::net::SocketAddr> {
         self.https_addr.lock().ok().and_then(|g| *g)
+    }
+
+    /// The mesh address the control plane gave this worker (`workers.wg_ip`).
+    pub fn wg_ip(&self) -> Option<std::net::IpAddr> {
+        self.wg_ip.lock().ok().and_then(|g| *g)
     }
 
     /// The bound address of the edge router's `/metrics`.
@@ -144,6 +151,8 @@ struct JobQueue {
 
 pub struct Agent {
     edge: Arc<crate::edge::Edge>,
+    /// This worker's WireGuard public key (its private key stays in its data dir).
+    wg_public_key: String,
     /// `edge.https_listen` and the token that stops it, until the first certificate opens it.
     https_pending: Mutex<Option<(std::net::SocketAddr, CancellationToken)>>,
     pipeline: Arc<Pipeline>,
@@ -177,6 +186,7 @@ impl Agent {
         // What builds of an earlier run of this worker left (it was killed mid-build).
         crate::runtime::cgroup::prune_stale(&config.deploy.instance);
         let edge = crate::edge::Edge::new();
+        let wg_public_key = crate::mesh::public_key(&config.data_dir)?.to_string();
         let status = Arc::new(AgentStatus::default());
         let pipeline = Arc::new(Pipeline {
             housekeeping_done: status.housekeeping_done.clone(),
@@ -184,11 +194,13 @@ impl Agent {
             podman: podman.clone(),
             data_dir: config.data_dir.clone(),
             settings: config.deploy.clone(),
+            mesh: Arc::default(),
             edge: Some(edge.clone()),
             supervisor: crate::runtime::Supervisor::new(podman.clone()),
         });
         Ok(Agent {
             edge,
+            wg_public_key,
             https_pending: Mutex::new(None),
             pipeline,
             config,
@@ -334,12 +346,17 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION"),
             zone: self.config.zone.as_deref(),
             capacity: host_capacity(),
-            wg_public_key: None,
+            wg_public_key: Some(&self.wg_public_key),
         };
         let token = self.link.register(&registration).await?;
         self.status.registrations.fetch_add(1, Ordering::Relaxed);
         self.status.worker_id.store(u64::try_from(token.worker_id).unwrap_or(0), Ordering::Relaxed);
         self.status.set_token(&token.token);
+        let wg_ip = token.wg_ip.as_deref().and_then(|ip| ip.parse().ok());
+        self.pipeline.mesh.set(wg_ip);
+        if let Ok(mut g) = self.status.wg_ip.lock() {
+            *g = wg_ip;
+        }
         Ok(token)
     }
 

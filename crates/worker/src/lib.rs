@@ -12,6 +12,7 @@
 //! - [`runtime`]: Podman by argv, the confined networks' firewall, build cgroups, the
 //!   monitor and the supervisor of app containers, hostile output cut to size.
 //! - [`stats`]: host figures for heartbeats, read from `/proc` and `statvfs`.
+//! - [`mesh`]: the worker's WireGuard key pair and the mesh address the control plane gave it.
 //!
 //! The worker never talks to PostgreSQL: everything goes through the control plane.
 
@@ -43,6 +44,7 @@ pub mod config;
 pub mod deploy;
 pub mod edge;
 pub mod link;
+pub mod mesh;
 pub mod runtime;
 pub mod stats;
 

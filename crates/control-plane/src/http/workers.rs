@@ -20,6 +20,7 @@ use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wisehosting_crypto::jwt::{sign_worker_token, verify_worker_token};
+use wisehosting_crypto::wireguard::WgPublicKey;
 use wisehosting_crypto::{Purpose, constant_time_eq};
 use wisehosting_proto::{CONNECTION_HEADER, MAX_FRAME_BYTES};
 
@@ -65,13 +66,15 @@ pub struct TokenResponse {
     pub worker_id: i64,
     pub token: String,
     pub token_expires_at: String,
+    /// The worker's mesh address (`workers.wg_ip`), once it has one.
+    pub wg_ip: Option<String>,
 }
 
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
 
-fn issue_token(state: &AppState, worker_id: i64) -> TokenResponse {
+fn issue_token(state: &AppState, worker_id: i64, wg_ip: Option<String>) -> TokenResponse {
     let now = now_secs();
     let ttl = state.config.worker_token_ttl_secs as i64;
     let token = sign_worker_token(state.keys.key(Purpose::WorkerJwt), worker_id, now, ttl);
@@ -80,6 +83,7 @@ fn issue_token(state: &AppState, worker_id: i64) -> TokenResponse {
         worker_id,
         token,
         token_expires_at: expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        wg_ip,
     }
 }
 
@@ -133,14 +137,25 @@ async fn register(
             worker.name
         )));
     }
+    let wg_public_key = req
+        .wg_public_key
+        .as_deref()
+        .map(WgPublicKey::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("wg_public_key", e.to_string()))?
+        .map(|key| key.to_string());
     let reg = Registration {
         version: &req.version,
         cpus: req.capacity.cpus,
         memory_mb: req.capacity.memory_mb,
-        wg_public_key: req.wg_public_key.as_deref(),
+        wg_public_key: wg_public_key.as_deref(),
+        single_machine: state.config.single_machine,
     };
     let mut tx = state.db.begin().await?;
-    workers::record_registration(&mut *tx, worker.id, &reg).await?;
+    let wg_ip = workers::record_registration(&mut tx, worker.id, &reg).await?;
+    if wg_ip.is_none() && wg_public_key.is_some() {
+        tracing::warn!(worker = %worker.name, "the mesh 10.50.0.0/24 has no free address; delete workers that are gone");
+    }
     let actor = format!("worker:{}", worker.name);
     audit::record(
         &mut *tx,
@@ -151,12 +166,12 @@ async fn register(
             target_type: Some("worker"),
             target_id: Some(worker.id.to_string()),
             ip: Some(ip.ip().to_string()),
-            detail: json!({ "version": req.version }),
+            detail: json!({ "version": req.version, "wg_ip": wg_ip }),
         },
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(issue_token(&state, worker.id)))
+    Ok(Json(issue_token(&state, worker.id, wg_ip)))
 }
 
 pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -173,7 +188,7 @@ async fn refresh(
         return Err(refuse(&state, ip, AuditAction::WorkerRefreshRefused, "no bearer key").await);
     };
     match workers::find_by_key(&state.db, key).await? {
-        Some(w) if !w.is_disabled() => Ok(Json(issue_token(&state, w.id))),
+        Some(w) if !w.is_disabled() => Ok(Json(issue_token(&state, w.id, w.wg_ip))),
         _ => Err(refuse(&state, ip, AuditAction::WorkerRefreshRefused, "unknown or disabled key").await),
     }
 }

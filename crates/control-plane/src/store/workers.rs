@@ -96,6 +96,8 @@ pub struct WorkerAuth {
     pub name: String,
     pub status: WorkerStatus,
     pub mac_key_sealed: String,
+    /// Its mesh address, once it has one.
+    pub wg_ip: Option<String>,
 }
 
 impl WorkerAuth {
@@ -113,14 +115,16 @@ impl WorkerAuth {
 
 /// Looks a worker up by the sha256 hex of its raw API key.
 pub async fn find_by_key(pool: &PgPool, raw_api_key: &str) -> Result<Option<WorkerAuth>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, status, mac_key_sealed FROM workers WHERE api_key_hash = $1")
-        .bind(sha256_hex(raw_api_key.as_bytes()))
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(
+        "SELECT id, name, status, mac_key_sealed, host(wg_ip) AS wg_ip FROM workers WHERE api_key_hash = $1",
+    )
+    .bind(sha256_hex(raw_api_key.as_bytes()))
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn find(pool: &PgPool, id: i64) -> Result<Option<WorkerAuth>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, status, mac_key_sealed FROM workers WHERE id = $1")
+    sqlx::query_as("SELECT id, name, status, mac_key_sealed, host(wg_ip) AS wg_ip FROM workers WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await
@@ -132,25 +136,46 @@ pub struct Registration<'a> {
     pub version: &'a str,
     pub cpus: i32,
     pub memory_mb: i64,
+    /// Checked: WireGuard's base64 of 32 bytes.
     pub wg_public_key: Option<&'a str>,
+    /// Single-machine mode: every worker is on this machine, its mesh address loopback.
+    pub single_machine: bool,
 }
 
+/// Records a registration and gives the worker its mesh address (SPEC §11): the one it has
+/// (stable across registrations and key changes), else — once it sends a public key — the
+/// lowest free one of 10.50.0.2–10.50.0.254 (10.50.0.1 is the control plane); in
+/// single-machine mode 127.0.0.1. `None` when it has no key yet, or the mesh is full.
+/// Allocation is serialised by a transaction-scoped advisory lock, and a unique index backs it.
 pub async fn record_registration(
-    db: impl sqlx::PgExecutor<'_>,
+    conn: &mut sqlx::PgConnection,
     id: i64,
     reg: &Registration<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE workers SET version = $2, capacity_cpus = $3, capacity_memory_mb = $4, wg_public_key = $5, registered_at = now() WHERE id = $1",
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workers.wg_ip'))").execute(&mut *conn).await?;
+    sqlx::query_scalar(
+        "UPDATE workers SET version = $2, capacity_cpus = $3, capacity_memory_mb = $4,
+             wg_public_key = COALESCE($5, wg_public_key), registered_at = now(),
+             wg_ip = CASE
+                 WHEN $6 THEN '127.0.0.1'::inet
+                 WHEN wg_ip IS NOT NULL AND NOT wg_ip << '127.0.0.0/8'::inet THEN wg_ip
+                 WHEN COALESCE($5, wg_public_key) IS NULL THEN NULL
+                 ELSE (SELECT candidate FROM generate_series(2, 254) AS n,
+                              LATERAL (SELECT ('10.50.0.' || n)::inet AS candidate) AS c
+                       WHERE NOT EXISTS (SELECT 1 FROM workers w WHERE w.wg_ip = c.candidate)
+                       ORDER BY n LIMIT 1)
+             END
+         WHERE id = $1
+         RETURNING host(wg_ip)",
     )
     .bind(id)
     .bind(reg.version)
     .bind(reg.cpus)
     .bind(reg.memory_mb)
     .bind(reg.wg_public_key)
-    .execute(db)
-    .await?;
-    Ok(())
+    .bind(reg.single_machine)
+    .fetch_one(&mut *conn)
+    .await
 }
 
 pub async fn mark_online(pool: &PgPool, id: i64, version: &str) -> Result<(), sqlx::Error> {

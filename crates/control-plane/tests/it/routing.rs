@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wisehosting_testkit::{
     SpawnedWorker, TestControlPlane, TestRepo, UserSession, create_worker, eventually, page_containerfile,
-    spawn_control_plane_with, spawn_platform, spawn_worker_on_mesh,
+    spawn_control_plane_with, spawn_platform, spawn_worker,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -109,18 +109,15 @@ async fn the_edge_router_serves_each_app_at_its_hostname_and_says_why_when_it_ca
         let r = client.get(&proxy_url).bearer_auth("proxy-token-0123456789").send().await.expect("proxy");
         r.json::<Value>().await.expect("json")
     };
-    let none = proxy_table().await;
-    assert_eq!(none["http"]["routers"], json!({}), "no mesh address, no route: {none}");
-    sqlx::query("UPDATE workers SET wg_ip = '10.50.0.7' WHERE id = $1")
-        .bind(worker_id)
-        .execute(&cp.db)
-        .await
-        .expect("wg ip");
+    // Single-machine mode: the control plane gave the worker 127.0.0.1 as its mesh address
+    // when it registered, so a proxy on this machine reaches the app there.
+    assert_eq!(agent.status.wg_ip(), Some(std::net::IpAddr::from([127, 0, 0, 1])));
     let mesh = proxy_table().await;
     let a: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("app");
     assert_eq!(
         mesh["http"]["services"][format!("app-{app}")]["loadBalancer"]["servers"][0]["url"],
-        format!("http://10.50.0.7:{}", a["host_port"])
+        format!("http://127.0.0.1:{}", a["host_port"]),
+        "{mesh}"
     );
 
     // Stopped: the router says the app is not running (503), not that it does not exist.
@@ -252,18 +249,14 @@ async fn real_traefik_routes_to_the_app_from_the_proxy_config() {
         c.domains.allow_wildcards = true;
     })
     .await;
-    // The worker's mesh address stands in as 127.0.0.2 (only loopback exists here): the app
-    // is published there as well as on 127.0.0.1, and Traefik reaches it only through it.
-    let mesh: std::net::IpAddr = [127, 0, 0, 2].into();
+    // Single-machine mode: the worker's mesh address is 127.0.0.1, given when it registers, so
+    // a Traefik in front of the platform on this machine routes to its apps (SPEC §14.5).
     let w = create_worker(&cp, "traefik").await;
-    let agent = spawn_worker_on_mesh(&cp, &w, &cp.base_url, mesh);
+    let agent = spawn_worker(&cp, &w, &cp.base_url);
     assert!(agent.wait_for(Duration::from_secs(15), |s| s.connected.load(Ordering::Relaxed)).await);
+    assert_eq!(agent.status.wg_ip(), Some(std::net::IpAddr::from([127, 0, 0, 1])));
     let user = cp.login("traefik@example.com").await;
     let repo = TestRepo::new();
-    sqlx::query("UPDATE workers SET wg_ip = '127.0.0.2' WHERE name = 'traefik'")
-        .execute(&cp.db)
-        .await
-        .expect("wg ip");
     repo.commit(&[("Containerfile", &page_containerfile("through traefik"))], "v1");
     let (app, _) = deploy(&user, &repo, "via-traefik").await;
     // A verified wildcard domain: its HostRegexp rule must be one real Traefik accepts.

@@ -737,3 +737,72 @@ async fn invalid_utf8_ends_the_connection_and_a_ping_flood_does_not_stop_the_lin
     assert!(seen, "the heartbeat after 5,000 pings was handled");
     assert_eq!(cp.get("/health").await.status(), 200);
 }
+
+/// Mesh addresses (SPEC §11) come from registration: a worker that sends its WireGuard public
+/// key gets the lowest free address of 10.50.0.0/24 (never 10.50.0.1, the control plane's),
+/// keeps it across registrations and a new key, and `workers.wg_ip` is what the proxy reads; a
+/// worker without a key has none; a malformed key is refused naming the field. The real
+/// agent makes its own key and registers with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_gives_each_keyed_worker_a_stable_mesh_address() {
+    use wisehosting_crypto::wireguard::WgPrivateKey;
+    let cp = spawn_control_plane().await;
+    let register = |name: &'static str, key: String, wg: Option<String>| {
+        let cp = &cp;
+        async move {
+            cp.client
+                .post(cp.url("/v1/workers/register"))
+                .json(&json!({"secret": cp.config.workers.join_secret.expose(), "api_key": key, "name": name,
+                              "version": "x", "zone": null, "capacity": {"cpus": 1, "memory_mb": 1},
+                              "wg_public_key": wg}))
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    let (a, b, c) = (
+        create_worker(&cp, "mesh-a").await,
+        create_worker(&cp, "mesh-b").await,
+        create_worker(&cp, "mesh-c").await,
+    );
+    let public = || Some(WgPrivateKey::generate().public_key().to_string());
+    let ip = |r: Value| r["wg_ip"].clone();
+    let first = register("mesh-a", a.api_key.clone(), public()).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(ip(first.json().await.expect("json")), "10.50.0.2");
+    let second: Value = register("mesh-b", b.api_key.clone(), public()).await.json().await.expect("json");
+    assert_eq!(ip(second), "10.50.0.3");
+    let again: Value = register("mesh-a", a.api_key.clone(), public()).await.json().await.expect("json");
+    assert_eq!(ip(again), "10.50.0.2", "stable across registrations, a new key included");
+    let keyless: Value = register("mesh-c", c.api_key.clone(), None).await.json().await.expect("json");
+    assert_eq!(ip(keyless), Value::Null, "no key, no mesh address");
+    let bad = register("mesh-c", c.api_key.clone(), Some("not-a-key".into())).await;
+    assert_eq!(bad.status(), 422);
+    let said = bad.text().await.unwrap_or_default();
+    assert!(said.contains("wg_public_key") && said.contains("wg pubkey"), "{said}");
+    let refreshed: Value = cp
+        .client
+        .post(cp.url("/v1/workers/refresh-token"))
+        .bearer_auth(&b.api_key)
+        .send()
+        .await
+        .expect("refresh")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ip(refreshed), "10.50.0.3", "a refresh answers the same shape");
+
+    // The real agent: its key made in its data dir, its address given at registration.
+    let d = create_worker(&cp, "mesh-d").await;
+    let agent = wisehosting_testkit::spawn_worker(&cp, &d, &cp.base_url);
+    let joined = agent.wait_for(Duration::from_secs(15), |s| s.wg_ip().is_some()).await;
+    assert!(joined, "the agent registers with its own key");
+    assert_eq!(agent.status.wg_ip(), Some([10, 50, 0, 4].into()));
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT wg_public_key FROM workers WHERE name = 'mesh-d'")
+            .fetch_one(&cp.db)
+            .await
+            .expect("key");
+    assert!(stored.is_some_and(|k| k.len() == 44), "its public key is kept");
+    agent.stop().await;
+}

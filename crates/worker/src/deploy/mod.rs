@@ -45,6 +45,9 @@ pub struct Pipeline {
     pub podman: Podman,
     pub data_dir: PathBuf,
     pub settings: DeploySettings,
+    /// The mesh address the control plane gave this worker (apps are published there too
+    /// when this host has it and `deploy.mesh_address` does not say otherwise).
+    pub mesh: Arc<crate::mesh::MeshAddress>,
     /// The edge router, whose drain an old container waits for before it stops.
     pub edge: Option<Arc<crate::edge::Edge>>,
     /// Restarts app containers that exit on their own, with back-off.
@@ -194,6 +197,7 @@ mod tests {
             podman,
             data_dir: std::env::temp_dir().join("wisehosting-refusal-test"),
             settings: DeploySettings::default(),
+            mesh: Arc::default(),
             edge: None,
             housekeeping_done: Arc::default(),
             tasks: tokio_util::task::TaskTracker::new(),

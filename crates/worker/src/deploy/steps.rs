@@ -411,9 +411,10 @@ impl Pipeline {
         // A port found free can be taken before podman binds it (another process's outgoing
         // connection picks it as its source port): then the run is tried again on another.
         let mut attempt = 0;
+        let mesh = self.settings.mesh_address.or_else(|| self.mesh.published());
         let (container_id, host_port) = loop {
             attempt += 1;
-            let host_port = free_port(self.settings.mesh_address)?;
+            let host_port = free_port(mesh)?;
             let name = self.container_name(app_id, deployment_id);
             let mut run: Vec<String> = vec!["--name".into(), name.clone()];
             run.extend(self.labels(app_id, deployment_id));
@@ -424,7 +425,7 @@ impl Pipeline {
                 "--cpus".into(),
                 format!("{}", limits.cpus()),
             ]);
-            run.extend(publish_args(self.settings.mesh_address, host_port, port.get()));
+            run.extend(publish_args(mesh, host_port, port.get()));
             run.extend([
                 "--env-file".into(),
                 env_file.display().to_string(),

@@ -62,6 +62,8 @@ pub enum LinkError {
     Closed(String),
     #[error("a frame from the control plane failed verification: {0}")]
     BadFrame(String),
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::MeshError),
 }
 
 /// What a worker says of itself when it registers (SPEC §14: `POST /v1/workers/register`).
@@ -88,6 +90,9 @@ pub struct TokenResponse {
     pub worker_id: i64,
     pub token: String,
     token_expires_at: String,
+    /// The worker's mesh address (`workers.wg_ip`), once the control plane gave it one.
+    #[serde(default)]
+    pub wg_ip: Option<String>,
 }
 
 impl TokenResponse {

@@ -1,0 +1,1 @@
+DROP INDEX workers_wg_ip_unique;
