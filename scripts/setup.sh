@@ -19,6 +19,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 # Tests: a real ACME server (pebble) for custom domains' certificates.
 command -v pebble >/dev/null || need_apt+=(pebble)
+# Tests: `wg-quick` reads the mesh configs the control plane renders.
+command -v wg-quick >/dev/null || need_apt+=(wireguard-tools)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Tests: network namespaces (ip), the stand-in git host's certificate (openssl), iptables.
 command -v ip >/dev/null || need_apt+=(iproute2)

@@ -48,6 +48,11 @@ pub enum Command {
         #[command(subcommand)]
         action: WorkerAction,
     },
+    /// Render the WireGuard mesh's `wg-quick` configs.
+    Mesh {
+        #[command(subcommand)]
+        action: MeshAction,
+    },
     /// Check configuration.
     Config {
         #[command(subcommand)]
@@ -80,6 +85,25 @@ pub enum WorkerAction {
         #[arg(long)]
         zone: Option<String>,
     },
+    /// List the workers: id, name, status, zone and mesh address.
+    List {
+        /// JSON: `[{"id", "name", "status", "zone", "wg_ip"}]`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeshAction {
+    /// Print the control plane's `wg-quick` file (its key made in mesh.private_key_file when
+    /// missing), or with --worker the one of that worker.
+    Config {
+        #[arg(long)]
+        worker: Option<String>,
+        /// Where that worker keeps its key (its data_dir's wg-private.key).
+        #[arg(long, default_value = "/var/lib/wisehosting-worker/wg-private.key")]
+        worker_key_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +130,8 @@ pub enum CliError {
     Signals(std::io::Error),
     #[error("cannot write the output: {0}")]
     Output(String),
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::MeshError),
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -119,6 +145,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Migrate { action } => migrate(action).await,
         Command::Worker { action: WorkerAction::Create { name, zone } } => {
             create_worker(&name, zone.as_deref()).await
+        }
+        Command::Worker { action: WorkerAction::List { json } } => list_workers(json).await,
+        Command::Mesh { action: MeshAction::Config { worker, worker_key_file } } => {
+            mesh_config(worker.as_deref(), &worker_key_file).await
         }
         Command::Config { action: ConfigAction::Check { path } } => check_config(path),
         Command::Openapi => {
@@ -221,6 +251,54 @@ async fn migrate(action: MigrateAction) -> Result<(), CliError> {
         }
     }
     pool.close().await;
+    Ok(())
+}
+
+async fn list_workers(json: bool) -> Result<(), CliError> {
+    let (_, pool) = connect_configured().await?;
+    db::check_clean(&pool).await?;
+    let workers = store::workers::list(&pool).await.map_err(StoreError::from)?;
+    pool.close().await;
+    if json {
+        let text = serde_json::to_string_pretty(&workers).map_err(|e| CliError::Output(e.to_string()))?;
+        say(&text);
+        return Ok(());
+    }
+    say(&format!("{:<6} {:<24} {:<9} {:<12} {}", "ID", "NAME", "STATUS", "ZONE", "MESH ADDRESS"));
+    for w in &workers {
+        say(&format!(
+            "{:<6} {:<24} {:<9} {:<12} {}",
+            w.id,
+            w.name,
+            w.status.as_str(),
+            w.zone.as_deref().unwrap_or("-"),
+            w.wg_ip.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(())
+}
+
+async fn mesh_config(worker: Option<&str>, worker_key_file: &std::path::Path) -> Result<(), CliError> {
+    let (config, pool) = connect_configured().await?;
+    db::check_clean(&pool).await?;
+    let peers = store::workers::mesh_peers(&pool).await.map_err(StoreError::from)?;
+    pool.close().await;
+    let mesh = &config.mesh;
+    let text = match worker {
+        None => {
+            crate::mesh::hub_public_key(&mesh.private_key_file)?;
+            crate::mesh::hub_config(&mesh.private_key_file, mesh.listen_port, &peers)
+        }
+        Some(name) => {
+            let peer = peers
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| crate::mesh::MeshError::NoWorker(name.to_string()))?;
+            let hub = crate::mesh::hub_public_key(&mesh.private_key_file)?;
+            crate::mesh::worker_config(peer, &hub, &mesh.endpoint, worker_key_file)?
+        }
+    };
+    print!("{text}");
     Ok(())
 }
 

@@ -38,6 +38,7 @@ pub mod hub;
 pub mod identity;
 pub mod jobs;
 pub mod logbus;
+pub mod mesh;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;

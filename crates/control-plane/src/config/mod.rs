@@ -95,10 +95,35 @@ pub struct Config {
     pub acme: acme::AcmeConfig,
     /// The platform's own wildcard certificate, from files or by DNS-01.
     pub platform_certificate: acme::PlatformCertificateConfig,
+    /// The WireGuard mesh (SPEC §11): what `wisehosting mesh config` renders.
+    pub mesh: MeshConfig,
     /// Single-machine mode only: the local worker's edge router (`listen`, `metrics_listen`,
     /// `https_listen`), over `wisehosting dev`'s own values (SPEC §14.7). A worker on its own
     /// host reads `edge:` from its own config.
     pub edge: Option<wisehosting_worker::config::EdgeConfig>,
+}
+
+/// The WireGuard mesh: where workers reach the control plane's end, and its key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// `host:port` workers reach this host's WireGuard at (e.g. `paas.example.com:51821`).
+    pub endpoint: String,
+    /// The UDP port the control plane's WireGuard listens on.
+    pub listen_port: u16,
+    /// The control plane's WireGuard private key, made by `wisehosting mesh config` when
+    /// missing; it never leaves this host.
+    pub private_key_file: PathBuf,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            listen_port: 51821,
+            private_key_file: PathBuf::from("/etc/wisehosting/wg-private.key"),
+        }
+    }
 }
 
 /// `wisehosting-admin serve`: where it listens and how it reaches the internal API.
@@ -440,6 +465,7 @@ impl Default for Config {
             acme: acme::AcmeConfig::default(),
             platform_certificate: acme::PlatformCertificateConfig::default(),
             edge: None,
+            mesh: MeshConfig::default(),
         }
     }
 }

@@ -211,6 +211,29 @@ pub async fn mark_offline(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
 
 /// Workers the database believes online (after a control-plane restart, they get a grace
 /// period to reconnect before they are marked offline).
+/// A worker as `wisehosting worker list` shows it (SPEC §14.5).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Listed {
+    pub id: i64,
+    pub name: String,
+    pub status: WorkerStatus,
+    pub zone: Option<String>,
+    pub wg_ip: Option<String>,
+}
+
+pub async fn list(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Listed>, sqlx::Error> {
+    sqlx::query_as("SELECT id, name, status, zone, host(wg_ip) AS wg_ip FROM workers ORDER BY id")
+        .fetch_all(db)
+        .await
+}
+
+/// Every worker with its mesh key and address, by name (for the mesh's configs).
+pub async fn mesh_peers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<crate::mesh::Peer>, sqlx::Error> {
+    sqlx::query_as("SELECT name, wg_public_key, host(wg_ip) AS wg_ip FROM workers ORDER BY name")
+        .fetch_all(db)
+        .await
+}
+
 pub async fn name_of(db: impl sqlx::PgExecutor<'_>, id: i64) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT name FROM workers WHERE id = $1").bind(id).fetch_optional(db).await
 }

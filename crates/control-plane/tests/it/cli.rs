@@ -27,6 +27,8 @@ fn every_subcommand_has_help() {
         vec!["migrate", "--help"],
         vec!["migrate", "down", "--help"],
         vec!["worker", "create", "--help"],
+        vec!["worker", "list", "--help"],
+        vec!["mesh", "config", "--help"],
         vec!["config", "check", "--help"],
     ] {
         let out = wisehosting(&args, &[]);
@@ -216,4 +218,88 @@ async fn serve_stops_gracefully_on_sigterm_and_exits_zero() {
     let log = reader.join().expect("reader");
     assert!(status.success(), "exit {status}: {log}");
     assert!(log.contains("control plane stopped"), "{log}");
+}
+
+/// `wisehosting worker list` and `wisehosting mesh config` through the binary, over workers
+/// that registered with a real control plane: the list in SPEC §14.5's JSON shape, the hub's
+/// wg-quick file with each joined worker as a peer (its key made here, mode 0600, and kept),
+/// a worker's file with the hub's public key, both read by `wg-quick strip`; a worker that
+/// has not joined is named with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_list_and_the_mesh_configs_show_what_registration_gave_each_worker() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use wisehosting_crypto::wireguard::WgPrivateKey;
+    let url = fresh_database(true).await;
+    let cp = wisehosting_testkit::spawn_control_plane_on(&url, |_| {}).await;
+    let joined = wisehosting_testkit::create_worker(&cp, "edge-1").await;
+    wisehosting_testkit::create_worker(&cp, "edge-2").await;
+    let worker_key = WgPrivateKey::generate().public_key().to_string();
+    let registered = cp
+        .client
+        .post(cp.url("/v1/workers/register"))
+        .json(
+            &serde_json::json!({"secret": cp.config.workers.join_secret.expose(), "api_key": joined.api_key,
+            "name": "edge-1", "version": "x", "zone": null, "capacity": {"cpus": 1, "memory_mb": 1},
+            "wg_public_key": worker_key}),
+        )
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 200);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let hub_key_file = dir.path().join("hub.key");
+    let env = [
+        ("WH__DATABASE__URL", url.as_str()),
+        ("WH__MESH__PRIVATE_KEY_FILE", hub_key_file.to_str().expect("path")),
+        ("WH__MESH__ENDPOINT", "paas.example.com:51821"),
+    ];
+    let listed = wisehosting(&["worker", "list", "--json"], &env);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_str(&text(&listed.stdout)).expect("json");
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"id": joined.id, "name": "edge-1", "status": "pending", "zone": null, "wg_ip": "10.50.0.2"},
+            {"id": joined.id + 1, "name": "edge-2", "status": "pending", "zone": null, "wg_ip": null},
+        ])
+    );
+    let table = text(&wisehosting(&["worker", "list"], &env).stdout);
+    assert!(table.lines().any(|l| l.contains("edge-1") && l.contains("10.50.0.2")), "{table}");
+
+    let strip = |config: &str| {
+        let file = dir.path().join("wh0.conf");
+        std::fs::write(&file, config).expect("write");
+        let out =
+            Command::new("wg-quick").arg("strip").arg(&file).output().expect("wg-quick (wireguard-tools)");
+        assert!(out.status.success(), "wg-quick reads it: {}\n{config}", text(&out.stderr));
+    };
+    let hub = wisehosting(&["mesh", "config"], &env);
+    assert!(hub.status.success(), "{}", text(&hub.stderr));
+    let hub = text(&hub.stdout);
+    assert!(hub.contains(&format!("[Peer]\nPublicKey = {worker_key}\nAllowedIPs = 10.50.0.2/32")), "{hub}");
+    assert!(hub.contains("# worker edge-2: not joined yet"), "{hub}");
+    strip(&hub);
+    let mode = std::fs::metadata(&hub_key_file).expect("key file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let hub_private = std::fs::read_to_string(&hub_key_file).expect("key");
+    assert!(!hub.contains(hub_private.trim()), "no private key printed");
+    let hub_public = WgPrivateKey::from_base64(&hub_private).expect("key").public_key();
+
+    let worker = wisehosting(&["mesh", "config", "--worker", "edge-1"], &env);
+    assert!(worker.status.success(), "{}", text(&worker.stderr));
+    let worker = text(&worker.stdout);
+    assert!(worker.contains("Address = 10.50.0.2/24"), "{worker}");
+    assert!(
+        worker.contains(&format!("PublicKey = {hub_public}\nEndpoint = paas.example.com:51821")),
+        "{worker}"
+    );
+    strip(&worker);
+    assert_eq!(std::fs::read_to_string(&hub_key_file).expect("key"), hub_private, "the hub's key is kept");
+
+    let not_joined = wisehosting(&["mesh", "config", "--worker", "edge-2"], &env);
+    assert!(!not_joined.status.success());
+    assert!(text(&not_joined.stderr).contains("start it once"), "{}", text(&not_joined.stderr));
+    let unknown = wisehosting(&["mesh", "config", "--worker", "nobody"], &env);
+    assert!(text(&unknown.stderr).contains("no worker is named nobody"), "{}", text(&unknown.stderr));
 }
