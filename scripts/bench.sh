@@ -5,7 +5,8 @@
 # scripts/bench.sh edge-tls` (the edge router over TLS against nginx, RSS with 1,000
 # certificates) or `bash scripts/bench.sh dashboard` (entry script size, first paint, idle memory) or `bash
 # scripts/bench.sh observe` (alert evaluation, webhook dispatch) or `bash scripts/bench.sh
-# build-cache` (the node preset's second builds). Prints figures;
+# build-cache` (the node preset's second builds) or `bash scripts/bench.sh queue` (the job
+# queue's claim + complete throughput and pickup latency). Prints figures;
 # asserts nothing about speed. Release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ case $which in
   deploy) cargo bench -p wisehosting-control-plane --bench deploy ;;
   observe) cargo bench -p wisehosting-control-plane --bench observe ;;
   build-cache) cargo bench -p wisehosting-control-plane --bench build_cache ;;
+  queue) cargo bench -p wisehosting-control-plane --bench queue ;;
   routing|edge-tls)
     if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
       [ "$(id -u)" -eq 0 ] || { echo "bench: nginx and wrk are needed; install them with: sudo apt-get install nginx-light wrk" >&2; exit 1; }
@@ -53,5 +55,5 @@ case $which in
     sleep 10
     echo "wisehosting dev (control plane, embedded worker and edge router; PostgreSQL apart) idle: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$DEV_PID/status) resident (budget 50 MB for the control plane)"
     ;;
-  *) echo "unknown benchmark $which; choose: hub, deploy, routing, edge-tls, dashboard, observe, build-cache" >&2; exit 2 ;;
+  *) echo "unknown benchmark $which; choose: hub, deploy, routing, edge-tls, dashboard, observe, build-cache, queue" >&2; exit 2 ;;
 esac

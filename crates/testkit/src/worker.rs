@@ -132,7 +132,7 @@ impl RawWorker {
     }
 
     /// Registers, connects, reads the welcome and sends a `hello`; returns once the control
-    /// plane has answered it (`desired_state`, then its `route_table`), so the connection is the
+    /// plane has answered it (`desired_state`, `route_table`, `edge_certificates`), so the connection is the
     /// worker's registered one and nothing of the hello's answer is left to read.
     pub async fn connect_online(cp: &TestControlPlane, worker: &TestWorker) -> RawWorker {
         let mut raw = Self::connect(cp, worker).await;
@@ -141,13 +141,14 @@ impl RawWorker {
         raw
     }
 
-    /// Sends `hello` and returns once the control plane has answered it (`desired_state`, then
-    /// its `route_table`): everything the hello changes has been done.
+    /// Sends `hello` and returns once the control plane has answered it (`desired_state`, its
+    /// `route_table`, then its `edge_certificates`, the whole set): everything the hello
+    /// changes has been done.
     pub async fn hello(&mut self, hello: wisehosting_proto::messages::Hello) {
         self.send(&hello).await;
         loop {
             match self.recv().await {
-                Some(ServerMessage::RouteTable(_)) => return,
+                Some(ServerMessage::EdgeCertificates(c)) if c.retain.is_some() => return,
                 Some(_) => continue,
                 None => panic!("the connection closed after the hello"),
             }

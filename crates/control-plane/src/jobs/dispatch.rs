@@ -79,11 +79,21 @@ impl Dispatcher {
         }
         // One look at the online workers serves the whole batch.
         let online = store::workers::online_ids(&mut *tx).await?;
+        // Each job's worker, then one lease per worker for all of its jobs.
+        let mut chosen: std::collections::BTreeMap<i64, Vec<&jobs::Ready>> =
+            std::collections::BTreeMap::new();
+        for job in &ready {
+            if let Some(worker_id) = self.choose_worker(job, &online) {
+                chosen.entry(worker_id).or_default().push(job);
+            }
+        }
         let mut leased = Vec::new();
-        for job in ready {
-            let Some(worker_id) = self.choose_worker(&job, &online) else { continue };
-            let attempt = jobs::lease(&mut tx, job.id, job.app_id, worker_id).await?;
-            leased.push((job, worker_id, attempt));
+        for (worker_id, batch) in &chosen {
+            for (job_id, attempt) in jobs::lease(&mut tx, *worker_id, batch).await? {
+                if let Some(job) = batch.iter().find(|j| j.id == job_id) {
+                    leased.push(((*job).clone(), *worker_id, attempt));
+                }
+            }
         }
         tx.commit().await?;
         for (job, worker_id, attempt) in leased {

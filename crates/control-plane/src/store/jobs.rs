@@ -100,28 +100,30 @@ pub async fn lock_ready(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ready>,
     .await
 }
 
-/// Leases a job to a worker; returns the new attempt.
+/// Leases jobs (locked by [`lock_ready`] in this transaction) to one worker and places their
+/// apps there, in two statements whatever their number; returns each job's new attempt.
 pub async fn lease(
     tx: &mut PgConnection,
-    job_id: i64,
-    app_id: i64,
     worker_id: i64,
-) -> Result<i32, sqlx::Error> {
-    let attempt: i32 = sqlx::query_scalar(
+    jobs: &[&Ready],
+) -> Result<Vec<(i64, i32)>, sqlx::Error> {
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let apps: Vec<i64> = jobs.iter().map(|j| j.app_id).collect();
+    let leased: Vec<(i64, i32)> = sqlx::query_as(
         "UPDATE jobs SET status = $3, worker_id = $2, attempt = attempt + 1, dispatched_at = now()
-         WHERE id = $1 RETURNING attempt",
+         WHERE id = ANY($1) RETURNING id, attempt",
     )
-    .bind(job_id)
+    .bind(&ids)
     .bind(worker_id)
     .bind(JobStatus::Dispatched)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    sqlx::query("UPDATE apps SET worker_id = $2 WHERE id = $1")
-        .bind(app_id)
+    sqlx::query("UPDATE apps SET worker_id = $2 WHERE id = ANY($1) AND worker_id IS DISTINCT FROM $2")
+        .bind(&apps)
         .bind(worker_id)
         .execute(&mut *tx)
         .await?;
-    Ok(attempt)
+    Ok(leased)
 }
 
 /// Puts back a lease whose frame could not be sent (the worker never saw it).

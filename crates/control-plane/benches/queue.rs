@@ -1,0 +1,258 @@
+//! Benchmark of the job queue (issue 19), against a throwaway PostgreSQL:
+//!
+//! 1. Claim + complete throughput: 2,000 queued jobs (one per app) taken by 4 concurrent
+//!    claimers through the queue's own statements (`lock_ready` with its one-job-per-app rule,
+//!    `lease` of the batch — which also places the apps —, then per job `accept` and `finish`
+//!    in its transaction, as the applier of worker reports runs it), against the same work on
+//!    a bare table with raw `FOR UPDATE SKIP LOCKED` (claim 20, mark them dispatched in one
+//!    statement, then each running and done), in alternating rounds on the same database.
+//! 2. Pickup latency: a real control plane with a connected worker (driven by hand); a job
+//!    enqueued as the API enqueues it (sealed payload, `NOTIFY` at commit), timed from the
+//!    commit to the job frame arriving at the worker, one at a time, p50/p99.
+//!
+//! Run with `bash scripts/bench.sh queue`. Prints figures; asserts nothing about speed.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use wisehosting_control_plane::store::jobs::{self, Fence, Outcome};
+use wisehosting_proto::ServerMessage;
+use wisehosting_proto::job::{JobSpec, RestartSpec};
+use wisehosting_testkit::worker::RawWorker;
+use wisehosting_testkit::{create_worker, fresh_database, percentile, spawn_control_plane_on};
+
+const JOBS: i64 = 2000;
+const CLAIMERS: usize = 4;
+const BATCH: i64 = 20;
+const ROUNDS: usize = 3;
+const PICKUPS: usize = 200;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
+    runtime.block_on(async {
+        throughput().await;
+        pickup().await;
+    });
+}
+
+/// A user, a worker and `JOBS` apps, each with one queued restart job.
+async fn fill_queue(pool: &PgPool) -> i64 {
+    sqlx::query("DELETE FROM jobs").execute(pool).await.expect("clear jobs");
+    let worker: i64 = sqlx::query_scalar(
+        "INSERT INTO workers (name, api_key_hash, mac_key_sealed) VALUES ('bench', encode(sha256(random()::text::bytea), 'hex'), '')
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("worker");
+    let user: i64 = sqlx::query_scalar(
+        "INSERT INTO users (email) VALUES ('queue@example.com')
+         ON CONFLICT (lower(email)) DO UPDATE SET updated_at = now() RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("user");
+    sqlx::query(
+        "INSERT INTO apps (user_id, slug, name, status, repo_url)
+         SELECT $1, 'app-' || n, 'app-' || n, 'running', 'https://example.com/r.git'
+         FROM generate_series(1, $2) AS n ON CONFLICT (slug) DO NOTHING",
+    )
+    .bind(user)
+    .bind(JOBS)
+    .execute(pool)
+    .await
+    .expect("apps");
+    sqlx::query("INSERT INTO jobs (kind, app_id, status) SELECT 'restart', id, 'queued' FROM apps")
+        .execute(pool)
+        .await
+        .expect("jobs");
+    worker
+}
+
+/// Claims and completes every queued job through the queue's statements: jobs per second.
+async fn drain_queue(pool: &PgPool, worker: i64) -> f64 {
+    let started = Instant::now();
+    let claimers = (0..CLAIMERS).map(|_| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut done = 0u64;
+            loop {
+                let mut tx = pool.begin().await.expect("tx");
+                let ready = jobs::lock_ready(&mut tx, BATCH).await.expect("lock");
+                if ready.is_empty() {
+                    tx.commit().await.expect("commit");
+                    return done;
+                }
+                let batch: Vec<&jobs::Ready> = ready.iter().collect();
+                let leased = jobs::lease(&mut tx, worker, &batch).await.expect("lease");
+                tx.commit().await.expect("commit");
+                let fences: Vec<Fence> = leased
+                    .into_iter()
+                    .map(|(job_id, attempt)| Fence { job_id, attempt, worker_id: worker })
+                    .collect();
+                for fence in fences {
+                    jobs::accept(&pool, fence).await.expect("accept").expect("accepted");
+                    let mut tx = pool.begin().await.expect("tx");
+                    let outcome = Outcome { ok: true, error: None, fault: None };
+                    jobs::finish(&mut tx, fence, outcome).await.expect("finish").expect("finished");
+                    tx.commit().await.expect("commit");
+                    done += 1;
+                }
+            }
+        })
+    });
+    let mut total = 0;
+    for claimer in claimers.collect::<Vec<_>>() {
+        total += claimer.await.expect("claimer");
+    }
+    assert_eq!(total, JOBS as u64, "every job claimed and completed once");
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The same on a bare table with raw `FOR UPDATE SKIP LOCKED`: jobs per second.
+async fn drain_raw(pool: &PgPool) -> f64 {
+    sqlx::query("DROP TABLE IF EXISTS bench_raw").execute(pool).await.expect("drop");
+    sqlx::query(
+        "CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, status TEXT NOT NULL, worker BIGINT, attempt INT NOT NULL DEFAULT 0)",
+    )
+    .execute(pool)
+    .await
+    .expect("create");
+    sqlx::query("INSERT INTO bench_raw (status) SELECT 'queued' FROM generate_series(1, $1)")
+        .bind(JOBS)
+        .execute(pool)
+        .await
+        .expect("fill");
+    let started = Instant::now();
+    let claimers = (0..CLAIMERS).map(|_| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut done = 0u64;
+            loop {
+                let mut tx = pool.begin().await.expect("tx");
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM bench_raw WHERE status = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                )
+                .bind(BATCH)
+                .fetch_all(&mut *tx)
+                .await
+                .expect("claim");
+                if ids.is_empty() {
+                    tx.commit().await.expect("commit");
+                    return done;
+                }
+                sqlx::query(
+                    "UPDATE bench_raw SET status = 'dispatched', worker = 1, attempt = attempt + 1 WHERE id = ANY($1)",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .expect("lease");
+                tx.commit().await.expect("commit");
+                for id in ids {
+                    sqlx::query("UPDATE bench_raw SET status = 'running' WHERE id = $1 AND status = 'dispatched'")
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                        .expect("accept");
+                    sqlx::query("UPDATE bench_raw SET status = 'done' WHERE id = $1 AND status = 'running'")
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                        .expect("finish");
+                    done += 1;
+                }
+            }
+        })
+    });
+    let mut total = 0;
+    for claimer in claimers.collect::<Vec<_>>() {
+        total += claimer.await.expect("claimer");
+    }
+    assert_eq!(total, JOBS as u64);
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn throughput() {
+    let url = fresh_database(true).await;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await.expect("pool");
+    println!("queue benchmark: {JOBS} jobs, {CLAIMERS} claimers taking {BATCH} at a time, {ROUNDS} rounds");
+    let mut ratios = Vec::new();
+    let (mut ours_all, mut raw_all) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (ours, raw) = if round % 2 == 0 {
+            let worker = fill_queue(&pool).await;
+            let ours = drain_queue(&pool, worker).await;
+            (ours, drain_raw(&pool).await)
+        } else {
+            let raw = drain_raw(&pool).await;
+            let worker = fill_queue(&pool).await;
+            (drain_queue(&pool, worker).await, raw)
+        };
+        println!(
+            "round {}: the queue {ours:.0} jobs/s, raw SKIP LOCKED {raw:.0} jobs/s ({:.2}x)",
+            round + 1,
+            ours / raw
+        );
+        ratios.push(ours / raw);
+        ours_all.push(ours);
+        raw_all.push(raw);
+    }
+    let listed = ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ");
+    println!(
+        "claim + complete: the queue {:.0} jobs/s, raw {:.0} jobs/s (medians); queue/raw {:.2}x ({listed}) (goal >= 0.80x)",
+        percentile(&mut ours_all, 0.5),
+        percentile(&mut raw_all, 0.5),
+        percentile(&mut ratios, 0.5)
+    );
+    pool.close().await;
+}
+
+async fn pickup() {
+    let url = fresh_database(true).await;
+    let cp = spawn_control_plane_on(&url, |c| c.heartbeat_interval_secs = 30).await;
+    let worker = create_worker(&cp, "pickup").await;
+    let mut raw = RawWorker::connect_online(&cp, &worker).await;
+    let (_, sealer) = wisehosting_control_plane::startup::keys(&cp.config).expect("keys");
+    let user: i64 =
+        sqlx::query_scalar("INSERT INTO users (email) VALUES ('pickup@example.com') RETURNING id")
+            .fetch_one(&cp.db)
+            .await
+            .expect("user");
+    let mut samples = Vec::with_capacity(PICKUPS);
+    for n in 0..PICKUPS {
+        let slug = format!("pickup-{n}");
+        let app: i64 = sqlx::query_scalar(
+            "INSERT INTO apps (user_id, slug, name, status, repo_url) VALUES ($1, $2, $2, 'running', 'https://example.com/r.git') RETURNING id",
+        )
+        .bind(user)
+        .bind(&slug)
+        .fetch_one(&cp.db)
+        .await
+        .expect("app");
+        let spec = JobSpec::Restart(
+            serde_json::from_value::<RestartSpec>(serde_json::json!({
+                "slug": slug, "deployment_id": 1, "port": 8080, "memory_mb": 256, "cpus": 0.5
+            }))
+            .expect("spec"),
+        );
+        let mut tx = cp.db.begin().await.expect("tx");
+        let id = jobs::enqueue(&mut tx, &sealer, app, None, &spec).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+        let committed = Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), raw.recv()).await {
+                Ok(Some(ServerMessage::Job(job))) if job.job_id == id => break,
+                Ok(Some(_)) => continue,
+                other => panic!("no job frame for job {id}: {other:?}"),
+            }
+        }
+        samples.push(committed.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+    println!(
+        "pickup latency, commit to the job frame at the worker ({PICKUPS} jobs): p50 {p50:.2} ms, p99 {p99:.2} ms (goal p99 <= 20 ms)"
+    );
+}
