@@ -8,19 +8,15 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use wisehosting_crypto::wireguard::{WgPrivateKey, WgPublicKey};
+use wisehosting_crypto::wireguard::WgPublicKey;
 
 /// The control plane's own mesh address.
 pub const HUB_ADDRESS: &str = "10.50.0.1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    #[error(
-        "cannot read or make the control plane's WireGuard key {path}: {source}; set mesh.private_key_file to a path this user may write"
-    )]
-    Key { path: String, source: std::io::Error },
-    #[error("the WireGuard key {path} does not read: {reason}")]
-    Malformed { path: String, reason: String },
+    #[error("the control plane's WireGuard key (mesh.private_key_file): {0}")]
+    Key(wisehosting_worker::mesh::MeshError),
     #[error("no worker is named {0}; see `wisehosting worker list`")]
     NoWorker(String),
     #[error(
@@ -41,29 +37,10 @@ pub struct Peer {
     pub wg_ip: Option<String>,
 }
 
-/// The control plane's public key, from its key file (made now, mode 0600, when there is none).
+/// The control plane's public key, from its key file (made now, mode 0600, when there is none:
+/// kept the same way as a worker's).
 pub fn hub_public_key(path: &Path) -> Result<WgPublicKey, MeshError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let shown = path.display().to_string();
-    let io = |source| MeshError::Key { path: shown.clone(), source };
-    match std::fs::read_to_string(path) {
-        Ok(text) => WgPrivateKey::from_base64(&text)
-            .map(|key| key.public_key())
-            .map_err(|e| MeshError::Malformed { path: shown.clone(), reason: e.to_string() }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = WgPrivateKey::generate();
-            let mut file = std::fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?;
-            file.write_all(format!("{}\n", key.to_base64()).as_bytes()).map_err(io)?;
-            Ok(key.public_key())
-        }
-        Err(e) => Err(io(e)),
-    }
+    wisehosting_worker::mesh::key_file(path).map_err(MeshError::Key)
 }
 
 /// The control plane's `wg-quick` file: the hub's interface and one peer per worker that has
@@ -138,6 +115,8 @@ pub fn worker_config(
 
 #[cfg(test)]
 mod tests {
+    use wisehosting_crypto::wireguard::WgPrivateKey;
+
     use super::*;
 
     fn peer(name: &str, key: Option<&str>, ip: Option<&str>) -> Peer {

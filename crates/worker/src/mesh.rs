@@ -15,9 +15,7 @@ pub const KEY_FILE: &str = "wg-private.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    #[error(
-        "cannot read or make the WireGuard key {path}: {source}; check that data_dir is writable by the worker"
-    )]
+    #[error("cannot read or make the WireGuard key {path}: {source}; check that this user may write there")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
         "the WireGuard key {path} does not read: {reason}; remove it and a new one is made at the next start (then render the mesh configs again)"
@@ -27,16 +25,23 @@ pub enum MeshError {
 
 /// The worker's public key, from its key file (made now when there is none).
 pub fn public_key(data_dir: &Path) -> Result<WgPublicKey, MeshError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| MeshError::Io { path: data_dir.to_path_buf(), source })?;
+    key_file(&data_dir.join(KEY_FILE))
+}
+
+/// The public key of the private key in `path`, which is made now (mode 0600, never
+/// overwriting anything) when there is none. The control plane's key file is kept the same way.
+pub fn key_file(path: &Path) -> Result<WgPublicKey, MeshError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let path = data_dir.join(KEY_FILE);
+    let path = path.to_path_buf();
     let io = |source| MeshError::Io { path: path.clone(), source };
     match std::fs::read_to_string(&path) {
         Ok(text) => WgPrivateKey::from_base64(&text)
             .map(|key| key.public_key())
             .map_err(|e| MeshError::Malformed { path: path.clone(), reason: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(io)?;
             let key = WgPrivateKey::generate();
             let mut file = std::fs::OpenOptions::new()
                 .create_new(true)
@@ -45,7 +50,7 @@ pub fn public_key(data_dir: &Path) -> Result<WgPublicKey, MeshError> {
                 .open(&path)
                 .map_err(io)?;
             file.write_all(format!("{}\n", key.to_base64()).as_bytes()).map_err(io)?;
-            tracing::info!(path = %path.display(), public_key = %key.public_key(), "made this worker's WireGuard key");
+            tracing::info!(path = %path.display(), public_key = %key.public_key(), "made a WireGuard key");
             Ok(key.public_key())
         }
         Err(e) => Err(io(e)),
