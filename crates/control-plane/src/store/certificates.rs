@@ -155,19 +155,19 @@ pub async fn chain(db: impl PgExecutor<'_>, domain_id: i64) -> Result<Option<Str
         .flatten())
 }
 
-/// The certificates a worker's edge router serves, by domain id, each with a version (the
-/// chain's digest, which a renewal changes): issued and unexpired, for verified domains of
+/// The certificates a worker's edge router serves, by domain id, each with a version (its
+/// expiry, which a renewal changes; read on every route change, so nothing is hashed): issued and unexpired, for verified domains of
 /// apps placed on the worker; and the platform's own as id [`PLATFORM`].
 pub async fn served_by(db: impl PgExecutor<'_>, worker_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT c.domain_id, md5(c.chain_pem)
+        "SELECT c.domain_id, c.not_after::text
          FROM domain_certificates c
          JOIN domains d ON d.id = c.domain_id
          JOIN apps a ON a.id = d.app_id
          WHERE a.worker_id = $1 AND d.verified_at IS NOT NULL
            AND c.chain_pem IS NOT NULL AND c.key_sealed IS NOT NULL AND c.not_after > now()
          UNION ALL
-         SELECT 0, md5(chain_pem) FROM platform_certificate
+         SELECT 0, not_after::text FROM platform_certificate
          WHERE chain_pem IS NOT NULL AND key_sealed IS NOT NULL AND not_after > now()
          ORDER BY 1",
     )

@@ -261,7 +261,7 @@ impl Edge {
     /// True when a plain request for `host` (a `Host` value) may go to HTTPS: the listener
     /// serves and a certificate for the host is held.
     pub fn redirects_to_https(&self, host: &str) -> bool {
-        self.https_port() != 0 && self.certificates.lookup(table::bare_host(host)).is_some()
+        self.https_port() != 0 && self.certificates.lookup(host).is_some()
     }
 
     /// Swaps in the pushed ACME challenges. Entries that are not a base64url token with its

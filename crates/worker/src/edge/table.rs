@@ -52,14 +52,6 @@ impl Table {
 
     /// The route for a request's `Host` (any case, with or without a port).
     pub fn lookup(&self, host: &str) -> Option<&Arc<Route>> {
-        let host = bare_host(host);
-        let lower;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = host.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            host
-        };
         by_name(&self.hosts, host)
     }
 
@@ -77,9 +69,19 @@ pub(super) fn bare_host(host: &str) -> &str {
         .trim_end_matches('.')
 }
 
-/// The entry for `host` (lowercase, no port, no trailing dot): its own, else a one-label
-/// wildcard's (`a.b.c` matches `*.b.c`, never `b.c` nor `x.a.b.c`).
+/// The entry of `map` (keyed by lowercase names) for `host` — any case, with or without a
+/// port or a trailing dot —: its own, else a one-label wildcard's (`a.b.c` matches `*.b.c`,
+/// never `b.c` nor `x.a.b.c`). On the hot path: no allocation for a lowercase host found by
+/// its own name.
 pub(super) fn by_name<'a, V>(map: &'a HashMap<String, V>, host: &str) -> Option<&'a V> {
+    let host = bare_host(host);
+    let lower;
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = host.to_ascii_lowercase();
+        lower.as_str()
+    } else {
+        host
+    };
     map.get(host).or_else(|| {
         let (_, parent) = host.split_once('.')?;
         map.get(&format!("*.{parent}"))

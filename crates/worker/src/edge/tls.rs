@@ -89,8 +89,7 @@ impl Certificates {
 
     /// The certificate for `host` (any case, no port).
     pub fn lookup(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        super::table::by_name(&self.snapshot().by_name, &host).cloned()
+        super::table::by_name(&self.snapshot().by_name, host).cloned()
     }
 }
 
