@@ -21,6 +21,8 @@ command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 command -v pebble >/dev/null || need_apt+=(pebble)
 # Tests: `wg-quick` reads the mesh configs the control plane renders.
 command -v wg-quick >/dev/null || need_apt+=(wireguard-tools)
+# Tests: systemd-analyze verifies the units in deploy/.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # Tests: network namespaces (ip), the stand-in git host's certificate (openssl), iptables.
 command -v ip >/dev/null || need_apt+=(iproute2)

@@ -165,6 +165,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let stop = tokio_util::sync::CancellationToken::new();
             wisehosting_control_plane::cli::spawn_signal_listener(stop.clone())?;
             wisehosting_control_plane::say::say(&format!("Admin console: {}", server.url()));
+            wisehosting_worker::service::ready(&format!("admin console on {}", server.url()), stop.clone());
             server.run(async move { stop.cancelled().await }).await?;
             Ok(())
         }

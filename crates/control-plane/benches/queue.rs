@@ -80,7 +80,7 @@ async fn drain_queue(pool: &PgPool, worker: i64) -> f64 {
             let mut done = 0u64;
             loop {
                 let mut tx = pool.begin().await.expect("tx");
-                let ready = jobs::lock_ready(&mut tx, BATCH).await.expect("lock");
+                let ready = jobs::lock_ready(&mut tx, BATCH, &[worker]).await.expect("lock");
                 if ready.is_empty() {
                     tx.commit().await.expect("commit");
                     return done;

@@ -91,6 +91,22 @@ pub enum WorkerAction {
         #[arg(long)]
         json: bool,
     },
+    /// Drain a worker: it takes no new apps, and the apps it has are deployed on other
+    /// workers of their zone (it removes its copies once they run there).
+    Disable {
+        #[arg(long)]
+        name: String,
+    },
+    /// Let a disabled worker connect and take apps again.
+    Enable {
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete a worker (refused while apps run there: disable it first and let them move).
+    Delete {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +148,13 @@ pub enum CliError {
     Output(String),
     #[error(transparent)]
     Mesh(#[from] crate::mesh::MeshError),
+    #[error("no worker is named {0}; see `wisehosting worker list`")]
+    NoWorker(String),
+    #[error(
+        "worker {name} still runs {}: disable it (`wisehosting worker disable --name {name}`), wait until its apps run elsewhere, then delete it",
+        apps.join(", ")
+    )]
+    WorkerBusy { name: String, apps: Vec<String> },
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -147,6 +170,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             create_worker(&name, zone.as_deref()).await
         }
         Command::Worker { action: WorkerAction::List { json } } => list_workers(json).await,
+        Command::Worker { action: WorkerAction::Disable { name } } => set_worker_enabled(&name, false).await,
+        Command::Worker { action: WorkerAction::Enable { name } } => set_worker_enabled(&name, true).await,
+        Command::Worker { action: WorkerAction::Delete { name } } => delete_worker(&name).await,
         Command::Mesh { action: MeshAction::Config { worker, worker_key_file } } => {
             mesh_config(worker.as_deref(), &worker_key_file).await
         }
@@ -166,6 +192,10 @@ async fn serve() -> Result<(), CliError> {
     spawn_signal_listener(app.shutdown_token())?;
     if let Ok(addr) = app.local_addr() {
         tracing::info!(%addr, "control plane listening");
+        wisehosting_worker::service::ready(
+            &format!("control plane listening on {addr}"),
+            app.shutdown_token(),
+        );
     }
     app.run().await?;
     Ok(())
@@ -182,6 +212,7 @@ pub fn spawn_signal_listener(token: CancellationToken) -> Result<(), CliError> {
             _ = terminate.recv() => {},
         }
         tracing::info!("shutdown signal received; draining");
+        wisehosting_worker::service::stopping();
         token.cancel();
     });
     Ok(())
@@ -275,6 +306,68 @@ async fn list_workers(json: bool) -> Result<(), CliError> {
             w.wg_ip.as_deref().unwrap_or("-")
         ));
     }
+    Ok(())
+}
+
+/// Records an operator's action on a worker in the audit trail.
+async fn audit_worker(
+    pool: &sqlx::PgPool,
+    action: store::audit::AuditAction,
+    id: Option<i64>,
+    name: &str,
+) -> Result<(), CliError> {
+    let event = store::audit::AuditEvent {
+        user_id: None,
+        actor: "operator:cli",
+        action,
+        target_type: Some("worker"),
+        target_id: id.map(|id| id.to_string()),
+        ip: None,
+        detail: serde_json::json!({ "name": name }),
+    };
+    store::audit::record(pool, event).await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+async fn set_worker_enabled(name: &str, enabled: bool) -> Result<(), CliError> {
+    let (_, pool) = connect_configured().await?;
+    db::check_clean(&pool).await?;
+    if !store::workers::set_enabled(&pool, name, enabled).await.map_err(StoreError::from)? {
+        return Err(CliError::NoWorker(name.to_string()));
+    }
+    let action = if enabled {
+        store::audit::AuditAction::WorkerEnabled
+    } else {
+        store::audit::AuditAction::WorkerDisabled
+    };
+    audit_worker(&pool, action, None, name).await?;
+    pool.close().await;
+    if enabled {
+        say(&format!(
+            "Worker {name} is enabled: it is online again at its next connection and takes new apps."
+        ));
+    } else {
+        say(&format!(
+            "Worker {name} is disabled: it takes no new apps, and its apps are being deployed on other workers of their zone."
+        ));
+    }
+    Ok(())
+}
+
+async fn delete_worker(name: &str) -> Result<(), CliError> {
+    let (_, pool) = connect_configured().await?;
+    db::check_clean(&pool).await?;
+    let deleted = store::workers::delete(&pool, name).await.map_err(StoreError::from)?;
+    let id = match deleted {
+        Ok(id) => id,
+        Err(store::workers::DeleteRefusal::NoSuchWorker) => return Err(CliError::NoWorker(name.to_string())),
+        Err(store::workers::DeleteRefusal::AppsRunning(apps)) => {
+            return Err(CliError::WorkerBusy { name: name.to_string(), apps });
+        }
+    };
+    audit_worker(&pool, store::audit::AuditAction::WorkerDeleted, Some(id), name).await?;
+    pool.close().await;
+    say(&format!("Deleted worker {name} (id {id}); its API key no longer works."));
     Ok(())
 }
 

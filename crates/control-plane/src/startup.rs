@@ -92,9 +92,18 @@ impl App {
         tokio::spawn(flush_seal_counts(state.db.clone(), state.sealer.clone(), shutdown.clone()));
         tokio::spawn(prune_lapsed(state.db.clone(), state.config.usage.clone(), shutdown.clone()));
         state.hub.start().await.map_err(DbError::from)?;
-        let dispatcher =
-            Dispatcher { db: state.db.clone(), hub: state.hub.clone(), sealer: state.sealer.clone() };
+        let dispatcher = Dispatcher {
+            db: state.db.clone(),
+            hub: state.hub.clone(),
+            sealer: state.sealer.clone(),
+            plans: state.plans.clone(),
+        };
         dispatch::spawn(dispatcher, shutdown.clone());
+        crate::jobs::reschedule::spawn(
+            state.clone(),
+            Duration::from_secs(state.config.scheduler.reschedule_after_secs),
+            shutdown.clone(),
+        );
         let channels = Channels { email: state.config.smtp.enabled() };
         crate::jobs::events::spawn(
             state.db.clone(),

@@ -39,8 +39,8 @@ pub use oidc::{Browser, FakeOidc, Forgery};
 pub use proxy::CutProxy;
 pub use receiver::{Received, Reply, SmtpSink, WebhookReceiver};
 pub use worker::{
-    RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in, open_ws, spawn_worker,
-    spawn_worker_with_secret, spawn_worker_with_settings,
+    BeatingWorker, RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in,
+    create_worker_in_zone, open_ws, spawn_worker, spawn_worker_with_secret, spawn_worker_with_settings,
 };
 
 use std::net::SocketAddr;

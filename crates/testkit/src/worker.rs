@@ -34,6 +34,15 @@ pub async fn create_worker(cp: &TestControlPlane, name: &str) -> TestWorker {
     create_worker_in(&cp.db, &cp.config, name).await
 }
 
+/// A worker of `zone`, as `wisehosting worker create --name N --zone Z` makes it.
+pub async fn create_worker_in_zone(cp: &TestControlPlane, name: &str, zone: &str) -> TestWorker {
+    let (_, sealer) = wisehosting_control_plane::startup::keys(&cp.config).expect("keys");
+    let zone = wisehosting_control_plane::domain::Zone::parse(zone).expect("zone");
+    let name_ = WorkerName::parse(name).expect("name");
+    let created = store::workers::create(&cp.db, &sealer, &name_, Some(&zone)).await.expect("create worker");
+    TestWorker { id: created.id, name: name.to_string(), api_key: created.raw_api_key }
+}
+
 /// Creates a worker row in `db` for a control plane configured by `config`.
 pub async fn create_worker_in(
     db: &sqlx::PgPool,
@@ -58,7 +67,8 @@ impl TestControlPlane {
                 "name": worker.name,
                 "version": "test",
                 "zone": null,
-                "capacity": {"cpus": 2, "memory_mb": 2048},
+                // Room for every app a test deploys: placement counts plans' reservations.
+                "capacity": {"cpus": 64, "memory_mb": 262144},
                 "wg_public_key": null
             }))
             .send()
@@ -181,6 +191,50 @@ impl RawWorker {
                 Ok(_) => continue,
             }
         }
+    }
+
+    /// Hands the connection to a task that sends a heartbeat every `every` (a host with 64 GiB,
+    /// 5 % used) and passes frames both ways, so the worker stays online while a test waits.
+    pub fn beating(self, every: Duration) -> BeatingWorker {
+        let RawWorker { worker, mut ws, mut sender, mut receiver, .. } = self;
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<wisehosting_proto::messages::Outgoing>(64);
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel::<ServerMessage>(256);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let beat = wisehosting_proto::messages::Heartbeat {
+                cpu_pct: 5.0,
+                mem_used_bytes: 3 << 30,
+                mem_total_bytes: 64 << 30,
+                ..Default::default()
+            };
+            loop {
+                let text = tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tick.tick() => sender.seal(&beat, wisehosting_crypto::random_bytes::<16>(), now_ms()),
+                    out = out_rx.recv() => match out {
+                        Some(o) => sender.seal_raw(o.t, wisehosting_crypto::random_bytes::<16>(), now_ms(), &o.payload),
+                        None => return,
+                    },
+                    next = ws.next() => match next {
+                        Some(Ok(Message::Text(text))) => {
+                            let Ok(frame) = receiver.accept(text.as_str(), now_ms()) else { return };
+                            if let Ok(m) = ServerMessage::decode(frame.t, frame.p) {
+                                let _ = in_tx.try_send(m);
+                            }
+                            continue;
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    },
+                };
+                if ws.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        BeatingWorker { worker, out: out_tx, rx: in_rx, stop, task }
     }
 
     /// Waits for an `error` frame and then the close; returns the error's code.
@@ -408,4 +462,71 @@ fn spawn_agent(
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(agent.run(shutdown.clone()));
     SpawnedWorker { worker: worker.clone(), status, instance, _data_dir: data_dir, shutdown, task }
+}
+
+/// A connected worker kept online by a task (see [`RawWorker::beating`]).
+pub struct BeatingWorker {
+    pub worker: TestWorker,
+    out: tokio::sync::mpsc::Sender<wisehosting_proto::messages::Outgoing>,
+    rx: tokio::sync::mpsc::Receiver<ServerMessage>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BeatingWorker {
+    pub async fn send<M: wisehosting_proto::MessageType>(&self, message: &M) {
+        self.out
+            .send(wisehosting_proto::messages::Outgoing::of(message))
+            .await
+            .expect("the connection is open");
+    }
+
+    /// The next message that `pick` takes (others are skipped), within `limit`.
+    pub async fn next<T>(&mut self, limit: Duration, pick: impl Fn(ServerMessage) -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.rx.recv()).await.ok()??;
+            if let Some(t) = pick(m) {
+                return Some(t);
+            }
+        }
+    }
+
+    /// The next job sent to this worker, within `limit`.
+    pub async fn next_job(&mut self, limit: Duration) -> Option<wisehosting_proto::messages::Job> {
+        self.next(limit, |m| match m {
+            ServerMessage::Job(j) => Some(*j),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Accepts a deploy job and reports it done: the app runs here on `host_port`.
+    pub async fn finish_deploy(&self, job: &wisehosting_proto::messages::Job, host_port: u16) {
+        use wisehosting_proto::messages::{JobAccepted, JobResult};
+        self.send(&JobAccepted { job_id: job.job_id, attempt: job.attempt }).await;
+        let image = Self::image_of(job);
+        let result = JobResult {
+            job_id: job.job_id,
+            attempt: job.attempt,
+            ok: true,
+            image_id: Some(image),
+            container_id: Some(format!("{:064x}", job.job_id)),
+            host_port: Some(host_port),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            ..Default::default()
+        };
+        self.send(&result).await;
+    }
+
+    /// The image id [`BeatingWorker::finish_deploy`] reports for `job` (a podman id).
+    pub fn image_of(job: &wisehosting_proto::messages::Job) -> String {
+        format!("sha256:{:032x}{:032x}", job.app_id, job.deployment_id.unwrap_or_default())
+    }
+
+    /// Drops the connection at once, as a worker whose process died.
+    pub async fn kill(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }

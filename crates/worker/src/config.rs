@@ -196,14 +196,22 @@ pub enum WorkerConfigError {
 }
 
 impl WorkerConfig {
+    /// The config at `CONFIG_PATH` with the credentials of `CREDENTIALS_DIRECTORY` (systemd's).
     pub fn load_from_env() -> Result<Self, WorkerConfigError> {
         let path =
             std::env::var_os("CONFIG_PATH").map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| WorkerConfigError::Read { path: path.clone(), source })?;
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Self::load(&path, credentials.as_deref())
+    }
+
+    /// The config file at `path`, with the secrets found in `credentials` (a directory of
+    /// credential files) over the YAML's, checked.
+    pub fn load(path: &Path, credentials: Option<&Path>) -> Result<Self, WorkerConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| WorkerConfigError::Read { path: path.to_path_buf(), source })?;
         let mut config = Self::from_yaml(&text, &path.display().to_string())?;
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            config.overlay_credentials(Path::new(&dir))?;
+        if let Some(dir) = credentials {
+            config.overlay_credentials(dir)?;
         }
         config.check()?;
         Ok(config)

@@ -46,6 +46,7 @@ pub mod edge;
 pub mod link;
 pub mod mesh;
 pub mod runtime;
+pub mod service;
 pub mod stats;
 
 pub use agent::{Agent, AgentStatus};

@@ -48,6 +48,22 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
+        // Ready for systemd once the edge router serves.
+        let status = agent.status();
+        let ready = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(addr) = status.edge_addr() {
+                    let line = format!("worker agent running; edge router on {addr}");
+                    wisehosting_worker::service::ready(&line, ready);
+                    return;
+                }
+                tokio::select! {
+                    _ = ready.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+        });
         let token = shutdown.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -57,6 +73,7 @@ fn main() -> ExitCode {
                 return;
             };
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            wisehosting_worker::service::stopping();
             token.cancel();
         });
         agent.run(shutdown).await;

@@ -97,10 +97,27 @@ pub struct Config {
     pub platform_certificate: acme::PlatformCertificateConfig,
     /// The WireGuard mesh (SPEC §11): what `wisehosting mesh config` renders.
     pub mesh: MeshConfig,
+    /// Moving apps off workers that are gone (SPEC §14.5).
+    pub scheduler: SchedulerConfig,
     /// Single-machine mode only: the local worker's edge router (`listen`, `metrics_listen`,
     /// `https_listen`), over `wisehosting dev`'s own values (SPEC §14.7). A worker on its own
     /// host reads `edge:` from its own config.
     pub edge: Option<wisehosting_worker::config::EdgeConfig>,
+}
+
+/// Rescheduling: how long a worker may be offline before its apps are deployed elsewhere.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Seconds since a worker's last heartbeat after which its apps are deployed again on
+    /// another online worker of their zone (the worker removes its copies when it returns).
+    pub reschedule_after_secs: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { reschedule_after_secs: 30 }
+    }
 }
 
 /// The WireGuard mesh: where workers reach the control plane's end, and its key.
@@ -466,6 +483,7 @@ impl Default for Config {
             platform_certificate: acme::PlatformCertificateConfig::default(),
             edge: None,
             mesh: MeshConfig::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -646,6 +664,11 @@ impl Config {
         if self.heartbeat_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "heartbeat_interval_secs must be at least 1 (the default is 5)".into(),
+            ));
+        }
+        if self.scheduler.reschedule_after_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "scheduler.reschedule_after_secs must be at least 1 (the default is 30)".into(),
             ));
         }
         if self.worker_token_ttl_secs < 5 {

@@ -102,6 +102,9 @@ impl AppStatus {
     pub const ROUTABLE: [AppStatus; 2] = [AppStatus::Running, AppStatus::Deploying];
     /// A container running again brings an app back from these.
     pub const BACK_FROM: [AppStatus; 2] = [AppStatus::Crashed, AppStatus::Stopped];
+    /// States of an app placed on a worker that hold (or are about to hold) its memory and CPU
+    /// there: what placement counts as reserved, and what keeps a worker from being deleted.
+    pub const RESERVING: [AppStatus; 3] = [AppStatus::Deploying, AppStatus::Running, AppStatus::Crashed];
     /// A container exiting or crash-looping counts only for a running app.
     pub const CRASHES_FROM: [AppStatus; 1] = [AppStatus::Running];
 }

@@ -7,6 +7,11 @@
 //! open; a short outage followed by a reconnect never does. Heartbeat times are persisted by a
 //! flusher in one statement every few seconds, not one write per heartbeat.
 //!
+//! Control planes in pairs: each hub has a random id ([`Hub::holder`]) written on the worker's
+//! row when it says hello (`workers.connected_to`). A hub marks offline only the silent workers
+//! it holds; a worker whose control plane died (its heartbeat time no longer flushed) is marked
+//! offline by whichever is alive once its last heartbeat is [`Hub::orphaned_after`] old.
+//!
 //! Admin queries ([`Hub::worker_query`]) go out as `admin_query` frames with a fresh query id;
 //! a pending map of one-shot channels routes replies back, and stray replies are dropped.
 
@@ -133,6 +138,8 @@ pub struct Hub {
 
 struct Inner {
     db: PgPool,
+    /// This process's id in `workers.connected_to`.
+    holder: String,
     heartbeat: Duration,
     workers: Mutex<HashMap<i64, Live>>,
     /// Admin queries awaiting their reply, by (worker, query id): a reply counts only from the
@@ -174,6 +181,7 @@ impl Hub {
         Self {
             inner: Arc::new(Inner {
                 db,
+                holder: format!("cp-{}", hex::encode(wisehosting_crypto::random_bytes::<8>())),
                 heartbeat,
                 workers: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
@@ -192,6 +200,22 @@ impl Hub {
 
     pub fn heartbeat_interval(&self) -> Duration {
         self.inner.heartbeat
+    }
+
+    /// This control plane's id, written as `workers.connected_to` of the workers it holds.
+    pub fn holder(&self) -> &str {
+        &self.inner.holder
+    }
+
+    /// How old a worker's persisted heartbeat is when no control plane holds it any more:
+    /// three intervals of silence, plus one flush period and one interval of slack.
+    pub fn orphaned_after(&self) -> Duration {
+        self.inner.heartbeat * (OFFLINE_AFTER_INTERVALS + 1) + FLUSH_EVERY
+    }
+
+    /// Ids of the workers connected to this control plane.
+    pub fn connected_ids(&self) -> Vec<i64> {
+        self.with_workers(|w| w.iter().filter(|(_, l)| l.conn.is_some()).map(|(id, _)| *id).collect())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
@@ -392,7 +416,9 @@ impl Hub {
             let live = w.entry(worker_id).or_insert_with(Live::new);
             std::mem::replace(&mut live.online, true)
         });
-        if let Err(e) = store::workers::mark_online(&self.inner.db, worker_id, version).await {
+        if let Err(e) =
+            store::workers::mark_online(&self.inner.db, worker_id, version, &self.inner.holder).await
+        {
             tracing::warn!(worker_id, error = %e, "cannot record that a worker is online");
         }
         if !was_online {
@@ -401,15 +427,10 @@ impl Hub {
         }
     }
 
-    /// Starts the sweeper (offline detection) and the heartbeat flusher.
+    /// Starts the sweeper (offline detection) and the heartbeat flusher. Workers the database
+    /// thinks online, held by an earlier run or by another control plane, are left to
+    /// reconnect: the sweep of orphans marks them offline if they do not, anywhere.
     pub async fn start(&self) -> Result<(), sqlx::Error> {
-        // Workers the database thinks online get one grace period to come back.
-        for id in store::workers::online_ids(&self.inner.db).await? {
-            self.with_workers(|w| {
-                let live = w.entry(id).or_insert_with(Live::new);
-                live.online = true;
-            });
-        }
         let hub = self.clone();
         self.inner.tasks.spawn(async move { hub.sweep_forever().await });
         let hub = self.clone();
@@ -421,40 +442,63 @@ impl Hub {
         let mut tick = tokio::time::interval(
             self.inner.heartbeat.min(Duration::from_secs(1)).max(Duration::from_millis(100)),
         );
+        let mut orphans = tokio::time::interval(FLUSH_EVERY / 2);
         loop {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = tick.tick() => self.sweep().await,
+                _ = orphans.tick() => self.sweep_orphans().await,
             }
+        }
+    }
+
+    /// Marks offline the workers no control plane has heard of for [`Hub::orphaned_after`].
+    async fn sweep_orphans(&self) {
+        let silent = i64::try_from(self.orphaned_after().as_secs()).unwrap_or(i64::MAX);
+        match store::workers::mark_orphans_offline(&self.inner.db, silent).await {
+            Ok(gone) => {
+                for worker_id in gone {
+                    tracing::warn!(worker_id, "worker offline: no control plane has heard from it");
+                    let _ = self.inner.events.send(HubEvent::WorkerOffline { worker_id });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot sweep workers no control plane holds"),
         }
     }
 
     /// Marks offline every worker silent for three heartbeat intervals.
     async fn sweep(&self) {
         let limit = self.inner.heartbeat * OFFLINE_AFTER_INTERVALS;
-        let silent: Vec<(i64, Option<CancellationToken>)> = self.with_workers(|w| {
+        let silent: Vec<(i64, Option<CancellationToken>, Duration)> = self.with_workers(|w| {
             w.iter_mut()
                 .filter(|(_, l)| l.online && l.last_frame.elapsed() > limit)
                 .map(|(id, l)| {
                     l.online = false;
                     l.snapshot = None;
-                    (*id, l.conn.take().map(|c| c.close))
+                    (*id, l.conn.take().map(|c| c.close), l.last_frame.elapsed())
                 })
                 .collect()
         });
-        for (worker_id, close) in silent {
+        for (worker_id, close, silent_for) in silent {
             if let Some(close) = close {
                 close.cancel();
             }
-            tracing::warn!(
-                worker_id,
-                "worker offline: no frame for {} heartbeat intervals",
-                OFFLINE_AFTER_INTERVALS
-            );
-            if let Err(e) = store::workers::mark_offline(&self.inner.db, worker_id).await {
-                tracing::warn!(worker_id, error = %e, "cannot record that a worker is offline");
+            let since = chrono::Utc::now() - chrono::Duration::from_std(silent_for).unwrap_or_default();
+            // A worker that said hello to another control plane since is not this one's to mark.
+            match store::workers::mark_offline(&self.inner.db, worker_id, &self.inner.holder, since).await {
+                Ok(true) => {
+                    tracing::warn!(
+                        worker_id,
+                        "worker offline: no frame for {} heartbeat intervals",
+                        OFFLINE_AFTER_INTERVALS
+                    );
+                    let _ = self.inner.events.send(HubEvent::WorkerOffline { worker_id });
+                }
+                Ok(false) => {
+                    tracing::info!(worker_id, "a worker this control plane held is held by another now")
+                }
+                Err(e) => tracing::warn!(worker_id, error = %e, "cannot record that a worker is offline"),
             }
-            let _ = self.inner.events.send(HubEvent::WorkerOffline { worker_id });
         }
     }
 
@@ -472,8 +516,21 @@ impl Hub {
     }
 
     async fn flush(&self) {
+        const MB: u64 = 1024 * 1024;
         let beats: Vec<_> = self.with_workers(|w| {
-            w.iter_mut().filter_map(|(id, l)| l.beat_at.take().map(|at| (*id, at))).collect()
+            w.iter_mut()
+                .filter_map(|(id, l)| {
+                    let at = l.beat_at.take()?;
+                    let load = l.snapshot.as_ref().map(|(hb, _)| hb.clone()).unwrap_or_default();
+                    Some(store::workers::Beat {
+                        worker_id: *id,
+                        at,
+                        cpu_pct: load.cpu_pct,
+                        mem_used_mb: i64::try_from(load.mem_used_bytes / MB).unwrap_or(i64::MAX),
+                        mem_total_mb: i64::try_from(load.mem_total_bytes / MB).unwrap_or(i64::MAX),
+                    })
+                })
+                .collect()
         });
         if let Err(e) = store::workers::flush_heartbeats(&self.inner.db, &beats).await {
             tracing::warn!(error = %e, "cannot persist heartbeat times");

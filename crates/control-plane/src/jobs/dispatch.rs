@@ -1,6 +1,12 @@
 //! The dispatcher: wakes on `NOTIFY wh_jobs`, on a worker coming online, and every few seconds
 //! as a fallback; leases each ready job to a worker and pushes it through the hub. Also fails
 //! jobs stuck past the rescue horizon.
+//!
+//! With control planes in pairs, each leases only to the workers connected to it: a job whose
+//! app is on a worker the other one holds is left to that one; a job that needs placing may be
+//! placed on any online worker (the choice is made from the database), and if that worker is
+//! held elsewhere the app is placed there and the other control plane is woken to lease it.
+//! `NOTIFY wh_desired` names a worker whose desired state changed; its holder sends it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +15,16 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use wisehosting_crypto::Sealer;
+use wisehosting_proto::JobSpec;
 use wisehosting_proto::messages::Job;
-use wisehosting_proto::{JobKind, JobSpec};
+
+use std::collections::BTreeMap;
 
 use crate::hub::{Hub, Outgoing};
+use crate::jobs::placement::{self, Candidate, Placement};
+use crate::plans::Registry;
 use crate::store;
-use crate::store::jobs::{self, Ready};
+use crate::store::jobs;
 
 const POLL: Duration = Duration::from_secs(3);
 
@@ -22,12 +32,14 @@ pub struct Dispatcher {
     pub db: PgPool,
     pub hub: Hub,
     pub sealer: Arc<Sealer>,
+    /// What each app's plan reserves on its worker.
+    pub plans: Arc<Registry>,
 }
 
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut listener = match PgListener::connect_with(&self.db).await {
-            Ok(mut l) => match l.listen(jobs::CHANNEL).await {
+            Ok(mut l) => match l.listen_all([jobs::CHANNEL, jobs::DESIRED_CHANNEL]).await {
                 Ok(()) => Some(l),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only");
@@ -51,16 +63,36 @@ impl Dispatcher {
                 _ = events.recv() => {}
                 notified = async {
                     match listener.as_mut() {
-                        Some(l) => l.recv().await.map(|_| ()),
+                        Some(l) => l.recv().await,
                         None => std::future::pending().await,
                     }
-                } => {
-                    if let Err(e) = notified {
+                } => match notified {
+                    Ok(n) if n.channel() == jobs::DESIRED_CHANNEL => {
+                        if let Ok(worker_id) = n.payload().parse::<i64>() {
+                            self.send_desired(worker_id).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
                         tracing::debug!(error = %e, "job listener interrupted; it reconnects");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
             }
+        }
+    }
+
+    /// Sends a worker connected here its desired state (another control plane moved one of
+    /// its apps away).
+    async fn send_desired(&self, worker_id: i64) {
+        if !self.hub.is_connected(worker_id) {
+            return;
+        }
+        match crate::jobs::events::desired_state(&self.db, worker_id).await {
+            Ok(desired) => {
+                let _ = self.hub.send(worker_id, Outgoing::of(&desired));
+            }
+            Err(e) => tracing::warn!(worker_id, error = %e, "cannot send a worker its desired state"),
         }
     }
 
@@ -72,20 +104,52 @@ impl Dispatcher {
     }
 
     async fn dispatch_batch(&self) -> Result<(), sqlx::Error> {
+        let local = self.hub.connected_ids();
         let mut tx = self.db.begin().await?;
-        let ready = jobs::lock_ready(&mut tx, 20).await?;
+        let ready = jobs::lock_ready(&mut tx, 20, &local).await?;
         if ready.is_empty() {
             return Ok(());
         }
-        // One look at the online workers serves the whole batch.
-        let online = store::workers::online_ids(&mut *tx).await?;
+        // One look at the online workers serves the whole batch, read only if a job needs it.
+        let mut candidates: Option<Vec<Candidate>> = None;
         // Each job's worker, then one lease per worker for all of its jobs.
-        let mut chosen: std::collections::BTreeMap<i64, Vec<&jobs::Ready>> =
-            std::collections::BTreeMap::new();
+        let mut chosen: BTreeMap<i64, Vec<&jobs::Ready>> = BTreeMap::new();
+        let mut elsewhere: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for job in &ready {
-            if let Some(worker_id) = self.choose_worker(job, &online) {
+            let worker_id = match (job.needs_placement(), job.app_worker_id) {
+                (false, Some(current)) => current,
+                _ => {
+                    let candidates = match &mut candidates {
+                        Some(c) => c,
+                        None => {
+                            let rows = store::workers::candidates(&mut *tx).await?;
+                            candidates
+                                .insert(rows.iter().map(|r| Candidate::from_row(r, &self.plans)).collect())
+                        }
+                    };
+                    let plan = self.plans.get(&job.owner_plan);
+                    match placement::place(job.zone.as_deref(), plan, candidates) {
+                        Placement::On(id) => {
+                            placement::reserve(candidates, id, plan);
+                            id
+                        }
+                        Placement::NoWorkerOnline => continue,
+                        Placement::NoRoom(reason) => {
+                            tracing::warn!(job_id = job.id, app_id = job.app_id, %reason, "job not placed");
+                            jobs::fail_queued(&mut tx, job.id, &reason).await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            if local.contains(&worker_id) {
                 chosen.entry(worker_id).or_default().push(job);
+            } else {
+                elsewhere.entry(worker_id).or_default().push(job.app_id);
             }
+        }
+        for (worker_id, apps) in &elsewhere {
+            jobs::place(&mut tx, *worker_id, apps).await?;
         }
         let mut leased = Vec::new();
         for (worker_id, batch) in &chosen {
@@ -130,31 +194,6 @@ impl Dispatcher {
             }
         }
         Ok(())
-    }
-
-    /// The app's worker while it is connected (an app stays on its worker); a new app goes to
-    /// the least loaded connected worker. Jobs other than deploys wait for the app's worker.
-    fn choose_worker(&self, job: &Ready, online: &[i64]) -> Option<i64> {
-        if let Some(current) = job.app_worker_id
-            && (self.hub.is_connected(current) || job.kind != JobKind::Deploy)
-        {
-            return self.hub.is_connected(current).then_some(current);
-        }
-        let load = |id: i64| {
-            self.hub.snapshot(id).map_or(1.0, |hb| {
-                let mem = if hb.mem_total_bytes > 0 {
-                    hb.mem_used_bytes as f64 / hb.mem_total_bytes as f64
-                } else {
-                    1.0
-                };
-                hb.cpu_pct / 100.0 + mem
-            })
-        };
-        online
-            .iter()
-            .copied()
-            .filter(|id| self.hub.is_connected(*id))
-            .min_by(|a, b| load(*a).total_cmp(&load(*b)))
     }
 }
 

@@ -87,8 +87,20 @@ impl Applier {
             Report::JobAccepted(m) => accepted(db, worker_id, m).await?,
             Report::JobProgress(m) => progress(db, worker_id, m).await?,
             Report::JobResult(m) => {
-                result(db, worker_id, m).await?;
+                let moved_from = result(db, worker_id, m).await?;
                 self.hub.routes_changed(worker_id);
+                if let Some(old) = moved_from.filter(|old| *old != worker_id) {
+                    // The app runs on its new worker: the old one removes its copy (never two
+                    // serving). Its hello does it if it is away; if it is held by the other
+                    // control plane of a pair, that one is told.
+                    self.hub.routes_changed(old);
+                    if self.hub.is_connected(old) {
+                        let desired = desired_state(db, old).await?;
+                        let _ = self.hub.send(old, Outgoing::of(&desired));
+                    } else {
+                        jobs::notify_desired(db, old).await?;
+                    }
+                }
             }
             Report::Log(m) => log(db, &self.bus, worker_id, m).await?,
             // The monitor reports every few seconds; routes move only when a status did.
@@ -127,15 +139,18 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
     Ok(())
 }
 
-pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), sqlx::Error> {
+/// Applies a job's result; for a deploy that moved its app to this worker and succeeded, the
+/// worker it moved off (told to remove its copy).
+pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<Option<i64>, sqlx::Error> {
     let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
     let mut tx = db.begin().await?;
     let error = msg.error.as_deref().map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
     let outcome = Outcome { ok: msg.ok, error: error.as_deref(), fault: msg.fault };
     let Some(job) = jobs::finish(&mut tx, fence, outcome).await? else {
         stale(worker_id, msg.job_id, msg.attempt, "job_result");
-        return Ok(());
+        return Ok(None);
     };
+    let mut moved_from = None;
     match (job.kind, msg.ok) {
         (JobKind::Deploy, true) => {
             let switched = Switched {
@@ -147,6 +162,7 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), s
             if let Some(deployment) = job.deployment_id {
                 deployments::switch_to(&mut tx, job.app_id, deployment, switched).await?;
             }
+            moved_from = apps::take_moved_from(&mut *tx, job.app_id).await?;
         }
         (JobKind::Deploy, false) => {
             let reason = error.as_deref().unwrap_or("the deploy failed");
@@ -170,7 +186,8 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<(), s
         // A lifecycle job that failed leaves the app as it was; the job shows the reason.
         (JobKind::Stop | JobKind::Start | JobKind::Restart | JobKind::Remove, false) => {}
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(moved_from)
 }
 
 /// Log lines go to the bus; build lines also to their deployment's stored log. Only lines

@@ -3,4 +3,6 @@
 
 pub mod dispatch;
 pub mod events;
+pub mod placement;
+pub mod reschedule;
 pub mod spec;

@@ -199,6 +199,52 @@ pub async fn owner_and_name(
     sqlx::query_as("SELECT user_id, name FROM apps WHERE id = $1").bind(app_id).fetch_optional(db).await
 }
 
+/// The worker a deploy moved the app off, cleared: the move is done once the new copy runs.
+pub async fn take_moved_from(db: impl PgExecutor<'_>, app_id: i64) -> Result<Option<i64>, sqlx::Error> {
+    let old: Option<i64> = sqlx::query_scalar(
+        "UPDATE apps a SET moved_from_worker_id = NULL
+         FROM (SELECT id, moved_from_worker_id AS old FROM apps WHERE id = $1 FOR UPDATE) o
+         WHERE a.id = o.id AND o.old IS NOT NULL RETURNING o.old",
+    )
+    .bind(app_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(old)
+}
+
+/// Apps to deploy again elsewhere (SPEC §14.5): placed on a worker offline for more than
+/// `after_secs`, or disabled by an operator; with a version that ran, not stopped by their
+/// user, no job open, and not yet redeployed since the worker went away (one try per absence:
+/// a failed one is the user's to see, not retried in a loop). Locked, up to `limit`.
+pub async fn lock_to_reschedule(
+    tx: &mut sqlx::PgConnection,
+    after_secs: u64,
+    limit: i64,
+) -> Result<Vec<App>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "WITH chosen AS (
+             SELECT apps.id FROM apps JOIN workers w ON w.id = apps.worker_id
+             WHERE apps.current_deployment_id IS NOT NULL AND apps.status <> $4
+               AND ((w.status = $5 AND w.offline_since < now() - make_interval(secs => $1)) OR w.status = $6)
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = apps.id AND j.status = ANY($3))
+               AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app_id = apps.id
+                               AND d.created_at >= COALESCE(w.offline_since, now()))
+               AND {}
+             ORDER BY apps.id LIMIT $2 FOR UPDATE OF apps SKIP LOCKED)
+         SELECT {APP_COLUMNS} FROM apps WHERE id IN (SELECT id FROM chosen) ORDER BY id",
+        not_stopped_by_user(7)
+    ))
+    .bind(after_secs as f64)
+    .bind(limit)
+    .bind(JobStatus::OPEN)
+    .bind(AppStatus::Deleting)
+    .bind(crate::domain::WorkerStatus::Offline)
+    .bind(crate::domain::WorkerStatus::Disabled)
+    .bind_not_stopped()
+    .fetch_all(&mut *tx)
+    .await
+}
+
 /// The apps placed on a worker.
 pub async fn placed_on(db: impl PgExecutor<'_>, worker_id: i64) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM apps WHERE worker_id = $1 ORDER BY id")
@@ -275,6 +321,12 @@ trait BindNotStopped {
 }
 
 impl<'q> BindNotStopped for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_not_stopped(self) -> Self {
+        self.bind(JobKind::Stop.as_str()).bind(starting_kinds()).bind(JobStatus::Succeeded)
+    }
+}
+
+impl<'q, O> BindNotStopped for sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
     fn bind_not_stopped(self) -> Self {
         self.bind(JobKind::Stop.as_str()).bind(starting_kinds()).bind(JobStatus::Succeeded)
     }

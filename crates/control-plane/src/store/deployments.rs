@@ -74,6 +74,14 @@ pub async fn count_for_user_last_day(tx: &mut PgConnection, user_id: i64) -> Res
     .await
 }
 
+/// One deployment by id.
+pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Deployment>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM deployments d WHERE d.id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
 pub async fn for_app(db: &PgPool, app_id: i64) -> Result<Vec<Deployment>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM deployments d WHERE d.app_id = $1 ORDER BY d.id DESC LIMIT 100"

@@ -13,6 +13,8 @@ use crate::domain::JobStatus;
 
 /// The channel `NOTIFY` wakes the dispatcher on.
 pub const CHANNEL: &str = "wh_jobs";
+/// The channel naming a worker whose desired state changed, for the control plane holding it.
+pub const DESIRED_CHANNEL: &str = "wh_desired";
 /// A job leased longer than this is failed with a reason.
 pub const STUCK_AFTER_MINUTES: i32 = 15;
 
@@ -83,21 +85,95 @@ pub struct Ready {
     pub deployment_id: Option<i64>,
     pub payload_sealed: Option<String>,
     pub app_worker_id: Option<i64>,
+    /// Whether the app's worker is online (a deploy of an app whose worker is not goes to
+    /// another one).
+    pub app_worker_online: bool,
+    /// The zone the app must stay in: its own, else its worker's (its hostname has it).
+    pub zone: Option<String>,
+    /// The plan of the app's owner (what it reserves on a worker).
+    pub owner_plan: String,
 }
 
-pub async fn lock_ready(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ready>, sqlx::Error> {
+impl Ready {
+    /// The job goes to a worker placement chooses: the app has none, or it is a deploy and its
+    /// worker is not online (offline, or disabled by an operator).
+    pub fn needs_placement(&self) -> bool {
+        self.app_worker_id.is_none() || (self.kind == JobKind::Deploy && !self.app_worker_online)
+    }
+}
+
+/// Locks up to `limit` ready jobs this control plane can act on: those of apps on a worker
+/// connected here (`local`), and those that need placing. Jobs of apps held by another control
+/// plane of a pair are left to it (and never crowd these out).
+pub async fn lock_ready(tx: &mut PgConnection, limit: i64, local: &[i64]) -> Result<Vec<Ready>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT j.id, j.kind, j.app_id, j.deployment_id, j.payload_sealed, a.worker_id AS app_worker_id
-         FROM jobs j JOIN apps a ON a.id = j.app_id
+        "SELECT j.id, j.kind, j.app_id, j.deployment_id, j.payload_sealed, a.worker_id AS app_worker_id,
+                COALESCE(w.status = $5, false) AS app_worker_online, COALESCE(a.zone, w.zone) AS zone,
+                u.plan AS owner_plan
+         FROM jobs j JOIN apps a ON a.id = j.app_id JOIN users u ON u.id = a.user_id
+         LEFT JOIN workers w ON w.id = a.worker_id
          WHERE j.status = $2
+           AND (a.worker_id = ANY($4) OR a.worker_id IS NULL OR (j.kind = $6 AND w.status <> $5))
            AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.app_id = j.app_id AND r.status = ANY($3))
          ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED",
     )
     .bind(limit)
     .bind(JobStatus::Queued)
     .bind(JobStatus::LEASED)
+    .bind(local)
+    .bind(crate::domain::WorkerStatus::Online)
+    .bind(JobKind::Deploy.as_str())
     .fetch_all(&mut *tx)
     .await
+}
+
+/// Tells every control plane that `worker_id`'s desired state changed (the one holding it sends
+/// it).
+pub async fn notify_desired(db: &PgPool, worker_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(DESIRED_CHANNEL)
+        .bind(worker_id.to_string())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Moves apps to `worker_id`, remembering the worker each left (told to remove its copy once
+/// the new one runs).
+async fn move_apps(tx: &mut PgConnection, worker_id: i64, apps: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE apps SET moved_from_worker_id = COALESCE(worker_id, moved_from_worker_id), worker_id = $2
+         WHERE id = ANY($1) AND worker_id IS DISTINCT FROM $2",
+    )
+    .bind(apps)
+    .bind(worker_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Places apps on a worker connected to another control plane of a pair, which leases their
+/// jobs once woken (the caller notifies [`CHANNEL`]). A move off a worker is remembered, so the
+/// old one is told to remove its copy once the new one runs.
+pub async fn place(tx: &mut PgConnection, worker_id: i64, apps: &[i64]) -> Result<(), sqlx::Error> {
+    move_apps(tx, worker_id, apps).await?;
+    sqlx::query("SELECT pg_notify($1, 'placed')").bind(CHANNEL).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Fails a queued job no worker can take, and its deployment, with the reason.
+pub async fn fail_queued(tx: &mut PgConnection, job_id: i64, reason: &str) -> Result<(), sqlx::Error> {
+    let failed: Vec<Option<i64>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = $3, error = $2, finished_at = now() WHERE id = $1 AND status = $4
+         RETURNING deployment_id",
+    )
+    .bind(job_id)
+    .bind(reason)
+    .bind(JobStatus::Failed)
+    .bind(JobStatus::Queued)
+    .fetch_all(&mut *tx)
+    .await?;
+    end_deployments_of(tx, &failed, reason).await
 }
 
 /// Leases jobs (locked by [`lock_ready`] in this transaction) to one worker and places their
@@ -118,11 +194,7 @@ pub async fn lease(
     .bind(JobStatus::Dispatched)
     .fetch_all(&mut *tx)
     .await?;
-    sqlx::query("UPDATE apps SET worker_id = $2 WHERE id = ANY($1) AND worker_id IS DISTINCT FROM $2")
-        .bind(&apps)
-        .bind(worker_id)
-        .execute(&mut *tx)
-        .await?;
+    move_apps(tx, worker_id, &apps).await?;
     Ok(leased)
 }
 
@@ -298,6 +370,9 @@ pub async fn finish(
 /// Fails every job leased longer than the rescue horizon, and its deployment.
 pub async fn fail_stuck(db: &PgPool) -> Result<u64, sqlx::Error> {
     let mut tx = db.begin().await?;
+    if !super::take_turn(&mut tx, super::Periodic::Rescue).await? {
+        return Ok(0);
+    }
     let reason = format!("the worker did not finish within {STUCK_AFTER_MINUTES} minutes; deploy again");
     let stuck: Vec<Option<i64>> = sqlx::query_scalar(
         "UPDATE jobs SET status = $3, error = $2, finished_at = now()

@@ -31,6 +31,21 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
+/// A periodic job that control planes of a pair take turns at: each pass holds its
+/// transaction-scoped advisory lock, and a control plane that cannot take it skips the pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Periodic {
+    /// Moving apps off workers that are gone.
+    Reschedule = 0x7768_0001,
+    /// Failing jobs stuck past the rescue horizon.
+    Rescue = 0x7768_0002,
+}
+
+/// Takes `job`'s turn for the rest of the transaction; false if another control plane holds it.
+pub async fn take_turn(tx: &mut sqlx::PgConnection, job: Periodic) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(job as i64).fetch_one(&mut *tx).await
+}
+
 /// One round trip to the database.
 pub async fn ping(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(db).await.map(drop)

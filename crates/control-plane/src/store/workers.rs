@@ -178,39 +178,81 @@ pub async fn record_registration(
     .await
 }
 
-pub async fn mark_online(pool: &PgPool, id: i64, version: &str) -> Result<(), sqlx::Error> {
+/// The worker said hello to the control plane `holder` (this process's id): it is online
+/// and held there (so another control plane of a pair never marks it offline).
+pub async fn mark_online(pool: &PgPool, id: i64, version: &str, holder: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE workers SET status = $3, version = COALESCE(NULLIF($2, ''), version), last_heartbeat_at = now() WHERE id = $1 AND status <> $4",
+        "UPDATE workers SET status = $3, version = COALESCE(NULLIF($2, ''), version), last_heartbeat_at = now(),
+             connected_to = $5, offline_since = NULL
+         WHERE id = $1 AND status <> $4",
     )
     .bind(id)
     .bind(version)
     .bind(WorkerStatus::Online)
     .bind(WorkerStatus::Disabled)
+    .bind(holder)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// Marks a worker offline and its running apps stopped (un-routable), in one transaction.
-pub async fn mark_offline(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE workers SET status = $2 WHERE id = $1 AND status = $3")
-        .bind(id)
-        .bind(WorkerStatus::Offline)
-        .bind(WorkerStatus::Online)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE apps SET status = $2, updated_at = now() WHERE worker_id = $1 AND status = $3")
-        .bind(id)
-        .bind(AppStatus::Stopped)
-        .bind(AppStatus::Running)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+/// Marks a worker that `holder` held offline since `silent_since`, and its running apps
+/// stopped (un-routable), in one statement; a worker another control plane holds now is left
+/// alone. True if it went offline.
+pub async fn mark_offline(
+    pool: &PgPool,
+    id: i64,
+    holder: &str,
+    silent_since: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, sqlx::Error> {
+    let gone: Vec<i64> = sqlx::query_scalar(&format!(
+        "WITH gone AS (UPDATE workers SET status = $2, offline_since = $5
+             WHERE id = $1 AND status = $3 AND connected_to IS NOT DISTINCT FROM $4 RETURNING id)
+         {}",
+        stop_apps_of_gone(6, 7)
+    ))
+    .bind(id)
+    .bind(WorkerStatus::Offline)
+    .bind(WorkerStatus::Online)
+    .bind(holder)
+    .bind(silent_since)
+    .bind(AppStatus::Stopped)
+    .bind(AppStatus::Running)
+    .fetch_all(pool)
+    .await?;
+    Ok(!gone.is_empty())
 }
 
-/// Workers the database believes online (after a control-plane restart, they get a grace
-/// period to reconnect before they are marked offline).
+/// After `gone` (workers that just went offline), their running apps are stopped; selects the
+/// workers' ids. `$stopped` and `$running` are the placeholders of the two states.
+fn stop_apps_of_gone(stopped: usize, running: usize) -> String {
+    format!(
+        ", stopped AS (UPDATE apps SET status = ${stopped}, updated_at = now() FROM gone
+               WHERE apps.worker_id = gone.id AND apps.status = ${running})
+         SELECT id FROM gone"
+    )
+}
+
+/// Marks offline the online workers whose last heartbeat is older than `silent_secs`, whoever
+/// held them (a control plane that died holds its workers no more; the one alive flushes the
+/// heartbeats of its own every few seconds); returns them.
+pub async fn mark_orphans_offline(pool: &PgPool, silent_secs: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "WITH gone AS (UPDATE workers SET status = $2, offline_since = COALESCE(last_heartbeat_at, now())
+             WHERE status = $3 AND (last_heartbeat_at IS NULL OR last_heartbeat_at < now() - make_interval(secs => $1))
+             RETURNING id)
+         {}",
+        stop_apps_of_gone(4, 5)
+    ))
+    .bind(silent_secs as f64)
+    .bind(WorkerStatus::Offline)
+    .bind(WorkerStatus::Online)
+    .bind(AppStatus::Stopped)
+    .bind(AppStatus::Running)
+    .fetch_all(pool)
+    .await
+}
+
 /// A worker as `wisehosting worker list` shows it (SPEC §14.5).
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Listed {
@@ -238,29 +280,129 @@ pub async fn name_of(db: impl sqlx::PgExecutor<'_>, id: i64) -> Result<Option<St
     sqlx::query_scalar("SELECT name FROM workers WHERE id = $1").bind(id).fetch_optional(db).await
 }
 
-pub async fn online_ids(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM workers WHERE status = $1 ORDER BY id")
-        .bind(WorkerStatus::Online)
-        .fetch_all(db)
-        .await
+/// A heartbeat to persist: when it came and the load it carried.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat {
+    pub worker_id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub cpu_pct: f64,
+    pub mem_used_mb: i64,
+    pub mem_total_mb: i64,
 }
 
-/// Persists the latest heartbeat times in one statement.
-pub async fn flush_heartbeats(
-    pool: &PgPool,
-    beats: &[(i64, chrono::DateTime<chrono::Utc>)],
-) -> Result<(), sqlx::Error> {
+/// Persists the latest heartbeats (time and load, which placement reads from either control
+/// plane of a pair) in one statement.
+pub async fn flush_heartbeats(pool: &PgPool, beats: &[Beat]) -> Result<(), sqlx::Error> {
     if beats.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = beats.iter().map(|(id, _)| *id).collect();
-    let times: Vec<chrono::DateTime<chrono::Utc>> = beats.iter().map(|(_, t)| *t).collect();
+    let ids: Vec<i64> = beats.iter().map(|b| b.worker_id).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = beats.iter().map(|b| b.at).collect();
+    let cpu: Vec<f64> = beats.iter().map(|b| b.cpu_pct).collect();
+    let used: Vec<i64> = beats.iter().map(|b| b.mem_used_mb).collect();
+    let total: Vec<i64> = beats.iter().map(|b| b.mem_total_mb).collect();
     sqlx::query(
-        "UPDATE workers w SET last_heartbeat_at = u.at FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at) WHERE w.id = u.id",
+        "UPDATE workers w SET last_heartbeat_at = u.at, cpu_pct = u.cpu, mem_used_mb = u.used, mem_total_mb = u.total
+         FROM unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::bigint[], $5::bigint[]) AS u(id, at, cpu, used, total)
+         WHERE w.id = u.id",
     )
     .bind(ids)
     .bind(times)
+    .bind(cpu)
+    .bind(used)
+    .bind(total)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// An online worker as placement sees it: its zone, capacity, last load, and the apps placed
+/// on it with their owners' plans (what they reserve comes from the plan registry).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CandidateRow {
+    pub id: i64,
+    pub zone: Option<String>,
+    pub capacity_cpus: Option<i32>,
+    pub capacity_memory_mb: Option<i64>,
+    pub cpu_pct: Option<f64>,
+    pub mem_used_mb: Option<i64>,
+    pub mem_total_mb: Option<i64>,
+    /// The plan of the owner of each app placed there that may be running.
+    pub plans: Vec<String>,
+}
+
+pub async fn candidates(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<CandidateRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT w.id, w.zone, w.capacity_cpus, w.capacity_memory_mb, w.cpu_pct, w.mem_used_mb, w.mem_total_mb,
+                COALESCE(array_agg(u.plan) FILTER (WHERE a.id IS NOT NULL), '{}') AS plans
+         FROM workers w
+         LEFT JOIN apps a ON a.worker_id = w.id AND a.status = ANY($2)
+         LEFT JOIN users u ON u.id = a.user_id
+         WHERE w.status = $1
+         GROUP BY w.id ORDER BY w.id",
+    )
+    .bind(WorkerStatus::Online)
+    .bind(AppStatus::RESERVING)
+    .fetch_all(db)
+    .await
+}
+
+/// Sets an operator's choice: `Disabled` (no new apps; those it has move) or back to
+/// `Offline` (it is online again at its next hello). False if no worker has that name.
+pub async fn set_enabled(db: &PgPool, name: &str, enabled: bool) -> Result<bool, sqlx::Error> {
+    let done = if enabled {
+        sqlx::query("UPDATE workers SET status = $2, offline_since = now() WHERE name = $1 AND status = $3")
+            .bind(name)
+            .bind(WorkerStatus::Offline)
+            .bind(WorkerStatus::Disabled)
+            .execute(db)
+            .await?
+    } else {
+        sqlx::query(
+            "UPDATE workers SET status = $2, offline_since = COALESCE(offline_since, now()), connected_to = NULL
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(WorkerStatus::Disabled)
+        .execute(db)
+        .await?
+    };
+    if done.rows_affected() > 0 {
+        return Ok(true);
+    }
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM workers WHERE name = $1").bind(name).fetch_optional(db).await?;
+    Ok(exists.is_some())
+}
+
+/// Why a worker cannot be deleted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeleteRefusal {
+    NoSuchWorker,
+    /// These apps (by name) are placed there and may run.
+    AppsRunning(Vec<String>),
+}
+
+/// Deletes a worker that runs no app (its stopped apps lose their placement).
+pub async fn delete(db: &PgPool, name: &str) -> Result<Result<i64, DeleteRefusal>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let Some(id): Option<i64> = sqlx::query_scalar("SELECT id FROM workers WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(Err(DeleteRefusal::NoSuchWorker));
+    };
+    let running: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM apps WHERE worker_id = $1 AND status = ANY($2) ORDER BY name")
+            .bind(id)
+            .bind(AppStatus::RESERVING)
+            .fetch_all(&mut *tx)
+            .await?;
+    if !running.is_empty() {
+        return Ok(Err(DeleteRefusal::AppsRunning(running)));
+    }
+    sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Ok(id))
 }

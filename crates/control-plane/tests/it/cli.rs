@@ -171,9 +171,14 @@ async fn worker_create_prints_the_key_once_and_stores_only_its_hash_and_sealed_m
     assert!(!bad.status.success());
 }
 
+/// `Type=notify`: `READY=1` once it listens, `WATCHDOG=1` at half of `WATCHDOG_USEC`, and
+/// `STOPPING=1` at SIGTERM, after which it drains and exits 0.
 #[tokio::test]
-async fn serve_stops_gracefully_on_sigterm_and_exits_zero() {
+async fn serve_tells_systemd_it_is_ready_feeds_the_watchdog_and_stops_gracefully_on_sigterm() {
     let url = fresh_database(true).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let socket_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&socket_path).expect("notify socket");
     let mut child = Command::new(env!("CARGO_BIN_EXE_wisehosting"))
         .arg("serve")
         .env_remove("CONFIG_PATH")
@@ -182,42 +187,190 @@ async fn serve_stops_gracefully_on_sigterm_and_exits_zero() {
         .env("WH__API_SERVER__HOST", "127.0.0.1")
         .env("WH__API_SERVER__PORT", "0")
         .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "300000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    // Wait until it listens, then ask it to stop.
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut stderr = child.stderr.take().expect("stderr");
     let reader = std::thread::spawn(move || {
         let mut all = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut all);
         all
     });
-    loop {
-        let count: i64 = {
-            let pool = PgPool::connect(&url).await.expect("connect");
-            let n = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wisehosting'",
-            )
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-            pool.close().await;
-            n
-        };
-        if count > 0 || Instant::now() > deadline {
-            break;
+    let next = |limit: Duration| {
+        let notify = &notify;
+        async move {
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(limit, notify.recv(&mut buf)).await.ok()?.ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ready = next(Duration::from_secs(30)).await.expect("a notification");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(ready.contains("STATUS=control plane listening on 127.0.0.1:"), "{ready}");
+    // The API answers by the time it says it is ready.
+    let port: u16 = ready
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS=control plane listening on 127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    let started = Instant::now();
+    for _ in 0..3 {
+        let ping = next(Duration::from_secs(5)).await.expect("a watchdog ping");
+        assert_eq!(ping.trim(), "WATCHDOG=1");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(started.elapsed() >= Duration::from_millis(250), "pings every 150 ms, not faster");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .expect("signal");
+    let mut stopping = false;
+    while let Some(m) = next(Duration::from_secs(5)).await {
+        if m.trim() == "STOPPING=1" {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 at SIGTERM");
     let status = child.wait().expect("wait");
     let log = reader.join().expect("reader");
     assert!(status.success(), "exit {status}: {log}");
     assert!(log.contains("control plane stopped"), "{log}");
+}
+
+/// The three units verify with systemd's own checker (an unknown or misspelt directive is a
+/// warning that fails this test), are `Type=notify` with a watchdog, and load every secret
+/// the binaries read from a credential (optional ones as commented lines to enable).
+#[test]
+fn the_systemd_units_verify_and_load_every_secret_as_a_credential() {
+    let bin_dir =
+        std::path::Path::new(env!("CARGO_BIN_EXE_wisehosting")).parent().expect("bin dir").to_path_buf();
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut secrets: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "wisehosting",
+            wisehosting_control_plane::config::CREDENTIALS.iter().map(|(name, _)| *name).collect(),
+        ),
+        ("wisehosting-worker", vec!["worker_api_key", "worker_shared_secret"]),
+        ("wisehosting-admin", vec!["internal_api_token", "database_password"]),
+    ];
+    for (unit, names) in secrets.drain(..) {
+        let unit_text = std::fs::read_to_string(deploy.join(format!("{unit}.service"))).expect("unit");
+        for line in ["Type=notify", "NotifyAccess=main", "NoNewPrivileges=yes", "ProtectSystem=strict"] {
+            assert!(unit_text.lines().any(|l| l == line), "{unit}: {line}");
+        }
+        assert!(unit_text.lines().any(|l| l.starts_with("WatchdogSec=")), "{unit}: WatchdogSec");
+        assert!(
+            unit_text.lines().any(|l| l.starts_with("CapabilityBoundingSet=")),
+            "{unit}: CapabilityBoundingSet"
+        );
+        for name in names {
+            let wanted = format!("LoadCredential={name}:/etc/credstore/wisehosting/{name}");
+            assert!(
+                unit_text.lines().any(|l| l.trim_start_matches('#') == wanted),
+                "{unit} loads {name} as a credential"
+            );
+        }
+        let path = dir.path().join(format!("{unit}.service"));
+        let local =
+            unit_text.replace(&format!("/usr/local/bin/{unit}"), bin_dir.join(unit).to_str().expect("path"));
+        std::fs::write(&path, local).expect("write");
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg("--man=no")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze");
+        assert!(out.status.success() && out.stderr.is_empty(), "{unit}: {}", text(&out.stderr));
+    }
+}
+
+/// The provisioning script, staged under a root: the worker's config reads back (with its
+/// secrets from the credential files, 0600, never on the command line), the unit and
+/// containers.conf are installed, and the mesh step installs the wg-quick file and points the
+/// agent at the control plane over the mesh. Bad input is refused with the fix.
+#[test]
+fn the_provisioning_script_installs_a_worker_that_loads_and_then_its_mesh() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = repo.join("scripts/provision-worker.sh");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wisehosting")).with_file_name("wisehosting-worker");
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path().join("root");
+    let key = dir.path().join("edge.key");
+    let secret = dir.path().join("join.secret");
+    std::fs::write(&key, "whk_provisioned-key-0123456789abcdef\n").expect("key");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    let run = |args: &[&str]| Command::new(&script).args(args).output().expect("run the script");
+    let ok = run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--skip-packages",
+        "--no-start",
+        "--name",
+        "edge-9",
+        "--zone",
+        "eu",
+        "--control-plane",
+        "https://paas.example.com",
+        "--api-key-file",
+        key.to_str().unwrap(),
+        "--shared-secret-file",
+        secret.to_str().unwrap(),
+        "--binary",
+        bin.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("wisehosting mesh config --worker edge-9"), "{}", text(&ok.stdout));
+    let credstore = root.join("etc/credstore/wisehosting");
+    for name in ["worker_api_key", "worker_shared_secret"] {
+        let mode = std::fs::metadata(credstore.join(name)).expect("credential").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    let config_path = root.join("etc/wisehosting/worker.yaml");
+    let config =
+        wisehosting_worker::WorkerConfig::load(&config_path, Some(&credstore)).expect("the config loads");
+    assert_eq!(config.name, "edge-9");
+    assert_eq!(config.zone.as_deref(), Some("eu"));
+    assert_eq!(config.control_plane_url, "https://paas.example.com");
+    assert_eq!(config.api_key.expose(), "whk_provisioned-key-0123456789abcdef");
+    let yaml = std::fs::read_to_string(&config_path).expect("yaml");
+    assert!(!yaml.contains("whk_provisioned") && !yaml.contains(SECRET), "no secret in the YAML");
+    assert!(root.join("etc/systemd/system/wisehosting-worker.service").is_file());
+    assert!(root.join("etc/wisehosting/containers.conf").is_file());
+    assert!(root.join("usr/local/bin/wisehosting-worker").is_file());
+
+    let not_yet =
+        run(&["--root", root.to_str().unwrap(), "--name", "edge-9", "--mesh-config", "/nonexistent"]);
+    assert!(!not_yet.status.success());
+    assert!(
+        text(&not_yet.stderr).contains("wisehosting mesh config --worker edge-9"),
+        "{}",
+        text(&not_yet.stderr)
+    );
+    let wg = dir.path().join("edge-9.conf");
+    std::fs::write(&wg, "[Interface]\nAddress = 10.50.0.2/24\n").expect("wg");
+    let meshed = run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--no-start",
+        "--name",
+        "edge-9",
+        "--mesh-config",
+        wg.to_str().unwrap(),
+    ]);
+    assert!(meshed.status.success(), "{}", text(&meshed.stderr));
+    let installed = root.join("etc/wireguard/wh0.conf");
+    assert_eq!(std::fs::metadata(&installed).expect("wh0.conf").permissions().mode() & 0o777, 0o600);
+    let config = wisehosting_worker::WorkerConfig::load(&config_path, Some(&credstore)).expect("still loads");
+    assert_eq!(config.control_plane_url, "http://10.50.0.1:8081");
+
+    let bad = run(&["--root", root.to_str().unwrap(), "--name", "Bad Name", "--control-plane", "https://x"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("--name must be the worker's name"), "{}", text(&bad.stderr));
 }
 
 /// `wisehosting worker list` and `wisehosting mesh config` through the binary, over workers

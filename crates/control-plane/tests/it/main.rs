@@ -16,6 +16,7 @@ mod dev;
 mod domains;
 mod edge_tls;
 mod faults;
+mod fleet;
 mod gitlink;
 mod health;
 mod http;

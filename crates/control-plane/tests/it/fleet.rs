@@ -1,0 +1,267 @@
+//! The fleet (SPEC §5, §14.5): placement by zone and room, rescheduling the apps of a worker
+//! that is gone, drain/enable/delete, and two control planes on one database.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wisehosting_proto::messages::{Hello, Job};
+use wisehosting_proto::{JobSpec, ServerMessage};
+use wisehosting_testkit::{
+    BeatingWorker, RawWorker, TestControlPlane, UserSession, create_worker, create_worker_in_zone,
+    eventually, spawn_control_plane_on, spawn_control_plane_with,
+};
+
+use crate::{text, wisehosting};
+
+const BEAT: Duration = Duration::from_millis(300);
+
+async fn fleet(reschedule_after_secs: u64) -> TestControlPlane {
+    spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+        c.scheduler.reschedule_after_secs = reschedule_after_secs;
+    })
+    .await
+}
+
+async fn online(cp: &TestControlPlane, worker: &wisehosting_testkit::TestWorker) -> BeatingWorker {
+    RawWorker::connect_online(cp, worker).await.beating(BEAT)
+}
+
+async fn app_json(user: &UserSession, app: i64) -> Value {
+    user.get(&format!("/api/apps/{app}")).await.json().await.expect("json")
+}
+
+async fn wait_app(user: &UserSession, app: i64, check: impl Fn(&Value) -> bool) -> Value {
+    let done = eventually(Duration::from_secs(15), Duration::from_millis(50), || async {
+        check(&app_json(user, app).await)
+    })
+    .await;
+    let now = app_json(user, app).await;
+    assert!(done, "the app reached the expected state: {now}");
+    now
+}
+
+fn deploy_spec(job: &Job) -> &wisehosting_proto::job::DeploySpec {
+    match &job.spec {
+        JobSpec::Deploy(spec) => spec,
+        other => panic!("expected a deploy, got {other:?}"),
+    }
+}
+
+/// A `hello` on a new connection of `worker`, and the `desired_state` it is answered with.
+async fn come_back(cp: &TestControlPlane, worker: &wisehosting_testkit::TestWorker) -> Vec<i64> {
+    let mut raw = RawWorker::connect(cp, worker).await;
+    raw.send(&Hello { version: "test".into(), ..Default::default() }).await;
+    loop {
+        match raw.recv().await {
+            Some(ServerMessage::DesiredState(d)) => return d.apps.iter().map(|a| a.app_id).collect(),
+            Some(_) => continue,
+            None => panic!("closed before desired_state"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_gone_workers_app_is_redeployed_in_its_zone_after_the_limit_and_the_returning_worker_drops_it() {
+    let cp = fleet(5).await;
+    let a = create_worker_in_zone(&cp, "eu-a", "eu").await;
+    // Created before eu-b: were zones ignored, the tie between the two would go to us-c.
+    let c = create_worker_in_zone(&cp, "us-c", "us").await;
+    let b = create_worker_in_zone(&cp, "eu-b", "eu").await;
+    let mut wa = online(&cp, &a).await;
+    let user = cp.login("fleet@example.com").await;
+    let (app, _) = user.deploy("wanderer", "https://example.com/r.git").await;
+    let first = wa.next_job(Duration::from_secs(10)).await.expect("the only worker gets the deploy");
+    wa.finish_deploy(&first, 40001).await;
+    let ran = wait_app(&user, app, |a| a["status"] == "running").await;
+    assert_eq!(ran["worker_id"], a.id, "{ran}");
+    let running_version = ran["current_deployment_id"].as_i64().expect("current deployment");
+
+    let mut wb = online(&cp, &b).await;
+    let mut wc = online(&cp, &c).await;
+    let killed = Instant::now();
+    wa.kill().await;
+    let moved = wb.next_job(Duration::from_secs(20)).await.expect("eu-b gets the app of eu-a");
+    let waited = killed.elapsed();
+    // Offline after 3 silent heartbeats (3 s), moved once silent for reschedule_after_secs.
+    assert!(waited >= Duration::from_millis(4500), "rescheduled too early: {waited:?}");
+    assert!(waited <= Duration::from_secs(12), "rescheduled too late: {waited:?}");
+    assert_eq!(moved.app_id, app);
+    let spec = deploy_spec(&moved);
+    assert_eq!(spec.commit.as_ref().map(|c| c.as_str()), Some("0123456789abcdef0123456789abcdef01234567"));
+    assert_eq!(
+        spec.image.as_ref().map(|i| i.as_str().to_string()),
+        Some(BeatingWorker::image_of(&first)),
+        "the same version, its image reused where the worker has it"
+    );
+    assert_eq!(first.deployment_id, Some(running_version));
+    assert!(wc.next_job(Duration::from_millis(500)).await.is_none(), "us-c is in another zone");
+    // Until the new copy runs the app is not routed to eu-a (it is gone) nor eu-b (not up).
+    let mid = app_json(&user, app).await;
+    assert_ne!(mid["status"], "running", "{mid}");
+    wb.finish_deploy(&moved, 40002).await;
+    let now = wait_app(&user, app, |a| a["status"] == "running" && a["host_port"] == 40002).await;
+    assert_eq!(now["worker_id"], b.id, "{now}");
+
+    let audit: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_events WHERE target_type = 'app' AND target_id = $1")
+            .bind(app.to_string())
+            .fetch_all(&cp.db)
+            .await
+            .expect("audit");
+    assert!(audit.iter().any(|a| a == "app.rescheduled"), "{audit:?}");
+
+    // eu-a returns: its desired state no longer lists the app, so it removes its copy.
+    let desired = come_back(&cp, &a).await;
+    assert!(!desired.contains(&app), "the returning worker is told to drop its copy: {desired:?}");
+    wb.kill().await;
+    wc.kill().await;
+}
+
+#[tokio::test]
+async fn placement_fails_a_deploy_no_worker_has_room_for_and_waits_when_none_is_online() {
+    let cp = spawn_control_plane_with(|c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+        // The test workers have 256 GiB: a plan of 300 GiB fits none.
+        c.plans = vec![wisehosting_control_plane::plans::PlanConfig {
+            name: "free".into(),
+            memory_mb: Some(300 * 1024),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let user = cp.login("huge@example.com").await;
+    // No worker online: the deploy waits, queued.
+    let (_, waiting) = user.deploy("patient", "https://example.com/r.git").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let d: Value = user.get(&format!("/api/deployments/{waiting}")).await.json().await.expect("json");
+    assert_eq!(d["status"], "queued", "{d}");
+
+    let w = create_worker(&cp, "small").await;
+    let mut small = online(&cp, &w).await;
+    let failed = eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
+        let d: Value = user.get(&format!("/api/deployments/{waiting}")).await.json().await.expect("json");
+        d["status"] == "failed"
+    })
+    .await;
+    assert!(failed, "a deploy that fits no online worker fails");
+    let d: Value = user.get(&format!("/api/deployments/{waiting}")).await.json().await.expect("json");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("no worker can take this app"), "{error}");
+    assert!(error.contains("307200 MB") && error.contains("add a worker"), "{error}");
+    assert!(small.next_job(Duration::from_millis(300)).await.is_none());
+    small.kill().await;
+}
+
+#[tokio::test]
+async fn a_disabled_worker_takes_no_new_app_its_apps_move_and_it_is_deleted_only_when_empty() {
+    let cp = fleet(30).await;
+    let env = [("WH__DATABASE__URL", cp.database_url.as_str())];
+    let a = create_worker(&cp, "drained").await;
+    let b = create_worker(&cp, "spare").await;
+    let mut wa = online(&cp, &a).await;
+    let user = cp.login("drain@example.com").await;
+    let (app, _) = user.deploy("resident", "https://example.com/r.git").await;
+    let job = wa.next_job(Duration::from_secs(10)).await.expect("deploy on the only worker");
+    wa.finish_deploy(&job, 41001).await;
+    wait_app(&user, app, |a| a["status"] == "running").await;
+
+    let refused = wisehosting(&["worker", "delete", "--name", "drained"], &env);
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(err.contains("still runs resident") && err.contains("worker disable --name drained"), "{err}");
+    let unknown = wisehosting(&["worker", "disable", "--name", "nobody"], &env);
+    assert!(text(&unknown.stderr).contains("no worker is named nobody"), "{}", text(&unknown.stderr));
+
+    let mut wb = online(&cp, &b).await;
+    let disabled = wisehosting(&["worker", "disable", "--name", "drained"], &env);
+    assert!(disabled.status.success(), "{}", text(&disabled.stderr));
+    // Its app moves at once (a drain does not wait for reschedule_after_secs).
+    let moved = wb.next_job(Duration::from_secs(10)).await.expect("the app moves to the spare worker");
+    assert_eq!(moved.app_id, app);
+    // A new app goes to the spare worker, never to the disabled one.
+    let (fresh, _) = user.deploy("newcomer", "https://example.com/r.git").await;
+    wb.finish_deploy(&moved, 41002).await;
+    let second = wb.next_job(Duration::from_secs(10)).await.expect("the new app goes to the spare worker");
+    assert_eq!(second.app_id, fresh);
+    // The drained worker, still connected, is told to drop its copy once the new one runs.
+    let dropped = wa
+        .next(Duration::from_secs(10), |m| match m {
+            ServerMessage::DesiredState(d) => Some(d.apps.iter().map(|a| a.app_id).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .await
+        .expect("a desired state after the move");
+    assert!(!dropped.contains(&app), "{dropped:?}");
+    assert!(wa.next_job(Duration::from_millis(300)).await.is_none(), "nothing new for the drained worker");
+    let now = wait_app(&user, app, |a| a["worker_id"] == b.id && a["status"] == "running").await;
+    assert_eq!(now["host_port"], 41002);
+
+    let listed = wisehosting(&["worker", "list", "--json"], &env);
+    let listed: Value = serde_json::from_str(&text(&listed.stdout)).expect("json");
+    let drained = listed.as_array().and_then(|l| l.iter().find(|w| w["name"] == "drained")).expect("listed");
+    assert_eq!(drained["status"], "disabled");
+
+    let deleted = wisehosting(&["worker", "delete", "--name", "drained"], &env);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert!(text(&deleted.stdout).contains("Deleted worker drained"));
+    let gone: Option<i64> = sqlx::query_scalar("SELECT id FROM workers WHERE name = 'drained'")
+        .fetch_optional(&cp.db)
+        .await
+        .expect("query");
+    assert_eq!(gone, None);
+    let enabled = wisehosting(&["worker", "enable", "--name", "spare"], &env);
+    assert!(enabled.status.success(), "enabling an enabled worker is a no-op: {}", text(&enabled.stderr));
+    wa.kill().await;
+    wb.kill().await;
+}
+
+#[tokio::test]
+async fn two_control_planes_share_the_queue_and_a_job_reaches_a_worker_held_by_the_other() {
+    let first = fleet(30).await;
+    let second = spawn_control_plane_on(&first.database_url, |c| {
+        *c = first.config.clone();
+    })
+    .await;
+    assert_ne!(first.hub.holder(), second.hub.holder());
+    let w = create_worker(&first, "shared").await;
+    // The worker is held by the second control plane; the user deploys through the first.
+    let mut held = online(&second, &w).await;
+    let user = first.login("pair@example.com").await;
+    let (app, _) = user.deploy("paired", "https://example.com/r.git").await;
+    let job = held.next_job(Duration::from_secs(10)).await.expect("the job reaches the other's worker");
+    assert_eq!(job.app_id, app);
+    held.finish_deploy(&job, 42001).await;
+    wait_app(&user, app, |a| a["status"] == "running").await;
+    // The first control plane holds no connection of this worker, and never marks it offline.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM workers WHERE id = $1")
+        .bind(w.id)
+        .fetch_one(&first.db)
+        .await
+        .expect("status");
+    assert_eq!(status, "online");
+    // A restart through the first reaches it too.
+    let restart = user.post_json(&format!("/api/apps/{app}/restart"), &serde_json::json!({})).await;
+    assert_eq!(restart.status(), 202);
+    let job = held.next_job(Duration::from_secs(10)).await.expect("the restart reaches it");
+    assert!(matches!(job.spec, JobSpec::Restart(_)), "{job:?}");
+    held.kill().await;
+    second.stop().await.expect("stop");
+    first.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn periodic_passes_take_turns_across_control_planes() {
+    let cp = fleet(30).await;
+    let mut one = cp.db.begin().await.expect("tx");
+    let mut two = cp.db.begin().await.expect("tx");
+    use wisehosting_control_plane::store::{Periodic, take_turn};
+    assert!(take_turn(&mut one, Periodic::Reschedule).await.expect("turn"));
+    assert!(!take_turn(&mut two, Periodic::Reschedule).await.expect("turn"), "held by the other");
+    assert!(take_turn(&mut two, Periodic::Rescue).await.expect("turn"), "another job's turn is free");
+    one.commit().await.expect("commit");
+    assert!(take_turn(&mut two, Periodic::Reschedule).await.expect("turn"), "free once the pass ends");
+}
