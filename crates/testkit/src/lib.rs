@@ -25,6 +25,7 @@ pub mod gitserver;
 pub mod netns;
 pub mod oidc;
 pub mod pebble;
+pub mod process;
 pub mod proxy;
 pub mod receiver;
 pub mod tls;
@@ -36,7 +37,8 @@ pub use gitprovider::{FakeGitProvider, FakeRepo};
 pub use gitserver::GitHttpsServer;
 pub use netns::{HostsEntry, PrivateCanary, TcpCanary};
 pub use oidc::{Browser, FakeOidc, Forgery};
-pub use proxy::CutProxy;
+pub use process::{ControlPlaneProcess, WorkerProcess};
+pub use proxy::{CutProxy, FailoverProxy};
 pub use receiver::{Received, Reply, SmtpSink, WebhookReceiver};
 pub use worker::{
     BeatingWorker, RawWorker, SpawnedWorker, TestWorker, create_worker, create_worker_in,

@@ -83,3 +83,48 @@ impl Drop for CutProxy {
         self.stop.cancel();
     }
 }
+
+/// A load balancer in front of several servers: each new connection goes to the first target
+/// that accepts it (a target that died refuses, and the next one takes its clients).
+pub struct FailoverProxy {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl FailoverProxy {
+    pub async fn start(targets: Vec<SocketAddr>) -> FailoverProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let task_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = task_stop.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((mut client, _)) = accepted else { continue };
+                let targets = targets.clone();
+                tokio::spawn(async move {
+                    for target in targets {
+                        if let Ok(mut upstream) = TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FailoverProxy { addr, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FailoverProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

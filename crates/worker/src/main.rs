@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use wisehosting_worker::{Agent, WorkerConfig};
 
 fn main() -> ExitCode {
+    wisehosting_worker::service::take_from_env();
     let arg = std::env::args().nth(1);
     match arg.as_deref() {
         Some("--version" | "-V") => {

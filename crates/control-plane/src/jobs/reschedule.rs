@@ -20,10 +20,10 @@ use crate::store::audit::{AuditAction, AuditEvent};
 /// Apps moved per pass at most.
 const BATCH: i64 = 50;
 
-/// Runs passes until shutdown: every `after / 3`, between 1 and 2 seconds (a drain starts
-/// within two; a pass with nothing to do is one indexed query).
+/// Runs a pass every second until shutdown (a pass with nothing to do is one query over the
+/// workers that are away), so an app moves within a second of its limit.
 pub fn spawn(state: AppState, after: Duration, shutdown: CancellationToken) {
-    let every = (after / 3).clamp(Duration::from_secs(1), Duration::from_secs(2));
+    let every = Duration::from_secs(1);
     let hub = state.hub.clone();
     tokio::spawn(hub.track(async move {
         let mut tick = tokio::time::interval(every);

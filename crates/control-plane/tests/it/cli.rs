@@ -207,6 +207,8 @@ async fn serve_tells_systemd_it_is_ready_feeds_the_watchdog_and_stops_gracefully
             Some(String::from_utf8_lossy(&buf[..n]).into_owned())
         }
     };
+    let starting = next(Duration::from_secs(30)).await.expect("a notification");
+    assert_eq!(starting.trim(), "STATUS=starting");
     let ready = next(Duration::from_secs(30)).await.expect("a notification");
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
     assert!(ready.contains("STATUS=control plane listening on 127.0.0.1:"), "{ready}");

@@ -7,8 +7,9 @@ use serde_json::Value;
 use wisehosting_proto::messages::{Hello, Job};
 use wisehosting_proto::{JobSpec, ServerMessage};
 use wisehosting_testkit::{
-    BeatingWorker, RawWorker, TestControlPlane, UserSession, create_worker, create_worker_in_zone,
-    eventually, spawn_control_plane_on, spawn_control_plane_with,
+    BeatingWorker, ControlPlaneProcess, FailoverProxy, RawWorker, TestControlPlane, UserSession,
+    WorkerProcess, create_worker, create_worker_in_zone, eventually, spawn_control_plane_on,
+    spawn_control_plane_with,
 };
 
 use crate::{text, wisehosting};
@@ -264,4 +265,139 @@ async fn periodic_passes_take_turns_across_control_planes() {
     assert!(take_turn(&mut two, Periodic::Rescue).await.expect("turn"), "another job's turn is free");
     one.commit().await.expect("commit");
     assert!(take_turn(&mut two, Periodic::Reschedule).await.expect("turn"), "free once the pass ends");
+}
+
+/// GET `/` through an edge router with `host`: (status, body); a connection error as 0.
+async fn via_edge(edge: std::net::SocketAddr, host: &str) -> (u16, String) {
+    let client =
+        reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client");
+    match client.get(format!("http://{edge}/")).header("host", host).send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// Two `wisehosting serve` processes on one database behind a load balancer; the worker and
+/// the user's requests reach the first. It is killed with SIGKILL while a deploy builds: the
+/// worker reconnects through the balancer to the other, which takes the job's result (the
+/// same lease, attempt 1: nothing lost, nothing redone), and the app serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_killed_mid_deploy_hands_its_worker_to_the_other_and_the_deploy_finishes() {
+    let url = wisehosting_testkit::fresh_database(true).await;
+    let config = wisehosting_testkit::test_config(&url);
+    let (secret, join) =
+        (config.api_server.secret.expose().to_string(), config.workers.join_secret.expose().to_string());
+    let env = [
+        ("WH__DATABASE__URL", url.as_str()),
+        ("WH__API_SERVER__SECRET", secret.as_str()),
+        ("WH__WORKERS__JOIN_SECRET", join.as_str()),
+        ("WH__API_SERVER__HOST", "127.0.0.1"),
+        ("WH__API_SERVER__PORT", "0"),
+        ("WH__SINGLE_MACHINE", "true"),
+        ("WH__HEARTBEAT_INTERVAL_SECS", "1"),
+    ];
+    let mut victim = ControlPlaneProcess::start(&env).await;
+    let survivor = ControlPlaneProcess::start(&env).await;
+    let balancer = FailoverProxy::start(vec![victim.addr, survivor.addr]).await;
+    let db = sqlx::PgPool::connect(&url).await.expect("db");
+    let w = wisehosting_testkit::create_worker_in(&db, &config, "paired-worker").await;
+    let agent = wisehosting_testkit::spawn_worker_with_secret(&join, &w, &balancer.url());
+    let holder = || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT connected_to FROM workers WHERE id = $1")
+            .bind(w.id)
+            .fetch_one(&db)
+            .await
+            .expect("holder")
+    };
+    assert!(
+        eventually(Duration::from_secs(20), Duration::from_millis(50), || async { holder().await.is_some() })
+            .await,
+        "the worker is held by a control plane"
+    );
+    let first_holder = holder().await;
+
+    let repo = wisehosting_testkit::TestRepo::new();
+    // A build that takes a few seconds: the control plane dies in the middle of it.
+    let containerfile = format!(
+        "FROM localhost/wisehosting/busybox:latest\nRUN sleep 4\n{}",
+        wisehosting_testkit::page_containerfile("survived").lines().skip(1).collect::<Vec<_>>().join("\n")
+    );
+    repo.commit(&[("Containerfile", &containerfile)], "v1");
+    let user = UserSession::dev_login(&balancer.url(), "pair@example.com").await;
+    let (app, deployment) = user.deploy("survivor-app", &repo.url()).await;
+    let building = eventually(Duration::from_secs(60), Duration::from_millis(100), || async {
+        let d: Value = user.get(&format!("/api/deployments/{deployment}")).await.json().await.expect("json");
+        d["status"] == "building"
+    })
+    .await;
+    assert!(building, "the deploy builds");
+    let killed = Instant::now();
+    victim.kill9();
+    let moved = eventually(Duration::from_secs(20), Duration::from_millis(50), || async {
+        holder().await.is_some_and(|h| Some(h) != first_holder.clone())
+    })
+    .await;
+    assert!(moved, "the worker is held by the surviving control plane");
+    let took_over = killed.elapsed();
+    eprintln!("fleet figure: the worker was held by the other control plane {took_over:?} after the kill");
+    assert!(took_over < Duration::from_secs(10), "within a few heartbeats: {took_over:?}");
+
+    let done = user.wait_deployment(deployment, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "running", "{done}");
+    let (status, attempt): (String, i32) =
+        sqlx::query_as("SELECT status, attempt FROM jobs WHERE deployment_id = $1")
+            .bind(deployment)
+            .fetch_one(&db)
+            .await
+            .expect("job");
+    assert_eq!((status.as_str(), attempt), ("succeeded", 1), "the same lease finished the job");
+    let edge = agent.status.edge_addr().expect("edge");
+    let served = eventually(Duration::from_secs(15), Duration::from_millis(100), || async {
+        via_edge(edge, "survivor-app.localhost").await == (200, "survived\n".to_string())
+    })
+    .await;
+    assert!(served, "app {app} serves");
+    agent.stop().await;
+    drop(survivor);
+    db.close().await;
+}
+
+/// With the default settings (heartbeats every 5 s, reschedule_after_secs 30), a worker killed
+/// with SIGKILL: its app is deployed again on the other worker (its image reused: both share
+/// this host's podman) and served there. Prints how long that took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_sigkill_has_its_app_served_by_another_after_the_reschedule_limit() {
+    let cp = spawn_control_plane_with(|c| c.single_machine = true).await;
+    assert_eq!((cp.config.heartbeat_interval_secs, cp.config.scheduler.reschedule_after_secs), (5, 30));
+    let join = cp.config.workers.join_secret.expose().to_string();
+    let a = create_worker(&cp, "doomed").await;
+    let b = create_worker(&cp, "heir").await;
+    let wa = WorkerProcess::start(&join, &a, &cp.base_url).await;
+    let wb = WorkerProcess::start(&join, &b, &cp.base_url).await;
+    let both = eventually(Duration::from_secs(20), Duration::from_millis(100), || async {
+        cp.hub.is_connected(a.id) && cp.hub.is_connected(b.id)
+    })
+    .await;
+    assert!(both, "both workers connect");
+    let user = cp.login("sigkill@example.com").await;
+    let repo = wisehosting_testkit::TestRepo::new();
+    repo.commit(&[("Containerfile", &wisehosting_testkit::page_containerfile("still here"))], "v1");
+    let (app, deployment) = user.deploy("phoenix", &repo.url()).await;
+    let done = user.wait_deployment(deployment, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "running", "{done}");
+    let placed = app_json(&user, app).await["worker_id"].as_i64().expect("placed");
+    let (mut victim, heir) = if placed == a.id { (wa, wb) } else { (wb, wa) };
+    victim.kill9();
+    let killed = Instant::now();
+    let served = eventually(Duration::from_secs(90), Duration::from_millis(200), || async {
+        via_edge(heir.edge, "phoenix.localhost").await == (200, "still here\n".to_string())
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(served, "the app is served by the other worker");
+    eprintln!("fleet figure: served again by another worker {took:?} after SIGKILL of its worker (defaults)");
+    let now = app_json(&user, app).await;
+    assert_eq!(now["worker_id"], heir.worker.id, "{now}");
+    assert!(took >= Duration::from_secs(25), "not before the worker counts as gone: {took:?}");
+    assert!(took <= Duration::from_secs(60), "{took:?}");
 }

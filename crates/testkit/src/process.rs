@@ -1,0 +1,155 @@
+//! The platform's binaries as processes of their own, for tests that kill one with SIGKILL:
+//! [`ControlPlaneProcess`] (`wisehosting serve`) and [`WorkerProcess`] (`wisehosting-worker`).
+//! Each is started with a systemd notify socket of the test's, so the test learns where it
+//! listens from its `READY=1` status line, exactly as systemd would.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::worker::{TestWorker, containers_conf, remove_instance};
+
+/// A binary of this workspace, next to the test executable's directory (`target/debug`).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let debug = exe.parent().and_then(Path::parent).expect("target/debug");
+    let path = debug.join(name);
+    assert!(path.is_file(), "{} is built (cargo build --workspace)", path.display());
+    path
+}
+
+/// Waits for the `READY=1` datagram on `socket` and returns its `STATUS=` line.
+async fn ready_status(socket: &tokio::net::UnixDatagram, limit: Duration) -> String {
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+            .await
+            .expect("the process says READY=1 in time")
+            .expect("notify socket");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.lines().any(|l| l == "READY=1") {
+            return text.lines().find_map(|l| l.strip_prefix("STATUS=")).unwrap_or_default().to_string();
+        }
+    }
+}
+
+/// The `host:port` at the end of a status line such as `… listening on 127.0.0.1:8000`.
+fn addr_in(status: &str) -> SocketAddr {
+    status
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address in {status:?}"))
+}
+
+fn sigkill(child: &Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// `wisehosting serve` over `database_url` with `env` (`WH__…` settings).
+pub struct ControlPlaneProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ControlPlaneProcess {
+    pub async fn start(env: &[(&str, &str)]) -> ControlPlaneProcess {
+        let dir = tempfile::tempdir().expect("dir");
+        let socket_path = dir.path().join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+        let mut cmd = Command::new(workspace_binary("wisehosting"));
+        cmd.arg("serve")
+            .env_remove("CONFIG_PATH")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn wisehosting serve");
+        let status = ready_status(&socket, Duration::from_secs(60)).await;
+        ControlPlaneProcess { addr: addr_in(&status), child, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no drain, no goodbye to its workers.
+    pub fn kill9(&mut self) {
+        sigkill(&self.child);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControlPlaneProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `wisehosting-worker` for `worker` against `base_url`, its secrets as systemd credentials.
+/// Its containers and images carry a unique instance label and are removed when it is dropped.
+pub struct WorkerProcess {
+    pub worker: TestWorker,
+    pub instance: String,
+    /// Where its edge router listens.
+    pub edge: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    pub async fn start(secret: &str, worker: &TestWorker, base_url: &str) -> WorkerProcess {
+        let instance = format!("t{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
+        let dir = tempfile::tempdir().expect("dir");
+        let credentials = dir.path().join("credentials");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&credentials).expect("credentials dir");
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::write(credentials.join("worker_api_key"), &worker.api_key).expect("api key");
+        std::fs::write(credentials.join("worker_shared_secret"), secret).expect("secret");
+        let yaml = format!(
+            "control_plane_url: {base_url}\nname: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\n  monitor_interval_ms: 1000\nedge:\n  listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  https_listen: 127.0.0.1:0\n",
+            worker.name,
+            data.display(),
+            containers_conf().display(),
+        );
+        let config = dir.path().join("worker.yaml");
+        std::fs::write(&config, yaml).expect("config");
+        let socket_path = dir.path().join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+        let child = Command::new(workspace_binary("wisehosting-worker"))
+            .env("CONFIG_PATH", &config)
+            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn wisehosting-worker");
+        let status = ready_status(&socket, Duration::from_secs(60)).await;
+        WorkerProcess { worker: worker.clone(), instance, edge: addr_in(&status), child, _dir: dir }
+    }
+
+    /// SIGKILL: the agent dies at once; its containers (podman's) keep running.
+    pub fn kill9(&mut self) {
+        sigkill(&self.child);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+        remove_instance(&self.instance);
+    }
+}
