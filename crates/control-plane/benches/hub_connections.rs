@@ -1,7 +1,10 @@
 //! Benchmark: N simulated workers, each a real signed WebSocket connection sending a
 //! heartbeat every 5 s, against one control plane process. Prints the control plane's RSS,
 //! CPU % of one core and memory per connection at N = 1,000, 5,000 and 10,000 (or the
-//! levels given in `WH_BENCH_LEVELS`, comma-separated).
+//! levels given in `WH_BENCH_LEVELS`, comma-separated). Then the largest level again, split
+//! over two control plane processes on the same database (a pair behind a load balancer),
+//! with each one's figures and a check that every worker stays online — neither marks the
+//! other's workers offline (`WH_BENCH_PAIR=0` skips it).
 //!
 //! Run with `bash scripts/bench.sh hub` (it starts a throwaway PostgreSQL).
 
@@ -152,29 +155,7 @@ async fn main() {
     let db = sqlx::PgPool::connect(&url).await.expect("db");
     let workers = create_workers(&db, max).await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let mut config = tempfile::NamedTempFile::new().expect("config");
-    write!(
-        config,
-        "api_server:\n  host: 127.0.0.1\n  port: {port}\n  secret: {SECRET}\nworkers:\n  join_secret: {JOIN_SECRET}\ndatabase:\n  url: \"{url}\"\n  max_connections: 10\n  min_connections: 1\nheartbeat_interval_secs: 5\nworker_auth_per_minute: 100000000\nlog:\n  level: warn\n"
-    )
-    .expect("write config");
-    let mut cp = Command::new(env!("CARGO_BIN_EXE_wisehosting"))
-        .arg("serve")
-        .env("CONFIG_PATH", config.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the control plane");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().no_proxy().build().expect("client");
-    for _ in 0..200 {
-        if http.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut cp, base, _config) = start_control_plane(&url).await;
     let (baseline_rss, _) = proc_usage(cp.id());
     println!("control plane pid {} on {base}; baseline RSS {:.1} MB", cp.id(), baseline_rss as f64 / 1e6);
     println!(
@@ -215,9 +196,7 @@ async fn main() {
         println!("{level:>8} {:>10.1} {per_conn_kb:>14.1} {cpu_pct:>12.1} {setup:>10.1}", rss as f64 / 1e6);
         rows.push((level, rss, cpu_pct));
     }
-    let _ =
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(cp.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = cp.wait();
+    stop(&mut cp);
     if let Some((n, rss, cpu)) = rows.last() {
         println!(
             "goal at {n}: <= 100 MB and <= 15 % of one core -> {:.1} MB, {cpu:.1} % ({})",
@@ -225,4 +204,102 @@ async fn main() {
             if *rss <= 100_000_000 && *cpu <= 15.0 { "met" } else { "not met" }
         );
     }
+    if std::env::var("WH_BENCH_PAIR").as_deref() != Ok("0") && max > 0 {
+        pair(&url, &db, &workers).await;
+    }
+}
+
+fn stop(cp: &mut std::process::Child) {
+    let _ =
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(cp.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = cp.wait();
+}
+
+/// `wisehosting serve` on a free port over `url`, once it answers `/ready`; its config file
+/// lives as long as the returned handle.
+async fn start_control_plane(url: &str) -> (std::process::Child, String, tempfile::NamedTempFile) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let mut config = tempfile::NamedTempFile::new().expect("config");
+    write!(
+        config,
+        "api_server:\n  host: 127.0.0.1\n  port: {port}\n  secret: {SECRET}\nworkers:\n  join_secret: {JOIN_SECRET}\ndatabase:\n  url: \"{url}\"\n  max_connections: 10\n  min_connections: 1\nheartbeat_interval_secs: 5\nworker_auth_per_minute: 100000000\nlog:\n  level: warn\n"
+    )
+    .expect("write config");
+    // `WH_BENCH_CP_WRAPPER=heaptrack` runs the control plane under a profiler (its figures are
+    // then the wrapper's).
+    let mut command = match std::env::var("WH_BENCH_CP_WRAPPER") {
+        Ok(wrapper) if !wrapper.is_empty() => {
+            let mut c = Command::new(wrapper);
+            c.arg(env!("CARGO_BIN_EXE_wisehosting"));
+            c
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_wisehosting")),
+    };
+    let cp = command
+        .arg("serve")
+        .env("CONFIG_PATH", config.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the control plane");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    for _ in 0..200 {
+        if http.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (cp, base, config)
+}
+
+/// Every worker again, half on each of two control planes over the same database.
+async fn pair(url: &str, db: &sqlx::PgPool, workers: &[(i64, String)]) {
+    let n = workers.len();
+    let (mut one, base_one, _c1) = start_control_plane(url).await;
+    let (mut two, base_two, _c2) = start_control_plane(url).await;
+    let baseline = [proc_usage(one.id()).0, proc_usage(two.id()).0];
+    let connected = Arc::new(AtomicU64::new(0));
+    let permits = Arc::new(Semaphore::new(64));
+    let t0 = Instant::now();
+    for (i, (id, key)) in workers.iter().enumerate() {
+        let base = if i % 2 == 0 { &base_one } else { &base_two };
+        let name = format!("bench-{}", id - workers[0].0);
+        tokio::spawn(simulated_worker(base.clone(), name, key.clone(), connected.clone(), permits.clone()));
+    }
+    while connected.load(Ordering::Relaxed) < n as u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(t0.elapsed() < Duration::from_secs(600), "connections did not come up");
+    }
+    let setup = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(HEARTBEAT * 2).await;
+    let cpu0 = [proc_usage(one.id()).1, proc_usage(two.id()).1];
+    let window = HEARTBEAT * 4;
+    tokio::time::sleep(window).await;
+    let after = [proc_usage(one.id()), proc_usage(two.id())];
+    println!("\n{n} workers over two control planes on one database (setup {setup:.1} s):");
+    println!("{:>14} {:>10} {:>14} {:>12}", "control plane", "RSS MB", "RSS/conn KB", "CPU % core");
+    for (i, (rss, cpu1)) in after.iter().enumerate() {
+        let cpu = (cpu1 - cpu0[i]) as f64 / ticks_per_second() / window.as_secs_f64() * 100.0;
+        let per_conn = rss.saturating_sub(baseline[i]) as f64 / (n / 2) as f64 / 1024.0;
+        println!("{:>14} {:>10.1} {per_conn:>14.1} {cpu:>12.1}", i + 1, *rss as f64 / 1e6);
+    }
+    // Both flushed their workers' heartbeats and neither swept the other's.
+    let held: Vec<(Option<String>, String, i64)> = sqlx::query_as(
+        "SELECT connected_to, status, count(*) FROM workers GROUP BY connected_to, status ORDER BY 1, 2",
+    )
+    .fetch_all(db)
+    .await
+    .expect("held");
+    for (holder, status, count) in &held {
+        println!("  held by {:<20} {status:<8} {count}", holder.as_deref().unwrap_or("-"));
+    }
+    let online: i64 = held.iter().filter(|(_, s, _)| s == "online").map(|(_, _, c)| c).sum();
+    println!(
+        "online after the window: {online} of {n} ({})",
+        if online == n as i64 { "every worker" } else { "NOT every worker" }
+    );
+    stop(&mut one);
+    stop(&mut two);
 }

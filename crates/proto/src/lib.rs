@@ -38,6 +38,8 @@ pub struct ErrorBody {
 pub const LABEL_APP: &str = "wisehosting.app";
 /// Container label naming the deployment a container runs (SPEC §13).
 pub const LABEL_DEPLOYMENT: &str = "wisehosting.deployment";
+/// Container label naming the worker (its id) that made a container (SPEC §14.5).
+pub const LABEL_WORKER: &str = "wisehosting.worker";
 /// The response header carrying the connection id at upgrade.
 pub const CONNECTION_HEADER: &str = "x-wh-connection";
 /// The longest log line, in bytes (SPEC §6): the worker cuts lines at it while reading, the

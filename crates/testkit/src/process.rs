@@ -104,7 +104,7 @@ pub struct WorkerProcess {
     /// Where its edge router listens.
     pub edge: SocketAddr,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl WorkerProcess {
@@ -123,13 +123,19 @@ impl WorkerProcess {
             data.display(),
             containers_conf().display(),
         );
-        let config = dir.path().join("worker.yaml");
-        std::fs::write(&config, yaml).expect("config");
-        let socket_path = dir.path().join("notify.sock");
+        std::fs::write(dir.path().join("worker.yaml"), yaml).expect("config");
+        let (child, edge) = Self::spawn(dir.path()).await;
+        WorkerProcess { worker: worker.clone(), instance, edge, child, dir }
+    }
+
+    /// Runs the binary over the config and credentials in `dir`; returns once it is ready.
+    async fn spawn(dir: &Path) -> (Child, SocketAddr) {
+        let socket_path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&socket_path);
         let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("notify socket");
         let child = Command::new(workspace_binary("wisehosting-worker"))
-            .env("CONFIG_PATH", &config)
-            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .env("CONFIG_PATH", dir.join("worker.yaml"))
+            .env("CREDENTIALS_DIRECTORY", dir.join("credentials"))
             .env("NOTIFY_SOCKET", &socket_path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -137,13 +143,23 @@ impl WorkerProcess {
             .spawn()
             .expect("spawn wisehosting-worker");
         let status = ready_status(&socket, Duration::from_secs(60)).await;
-        WorkerProcess { worker: worker.clone(), instance, edge: addr_in(&status), child, _dir: dir }
+        (child, addr_in(&status))
     }
 
-    /// SIGKILL: the agent dies at once; its containers (podman's) keep running.
+    /// SIGKILL to the agent alone, as `kill -9 <pid>` does: its podman children run on
+    /// (killing them mid-`podman build` corrupts podman's store for everyone) and its
+    /// containers keep running.
     pub fn kill9(&mut self) {
         sigkill(&self.child);
         let _ = self.child.wait();
+    }
+
+    /// SIGKILL, then the same worker (config, data dir, instance) started again.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let (child, edge) = Self::spawn(self.dir.path()).await;
+        self.child = child;
+        self.edge = edge;
     }
 }
 

@@ -1,5 +1,6 @@
-//! A TCP proxy whose link can be cut and restored, to simulate network outages between a
-//! worker and the control plane.
+//! TCP proxies for tests: [`CutProxy`], a link that can be cut and restored (outages between a
+//! worker and the control plane), and [`FailoverProxy`], a load balancer in front of a pair of
+//! control planes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,26 +36,19 @@ impl CutProxy {
             generation: Mutex::new(CancellationToken::new()),
         });
         let stop = CancellationToken::new();
-        let (task_shared, task_stop) = (shared.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = task_stop.cancelled() => return,
-                    a = listener.accept() => a,
-                };
-                let Ok((mut client, _)) = accepted else { continue };
-                if task_shared.down.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let cut = task_shared.current();
-                tokio::spawn(async move {
-                    let Ok(mut upstream) = TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = cut.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                    }
-                });
+        let task_shared = shared.clone();
+        accept_loop(listener, stop.clone(), move |mut client| {
+            if task_shared.down.load(Ordering::SeqCst) {
+                return;
             }
+            let cut = task_shared.current();
+            tokio::spawn(async move {
+                let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+                tokio::select! {
+                    _ = cut.cancelled() => {}
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                }
+            });
         });
         CutProxy { addr, shared, stop }
     }
@@ -96,24 +90,16 @@ impl FailoverProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
-        let task_stop = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = task_stop.cancelled() => return,
-                    a = listener.accept() => a,
-                };
-                let Ok((mut client, _)) = accepted else { continue };
-                let targets = targets.clone();
-                tokio::spawn(async move {
-                    for target in targets {
-                        if let Ok(mut upstream) = TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                            return;
-                        }
+        accept_loop(listener, stop.clone(), move |mut client| {
+            let targets = targets.clone();
+            tokio::spawn(async move {
+                for target in targets {
+                    if let Ok(mut upstream) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        return;
                     }
-                });
-            }
+                }
+            });
         });
         FailoverProxy { addr, stop }
     }
@@ -127,4 +113,19 @@ impl Drop for FailoverProxy {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Hands each connection `listener` accepts to `take`, until `stop`.
+fn accept_loop(listener: TcpListener, stop: CancellationToken, take: impl Fn(TcpStream) + Send + 'static) {
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            if let Ok((client, _)) = accepted {
+                take(client);
+            }
+        }
+    });
 }

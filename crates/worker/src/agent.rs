@@ -38,7 +38,8 @@ pub struct AgentStatus {
     /// pruned), shared with the pipeline.
     pub housekeeping_done: Arc<AtomicU64>,
     connection_id: Mutex<Option<String>>,
-    worker_id: AtomicU64,
+    /// Shared with the pipeline, which stamps it on containers.
+    worker_id: Arc<AtomicU64>,
     /// The current worker JWT (what the agent registered or refreshed last).
     token: Mutex<Option<wisehosting_crypto::Secret>>,
     /// Where the edge router and its metrics listen, once bound.
@@ -190,6 +191,7 @@ impl Agent {
         let status = Arc::new(AgentStatus::default());
         let pipeline = Arc::new(Pipeline {
             housekeeping_done: status.housekeeping_done.clone(),
+            worker_id: status.worker_id.clone(),
             tasks: tokio_util::task::TaskTracker::new(),
             podman: podman.clone(),
             data_dir: config.data_dir.clone(),
@@ -388,7 +390,7 @@ impl Agent {
         let hello = Hello {
             version: env!("CARGO_PKG_VERSION").into(),
             capabilities: vec!["admin_query".into()],
-            containers: self.podman.app_containers().await,
+            containers: self.podman.app_containers(&self.config.deploy.instance).await,
             running_jobs: jobs
                 .running
                 .iter()

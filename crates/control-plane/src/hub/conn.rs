@@ -228,7 +228,8 @@ impl Conn {
                 let connected_at = self.connected_at;
                 let (version, containers, running_jobs) =
                     (hello.version, hello.containers, hello.running_jobs);
-                self.report(Report::Hello { version, containers, running_jobs, connected_at }).await;
+                let hello = super::HelloReport { version, containers, running_jobs, connected_at };
+                self.report(Report::Hello(Box::new(hello))).await;
             }
             WorkerMessage::Heartbeat(heartbeat) => self.hub.record_heartbeat(self.worker_id, heartbeat),
             WorkerMessage::AdminQueryReply(reply) => self.hub.complete_query(self.worker_id, reply),
@@ -239,8 +240,8 @@ impl Conn {
             }
             WorkerMessage::JobAccepted(m) => self.report(Report::JobAccepted(m)).await,
             WorkerMessage::JobProgress(m) => self.report(Report::JobProgress(m)).await,
-            WorkerMessage::JobResult(m) => self.report(Report::JobResult(m)).await,
-            WorkerMessage::Log(m) => self.report(Report::Log(m)).await,
+            WorkerMessage::JobResult(m) => self.report(Report::JobResult(Box::new(m))).await,
+            WorkerMessage::Log(m) => self.report(Report::Log(Box::new(m))).await,
             WorkerMessage::AppState(m) => self.report(Report::AppStates(m)).await,
             // Per-app figures: the hub's live snapshot (in memory).
             WorkerMessage::AppStats(m) => self.hub.stats().record(self.worker_id, m),

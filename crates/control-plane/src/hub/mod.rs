@@ -47,22 +47,27 @@ const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 /// What a worker reports about jobs and apps, in the order its connection received it. The
 /// hub only hands these on; the job layer applies them (`jobs::events`), off the socket's read
-/// loop.
+/// loop. The large variants are boxed: every connection's report channel allocates its slots
+/// at the size of the largest (a test keeps it at 32 bytes).
 #[derive(Debug)]
 pub enum Report {
     /// The connection's first valid `hello`: the worker's inventory after a (re)connect.
-    Hello {
-        version: String,
-        containers: Vec<ContainerInfo>,
-        running_jobs: Vec<RunningJob>,
-        /// When the connection opened: jobs leased before it and not running were lost.
-        connected_at: chrono::DateTime<chrono::Utc>,
-    },
+    Hello(Box<HelloReport>),
     JobAccepted(JobAccepted),
     JobProgress(JobProgress),
-    JobResult(JobResult),
-    Log(Log),
+    JobResult(Box<JobResult>),
+    Log(Box<Log>),
     AppStates(AppStates),
+}
+
+/// A `hello`, as the job layer needs it.
+#[derive(Debug)]
+pub struct HelloReport {
+    pub version: String,
+    pub containers: Vec<ContainerInfo>,
+    pub running_jobs: Vec<RunningJob>,
+    /// When the connection opened: jobs leased before it and not running were lost.
+    pub connected_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One connection's reports, in order; the channel closes when the connection ends.
@@ -558,6 +563,11 @@ mod tests {
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap_or_else(|e| unreachable!("a static URL parses: {e}"));
         Hub::new(pool, Duration::from_secs(5), Arc::new(Metrics::default()), CancellationToken::new())
+    }
+
+    #[test]
+    fn a_report_stays_small_so_each_connections_channel_does() {
+        assert!(std::mem::size_of::<Report>() <= 32, "{} bytes", std::mem::size_of::<Report>());
     }
 
     #[tokio::test(start_paused = true)]

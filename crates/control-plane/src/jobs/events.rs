@@ -17,7 +17,7 @@ use wisehosting_proto::messages::{
 };
 
 use crate::domain::{AlertKind, AppStatus, DeploymentStatus};
-use crate::hub::{Hub, Outgoing, Report, Reports};
+use crate::hub::{HelloReport, Hub, Outgoing, Report, Reports};
 use crate::logbus::LogBus;
 use crate::observe::{self, notify::Channels};
 use crate::store::apps;
@@ -63,7 +63,9 @@ impl Applier {
     async fn apply_all(self, mut reports: Reports) {
         let worker_id = reports.worker_id;
         while let Some(report) = reports.rx.recv().await {
-            if let Err(e) = self.apply(worker_id, report).await {
+            // Boxed: the task waits on `recv` most of its life, and one per connection should
+            // not hold the space of every SQL future `apply` may await.
+            if let Err(e) = Box::pin(self.apply(worker_id, report)).await {
                 tracing::warn!(worker_id, error = %e, "cannot apply a worker report");
             }
         }
@@ -72,7 +74,8 @@ impl Applier {
     async fn apply(&self, worker_id: i64, report: Report) -> Result<(), sqlx::Error> {
         let db = &self.db;
         match report {
-            Report::Hello { version, containers, running_jobs, connected_at } => {
+            Report::Hello(hello) => {
+                let HelloReport { version, containers, running_jobs, connected_at } = *hello;
                 self.hub.came_online(worker_id, &version).await;
                 let running: Vec<i64> = running_jobs.iter().map(|j| j.job_id).collect();
                 match jobs::fail_lost(db, worker_id, connected_at, &running).await? {
@@ -87,7 +90,7 @@ impl Applier {
             Report::JobAccepted(m) => accepted(db, worker_id, m).await?,
             Report::JobProgress(m) => progress(db, worker_id, m).await?,
             Report::JobResult(m) => {
-                let moved_from = result(db, worker_id, m).await?;
+                let moved_from = result(db, worker_id, *m).await?;
                 self.hub.routes_changed(worker_id);
                 if let Some(old) = moved_from.filter(|old| *old != worker_id) {
                     // The app runs on its new worker: the old one removes its copy (never two
@@ -102,7 +105,7 @@ impl Applier {
                     }
                 }
             }
-            Report::Log(m) => log(db, &self.bus, worker_id, m).await?,
+            Report::Log(m) => log(db, &self.bus, worker_id, *m).await?,
             // The monitor reports every few seconds; routes move only when a status did.
             Report::AppStates(m) => {
                 if app_states(db, self.channels, worker_id, m).await? {

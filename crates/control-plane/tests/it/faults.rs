@@ -13,8 +13,8 @@ use wisehosting_control_plane::dev::postgres::{self, Binaries, Layout, RunAs};
 use wisehosting_proto::ServerMessage;
 use wisehosting_proto::messages::{Hello, JobAccepted, JobResult};
 use wisehosting_testkit::{
-    RawWorker, TestRepo, UserSession, create_worker, create_worker_in, eventually, fresh_database,
-    spawn_control_plane_on, spawn_control_plane_with, spawn_worker_with_secret, test_config,
+    RawWorker, TestRepo, UserSession, WorkerProcess, create_worker, create_worker_in, eventually,
+    fresh_database, spawn_control_plane_on, spawn_control_plane_with, spawn_worker_with_secret, test_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-faults";
@@ -386,46 +386,16 @@ async fn a_postgres_restart_answers_503_fast_then_recovers_and_loses_no_job() {
     cp.stop().await.expect("stop");
 }
 
-/// The real `wisehosting-worker` binary as a child process, for kill -9.
-struct WorkerProcess {
-    child: std::process::Child,
-}
-
-impl WorkerProcess {
-    fn start(config: &std::path::Path) -> WorkerProcess {
-        let binary =
-            std::path::Path::new(env!("CARGO_BIN_EXE_wisehosting")).with_file_name("wisehosting-worker");
-        let child = std::process::Command::new(binary)
-            .env("CONFIG_PATH", config)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the worker binary");
-        WorkerProcess { child }
-    }
-
-    /// SIGKILL to the worker process alone, as `kill -9 <pid>` does. Its podman children run
-    /// on (killing them too, mid-`podman build`, corrupts podman's image store for everyone);
-    /// what they leave behind is the re-sync's to clean.
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub(crate) fn running_containers(instance: &str, app_id: i64) -> Vec<String> {
+    running_containers_labelled(&format!("wisehosting.instance={instance}"), app_id)
+}
+
+/// The running containers of an app with the label `label` (`name=value`).
+pub(crate) fn running_containers_labelled(label: &str, app_id: i64) -> Vec<String> {
     let out = std::process::Command::new("podman")
         .env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf())
         .args(["ps", "-q", "--filter"])
-        .arg(format!("label=wisehosting.instance={instance}"))
+        .arg(format!("label={label}"))
         .arg("--filter")
         .arg(format!("label=wisehosting.app={app_id}"))
         .output()
@@ -441,22 +411,6 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
     })
     .await;
     let w = create_worker(&cp, "killable").await;
-    let instance = format!("k{}", hex::encode(wisehosting_crypto::random_bytes::<5>()));
-    let data = tempfile::tempdir().expect("data dir");
-    let config = data.path().join("worker.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "control_plane_url: {}\nname: {}\napi_key: {}\nshared_secret: {}\ndata_dir: {}\npodman:\n  containers_conf: {}\ndeploy:\n  instance: {instance}\n  allow_local_repos: true\n  health_timeout_secs: 20\n  drain_secs: 1\nedge:\n  listen: 127.0.0.1:0\n  metrics_listen: null\n  https_listen: null\n",
-            cp.base_url,
-            w.name,
-            w.api_key,
-            cp.config.workers.join_secret.expose(),
-            data.path().display(),
-            wisehosting_testkit::worker::containers_conf().display()
-        ),
-    )
-    .expect("config");
     struct Cleanup(String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
@@ -494,11 +448,12 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
             }
         }
     }
+    let mut worker = WorkerProcess::start(cp.config.workers.join_secret.expose(), &w, &cp.base_url).await;
+    let instance = worker.instance.clone();
+    let _cleanup = Cleanup(instance.clone());
     // This test's images carry a label of their own, so what killed builds leave is found.
     let containerfile =
         |body: &str| containerfile(body).replacen('\n', &format!("\nLABEL wisehosting.test={instance}\n"), 1);
-    let _cleanup = Cleanup(instance.clone());
-    let mut worker = WorkerProcess::start(&config);
     let user = cp.login("kill@example.com").await;
     let repo = TestRepo::new();
     repo.commit(&[("Containerfile", &containerfile("round 0"))], "v0");
@@ -527,8 +482,7 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
             .expect("json");
         let next = next["id"].as_i64().expect("id");
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        worker.kill9();
-        worker = WorkerProcess::start(&config);
+        worker.restart().await;
         let d = user.wait_deployment(next, LIMIT).await;
         let status = d["status"].as_str().unwrap_or_default().to_string();
         assert!(status == "running" || status == "failed", "round {round}: {d}");

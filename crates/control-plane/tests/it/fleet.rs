@@ -256,15 +256,18 @@ async fn two_control_planes_share_the_queue_and_a_job_reaches_a_worker_held_by_t
 
 #[tokio::test]
 async fn periodic_passes_take_turns_across_control_planes() {
-    let cp = fleet(30).await;
-    let mut one = cp.db.begin().await.expect("tx");
-    let mut two = cp.db.begin().await.expect("tx");
+    // A database no control plane runs on: its own passes would take turns here too.
+    let db = sqlx::PgPool::connect(&wisehosting_testkit::fresh_database(true).await).await.expect("db");
+    let mut one = db.begin().await.expect("tx");
+    let mut two = db.begin().await.expect("tx");
     use wisehosting_control_plane::store::{Periodic, take_turn};
     assert!(take_turn(&mut one, Periodic::Reschedule).await.expect("turn"));
     assert!(!take_turn(&mut two, Periodic::Reschedule).await.expect("turn"), "held by the other");
     assert!(take_turn(&mut two, Periodic::Rescue).await.expect("turn"), "another job's turn is free");
     one.commit().await.expect("commit");
     assert!(take_turn(&mut two, Periodic::Reschedule).await.expect("turn"), "free once the pass ends");
+    two.rollback().await.expect("rollback");
+    db.close().await;
 }
 
 /// GET `/` through an edge router with `host`: (status, body); a connection error as 0.
@@ -398,6 +401,12 @@ async fn a_worker_killed_with_sigkill_has_its_app_served_by_another_after_the_re
     eprintln!("fleet figure: served again by another worker {took:?} after SIGKILL of its worker (defaults)");
     let now = app_json(&user, app).await;
     assert_eq!(now["worker_id"], heir.worker.id, "{now}");
+    // Each copy carries the id of the worker that made it (both share this host's podman).
+    let copies_of = |worker_id: i64| {
+        crate::faults::running_containers_labelled(&format!("wisehosting.worker={worker_id}"), app).len()
+    };
+    assert_eq!(copies_of(heir.worker.id), 1, "the heir's copy runs");
+    assert_eq!(copies_of(victim.worker.id), 1, "the dead worker's copy waits for its return to be removed");
     assert!(took >= Duration::from_secs(25), "not before the worker counts as gone: {took:?}");
     assert!(took <= Duration::from_secs(60), "{took:?}");
 }

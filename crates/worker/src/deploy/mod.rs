@@ -54,6 +54,8 @@ pub struct Pipeline {
     pub supervisor: Arc<crate::runtime::Supervisor>,
     /// Counts finished retire-and-prune passes (tests and benchmarks wait on it).
     pub housekeeping_done: Arc<std::sync::atomic::AtomicU64>,
+    /// This worker's id (0 until it registers), stamped on its containers.
+    pub worker_id: Arc<std::sync::atomic::AtomicU64>,
     /// Jobs in flight, and the retires and late clean-ups they spawn: awaited when the agent
     /// shuts down.
     pub tasks: tokio_util::task::TaskTracker,
@@ -200,6 +202,7 @@ mod tests {
             mesh: Arc::default(),
             edge: None,
             housekeeping_done: Arc::default(),
+            worker_id: Arc::default(),
             tasks: tokio_util::task::TaskTracker::new(),
         })
     }

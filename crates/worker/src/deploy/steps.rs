@@ -120,13 +120,17 @@ impl Pipeline {
     }
 
     /// The `--label` arguments of a deployment's container: its app, this worker's instance
-    /// and the deployment.
-    fn labels(&self, app_id: i64, deployment_id: i64) -> [String; 6] {
+    /// (what it manages its containers by, known before it registers) and id, and the
+    /// deployment.
+    fn labels(&self, app_id: i64, deployment_id: i64) -> [String; 8] {
+        let worker_id = self.worker_id.load(std::sync::atomic::Ordering::Relaxed);
         [
             "--label".into(),
             format!("{}={app_id}", wisehosting_proto::LABEL_APP),
             "--label".into(),
             format!("wisehosting.instance={}", self.settings.instance),
+            "--label".into(),
+            format!("{}={worker_id}", wisehosting_proto::LABEL_WORKER),
             "--label".into(),
             format!("{}={deployment_id}", wisehosting_proto::LABEL_DEPLOYMENT),
         ]

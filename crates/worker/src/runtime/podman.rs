@@ -265,10 +265,14 @@ impl Podman {
 }
 
 impl Podman {
-    /// The app containers on this host (labelled `wisehosting.app`), for `hello`.
-    /// At most 10 s: the `hello` it goes into must not wait on a stuck podman.
-    pub async fn app_containers(&self) -> Vec<wisehosting_proto::messages::ContainerInfo> {
-        let label = [format!("label={}", wisehosting_proto::LABEL_APP)];
+    /// This worker's app containers (labelled `wisehosting.app` and with its instance), for
+    /// `hello`: never another worker's sharing this host's podman. At most 10 s: the `hello`
+    /// it goes into must not wait on a stuck podman.
+    pub async fn app_containers(&self, instance: &str) -> Vec<wisehosting_proto::messages::ContainerInfo> {
+        let label = [
+            format!("label={}", wisehosting_proto::LABEL_APP),
+            format!("label=wisehosting.instance={instance}"),
+        ];
         tokio::time::timeout(Duration::from_secs(10), self.containers(&label)).await.unwrap_or_default()
     }
 }
