@@ -165,7 +165,8 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<Optio
             if let Some(deployment) = job.deployment_id {
                 deployments::switch_to(&mut tx, job.app_id, deployment, switched).await?;
             }
-            moved_from = apps::take_moved_from(&mut *tx, job.app_id).await?;
+            // The app runs where this deploy switched: a move (a drain, a reschedule) ends here.
+            moved_from = jobs::place_on(&mut tx, job.app_id, worker_id).await?;
         }
         (JobKind::Deploy, false) => {
             let reason = error.as_deref().unwrap_or("the deploy failed");
@@ -196,7 +197,7 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<Optio
 /// Log lines go to the bus; build lines also to their deployment's stored log. Only lines
 /// about apps placed on the sending worker are taken.
 pub async fn log(db: &PgPool, bus: &LogBus, worker_id: i64, msg: Log) -> Result<(), sqlx::Error> {
-    if apps::worker_of(db, msg.app_id).await? != Some(worker_id) {
+    if !apps::reports_for(db, msg.app_id, worker_id).await? {
         tracing::warn!(
             worker_id,
             app_id = msg.app_id,

@@ -199,17 +199,18 @@ pub async fn owner_and_name(
     sqlx::query_as("SELECT user_id, name FROM apps WHERE id = $1").bind(app_id).fetch_optional(db).await
 }
 
-/// The worker a deploy moved the app off, cleared: the move is done once the new copy runs.
-pub async fn take_moved_from(db: impl PgExecutor<'_>, app_id: i64) -> Result<Option<i64>, sqlx::Error> {
-    let old: Option<i64> = sqlx::query_scalar(
-        "UPDATE apps a SET moved_from_worker_id = NULL
-         FROM (SELECT id, moved_from_worker_id AS old FROM apps WHERE id = $1 FOR UPDATE) o
-         WHERE a.id = o.id AND o.old IS NOT NULL RETURNING o.old",
+/// Whether `worker_id` may report about the app: it runs it, or holds its open job (a deploy
+/// moving it there builds before the app is routed there).
+pub async fn reports_for(db: &PgPool, app_id: i64, worker_id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1 AND worker_id = $2)
+             OR EXISTS (SELECT 1 FROM jobs WHERE app_id = $1 AND worker_id = $2 AND status = ANY($3))",
     )
     .bind(app_id)
-    .fetch_optional(db)
-    .await?;
-    Ok(old)
+    .bind(worker_id)
+    .bind(JobStatus::LEASED)
+    .fetch_one(db)
+    .await
 }
 
 /// Apps to deploy again elsewhere (SPEC §14.5): placed on a worker offline for more than
@@ -332,15 +333,19 @@ impl<'q, O> BindNotStopped for sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx:
     }
 }
 
-/// Per app placed on `worker_id`: its current deployment, and whether a job is open for it.
+/// Per app placed on `worker_id` — or moving there, its job leased to it —: its current
+/// deployment, and whether a job is open for it (a moving app's always is: its containers stay).
 pub async fn desired_on(db: &PgPool, worker_id: i64) -> Result<Vec<(i64, Option<i64>, bool)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id, a.current_deployment_id,
                 EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.status = ANY($2))
-         FROM apps a WHERE a.worker_id = $1",
+         FROM apps a
+         WHERE a.worker_id = $1
+            OR EXISTS (SELECT 1 FROM jobs m WHERE m.app_id = a.id AND m.worker_id = $1 AND m.status = ANY($3))",
     )
     .bind(worker_id)
     .bind(JobStatus::OPEN)
+    .bind(JobStatus::LEASED)
     .fetch_all(db)
     .await
 }

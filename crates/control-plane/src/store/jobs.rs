@@ -139,22 +139,47 @@ pub async fn notify_desired(db: &PgPool, worker_id: i64) -> Result<(), sqlx::Err
 }
 
 /// Moves apps to `worker_id`, remembering the worker each left (told to remove its copy once
-/// the new one runs).
+/// the new one runs) — except an app whose copy is serving (a drained worker's): it stays
+/// where it is, and routed there, until the new copy runs ([`place_on`] at the deploy's
+/// switch), so a move is no downtime.
 async fn move_apps(tx: &mut PgConnection, worker_id: i64, apps: &[i64]) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE apps SET moved_from_worker_id = COALESCE(worker_id, moved_from_worker_id), worker_id = $2
-         WHERE id = ANY($1) AND worker_id IS DISTINCT FROM $2",
+         WHERE id = ANY($1) AND worker_id IS DISTINCT FROM $2 AND (worker_id IS NULL OR status <> $3)",
     )
     .bind(apps)
     .bind(worker_id)
+    .bind(crate::domain::AppStatus::Running)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
+/// The app runs on `worker_id` now (its deploy switched there); returns the worker it left,
+/// if any (told to remove its copy), clearing the record of a move.
+pub async fn place_on(
+    tx: &mut PgConnection,
+    app_id: i64,
+    worker_id: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    let left: Option<Option<i64>> = sqlx::query_scalar(
+        "UPDATE apps a SET worker_id = $2, moved_from_worker_id = NULL
+         FROM (SELECT id, COALESCE(moved_from_worker_id, NULLIF(worker_id, $2)) AS left_worker
+               FROM apps WHERE id = $1 FOR UPDATE) o
+         WHERE a.id = o.id RETURNING o.left_worker",
+    )
+    .bind(app_id)
+    .bind(worker_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(left.flatten().filter(|w| *w != worker_id))
+}
+
 /// Places apps on a worker connected to another control plane of a pair, which leases their
 /// jobs once woken (the caller notifies [`CHANNEL`]). A move off a worker is remembered, so the
-/// old one is told to remove its copy once the new one runs.
+/// old one is told to remove its copy once the new one runs. An app whose copy serves stays
+/// where it is: the job is then leased to the chosen worker directly, by this control plane
+/// only if it holds that worker (see the dispatcher).
 pub async fn place(tx: &mut PgConnection, worker_id: i64, apps: &[i64]) -> Result<(), sqlx::Error> {
     move_apps(tx, worker_id, apps).await?;
     sqlx::query("SELECT pg_notify($1, 'placed')").bind(CHANNEL).execute(&mut *tx).await?;

@@ -182,6 +182,18 @@ async fn a_disabled_worker_takes_no_new_app_its_apps_move_and_it_is_deleted_only
     // Its app moves at once (a drain does not wait for reschedule_after_secs).
     let moved = wb.next_job(Duration::from_secs(10)).await.expect("the app moves to the spare worker");
     assert_eq!(moved.app_id, app);
+    // While the spare worker builds, the drained copy still serves: no downtime in a move.
+    let during = app_json(&user, app).await;
+    assert_eq!(
+        (during["worker_id"].as_i64(), during["status"].as_str()),
+        (Some(a.id), Some("running")),
+        "{during}"
+    );
+    // Were the spare worker to reconnect now, its desired state keeps the app (busy): the
+    // container it is building stays.
+    let desired_mid =
+        wisehosting_control_plane::jobs::events::desired_state(&cp.db, b.id).await.expect("desired");
+    assert!(desired_mid.apps.iter().any(|d| d.app_id == app && d.busy), "{desired_mid:?}");
     // A new app goes to the spare worker, never to the disabled one.
     let (fresh, _) = user.deploy("newcomer", "https://example.com/r.git").await;
     wb.finish_deploy(&moved, 41002).await;
