@@ -387,19 +387,18 @@ async fn a_postgres_restart_answers_503_fast_then_recovers_and_loses_no_job() {
 }
 
 pub(crate) fn running_containers(instance: &str, app_id: i64) -> Vec<String> {
-    running_containers_labelled(&format!("wisehosting.instance={instance}"), app_id)
+    running_containers_labelled(&[&format!("wisehosting.instance={instance}")], app_id)
 }
 
-/// The running containers of an app with the label `label` (`name=value`).
-pub(crate) fn running_containers_labelled(label: &str, app_id: i64) -> Vec<String> {
-    let out = std::process::Command::new("podman")
-        .env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf())
-        .args(["ps", "-q", "--filter"])
-        .arg(format!("label={label}"))
-        .arg("--filter")
-        .arg(format!("label=wisehosting.app={app_id}"))
-        .output()
-        .expect("podman ps");
+/// The running containers of an app with every label of `labels` (`name=value`).
+pub(crate) fn running_containers_labelled(labels: &[&str], app_id: i64) -> Vec<String> {
+    let mut podman = std::process::Command::new("podman");
+    podman.env("CONTAINERS_CONF", wisehosting_testkit::worker::containers_conf()).args(["ps", "-q"]);
+    for label in labels {
+        podman.arg("--filter").arg(format!("label={label}"));
+    }
+    let out =
+        podman.arg("--filter").arg(format!("label=wisehosting.app={app_id}")).output().expect("podman ps");
     String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
 }
 

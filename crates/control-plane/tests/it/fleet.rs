@@ -413,12 +413,17 @@ async fn a_worker_killed_with_sigkill_has_its_app_served_by_another_after_the_re
     eprintln!("fleet figure: served again by another worker {took:?} after SIGKILL of its worker (defaults)");
     let now = app_json(&user, app).await;
     assert_eq!(now["worker_id"], heir.worker.id, "{now}");
-    // Each copy carries the id of the worker that made it (both share this host's podman).
-    let copies_of = |worker_id: i64| {
-        crate::faults::running_containers_labelled(&format!("wisehosting.worker={worker_id}"), app).len()
+    // Each copy carries the id of the worker that made it (both share this host's podman; ids
+    // repeat across the tests' databases, so the instance narrows it to this test's worker).
+    let copies_of = |worker: &WorkerProcess| {
+        let labels = [
+            format!("wisehosting.worker={}", worker.worker.id),
+            format!("wisehosting.instance={}", worker.instance),
+        ];
+        crate::faults::running_containers_labelled(&[&labels[0], &labels[1]], app).len()
     };
-    assert_eq!(copies_of(heir.worker.id), 1, "the heir's copy runs");
-    assert_eq!(copies_of(victim.worker.id), 1, "the dead worker's copy waits for its return to be removed");
+    assert_eq!(copies_of(&heir), 1, "the heir's copy runs");
+    assert_eq!(copies_of(&victim), 1, "the dead worker's copy waits for its return to be removed");
     assert!(took >= Duration::from_secs(25), "not before the worker counts as gone: {took:?}");
     assert!(took <= Duration::from_secs(60), "{took:?}");
 }
