@@ -166,6 +166,6 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill9();
-        remove_instance(&self.instance);
+        let _ = remove_instance(&self.instance);
     }
 }

@@ -269,8 +269,8 @@ pub fn containers_conf() -> std::path::PathBuf {
 
 /// Removes every container labelled with this instance, then its images' tags
 /// (`localhost/<instance>-app…`; untagged without `-f`, so an image another test's app shares
-/// stays for it).
-pub fn remove_instance(instance: &str) {
+/// stays for it). True if it found containers.
+pub fn remove_instance(instance: &str) -> bool {
     let podman = || {
         let mut cmd = std::process::Command::new("podman");
         cmd.env("CONTAINERS_CONF", containers_conf())
@@ -286,7 +286,8 @@ pub fn remove_instance(instance: &str) {
             String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    if !containers.is_empty() {
+    let found = !containers.is_empty();
+    if found {
         let _ = podman().args(["rm", "-f", "-t", "0", "--"]).args(&containers).output();
     }
     let tags = image_names(&format!("localhost/{instance}-*"), &format!("localhost/{instance}-app"));
@@ -294,6 +295,7 @@ pub fn remove_instance(instance: &str) {
         let _ = podman().args(["rmi", "--"]).args(&tags).output();
     }
     reap_orphans(instance);
+    found
 }
 
 /// Deletes containers of `instance` that podman lost track of (a podman process killed
@@ -355,8 +357,16 @@ fn image_names(reference: &str, prefix: &str) -> Vec<String> {
 
 impl Drop for SpawnedWorker {
     fn drop(&mut self) {
+        // The agent stops acting first: a supervisor or re-sync still running would start
+        // again what is removed below (a leaked container after the test).
+        self.task.abort();
         self.shutdown.cancel();
-        remove_instance(&self.instance);
+        // A podman command the agent started before it stopped may still land a container (a
+        // supervisor's restart): once it had containers, look again a moment later.
+        if remove_instance(&self.instance) {
+            std::thread::sleep(Duration::from_millis(1500));
+            remove_instance(&self.instance);
+        }
     }
 }
 

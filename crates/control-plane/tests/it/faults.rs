@@ -414,9 +414,9 @@ async fn killing_the_worker_mid_deploy_leaves_one_running_version_and_no_stuck_j
     impl Drop for Cleanup {
         fn drop(&mut self) {
             // A podman run started by a killed worker may land a moment later; sweep twice.
-            wisehosting_testkit::worker::remove_instance(&self.0);
+            let _ = wisehosting_testkit::worker::remove_instance(&self.0);
             std::thread::sleep(Duration::from_secs(1));
-            wisehosting_testkit::worker::remove_instance(&self.0);
+            let _ = wisehosting_testkit::worker::remove_instance(&self.0);
             // A killed worker's `podman build` runs on by itself and may still commit a layer:
             // wait (bounded) until no podman process of this instance is left.
             for _ in 0..30 {
