@@ -36,11 +36,8 @@ pub async fn create_worker(cp: &TestControlPlane, name: &str) -> TestWorker {
 
 /// A worker of `zone`, as `wisehosting worker create --name N --zone Z` makes it.
 pub async fn create_worker_in_zone(cp: &TestControlPlane, name: &str, zone: &str) -> TestWorker {
-    let (_, sealer) = wisehosting_control_plane::startup::keys(&cp.config).expect("keys");
     let zone = wisehosting_control_plane::domain::Zone::parse(zone).expect("zone");
-    let name_ = WorkerName::parse(name).expect("name");
-    let created = store::workers::create(&cp.db, &sealer, &name_, Some(&zone)).await.expect("create worker");
-    TestWorker { id: created.id, name: name.to_string(), api_key: created.raw_api_key }
+    create_with_zone(&cp.db, &cp.config, name, Some(&zone)).await
 }
 
 /// Creates a worker row in `db` for a control plane configured by `config`.
@@ -49,8 +46,17 @@ pub async fn create_worker_in(
     config: &wisehosting_control_plane::config::Config,
     name: &str,
 ) -> TestWorker {
+    create_with_zone(db, config, name, None).await
+}
+
+async fn create_with_zone(
+    db: &sqlx::PgPool,
+    config: &wisehosting_control_plane::config::Config,
+    name: &str,
+    zone: Option<&wisehosting_control_plane::domain::Zone>,
+) -> TestWorker {
     let (_, sealer) = wisehosting_control_plane::startup::keys(config).expect("keys");
-    let created = store::workers::create(db, &sealer, &WorkerName::parse(name).expect("name"), None)
+    let created = store::workers::create(db, &sealer, &WorkerName::parse(name).expect("name"), zone)
         .await
         .expect("create worker");
     TestWorker { id: created.id, name: name.to_string(), api_key: created.raw_api_key }
