@@ -84,6 +84,11 @@ pub enum WorkerAction {
         name: String,
         #[arg(long)]
         zone: Option<String>,
+        /// The worker's WireGuard public key (`wisehosting-worker mesh-key` on its host): it
+        /// is given its mesh address now, so its host joins the mesh (`wisehosting mesh
+        /// config --worker NAME`) before it first registers, over the mesh.
+        #[arg(long)]
+        wg_public_key: Option<String>,
     },
     /// List the workers: id, name, status, zone and mesh address.
     List {
@@ -120,6 +125,9 @@ pub enum MeshAction {
         #[arg(long, default_value = "/var/lib/wisehosting-worker/wg-private.key")]
         worker_key_file: PathBuf,
     },
+    /// Bring this host's mesh interface (mesh.interface) up, unless it is, and make its peers
+    /// the workers that have joined; run again after a worker joins. Needs root.
+    Up,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,8 +174,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             dev::run(DevOptions { data_dir, port }, shutdown).await.map_err(CliError::from)
         }
         Command::Migrate { action } => migrate(action).await,
-        Command::Worker { action: WorkerAction::Create { name, zone } } => {
-            create_worker(&name, zone.as_deref()).await
+        Command::Worker { action: WorkerAction::Create { name, zone, wg_public_key } } => {
+            create_worker(&name, zone.as_deref(), wg_public_key.as_deref()).await
         }
         Command::Worker { action: WorkerAction::List { json } } => list_workers(json).await,
         Command::Worker { action: WorkerAction::Disable { name } } => set_worker_enabled(&name, false).await,
@@ -176,6 +184,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Mesh { action: MeshAction::Config { worker, worker_key_file } } => {
             mesh_config(worker.as_deref(), &worker_key_file).await
         }
+        Command::Mesh { action: MeshAction::Up } => mesh_up().await,
         Command::Config { action: ConfigAction::Check { path } } => check_config(path),
         Command::Openapi => {
             let doc = crate::http::openapi().to_pretty_json().map_err(|e| CliError::Output(e.to_string()))?;
@@ -395,17 +404,66 @@ async fn mesh_config(worker: Option<&str>, worker_key_file: &std::path::Path) ->
     Ok(())
 }
 
-async fn create_worker(name: &str, zone: Option<&str>) -> Result<(), CliError> {
+async fn mesh_up() -> Result<(), CliError> {
+    let (config, pool) = connect_configured().await?;
+    db::check_clean(&pool).await?;
+    let peers = store::workers::mesh_peers(&pool).await.map_err(StoreError::from)?;
+    pool.close().await;
+    let mesh = &config.mesh;
+    let done = crate::mesh::up(
+        &mesh.interface,
+        mesh.userspace.as_deref(),
+        &mesh.private_key_file,
+        mesh.listen_port,
+        &peers,
+    )
+    .await?;
+    let name = &mesh.interface;
+    say(&if done.brought_up {
+        format!("Brought {name} up with {} peer(s).", done.peers)
+    } else {
+        format!(
+            "{name} was up: {} peer(s) added, {} removed; {} in all.",
+            done.peers_added, done.peers_removed, done.peers
+        )
+    });
+    Ok(())
+}
+
+async fn create_worker(name: &str, zone: Option<&str>, wg_public_key: Option<&str>) -> Result<(), CliError> {
     let name = WorkerName::parse(name)?;
     let zone = zone.map(Zone::parse).transpose()?;
+    let wg_public_key = wg_public_key
+        .map(|key| {
+            wisehosting_crypto::wireguard::WgPublicKey::parse(key.trim()).map_err(|e| {
+                CliError::Output(format!(
+                    "--wg-public-key: {e}; give what `wisehosting-worker mesh-key` printed on the worker's host"
+                ))
+            })
+        })
+        .transpose()?;
     let (config, pool) = connect_configured().await?;
     config.require_for_serve()?;
     db::check_clean(&pool).await?;
     db::migrate_up(&pool).await?;
     let (_, sealer) = crate::startup::keys(&config)?;
     let created = store::workers::create(&pool, &sealer, &name, zone.as_ref()).await?;
+    let address = match &wg_public_key {
+        Some(key) => store::workers::join_mesh(&pool, name.as_str(), &key.to_string())
+            .await
+            .map_err(StoreError::from)?
+            .flatten(),
+        None => None,
+    };
     pool.close().await;
     say(&format!("Created worker {name} with id {}.", created.id));
+    match (&wg_public_key, address) {
+        (Some(_), Some(ip)) => say(&format!(
+            "Its mesh address is {ip}: run `wisehosting mesh up` here, and give its host `wisehosting mesh config --worker {name}`."
+        )),
+        (Some(_), None) => say("The mesh is full (10.50.0.0/24): it has no mesh address."),
+        (None, _) => {}
+    }
     say("Its API key follows, shown this once; give it to the worker (credential worker_api_key):");
     say(&created.raw_api_key);
     Ok(())

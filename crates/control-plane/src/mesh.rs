@@ -20,13 +20,19 @@ pub enum MeshError {
     #[error("no worker is named {0}; see `wisehosting worker list`")]
     NoWorker(String),
     #[error(
-        "worker {0} has not registered a WireGuard key yet: start it once (it makes its key and registers it), then run this again"
+        "worker {0} has not registered a WireGuard key yet: create it with --wg-public-key (what `wisehosting-worker mesh-key` prints on its host), or start it once (it makes its key and registers it), then run this again"
     )]
     NotJoined(String),
     #[error(
         "mesh.endpoint is not set: give the address workers reach this host's WireGuard at, e.g. paas.example.com:51821"
     )]
     NoEndpoint,
+    #[error("{0}")]
+    Interface(wisehosting_worker::mesh::MeshError),
+    #[error("cannot write the control plane's wg-quick file: {0}")]
+    Write(std::io::Error),
+    #[error("`wg {args}` failed: {detail}; is mesh.interface ({interface}) this host's WireGuard interface?")]
+    Wg { interface: String, args: String, detail: String },
 }
 
 /// One worker as the mesh sees it.
@@ -76,6 +82,93 @@ pub fn hub_config(key_file: &Path, listen_port: u16, peers: &[Peer]) -> String {
         }
     }
     out
+}
+
+/// What `wisehosting mesh up` did.
+#[derive(Debug, Default, PartialEq)]
+pub struct MeshUp {
+    /// The interface was brought up now (it was not before).
+    pub brought_up: bool,
+    pub peers_added: usize,
+    pub peers_removed: usize,
+    /// Its peers now: one per joined worker.
+    pub peers: usize,
+}
+
+/// Brings the control plane's interface `interface` up from its rendered `wg-quick` file,
+/// unless this host has it, then makes its peers exactly the joined workers (`wg set`): run
+/// after a worker joins (`worker create --wg-public-key`) or changes its key.
+pub async fn up(
+    interface: &str,
+    userspace: Option<&Path>,
+    key_file: &Path,
+    listen_port: u16,
+    peers: &[Peer],
+) -> Result<MeshUp, MeshError> {
+    hub_public_key(key_file)?;
+    // wg-quick reads the file once; it lives no longer than that. It holds no secret.
+    let dir = tempfile::tempdir().map_err(MeshError::Write)?;
+    let file = dir.path().join(format!("{interface}.conf"));
+    let quick = wisehosting_worker::mesh::WgQuick::new(&file, userspace).map_err(MeshError::Interface)?;
+    let mut done = MeshUp::default();
+    if !quick.is_up().await.map_err(MeshError::Interface)? {
+        std::fs::write(&file, hub_config(key_file, listen_port, peers)).map_err(MeshError::Write)?;
+        done.brought_up = quick.up().await.map_err(MeshError::Interface)?;
+    }
+    let wanted: Vec<(&str, &str)> = peers
+        .iter()
+        .filter_map(|p| Some((p.wg_public_key.as_deref()?, p.wg_ip.as_deref()?)))
+        .filter(|(_, ip)| ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .collect();
+    let present = wg(interface, &["show", interface, "allowed-ips"]).await?;
+    let present: Vec<(String, String)> = present
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next().unwrap_or_default().to_string()))
+        })
+        .collect();
+    for (key, ip) in &wanted {
+        let allowed = format!("{ip}/32");
+        if present.iter().any(|(k, a)| k == key && *a == allowed) {
+            continue;
+        }
+        WgPublicKey::parse(key).map_err(|e| MeshError::Wg {
+            interface: interface.into(),
+            args: "set".into(),
+            detail: format!("a worker's public key does not read: {e}"),
+        })?;
+        wg(interface, &["set", interface, "peer", key, "allowed-ips", &allowed]).await?;
+        done.peers_added += 1;
+    }
+    for (key, _) in &present {
+        if !wanted.iter().any(|(k, _)| k == key) {
+            wg(interface, &["set", interface, "peer", key, "remove"]).await?;
+            done.peers_removed += 1;
+        }
+    }
+    done.peers = wanted.len();
+    Ok(done)
+}
+
+/// Runs `wg` with `args`; its standard output.
+async fn wg(interface: &str, args: &[&str]) -> Result<String, MeshError> {
+    let out = tokio::process::Command::new("wg")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|source| {
+            MeshError::Interface(wisehosting_worker::mesh::MeshError::Tool { tool: "wg", source })
+        })?;
+    if !out.status.success() {
+        return Err(MeshError::Wg {
+            interface: interface.into(),
+            args: args.join(" "),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One worker's `wg-quick` file: its address, its own key file, and the hub as its one peer

@@ -32,10 +32,15 @@ pub struct TestDns {
 
 impl TestDns {
     pub async fn start() -> TestDns {
+        Self::start_on(IpAddr::from([127, 0, 0, 1])).await
+    }
+
+    /// Listens on `ip` (a host address network namespaces reach, for hosts in them).
+    pub async fn start_on(ip: IpAddr) -> TestDns {
         // A free UDP port may be taken for TCP (by a client's ephemeral port, say): try others.
         let mut attempt = 0;
         let (udp, addr, tcp) = loop {
-            let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
+            let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await.expect("bind dns udp");
             let addr = udp.local_addr().expect("addr");
             match TcpListener::bind(addr).await {
                 Ok(tcp) => break (udp, addr, tcp),

@@ -35,9 +35,9 @@ pub use cloudflare::FakeCloudflare;
 pub use dns::TestDns;
 pub use gitprovider::{FakeGitProvider, FakeRepo};
 pub use gitserver::GitHttpsServer;
-pub use netns::{HostsEntry, PrivateCanary, TcpCanary};
+pub use netns::{HostsEntry, Namespace, PrivateCanary, TcpCanary};
 pub use oidc::{Browser, FakeOidc, Forgery};
-pub use process::{ControlPlaneProcess, WorkerProcess};
+pub use process::{ControlPlaneProcess, WorkerProcess, WorkerSetup};
 pub use proxy::{CutProxy, FailoverProxy};
 pub use receiver::{Received, Reply, SmtpSink, WebhookReceiver};
 pub use worker::{
@@ -434,6 +434,27 @@ impl UserSession {
             base: base_url.to_string(),
             client,
         }
+    }
+
+    /// The session a [`Browser`] holds after signing in (with the provider), at `base_url`.
+    pub async fn from_browser(base_url: &str, browser: &Browser) -> UserSession {
+        let value = browser.cookies.get("wh_session").expect("the browser has a session");
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let cookie = format!("wh_session={value}");
+        let me: serde_json::Value = client
+            .get(format!("{base_url}/api/me"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("GET /api/me")
+            .json()
+            .await
+            .expect("json");
+        let user_id = me["id"]
+            .as_i64()
+            .or_else(|| me["user"]["id"].as_i64())
+            .unwrap_or_else(|| panic!("an id in {me}"));
+        UserSession { cookie, user_id, base: base_url.to_string(), client }
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

@@ -82,9 +82,60 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// Where the namespace is mounted (for `nsenter --net=` and `setns`).
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// `program` to be run in the namespace's network (`nsenter --net`: only the network, so
+    /// podman still finds the host's cgroups and storage, which `ip netns exec` would hide).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net={}", self.path())).arg(program);
+        command
+    }
+
+    /// Runs `f` on a thread of its own that has entered the namespace: every socket it makes
+    /// is made there, and so is every thread it starts (a tokio runtime's workers) and every
+    /// process it spawns.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let path = self.path();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file = std::fs::File::open(&path).expect("open the namespace");
+                    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .expect("enter the namespace");
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Processes whose network is this namespace's (`ip netns pids`).
+    pub fn pids(&self) -> Vec<i32> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the veth pair, and with it the host's.
+        // What still runs there (a userspace WireGuard, a proxy) would keep it alive.
+        for pid in self.pids() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        // The host's end first: a namespace outlives its deletion while a socket made there
+        // lingers (a TCP connection still closing), and would keep the pair until then.
+        let _ = Command::new("ip").args(["link", "delete", &format!("{}h", self.name)]).output();
         let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
     }
 }

@@ -277,8 +277,21 @@ pub fn containers_conf() -> std::path::PathBuf {
 /// (`localhost/<instance>-app…`; untagged without `-f`, so an image another test's app shares
 /// stays for it). True if it found containers.
 pub fn remove_instance(instance: &str) -> bool {
+    remove_instance_in(instance, None)
+}
+
+/// [`remove_instance`] with podman run in the network namespace `netns` (mounted at that
+/// path), where the instance's worker ran: its networks and port forwards are there.
+pub fn remove_instance_in(instance: &str, netns: Option<&str>) -> bool {
     let podman = || {
-        let mut cmd = std::process::Command::new("podman");
+        let mut cmd = match netns {
+            Some(path) => {
+                let mut cmd = std::process::Command::new("nsenter");
+                cmd.arg(format!("--net={path}")).arg("podman");
+                cmd
+            }
+            None => std::process::Command::new("podman"),
+        };
         cmd.env("CONTAINERS_CONF", containers_conf())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());

@@ -154,6 +154,9 @@ pub struct Agent {
     edge: Arc<crate::edge::Edge>,
     /// This worker's WireGuard public key (its private key stays in its data dir).
     wg_public_key: String,
+    /// `mesh.config_file`: the mesh interface brought up before each registration (when
+    /// this host does not have it: at first start, or after something took it down).
+    mesh_interface: Option<crate::mesh::WgQuick>,
     /// `edge.https_listen` and the token that stops it, until the first certificate opens it.
     https_pending: Mutex<Option<(std::net::SocketAddr, CancellationToken)>>,
     pipeline: Arc<Pipeline>,
@@ -188,6 +191,12 @@ impl Agent {
         crate::runtime::cgroup::prune_stale(&config.deploy.instance);
         let edge = crate::edge::Edge::new();
         let wg_public_key = crate::mesh::public_key(&config.data_dir)?.to_string();
+        let mesh_interface = config
+            .mesh
+            .config_file
+            .as_deref()
+            .map(|file| crate::mesh::WgQuick::new(file, config.mesh.userspace.as_deref()))
+            .transpose()?;
         let status = Arc::new(AgentStatus::default());
         let pipeline = Arc::new(Pipeline {
             housekeeping_done: status.housekeeping_done.clone(),
@@ -203,6 +212,7 @@ impl Agent {
         Ok(Agent {
             edge,
             wg_public_key,
+            mesh_interface,
             https_pending: Mutex::new(None),
             pipeline,
             config,
@@ -341,6 +351,9 @@ impl Agent {
     }
 
     async fn register(&self) -> Result<TokenResponse, LinkError> {
+        if let Some(interface) = &self.mesh_interface {
+            interface.up().await?;
+        }
         let registration = Registration {
             secret: self.config.shared_secret.expose(),
             api_key: self.config.api_key.expose(),

@@ -39,6 +39,21 @@ pub struct WorkerConfig {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub deploy: DeploySettings,
+    #[serde(default)]
+    pub mesh: MeshSettings,
+}
+
+/// This host's end of the WireGuard mesh (SPEC §11), which the agent brings up itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshSettings {
+    /// The `wg-quick` file `wisehosting mesh config --worker NAME` printed, named after the
+    /// interface (`/etc/wisehosting/wh0.conf` → `wh0`): when set, the agent brings the
+    /// interface up with `wg-quick` before it registers, unless this host has it already.
+    pub config_file: Option<PathBuf>,
+    /// A userspace WireGuard (`wireguard-go`, `boringtun-cli`, `wisehosting-wg-userspace`),
+    /// which `wg-quick` starts when the kernel has no WireGuard module.
+    pub userspace: Option<PathBuf>,
 }
 
 /// How the deploy pipeline runs on this worker.

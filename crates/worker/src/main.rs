@@ -5,6 +5,31 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use wisehosting_worker::{Agent, WorkerConfig};
 
+/// Prints the worker's WireGuard public key, making its key pair in the configured data dir
+/// when there is none (before the worker is created on the control plane, so it joins the
+/// mesh with the address given there and registers over it).
+fn print_mesh_key() -> ExitCode {
+    let path = std::env::var_os("CONFIG_PATH").map_or_else(
+        || std::path::PathBuf::from(wisehosting_worker::config::DEFAULT_CONFIG_PATH),
+        Into::into,
+    );
+    let config = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read worker config {}: {e}; check CONFIG_PATH", path.display()))
+        .and_then(|text| {
+            WorkerConfig::from_yaml(&text, &path.display().to_string()).map_err(|e| e.to_string())
+        });
+    match config.and_then(|c| wisehosting_worker::mesh::public_key(&c.data_dir).map_err(|e| e.to_string())) {
+        Ok(key) => {
+            println!("{key}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     wisehosting_worker::service::take_from_env();
     let arg = std::env::args().nth(1);
@@ -15,11 +40,12 @@ fn main() -> ExitCode {
         }
         Some("--help" | "-h") => {
             println!(
-                "wisehosting-worker {}\n\nRuns the worker agent with the config at CONFIG_PATH (default /etc/wisehosting/worker.yaml).\nSecrets: systemd credentials worker_api_key and worker_shared_secret.",
+                "wisehosting-worker {}\n\nRuns the worker agent with the config at CONFIG_PATH (default /etc/wisehosting/worker.yaml).\nSecrets: systemd credentials worker_api_key and worker_shared_secret.\n\n`wisehosting-worker mesh-key` prints this worker's WireGuard public key (its key pair made\nin data_dir when missing), for `wisehosting worker create --wg-public-key`.",
                 env!("CARGO_PKG_VERSION")
             );
             return ExitCode::SUCCESS;
         }
+        Some("mesh-key") => return print_mesh_key(),
         Some(other) => {
             eprintln!("error: unknown argument {other:?}; see --help");
             return ExitCode::from(2);

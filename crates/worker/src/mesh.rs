@@ -2,7 +2,9 @@
 //! and kept in `<data_dir>/wg-private.key` (mode 0600; the private key never leaves this host —
 //! the rendered `wg-quick` config points at the file), the public key sent when it registers,
 //! and the mesh address the control plane gives back (`workers.wg_ip`), which apps are then
-//! published on when this host has it (the interface is up).
+//! published on when this host has it (the interface is up). [`WgQuick`] brings an interface
+//! up from its `wg-quick` file — the kernel's WireGuard where there is one, a userspace one
+//! otherwise — for the agent (`mesh.config_file`) and the control plane (`wisehosting mesh up`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,16 @@ pub enum MeshError {
         "the WireGuard key {path} does not read: {reason}; remove it and a new one is made at the next start (then render the mesh configs again)"
     )]
     Malformed { path: PathBuf, reason: String },
+    #[error(
+        "the wg-quick file {path} {reason}; name it after its interface, e.g. /etc/wisehosting/wh0.conf for wh0 (1-15 letters, digits or _=+.-, then .conf)"
+    )]
+    InterfaceFile { path: PathBuf, reason: &'static str },
+    #[error("cannot run {tool}: {source}; install wireguard-tools and iproute2")]
+    Tool { tool: &'static str, source: std::io::Error },
+    #[error(
+        "`wg-quick up {path}` failed: {detail}; where the kernel has no WireGuard module set mesh.userspace to a userspace implementation (wireguard-go, boringtun-cli, wisehosting-wg-userspace)"
+    )]
+    Up { path: PathBuf, detail: String },
 }
 
 /// The worker's public key, from its key file (made now when there is none).
@@ -54,6 +66,89 @@ pub fn key_file(path: &Path) -> Result<WgPublicKey, MeshError> {
             Ok(key.public_key())
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+/// A WireGuard interface as its `wg-quick` file describes it; the file's name is the
+/// interface's (`wh0.conf` → `wh0`).
+#[derive(Debug, Clone)]
+pub struct WgQuick {
+    file: PathBuf,
+    name: String,
+    userspace: Option<PathBuf>,
+}
+
+impl WgQuick {
+    /// The interface of `file`, brought up with `userspace` as `wg-quick`'s userspace
+    /// implementation (which it starts only when the kernel has no WireGuard).
+    pub fn new(file: &Path, userspace: Option<&Path>) -> Result<WgQuick, MeshError> {
+        let bad = |reason| MeshError::InterfaceFile { path: file.to_path_buf(), reason };
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".conf"))
+            .ok_or_else(|| bad("is not named <interface>.conf"))?;
+        let valid = (1..=15).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'=' | b'+' | b'.' | b'-'));
+        if !valid {
+            return Err(bad("does not name a valid interface"));
+        }
+        if !file.is_absolute() {
+            return Err(bad("is not an absolute path"));
+        }
+        Ok(WgQuick {
+            file: file.to_path_buf(),
+            name: name.to_string(),
+            userspace: userspace.map(Path::to_path_buf),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this host (this network namespace) has the interface.
+    pub async fn is_up(&self) -> Result<bool, MeshError> {
+        let out = tokio::process::Command::new("ip")
+            .args(["link", "show", "dev", &self.name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|source| MeshError::Tool { tool: "ip", source })?;
+        Ok(out.success())
+    }
+
+    /// Brings the interface up with `wg-quick up`, unless this host has it already; `true`
+    /// when it was brought up now.
+    pub async fn up(&self) -> Result<bool, MeshError> {
+        if self.is_up().await? {
+            return Ok(false);
+        }
+        let mut command = tokio::process::Command::new("wg-quick");
+        command.arg("up").arg(&self.file).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        if let Some(userspace) = &self.userspace {
+            command.env("WG_QUICK_USERSPACE_IMPLEMENTATION", userspace);
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+            .await
+            .map_err(|_| MeshError::Up {
+                path: self.file.clone(),
+                detail: "it did not finish within 60 s".into(),
+            })?
+            .map_err(|source| MeshError::Tool { tool: "wg-quick", source })?;
+        if !out.status.success() {
+            // wg-quick echoes each command it runs; the last lines say what failed. The file
+            // holds no secret (the private key is loaded from its own file).
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            let detail = lines[lines.len().saturating_sub(3)..].join(" / ");
+            return Err(MeshError::Up { path: self.file.clone(), detail });
+        }
+        tracing::info!(interface = %self.name, "brought the WireGuard mesh interface up");
+        Ok(true)
     }
 }
 
@@ -91,6 +186,36 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), "not a key").expect("write");
         let err = public_key(dir.path()).expect_err("malformed").to_string();
         assert!(err.contains("remove it"), "{err}");
+    }
+
+    #[test]
+    fn the_interface_is_named_by_its_wg_quick_file() {
+        let quick = WgQuick::new(Path::new("/etc/wisehosting/wh0.conf"), None).expect("valid");
+        assert_eq!(quick.name(), "wh0");
+        for (file, reason) in [
+            ("/etc/wisehosting/wh0", "is not named"),
+            ("/etc/wisehosting/a-name-that-is-far-too-long.conf", "does not name a valid"),
+            ("/etc/wisehosting/wh 0.conf", "does not name a valid"),
+            ("wh0.conf", "is not an absolute path"),
+        ] {
+            let err = WgQuick::new(Path::new(file), None).expect_err(file).to_string();
+            assert!(err.contains(reason) && err.contains("name it after its interface"), "{file}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interface_this_host_has_is_left_as_it_is() {
+        // Loopback is up on every host: `up` finds it and runs no wg-quick.
+        let quick = WgQuick::new(Path::new("/nonexistent/lo.conf"), None).expect("valid");
+        assert!(quick.is_up().await.expect("ip"));
+        assert!(!quick.up().await.expect("already up"), "nothing was brought up");
+        let absent = WgQuick::new(Path::new("/nonexistent/whabsent0.conf"), None).expect("valid");
+        assert!(!absent.is_up().await.expect("ip"));
+        let err = absent.up().await.expect_err("no such file").to_string();
+        assert!(
+            err.contains("wg-quick up /nonexistent/whabsent0.conf") && err.contains("mesh.userspace"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -131,6 +131,12 @@ pub struct MeshConfig {
     /// The control plane's WireGuard private key, made by `wisehosting mesh config` when
     /// missing; it never leaves this host.
     pub private_key_file: PathBuf,
+    /// The control plane's WireGuard interface, which `wisehosting mesh up` brings up and
+    /// keeps one peer per worker on.
+    pub interface: String,
+    /// A userspace WireGuard (`wireguard-go`, `boringtun-cli`, `wisehosting-wg-userspace`)
+    /// that `wg-quick` starts when the kernel has no WireGuard module.
+    pub userspace: Option<PathBuf>,
 }
 
 impl Default for MeshConfig {
@@ -139,6 +145,8 @@ impl Default for MeshConfig {
             endpoint: String::new(),
             listen_port: 51821,
             private_key_file: PathBuf::from("/etc/wisehosting/wg-private.key"),
+            interface: "wh0".into(),
+            userspace: None,
         }
     }
 }

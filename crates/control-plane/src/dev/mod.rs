@@ -182,6 +182,8 @@ impl LocalWorker<'_> {
             podman: PodmanConfig { containers_conf: Some(containers_conf) },
             data_dir: worker_dir,
             deploy,
+            // One machine: no mesh to bring up (the worker's mesh address is loopback).
+            mesh: Default::default(),
         };
         let agent = Agent::new(config).map_err(|e| DevError::Worker(e.to_string()))?;
         tokio::spawn(agent.run(shutdown));

@@ -142,6 +142,40 @@ pub struct Registration<'a> {
     pub single_machine: bool,
 }
 
+/// The lowest free mesh address, 10.50.0.2–10.50.0.254 (10.50.0.1 is the control plane), or
+/// NULL when the mesh is full; callers hold the `workers.wg_ip` advisory lock.
+macro_rules! free_mesh_address {
+    () => {
+        "(SELECT candidate FROM generate_series(2, 254) AS n,
+                 LATERAL (SELECT ('10.50.0.' || n)::inet AS candidate) AS c
+          WHERE NOT EXISTS (SELECT 1 FROM workers w WHERE w.wg_ip = c.candidate)
+          ORDER BY n LIMIT 1)"
+    };
+}
+
+/// Gives the worker `name` the WireGuard public key `key` (checked) before it first starts,
+/// and its mesh address now — the one it has, else the lowest free one — so its host joins
+/// the mesh first and registers over it (SPEC §11). `Ok(None)`: no such worker; an address
+/// of `None` means the mesh is full.
+pub async fn join_mesh(pool: &PgPool, name: &str, key: &str) -> Result<Option<Option<String>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workers.wg_ip'))").execute(&mut *tx).await?;
+    let ip: Option<Option<String>> = sqlx::query_scalar(concat!(
+        "UPDATE workers SET wg_public_key = $2,
+             wg_ip = CASE WHEN wg_ip IS NOT NULL AND NOT wg_ip << '127.0.0.0/8'::inet THEN wg_ip ELSE ",
+        free_mesh_address!(),
+        " END
+         WHERE name = $1
+         RETURNING host(wg_ip)"
+    ))
+    .bind(name)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ip)
+}
+
 /// Records a registration and gives the worker its mesh address (SPEC §11): the one it has
 /// (stable across registrations and key changes), else — once it sends a public key — the
 /// lowest free one of 10.50.0.2–10.50.0.254 (10.50.0.1 is the control plane); in
@@ -153,21 +187,20 @@ pub async fn record_registration(
     reg: &Registration<'_>,
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workers.wg_ip'))").execute(&mut *conn).await?;
-    sqlx::query_scalar(
+    sqlx::query_scalar(concat!(
         "UPDATE workers SET version = $2, capacity_cpus = $3, capacity_memory_mb = $4,
              wg_public_key = COALESCE($5, wg_public_key), registered_at = now(),
              wg_ip = CASE
                  WHEN $6 THEN '127.0.0.1'::inet
                  WHEN wg_ip IS NOT NULL AND NOT wg_ip << '127.0.0.0/8'::inet THEN wg_ip
                  WHEN COALESCE($5, wg_public_key) IS NULL THEN NULL
-                 ELSE (SELECT candidate FROM generate_series(2, 254) AS n,
-                              LATERAL (SELECT ('10.50.0.' || n)::inet AS candidate) AS c
-                       WHERE NOT EXISTS (SELECT 1 FROM workers w WHERE w.wg_ip = c.candidate)
-                       ORDER BY n LIMIT 1)
+                 ELSE ",
+        free_mesh_address!(),
+        "
              END
          WHERE id = $1
-         RETURNING host(wg_ip)",
-    )
+         RETURNING host(wg_ip)"
+    ))
     .bind(id)
     .bind(reg.version)
     .bind(reg.cpus)

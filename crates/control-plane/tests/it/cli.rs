@@ -458,3 +458,65 @@ async fn worker_list_and_the_mesh_configs_show_what_registration_gave_each_worke
     let unknown = wisehosting(&["mesh", "config", "--worker", "nobody"], &env);
     assert!(text(&unknown.stderr).contains("no worker is named nobody"), "{}", text(&unknown.stderr));
 }
+
+/// `worker create --wg-public-key`: the worker is given its mesh address at once (before it
+/// ever registers, so its host can join the mesh first and register over it), its file renders
+/// straight away, and a registration with the same key keeps that address. A key that does not
+/// read is refused with the fix, and no worker is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_created_with_its_public_key_has_its_mesh_address_before_it_registers() {
+    use wisehosting_crypto::wireguard::WgPrivateKey;
+    let url = fresh_database(true).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let hub_key_file = dir.path().join("hub.key");
+    let env = [
+        ("WH__DATABASE__URL", url.as_str()),
+        ("WH__API_SERVER__SECRET", SECRET),
+        ("WH__MESH__PRIVATE_KEY_FILE", hub_key_file.to_str().expect("path")),
+        ("WH__MESH__ENDPOINT", "paas.example.com:51821"),
+    ];
+    let bad = wisehosting(&["worker", "create", "--name", "edge-0", "--wg-public-key", "not-a-key"], &env);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("--wg-public-key") && text(&bad.stderr).contains("mesh-key"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let key = WgPrivateKey::generate().public_key().to_string();
+    let created = wisehosting(&["worker", "create", "--name", "edge-1", "--wg-public-key", &key], &env);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let out = text(&created.stdout);
+    assert!(out.contains("Its mesh address is 10.50.0.2"), "{out}");
+    let api_key = out.lines().last().expect("the key alone on the last line").to_string();
+    assert!(api_key.starts_with("whk_"), "{out}");
+
+    let listed = wisehosting(&["worker", "list", "--json"], &env);
+    let listed: serde_json::Value = serde_json::from_str(&text(&listed.stdout)).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "the refused one was not created: {listed}");
+    assert_eq!(listed[0]["wg_ip"], "10.50.0.2");
+    let file = wisehosting(&["mesh", "config", "--worker", "edge-1"], &env);
+    assert!(file.status.success(), "{}", text(&file.stderr));
+    assert!(text(&file.stdout).contains("Address = 10.50.0.2/24"), "{}", text(&file.stdout));
+    let hub = text(&wisehosting(&["mesh", "config"], &env).stdout);
+    assert!(hub.contains(&format!("PublicKey = {key}\nAllowedIPs = 10.50.0.2/32")), "{hub}");
+
+    // Its first registration, with the same key, keeps the address.
+    let cp = wisehosting_testkit::spawn_control_plane_on(&url, |c| {
+        c.api_server.secret = Secret::new(SECRET.to_string());
+    })
+    .await;
+    let registered: serde_json::Value = cp
+        .client
+        .post(cp.url("/v1/workers/register"))
+        .json(&serde_json::json!({"secret": cp.config.workers.join_secret.expose(), "api_key": api_key,
+            "name": "edge-1", "version": "x", "zone": null, "capacity": {"cpus": 1, "memory_mb": 1},
+            "wg_public_key": key}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(registered["wg_ip"], "10.50.0.2", "{registered}");
+}

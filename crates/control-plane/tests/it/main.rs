@@ -22,6 +22,7 @@ mod health;
 mod http;
 mod internal;
 mod keys;
+mod mesh;
 mod migrations;
 mod observe;
 mod openapi;
