@@ -3,9 +3,11 @@
 //! `acme_accounts`); every `acme.check_interval_secs` the domains that are due — verified
 //! with no certificate, failed and due again, or at their renewal time ([`renew_at`]:
 //! `acme.renew_before_days` before expiry, or a third of a short certificate's life) — are
-//! ordered one after another. Each HTTP-01 challenge is pushed to the edge router of the
-//! worker serving the app (`acme_challenges`), which answers it on `edge.listen`; the pushed
-//! set is cleared when the order is done. A certificate's key is made here (rcgen), stored
+//! ordered one after another, by one control plane of a pair at a time (a session advisory
+//! lock held for the round). Each HTTP-01 challenge is recorded for the worker serving the app
+//! (`acme_challenges`) and pushed to its edge router by the control plane holding its link
+//! (`NOTIFY wh_challenges`; again at each hello), which answers it on `edge.listen`; the
+//! answers are dropped when the order is done. A certificate's key is made here (rcgen), stored
 //! sealed with its chain; a failure keeps the CA's reason and is tried again after a wait
 //! that doubles with each failure (from `acme.retry_base_secs`, at most a day), so the CA's
 //! rate limits are not run into. A certificate in place keeps being served while its renewal
@@ -16,8 +18,7 @@
 //! DNS-01 answer published as a TXT record through Cloudflare's DNS API and deleted after.
 //! Issued certificates reach the workers through the route pusher (`edge_certificates`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -49,8 +50,6 @@ pub struct Issuer {
     hub: Hub,
     config: AcmeConfig,
     account: tokio::sync::Mutex<Option<Account>>,
-    /// The challenges pushed to each worker, by worker id.
-    pushed: Mutex<HashMap<i64, Vec<AcmeChallenge>>>,
     /// `*.<subdomain_base>` and the DNS it is answered in, when ordered by DNS-01.
     wildcard: Option<(String, Cloudflare)>,
     /// How alerts go out.
@@ -105,7 +104,6 @@ pub fn spawn(
         hub: hub.clone(),
         config: config.clone(),
         account: tokio::sync::Mutex::new(None),
-        pushed: Mutex::new(HashMap::new()),
         wildcard,
         channels: setting.channels,
     });
@@ -122,7 +120,33 @@ pub fn spawn(
 }
 
 impl Issuer {
+    /// One round, by one control plane of a pair at a time (the other skips its turn): the
+    /// account is made once and a domain is ordered once.
     async fn round(&self) {
+        let mut conn = match self.db.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the database for an ACME round");
+                return;
+            }
+        };
+        match crate::store::take_session_turn(&mut conn, crate::store::Periodic::Acme).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the ACME round's turn");
+                return;
+            }
+        }
+        self.round_held().await;
+        if let Err(e) = crate::store::end_session_turn(&mut conn, crate::store::Periodic::Acme).await {
+            // The lock ends with the session: close it rather than return it to the pool.
+            tracing::warn!(error = %e, "cannot end the ACME round's turn; closing its connection");
+            let _ = sqlx::Connection::close(conn.detach()).await;
+        }
+    }
+
+    async fn round_held(&self) {
         let due = match certificates::due(&self.db, PER_ROUND).await {
             Ok(due) => due,
             Err(e) => {
@@ -339,7 +363,11 @@ impl Issuer {
                             key_authorization: challenge.key_authorization().as_str().to_string(),
                         };
                         tokens.push(answer.token.clone());
-                        self.push(worker, Some(answer), &[]);
+                        if !self.push(worker, Some(answer), &[]).await {
+                            // The control plane holding the worker pushes it on NOTIFY: a
+                            // moment before the CA is told to look.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
                         challenge.set_ready().await.map_err(problem)?;
                     }
                     Solver::Dns01 { cloudflare } => {
@@ -372,7 +400,9 @@ impl Issuer {
             Err(e) => Err(e),
         };
         match solver {
-            Solver::Http01 { worker } => self.push(worker, None, &tokens),
+            Solver::Http01 { worker } => {
+                self.push(worker, None, &tokens).await;
+            }
             Solver::Dns01 { cloudflare } => {
                 for record in &records {
                     if let Err(e) = cloudflare.delete_dns_record(record).await {
@@ -392,19 +422,37 @@ impl Issuer {
         Ok((chain, key, not_after))
     }
 
-    /// Adds `add` to the worker's pushed set, drops `remove`, and pushes the set whole.
-    fn push(&self, worker: i64, add: Option<AcmeChallenge>, remove: &[String]) {
-        let set = {
-            let Ok(mut pushed) = self.pushed.lock() else { return };
-            let set = pushed.entry(worker).or_default();
-            set.retain(|c| !remove.contains(&c.token));
-            set.extend(add);
-            set.clone()
-        };
-        if self.hub.send(worker, Outgoing::of(&AcmeChallenges { challenges: set })).is_err() {
-            tracing::warn!(worker, "cannot push ACME challenges: the worker is offline");
+    /// Adds `add` to the worker's pending answers and drops `remove` (in the database, which
+    /// the control plane holding the worker pushes from); true when this one holds it and
+    /// pushed the set already.
+    async fn push(&self, worker: i64, add: Option<AcmeChallenge>, remove: &[String]) -> bool {
+        let add = add.as_ref().map(|c| (c.token.as_str(), c.key_authorization.as_str()));
+        if let Err(e) = certificates::set_challenges(&self.db, worker, add, remove).await {
+            tracing::warn!(worker, error = %e, "cannot record ACME challenges");
+            return false;
         }
+        self.hub.is_connected(worker) && push_challenges(&self.db, &self.hub, worker).await
     }
+}
+
+/// Sends a worker held here its pending HTTP-01 answers, the set whole (on a change, which
+/// may come from the other control plane of a pair, and at each hello); true when sent.
+pub async fn push_challenges(db: &PgPool, hub: &Hub, worker: i64) -> bool {
+    let challenges = match certificates::challenges_for(db, worker).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|(token, key_authorization)| AcmeChallenge { token, key_authorization })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(worker, error = %e, "cannot read a worker's ACME challenges");
+            return false;
+        }
+    };
+    if hub.send(worker, Outgoing::of(&AcmeChallenges { challenges })).is_err() {
+        tracing::warn!(worker, "cannot push ACME challenges: the worker is offline");
+        return false;
+    }
+    true
 }
 
 /// The reason an order went invalid: the first challenge error its authorizations hold.

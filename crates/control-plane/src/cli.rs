@@ -117,17 +117,42 @@ pub enum WorkerAction {
 #[derive(Debug, Subcommand)]
 pub enum MeshAction {
     /// Print the control plane's `wg-quick` file (its key made in mesh.private_key_file when
-    /// missing), or with --worker the one of that worker.
+    /// missing), or with --worker or --proxy the one of that worker or central proxy.
     Config {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "proxy")]
         worker: Option<String>,
-        /// Where that worker keeps its key (its data_dir's wg-private.key).
-        #[arg(long, default_value = "/var/lib/wisehosting-worker/wg-private.key")]
-        worker_key_file: PathBuf,
+        #[arg(long)]
+        proxy: Option<String>,
+        /// Where that host keeps its private key (a worker: its data_dir's wg-private.key).
+        #[arg(long, alias = "worker-key-file", default_value = "/var/lib/wisehosting-worker/wg-private.key")]
+        key_file: PathBuf,
     },
     /// Bring this host's mesh interface (mesh.interface) up, unless it is, and make its peers
-    /// the workers that have joined; run again after a worker joins. Needs root.
+    /// the workers and proxies that have joined; run again after one joins. Needs root.
     Up,
+    /// Central proxies on the mesh: a Traefik host that reads the proxy config and reaches the
+    /// workers at their mesh addresses through this host.
+    Proxy {
+        #[command(subcommand)]
+        action: ProxyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyAction {
+    /// Give a central proxy a mesh address from its public key (`wg genkey | tee key | wg
+    /// pubkey` on its host); again with a new key to change it, the address kept.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        wg_public_key: String,
+    },
+    /// Take a central proxy off the mesh (then `wisehosting mesh up` removes its peer).
+    Remove {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +179,9 @@ pub enum CliError {
     Signals(std::io::Error),
     #[error("cannot write the output: {0}")]
     Output(String),
+    /// Bad input to a command, with the fix.
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Mesh(#[from] crate::mesh::MeshError),
     #[error("no worker is named {0}; see `wisehosting worker list`")]
@@ -181,9 +209,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker { action: WorkerAction::Disable { name } } => set_worker_enabled(&name, false).await,
         Command::Worker { action: WorkerAction::Enable { name } } => set_worker_enabled(&name, true).await,
         Command::Worker { action: WorkerAction::Delete { name } } => delete_worker(&name).await,
-        Command::Mesh { action: MeshAction::Config { worker, worker_key_file } } => {
-            mesh_config(worker.as_deref(), &worker_key_file).await
+        Command::Mesh { action: MeshAction::Config { worker, proxy, key_file } } => {
+            let spoke = match (worker, proxy) {
+                (Some(name), _) => Some(("worker", name)),
+                (None, Some(name)) => Some(("proxy", name)),
+                (None, None) => None,
+            };
+            mesh_config(spoke, &key_file).await
         }
+        Command::Mesh { action: MeshAction::Proxy { action } } => mesh_proxy(action).await,
         Command::Mesh { action: MeshAction::Up } => mesh_up().await,
         Command::Config { action: ConfigAction::Check { path } } => check_config(path),
         Command::Openapi => {
@@ -380,34 +414,79 @@ async fn delete_worker(name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn mesh_config(worker: Option<&str>, worker_key_file: &std::path::Path) -> Result<(), CliError> {
+async fn mesh_config(spoke: Option<(&str, String)>, key_file: &std::path::Path) -> Result<(), CliError> {
     let (config, pool) = connect_configured().await?;
     db::check_clean(&pool).await?;
-    let peers = store::workers::mesh_peers(&pool).await.map_err(StoreError::from)?;
+    let peers = store::mesh::peers(&pool).await.map_err(StoreError::from)?;
     pool.close().await;
     let mesh = &config.mesh;
-    let text = match worker {
+    let text = match spoke {
         None => {
             crate::mesh::hub_public_key(&mesh.private_key_file)?;
             crate::mesh::hub_config(&mesh.private_key_file, mesh.listen_port, &peers)
         }
-        Some(name) => {
-            let peer = peers
-                .iter()
-                .find(|p| p.name == name)
-                .ok_or_else(|| crate::mesh::MeshError::NoWorker(name.to_string()))?;
+        Some((kind, name)) => {
+            let peer = peers.iter().find(|p| p.kind == kind && p.name == name).ok_or_else(|| {
+                if kind == "proxy" {
+                    CliError::Usage(format!(
+                        "no central proxy is named {name}; add it with `wisehosting mesh proxy add`"
+                    ))
+                } else {
+                    crate::mesh::MeshError::NoWorker(name.clone()).into()
+                }
+            })?;
             let hub = crate::mesh::hub_public_key(&mesh.private_key_file)?;
-            crate::mesh::worker_config(peer, &hub, &mesh.endpoint, worker_key_file)?
+            crate::mesh::spoke_config(peer, &hub, &mesh.endpoint, key_file)?
         }
     };
     print!("{text}");
     Ok(())
 }
 
+async fn mesh_proxy(action: ProxyAction) -> Result<(), CliError> {
+    let (_, pool) = connect_configured().await?;
+    db::check_clean(&pool).await?;
+    db::migrate_up(&pool).await?;
+    match action {
+        ProxyAction::Add { name, wg_public_key } => {
+            let name = WorkerName::parse(&name)?;
+            let key =
+                wisehosting_crypto::wireguard::WgPublicKey::parse(wg_public_key.trim()).map_err(|e| {
+                    CliError::Usage(format!(
+                        "--wg-public-key: {e}; give what `wg pubkey` printed on the proxy's host"
+                    ))
+                })?;
+            let ip = store::mesh::add_proxy(&pool, name.as_str(), &key.to_string())
+                .await
+                .map_err(StoreError::from)?;
+            pool.close().await;
+            match ip {
+                Some(ip) => say(&format!(
+                    "Central proxy {name} has mesh address {ip}: run `wisehosting mesh up` here, and give its host `wisehosting mesh config --proxy {name}`."
+                )),
+                None => {
+                    return Err(CliError::Usage(
+                        "the mesh is full (10.50.0.0/24): no address is free".into(),
+                    ));
+                }
+            }
+        }
+        ProxyAction::Remove { name } => {
+            let removed = store::mesh::remove_proxy(&pool, &name).await.map_err(StoreError::from)?;
+            pool.close().await;
+            if !removed {
+                return Err(CliError::Usage(format!("no central proxy is named {name}")));
+            }
+            say(&format!("Removed central proxy {name}; run `wisehosting mesh up` to drop its peer."));
+        }
+    }
+    Ok(())
+}
+
 async fn mesh_up() -> Result<(), CliError> {
     let (config, pool) = connect_configured().await?;
     db::check_clean(&pool).await?;
-    let peers = store::workers::mesh_peers(&pool).await.map_err(StoreError::from)?;
+    let peers = store::mesh::peers(&pool).await.map_err(StoreError::from)?;
     pool.close().await;
     let mesh = &config.mesh;
     let done = crate::mesh::up(
@@ -427,6 +506,9 @@ async fn mesh_up() -> Result<(), CliError> {
             done.peers_added, done.peers_removed, done.peers
         )
     });
+    if done.forwarding_turned_on {
+        say("Turned IPv4 forwarding on: central proxies reach the workers through this host.");
+    }
     Ok(())
 }
 
@@ -436,7 +518,7 @@ async fn create_worker(name: &str, zone: Option<&str>, wg_public_key: Option<&st
     let wg_public_key = wg_public_key
         .map(|key| {
             wisehosting_crypto::wireguard::WgPublicKey::parse(key.trim()).map_err(|e| {
-                CliError::Output(format!(
+                CliError::Usage(format!(
                     "--wg-public-key: {e}; give what `wisehosting-worker mesh-key` printed on the worker's host"
                 ))
             })

@@ -29,15 +29,17 @@ pub enum MeshError {
     NoEndpoint,
     #[error("{0}")]
     Interface(wisehosting_worker::mesh::MeshError),
-    #[error("cannot write the control plane's wg-quick file: {0}")]
+    #[error("cannot write the control plane's wg-quick file or turn IPv4 forwarding on: {0}; run it as root")]
     Write(std::io::Error),
     #[error("`wg {args}` failed: {detail}; is mesh.interface ({interface}) this host's WireGuard interface?")]
     Wg { interface: String, args: String, detail: String },
 }
 
-/// One worker as the mesh sees it.
+/// One worker or central proxy as the mesh sees it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Peer {
+    /// `worker` or `proxy`.
+    pub kind: String,
     pub name: String,
     pub wg_public_key: Option<String>,
     pub wg_ip: Option<String>,
@@ -58,26 +60,30 @@ pub fn hub_config(key_file: &Path, listen_port: u16, peers: &[Peer]) -> String {
         out,
         "# Install as /etc/wireguard/wh0.conf and run `wg-quick up wh0`; render it again after a"
     );
-    let _ = writeln!(
-        out,
-        "# worker joins. The central proxy reaches workers through this hub: set net.ipv4.ip_forward=1."
-    );
+    let _ = writeln!(out, "# worker joins (`wisehosting mesh up` does both).");
     let _ = writeln!(out, "[Interface]");
     let _ = writeln!(out, "Address = {HUB_ADDRESS}/24");
     let _ = writeln!(out, "ListenPort = {listen_port}");
     let _ = writeln!(out, "PostUp = wg set %i private-key {}", key_file.display());
+    if peers.iter().any(|p| p.kind == "proxy") {
+        // The central proxy reaches the workers through this hub.
+        let _ = writeln!(out, "PostUp = sysctl -q -w net.ipv4.ip_forward=1");
+    }
     for peer in peers {
         let _ = writeln!(out);
         match (&peer.wg_public_key, &peer.wg_ip) {
             (Some(key), Some(ip)) => {
-                let _ = writeln!(out, "# worker {}", peer.name);
+                let _ = writeln!(out, "# {} {}", peer.kind, peer.name);
                 let _ = writeln!(out, "[Peer]");
                 let _ = writeln!(out, "PublicKey = {key}");
                 let _ = writeln!(out, "AllowedIPs = {ip}/32");
             }
             _ => {
-                let _ =
-                    writeln!(out, "# worker {}: not joined yet (no key or address registered)", peer.name);
+                let _ = writeln!(
+                    out,
+                    "# {} {}: not joined yet (no key or address registered)",
+                    peer.kind, peer.name
+                );
             }
         }
     }
@@ -91,13 +97,16 @@ pub struct MeshUp {
     pub brought_up: bool,
     pub peers_added: usize,
     pub peers_removed: usize,
-    /// Its peers now: one per joined worker.
+    /// Its peers now: one per joined worker and central proxy.
     pub peers: usize,
+    /// IPv4 forwarding was off and is on now (a central proxy reaches workers through here).
+    pub forwarding_turned_on: bool,
 }
 
 /// Brings the control plane's interface `interface` up from its rendered `wg-quick` file,
-/// unless this host has it, then makes its peers exactly the joined workers (`wg set`): run
-/// after a worker joins (`worker create --wg-public-key`) or changes its key.
+/// unless this host has it, then makes its peers exactly the joined workers and central
+/// proxies (`wg set`), and turns IPv4 forwarding on when there is a proxy: run after one
+/// joins (`worker create --wg-public-key`, `mesh proxy add`) or changes its key.
 pub async fn up(
     interface: &str,
     userspace: Option<&Path>,
@@ -148,6 +157,14 @@ pub async fn up(
         }
     }
     done.peers = wanted.len();
+    if peers.iter().any(|p| p.kind == "proxy") {
+        // A central proxy reaches the workers through this host.
+        const FORWARDING: &str = "/proc/sys/net/ipv4/ip_forward";
+        if std::fs::read_to_string(FORWARDING).map_err(MeshError::Write)?.trim() != "1" {
+            std::fs::write(FORWARDING, "1").map_err(MeshError::Write)?;
+            done.forwarding_turned_on = true;
+        }
+    }
     Ok(done)
 }
 
@@ -171,13 +188,13 @@ async fn wg(interface: &str, args: &[&str]) -> Result<String, MeshError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// One worker's `wg-quick` file: its address, its own key file, and the hub as its one peer
-/// (the whole mesh behind it).
-pub fn worker_config(
+/// A worker's or a central proxy's `wg-quick` file: its address, its own key file, and the hub
+/// as its one peer (the whole mesh behind it).
+pub fn spoke_config(
     peer: &Peer,
     hub_key: &WgPublicKey,
     endpoint: &str,
-    worker_key_file: &Path,
+    key_file: &Path,
 ) -> Result<String, MeshError> {
     if endpoint.trim().is_empty() {
         return Err(MeshError::NoEndpoint);
@@ -189,13 +206,16 @@ pub fn worker_config(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Worker {}'s end of the WireGuard mesh (`wisehosting mesh config --worker {}`).",
-        peer.name, peer.name
+        "# {} {}'s end of the WireGuard mesh (`wisehosting mesh config --{} {}`).",
+        if peer.kind == "proxy" { "Central proxy" } else { "Worker" },
+        peer.name,
+        peer.kind,
+        peer.name
     );
     let _ = writeln!(out, "# Install as /etc/wireguard/wh0.conf on that host and run `wg-quick up wh0`.");
     let _ = writeln!(out, "[Interface]");
     let _ = writeln!(out, "Address = {ip}/24");
-    let _ = writeln!(out, "PostUp = wg set %i private-key {}", worker_key_file.display());
+    let _ = writeln!(out, "PostUp = wg set %i private-key {}", key_file.display());
     let _ = writeln!(out);
     let _ = writeln!(out, "# the control plane");
     let _ = writeln!(out, "[Peer]");
@@ -213,7 +233,12 @@ mod tests {
     use super::*;
 
     fn peer(name: &str, key: Option<&str>, ip: Option<&str>) -> Peer {
-        Peer { name: name.into(), wg_public_key: key.map(str::to_string), wg_ip: ip.map(str::to_string) }
+        Peer {
+            kind: "worker".into(),
+            name: name.into(),
+            wg_public_key: key.map(str::to_string),
+            wg_ip: ip.map(str::to_string),
+        }
     }
 
     #[test]
@@ -236,18 +261,37 @@ mod tests {
     }
 
     #[test]
+    fn a_central_proxy_is_a_peer_of_the_hub_which_then_forwards_to_the_workers() {
+        let key = WgPrivateKey::generate().public_key().to_string();
+        let worker = peer("edge-1", Some(&key), Some("10.50.0.2"));
+        let file = Path::new("/etc/wisehosting/wg-private.key");
+        assert!(
+            !hub_config(file, 51821, std::slice::from_ref(&worker)).contains("ip_forward"),
+            "no proxy, no forwarding"
+        );
+        let proxy = Peer { kind: "proxy".into(), ..peer("central", Some(&key), Some("10.50.0.3")) };
+        let hub = hub_config(file, 51821, &[worker, proxy.clone()]);
+        assert!(hub.contains("PostUp = sysctl -q -w net.ipv4.ip_forward=1\n"), "{hub}");
+        assert!(hub.contains("# proxy central\n[Peer]\n"), "{hub}");
+        let spoke =
+            spoke_config(&proxy, &WgPrivateKey::generate().public_key(), "paas.example.com:51821", file)
+                .expect("config");
+        assert!(spoke.starts_with("# Central proxy central's end of the WireGuard mesh (`wisehosting mesh config --proxy central`)."), "{spoke}");
+        assert!(spoke.contains("Address = 10.50.0.3/24\n"), "{spoke}");
+    }
+
+    #[test]
     fn a_worker_config_needs_an_endpoint_and_a_joined_worker() {
         let hub = WgPrivateKey::generate().public_key();
         let key = WgPrivateKey::generate().public_key().to_string();
         let file = Path::new("/var/lib/wisehosting-worker/wg-private.key");
         let joined = peer("edge-1", Some(&key), Some("10.50.0.2"));
-        let text = worker_config(&joined, &hub, "paas.example.com:51821", file).expect("config");
+        let text = spoke_config(&joined, &hub, "paas.example.com:51821", file).expect("config");
         assert!(text.contains(&format!("PublicKey = {hub}\nEndpoint = paas.example.com:51821\n")), "{text}");
         assert!(text.contains("Address = 10.50.0.2/24"), "{text}");
-        assert!(matches!(worker_config(&joined, &hub, " ", file), Err(MeshError::NoEndpoint)));
-        let err = worker_config(&peer("edge-2", None, None), &hub, "x:1", file)
-            .expect_err("not joined")
-            .to_string();
+        assert!(matches!(spoke_config(&joined, &hub, " ", file), Err(MeshError::NoEndpoint)));
+        let err =
+            spoke_config(&peer("edge-2", None, None), &hub, "x:1", file).expect_err("not joined").to_string();
         assert!(err.contains("start it once"), "{err}");
     }
 }

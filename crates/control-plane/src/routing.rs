@@ -110,6 +110,10 @@ pub fn spawn_pusher(
             for (worker, connected) in workers {
                 if !hub.is_connected(worker) {
                     sent.0.remove(&worker);
+                    // Held by the other control plane of a pair, maybe: it pushes them.
+                    if let Err(e) = routes::notify_changed(&db, worker).await {
+                        tracing::warn!(worker, error = %e, "cannot tell the other control planes of a route change");
+                    }
                     continue;
                 }
                 match routes::list(&db, Some(worker)).await {

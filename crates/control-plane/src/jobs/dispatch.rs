@@ -7,6 +7,8 @@
 //! placed on any online worker (the choice is made from the database), and if that worker is
 //! held elsewhere the app is placed there and the other control plane is woken to lease it.
 //! `NOTIFY wh_desired` names a worker whose desired state changed; its holder sends it.
+//! `NOTIFY wh_challenges` names one whose pending ACME HTTP-01 answers changed; its holder
+//! pushes them; `NOTIFY wh_routes`, one whose routes or certificates changed elsewhere.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +41,15 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut listener = match PgListener::connect_with(&self.db).await {
-            Ok(mut l) => match l.listen_all([jobs::CHANNEL, jobs::DESIRED_CHANNEL]).await {
+            Ok(mut l) => match l
+                .listen_all([
+                    jobs::CHANNEL,
+                    jobs::DESIRED_CHANNEL,
+                    crate::store::certificates::CHALLENGES_CHANNEL,
+                    crate::store::routes::ROUTES_CHANNEL,
+                ])
+                .await
+            {
                 Ok(()) => Some(l),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only");
@@ -70,6 +80,23 @@ impl Dispatcher {
                     Ok(n) if n.channel() == jobs::DESIRED_CHANNEL => {
                         if let Ok(worker_id) = n.payload().parse::<i64>() {
                             self.send_desired(worker_id).await;
+                        }
+                    }
+                    // Routes or certificates changed on another control plane: pushed from here
+                    // to a worker held here (never passed on: no ping-pong between the pair).
+                    Ok(n) if n.channel() == crate::store::routes::ROUTES_CHANNEL => {
+                        if let Ok(worker_id) = n.payload().parse::<i64>()
+                            && self.hub.is_connected(worker_id)
+                        {
+                            self.hub.routes_changed(worker_id);
+                        }
+                    }
+                    // HTTP-01 answers for a worker, maybe from the other control plane's order.
+                    Ok(n) if n.channel() == crate::store::certificates::CHALLENGES_CHANNEL => {
+                        if let Ok(worker_id) = n.payload().parse::<i64>()
+                            && self.hub.is_connected(worker_id)
+                        {
+                            crate::acme::push_challenges(&self.db, &self.hub, worker_id).await;
                         }
                     }
                     Ok(_) => {}

@@ -26,6 +26,8 @@ use crate::store::jobs::{self, Fence, Outcome};
 
 /// Lines accepted in one `log` frame.
 const MAX_LINES_PER_FRAME: usize = 1000;
+/// Job results applied in one transaction, at most.
+const MAX_RESULTS_PER_TRANSACTION: usize = 64;
 /// The longest job error kept.
 const MAX_ERROR_CHARS: usize = 8_000;
 
@@ -62,13 +64,77 @@ struct Applier {
 impl Applier {
     async fn apply_all(self, mut reports: Reports) {
         let worker_id = reports.worker_id;
-        while let Some(report) = reports.rx.recv().await {
+        let mut next = None;
+        loop {
+            let report = match next.take() {
+                Some(report) => report,
+                None => match reports.rx.recv().await {
+                    Some(report) => report,
+                    None => return,
+                },
+            };
             // Boxed: the task waits on `recv` most of its life, and one per connection should
             // not hold the space of every SQL future `apply` may await.
-            if let Err(e) = Box::pin(self.apply(worker_id, report)).await {
+            let applied = match report {
+                Report::JobResult(first) => {
+                    // Results that arrived together share one transaction (in order; the
+                    // report after them waits its turn).
+                    let mut batch = vec![*first];
+                    while batch.len() < MAX_RESULTS_PER_TRANSACTION {
+                        match reports.rx.try_recv() {
+                            Ok(Report::JobResult(more)) => batch.push(*more),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    Box::pin(self.apply_results(worker_id, batch)).await
+                }
+                report => Box::pin(self.apply(worker_id, report)).await,
+            };
+            if let Err(e) = applied {
                 tracing::warn!(worker_id, error = %e, "cannot apply a worker report");
             }
         }
+    }
+
+    /// Job results, in one transaction; should it fail, each again in its own (one result's
+    /// failure must not lose the others: the fence makes a retry safe).
+    async fn apply_results(&self, worker_id: i64, batch: Vec<JobResult>) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        let moved = match results(db, worker_id, &batch).await {
+            Ok(moved) => moved,
+            Err(e) if batch.len() > 1 => {
+                tracing::warn!(worker_id, results = batch.len(), error = %e, "applying job results one by one");
+                let mut moved = Vec::new();
+                for one in &batch {
+                    match results(db, worker_id, std::slice::from_ref(one)).await {
+                        Ok(more) => moved.extend(more),
+                        Err(e) => {
+                            tracing::warn!(worker_id, job_id = one.job_id, error = %e, "cannot apply a job result")
+                        }
+                    }
+                }
+                moved
+            }
+            Err(e) => return Err(e),
+        };
+        self.hub.routes_changed(worker_id);
+        for old in moved.into_iter().filter(|old| *old != worker_id) {
+            // The app runs on its new worker: the old one removes its copy (never two
+            // serving). Its hello does it if it is away; if it is held by the other
+            // control plane of a pair, that one is told.
+            self.hub.routes_changed(old);
+            if self.hub.is_connected(old) {
+                let desired = desired_state(db, old).await?;
+                let _ = self.hub.send(old, Outgoing::of(&desired));
+            } else {
+                jobs::notify_desired(db, old).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn apply(&self, worker_id: i64, report: Report) -> Result<(), sqlx::Error> {
@@ -84,27 +150,15 @@ impl Applier {
                 }
                 let desired = desired_state(db, worker_id).await?;
                 let _ = self.hub.send(worker_id, Outgoing::of(&desired));
+                // Answers of an order under way (the worker restarted, or moved here from the
+                // other control plane of a pair); an empty set clears what a restart left.
+                crate::acme::push_challenges(db, &self.hub, worker_id).await;
                 resync(db, worker_id, &containers).await?;
                 self.hub.worker_ready(worker_id);
             }
             Report::JobAccepted(m) => accepted(db, worker_id, m).await?,
             Report::JobProgress(m) => progress(db, worker_id, m).await?,
-            Report::JobResult(m) => {
-                let moved_from = result(db, worker_id, *m).await?;
-                self.hub.routes_changed(worker_id);
-                if let Some(old) = moved_from.filter(|old| *old != worker_id) {
-                    // The app runs on its new worker: the old one removes its copy (never two
-                    // serving). Its hello does it if it is away; if it is held by the other
-                    // control plane of a pair, that one is told.
-                    self.hub.routes_changed(old);
-                    if self.hub.is_connected(old) {
-                        let desired = desired_state(db, old).await?;
-                        let _ = self.hub.send(old, Outgoing::of(&desired));
-                    } else {
-                        jobs::notify_desired(db, old).await?;
-                    }
-                }
-            }
+            Report::JobResult(m) => self.apply_results(worker_id, vec![*m]).await?,
             Report::Log(m) => log(db, &self.bus, worker_id, *m).await?,
             // The monitor reports every few seconds; routes move only when a status did.
             Report::AppStates(m) => {
@@ -142,14 +196,33 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
     Ok(())
 }
 
-/// Applies a job's result; for a deploy that moved its app to this worker and succeeded, the
-/// worker it moved off (told to remove its copy).
-pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<Option<i64>, sqlx::Error> {
-    let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
+/// Applies job results in one transaction; for each deploy that moved its app to this worker
+/// and succeeded, the worker it moved off (told to remove its copy).
+pub async fn results(db: &PgPool, worker_id: i64, msgs: &[JobResult]) -> Result<Vec<i64>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let error = msg.error.as_deref().map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
+    let mut moved = Vec::new();
+    for msg in msgs {
+        moved.extend(result(&mut tx, worker_id, msg).await?);
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Applies one job's result in `tx`; for a deploy that moved its app to this worker and
+/// succeeded, the worker it moved off.
+async fn result(
+    tx: &mut sqlx::PgConnection,
+    worker_id: i64,
+    msg: &JobResult,
+) -> Result<Option<i64>, sqlx::Error> {
+    let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
+    // PostgreSQL's text takes no NUL byte: one would fail the statement and lose the result.
+    let error = msg
+        .error
+        .as_deref()
+        .map(|e| e.chars().filter(|c| *c != '\0').take(MAX_ERROR_CHARS).collect::<String>());
     let outcome = Outcome { ok: msg.ok, error: error.as_deref(), fault: msg.fault };
-    let Some(job) = jobs::finish(&mut tx, fence, outcome).await? else {
+    let Some(job) = jobs::finish(&mut *tx, fence, outcome).await? else {
         stale(worker_id, msg.job_id, msg.attempt, "job_result");
         return Ok(None);
     };
@@ -163,15 +236,15 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<Optio
                 commit: msg.commit.as_deref(),
             };
             if let Some(deployment) = job.deployment_id {
-                deployments::switch_to(&mut tx, job.app_id, deployment, switched).await?;
+                deployments::switch_to(&mut *tx, job.app_id, deployment, switched).await?;
             }
             // The app runs where this deploy switched: a move (a drain, a reschedule) ends here.
-            moved_from = jobs::place_on(&mut tx, job.app_id, worker_id).await?;
+            moved_from = jobs::place_on(&mut *tx, job.app_id, worker_id).await?;
         }
         (JobKind::Deploy, false) => {
             let reason = error.as_deref().unwrap_or("the deploy failed");
             if let Some(deployment) = job.deployment_id {
-                deployments::end(&mut tx, deployment, Ending::Failed, reason).await?;
+                deployments::end(&mut *tx, deployment, Ending::Failed, reason).await?;
             }
         }
         (JobKind::Stop, true) => apps::set_status(&mut *tx, job.app_id, AppStatus::Stopped).await?,
@@ -182,7 +255,7 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<Optio
             if let Some(port) = msg.host_port {
                 apps::set_host_port(&mut *tx, job.app_id, port).await?;
                 if let Some(deployment) = job.deployment_id {
-                    deployments::moved(&mut tx, deployment, port, msg.container_id.as_deref()).await?;
+                    deployments::moved(&mut *tx, deployment, port, msg.container_id.as_deref()).await?;
                 }
             }
         }
@@ -190,7 +263,6 @@ pub async fn result(db: &PgPool, worker_id: i64, msg: JobResult) -> Result<Optio
         // A lifecycle job that failed leaves the app as it was; the job shows the reason.
         (JobKind::Stop | JobKind::Start | JobKind::Restart | JobKind::Remove, false) => {}
     }
-    tx.commit().await?;
     Ok(moved_from)
 }
 

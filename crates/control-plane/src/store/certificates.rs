@@ -318,3 +318,49 @@ pub async fn platform_view(
         .await?;
     Ok(row.map(|r| (r.names, r.view)))
 }
+
+/// The channel naming a worker whose pending HTTP-01 answers changed; its holder pushes them.
+pub const CHALLENGES_CHANNEL: &str = "wh_challenges";
+
+/// Adds `worker`'s pending HTTP-01 answer and drops the `remove` tokens, then tells the
+/// control plane holding the worker (`NOTIFY`, at commit).
+pub async fn set_challenges(
+    db: &sqlx::PgPool,
+    worker_id: i64,
+    add: Option<(&str, &str)>,
+    remove: &[String],
+) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM acme_challenges WHERE token = ANY($1)").bind(remove).execute(&mut *tx).await?;
+    if let Some((token, key_authorization)) = add {
+        sqlx::query(
+            "INSERT INTO acme_challenges (token, worker_id, key_authorization) VALUES ($1, $2, $3)
+             ON CONFLICT (token) DO UPDATE SET worker_id = EXCLUDED.worker_id, key_authorization = EXCLUDED.key_authorization",
+        )
+        .bind(token)
+        .bind(worker_id)
+        .bind(key_authorization)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHALLENGES_CHANNEL)
+        .bind(worker_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `worker`'s pending HTTP-01 answers: (token, key authorization), oldest first.
+pub async fn challenges_for(
+    db: impl PgExecutor<'_>,
+    worker_id: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT token, key_authorization FROM acme_challenges WHERE worker_id = $1 ORDER BY created_at, token",
+    )
+    .bind(worker_id)
+    .fetch_all(db)
+    .await?)
+}

@@ -11,6 +11,7 @@ pub mod domains;
 pub mod gitlinks;
 pub mod jobs;
 pub mod key_usage;
+pub mod mesh;
 pub mod push;
 pub mod routes;
 pub mod signin;
@@ -39,11 +40,24 @@ pub enum Periodic {
     Reschedule = 0x7768_0001,
     /// Failing jobs stuck past the rescue horizon.
     Rescue = 0x7768_0002,
+    /// Ordering certificates from the ACME CA (a round, held by its session).
+    Acme = 0x7768_0003,
 }
 
 /// Takes `job`'s turn for the rest of the transaction; false if another control plane holds it.
 pub async fn take_turn(tx: &mut sqlx::PgConnection, job: Periodic) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(job as i64).fetch_one(&mut *tx).await
+}
+
+/// Takes `job`'s turn on this session until [`end_session_turn`] (or the session ends, as when
+/// the control plane dies): for work longer than a transaction should stay open. False if
+/// another control plane holds it.
+pub async fn take_session_turn(conn: &mut sqlx::PgConnection, job: Periodic) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(job as i64).fetch_one(&mut *conn).await
+}
+
+pub async fn end_session_turn(conn: &mut sqlx::PgConnection, job: Periodic) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(job as i64).execute(&mut *conn).await.map(drop)
 }
 
 /// One round trip to the database.

@@ -38,3 +38,16 @@ pub async fn list(db: &PgPool, worker: Option<i64>) -> Result<Vec<RouteRow>, sql
     .fetch_all(db)
     .await
 }
+
+/// The channel naming a worker whose routes or certificates changed on a control plane that
+/// does not hold its link; the one that does pushes them (control planes in pairs).
+pub const ROUTES_CHANNEL: &str = "wh_routes";
+
+pub async fn notify_changed(db: &sqlx::PgPool, worker_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ROUTES_CHANNEL)
+        .bind(worker_id.to_string())
+        .execute(db)
+        .await
+        .map(drop)
+}

@@ -4,6 +4,7 @@ use sqlx::PgPool;
 use wisehosting_crypto::{Aad, Sealer, random_token, sha256_hex};
 use wisehosting_proto::mac_key_from_api_key;
 
+use super::mesh::free_mesh_address;
 use super::{StoreError, is_unique_violation};
 use crate::domain::{AppStatus, WorkerName, WorkerStatus, Zone};
 
@@ -140,17 +141,6 @@ pub struct Registration<'a> {
     pub wg_public_key: Option<&'a str>,
     /// Single-machine mode: every worker is on this machine, its mesh address loopback.
     pub single_machine: bool,
-}
-
-/// The lowest free mesh address, 10.50.0.2–10.50.0.254 (10.50.0.1 is the control plane), or
-/// NULL when the mesh is full; callers hold the `workers.wg_ip` advisory lock.
-macro_rules! free_mesh_address {
-    () => {
-        "(SELECT candidate FROM generate_series(2, 254) AS n,
-                 LATERAL (SELECT ('10.50.0.' || n)::inet AS candidate) AS c
-          WHERE NOT EXISTS (SELECT 1 FROM workers w WHERE w.wg_ip = c.candidate)
-          ORDER BY n LIMIT 1)"
-    };
 }
 
 /// Gives the worker `name` the WireGuard public key `key` (checked) before it first starts,
@@ -298,13 +288,6 @@ pub struct Listed {
 
 pub async fn list(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Listed>, sqlx::Error> {
     sqlx::query_as("SELECT id, name, status, zone, host(wg_ip) AS wg_ip FROM workers ORDER BY id")
-        .fetch_all(db)
-        .await
-}
-
-/// Every worker with its mesh key and address, by name (for the mesh's configs).
-pub async fn mesh_peers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<crate::mesh::Peer>, sqlx::Error> {
-    sqlx::query_as("SELECT name, wg_public_key, host(wg_ip) AS wg_ip FROM workers ORDER BY name")
         .fetch_all(db)
         .await
 }

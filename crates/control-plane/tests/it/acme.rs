@@ -417,3 +417,82 @@ async fn the_platform_wildcard_is_ordered_by_dns01_through_cloudflare_and_serves
     assert!(over_https(&root, &agent, "a.b.apps.example.com").await.is_err(), "one label only");
     agent.stop().await;
 }
+
+/// Control planes in pairs: the one ordering (the only one with ACME here) does not hold the
+/// app's worker; the other does, and pushes it the HTTP-01 answer it learns of by `NOTIFY
+/// wh_challenges`: the certificate is issued and the worker serves the domain with it. One
+/// account was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_by_one_control_plane_of_a_pair_is_answered_by_the_worker_the_other_holds() {
+    let dns = TestDns::start().await;
+    let edge = free_addr();
+    let pebble = Pebble::start_issuing_for(edge.port(), dns.addr, None).await;
+    let resolver = dns.addr.to_string();
+    let orderer_resolver = resolver.clone();
+    // The holder: the worker's link and the user's requests, no ACME.
+    let holder = spawn_control_plane_with(move |c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+        c.domains.dns_resolver = resolver;
+    })
+    .await;
+    let w = create_worker(&holder, "paired-acme").await;
+    let agent = spawn_worker_with_edge(&holder, &w, &holder.base_url, edge);
+    let online = agent
+        .wait_for(Duration::from_secs(20), |s| s.connected.load(std::sync::atomic::Ordering::Relaxed))
+        .await;
+    assert!(online, "the worker connects to the holder");
+    let user = holder.login("pair-owner@example.com").await;
+    let repo = TestRepo::new();
+    repo.commit(&[("Containerfile", &page_containerfile("paired shop"))], "v1");
+    let (app, deployment) = user.deploy("PairShop", &repo.url()).await;
+    assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
+
+    // The orderer: the same database and secrets, ACME on.
+    let (directory, ca) = (pebble.directory_url.clone(), pebble.ca_file.clone());
+    let (secret, join) = (holder.config.api_server.secret.clone(), holder.config.workers.join_secret.clone());
+    let orderer = wisehosting_testkit::spawn_control_plane_on(&holder.database_url, move |c| {
+        c.single_machine = true;
+        c.heartbeat_interval_secs = 1;
+        c.api_server.secret = secret;
+        c.workers.join_secret = join;
+        c.domains.dns_resolver = orderer_resolver;
+        c.acme.directory_url = directory;
+        c.acme.ca_file = Some(ca);
+        c.acme.email = "ops@example.com".into();
+        c.acme.check_interval_secs = 1;
+        c.acme.retry_base_secs = 2;
+    })
+    .await;
+    assert!(holder.hub.is_connected(w.id) && !orderer.hub.is_connected(w.id), "the holder keeps the worker");
+    // The domain is added through the orderer (the user's session is in the shared database).
+    let on_orderer = UserSession::dev_login(&orderer.base_url, "pair-owner@example.com").await;
+    dns.set_addrs("pair.example.com", &[&["127.0.0.1".parse().expect("ip")]]);
+    verified(&on_orderer, &dns, app, "pair.example.com").await;
+    let issued = eventually(Duration::from_secs(90), Duration::from_millis(500), || async {
+        domain(&user, app, "pair.example.com").await["certificate"]["status"] == "issued"
+    })
+    .await;
+    assert!(issued, "{}", domain(&user, app, "pair.example.com").await);
+    let root = pebble.root_pem().await;
+    let served = eventually(Duration::from_secs(20), Duration::from_millis(200), || async {
+        over_https(&root, &agent, "pair.example.com")
+            .await
+            .is_ok_and(|(status, body, _)| status == 200 && body.contains("paired shop"))
+    })
+    .await;
+    assert!(
+        served,
+        "the worker serves the domain with it: {:?}",
+        over_https(&root, &agent, "pair.example.com").await
+    );
+    let accounts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM acme_accounts").fetch_one(&holder.db).await.expect("count");
+    assert_eq!(accounts, 1);
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM acme_challenges")
+        .fetch_one(&holder.db)
+        .await
+        .expect("count");
+    assert_eq!(pending, 0, "the answers are dropped once the order is done");
+    orderer.stop().await.expect("stop");
+}

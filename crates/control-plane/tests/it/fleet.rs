@@ -279,6 +279,20 @@ async fn periodic_passes_take_turns_across_control_planes() {
     one.commit().await.expect("commit");
     assert!(take_turn(&mut two, Periodic::Reschedule).await.expect("turn"), "free once the pass ends");
     two.rollback().await.expect("rollback");
+
+    // A turn longer than a transaction (an ACME round) is held by its session.
+    use wisehosting_control_plane::store::{end_session_turn, take_session_turn};
+    let mut one = db.acquire().await.expect("conn");
+    let mut two = db.acquire().await.expect("conn");
+    assert!(take_session_turn(&mut one, Periodic::Acme).await.expect("turn"));
+    assert!(!take_session_turn(&mut two, Periodic::Acme).await.expect("turn"), "held by the other");
+    end_session_turn(&mut one, Periodic::Acme).await.expect("end");
+    assert!(take_session_turn(&mut two, Periodic::Acme).await.expect("turn"), "free once ended");
+    // A control plane that dies mid-round: its session ends, and so does its turn.
+    let _ = sqlx::Connection::close(two.detach()).await;
+    assert!(take_session_turn(&mut one, Periodic::Acme).await.expect("turn"), "free once its session ended");
+    end_session_turn(&mut one, Periodic::Acme).await.expect("end");
+    drop(one);
     db.close().await;
 }
 

@@ -4,7 +4,9 @@
 //! `wisehosting-wg-userspace`, over boringtun, behind the same `wg-quick` and `wg`). Each host
 //! joins as an operator joins it — `wisehosting-worker mesh-key`, `wisehosting worker create
 //! --wg-public-key`, `wisehosting mesh config --worker`, `wisehosting mesh up` — and each
-//! worker brings its own interface up before it registers, over the mesh.
+//! worker brings its own interface up before it registers, over the mesh. A central Traefik on
+//! a fifth host, itself a member of the mesh (`wisehosting mesh proxy add`), routes to the
+//! workers through the control plane's hub.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -25,18 +27,29 @@ fn iptables(netns: &Namespace, args: &[&str]) {
     assert!(out.status.success(), "iptables {args:?}: {}", text(&out.stderr));
 }
 
-/// GET `/` through Traefik's entry point with `host`: (status, body); 0 when it did not answer.
-async fn through(proxy: SocketAddr, host: &str) -> (u16, String) {
-    let client =
-        reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client");
-    match client.get(format!("http://{proxy}/")).header("host", host).send().await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(_) => (0, String::new()),
-    }
+/// GET `/` with `host` from inside `netns` to `port` on its loopback (where the proxy's
+/// Traefik listens): (status, body); 0 when nothing answered.
+fn through(netns: &Namespace, port: u16, host: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    netns.run(move || {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            return (0, String::new());
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut answer = String::new();
+        if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut answer).is_err() {
+            return (0, String::new());
+        }
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    })
 }
 
-/// The whole path on four network namespaces: join, register over WireGuard, deploy, route
-/// through a central Traefik from the proxy config; then the app's worker is cut off the
+/// The whole path on five network namespaces: join, register over WireGuard, deploy, route
+/// through a central Traefik (on a host of its own in the mesh) from the proxy config; then the app's worker is cut off the
 /// network: its app is deployed again on another worker and Traefik follows; the link comes
 /// back: the worker reconnects over the mesh and removes its stale copy, one copy serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,6 +63,7 @@ async fn workers_in_their_own_namespaces_join_over_wireguard_deploy_route_and_su
     let underlay = |i: u8| Ipv4Addr::new(172, 30, a, i * 4 + 2);
     let cp_ns = Namespace::create(&[underlay(0)]);
     let worker_ns: Vec<Namespace> = (1..=3).map(|i| Namespace::create(&[underlay(i)])).collect();
+    let proxy_ns = Namespace::create(&[underlay(4)]);
 
     // The git host stands in for GitHub on a public address, its name answered by a DNS
     // server on this host's side of the first worker's link (every namespace reaches it).
@@ -65,7 +79,8 @@ async fn workers_in_their_own_namespaces_join_over_wireguard_deploy_route_and_su
 
     // Everything of the control plane's host runs on a runtime inside its namespace.
     let traefik = traefik.as_str();
-    let (worker_ns, deploy_yaml, repo_url, token) = (&worker_ns, &deploy_yaml, &repo_url, &token);
+    let (worker_ns, proxy_ns, deploy_yaml, repo_url, token) =
+        (&worker_ns, &proxy_ns, &deploy_yaml, &repo_url, &token);
     tokio::task::block_in_place(|| {
         cp_ns.run(|| {
             tokio::runtime::Builder::new_multi_thread()
@@ -76,6 +91,7 @@ async fn workers_in_their_own_namespaces_join_over_wireguard_deploy_route_and_su
                 .block_on(on_the_control_planes_host(
                     underlay(0),
                     worker_ns,
+                    proxy_ns,
                     traefik,
                     deploy_yaml,
                     repo_url,
@@ -89,6 +105,7 @@ async fn workers_in_their_own_namespaces_join_over_wireguard_deploy_route_and_su
 async fn on_the_control_planes_host(
     cp_underlay: Ipv4Addr,
     worker_ns: &[Namespace],
+    proxy_ns: &Namespace,
     traefik: &str,
     deploy_yaml: &str,
     repo_url: &str,
@@ -183,11 +200,52 @@ async fn on_the_control_planes_host(
         workers.push(TestWorker { id, name, api_key: lines.last().expect("key").to_string() });
         setups.push(setup);
     }
+    // The central proxy's host: its key made there with `wg genkey` (it runs none of our
+    // binaries), added to the mesh, its interface brought up with wg-quick.
+    iptables(
+        proxy_ns,
+        &["-A", "OUTPUT", "-d", &cp_underlay.to_string(), "-p", "udp", "--dport", "51821", "-j", "ACCEPT"],
+    );
+    iptables(proxy_ns, &["-A", "OUTPUT", "-d", &cp_underlay.to_string(), "-j", "REJECT"]);
+    let proxy_key = dir.path().join("proxy.key");
+    let private = Command::new("wg").arg("genkey").output().expect("wg genkey");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&proxy_key)
+            .expect("key file");
+        file.write_all(&private.stdout).expect("write the key");
+    }
+    let public = Command::new("wg")
+        .arg("pubkey")
+        .stdin(std::fs::File::open(&proxy_key).expect("key file"))
+        .output()
+        .expect("wg pubkey");
+    let public = text(&public.stdout).trim().to_string();
+    let added = cli(&["mesh", "proxy", "add", "--name", "central", "--wg-public-key", &public]);
+    assert!(added.contains("Central proxy central has mesh address 10.50.0.5"), "{added}");
+    let proxy_file = dir.path().join(format!("whp{tag}.conf"));
+    let proxy_config =
+        cli(&["mesh", "config", "--proxy", "central", "--key-file", &proxy_key.display().to_string()]);
+    std::fs::write(&proxy_file, proxy_config).expect("write the proxy's wg-quick file");
+    let proxy_up = proxy_ns
+        .command("wg-quick")
+        .arg("up")
+        .arg(&proxy_file)
+        .env("WG_QUICK_USERSPACE_IMPLEMENTATION", &userspace)
+        .output()
+        .expect("wg-quick");
+    assert!(proxy_up.status.success(), "wg-quick up on the proxy: {}", text(&proxy_up.stderr));
+
     let up = cli(&["mesh", "up"]);
-    assert!(up.contains(&format!("Brought {hub_interface} up with 3 peer(s).")), "{up}");
+    assert!(up.contains(&format!("Brought {hub_interface} up with 4 peer(s).")), "{up}");
     let again = cli(&["mesh", "up"]);
     assert!(
-        again.contains("was up: 0 peer(s) added, 0 removed; 3 in all"),
+        again.contains("was up: 0 peer(s) added, 0 removed; 4 in all"),
         "mesh up again changes nothing: {again}"
     );
 
@@ -243,14 +301,16 @@ async fn on_the_control_planes_host(
     assert_eq!(done["status"], "running", "{done}");
     let first = placed_on(&user, app).await;
 
-    // The central Traefik on this host, from the proxy config, to the app's worker over the mesh.
-    let entry = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    // The central Traefik on the proxy's host reads the proxy config over the mesh and
+    // reaches the app's worker at its mesh address, through the hub.
+    let entry = 8000;
     let static_config = format!(
-        "entryPoints:\n  web:\n    address: \"{entry}\"\nproviders:\n  http:\n    endpoint: \"{site}/v1/traefik/proxy-config\"\n    pollInterval: \"1s\"\n    headers:\n      Authorization: \"Bearer {proxy_token}\"\nlog:\n  level: ERROR\nglobal:\n  checkNewVersion: false\n  sendAnonymousUsage: false\n",
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:{entry}\"\nproviders:\n  http:\n    endpoint: \"http://10.50.0.1:{port}/v1/traefik/proxy-config\"\n    pollInterval: \"1s\"\n    headers:\n      Authorization: \"Bearer {proxy_token}\"\nlog:\n  level: ERROR\nglobal:\n  checkNewVersion: false\n  sendAnonymousUsage: false\n",
     );
     std::fs::write(dir.path().join("traefik.yml"), static_config).expect("write");
     let log = std::fs::File::create(dir.path().join("traefik.log")).expect("log");
-    let mut proxy = Command::new(traefik)
+    let mut proxy = proxy_ns
+        .command(traefik)
         .arg(format!("--configFile={}", dir.path().join("traefik.yml").display()))
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -261,7 +321,7 @@ async fn on_the_control_planes_host(
         let host = host.clone();
         async move {
             eventually(Duration::from_secs(limit), Duration::from_millis(200), || async {
-                through(entry, &host).await == (200, "over the mesh\n".to_string())
+                through(proxy_ns, entry, &host) == (200, "over the mesh\n".to_string())
             })
             .await
         }
@@ -279,7 +339,18 @@ async fn on_the_control_planes_host(
     let index = workers.iter().position(|w| w.id == first).expect("one of ours");
     let upstream = format!("http://10.50.0.{}:", index + 2);
     assert!(config.to_string().contains(&upstream), "the upstream is the worker's mesh address: {config}");
-    assert!(serves(30).await, "Traefik serves the app over the mesh; its log:\n{}", traefik_log(&dir));
+    let served = serves(30).await;
+    if !served {
+        let wg = Command::new("wg").args(["show", &hub_interface]).output().expect("wg");
+        let reach = proxy_ns.connect(SocketAddr::from(([10, 50, 0, 1], port)));
+        let routes = proxy_ns.command("ip").args(["addr"]).output().expect("ip");
+        panic!(
+            "Traefik serves the app over the mesh; hub: {}\nproxy reaches the API: {reach:?}\nproxy addrs: {}\nits log:\n{}",
+            text(&wg.stdout),
+            text(&routes.stdout),
+            traefik_log(&dir)
+        );
+    }
 
     // Cut: the app's worker loses its network. Its app is deployed again on another worker
     // (same commit) and Traefik follows the proxy config there.
@@ -336,8 +407,8 @@ async fn on_the_control_planes_host(
             .lines()
             .filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0"))
             .count(),
-        3,
-        "every worker has shaken hands with the hub: {}",
+        4,
+        "every worker and the proxy have shaken hands with the hub: {}",
         text(&handshakes.stdout)
     );
     let _ = proxy.kill();

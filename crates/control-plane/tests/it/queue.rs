@@ -526,3 +526,69 @@ async fn parallel_deploys_cannot_pass_the_plans_app_limit_together() {
     let apps: i64 = sqlx::query_scalar("SELECT count(*) FROM apps").fetch_one(&cp.db).await.expect("count");
     assert_eq!(apps, 5);
 }
+
+/// Results sent in one burst (as a busy worker finishes several jobs) are applied together,
+/// each under its own fence: two deploys succeed and one fails, its error kept without the
+/// NUL byte PostgreSQL's text refuses (which would otherwise lose that result, and with it the
+/// others applied in the same transaction).
+#[tokio::test]
+async fn results_sent_together_are_each_applied_and_a_nul_in_an_error_loses_none() {
+    let cp = single().await;
+    let w = create_worker(&cp, "burst").await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
+    let user = cp.login("burst@example.com").await;
+    let mut deployments = Vec::new();
+    for name in ["burst-a", "burst-b", "burst-c"] {
+        deployments.push(deploy(&user, name).await.1);
+    }
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(next_job(&mut raw).await);
+    }
+    for job in &jobs {
+        raw.send(&JobAccepted { job_id: job.job_id, attempt: job.attempt }).await;
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        let failed = i == 1;
+        raw.send(&JobResult {
+            job_id: job.job_id,
+            attempt: job.attempt,
+            ok: !failed,
+            error: failed.then(|| "the build broke\u{0} here".to_string()),
+            host_port: (!failed).then_some(40_000 + i as u16),
+            container_id: (!failed).then(|| format!("c{i}")),
+            ..Default::default()
+        })
+        .await;
+    }
+    let settled = eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
+        let mut all = true;
+        for d in &deployments {
+            all &= matches!(deployment_status(&user, *d).await.as_str(), "running" | "failed");
+        }
+        all
+    })
+    .await;
+    assert!(settled, "every result was applied");
+    let by_job = |job: i64| {
+        let db = cp.db.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>)>("SELECT status, error FROM jobs WHERE id = $1")
+                .bind(job)
+                .fetch_one(&db)
+                .await
+                .expect("job")
+        }
+    };
+    assert_eq!(by_job(jobs[0].job_id).await, ("succeeded".into(), None));
+    assert_eq!(by_job(jobs[1].job_id).await, ("failed".into(), Some("the build broke here".into())));
+    assert_eq!(by_job(jobs[2].job_id).await, ("succeeded".into(), None));
+    let statuses: Vec<String> = {
+        let mut v = Vec::new();
+        for d in &deployments {
+            v.push(deployment_status(&user, *d).await);
+        }
+        v
+    };
+    assert_eq!(statuses, ["running", "failed", "running"]);
+}
