@@ -431,14 +431,16 @@ impl Issuer {
             tracing::warn!(worker, error = %e, "cannot record ACME challenges");
             return false;
         }
-        self.hub.is_connected(worker) && push_challenges(&self.db, &self.hub, worker).await
+        self.hub.is_connected(worker) && push_challenges(&self.db, &self.hub, worker, true).await
     }
 }
 
-/// Sends a worker held here its pending HTTP-01 answers, the set whole (on a change, which
-/// may come from the other control plane of a pair, and at each hello); true when sent.
-pub async fn push_challenges(db: &PgPool, hub: &Hub, worker: i64) -> bool {
-    let challenges = match certificates::challenges_for(db, worker).await {
+/// Sends a worker held here its pending HTTP-01 answers, the set whole: on a change (which
+/// may come from the other control plane of a pair; an empty set too, `even_empty`) and at
+/// each hello (only when some are pending: a worker that just started holds none). True when
+/// sent.
+pub async fn push_challenges(db: &PgPool, hub: &Hub, worker: i64, even_empty: bool) -> bool {
+    let challenges: Vec<AcmeChallenge> = match certificates::challenges_for(db, worker).await {
         Ok(rows) => rows
             .into_iter()
             .map(|(token, key_authorization)| AcmeChallenge { token, key_authorization })
@@ -448,6 +450,9 @@ pub async fn push_challenges(db: &PgPool, hub: &Hub, worker: i64) -> bool {
             return false;
         }
     };
+    if challenges.is_empty() && !even_empty {
+        return false;
+    }
     if hub.send(worker, Outgoing::of(&AcmeChallenges { challenges })).is_err() {
         tracing::warn!(worker, "cannot push ACME challenges: the worker is offline");
         return false;

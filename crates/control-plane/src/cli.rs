@@ -443,6 +443,15 @@ async fn mesh_config(spoke: Option<(&str, String)>, key_file: &std::path::Path) 
     Ok(())
 }
 
+/// `--wg-public-key`, checked; `source` says where a right one comes from.
+fn wg_public_key_arg(
+    key: &str,
+    source: &str,
+) -> Result<wisehosting_crypto::wireguard::WgPublicKey, CliError> {
+    wisehosting_crypto::wireguard::WgPublicKey::parse(key.trim())
+        .map_err(|e| CliError::Usage(format!("--wg-public-key: {e}; give what {source}")))
+}
+
 async fn mesh_proxy(action: ProxyAction) -> Result<(), CliError> {
     let (_, pool) = connect_configured().await?;
     db::check_clean(&pool).await?;
@@ -450,12 +459,7 @@ async fn mesh_proxy(action: ProxyAction) -> Result<(), CliError> {
     match action {
         ProxyAction::Add { name, wg_public_key } => {
             let name = WorkerName::parse(&name)?;
-            let key =
-                wisehosting_crypto::wireguard::WgPublicKey::parse(wg_public_key.trim()).map_err(|e| {
-                    CliError::Usage(format!(
-                        "--wg-public-key: {e}; give what `wg pubkey` printed on the proxy's host"
-                    ))
-                })?;
+            let key = wg_public_key_arg(&wg_public_key, "`wg pubkey` printed on the proxy's host")?;
             let ip = store::mesh::add_proxy(&pool, name.as_str(), &key.to_string())
                 .await
                 .map_err(StoreError::from)?;
@@ -516,13 +520,7 @@ async fn create_worker(name: &str, zone: Option<&str>, wg_public_key: Option<&st
     let name = WorkerName::parse(name)?;
     let zone = zone.map(Zone::parse).transpose()?;
     let wg_public_key = wg_public_key
-        .map(|key| {
-            wisehosting_crypto::wireguard::WgPublicKey::parse(key.trim()).map_err(|e| {
-                CliError::Usage(format!(
-                    "--wg-public-key: {e}; give what `wisehosting-worker mesh-key` printed on the worker's host"
-                ))
-            })
-        })
+        .map(|key| wg_public_key_arg(key, "`wisehosting-worker mesh-key` printed on the worker's host"))
         .transpose()?;
     let (config, pool) = connect_configured().await?;
     config.require_for_serve()?;

@@ -96,7 +96,7 @@ impl Dispatcher {
                         if let Ok(worker_id) = n.payload().parse::<i64>()
                             && self.hub.is_connected(worker_id)
                         {
-                            crate::acme::push_challenges(&self.db, &self.hub, worker_id).await;
+                            crate::acme::push_challenges(&self.db, &self.hub, worker_id, true).await;
                         }
                     }
                     Ok(_) => {}

@@ -151,8 +151,8 @@ impl Applier {
                 let desired = desired_state(db, worker_id).await?;
                 let _ = self.hub.send(worker_id, Outgoing::of(&desired));
                 // Answers of an order under way (the worker restarted, or moved here from the
-                // other control plane of a pair); an empty set clears what a restart left.
-                crate::acme::push_challenges(db, &self.hub, worker_id).await;
+                // other control plane of a pair).
+                crate::acme::push_challenges(db, &self.hub, worker_id, false).await;
                 resync(db, worker_id, &containers).await?;
                 self.hub.worker_ready(worker_id);
             }

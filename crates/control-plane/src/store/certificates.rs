@@ -343,11 +343,7 @@ pub async fn set_challenges(
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHALLENGES_CHANNEL)
-        .bind(worker_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+    super::notify_worker(&mut *tx, CHALLENGES_CHANNEL, worker_id).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -130,12 +130,7 @@ pub async fn lock_ready(tx: &mut PgConnection, limit: i64, local: &[i64]) -> Res
 /// Tells every control plane that `worker_id`'s desired state changed (the one holding it sends
 /// it).
 pub async fn notify_desired(db: &PgPool, worker_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(DESIRED_CHANNEL)
-        .bind(worker_id.to_string())
-        .execute(db)
-        .await?;
-    Ok(())
+    super::notify_worker(db, DESIRED_CHANNEL, worker_id).await
 }
 
 /// Moves apps to `worker_id`, remembering the worker each left (told to remove its copy once

@@ -60,6 +60,21 @@ pub async fn end_session_turn(conn: &mut sqlx::PgConnection, job: Periodic) -> R
     sqlx::query("SELECT pg_advisory_unlock($1)").bind(job as i64).execute(&mut *conn).await.map(drop)
 }
 
+/// Tells every control plane that something of `worker_id` changed on `channel` (the one
+/// holding its link acts on it); at commit when `db` is a transaction.
+pub async fn notify_worker(
+    db: impl sqlx::PgExecutor<'_>,
+    channel: &str,
+    worker_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(worker_id.to_string())
+        .execute(db)
+        .await
+        .map(drop)
+}
+
 /// One round trip to the database.
 pub async fn ping(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(db).await.map(drop)

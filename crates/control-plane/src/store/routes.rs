@@ -44,10 +44,5 @@ pub async fn list(db: &PgPool, worker: Option<i64>) -> Result<Vec<RouteRow>, sql
 pub const ROUTES_CHANNEL: &str = "wh_routes";
 
 pub async fn notify_changed(db: &sqlx::PgPool, worker_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(ROUTES_CHANNEL)
-        .bind(worker_id.to_string())
-        .execute(db)
-        .await
-        .map(drop)
+    super::notify_worker(db, ROUTES_CHANNEL, worker_id).await
 }

@@ -106,6 +106,18 @@ fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
 }
 
+/// ACME from `pebble`, a round every second, a failed order tried again after 2 s.
+fn acme_settings(pebble: &Pebble) -> wisehosting_control_plane::config::acme::AcmeConfig {
+    wisehosting_control_plane::config::acme::AcmeConfig {
+        directory_url: pebble.directory_url.clone(),
+        ca_file: Some(pebble.ca_file.clone()),
+        email: "ops@example.com".into(),
+        check_interval_secs: 1,
+        retry_base_secs: 2,
+        ..Default::default()
+    }
+}
+
 /// A control plane ordering from `pebble` every second (configured further by `configure`), a
 /// worker whose edge router listens on `edge`, and a running app: (control plane, worker,
 /// user, app id).
@@ -114,15 +126,11 @@ async fn platform_with(
     edge: SocketAddr,
     configure: impl FnOnce(&mut wisehosting_control_plane::config::Config) + Send + 'static,
 ) -> (TestControlPlane, SpawnedWorker, UserSession, i64) {
-    let (directory, ca) = (pebble.directory_url.clone(), pebble.ca_file.clone());
+    let acme = acme_settings(pebble);
     let cp = spawn_control_plane_with(move |c| {
         c.single_machine = true;
         c.heartbeat_interval_secs = 1;
-        c.acme.directory_url = directory;
-        c.acme.ca_file = Some(ca);
-        c.acme.email = "ops@example.com".into();
-        c.acme.check_interval_secs = 1;
-        c.acme.retry_base_secs = 2;
+        c.acme = acme;
         // Two domains on one app: more than the free plan's one.
         c.plans = vec![wisehosting_control_plane::plans::PlanConfig {
             name: "free".into(),
@@ -449,7 +457,7 @@ async fn an_order_by_one_control_plane_of_a_pair_is_answered_by_the_worker_the_o
     assert_eq!(user.wait_deployment(deployment, Duration::from_secs(120)).await["status"], "running");
 
     // The orderer: the same database and secrets, ACME on.
-    let (directory, ca) = (pebble.directory_url.clone(), pebble.ca_file.clone());
+    let acme = acme_settings(&pebble);
     let (secret, join) = (holder.config.api_server.secret.clone(), holder.config.workers.join_secret.clone());
     let orderer = wisehosting_testkit::spawn_control_plane_on(&holder.database_url, move |c| {
         c.single_machine = true;
@@ -457,11 +465,7 @@ async fn an_order_by_one_control_plane_of_a_pair_is_answered_by_the_worker_the_o
         c.api_server.secret = secret;
         c.workers.join_secret = join;
         c.domains.dns_resolver = orderer_resolver;
-        c.acme.directory_url = directory;
-        c.acme.ca_file = Some(ca);
-        c.acme.email = "ops@example.com".into();
-        c.acme.check_interval_secs = 1;
-        c.acme.retry_base_secs = 2;
+        c.acme = acme;
     })
     .await;
     assert!(holder.hub.is_connected(w.id) && !orderer.hub.is_connected(w.id), "the holder keeps the worker");
