@@ -19,8 +19,10 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 # Tests: a real ACME server (pebble) for custom domains' certificates.
 command -v pebble >/dev/null || need_apt+=(pebble)
-# Tests: `wg-quick` reads the mesh configs the control plane renders.
-command -v wg-quick >/dev/null || need_apt+=(wireguard-tools)
+# Tests: `wg-quick` reads the mesh configs the control plane renders. Without its
+# recommendations: they pull a whole kernel image (for its WireGuard module) onto the host.
+need_bare=()
+command -v wg-quick >/dev/null || need_bare+=(wireguard-tools)
 # Tests: systemd-analyze verifies the units in deploy/.
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
@@ -35,16 +37,18 @@ command -v curl >/dev/null || need_apt+=(curl)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
 
-if [ ${#need_apt[@]} -gt 0 ]; then
+if [ $((${#need_apt[@]} + ${#need_bare[@]})) -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing packages: ${need_apt[*]}; install them with: sudo apt-get install ${need_apt[*]}" >&2
+    echo "setup: missing packages: ${need_apt[*]} ${need_bare[*]}; install them with: sudo apt-get install ${need_apt[*]} ${need_bare[*]}" >&2
     exit 1
   fi
-  echo "setup: installing ${need_apt[*]}"
+  echo "setup: installing ${need_apt[*]} ${need_bare[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # A package mirror may fail once; try a second time before giving up.
-  apt-get install -y -qq "${need_apt[@]}" || { sleep 5; apt-get update -qq; apt-get install -y -qq "${need_apt[@]}"; }
+  apt_install() { apt-get install -y -qq "$@" || { sleep 5; apt-get update -qq; apt-get install -y -qq "$@"; }; }
+  [ ${#need_apt[@]} -eq 0 ] || apt_install "${need_apt[@]}"
+  [ ${#need_bare[@]} -eq 0 ] || apt_install --no-install-recommends "${need_bare[@]}"
   # The Debian package starts a system cluster we do not use; the platform runs its own.
   if command -v pg_ctlcluster >/dev/null; then
     pg_ctlcluster 15 main stop 2>/dev/null || true
