@@ -2,11 +2,12 @@
 //!
 //! 1. Claim + complete throughput: 2,000 queued jobs (one per app) taken by 4 concurrent
 //!    claimers through the queue's own statements (`lock_ready` with its one-job-per-app rule,
-//!    `lease` of the batch — which also places the apps —, then per job `accept`, and the
-//!    batch's results finished in one transaction, as the applier of worker reports applies
-//!    results that arrive together), against the same work on
-//!    a bare table with raw `FOR UPDATE SKIP LOCKED` (claim 20, mark them dispatched in one
-//!    statement, then each running and done), in alternating rounds on the same database.
+//!    `lease` of the batch — which also places the apps —, then `accept` of the batch and its
+//!    results finished in one transaction, as the applier of worker reports applies the
+//!    acceptances and results that arrive together), against the same work in the same round
+//!    trips on a bare table with raw `FOR UPDATE SKIP LOCKED` (claim 20 and mark them
+//!    dispatched, mark them running in one statement, then each done in one transaction), in
+//!    alternating rounds on the same database.
 //! 2. Pickup latency: a real control plane with a connected worker (driven by hand); a job
 //!    enqueued as the API enqueues it (sealed payload, `NOTIFY` at commit), timed from the
 //!    commit to the job frame arriving at the worker, one at a time, p50/p99.
@@ -93,9 +94,10 @@ async fn drain_queue(pool: &PgPool, worker: i64) -> f64 {
                     .into_iter()
                     .map(|(job_id, attempt)| Fence { job_id, attempt, worker_id: worker })
                     .collect();
-                for fence in &fences {
-                    jobs::accept(&pool, *fence).await.expect("accept").expect("accepted");
-                }
+                // The worker accepts the batch's jobs together: the applier accepts them in one
+                // statement.
+                let accepted = jobs::accept(&pool, &fences).await.expect("accept");
+                assert_eq!(accepted.len(), fences.len(), "every job of the batch accepted");
                 // The results of a batch arrive together: the applier finishes them in one
                 // transaction.
                 let mut tx = pool.begin().await.expect("tx");
@@ -156,19 +158,21 @@ async fn drain_raw(pool: &PgPool) -> f64 {
                 .await
                 .expect("lease");
                 tx.commit().await.expect("commit");
+                sqlx::query("UPDATE bench_raw SET status = 'running' WHERE id = ANY($1) AND status = 'dispatched'")
+                    .bind(&ids)
+                    .execute(&pool)
+                    .await
+                    .expect("accept");
+                let mut tx = pool.begin().await.expect("tx");
                 for id in ids {
-                    sqlx::query("UPDATE bench_raw SET status = 'running' WHERE id = $1 AND status = 'dispatched'")
-                        .bind(id)
-                        .execute(&pool)
-                        .await
-                        .expect("accept");
                     sqlx::query("UPDATE bench_raw SET status = 'done' WHERE id = $1 AND status = 'running'")
                         .bind(id)
-                        .execute(&pool)
+                        .execute(&mut *tx)
                         .await
                         .expect("finish");
                     done += 1;
                 }
+                tx.commit().await.expect("commit");
             }
         })
     });

@@ -26,8 +26,8 @@ use crate::store::jobs::{self, Fence, Outcome};
 
 /// Lines accepted in one `log` frame.
 const MAX_LINES_PER_FRAME: usize = 1000;
-/// Job results applied in one transaction, at most.
-const MAX_RESULTS_PER_TRANSACTION: usize = 64;
+/// Job results (or acceptances) applied in one transaction, at most.
+const MAX_PER_TRANSACTION: usize = 64;
 /// The longest job error kept.
 const MAX_ERROR_CHARS: usize = 8_000;
 
@@ -53,6 +53,28 @@ pub fn spawn(db: PgPool, hub: Hub, bus: Arc<LogBus>, channels: Channels, shutdow
     }));
 }
 
+/// `first` and the reports of its kind queued right behind it (`pick` takes them), up to
+/// [`MAX_PER_TRANSACTION`]; the first report of another kind is kept in `next`.
+fn together<T>(
+    reports: &mut Reports,
+    next: &mut Option<Report>,
+    first: T,
+    pick: impl Fn(Report) -> Result<T, Report>,
+) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_PER_TRANSACTION {
+        let Ok(report) = reports.rx.try_recv() else { break };
+        match pick(report) {
+            Ok(more) => batch.push(more),
+            Err(other) => {
+                *next = Some(other);
+                break;
+            }
+        }
+    }
+    batch
+}
+
 #[derive(Clone)]
 struct Applier {
     db: PgPool,
@@ -75,22 +97,22 @@ impl Applier {
             };
             // Boxed: the task waits on `recv` most of its life, and one per connection should
             // not hold the space of every SQL future `apply` may await.
+            // Results, and acceptances, that arrived together are applied together (in order;
+            // the report after them waits its turn).
             let applied = match report {
                 Report::JobResult(first) => {
-                    // Results that arrived together share one transaction (in order; the
-                    // report after them waits its turn).
-                    let mut batch = vec![*first];
-                    while batch.len() < MAX_RESULTS_PER_TRANSACTION {
-                        match reports.rx.try_recv() {
-                            Ok(Report::JobResult(more)) => batch.push(*more),
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    let batch = together(&mut reports, &mut next, *first, |report| match report {
+                        Report::JobResult(more) => Ok(*more),
+                        other => Err(other),
+                    });
                     Box::pin(self.apply_results(worker_id, batch)).await
+                }
+                Report::JobAccepted(first) => {
+                    let batch = together(&mut reports, &mut next, first, |report| match report {
+                        Report::JobAccepted(more) => Ok(more),
+                        other => Err(other),
+                    });
+                    accepted(&self.db, worker_id, &batch).await
                 }
                 report => Box::pin(self.apply(worker_id, report)).await,
             };
@@ -156,7 +178,7 @@ impl Applier {
                 resync(db, worker_id, &containers).await?;
                 self.hub.worker_ready(worker_id);
             }
-            Report::JobAccepted(m) => accepted(db, worker_id, m).await?,
+            Report::JobAccepted(m) => accepted(db, worker_id, &[m]).await?,
             Report::JobProgress(m) => progress(db, worker_id, m).await?,
             Report::JobResult(m) => self.apply_results(worker_id, vec![*m]).await?,
             Report::Log(m) => log(db, &self.bus, worker_id, *m).await?,
@@ -171,17 +193,16 @@ impl Applier {
     }
 }
 
-pub async fn accepted(db: &PgPool, worker_id: i64, msg: JobAccepted) -> Result<(), sqlx::Error> {
-    let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
-    match jobs::accept(db, fence).await? {
-        Some(job) => {
-            if let Some(deployment) = job.deployment_id {
-                deployments::start(db, deployment).await?;
-            }
-        }
-        None => stale(worker_id, msg.job_id, msg.attempt, "job_accepted"),
+/// Acceptances that arrived together, in one statement; their deployments start.
+pub async fn accepted(db: &PgPool, worker_id: i64, msgs: &[JobAccepted]) -> Result<(), sqlx::Error> {
+    let fences: Vec<Fence> =
+        msgs.iter().map(|m| Fence { job_id: m.job_id, attempt: m.attempt, worker_id }).collect();
+    let accepted = jobs::accept(db, &fences).await?;
+    for msg in msgs.iter().filter(|m| !accepted.iter().any(|a| a.job_id == m.job_id)) {
+        stale(worker_id, msg.job_id, msg.attempt, "job_accepted");
     }
-    Ok(())
+    let deployments: Vec<i64> = accepted.iter().filter_map(|a| a.deployment_id).collect();
+    deployments::start(db, &deployments).await
 }
 
 pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(), sqlx::Error> {

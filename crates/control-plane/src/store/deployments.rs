@@ -112,10 +112,13 @@ async fn advance(db: impl PgExecutor<'_>, id: i64, next: DeploymentStatus) -> Re
     Ok(moved.rows_affected() > 0)
 }
 
-/// The worker accepted the deploy's job: the deployment starts (queued → cloning).
-pub async fn start(db: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET status = $2, started_at = now() WHERE id = $1 AND status = $3")
-        .bind(id)
+/// The worker accepted the deploys' jobs: the deployments start (queued → cloning).
+pub async fn start(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE deployments SET status = $2, started_at = now() WHERE id = ANY($1) AND status = $3")
+        .bind(ids)
         .bind(DeploymentStatus::Cloning)
         .bind(DeploymentStatus::Queued)
         .execute(db)

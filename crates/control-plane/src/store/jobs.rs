@@ -324,19 +324,31 @@ pub struct Leased {
     pub deployment_id: Option<i64>,
 }
 
-/// `job_accepted`: dispatched → running, if the fence matches.
-pub async fn accept(db: &PgPool, fence: Fence) -> Result<Option<Leased>, sqlx::Error> {
+/// A job a worker accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Accepted {
+    pub job_id: i64,
+    pub deployment_id: Option<i64>,
+}
+
+/// `job_accepted` for the acceptances that arrived together, in one statement: each job whose
+/// fence matches goes dispatched → running; returns those (the others were stale).
+pub async fn accept(db: &PgPool, fences: &[Fence]) -> Result<Vec<Accepted>, sqlx::Error> {
+    let ids: Vec<i64> = fences.iter().map(|f| f.job_id).collect();
+    let attempts: Vec<i32> = fences.iter().map(|f| f.attempt).collect();
+    let workers: Vec<i64> = fences.iter().map(|f| f.worker_id).collect();
     sqlx::query_as(
-        "UPDATE jobs SET status = $4, started_at = now()
-         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = $5
-         RETURNING kind, app_id, deployment_id",
+        "UPDATE jobs j SET status = $4, started_at = now()
+         FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS f(id, attempt, worker_id)
+         WHERE j.id = f.id AND j.attempt = f.attempt AND j.worker_id = f.worker_id AND j.status = $5
+         RETURNING j.id AS job_id, j.deployment_id",
     )
-    .bind(fence.job_id)
-    .bind(fence.attempt)
-    .bind(fence.worker_id)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&workers)
     .bind(JobStatus::Running)
     .bind(JobStatus::Dispatched)
-    .fetch_optional(db)
+    .fetch_all(db)
     .await
 }
 

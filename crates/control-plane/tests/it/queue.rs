@@ -532,7 +532,7 @@ async fn parallel_deploys_cannot_pass_the_plans_app_limit_together() {
 /// NUL byte PostgreSQL's text refuses (which would otherwise lose that result, and with it the
 /// others applied in the same transaction).
 #[tokio::test]
-async fn results_sent_together_are_each_applied_and_a_nul_in_an_error_loses_none() {
+async fn acceptances_and_results_sent_together_are_each_applied_and_a_stale_one_or_a_nul_loses_none() {
     let cp = single().await;
     let w = create_worker(&cp, "burst").await;
     let mut raw = RawWorker::connect_online(&cp, &w).await;
@@ -545,8 +545,30 @@ async fn results_sent_together_are_each_applied_and_a_nul_in_an_error_loses_none
     for _ in 0..3 {
         jobs.push(next_job(&mut raw).await);
     }
-    for job in &jobs {
+    // Accepted together (applied in one statement), a stale acceptance among them.
+    for (i, job) in jobs.iter().enumerate() {
+        if i == 1 {
+            raw.send(&JobAccepted { job_id: job.job_id, attempt: job.attempt + 1 }).await;
+        }
         raw.send(&JobAccepted { job_id: job.job_id, attempt: job.attempt }).await;
+    }
+    let started = eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
+        let mut all = true;
+        for d in &deployments {
+            all &= deployment_status(&user, *d).await == "cloning";
+        }
+        all
+    })
+    .await;
+    assert!(started, "every acceptance was applied: each deployment started");
+    for job in &jobs {
+        let (status, attempt): (String, i32) =
+            sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1")
+                .bind(job.job_id)
+                .fetch_one(&cp.db)
+                .await
+                .expect("job");
+        assert_eq!((status.as_str(), attempt), ("running", job.attempt), "the job runs on its own lease");
     }
     for (i, job) in jobs.iter().enumerate() {
         let failed = i == 1;
