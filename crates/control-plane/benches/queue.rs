@@ -99,13 +99,16 @@ async fn drain_queue(pool: &PgPool, worker: i64) -> f64 {
                 let accepted = jobs::accept(&pool, &fences).await.expect("accept");
                 assert_eq!(accepted.len(), fences.len(), "every job of the batch accepted");
                 // The results of a batch arrive together: the applier finishes them in one
-                // transaction.
+                // transaction, and wakes the dispatcher if jobs of those apps wait behind them.
                 let mut tx = pool.begin().await.expect("tx");
+                let mut apps = Vec::new();
                 for fence in fences {
                     let outcome = Outcome { ok: true, error: None, fault: None };
-                    jobs::finish(&mut tx, fence, outcome).await.expect("finish").expect("finished");
+                    let job = jobs::finish(&mut tx, fence, outcome).await.expect("finish").expect("finished");
+                    apps.push(job.app_id);
                     done += 1;
                 }
+                jobs::wake_queued_behind(&mut tx, &apps).await.expect("wake");
                 tx.commit().await.expect("commit");
             }
         })

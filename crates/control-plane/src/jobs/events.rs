@@ -222,20 +222,25 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
 pub async fn results(db: &PgPool, worker_id: i64, msgs: &[JobResult]) -> Result<Vec<i64>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let mut moved = Vec::new();
+    let mut ended = Vec::new();
     for msg in msgs {
-        moved.extend(result(&mut tx, worker_id, msg).await?);
+        if let Some((app_id, moved_from)) = result(&mut tx, worker_id, msg).await? {
+            ended.push(app_id);
+            moved.extend(moved_from);
+        }
     }
+    jobs::wake_queued_behind(&mut tx, &ended).await?;
     tx.commit().await?;
     Ok(moved)
 }
 
-/// Applies one job's result in `tx`; for a deploy that moved its app to this worker and
-/// succeeded, the worker it moved off.
+/// Applies one job's result in `tx`: its app if the fence matched, with, for a deploy that
+/// moved the app to this worker and succeeded, the worker it moved off.
 async fn result(
     tx: &mut sqlx::PgConnection,
     worker_id: i64,
     msg: &JobResult,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
     let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
     // PostgreSQL's text takes no NUL byte: one would fail the statement and lose the result.
     let error = msg
@@ -284,7 +289,7 @@ async fn result(
         // A lifecycle job that failed leaves the app as it was; the job shows the reason.
         (JobKind::Stop | JobKind::Start | JobKind::Restart | JobKind::Remove, false) => {}
     }
-    Ok(moved_from)
+    Ok(Some((job.app_id, moved_from)))
 }
 
 /// Log lines go to the bus; build lines also to their deployment's stored log. Only lines

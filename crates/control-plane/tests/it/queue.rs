@@ -614,3 +614,67 @@ async fn acceptances_and_results_sent_together_are_each_applied_and_a_stale_one_
     };
     assert_eq!(statuses, ["running", "failed", "running"]);
 }
+
+#[tokio::test]
+async fn jobs_of_one_app_queued_behind_a_running_one_are_sent_one_at_a_time_in_order() {
+    let cp = single().await;
+    let w = create_worker(&cp, "in-order").await;
+    let mut raw = RawWorker::connect_online(&cp, &w).await;
+    let user = cp.login("in-order@example.com").await;
+    let (app, _) = deploy(&user, "in-order").await;
+    let first = next_job(&mut raw).await;
+    raw.send(&JobAccepted { job_id: first.job_id, attempt: first.attempt }).await;
+    raw.send(&JobResult {
+        job_id: first.job_id,
+        attempt: first.attempt,
+        ok: true,
+        host_port: Some(40_100),
+        container_id: Some("c-first".into()),
+        ..Default::default()
+    })
+    .await;
+    let running = eventually(Duration::from_secs(10), Duration::from_millis(20), || async {
+        let a: Value = user.get(&format!("/api/apps/{app}")).await.json().await.expect("json");
+        a["status"] == "running"
+    })
+    .await;
+    assert!(running, "the first deploy switched");
+
+    // A restart is leased; a stop and a start queue behind it and become ready together when it
+    // ends.
+    let queued = |path: &'static str| {
+        let user = &user;
+        async move {
+            let r = user.post_json(&format!("/api/apps/{app}/{path}"), &json!({})).await;
+            assert_eq!(r.status(), 202, "{path}");
+            r.json::<Value>().await.expect("json")["job_id"].as_i64().expect("job id")
+        }
+    };
+    let restart = queued("restart").await;
+    let leased = next_job(&mut raw).await;
+    assert_eq!(leased.job_id, restart);
+    let stop = queued("stop").await;
+    let start = queued("start").await;
+    raw.send(&JobAccepted { job_id: leased.job_id, attempt: leased.attempt }).await;
+    raw.send(&JobResult { job_id: leased.job_id, attempt: leased.attempt, ok: true, ..Default::default() })
+        .await;
+
+    // Each comes alone, in the order queued, once the one before it ended.
+    for expected in [stop, start] {
+        let job = tokio::time::timeout(Duration::from_secs(10), next_job(&mut raw))
+            .await
+            .expect("the next job of the app is sent (the queue is not stuck)");
+        assert_eq!(job.job_id, expected, "jobs of one app in the order queued");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE app_id = $1 AND status IN ('dispatched', 'running')",
+        )
+        .bind(app)
+        .fetch_one(&cp.db)
+        .await
+        .expect("count");
+        assert_eq!(open, 1, "one leased job per app at a time");
+        raw.send(&JobAccepted { job_id: job.job_id, attempt: job.attempt }).await;
+        raw.send(&JobResult { job_id: job.job_id, attempt: job.attempt, ok: true, ..Default::default() })
+            .await;
+    }
+}
