@@ -70,16 +70,16 @@ struct Conn {
     connection_id: String,
     /// The queue and close token the hub gets at the first valid `hello`; `None` once the
     /// connection is registered.
-    unproven: Option<(mpsc::Sender<Outgoing>, CancellationToken)>,
+    unproven: Option<(mpsc::Sender<Box<Outgoing>>, CancellationToken)>,
     /// Where this connection's reports go once it is registered, to be applied in order.
-    reports: Option<mpsc::Sender<Report>>,
+    reports: Option<mpsc::Sender<Box<Report>>>,
 }
 
 pub async fn serve_connection(hub: Hub, socket: WebSocket, params: ConnectionParams) {
     let ConnectionParams { worker_id, connection_id, mac_key, token_exp, jwt_key } = params;
     let span = tracing::info_span!("worker_conn", worker_id, connection = %connection_id);
     let keys = LinkKeys::derive(&mac_key, &connection_id);
-    let (tx, rx) = mpsc::channel::<Outgoing>(64);
+    let (tx, rx) = mpsc::channel::<Box<Outgoing>>(64);
     let close = CancellationToken::new();
     let mut conn = Conn {
         hub: hub.clone(),
@@ -114,7 +114,7 @@ impl Conn {
     /// Hands a report on; waits while this connection's earlier ones are still being applied.
     async fn report(&self, report: Report) {
         if let Some(reports) = &self.reports
-            && reports.send(report).await.is_err()
+            && reports.send(Box::new(report)).await.is_err()
         {
             tracing::debug!(
                 worker_id = self.worker_id,
@@ -131,7 +131,7 @@ impl Conn {
     async fn run(
         &mut self,
         socket: WebSocket,
-        mut rx: mpsc::Receiver<Outgoing>,
+        mut rx: mpsc::Receiver<Box<Outgoing>>,
         close: CancellationToken,
     ) -> End {
         let (mut sink, mut stream) = socket.split();
@@ -164,7 +164,9 @@ impl Conn {
                 },
                 incoming = stream.next() => match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Some(End::PeerClosed),
-                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await.err(),
+                    // Boxed: the task waits here most of its life, and should rest at the
+                    // size of its waits, not of every future handling a frame may await.
+                    Some(Ok(Message::Text(text))) => Box::pin(self.on_text(text.as_str())).await.err(),
                     Some(Ok(Message::Binary(_))) => Some(End::Rejected(RejectCode::BadFrame)),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                 },

@@ -47,8 +47,10 @@ const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 /// What a worker reports about jobs and apps, in the order its connection received it. The
 /// hub only hands these on; the job layer applies them (`jobs::events`), off the socket's read
-/// loop. The large variants are boxed: every connection's report channel allocates its slots
-/// at the size of the largest (a test keeps it at 32 bytes).
+/// loop. Each connection's channels carry boxes (reports here, frames to send in
+/// [`ConnHandle`]): a channel allocates its first block of 32 slots at once, so a slot is a
+/// pointer whatever the message; the large variants are boxed too, so that a report's own
+/// allocation stays small (a test keeps it at 32 bytes).
 #[derive(Debug)]
 pub enum Report {
     /// The connection's first valid `hello`: the worker's inventory after a (re)connect.
@@ -74,7 +76,7 @@ pub struct HelloReport {
 #[derive(Debug)]
 pub struct Reports {
     pub worker_id: i64,
-    pub rx: mpsc::Receiver<Report>,
+    pub rx: mpsc::Receiver<Box<Report>>,
 }
 
 /// What the slot holds, taken out: the first caller gets it, later ones `None`.
@@ -107,7 +109,7 @@ pub enum HubError {
 #[derive(Debug)]
 struct ConnHandle {
     id: String,
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Box<Outgoing>>,
     close: CancellationToken,
 }
 
@@ -146,7 +148,8 @@ struct Inner {
     /// This process's id in `workers.connected_to`.
     holder: String,
     heartbeat: Duration,
-    workers: Mutex<HashMap<i64, Live>>,
+    /// Boxed: the map keeps spare buckets (up to half of them), which then cost a pointer.
+    workers: Mutex<HashMap<i64, Box<Live>>>,
     /// Admin queries awaiting their reply, by (worker, query id): a reply counts only from the
     /// worker the query went to.
     pending: Mutex<HashMap<(i64, String), oneshot::Sender<AdminQueryReply>>>,
@@ -238,13 +241,13 @@ impl Hub {
     }
 
     /// A report channel for a connection that just proved itself.
-    fn open_reports(&self, worker_id: i64) -> mpsc::Sender<Report> {
+    fn open_reports(&self, worker_id: i64) -> mpsc::Sender<Box<Report>> {
         let (tx, rx) = mpsc::channel(REPORTS_QUEUED);
         let _ = self.inner.reports.send(Reports { worker_id, rx });
         tx
     }
 
-    fn with_workers<R>(&self, f: impl FnOnce(&mut HashMap<i64, Live>) -> R) -> R {
+    fn with_workers<R>(&self, f: impl FnOnce(&mut HashMap<i64, Box<Live>>) -> R) -> R {
         let mut guard = match self.inner.workers.lock() {
             Ok(g) => g,
             // A panic while holding the lock cannot leave the map half-updated in a way that
@@ -300,7 +303,7 @@ impl Hub {
     pub fn send(&self, worker_id: i64, out: Outgoing) -> Result<(), HubError> {
         let tx = self.with_workers(|w| w.get(&worker_id).and_then(|l| l.conn.as_ref().map(|c| c.tx.clone())));
         let tx = tx.ok_or(HubError::Offline)?;
-        tx.try_send(out).map_err(|_| HubError::Offline)
+        tx.try_send(Box::new(out)).map_err(|_| HubError::Offline)
     }
 
     /// Something that may move a route of `worker_id`'s apps happened: its table is pushed
@@ -372,9 +375,9 @@ impl Hub {
     }
 
     /// Registers a new connection, closing any older one of the same worker.
-    fn attach(&self, worker_id: i64, id: String, tx: mpsc::Sender<Outgoing>, close: CancellationToken) {
+    fn attach(&self, worker_id: i64, id: String, tx: mpsc::Sender<Box<Outgoing>>, close: CancellationToken) {
         let old = self.with_workers(|w| {
-            let live = w.entry(worker_id).or_insert_with(Live::new);
+            let live = w.entry(worker_id).or_insert_with(|| Box::new(Live::new()));
             live.last_frame = Instant::now();
             live.conn.replace(ConnHandle { id, tx, close })
         });
@@ -418,7 +421,7 @@ impl Hub {
     /// Marks a worker online after its `hello`; persists only a change of state.
     pub async fn came_online(&self, worker_id: i64, version: &str) {
         let was_online = self.with_workers(|w| {
-            let live = w.entry(worker_id).or_insert_with(Live::new);
+            let live = w.entry(worker_id).or_insert_with(|| Box::new(Live::new()));
             std::mem::replace(&mut live.online, true)
         });
         if let Err(e) =

@@ -64,7 +64,7 @@ fn together<T>(
     let mut batch = vec![first];
     while batch.len() < MAX_PER_TRANSACTION {
         let Ok(report) = reports.rx.try_recv() else { break };
-        match pick(report) {
+        match pick(*report) {
             Ok(more) => batch.push(more),
             Err(other) => {
                 *next = Some(other);
@@ -91,7 +91,7 @@ impl Applier {
             let report = match next.take() {
                 Some(report) => report,
                 None => match reports.rx.recv().await {
-                    Some(report) => report,
+                    Some(report) => *report,
                     None => return,
                 },
             };
@@ -112,7 +112,7 @@ impl Applier {
                         Report::JobAccepted(more) => Ok(more),
                         other => Err(other),
                     });
-                    accepted(&self.db, worker_id, &batch).await
+                    Box::pin(accepted(&self.db, worker_id, &batch)).await
                 }
                 report => Box::pin(self.apply(worker_id, report)).await,
             };
