@@ -211,8 +211,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker { action: WorkerAction::Delete { name } } => delete_worker(&name).await,
         Command::Mesh { action: MeshAction::Config { worker, proxy, key_file } } => {
             let spoke = match (worker, proxy) {
-                (Some(name), _) => Some(("worker", name)),
-                (None, Some(name)) => Some(("proxy", name)),
+                (Some(name), _) => Some((crate::mesh::PeerKind::Worker, name)),
+                (None, Some(name)) => Some((crate::mesh::PeerKind::Proxy, name)),
                 (None, None) => None,
             };
             mesh_config(spoke, &key_file).await
@@ -414,7 +414,10 @@ async fn delete_worker(name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn mesh_config(spoke: Option<(&str, String)>, key_file: &std::path::Path) -> Result<(), CliError> {
+async fn mesh_config(
+    spoke: Option<(crate::mesh::PeerKind, String)>,
+    key_file: &std::path::Path,
+) -> Result<(), CliError> {
     let (config, pool) = connect_configured().await?;
     db::check_clean(&pool).await?;
     let peers = store::mesh::peers(&pool).await.map_err(StoreError::from)?;
@@ -427,7 +430,7 @@ async fn mesh_config(spoke: Option<(&str, String)>, key_file: &std::path::Path) 
         }
         Some((kind, name)) => {
             let peer = peers.iter().find(|p| p.kind == kind && p.name == name).ok_or_else(|| {
-                if kind == "proxy" {
+                if kind == crate::mesh::PeerKind::Proxy {
                     CliError::Usage(format!(
                         "no central proxy is named {name}; add it with `wisehosting mesh proxy add`"
                     ))

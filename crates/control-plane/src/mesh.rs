@@ -35,11 +35,41 @@ pub enum MeshError {
     Wg { interface: String, args: String, detail: String },
 }
 
+/// What a member of the mesh is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    Worker,
+    /// A central proxy (a Traefik host reaching the workers through the hub).
+    Proxy,
+}
+
+impl PeerKind {
+    /// As stored (`store::mesh::peers`) and as the CLI flag names it (`--worker`, `--proxy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Worker => "worker",
+            PeerKind::Proxy => "proxy",
+        }
+    }
+}
+
+impl TryFrom<String> for PeerKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "worker" => Ok(PeerKind::Worker),
+            "proxy" => Ok(PeerKind::Proxy),
+            other => Err(format!("{other:?} is not a kind of mesh peer")),
+        }
+    }
+}
+
 /// One worker or central proxy as the mesh sees it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Peer {
-    /// `worker` or `proxy`.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: PeerKind,
     pub name: String,
     pub wg_public_key: Option<String>,
     pub wg_ip: Option<String>,
@@ -65,7 +95,7 @@ pub fn hub_config(key_file: &Path, listen_port: u16, peers: &[Peer]) -> String {
     let _ = writeln!(out, "Address = {HUB_ADDRESS}/24");
     let _ = writeln!(out, "ListenPort = {listen_port}");
     let _ = writeln!(out, "PostUp = wg set %i private-key {}", key_file.display());
-    if peers.iter().any(|p| p.kind == "proxy") {
+    if peers.iter().any(|p| p.kind == PeerKind::Proxy) {
         // The central proxy reaches the workers through this hub.
         let _ = writeln!(out, "PostUp = sysctl -q -w net.ipv4.ip_forward=1");
     }
@@ -73,7 +103,7 @@ pub fn hub_config(key_file: &Path, listen_port: u16, peers: &[Peer]) -> String {
         let _ = writeln!(out);
         match (&peer.wg_public_key, &peer.wg_ip) {
             (Some(key), Some(ip)) => {
-                let _ = writeln!(out, "# {} {}", peer.kind, peer.name);
+                let _ = writeln!(out, "# {} {}", peer.kind.as_str(), peer.name);
                 let _ = writeln!(out, "[Peer]");
                 let _ = writeln!(out, "PublicKey = {key}");
                 let _ = writeln!(out, "AllowedIPs = {ip}/32");
@@ -82,7 +112,8 @@ pub fn hub_config(key_file: &Path, listen_port: u16, peers: &[Peer]) -> String {
                 let _ = writeln!(
                     out,
                     "# {} {}: not joined yet (no key or address registered)",
-                    peer.kind, peer.name
+                    peer.kind.as_str(),
+                    peer.name
                 );
             }
         }
@@ -157,7 +188,7 @@ pub async fn up(
         }
     }
     done.peers = wanted.len();
-    if peers.iter().any(|p| p.kind == "proxy") {
+    if peers.iter().any(|p| p.kind == PeerKind::Proxy) {
         // A central proxy reaches the workers through this host.
         const FORWARDING: &str = "/proc/sys/net/ipv4/ip_forward";
         if std::fs::read_to_string(FORWARDING).map_err(MeshError::Write)?.trim() != "1" {
@@ -207,9 +238,12 @@ pub fn spoke_config(
     let _ = writeln!(
         out,
         "# {} {}'s end of the WireGuard mesh (`wisehosting mesh config --{} {}`).",
-        if peer.kind == "proxy" { "Central proxy" } else { "Worker" },
+        match peer.kind {
+            PeerKind::Proxy => "Central proxy",
+            PeerKind::Worker => "Worker",
+        },
         peer.name,
-        peer.kind,
+        peer.kind.as_str(),
         peer.name
     );
     let _ = writeln!(out, "# Install as /etc/wireguard/wh0.conf on that host and run `wg-quick up wh0`.");
@@ -234,7 +268,7 @@ mod tests {
 
     fn peer(name: &str, key: Option<&str>, ip: Option<&str>) -> Peer {
         Peer {
-            kind: "worker".into(),
+            kind: PeerKind::Worker,
             name: name.into(),
             wg_public_key: key.map(str::to_string),
             wg_ip: ip.map(str::to_string),
@@ -269,7 +303,7 @@ mod tests {
             !hub_config(file, 51821, std::slice::from_ref(&worker)).contains("ip_forward"),
             "no proxy, no forwarding"
         );
-        let proxy = Peer { kind: "proxy".into(), ..peer("central", Some(&key), Some("10.50.0.3")) };
+        let proxy = Peer { kind: PeerKind::Proxy, ..peer("central", Some(&key), Some("10.50.0.3")) };
         let hub = hub_config(file, 51821, &[worker, proxy.clone()]);
         assert!(hub.contains("PostUp = sysctl -q -w net.ipv4.ip_forward=1\n"), "{hub}");
         assert!(hub.contains("# proxy central\n[Peer]\n"), "{hub}");

@@ -77,29 +77,7 @@ impl Dispatcher {
                         None => std::future::pending().await,
                     }
                 } => match notified {
-                    Ok(n) if n.channel() == jobs::DESIRED_CHANNEL => {
-                        if let Ok(worker_id) = n.payload().parse::<i64>() {
-                            self.send_desired(worker_id).await;
-                        }
-                    }
-                    // Routes or certificates changed on another control plane: pushed from here
-                    // to a worker held here (never passed on: no ping-pong between the pair).
-                    Ok(n) if n.channel() == crate::store::routes::ROUTES_CHANNEL => {
-                        if let Ok(worker_id) = n.payload().parse::<i64>()
-                            && self.hub.is_connected(worker_id)
-                        {
-                            self.hub.routes_changed(worker_id);
-                        }
-                    }
-                    // HTTP-01 answers for a worker, maybe from the other control plane's order.
-                    Ok(n) if n.channel() == crate::store::certificates::CHALLENGES_CHANNEL => {
-                        if let Ok(worker_id) = n.payload().parse::<i64>()
-                            && self.hub.is_connected(worker_id)
-                        {
-                            crate::acme::push_challenges(&self.db, &self.hub, worker_id, true).await;
-                        }
-                    }
-                    Ok(_) => {}
+                    Ok(n) => self.on_worker_notice(n.channel(), n.payload()).await,
                     Err(e) => {
                         tracing::debug!(error = %e, "job listener interrupted; it reconnects");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -109,17 +87,31 @@ impl Dispatcher {
         }
     }
 
-    /// Sends a worker connected here its desired state (another control plane moved one of
-    /// its apps away).
-    async fn send_desired(&self, worker_id: i64) {
+    /// A notice naming a worker (`wh_jobs` only wakes the loop): acted on only by the control
+    /// plane holding the worker's link, and never passed on (no ping-pong between a pair).
+    async fn on_worker_notice(&self, channel: &str, payload: &str) {
+        if channel == jobs::CHANNEL {
+            return;
+        }
+        let Ok(worker_id) = payload.parse::<i64>() else { return };
         if !self.hub.is_connected(worker_id) {
             return;
         }
-        match crate::jobs::events::desired_state(&self.db, worker_id).await {
-            Ok(desired) => {
-                let _ = self.hub.send(worker_id, Outgoing::of(&desired));
+        match channel {
+            // Another control plane moved one of its apps away.
+            jobs::DESIRED_CHANNEL => match crate::jobs::events::desired_state(&self.db, worker_id).await {
+                Ok(desired) => {
+                    let _ = self.hub.send(worker_id, Outgoing::of(&desired));
+                }
+                Err(e) => tracing::warn!(worker_id, error = %e, "cannot send a worker its desired state"),
+            },
+            // Its routes or certificates changed on another control plane.
+            crate::store::routes::ROUTES_CHANNEL => self.hub.routes_changed(worker_id),
+            // Its HTTP-01 answers changed, maybe by the other control plane's order.
+            crate::store::certificates::CHALLENGES_CHANNEL => {
+                crate::acme::push_challenges(&self.db, &self.hub, worker_id, true).await;
             }
-            Err(e) => tracing::warn!(worker_id, error = %e, "cannot send a worker its desired state"),
+            _ => {}
         }
     }
 

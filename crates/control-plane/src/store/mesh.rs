@@ -4,8 +4,7 @@
 use sqlx::PgPool;
 
 /// The lowest free mesh address, 10.50.0.2–10.50.0.254 (10.50.0.1 is the control plane), over
-/// workers and proxies, or NULL when the mesh is full; callers hold the `workers.wg_ip`
-/// advisory lock.
+/// workers and proxies, or NULL when the mesh is full; callers hold [`lock_addresses`].
 macro_rules! free_mesh_address {
     () => {
         "(SELECT candidate FROM generate_series(2, 254) AS n,
@@ -16,6 +15,11 @@ macro_rules! free_mesh_address {
     };
 }
 pub(crate) use free_mesh_address;
+
+/// Serialises mesh-address allocation until the transaction ends (a unique index backs it).
+pub(crate) async fn lock_addresses(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workers.wg_ip'))").execute(&mut *tx).await.map(drop)
+}
 
 /// Every member with its key and address: workers, then proxies, each by name.
 pub async fn peers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<crate::mesh::Peer>, sqlx::Error> {
@@ -34,7 +38,7 @@ pub async fn peers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<crate::mesh::Pee
 /// full).
 pub async fn add_proxy(pool: &PgPool, name: &str, key: &str) -> Result<Option<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workers.wg_ip'))").execute(&mut *tx).await?;
+    lock_addresses(&mut tx).await?;
     let free: Option<String> =
         sqlx::query_scalar(concat!("SELECT host(", free_mesh_address!(), ")")).fetch_one(&mut *tx).await?;
     let Some(free) = free else {

@@ -4,7 +4,7 @@ use sqlx::PgPool;
 use wisehosting_crypto::{Aad, Sealer, random_token, sha256_hex};
 use wisehosting_proto::mac_key_from_api_key;
 
-use super::mesh::free_mesh_address;
+use super::mesh::{free_mesh_address, lock_addresses};
 use super::{StoreError, is_unique_violation};
 use crate::domain::{AppStatus, WorkerName, WorkerStatus, Zone};
 
@@ -149,7 +149,7 @@ pub struct Registration<'a> {
 /// of `None` means the mesh is full.
 pub async fn join_mesh(pool: &PgPool, name: &str, key: &str) -> Result<Option<Option<String>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workers.wg_ip'))").execute(&mut *tx).await?;
+    lock_addresses(&mut tx).await?;
     let ip: Option<Option<String>> = sqlx::query_scalar(concat!(
         "UPDATE workers SET wg_public_key = $2,
              wg_ip = CASE WHEN wg_ip IS NOT NULL AND NOT wg_ip << '127.0.0.0/8'::inet THEN wg_ip ELSE ",
@@ -176,7 +176,7 @@ pub async fn record_registration(
     id: i64,
     reg: &Registration<'_>,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workers.wg_ip'))").execute(&mut *conn).await?;
+    lock_addresses(&mut *conn).await?;
     sqlx::query_scalar(concat!(
         "UPDATE workers SET version = $2, capacity_cpus = $3, capacity_memory_mb = $4,
              wg_public_key = COALESCE($5, wg_public_key), registered_at = now(),
