@@ -164,7 +164,12 @@ impl Dispatcher {
             if local.contains(&worker_id) {
                 chosen.entry(worker_id).or_default().push(job);
             } else {
-                elsewhere.entry(worker_id).or_default().push(job.app_id);
+                // A standby's app stays where it is: its holder is only woken (it places the
+                // job the same way, on a worker it holds, and leases it).
+                let apps = elsewhere.entry(worker_id).or_default();
+                if !job.standby {
+                    apps.push(job.app_id);
+                }
             }
         }
         for (worker_id, apps) in &elsewhere {

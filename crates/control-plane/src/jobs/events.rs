@@ -16,6 +16,7 @@ use wisehosting_proto::messages::{
     JobResult, Log, LogStream,
 };
 
+use super::reschedule::Settled;
 use crate::domain::{AlertKind, AppStatus, DeploymentStatus};
 use crate::hub::{HelloReport, Hub, Outgoing, Report, Reports};
 use crate::logbus::LogBus;
@@ -126,35 +127,29 @@ impl Applier {
     /// failure must not lose the others: the fence makes a retry safe).
     async fn apply_results(&self, worker_id: i64, batch: Vec<JobResult>) -> Result<(), sqlx::Error> {
         let db = &self.db;
-        let moved = match results(db, worker_id, &batch).await {
-            Ok(moved) => moved,
+        let to_tell = match results(db, worker_id, &batch).await {
+            Ok(to_tell) => to_tell,
             Err(e) if batch.len() > 1 => {
                 tracing::warn!(worker_id, results = batch.len(), error = %e, "applying job results one by one");
-                let mut moved = Vec::new();
+                let mut to_tell = Vec::new();
                 for one in &batch {
                     match results(db, worker_id, std::slice::from_ref(one)).await {
-                        Ok(more) => moved.extend(more),
+                        Ok(more) => to_tell.extend(more),
                         Err(e) => {
                             tracing::warn!(worker_id, job_id = one.job_id, error = %e, "cannot apply a job result")
                         }
                     }
                 }
-                moved
+                to_tell
             }
             Err(e) => return Err(e),
         };
         self.hub.routes_changed(worker_id);
-        for old in moved.into_iter().filter(|old| *old != worker_id) {
+        for told in to_tell {
             // The app runs on its new worker: the old one removes its copy (never two
-            // serving). Its hello does it if it is away; if it is held by the other
-            // control plane of a pair, that one is told.
-            self.hub.routes_changed(old);
-            if self.hub.is_connected(old) {
-                let desired = desired_state(db, old).await?;
-                let _ = self.hub.send(old, Outgoing::of(&desired));
-            } else {
-                jobs::notify_desired(db, old).await?;
-            }
+            // serving); or a standby was dropped: this worker removes it.
+            self.hub.routes_changed(told);
+            tell_desired(db, &self.hub, told).await?;
         }
         Ok(())
     }
@@ -217,25 +212,38 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
     Ok(())
 }
 
-/// Applies job results in one transaction; for each deploy that moved its app to this worker
-/// and succeeded, the worker it moved off (told to remove its copy).
+/// The worker's desired state changed: sent if it is connected here, else its holder (the
+/// other control plane of a pair) is told; a worker that is away gets it at its hello.
+pub async fn tell_desired(db: &PgPool, hub: &Hub, worker_id: i64) -> Result<(), sqlx::Error> {
+    if hub.is_connected(worker_id) {
+        let desired = desired_state(db, worker_id).await?;
+        let _ = hub.send(worker_id, Outgoing::of(&desired));
+        Ok(())
+    } else {
+        jobs::notify_desired(db, worker_id).await
+    }
+}
+
+/// Applies job results in one transaction; returns the workers whose desired state changed:
+/// for each deploy that moved its app to this worker and succeeded, the worker it moved off
+/// (told to remove its copy); this worker, for a standby dropped.
 pub async fn results(db: &PgPool, worker_id: i64, msgs: &[JobResult]) -> Result<Vec<i64>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let mut moved = Vec::new();
+    let mut to_tell = Vec::new();
     let mut ended = Vec::new();
     for msg in msgs {
-        if let Some((app_id, moved_from)) = result(&mut tx, worker_id, msg).await? {
+        if let Some((app_id, told)) = result(&mut tx, worker_id, msg).await? {
             ended.push(app_id);
-            moved.extend(moved_from);
+            to_tell.extend(told);
         }
     }
     jobs::wake_queued_behind(&mut tx, &ended).await?;
     tx.commit().await?;
-    Ok(moved)
+    Ok(to_tell)
 }
 
-/// Applies one job's result in `tx`: its app if the fence matched, with, for a deploy that
-/// moved the app to this worker and succeeded, the worker it moved off.
+/// Applies one job's result in `tx`: its app if the fence matched, with the worker whose
+/// desired state it changed (see [`results`]).
 async fn result(
     tx: &mut sqlx::PgConnection,
     worker_id: i64,
@@ -261,11 +269,35 @@ async fn result(
                 host_port: msg.host_port,
                 commit: msg.commit.as_deref(),
             };
-            if let Some(deployment) = job.deployment_id {
-                deployments::switch_to(&mut *tx, job.app_id, deployment, switched).await?;
+            match job.deployment_id {
+                Some(deployment) if deployments::is_standby(&mut *tx, deployment).await? => {
+                    // A standby: switched to if due, else it waits for its time (or is dropped
+                    // if the app's worker came back).
+                    deployments::hold(&mut *tx, deployment, switched).await?;
+                    moved_from = match deployments::standbys(
+                        &mut *tx,
+                        Some(deployment),
+                        super::reschedule::SWITCH_AHEAD.as_secs_f64(),
+                    )
+                    .await?
+                    .first()
+                    {
+                        Some(standby) => match super::reschedule::settle(&mut *tx, standby).await? {
+                            Settled::Switched { left } => left,
+                            Settled::Dropped { worker_id } => Some(worker_id),
+                            Settled::Held => None,
+                        },
+                        // Being settled by a rescheduler pass right now.
+                        None => None,
+                    };
+                }
+                Some(deployment) => {
+                    deployments::switch_to(&mut *tx, job.app_id, deployment, switched).await?;
+                    // The app runs where this deploy switched: a move (a drain) ends here.
+                    moved_from = jobs::place_on(&mut *tx, job.app_id, worker_id).await?;
+                }
+                None => moved_from = jobs::place_on(&mut *tx, job.app_id, worker_id).await?,
             }
-            // The app runs where this deploy switched: a move (a drain, a reschedule) ends here.
-            moved_from = jobs::place_on(&mut *tx, job.app_id, worker_id).await?;
         }
         (JobKind::Deploy, false) => {
             let reason = error.as_deref().unwrap_or("the deploy failed");

@@ -213,35 +213,51 @@ pub async fn reports_for(db: &PgPool, app_id: i64, worker_id: i64) -> Result<boo
     .await
 }
 
+/// An app to deploy again elsewhere, and when its new copy may take over: at `switch_at` for
+/// an app of a worker that is gone (the reschedule limit; the copy is a standby until then),
+/// at once for one of a worker disabled by an operator.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ToMove {
+    #[sqlx(flatten)]
+    pub app: App,
+    pub switch_at: Option<DateTime<Utc>>,
+}
+
 /// Apps to deploy again elsewhere (SPEC §14.5): placed on a worker offline for more than
-/// `after_secs`, or disabled by an operator; with a version that ran, not stopped by their
-/// user, no job open, and not yet redeployed since the worker went away (one try per absence:
-/// a failed one is the user's to see, not retried in a loop). Locked, up to `limit`.
+/// `after_secs - lead_secs` (a standby is started `lead_secs` before the limit, switched to at
+/// it), or disabled by an operator; with a version that ran, not stopped by their user, no job
+/// open, and not yet redeployed since the worker went away (one try per absence: a failed one
+/// is the user's to see, not retried in a loop). Locked, up to `limit`.
 pub async fn lock_to_reschedule(
     tx: &mut sqlx::PgConnection,
-    after_secs: u64,
+    after_secs: f64,
+    lead_secs: f64,
     limit: i64,
-) -> Result<Vec<App>, sqlx::Error> {
+) -> Result<Vec<ToMove>, sqlx::Error> {
     sqlx::query_as(&format!(
         "WITH chosen AS (
-             SELECT apps.id FROM apps JOIN workers w ON w.id = apps.worker_id
+             SELECT apps.id,
+                    CASE WHEN w.status = $5 THEN w.offline_since + make_interval(secs => $1) END AS switch_at
+             FROM apps JOIN workers w ON w.id = apps.worker_id
              WHERE apps.current_deployment_id IS NOT NULL AND apps.status <> $4
-               AND ((w.status = $5 AND w.offline_since < now() - make_interval(secs => $1)) OR w.status = $6)
+               AND ((w.status = $5 AND w.offline_since < now() - make_interval(secs => $1 - $10))
+                    OR w.status = $6)
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = apps.id AND j.status = ANY($3))
                AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app_id = apps.id
                                AND d.created_at >= COALESCE(w.offline_since, now()))
                AND {}
              ORDER BY apps.id LIMIT $2 FOR UPDATE OF apps SKIP LOCKED)
-         SELECT {APP_COLUMNS} FROM apps WHERE id IN (SELECT id FROM chosen) ORDER BY id",
+         SELECT {APP_COLUMNS}, chosen.switch_at FROM apps JOIN chosen USING (id) ORDER BY id",
         not_stopped_by_user(7)
     ))
-    .bind(after_secs as f64)
+    .bind(after_secs)
     .bind(limit)
     .bind(JobStatus::OPEN)
     .bind(AppStatus::Deleting)
     .bind(crate::domain::WorkerStatus::Offline)
     .bind(crate::domain::WorkerStatus::Disabled)
     .bind_not_stopped()
+    .bind(lead_secs)
     .fetch_all(&mut *tx)
     .await
 }
@@ -333,19 +349,28 @@ impl<'q, O> BindNotStopped for sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx:
     }
 }
 
-/// Per app placed on `worker_id` — or moving there, its job leased to it —: its current
-/// deployment, and whether a job is open for it (a moving app's always is: its containers stay).
+/// Per app placed on `worker_id` — or moving there, its job leased to it, or its standby
+/// waiting there for the reschedule limit —: the deployment it runs (a standby's own), and
+/// whether its containers must all stay (a job is open for it, or it is a standby).
 pub async fn desired_on(db: &PgPool, worker_id: i64) -> Result<Vec<(i64, Option<i64>, bool)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT a.id, a.current_deployment_id,
-                EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.status = ANY($2))
-         FROM apps a
-         WHERE a.worker_id = $1
-            OR EXISTS (SELECT 1 FROM jobs m WHERE m.app_id = a.id AND m.worker_id = $1 AND m.status = ANY($3))",
+        "WITH standby AS (
+             SELECT d.app_id, max(d.id) AS id FROM deployments d JOIN jobs sj ON sj.deployment_id = d.id
+             WHERE d.status = $4 AND d.switch_at IS NOT NULL AND sj.worker_id = $1 AND sj.status = $5
+             GROUP BY d.app_id),
+         mine AS (
+             SELECT id FROM apps WHERE worker_id = $1
+             UNION SELECT app_id FROM jobs WHERE worker_id = $1 AND status = ANY($3)
+             UNION SELECT app_id FROM standby)
+         SELECT a.id, COALESCE(s.id, a.current_deployment_id),
+                s.id IS NOT NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.app_id = a.id AND j.status = ANY($2))
+         FROM apps a JOIN mine ON mine.id = a.id LEFT JOIN standby s ON s.app_id = a.id",
     )
     .bind(worker_id)
     .bind(JobStatus::OPEN)
     .bind(JobStatus::LEASED)
+    .bind(crate::domain::DeploymentStatus::Switching)
+    .bind(JobStatus::Succeeded)
     .fetch_all(db)
     .await
 }

@@ -189,6 +189,121 @@ pub async fn switch_to(
     Ok(())
 }
 
+/// The deployment is a standby: its deploy may run before `at`, the app switches to it only
+/// then (see [`standbys`]).
+pub async fn hold_until(tx: &mut PgConnection, id: i64, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET switch_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether the deployment is a standby (it has a time to switch at).
+pub async fn is_standby(tx: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND switch_at IS NOT NULL)")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+}
+
+/// A standby's deploy succeeded: what runs is kept, and the deployment waits in `switching`
+/// for its time (or for the app's worker coming back, which drops it).
+pub async fn hold(tx: &mut PgConnection, id: i64, switched: Switched<'_>) -> Result<(), sqlx::Error> {
+    let commit = switched.commit.and_then(|c| CommitSha::parse(c).ok());
+    sqlx::query(
+        "UPDATE deployments SET status = $2, image_id = $3, container_id = $4, host_port = $5,
+                commit_sha = COALESCE(commit_sha, $6)
+         WHERE id = $1 AND status = ANY($7)",
+    )
+    .bind(id)
+    .bind(DeploymentStatus::Switching)
+    .bind(switched.image_id)
+    .bind(switched.container_id)
+    .bind(switched.host_port.map(i32::from))
+    .bind(commit.as_ref().map(CommitSha::as_str))
+    .bind(DeploymentStatus::may_move_to(DeploymentStatus::Switching))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A standby whose deploy succeeded, waiting to be switched to (or dropped), locked with its
+/// app.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Standby {
+    pub id: i64,
+    pub app_id: i64,
+    /// The worker the standby runs on.
+    pub worker_id: i64,
+    /// The worker the app is placed on (the one that went away).
+    pub app_worker_id: Option<i64>,
+    /// That worker is online again: the app stays there, the standby is dropped.
+    pub app_worker_back: bool,
+    /// A newer version of the app ran meanwhile: the standby is dropped.
+    pub outdated: bool,
+    /// Its time has come.
+    pub due: bool,
+    image_id: Option<String>,
+    container_id: Option<String>,
+    host_port: Option<i32>,
+}
+
+impl Standby {
+    /// What the standby runs, as its deploy reported it.
+    pub fn switched(&self) -> Switched<'_> {
+        Switched {
+            image_id: self.image_id.as_deref(),
+            container_id: self.container_id.as_deref(),
+            host_port: self.host_port.and_then(|p| u16::try_from(p).ok()),
+            commit: None,
+        }
+    }
+}
+
+/// Standbys waiting in `switching` — `only` that one, or every one that is due (`ahead_secs`
+/// before its `switch_at`) or whose app's worker came back —, locked with their apps (another
+/// pass skips them).
+pub async fn standbys(
+    tx: &mut PgConnection,
+    only: Option<i64>,
+    ahead_secs: f64,
+) -> Result<Vec<Standby>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id, d.app_id, j.worker_id, a.worker_id AS app_worker_id,
+                COALESCE(w.status = $3, false) AS app_worker_back,
+                COALESCE(a.current_deployment_id > d.id, false) AS outdated,
+                d.switch_at - make_interval(secs => $5) <= now() AS due, d.image_id, d.container_id, d.host_port
+         FROM deployments d JOIN apps a ON a.id = d.app_id
+         JOIN jobs j ON j.deployment_id = d.id AND j.status = $4
+         LEFT JOIN workers w ON w.id = a.worker_id
+         WHERE d.status = $2 AND d.switch_at IS NOT NULL AND j.worker_id IS NOT NULL
+           AND ($1::bigint IS NULL OR d.id = $1)
+           AND ($1::bigint IS NOT NULL OR d.switch_at - make_interval(secs => $5) <= now() OR w.status = $3)
+         ORDER BY d.id FOR UPDATE OF a SKIP LOCKED",
+    )
+    .bind(only)
+    .bind(DeploymentStatus::Switching)
+    .bind(crate::domain::WorkerStatus::Online)
+    .bind(crate::domain::JobStatus::Succeeded)
+    .bind(ahead_secs)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Seconds until the next standby is due (`ahead_secs` before its `switch_at`), if one waits.
+pub async fn next_standby_in(db: impl PgExecutor<'_>, ahead_secs: f64) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM min(switch_at) - now())::float8 - $2 FROM deployments
+         WHERE switch_at IS NOT NULL AND status = $1",
+    )
+    .bind(DeploymentStatus::Switching)
+    .bind(ahead_secs)
+    .fetch_one(db)
+    .await
+}
+
 /// A restart moved the running version to a new port (and container).
 pub async fn moved(
     tx: &mut PgConnection,

@@ -92,6 +92,9 @@ pub struct Ready {
     pub zone: Option<String>,
     /// The plan of the app's owner (what it reserves on a worker).
     pub owner_plan: String,
+    /// A standby's deploy (a rescheduled app of a worker gone, started before the limit): the
+    /// app stays placed where it is until the switch.
+    pub standby: bool,
 }
 
 impl Ready {
@@ -152,9 +155,9 @@ async fn lock_ready_among(
     sqlx::query_as(
         "SELECT j.id, j.kind, j.app_id, j.deployment_id, j.payload_sealed, a.worker_id AS app_worker_id,
                 COALESCE(w.status = $4, false) AS app_worker_online, COALESCE(a.zone, w.zone) AS zone,
-                u.plan AS owner_plan
+                u.plan AS owner_plan, d.switch_at IS NOT NULL AS standby
          FROM jobs j JOIN apps a ON a.id = j.app_id JOIN users u ON u.id = a.user_id
-         LEFT JOIN workers w ON w.id = a.worker_id
+         LEFT JOIN workers w ON w.id = a.worker_id LEFT JOIN deployments d ON d.id = j.deployment_id
          WHERE j.id = ANY($1) AND j.status = $6
            AND (a.worker_id = ANY($3) OR a.worker_id IS NULL OR (j.kind = $5 AND w.status <> $4))
            AND (SELECT r.id FROM jobs r
@@ -222,7 +225,9 @@ pub async fn place_on(
 /// where it is: the job is then leased to the chosen worker directly, by this control plane
 /// only if it holds that worker (see the dispatcher).
 pub async fn place(tx: &mut PgConnection, worker_id: i64, apps: &[i64]) -> Result<(), sqlx::Error> {
-    move_apps(tx, worker_id, apps).await?;
+    if !apps.is_empty() {
+        move_apps(tx, worker_id, apps).await?;
+    }
     sqlx::query("SELECT pg_notify($1, 'placed')").bind(CHANNEL).execute(&mut *tx).await?;
     Ok(())
 }
@@ -250,9 +255,10 @@ pub async fn lease(
     jobs: &[&Ready],
 ) -> Result<Vec<(i64, i32)>, sqlx::Error> {
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
-    // Most jobs are for apps already on the worker: only the others are moved.
+    // Most jobs are for apps already on the worker: only the others are moved (a standby's
+    // app moves at its switch).
     let apps: Vec<i64> =
-        jobs.iter().filter(|j| j.app_worker_id != Some(worker_id)).map(|j| j.app_id).collect();
+        jobs.iter().filter(|j| j.app_worker_id != Some(worker_id) && !j.standby).map(|j| j.app_id).collect();
     let leased: Vec<(i64, i32)> = sqlx::query_as(
         "UPDATE jobs SET status = $3, worker_id = $2, attempt = attempt + 1, dispatched_at = now()
          WHERE id = ANY($1) RETURNING id, attempt",

@@ -85,8 +85,9 @@ async fn a_gone_workers_app_is_redeployed_in_its_zone_after_the_limit_and_the_re
     wa.kill().await;
     let moved = wb.next_job(Duration::from_secs(20)).await.expect("eu-b gets the app of eu-a");
     let waited = killed.elapsed();
-    // Offline after 3 silent heartbeats (3 s), moved once silent for reschedule_after_secs.
-    assert!(waited >= Duration::from_millis(4500), "rescheduled too early: {waited:?}");
+    // Offline after 3 silent heartbeats (3 s); the standby starts a third of the limit before
+    // it (at 3.3 s of silence; the last heartbeat was up to one beat before the kill).
+    assert!(waited >= Duration::from_secs(3) - BEAT, "rescheduled too early: {waited:?}");
     assert!(waited <= Duration::from_secs(12), "rescheduled too late: {waited:?}");
     assert_eq!(moved.app_id, app);
     let spec = deploy_spec(&moved);
@@ -98,12 +99,22 @@ async fn a_gone_workers_app_is_redeployed_in_its_zone_after_the_limit_and_the_re
     );
     assert_eq!(first.deployment_id, Some(running_version));
     assert!(wc.next_job(Duration::from_millis(500)).await.is_none(), "us-c is in another zone");
-    // Until the new copy runs the app is not routed to eu-a (it is gone) nor eu-b (not up).
+    // Until the new copy takes over the app is not routed to eu-a (it is gone) nor eu-b.
     let mid = app_json(&user, app).await;
     assert_ne!(mid["status"], "running", "{mid}");
     wb.finish_deploy(&moved, 40002).await;
+    let standby = moved.deployment_id.expect("the standby's deployment");
+    let held = eventually(Duration::from_secs(5), Duration::from_millis(20), || async {
+        user.get(&format!("/api/deployments/{standby}")).await.json::<Value>().await.expect("json")["status"]
+            == "switching"
+    })
+    .await;
+    assert!(held, "the standby's deploy succeeded and waits for the limit (not switched to yet)");
     let now = wait_app(&user, app, |a| a["status"] == "running" && a["host_port"] == 40002).await;
+    let switched = killed.elapsed();
     assert_eq!(now["worker_id"], b.id, "{now}");
+    assert_eq!(now["current_deployment_id"], standby, "{now}");
+    assert!(switched >= Duration::from_secs(5) - BEAT, "switched before the limit: {switched:?}");
 
     let audit: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_events WHERE target_type = 'app' AND target_id = $1")
@@ -118,6 +129,70 @@ async fn a_gone_workers_app_is_redeployed_in_its_zone_after_the_limit_and_the_re
     assert!(!desired.contains(&app), "the returning worker is told to drop its copy: {desired:?}");
     wb.kill().await;
     wc.kill().await;
+}
+
+/// A worker away for less than the limit keeps its apps: the standby started before the limit
+/// is dropped when the worker comes back, and its worker told to remove it.
+#[tokio::test]
+async fn a_standby_is_dropped_and_the_app_stays_when_its_worker_comes_back_before_the_limit() {
+    let cp = fleet(9).await;
+    let a = create_worker(&cp, "returner").await;
+    let b = create_worker(&cp, "stand-in").await;
+    let mut wa = online(&cp, &a).await;
+    let user = cp.login("standby@example.com").await;
+    let (app, _) = user.deploy("homebody", "https://example.com/r.git").await;
+    let first = wa.next_job(Duration::from_secs(10)).await.expect("the only worker gets the deploy");
+    wa.finish_deploy(&first, 40011).await;
+    let ran = wait_app(&user, app, |a| a["status"] == "running").await;
+    let version = ran["current_deployment_id"].as_i64().expect("current deployment");
+
+    let mut wb = online(&cp, &b).await;
+    let killed = Instant::now();
+    wa.kill().await;
+    // The standby starts at 6 s of silence (a third of the 9 s limit before it).
+    let standby_job = wb.next_job(Duration::from_secs(15)).await.expect("the standby's deploy");
+    let started = killed.elapsed();
+    assert!(started >= Duration::from_secs(6) - BEAT, "standby too early: {started:?}");
+    let standby = standby_job.deployment_id.expect("deployment");
+    wb.finish_deploy(&standby_job, 40012).await;
+
+    // The worker comes back before the limit, its copy running.
+    let mut back = RawWorker::connect(&cp, &a).await;
+    let container = wisehosting_proto::messages::ContainerInfo {
+        id: format!("{:064x}", first.job_id),
+        name: "homebody".into(),
+        app_id: Some(app),
+        deployment_id: Some(version),
+        image_id: BeatingWorker::image_of(&first),
+        state: "running".into(),
+        host_port: Some(40011),
+    };
+    back.hello(Hello { version: "test".into(), containers: vec![container], ..Default::default() }).await;
+    let returned = killed.elapsed();
+    let _back = back.beating(BEAT);
+    assert!(returned < Duration::from_secs(9), "the test came back before the limit: {returned:?}");
+
+    // The standby's worker is told the app is not its to run, and the deployment says why.
+    let dropped = wb
+        .next(Duration::from_secs(10), |m| match m {
+            ServerMessage::DesiredState(d) if !d.apps.iter().any(|x| x.app_id == app) => Some(()),
+            _ => None,
+        })
+        .await;
+    assert!(dropped.is_some(), "the standby's worker removes its copy");
+    let ended: Value = user.get(&format!("/api/deployments/{standby}")).await.json().await.expect("json");
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert!(ended["error"].as_str().unwrap_or_default().contains("came back"), "{ended}");
+    // Past the limit the app still runs where it was, its version unchanged.
+    tokio::time::sleep_until((killed + Duration::from_secs(10)).into()).await;
+    let now = app_json(&user, app).await;
+    assert_eq!(
+        (now["worker_id"].as_i64(), now["status"].as_str(), now["current_deployment_id"].as_i64()),
+        (Some(a.id), Some("running"), Some(version)),
+        "{now}"
+    );
+    assert_eq!(now["host_port"], 40011, "{now}");
+    wb.kill().await;
 }
 
 #[tokio::test]
@@ -427,13 +502,23 @@ async fn a_worker_killed_with_sigkill_has_its_app_served_by_another_after_the_re
     let (mut victim, heir) = if placed == a.id { (wa, wb) } else { (wb, wa) };
     victim.kill9();
     let killed = Instant::now();
-    let served = eventually(Duration::from_secs(90), Duration::from_millis(200), || async {
+    let killed_at = chrono::Utc::now();
+    let served = eventually(Duration::from_secs(90), Duration::from_millis(10), || async {
         via_edge(heir.edge, "phoenix.localhost").await == (200, "still here\n".to_string())
     })
     .await;
     let took = killed.elapsed();
     assert!(served, "the app is served by the other worker");
-    eprintln!("fleet figure: served again by another worker {took:?} after SIGKILL of its worker (defaults)");
+    let last_frame: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT offline_since FROM workers WHERE id = $1")
+            .bind(victim.worker.id)
+            .fetch_one(&cp.db)
+            .await
+            .expect("offline since");
+    let silent_before_kill = (killed_at - last_frame).to_std().unwrap_or_default();
+    eprintln!(
+        "fleet figure: served again by another worker {took:?} after SIGKILL of its worker (defaults); its last frame came {silent_before_kill:?} before the kill"
+    );
     let now = app_json(&user, app).await;
     assert_eq!(now["worker_id"], heir.worker.id, "{now}");
     // Each copy carries the id of the worker that made it (both share this host's podman; ids
