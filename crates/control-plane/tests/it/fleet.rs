@@ -195,6 +195,55 @@ async fn a_standby_is_dropped_and_the_app_stays_when_its_worker_comes_back_befor
     wb.kill().await;
 }
 
+/// A standby waiting for the limit is never switched to once a newer version of the app ran
+/// (a deploy its user made meanwhile): it is dropped at its time, and the app keeps the newer one.
+#[tokio::test]
+async fn a_standby_is_dropped_when_a_newer_deploy_ran_before_it_was_due() {
+    let cp = fleet(9).await;
+    let a = create_worker(&cp, "lost").await;
+    let b = create_worker(&cp, "found").await;
+    let mut wa = online(&cp, &a).await;
+    let user = cp.login("outdated@example.com").await;
+    let (app, _) = user.deploy("overtaken", "https://example.com/r.git").await;
+    let first = wa.next_job(Duration::from_secs(10)).await.expect("the only worker gets the deploy");
+    wa.finish_deploy(&first, 40021).await;
+    wait_app(&user, app, |a| a["status"] == "running").await;
+
+    let mut wb = online(&cp, &b).await;
+    let killed = Instant::now();
+    wa.kill().await;
+    let standby_job = wb.next_job(Duration::from_secs(15)).await.expect("the standby's deploy");
+    let standby = standby_job.deployment_id.expect("deployment");
+    wb.finish_deploy(&standby_job, 40022).await;
+    // The user deploys again before the limit; the new version goes to the online worker.
+    let deployed = user.post_json(&format!("/api/apps/{app}/deployments"), &serde_json::json!({})).await;
+    assert!(deployed.status().is_success(), "{}", deployed.text().await.unwrap_or_default());
+    let newer_job = wb.next_job(Duration::from_secs(10)).await.expect("the newer deploy");
+    let newer = newer_job.deployment_id.expect("deployment");
+    assert!(newer > standby);
+    wb.finish_deploy(&newer_job, 40023).await;
+    let ran = wait_app(&user, app, |a| a["current_deployment_id"] == newer && a["status"] == "running").await;
+    assert_eq!(ran["worker_id"], b.id, "{ran}");
+    assert!(killed.elapsed() < Duration::from_secs(9), "the newer version ran before the standby was due");
+
+    // At its time the standby is dropped, not switched to.
+    let dropped = eventually(Duration::from_secs(15), Duration::from_millis(100), || async {
+        let d: Value = user.get(&format!("/api/deployments/{standby}")).await.json().await.expect("json");
+        d["status"] == "cancelled"
+    })
+    .await;
+    let ended: Value = user.get(&format!("/api/deployments/{standby}")).await.json().await.expect("json");
+    assert!(dropped, "the standby is dropped: {ended}");
+    assert!(ended["error"].as_str().unwrap_or_default().contains("newer version"), "{ended}");
+    let now = app_json(&user, app).await;
+    assert_eq!(
+        (now["worker_id"].as_i64(), now["current_deployment_id"].as_i64(), now["host_port"].as_i64()),
+        (Some(b.id), Some(newer), Some(40023)),
+        "{now}"
+    );
+    wb.kill().await;
+}
+
 #[tokio::test]
 async fn placement_fails_a_deploy_no_worker_has_room_for_and_waits_when_none_is_online() {
     let cp = spawn_control_plane_with(|c| {
