@@ -74,119 +74,93 @@ async fn fill_queue(pool: &PgPool) -> i64 {
     worker
 }
 
+/// Runs `CLAIMERS` claimers side by side until the queue is empty (each returns how many jobs
+/// it completed): jobs per second.
+async fn drain_with<F, Fut>(pool: &PgPool, claimer: F) -> f64
+where
+    F: Fn(PgPool) -> Fut,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let started = Instant::now();
+    let claimers: Vec<_> = (0..CLAIMERS).map(|_| tokio::spawn(claimer(pool.clone()))).collect();
+    let mut total = 0;
+    for claimer in claimers {
+        total += claimer.await.expect("claimer");
+    }
+    assert_eq!(total, JOBS as u64, "every job claimed and completed once");
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Claims and completes every queued job through the queue's statements: jobs per second.
 async fn drain_queue(pool: &PgPool, worker: i64) -> f64 {
-    let started = Instant::now();
-    let claimers = (0..CLAIMERS).map(|_| {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let mut done = 0u64;
-            loop {
-                let mut tx = pool.begin().await.expect("tx");
-                let ready = jobs::lock_ready(&mut tx, BATCH, &[worker]).await.expect("lock");
-                if ready.is_empty() {
-                    tx.commit().await.expect("commit");
-                    return done;
-                }
-                let batch: Vec<&jobs::Ready> = ready.iter().collect();
-                let leased = jobs::lease(&mut tx, worker, &batch).await.expect("lease");
+    drain_with(pool, |pool| async move {
+        let mut done = 0u64;
+        loop {
+            let mut tx = pool.begin().await.expect("tx");
+            let ready = jobs::lock_ready(&mut tx, BATCH, &[worker]).await.expect("lock");
+            if ready.is_empty() {
                 tx.commit().await.expect("commit");
-                let fences: Vec<Fence> = leased
-                    .into_iter()
-                    .map(|(job_id, attempt)| Fence { job_id, attempt, worker_id: worker })
-                    .collect();
-                // The worker accepts the batch's jobs together: the applier accepts them in one
-                // statement.
-                let accepted = jobs::accept(&pool, &fences).await.expect("accept");
-                assert_eq!(accepted.len(), fences.len(), "every job of the batch accepted");
-                // The results of a batch arrive together: the applier finishes them in one
-                // transaction, and wakes the dispatcher if jobs of those apps wait behind them.
-                let mut tx = pool.begin().await.expect("tx");
-                let mut apps = Vec::new();
-                for fence in fences {
-                    let outcome = Outcome { ok: true, error: None, fault: None };
-                    let job = jobs::finish(&mut tx, fence, outcome).await.expect("finish").expect("finished");
-                    apps.push(job.app_id);
-                    done += 1;
-                }
-                jobs::wake_queued_behind(&mut tx, &apps).await.expect("wake");
-                tx.commit().await.expect("commit");
+                return done;
             }
-        })
-    });
-    let mut total = 0;
-    for claimer in claimers.collect::<Vec<_>>() {
-        total += claimer.await.expect("claimer");
-    }
-    assert_eq!(total, JOBS as u64, "every job claimed and completed once");
-    total as f64 / started.elapsed().as_secs_f64()
+            let batch: Vec<&jobs::Ready> = ready.iter().collect();
+            let leased = jobs::lease(&mut tx, worker, &batch).await.expect("lease");
+            tx.commit().await.expect("commit");
+            let fences: Vec<Fence> = leased
+                .into_iter()
+                .map(|(job_id, attempt)| Fence { job_id, attempt, worker_id: worker })
+                .collect();
+            // The worker accepts the batch's jobs together: the applier accepts them in one
+            // statement.
+            let accepted = jobs::accept(&pool, &fences).await.expect("accept");
+            assert_eq!(accepted.len(), fences.len(), "every job of the batch accepted");
+            // The results of a batch arrive together: the applier finishes them in one
+            // transaction, and wakes the dispatcher if jobs of those apps wait behind them.
+            let mut tx = pool.begin().await.expect("tx");
+            let mut apps = Vec::new();
+            for fence in fences {
+                let outcome = Outcome { ok: true, error: None, fault: None };
+                let job = jobs::finish(&mut tx, fence, outcome).await.expect("finish").expect("finished");
+                apps.push(job.app_id);
+                done += 1;
+            }
+            jobs::wake_queued_behind(&mut tx, &apps).await.expect("wake");
+            tx.commit().await.expect("commit");
+        }
+    })
+    .await
 }
 
-/// The same jobs (the `jobs` table, its indexes and keys, filled by [`fill_queue`]) taken with
-/// raw `FOR UPDATE SKIP LOCKED` statements and none of the queue's rules (no one-job-per-app,
-/// no placement, no fence, no wake-up): jobs per second. Against this the ratio is the price of
-/// the queue's logic alone; against [`drain_raw`] it also includes the table's.
-async fn drain_raw_jobs(pool: &PgPool, worker: i64) -> f64 {
-    let started = Instant::now();
-    let claimers = (0..CLAIMERS).map(|_| {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let mut done = 0u64;
-            loop {
-                let mut tx = pool.begin().await.expect("tx");
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                )
-                .bind(BATCH)
-                .fetch_all(&mut *tx)
-                .await
-                .expect("claim");
-                if ids.is_empty() {
-                    tx.commit().await.expect("commit");
-                    return done;
-                }
-                sqlx::query(
-                    "UPDATE jobs SET status = 'dispatched', worker_id = $2, attempt = attempt + 1, dispatched_at = now()
-                     WHERE id = ANY($1)",
-                )
-                .bind(&ids)
-                .bind(worker)
-                .execute(&mut *tx)
-                .await
-                .expect("lease");
-                tx.commit().await.expect("commit");
-                sqlx::query(
-                    "UPDATE jobs SET status = 'running', started_at = now() WHERE id = ANY($1) AND status = 'dispatched'",
-                )
-                .bind(&ids)
-                .execute(&pool)
-                .await
-                .expect("accept");
-                let mut tx = pool.begin().await.expect("tx");
-                for id in ids {
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = $1 AND status = 'running'",
-                    )
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("finish");
-                    done += 1;
-                }
-                tx.commit().await.expect("commit");
-            }
-        })
-    });
-    let mut total = 0;
-    for claimer in claimers.collect::<Vec<_>>() {
-        total += claimer.await.expect("claimer");
-    }
-    assert_eq!(total, JOBS as u64, "every job claimed and completed once");
-    total as f64 / started.elapsed().as_secs_f64()
+/// The four statements of a raw `FOR UPDATE SKIP LOCKED` queue: claim `$1` ids, lease them
+/// (`$1` ids, `$2` the worker), mark them running (`$1` ids), finish one (`$1` its id).
+struct RawStatements {
+    claim: &'static str,
+    lease: &'static str,
+    accept: &'static str,
+    finish: &'static str,
 }
 
-/// The same on a bare table with raw `FOR UPDATE SKIP LOCKED`: jobs per second.
-async fn drain_raw(pool: &PgPool) -> f64 {
+/// The queue's own table (its indexes and keys, filled by [`fill_queue`]), with none of the
+/// queue's rules (no one-job-per-app, no placement, no fence, no wake-up): against this the
+/// ratio is the price of the queue's logic alone.
+const ON_JOBS: RawStatements = RawStatements {
+    claim: "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    lease:
+        "UPDATE jobs SET status = 'dispatched', worker_id = $2, attempt = attempt + 1, dispatched_at = now()
+            WHERE id = ANY($1)",
+    accept: "UPDATE jobs SET status = 'running', started_at = now() WHERE id = ANY($1) AND status = 'dispatched'",
+    finish: "UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = $1 AND status = 'running'",
+};
+
+/// A bare table ([`bare_table`]): against this the ratio also includes the price of the schema.
+const ON_BARE: RawStatements = RawStatements {
+    claim: "SELECT id FROM bench_raw WHERE status = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    lease: "UPDATE bench_raw SET status = 'dispatched', worker = $2, attempt = attempt + 1 WHERE id = ANY($1)",
+    accept: "UPDATE bench_raw SET status = 'running' WHERE id = ANY($1) AND status = 'dispatched'",
+    finish: "UPDATE bench_raw SET status = 'done' WHERE id = $1 AND status = 'running'",
+};
+
+/// A bare 4-column table of `JOBS` queued jobs, for [`ON_BARE`].
+async fn bare_table(pool: &PgPool) {
     sqlx::query("DROP TABLE IF EXISTS bench_raw").execute(pool).await.expect("drop");
     sqlx::query(
         "CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, status TEXT NOT NULL, worker BIGINT, attempt INT NOT NULL DEFAULT 0)",
@@ -199,56 +173,33 @@ async fn drain_raw(pool: &PgPool) -> f64 {
         .execute(pool)
         .await
         .expect("fill");
-    let started = Instant::now();
-    let claimers = (0..CLAIMERS).map(|_| {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let mut done = 0u64;
-            loop {
-                let mut tx = pool.begin().await.expect("tx");
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM bench_raw WHERE status = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                )
-                .bind(BATCH)
-                .fetch_all(&mut *tx)
-                .await
-                .expect("claim");
-                if ids.is_empty() {
-                    tx.commit().await.expect("commit");
-                    return done;
-                }
-                sqlx::query(
-                    "UPDATE bench_raw SET status = 'dispatched', worker = 1, attempt = attempt + 1 WHERE id = ANY($1)",
-                )
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .expect("lease");
+}
+
+/// The same work in the same round trips with raw `FOR UPDATE SKIP LOCKED` statements: jobs
+/// per second.
+async fn drain_raw(pool: &PgPool, sql: &'static RawStatements, worker: i64) -> f64 {
+    drain_with(pool, |pool| async move {
+        let mut done = 0u64;
+        loop {
+            let mut tx = pool.begin().await.expect("tx");
+            let ids: Vec<i64> =
+                sqlx::query_scalar(sql.claim).bind(BATCH).fetch_all(&mut *tx).await.expect("claim");
+            if ids.is_empty() {
                 tx.commit().await.expect("commit");
-                sqlx::query("UPDATE bench_raw SET status = 'running' WHERE id = ANY($1) AND status = 'dispatched'")
-                    .bind(&ids)
-                    .execute(&pool)
-                    .await
-                    .expect("accept");
-                let mut tx = pool.begin().await.expect("tx");
-                for id in ids {
-                    sqlx::query("UPDATE bench_raw SET status = 'done' WHERE id = $1 AND status = 'running'")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .expect("finish");
-                    done += 1;
-                }
-                tx.commit().await.expect("commit");
+                return done;
             }
-        })
-    });
-    let mut total = 0;
-    for claimer in claimers.collect::<Vec<_>>() {
-        total += claimer.await.expect("claimer");
-    }
-    assert_eq!(total, JOBS as u64);
-    total as f64 / started.elapsed().as_secs_f64()
+            sqlx::query(sql.lease).bind(&ids).bind(worker).execute(&mut *tx).await.expect("lease");
+            tx.commit().await.expect("commit");
+            sqlx::query(sql.accept).bind(&ids).execute(&pool).await.expect("accept");
+            let mut tx = pool.begin().await.expect("tx");
+            for id in ids {
+                sqlx::query(sql.finish).bind(id).execute(&mut *tx).await.expect("finish");
+                done += 1;
+            }
+            tx.commit().await.expect("commit");
+        }
+    })
+    .await
 }
 
 async fn throughput() {
@@ -268,9 +219,12 @@ async fn throughput() {
                 }
                 1 => {
                     let worker = fill_queue(&pool).await;
-                    same = drain_raw_jobs(&pool, worker).await;
+                    same = drain_raw(&pool, &ON_JOBS, worker).await;
                 }
-                _ => bare = drain_raw(&pool).await,
+                _ => {
+                    bare_table(&pool).await;
+                    bare = drain_raw(&pool, &ON_BARE, 1).await;
+                }
             }
         }
         println!(

@@ -99,12 +99,11 @@ impl Dispatcher {
         }
         match channel {
             // Another control plane moved one of its apps away.
-            jobs::DESIRED_CHANNEL => match crate::jobs::events::desired_state(&self.db, worker_id).await {
-                Ok(desired) => {
-                    let _ = self.hub.send(worker_id, Outgoing::of(&desired));
+            jobs::DESIRED_CHANNEL => {
+                if let Err(e) = crate::jobs::events::send_desired(&self.db, &self.hub, worker_id).await {
+                    tracing::warn!(worker_id, error = %e, "cannot send a worker its desired state");
                 }
-                Err(e) => tracing::warn!(worker_id, error = %e, "cannot send a worker its desired state"),
-            },
+            }
             // Its routes or certificates changed on another control plane.
             crate::store::routes::ROUTES_CHANNEL => self.hub.routes_changed(worker_id),
             // Its HTTP-01 answers changed, maybe by the other control plane's order.

@@ -127,29 +127,28 @@ impl Applier {
     /// failure must not lose the others: the fence makes a retry safe).
     async fn apply_results(&self, worker_id: i64, batch: Vec<JobResult>) -> Result<(), sqlx::Error> {
         let db = &self.db;
-        let to_tell = match results(db, worker_id, &batch).await {
-            Ok(to_tell) => to_tell,
+        let settled = match results(db, worker_id, &batch).await {
+            Ok(settled) => settled,
             Err(e) if batch.len() > 1 => {
                 tracing::warn!(worker_id, results = batch.len(), error = %e, "applying job results one by one");
-                let mut to_tell = Vec::new();
+                let mut settled = Vec::new();
                 for one in &batch {
                     match results(db, worker_id, std::slice::from_ref(one)).await {
-                        Ok(more) => to_tell.extend(more),
+                        Ok(more) => settled.extend(more),
                         Err(e) => {
                             tracing::warn!(worker_id, job_id = one.job_id, error = %e, "cannot apply a job result")
                         }
                     }
                 }
-                to_tell
+                settled
             }
             Err(e) => return Err(e),
         };
         self.hub.routes_changed(worker_id);
-        for told in to_tell {
-            // The app runs on its new worker: the old one removes its copy (never two
-            // serving); or a standby was dropped: this worker removes it.
-            self.hub.routes_changed(told);
-            tell_desired(db, &self.hub, told).await?;
+        for one in settled {
+            // An app runs on its new worker: the old one removes its copy (never two
+            // serving); or a standby was dropped: its worker removes it.
+            super::reschedule::announce(db, &self.hub, one).await?;
         }
         Ok(())
     }
@@ -165,8 +164,7 @@ impl Applier {
                     0 => {}
                     n => tracing::warn!(worker_id, jobs = n, "failed jobs the worker lost while it was away"),
                 }
-                let desired = desired_state(db, worker_id).await?;
-                let _ = self.hub.send(worker_id, Outgoing::of(&desired));
+                send_desired(db, &self.hub, worker_id).await?;
                 // Answers of an order under way (the worker restarted, or moved here from the
                 // other control plane of a pair).
                 crate::acme::push_challenges(db, &self.hub, worker_id, false).await;
@@ -212,43 +210,49 @@ pub async fn progress(db: &PgPool, worker_id: i64, msg: JobProgress) -> Result<(
     Ok(())
 }
 
+/// Sends a worker connected here its desired state; false if it is not connected here.
+pub async fn send_desired(db: &PgPool, hub: &Hub, worker_id: i64) -> Result<bool, sqlx::Error> {
+    if !hub.is_connected(worker_id) {
+        return Ok(false);
+    }
+    let desired = desired_state(db, worker_id).await?;
+    let _ = hub.send(worker_id, Outgoing::of(&desired));
+    Ok(true)
+}
+
 /// The worker's desired state changed: sent if it is connected here, else its holder (the
 /// other control plane of a pair) is told; a worker that is away gets it at its hello.
 pub async fn tell_desired(db: &PgPool, hub: &Hub, worker_id: i64) -> Result<(), sqlx::Error> {
-    if hub.is_connected(worker_id) {
-        let desired = desired_state(db, worker_id).await?;
-        let _ = hub.send(worker_id, Outgoing::of(&desired));
-        Ok(())
-    } else {
-        jobs::notify_desired(db, worker_id).await
+    if !send_desired(db, hub, worker_id).await? {
+        jobs::notify_desired(db, worker_id).await?;
     }
+    Ok(())
 }
 
-/// Applies job results in one transaction; returns the workers whose desired state changed:
-/// for each deploy that moved its app to this worker and succeeded, the worker it moved off
-/// (told to remove its copy); this worker, for a standby dropped.
-pub async fn results(db: &PgPool, worker_id: i64, msgs: &[JobResult]) -> Result<Vec<i64>, sqlx::Error> {
+/// Applies job results in one transaction; returns what the deploys among them changed (apps
+/// switched to this worker, or standbys dropped), for [`super::reschedule::announce`].
+pub async fn results(db: &PgPool, worker_id: i64, msgs: &[JobResult]) -> Result<Vec<Settled>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let mut to_tell = Vec::new();
+    let mut settled = Vec::new();
     let mut ended = Vec::new();
     for msg in msgs {
-        if let Some((app_id, told)) = result(&mut tx, worker_id, msg).await? {
+        if let Some((app_id, changed)) = result(&mut tx, worker_id, msg).await? {
             ended.push(app_id);
-            to_tell.extend(told);
+            settled.extend(changed.filter(|s| *s != Settled::Held));
         }
     }
     jobs::wake_queued_behind(&mut tx, &ended).await?;
     tx.commit().await?;
-    Ok(to_tell)
+    Ok(settled)
 }
 
-/// Applies one job's result in `tx`: its app if the fence matched, with the worker whose
-/// desired state it changed (see [`results`]).
+/// Applies one job's result in `tx`: its app if the fence matched, with what a successful
+/// deploy changed (see [`results`]).
 async fn result(
     tx: &mut sqlx::PgConnection,
     worker_id: i64,
     msg: &JobResult,
-) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+) -> Result<Option<(i64, Option<Settled>)>, sqlx::Error> {
     let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
     // PostgreSQL's text takes no NUL byte: one would fail the statement and lose the result.
     let error = msg
@@ -260,7 +264,7 @@ async fn result(
         stale(worker_id, msg.job_id, msg.attempt, "job_result");
         return Ok(None);
     };
-    let mut moved_from = None;
+    let mut settled = None;
     match (job.kind, msg.ok) {
         (JobKind::Deploy, true) => {
             let switched = Switched {
@@ -269,35 +273,21 @@ async fn result(
                 host_port: msg.host_port,
                 commit: msg.commit.as_deref(),
             };
-            match job.deployment_id {
-                Some(deployment) if deployments::is_standby(&mut *tx, deployment).await? => {
-                    // A standby: switched to if due, else it waits for its time (or is dropped
-                    // if the app's worker came back).
-                    deployments::hold(&mut *tx, deployment, switched).await?;
-                    moved_from = match deployments::standbys(
-                        &mut *tx,
-                        Some(deployment),
-                        super::reschedule::SWITCH_AHEAD.as_secs_f64(),
-                    )
-                    .await?
-                    .first()
-                    {
-                        Some(standby) => match super::reschedule::settle(&mut *tx, standby).await? {
-                            Settled::Switched { left } => left,
-                            Settled::Dropped { worker_id } => Some(worker_id),
-                            Settled::Held => None,
-                        },
-                        // Being settled by a rescheduler pass right now.
-                        None => None,
-                    };
-                }
-                Some(deployment) => {
-                    deployments::switch_to(&mut *tx, job.app_id, deployment, switched).await?;
+            let standby = match job.deployment_id {
+                Some(deployment) => super::reschedule::standby_ran(&mut *tx, deployment, switched).await?,
+                None => None,
+            };
+            settled = Some(match standby {
+                Some(standby) => standby,
+                None => {
+                    if let Some(deployment) = job.deployment_id {
+                        deployments::switch_to(&mut *tx, job.app_id, deployment, switched).await?;
+                    }
                     // The app runs where this deploy switched: a move (a drain) ends here.
-                    moved_from = jobs::place_on(&mut *tx, job.app_id, worker_id).await?;
+                    let left = jobs::place_on(&mut *tx, job.app_id, worker_id).await?;
+                    Settled::Switched { to: worker_id, left }
                 }
-                None => moved_from = jobs::place_on(&mut *tx, job.app_id, worker_id).await?,
-            }
+            });
         }
         (JobKind::Deploy, false) => {
             let reason = error.as_deref().unwrap_or("the deploy failed");
@@ -321,7 +311,7 @@ async fn result(
         // A lifecycle job that failed leaves the app as it was; the job shows the reason.
         (JobKind::Stop | JobKind::Start | JobKind::Restart | JobKind::Remove, false) => {}
     }
-    Ok(Some((job.app_id, moved_from)))
+    Ok(Some((job.app_id, settled)))
 }
 
 /// Log lines go to the bus; build lines also to their deployment's stored log. Only lines

@@ -18,8 +18,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::Hub;
 use crate::state::AppState;
 use crate::store;
 use crate::store::audit::{AuditAction, AuditEvent};
@@ -37,7 +39,7 @@ pub const SWITCH_AHEAD: Duration = Duration::from_millis(100);
 
 /// How long before the limit a standby's deploy starts: a third of the limit (10 s of the
 /// default 30; a start whose image the new worker has takes about one).
-pub fn lead(after: Duration) -> Duration {
+fn lead(after: Duration) -> Duration {
     after / 3
 }
 
@@ -74,20 +76,18 @@ pub fn spawn(state: AppState, after: Duration, shutdown: CancellationToken) {
 pub struct Passed {
     /// Deploys queued (standbys, or moves off a disabled worker).
     pub queued: usize,
-    /// Standbys switched to or dropped.
-    pub settled: usize,
     /// When the next standby is due, if one waits.
     pub next_standby_in: Option<Duration>,
 }
 
-/// What became of a standby.
+/// What a deploy's success (a standby's, at its time) changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
-    /// Its time came: the app runs there now; the worker it left, to be told to drop its copy.
-    Switched { left: Option<i64> },
+    /// The app runs on `to` now; the worker it left, to be told to drop its copy.
+    Switched { to: i64, left: Option<i64> },
     /// The app's worker came back (or a newer version ran): the standby's worker drops it.
     Dropped { worker_id: i64 },
-    /// Not yet due.
+    /// A standby not yet due.
     Held,
 }
 
@@ -108,23 +108,41 @@ pub async fn settle(tx: &mut sqlx::PgConnection, standby: &Standby) -> Result<Se
     }
     deployments::switch_to(tx, standby.app_id, standby.id, standby.switched()).await?;
     let left = store::jobs::place_on(tx, standby.app_id, standby.worker_id).await?;
-    Ok(Settled::Switched { left })
+    Ok(Settled::Switched { to: standby.worker_id, left })
 }
 
-/// Tells the workers what a standby's end changes: the new one routes the app, the old one (or
-/// the standby's, when dropped) gets its desired state.
-pub async fn announce(state: &AppState, standby_worker: i64, settled: Settled) -> Result<(), sqlx::Error> {
+/// A deploy of `deployment` succeeded: if it is a standby it is held, and settled at once
+/// (switched to if due, dropped if the app's worker is back); `None` if it is no standby.
+pub async fn standby_ran(
+    tx: &mut sqlx::PgConnection,
+    deployment: i64,
+    switched: deployments::Switched<'_>,
+) -> Result<Option<Settled>, sqlx::Error> {
+    if !deployments::hold_if_standby(tx, deployment, switched).await? {
+        return Ok(None);
+    }
+    let settled = match deployments::standbys(tx, Some(deployment), SWITCH_AHEAD.as_secs_f64()).await?.first()
+    {
+        Some(standby) => settle(tx, standby).await?,
+        // Being settled by a rescheduler pass right now.
+        None => Settled::Held,
+    };
+    Ok(Some(settled))
+}
+
+/// Tells the workers what a switch or a dropped standby changes (after the commit): the new one
+/// routes the app, the one it left gets its desired state (without the app); a dropped
+/// standby's worker gets its own.
+pub async fn announce(db: &PgPool, hub: &Hub, settled: Settled) -> Result<(), sqlx::Error> {
     match settled {
-        Settled::Switched { left } => {
-            state.hub.routes_changed(standby_worker);
-            if let Some(old) = left.filter(|old| *old != standby_worker) {
-                state.hub.routes_changed(old);
-                crate::jobs::events::tell_desired(&state.db, &state.hub, old).await?;
+        Settled::Switched { to, left } => {
+            hub.routes_changed(to);
+            if let Some(old) = left.filter(|old| *old != to) {
+                hub.routes_changed(old);
+                crate::jobs::events::tell_desired(db, hub, old).await?;
             }
         }
-        Settled::Dropped { worker_id } => {
-            crate::jobs::events::tell_desired(&state.db, &state.hub, worker_id).await?
-        }
+        Settled::Dropped { worker_id } => crate::jobs::events::tell_desired(db, hub, worker_id).await?,
         Settled::Held => {}
     }
     Ok(())
@@ -142,7 +160,7 @@ pub async fn pass(state: &AppState, after: Duration) -> Result<Passed, Reschedul
         let outcome = settle(&mut tx, &standby).await?;
         if outcome != Settled::Held {
             tracing::info!(app_id = standby.app_id, deployment = standby.id, ?outcome, "standby settled");
-            settled.push((standby.worker_id, outcome));
+            settled.push(outcome);
         }
     }
     let to_move =
@@ -202,9 +220,8 @@ pub async fn pass(state: &AppState, after: Duration) -> Result<Passed, Reschedul
         .await?
         .map(|secs| Duration::from_secs_f64(secs.max(0.0)));
     tx.commit().await?;
-    passed.settled = settled.len();
-    for (worker, outcome) in settled {
-        announce(state, worker, outcome).await?;
+    for outcome in settled {
+        announce(&state.db, &state.hub, outcome).await?;
     }
     Ok(passed)
 }

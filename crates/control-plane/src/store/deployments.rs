@@ -200,22 +200,21 @@ pub async fn hold_until(tx: &mut PgConnection, id: i64, at: DateTime<Utc>) -> Re
     Ok(())
 }
 
-/// Whether the deployment is a standby (it has a time to switch at).
-pub async fn is_standby(tx: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND switch_at IS NOT NULL)")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await
-}
-
-/// A standby's deploy succeeded: what runs is kept, and the deployment waits in `switching`
-/// for its time (or for the app's worker coming back, which drops it).
-pub async fn hold(tx: &mut PgConnection, id: i64, switched: Switched<'_>) -> Result<(), sqlx::Error> {
+/// A deploy succeeded: if its deployment is a standby (it has a time to switch at), what runs
+/// is kept and the deployment waits in `switching` for its time (or for the app's worker
+/// coming back, which drops it). Whether it is a standby, in one statement.
+pub async fn hold_if_standby(
+    tx: &mut PgConnection,
+    id: i64,
+    switched: Switched<'_>,
+) -> Result<bool, sqlx::Error> {
     let commit = switched.commit.and_then(|c| CommitSha::parse(c).ok());
-    sqlx::query(
-        "UPDATE deployments SET status = $2, image_id = $3, container_id = $4, host_port = $5,
-                commit_sha = COALESCE(commit_sha, $6)
-         WHERE id = $1 AND status = ANY($7)",
+    sqlx::query_scalar(
+        "WITH d AS (SELECT id FROM deployments WHERE id = $1 AND switch_at IS NOT NULL),
+              held AS (UPDATE deployments SET status = $2, image_id = $3, container_id = $4, host_port = $5,
+                              commit_sha = COALESCE(commit_sha, $6)
+                       WHERE id IN (SELECT id FROM d) AND status = ANY($7))
+         SELECT EXISTS (SELECT 1 FROM d)",
     )
     .bind(id)
     .bind(DeploymentStatus::Switching)
@@ -224,9 +223,8 @@ pub async fn hold(tx: &mut PgConnection, id: i64, switched: Switched<'_>) -> Res
     .bind(switched.host_port.map(i32::from))
     .bind(commit.as_ref().map(CommitSha::as_str))
     .bind(DeploymentStatus::may_move_to(DeploymentStatus::Switching))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *tx)
+    .await
 }
 
 /// A standby whose deploy succeeded, waiting to be switched to (or dropped), locked with its
@@ -237,9 +235,7 @@ pub struct Standby {
     pub app_id: i64,
     /// The worker the standby runs on.
     pub worker_id: i64,
-    /// The worker the app is placed on (the one that went away).
-    pub app_worker_id: Option<i64>,
-    /// That worker is online again: the app stays there, the standby is dropped.
+    /// The worker the app is placed on (the one that went away) is online again: the app stays there, the standby is dropped.
     pub app_worker_back: bool,
     /// A newer version of the app ran meanwhile: the standby is dropped.
     pub outdated: bool,
@@ -271,8 +267,7 @@ pub async fn standbys(
     ahead_secs: f64,
 ) -> Result<Vec<Standby>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT d.id, d.app_id, j.worker_id, a.worker_id AS app_worker_id,
-                COALESCE(w.status = $3, false) AS app_worker_back,
+        "SELECT d.id, d.app_id, j.worker_id, COALESCE(w.status = $3, false) AS app_worker_back,
                 COALESCE(a.current_deployment_id > d.id, false) AS outdated,
                 d.switch_at - make_interval(secs => $5) <= now() AS due, d.image_id, d.container_id, d.host_port
          FROM deployments d JOIN apps a ON a.id = d.app_id

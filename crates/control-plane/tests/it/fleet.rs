@@ -105,8 +105,7 @@ async fn a_gone_workers_app_is_redeployed_in_its_zone_after_the_limit_and_the_re
     wb.finish_deploy(&moved, 40002).await;
     let standby = moved.deployment_id.expect("the standby's deployment");
     let held = eventually(Duration::from_secs(5), Duration::from_millis(20), || async {
-        user.get(&format!("/api/deployments/{standby}")).await.json::<Value>().await.expect("json")["status"]
-            == "switching"
+        deployment_json(&user, standby).await["status"] == "switching"
     })
     .await;
     assert!(held, "the standby's deploy succeeded and waits for the limit (not switched to yet)");
@@ -134,30 +133,64 @@ async fn a_gone_workers_app_is_redeployed_in_its_zone_after_the_limit_and_the_re
     wc.kill().await;
 }
 
-/// A worker away for less than the limit keeps its apps: the standby started before the limit
-/// is dropped when the worker comes back, and its worker told to remove it.
-#[tokio::test]
-async fn a_standby_is_dropped_and_the_app_stays_when_its_worker_comes_back_before_the_limit() {
-    let cp = fleet(12).await;
-    let a = create_worker(&cp, "returner").await;
-    let b = create_worker(&cp, "stand-in").await;
+async fn deployment_json(user: &UserSession, deployment: i64) -> Value {
+    user.get(&format!("/api/deployments/{deployment}")).await.json().await.expect("json")
+}
+
+/// The reschedule limit of the standby tests: long enough that a loaded machine still acts
+/// (the worker comes back, a newer deploy runs) between the standby's start and the limit.
+const STANDBY_LIMIT_SECS: u64 = 12;
+
+/// An app deployed on worker `a`, which is then killed; worker `b` got the app's standby
+/// (started a third of the limit before it) and reported it running on `standby_port`.
+struct StandbyWaiting {
+    cp: TestControlPlane,
+    user: UserSession,
+    app: i64,
+    a: wisehosting_testkit::TestWorker,
+    b: wisehosting_testkit::TestWorker,
+    /// `a`'s deploy of the app, and the deployment it runs.
+    first: Job,
+    version: i64,
+    wb: BeatingWorker,
+    killed: Instant,
+    standby: i64,
+}
+
+async fn standby_waiting(name: &str, first_port: u16, standby_port: u16) -> StandbyWaiting {
+    let cp = fleet(STANDBY_LIMIT_SECS).await;
+    let a = create_worker(&cp, &format!("{name}-a")).await;
+    let b = create_worker(&cp, &format!("{name}-b")).await;
     let mut wa = online(&cp, &a).await;
-    let user = cp.login("standby@example.com").await;
-    let (app, _) = user.deploy("homebody", "https://example.com/r.git").await;
+    let user = cp.login(&format!("{name}@example.com")).await;
+    let (app, _) = user.deploy(name, "https://example.com/r.git").await;
     let first = wa.next_job(Duration::from_secs(10)).await.expect("the only worker gets the deploy");
-    wa.finish_deploy(&first, 40011).await;
+    wa.finish_deploy(&first, first_port).await;
     let ran = wait_app(&user, app, |a| a["status"] == "running").await;
     let version = ran["current_deployment_id"].as_i64().expect("current deployment");
 
     let mut wb = online(&cp, &b).await;
     let killed = Instant::now();
     wa.kill().await;
-    // The standby starts at 8 s of silence (a third of the 12 s limit before it).
     let standby_job = wb.next_job(Duration::from_secs(15)).await.expect("the standby's deploy");
     let started = killed.elapsed();
-    assert!(started >= Duration::from_secs(8) - BEAT, "standby too early: {started:?}");
+    let lead = Duration::from_secs(STANDBY_LIMIT_SECS) / 3;
+    assert!(
+        started >= Duration::from_secs(STANDBY_LIMIT_SECS) - lead - BEAT,
+        "standby too early: {started:?}"
+    );
     let standby = standby_job.deployment_id.expect("deployment");
-    wb.finish_deploy(&standby_job, 40012).await;
+    wb.finish_deploy(&standby_job, standby_port).await;
+    StandbyWaiting { cp, user, app, a, b, first, version, wb, killed, standby }
+}
+
+/// A worker away for less than the limit keeps its apps: the standby started before the limit
+/// is dropped when the worker comes back, and its worker told to remove it.
+#[tokio::test]
+async fn a_standby_is_dropped_and_the_app_stays_when_its_worker_comes_back_before_the_limit() {
+    let StandbyWaiting { cp, user, app, a, first, version, mut wb, killed, standby, .. } =
+        standby_waiting("homebody", 40011, 40012).await;
+    let limit = Duration::from_secs(STANDBY_LIMIT_SECS);
 
     // The worker comes back before the limit, its copy running.
     let mut back = RawWorker::connect(&cp, &a).await;
@@ -173,7 +206,7 @@ async fn a_standby_is_dropped_and_the_app_stays_when_its_worker_comes_back_befor
     back.hello(Hello { version: "test".into(), containers: vec![container], ..Default::default() }).await;
     let returned = killed.elapsed();
     let _back = back.beating(BEAT);
-    assert!(returned < Duration::from_secs(12) - BEAT, "the test came back before the limit: {returned:?}");
+    assert!(returned < limit - BEAT, "the test came back before the limit: {returned:?}");
 
     // The standby's worker is told the app is not its to run, and the deployment says why.
     let dropped = wb
@@ -183,11 +216,11 @@ async fn a_standby_is_dropped_and_the_app_stays_when_its_worker_comes_back_befor
         })
         .await;
     assert!(dropped.is_some(), "the standby's worker removes its copy");
-    let ended: Value = user.get(&format!("/api/deployments/{standby}")).await.json().await.expect("json");
+    let ended = deployment_json(&user, standby).await;
     assert_eq!(ended["status"], "cancelled", "{ended}");
     assert!(ended["error"].as_str().unwrap_or_default().contains("came back"), "{ended}");
     // Past the limit the app still runs where it was, its version unchanged.
-    tokio::time::sleep_until((killed + Duration::from_secs(13)).into()).await;
+    tokio::time::sleep_until((killed + limit + Duration::from_secs(1)).into()).await;
     let now = app_json(&user, app).await;
     assert_eq!(
         (now["worker_id"].as_i64(), now["status"].as_str(), now["current_deployment_id"].as_i64()),
@@ -202,22 +235,9 @@ async fn a_standby_is_dropped_and_the_app_stays_when_its_worker_comes_back_befor
 /// (a deploy its user made meanwhile): it is dropped at its time, and the app keeps the newer one.
 #[tokio::test]
 async fn a_standby_is_dropped_when_a_newer_deploy_ran_before_it_was_due() {
-    let cp = fleet(12).await;
-    let a = create_worker(&cp, "lost").await;
-    let b = create_worker(&cp, "found").await;
-    let mut wa = online(&cp, &a).await;
-    let user = cp.login("outdated@example.com").await;
-    let (app, _) = user.deploy("overtaken", "https://example.com/r.git").await;
-    let first = wa.next_job(Duration::from_secs(10)).await.expect("the only worker gets the deploy");
-    wa.finish_deploy(&first, 40021).await;
-    wait_app(&user, app, |a| a["status"] == "running").await;
-
-    let mut wb = online(&cp, &b).await;
-    let killed = Instant::now();
-    wa.kill().await;
-    let standby_job = wb.next_job(Duration::from_secs(15)).await.expect("the standby's deploy");
-    let standby = standby_job.deployment_id.expect("deployment");
-    wb.finish_deploy(&standby_job, 40022).await;
+    // The control plane is kept to the end (`_cp`: dropping it stops it).
+    let StandbyWaiting { cp: _cp, user, app, b, mut wb, killed, standby, .. } =
+        standby_waiting("overtaken", 40021, 40022).await;
     // The user deploys again before the limit; the new version goes to the online worker.
     let deployed = user.post_json(&format!("/api/apps/{app}/deployments"), &serde_json::json!({})).await;
     assert!(deployed.status().is_success(), "{}", deployed.text().await.unwrap_or_default());
@@ -228,17 +248,16 @@ async fn a_standby_is_dropped_when_a_newer_deploy_ran_before_it_was_due() {
     let ran = wait_app(&user, app, |a| a["current_deployment_id"] == newer && a["status"] == "running").await;
     assert_eq!(ran["worker_id"], b.id, "{ran}");
     assert!(
-        killed.elapsed() < Duration::from_secs(12) - BEAT,
+        killed.elapsed() < Duration::from_secs(STANDBY_LIMIT_SECS) - BEAT,
         "the newer version ran before the standby was due"
     );
 
     // At its time the standby is dropped, not switched to.
     let dropped = eventually(Duration::from_secs(15), Duration::from_millis(100), || async {
-        let d: Value = user.get(&format!("/api/deployments/{standby}")).await.json().await.expect("json");
-        d["status"] == "cancelled"
+        deployment_json(&user, standby).await["status"] == "cancelled"
     })
     .await;
-    let ended: Value = user.get(&format!("/api/deployments/{standby}")).await.json().await.expect("json");
+    let ended = deployment_json(&user, standby).await;
     assert!(dropped, "the standby is dropped: {ended}");
     assert!(ended["error"].as_str().unwrap_or_default().contains("newer version"), "{ended}");
     let now = app_json(&user, app).await;
@@ -267,18 +286,18 @@ async fn placement_fails_a_deploy_no_worker_has_room_for_and_waits_when_none_is_
     // No worker online: the deploy waits, queued.
     let (_, waiting) = user.deploy("patient", "https://example.com/r.git").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let d: Value = user.get(&format!("/api/deployments/{waiting}")).await.json().await.expect("json");
+    let d = deployment_json(&user, waiting).await;
     assert_eq!(d["status"], "queued", "{d}");
 
     let w = create_worker(&cp, "small").await;
     let mut small = online(&cp, &w).await;
     let failed = eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
-        let d: Value = user.get(&format!("/api/deployments/{waiting}")).await.json().await.expect("json");
+        let d = deployment_json(&user, waiting).await;
         d["status"] == "failed"
     })
     .await;
     assert!(failed, "a deploy that fits no online worker fails");
-    let d: Value = user.get(&format!("/api/deployments/{waiting}")).await.json().await.expect("json");
+    let d = deployment_json(&user, waiting).await;
     let error = d["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("no worker can take this app"), "{error}");
     assert!(error.contains("307200 MB") && error.contains("add a worker"), "{error}");
@@ -494,7 +513,7 @@ async fn a_control_plane_killed_mid_deploy_hands_its_worker_to_the_other_and_the
     let user = UserSession::dev_login(&balancer.url(), "pair@example.com").await;
     let (app, deployment) = user.deploy("survivor-app", &repo.url()).await;
     let building = eventually(Duration::from_secs(60), Duration::from_millis(100), || async {
-        let d: Value = user.get(&format!("/api/deployments/{deployment}")).await.json().await.expect("json");
+        let d = deployment_json(&user, deployment).await;
         d["status"] == "building"
     })
     .await;

@@ -49,6 +49,14 @@ async fn deployment_status(user: &UserSession, id: i64) -> String {
     d["status"].as_str().unwrap_or_default().to_string()
 }
 
+async fn deployment_statuses(user: &UserSession, ids: &[i64]) -> Vec<String> {
+    let mut statuses = Vec::with_capacity(ids.len());
+    for id in ids {
+        statuses.push(deployment_status(user, *id).await);
+    }
+    statuses
+}
+
 async fn job_status(cp: &TestControlPlane, deployment: i64) -> (String, i32) {
     sqlx::query_as("SELECT status, attempt FROM jobs WHERE deployment_id = $1")
         .bind(deployment)
@@ -553,11 +561,7 @@ async fn acceptances_and_results_sent_together_are_each_applied_and_a_stale_one_
         raw.send(&JobAccepted { job_id: job.job_id, attempt: job.attempt }).await;
     }
     let started = eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
-        let mut all = true;
-        for d in &deployments {
-            all &= deployment_status(&user, *d).await == "cloning";
-        }
-        all
+        deployment_statuses(&user, &deployments).await.iter().all(|s| s == "cloning")
     })
     .await;
     assert!(started, "every acceptance was applied: each deployment started");
@@ -584,11 +588,10 @@ async fn acceptances_and_results_sent_together_are_each_applied_and_a_stale_one_
         .await;
     }
     let settled = eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
-        let mut all = true;
-        for d in &deployments {
-            all &= matches!(deployment_status(&user, *d).await.as_str(), "running" | "failed");
-        }
-        all
+        deployment_statuses(&user, &deployments)
+            .await
+            .iter()
+            .all(|s| matches!(s.as_str(), "running" | "failed"))
     })
     .await;
     assert!(settled, "every result was applied");
@@ -605,14 +608,7 @@ async fn acceptances_and_results_sent_together_are_each_applied_and_a_stale_one_
     assert_eq!(by_job(jobs[0].job_id).await, ("succeeded".into(), None));
     assert_eq!(by_job(jobs[1].job_id).await, ("failed".into(), Some("the build broke here".into())));
     assert_eq!(by_job(jobs[2].job_id).await, ("succeeded".into(), None));
-    let statuses: Vec<String> = {
-        let mut v = Vec::new();
-        for d in &deployments {
-            v.push(deployment_status(&user, *d).await);
-        }
-        v
-    };
-    assert_eq!(statuses, ["running", "failed", "running"]);
+    assert_eq!(deployment_statuses(&user, &deployments).await, ["running", "failed", "running"]);
 }
 
 #[tokio::test]
