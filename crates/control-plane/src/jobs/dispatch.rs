@@ -10,6 +10,7 @@
 //! `NOTIFY wh_challenges` names one whose pending ACME HTTP-01 answers changed; its holder
 //! pushes them; `NOTIFY wh_routes`, one whose routes or certificates changed elsewhere.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +21,11 @@ use wisehosting_crypto::Sealer;
 use wisehosting_proto::JobSpec;
 use wisehosting_proto::messages::Job;
 
-use std::collections::BTreeMap;
-
 use crate::hub::{Hub, Outgoing};
 use crate::jobs::placement::{self, Candidate, Placement};
 use crate::plans::Registry;
 use crate::store;
-use crate::store::jobs;
+use crate::store::jobs::{self, Goes};
 
 const POLL: Duration = Duration::from_secs(3);
 
@@ -134,9 +133,9 @@ impl Dispatcher {
         let mut chosen: BTreeMap<i64, Vec<&jobs::Ready>> = BTreeMap::new();
         let mut elsewhere: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for job in &ready {
-            let worker_id = match (job.needs_placement(), job.app_worker_id) {
-                (false, Some(current)) => current,
-                _ => {
+            let worker_id = match &job.goes {
+                Goes::ToAppWorker(current) => *current,
+                Goes::Placed(placing) => {
                     let candidates = match &mut candidates {
                         Some(c) => c,
                         None => {
@@ -145,8 +144,8 @@ impl Dispatcher {
                                 .insert(rows.iter().map(|r| Candidate::from_row(r, &self.plans)).collect())
                         }
                     };
-                    let plan = self.plans.get(&job.owner_plan);
-                    match placement::place(job.zone.as_deref(), plan, candidates) {
+                    let plan = self.plans.get(&placing.owner_plan);
+                    match placement::place(placing.zone.as_deref(), plan, candidates) {
                         Placement::On(id) => {
                             placement::reserve(candidates, id, plan);
                             id
@@ -166,7 +165,7 @@ impl Dispatcher {
                 // A standby's app stays where it is: its holder is only woken (it places the
                 // job the same way, on a worker it holds, and leases it).
                 let apps = elsewhere.entry(worker_id).or_default();
-                if !job.standby {
+                if !job.is_standby() {
                     apps.push(job.app_id);
                 }
             }

@@ -234,25 +234,27 @@ pub async fn tell_desired(db: &PgPool, hub: &Hub, worker_id: i64) -> Result<(), 
 pub async fn results(db: &PgPool, worker_id: i64, msgs: &[JobResult]) -> Result<Vec<Settled>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let mut settled = Vec::new();
-    let mut ended = Vec::new();
+    let mut queued_behind = false;
     for msg in msgs {
-        if let Some((app_id, changed)) = result(&mut tx, worker_id, msg).await? {
-            ended.push(app_id);
+        if let Some((job, changed)) = result(&mut tx, worker_id, msg).await? {
+            queued_behind |= job.queued_behind;
             settled.extend(changed.filter(|s| *s != Settled::Held));
         }
     }
-    jobs::wake_queued_behind(&mut tx, &ended).await?;
+    if queued_behind {
+        jobs::wake(&mut tx).await?;
+    }
     tx.commit().await?;
     Ok(settled)
 }
 
-/// Applies one job's result in `tx`: its app if the fence matched, with what a successful
+/// Applies one job's result in `tx`: the job ended, if the fence matched, with what a successful
 /// deploy changed (see [`results`]).
 async fn result(
     tx: &mut sqlx::PgConnection,
     worker_id: i64,
     msg: &JobResult,
-) -> Result<Option<(i64, Option<Settled>)>, sqlx::Error> {
+) -> Result<Option<(jobs::Ended, Option<Settled>)>, sqlx::Error> {
     let fence = Fence { job_id: msg.job_id, attempt: msg.attempt, worker_id };
     // PostgreSQL's text takes no NUL byte: one would fail the statement and lose the result.
     let error = msg
@@ -311,7 +313,7 @@ async fn result(
         // A lifecycle job that failed leaves the app as it was; the job shows the reason.
         (JobKind::Stop | JobKind::Start | JobKind::Restart | JobKind::Remove, false) => {}
     }
-    Ok(Some((job.app_id, settled)))
+    Ok(Some((job, settled)))
 }
 
 /// Log lines go to the bus; build lines also to their deployment's stored log. Only lines

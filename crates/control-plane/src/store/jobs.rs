@@ -2,6 +2,8 @@
 //! act on, claimed with `FOR UPDATE SKIP LOCKED`, and fenced: every worker message names
 //! (job id, attempt) and counts only if it matches the job's current lease.
 
+use std::collections::HashMap;
+
 use sqlx::{PgConnection, PgPool};
 use wisehosting_crypto::{Aad, Sealer};
 use wisehosting_proto::job::Fault;
@@ -76,18 +78,33 @@ async fn supersede_queued_deploys(tx: &mut PgConnection, app_id: i64) -> Result<
 }
 
 /// A queued job ready to lease: the oldest queued job of its app, none of whose jobs is leased.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Ready {
     pub id: i64,
-    #[sqlx(try_from = "String")]
     pub kind: JobKind,
     pub app_id: i64,
     pub deployment_id: Option<i64>,
     pub payload_sealed: Option<String>,
+    /// The attempts made so far (the lease makes the next).
+    pub attempt: i32,
+    /// The worker the app is placed on, if any.
     pub app_worker_id: Option<i64>,
-    /// Whether the app's worker is online (a deploy of an app whose worker is not goes to
-    /// another one).
-    pub app_worker_online: bool,
+    pub goes: Goes,
+}
+
+/// Where a ready job goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Goes {
+    /// To the worker its app is on.
+    ToAppWorker(i64),
+    /// To a worker placement chooses: the app has none, or the job is a deploy and the app's
+    /// worker is not online (offline, or disabled by an operator).
+    Placed(Placing),
+}
+
+/// What placement weighs for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placing {
     /// The zone the app must stay in: its own, else its worker's (its hostname has it).
     pub zone: Option<String>,
     /// The plan of the app's owner (what it reserves on a worker).
@@ -98,10 +115,59 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// The job goes to a worker placement chooses: the app has none, or it is a deploy and its
-    /// worker is not online (offline, or disabled by an operator).
-    pub fn needs_placement(&self) -> bool {
-        self.app_worker_id.is_none() || (self.kind == JobKind::Deploy && !self.app_worker_online)
+    /// A standby's deploy (see [`Placing::standby`]).
+    pub fn is_standby(&self) -> bool {
+        matches!(&self.goes, Goes::Placed(p) if p.standby)
+    }
+}
+
+/// A job locked by [`lock_ready`], before what placement weighs is read (only for the jobs
+/// placement chooses a worker for).
+struct Claimed {
+    id: i64,
+    kind: JobKind,
+    app_id: i64,
+    deployment_id: Option<i64>,
+    payload_sealed: Option<String>,
+    attempt: i32,
+    app_worker_id: Option<i64>,
+    needs_placement: bool,
+}
+
+/// A row of [`claim_in_window`]: the window's size and last id, and a job locked in it (none,
+/// every column `NULL`, when no job of the window was ready).
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    window_len: i64,
+    window_last: Option<i64>,
+    id: Option<i64>,
+    kind: Option<String>,
+    app_id: Option<i64>,
+    deployment_id: Option<i64>,
+    payload_sealed: Option<String>,
+    attempt: Option<i32>,
+    app_worker_id: Option<i64>,
+    needs_placement: Option<bool>,
+}
+
+impl ClaimRow {
+    fn claimed(self) -> Result<Option<Claimed>, sqlx::Error> {
+        let (Some(id), Some(kind), Some(app_id), Some(attempt), Some(needs_placement)) =
+            (self.id, self.kind, self.app_id, self.attempt, self.needs_placement)
+        else {
+            return Ok(None);
+        };
+        let kind = JobKind::try_from(kind).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        Ok(Some(Claimed {
+            id,
+            kind,
+            app_id,
+            deployment_id: self.deployment_id,
+            payload_sealed: self.payload_sealed,
+            attempt,
+            app_worker_id: self.app_worker_id,
+            needs_placement,
+        }))
     }
 }
 
@@ -112,72 +178,120 @@ impl Ready {
 /// break `jobs_one_active_per_app` and fail the whole batch).
 ///
 /// The queue is read in windows of the oldest queued jobs (by `jobs_queued_idx`, in id order),
-/// each judged and locked in one statement, the next window read only if this one held too few
-/// ready jobs: a claim costs the same whatever the planner believes of the table's statistics.
-/// (One statement over every queued job let a stale estimate choose to join and sort all of
-/// them on each claim: 15–30 ms at 2,000 queued, instead of well under 1 ms.)
+/// each read, judged and locked in one statement, the next window read only if this one held
+/// too few ready jobs: a claim costs the same whatever the planner believes of the table's
+/// statistics. (One statement over every queued job let a stale estimate choose to join and
+/// sort all of them on each claim: 15–30 ms at 2,000 queued, instead of well under 1 ms.)
+/// What placement weighs (the owner's plan, the zone, whether a deploy is a standby's) is read
+/// afterwards, only for the jobs placement chooses a worker for: most go to their app's worker.
 pub async fn lock_ready(tx: &mut PgConnection, limit: i64, local: &[i64]) -> Result<Vec<Ready>, sqlx::Error> {
     let window = limit.saturating_mul(4).max(1);
-    let mut ready: Vec<Ready> = Vec::new();
+    let mut claimed: Vec<Claimed> = Vec::new();
     let mut after = 0i64;
     loop {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE status = 'queued' AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(window)
-        .fetch_all(&mut *tx)
-        .await?;
-        let (Some(first), Some(last)) = (ids.first().copied(), ids.last().copied()) else { break };
-        let more = lock_ready_among(&mut *tx, (first, last), limit - ready.len() as i64, local).await?;
-        ready.extend(more);
-        if ready.len() as i64 >= limit || (ids.len() as i64) < window {
-            break;
+        let rows = claim_in_window(&mut *tx, (after, window), limit - claimed.len() as i64, local).await?;
+        let (window_len, window_last) = rows.first().map_or((0, None), |r| (r.window_len, r.window_last));
+        for row in rows {
+            claimed.extend(row.claimed()?);
         }
-        after = last;
+        match window_last {
+            Some(last) if (claimed.len() as i64) < limit && window_len >= window => after = last,
+            _ => break,
+        }
     }
-    Ok(ready)
+    with_placing(tx, claimed).await
 }
 
-/// Locks up to `limit` ready jobs among the queued ones of a window (`first..=last`, ids), in
-/// id order (see [`lock_ready`]).
+/// Locks up to `limit` ready jobs, in id order, among the `window` oldest queued jobs after
+/// `after` (see [`lock_ready`]); every row also tells the window's size and last id.
 ///
-/// The window's jobs are read by `jobs_queued_idx` in id order (a range of a partial index whose
-/// predicate the status literal matches), so the joins stop as soon as `limit` jobs are locked,
-/// with no sort. Each job's siblings are probed by a scalar subquery (one index lookup per job,
+/// The window's bounds are read first (a materialized scan of `jobs_queued_idx`), then its jobs
+/// by a range of the same index in id order (a partial index whose predicate the status
+/// literal matches): the join with `apps` stops as soon as `limit` jobs are locked, with no
+/// sort. Each job's siblings are probed by a scalar subquery (one index lookup per job,
 /// whatever the estimates), not a join a stale estimate could turn into a scan of every queued
-/// job per job; their statuses are literals too, as in the predicates of `jobs_queued_app_idx`
-/// and `jobs_one_active_per_app`. (Ids looked up one by one with `= ANY` let the planner scan
-/// the whole of `jobs_queued_app_idx` instead, then join and sort the window.) A test holds the
-/// literals equal to [`JobStatus`].
-async fn lock_ready_among(
+/// job per job: a leased one in `jobs_one_active_per_app`, an older unfinished one in
+/// `jobs_unfinished_app_idx` (whose predicate no other index's matches, so no stale estimate
+/// can answer it from `jobs_queued_idx`); their statuses are literals, as in those predicates.
+/// A worker's status is looked up only for a deploy of an app on a worker not connected here.
+/// (Joining the owner, the worker and the deployment for every job let the planner hash-join
+/// and sort the whole window before locking.) A test holds the literals equal to
+/// [`JobStatus`].
+async fn claim_in_window(
     tx: &mut PgConnection,
-    (first, last): (i64, i64),
+    (after, window): (i64, i64),
     limit: i64,
     local: &[i64],
-) -> Result<Vec<Ready>, sqlx::Error> {
+) -> Result<Vec<ClaimRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT j.id, j.kind, j.app_id, j.deployment_id, j.payload_sealed, a.worker_id AS app_worker_id,
-                COALESCE(w.status = $4, false) AS app_worker_online, COALESCE(a.zone, w.zone) AS zone,
-                u.plan AS owner_plan, d.switch_at IS NOT NULL AS standby
-         FROM jobs j JOIN apps a ON a.id = j.app_id JOIN users u ON u.id = a.user_id
-         LEFT JOIN workers w ON w.id = a.worker_id LEFT JOIN deployments d ON d.id = j.deployment_id
-         WHERE j.id BETWEEN $1 AND $6 AND j.status = 'queued'
-           AND (a.worker_id = ANY($3) OR a.worker_id IS NULL OR (j.kind = $5 AND w.status <> $4))
-           AND (SELECT r.id FROM jobs r
-                WHERE r.app_id = j.app_id AND r.status IN ('dispatched', 'running') LIMIT 1) IS NULL
-           AND (SELECT e.id FROM jobs e
-                WHERE e.app_id = j.app_id AND e.status = 'queued' AND e.id < j.id LIMIT 1) IS NULL
-         ORDER BY j.id LIMIT $2 FOR UPDATE OF j SKIP LOCKED",
+        "WITH w AS MATERIALIZED (SELECT id FROM jobs WHERE status = 'queued' AND id > $1 ORDER BY id LIMIT $2)
+         SELECT s.window_len, s.window_last, c.*
+         FROM (SELECT count(*) AS window_len, min(id) AS window_first, max(id) AS window_last FROM w) s
+         LEFT JOIN LATERAL (
+           SELECT j.id, j.kind, j.app_id, j.deployment_id, j.payload_sealed, j.attempt, a.worker_id AS app_worker_id,
+                  (a.worker_id IS NULL OR (j.kind = $5 AND (SELECT x.status FROM workers x WHERE x.id = a.worker_id)
+                                           IS DISTINCT FROM $4)) AS needs_placement
+           FROM jobs j JOIN apps a ON a.id = j.app_id
+           WHERE j.id BETWEEN s.window_first AND s.window_last AND j.status = 'queued'
+             AND (a.worker_id = ANY($3) OR a.worker_id IS NULL
+                  OR (j.kind = $5 AND (SELECT x.status FROM workers x WHERE x.id = a.worker_id) IS DISTINCT FROM $4))
+             AND (SELECT r.id FROM jobs r
+                  WHERE r.app_id = j.app_id AND r.status IN ('dispatched', 'running') LIMIT 1) IS NULL
+             AND (SELECT e.id FROM jobs e WHERE e.app_id = j.app_id
+                  AND e.status IN ('queued', 'dispatched', 'running') AND e.id < j.id LIMIT 1) IS NULL
+           ORDER BY j.id LIMIT $6 FOR UPDATE OF j SKIP LOCKED
+         ) c ON true",
     )
-    .bind(first)
-    .bind(limit)
+    .bind(after)
+    .bind(window)
     .bind(local)
     .bind(crate::domain::WorkerStatus::Online)
     .bind(JobKind::Deploy.as_str())
-    .bind(last)
+    .bind(limit)
     .fetch_all(&mut *tx)
     .await
+}
+
+/// The claimed jobs with where each goes: what placement weighs is read, in one statement, for
+/// the jobs placement chooses a worker for. (Such a job whose rows are gone — none can be, the
+/// job is locked and its app and owner are its keys — is left queued.)
+async fn with_placing(tx: &mut PgConnection, claimed: Vec<Claimed>) -> Result<Vec<Ready>, sqlx::Error> {
+    let ids: Vec<i64> = claimed.iter().filter(|c| c.needs_placement).map(|c| c.id).collect();
+    let mut placing: HashMap<i64, Placing> = HashMap::new();
+    if !ids.is_empty() {
+        let rows: Vec<(i64, Option<String>, String, bool)> = sqlx::query_as(
+            "SELECT j.id, COALESCE(a.zone, w.zone), u.plan, d.switch_at IS NOT NULL
+             FROM jobs j JOIN apps a ON a.id = j.app_id JOIN users u ON u.id = a.user_id
+             LEFT JOIN workers w ON w.id = a.worker_id LEFT JOIN deployments d ON d.id = j.deployment_id
+             WHERE j.id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        placing.extend(
+            rows.into_iter()
+                .map(|(id, zone, owner_plan, standby)| (id, Placing { zone, owner_plan, standby })),
+        );
+    }
+    Ok(claimed
+        .into_iter()
+        .filter_map(|c| {
+            let goes = match (c.needs_placement, c.app_worker_id) {
+                (false, Some(worker_id)) => Goes::ToAppWorker(worker_id),
+                _ => Goes::Placed(placing.remove(&c.id)?),
+            };
+            Some(Ready {
+                id: c.id,
+                kind: c.kind,
+                app_id: c.app_id,
+                deployment_id: c.deployment_id,
+                payload_sealed: c.payload_sealed,
+                attempt: c.attempt,
+                app_worker_id: c.app_worker_id,
+                goes,
+            })
+        })
+        .collect())
 }
 
 /// Tells every control plane that `worker_id`'s desired state changed (the one holding it sends
@@ -252,7 +366,8 @@ pub async fn fail_queued(tx: &mut PgConnection, job_id: i64, reason: &str) -> Re
 }
 
 /// Leases jobs (locked by [`lock_ready`] in this transaction) to one worker and places their
-/// apps there, in two statements whatever their number; returns each job's new attempt.
+/// apps there, in two statements whatever their number; returns each job's new attempt (the
+/// next after the one the claim read: the rows are locked, none can change meanwhile).
 pub async fn lease(
     tx: &mut PgConnection,
     worker_id: i64,
@@ -261,21 +376,29 @@ pub async fn lease(
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     // Most jobs are for apps already on the worker: only the others are moved (a standby's
     // app moves at its switch).
-    let apps: Vec<i64> =
-        jobs.iter().filter(|j| j.app_worker_id != Some(worker_id) && !j.standby).map(|j| j.app_id).collect();
-    let leased: Vec<(i64, i32)> = sqlx::query_as(
+    let apps: Vec<i64> = jobs
+        .iter()
+        .filter(|j| j.app_worker_id != Some(worker_id) && !j.is_standby())
+        .map(|j| j.app_id)
+        .collect();
+    let leased = sqlx::query(
         "UPDATE jobs SET status = $3, worker_id = $2, attempt = attempt + 1, dispatched_at = now()
-         WHERE id = ANY($1) RETURNING id, attempt",
+         WHERE id = ANY($1)",
     )
     .bind(&ids)
     .bind(worker_id)
     .bind(JobStatus::Dispatched)
-    .fetch_all(&mut *tx)
-    .await?;
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if leased != ids.len() as u64 {
+        // Never: the claim locked every one of them. Rolled back, the jobs stay queued.
+        return Err(sqlx::Error::Protocol(format!("{leased} of {} locked jobs leased", ids.len())));
+    }
     if !apps.is_empty() {
         move_apps(tx, worker_id, &apps).await?;
     }
-    Ok(leased)
+    Ok(jobs.iter().map(|j| (j.id, j.attempt + 1)).collect())
 }
 
 /// Puts back a lease whose frame could not be sent (the worker never saw it).
@@ -437,46 +560,59 @@ pub struct Outcome<'a> {
     pub fault: Option<Fault>,
 }
 
-/// Ends a leased job, if the fence matches; returns what it was.
+/// A job [`finish`] ended.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ended {
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
+    pub app_id: i64,
+    pub deployment_id: Option<i64>,
+    /// A job of the same app waits in the queue (it can go now: see [`wake`]).
+    pub queued_behind: bool,
+}
+
+/// Ends a leased job, if the fence matches; returns what it was, and whether a job of its app
+/// waits behind it.
+///
+/// The app's other unfinished jobs (queued: one leased job per app, this one) are probed in
+/// `jobs_unfinished_app_idx`, its statuses literals as in its predicate (implied by no other
+/// index's), in the same statement: one index lookup, not a statement per batch of results.
+/// (With `app_id = ANY`, the planner read every version of every job of the apps by
+/// `jobs_app_id_idx`, dead ones included; with `EXISTS`, it could join the apps with every
+/// queued job.) The fence's statuses stay a bound array: as literals, they let the planner find
+/// the job by scanning `jobs_one_active_per_app` when its statistics are stale.
 pub async fn finish(
     tx: &mut PgConnection,
     fence: Fence,
     outcome: Outcome<'_>,
-) -> Result<Option<Leased>, sqlx::Error> {
+) -> Result<Option<Ended>, sqlx::Error> {
     let status = if outcome.ok { JobStatus::Succeeded } else { JobStatus::Failed };
     let fault = outcome.fault.filter(|f| *f != Fault::Other && !outcome.ok).map(Fault::as_str);
     sqlx::query_as(
-        "UPDATE jobs SET status = $4, error = $5, fault = $7, finished_at = now()
-         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = ANY($6)
-         RETURNING kind, app_id, deployment_id",
+        "UPDATE jobs j SET status = $4, error = $5, fault = $6, finished_at = now()
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = ANY($7)
+         RETURNING kind, app_id, deployment_id,
+                   (SELECT q.id FROM jobs q WHERE q.app_id = j.app_id
+                      AND q.status IN ('queued', 'dispatched', 'running') AND q.id > j.id LIMIT 1) IS NOT NULL
+                   OR (SELECT q.id FROM jobs q WHERE q.app_id = j.app_id
+                      AND q.status IN ('queued', 'dispatched', 'running') AND q.id < j.id LIMIT 1) IS NOT NULL
+                   AS queued_behind",
     )
     .bind(fence.job_id)
     .bind(fence.attempt)
     .bind(fence.worker_id)
     .bind(status)
     .bind(outcome.error)
-    .bind(JobStatus::LEASED)
     .bind(fault)
+    .bind(JobStatus::LEASED)
     .fetch_optional(&mut *tx)
     .await
 }
 
-/// Wakes the dispatchers (at commit) if jobs of these apps, whose jobs just ended, wait in the
-/// queue: the next job of an app goes out when the one before it ends, not at the next poll.
-pub async fn wake_queued_behind(tx: &mut PgConnection, apps: &[i64]) -> Result<(), sqlx::Error> {
-    if apps.is_empty() {
-        return Ok(());
-    }
-    // The status a literal, as in `jobs_queued_app_idx`'s predicate: the apps' queued jobs are
-    // probed by it, a cost that grows with the apps, not the queue. (Bound, the planner could
-    // choose `jobs_queued_idx` and read every queued job: up to 4 ms with 2,000 queued.)
-    sqlx::query(
-        "SELECT pg_notify($1, 'ended') WHERE EXISTS (SELECT 1 FROM jobs WHERE app_id = ANY($2) AND status = 'queued')",
-    )
-    .bind(CHANNEL)
-    .bind(apps)
-    .execute(&mut *tx)
-    .await?;
+/// Wakes the dispatchers (at commit): jobs queued behind ones that just ended can go now, not
+/// at the next poll.
+pub async fn wake(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, 'ended')").bind(CHANNEL).execute(&mut *tx).await?;
     Ok(())
 }
 

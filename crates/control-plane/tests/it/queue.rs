@@ -674,3 +674,101 @@ async fn jobs_of_one_app_queued_behind_a_running_one_are_sent_one_at_a_time_in_o
             .await;
     }
 }
+
+/// An index's counters as of now (flushed by the backends that used it).
+async fn index_counts(pool: &sqlx::PgPool, index: &str) -> (i64, i64) {
+    sqlx::query_as("SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = $1")
+        .bind(index)
+        .fetch_one(pool)
+        .await
+        .expect("index counters")
+}
+
+/// A burst of queued jobs the planner's statistics predate (they were gathered when every job
+/// had finished: both partial indexes of queued jobs looked empty) must not let the claim answer
+/// "an older unfinished job of this app?" by scanning every queued job for each job it judges:
+/// the probes go to `jobs_unfinished_app_idx`, by app. The queue's head is 1,000 jobs of apps
+/// held elsewhere (skipped), so a probe reading `jobs_queued_idx` would read hundreds of
+/// entries per job judged; reading it by windows, the claim reads each queued entry about once.
+#[tokio::test]
+async fn a_claim_after_a_burst_the_statistics_predate_probes_each_jobs_siblings_by_app() {
+    use wisehosting_control_plane::store::jobs;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&wisehosting_testkit::fresh_database(true).await)
+        .await
+        .expect("pool");
+    // The statistics stay those of the history until the end (autovacuum would refresh them
+    // within a minute: this holds the burst's first minute still).
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .expect("hold stats");
+    let workers: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO workers (name, api_key_hash, mac_key_sealed)
+         SELECT 'burst-' || n, encode(sha256(n::text::bytea), 'hex'), '' FROM generate_series(1, 2) n RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("workers");
+    let (here, elsewhere) = (workers[0], workers[1]);
+    sqlx::query(
+        "WITH u AS (INSERT INTO users (email) VALUES ('burst@example.com') RETURNING id)
+         INSERT INTO apps (user_id, slug, name, status, repo_url, worker_id)
+         SELECT u.id, 'burst-' || n, 'burst-' || n, 'running', 'https://example.com/r.git',
+                CASE WHEN n <= 1000 THEN $2 ELSE $1 END
+         FROM u, generate_series(1, 2000) n",
+    )
+    .bind(here)
+    .bind(elsewhere)
+    .execute(&pool)
+    .await
+    .expect("apps");
+    sqlx::query("INSERT INTO jobs (kind, app_id, status) SELECT 'restart', a.id, 'succeeded' FROM apps a, generate_series(1, 5)")
+        .execute(&pool)
+        .await
+        .expect("history");
+    sqlx::query("ANALYZE jobs").execute(&pool).await.expect("analyze");
+    sqlx::query(
+        "INSERT INTO jobs (kind, app_id, status) SELECT 'restart', id, 'queued' FROM apps ORDER BY id",
+    )
+    .execute(&pool)
+    .await
+    .expect("burst");
+    let (scans_before, read_before) = index_counts(&pool, "jobs_queued_idx").await;
+    let (probes_before, _) = index_counts(&pool, "jobs_unfinished_app_idx").await;
+
+    let mut conn = pool.acquire().await.expect("connection");
+    // Six times: the statement's generic plan (from the sixth run on) must be as good as the
+    // first ones.
+    let mut claimed = Vec::new();
+    for _ in 0..6 {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
+        claimed = jobs::lock_ready(&mut tx, 20, &[here]).await.expect("claim");
+        tx.rollback().await.expect("rollback");
+    }
+    assert_eq!(claimed.len(), 20, "the claim finds this control plane's jobs behind the others'");
+    assert!(claimed.iter().all(|j| j.goes == jobs::Goes::ToAppWorker(here)), "{claimed:?}");
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await.expect("flush");
+    sqlx::query("SELECT 1").execute(&mut *conn).await.expect("report");
+    drop(conn);
+
+    let flushed = eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
+        index_counts(&pool, "jobs_queued_idx").await.0 > scans_before
+    })
+    .await;
+    assert!(flushed, "the claims' index counters never reached pg_stat_user_indexes");
+    let (_, read) = index_counts(&pool, "jobs_queued_idx").await;
+    let (probes, _) = index_counts(&pool, "jobs_unfinished_app_idx").await;
+    // Six claims over 1,020 queued entries each (windows of 80, each read twice: its bounds,
+    // then its jobs): about 12,000. Probing `jobs_queued_idx` for each job judged read 3.1
+    // million (seen with the probe by `status = 'queued'`, which that index also answers).
+    let entries = read - read_before;
+    assert!(entries < 20_000, "the claims read {entries} entries of jobs_queued_idx");
+    assert!(
+        probes - probes_before >= 6 * 1020,
+        "the siblings were not probed by app: {} probes",
+        probes - probes_before
+    );
+    pool.close().await;
+}
