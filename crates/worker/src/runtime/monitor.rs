@@ -26,6 +26,8 @@ struct Seen {
     app_id: i64,
     running: bool,
     exit_code: Option<i32>,
+    /// When it last exited (`State.FinishedAt`), if it has.
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
     restarts: u32,
 }
 
@@ -62,7 +64,7 @@ impl Monitor {
                 if c.running {
                     self.supervisor.watch(&c.id);
                 } else {
-                    self.supervisor.exited(&c.id);
+                    self.supervisor.exited(&c.id, c.finished_at);
                 }
             }
             for c in &mut seen {
@@ -127,6 +129,7 @@ impl Monitor {
                     app_id,
                     running: c["State"]["Running"].as_bool().unwrap_or(false),
                     exit_code: c["State"]["ExitCode"].as_i64().and_then(|v| i32::try_from(v).ok()),
+                    finished_at: super::supervisor::rfc3339(&c["State"]["FinishedAt"]),
                     restarts: 0,
                 })
             })
@@ -282,7 +285,14 @@ mod tests {
     use super::*;
 
     fn seen(app_id: i64, running: bool, restarts: u32, exit: Option<i32>) -> Seen {
-        Seen { id: format!("c{app_id}{restarts}"), app_id, running, exit_code: exit, restarts }
+        Seen {
+            id: format!("c{app_id}{restarts}"),
+            app_id,
+            running,
+            exit_code: exit,
+            finished_at: None,
+            restarts,
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,9 @@ struct Watched {
     /// Exits of this container the supervisor answered with a start, over its life.
     restarts: u32,
     started: Instant,
+    /// When its current run was started, by the wall clock (read before the start): a death
+    /// reported from before it is an earlier run's, reported late.
+    started_at: DateTime<Utc>,
     /// A restart is scheduled (between an exit and the next start).
     pending: bool,
     /// The exit code of its last exit, when known (podman resets it once the container runs
@@ -77,6 +82,7 @@ impl Supervisor {
             failures: 0,
             restarts: 0,
             started: Instant::now(),
+            started_at: Utc::now(),
             pending: false,
             last_exit: None,
             stop: CancellationToken::new(),
@@ -142,17 +148,24 @@ impl Supervisor {
         }
     }
 
-    /// A watched container exited: count the failure and schedule its start after the
-    /// back-off (once: a second report of the same exit changes nothing).
-    pub fn exited(self: &Arc<Self>, id: &str) {
-        self.exited_with(id, None);
+    /// A watched container exited (at `died_at`, when the caller knows): count the failure and
+    /// schedule its start after the back-off (once: a second report of the same exit changes
+    /// nothing, nor does a report of an earlier run's exit that arrives after the start).
+    pub fn exited(self: &Arc<Self>, id: &str, died_at: Option<DateTime<Utc>>) {
+        self.exited_with(id, None, died_at);
     }
 
     /// Like [`Supervisor::exited`], with the exit code when the caller knows it.
-    pub fn exited_with(self: &Arc<Self>, id: &str, code: Option<i32>) {
+    pub fn exited_with(self: &Arc<Self>, id: &str, code: Option<i32>, died_at: Option<DateTime<Utc>>) {
         let (failures, stop) = {
             let Ok(mut state) = self.state.lock() else { return };
             let Some(w) = state.watched.get_mut(id) else { return };
+            // The monitor's look (a listing taken before the start) or the events stream (late
+            // under load) can report the death the start answered: counted again, it scheduled a
+            // second start that cut the back-off of the run's own death short.
+            if died_at.is_some_and(|t| t < w.started_at) {
+                return;
+            }
             if code.is_some() {
                 w.last_exit = code;
             }
@@ -175,6 +188,7 @@ impl Supervisor {
             _ = tokio::time::sleep(wait) => {}
         }
         let target = [id.clone()];
+        let started_at = Utc::now();
         let ok = self.podman.start(&target).await.is_ok();
         if stop.is_cancelled() {
             // Released while podman was starting it: the worker's own stop may have run
@@ -191,6 +205,7 @@ impl Supervisor {
         if let Some(w) = state.watched.get_mut(&id) {
             w.pending = false;
             w.started = Instant::now();
+            w.started_at = started_at;
         }
     }
 
@@ -210,8 +225,8 @@ impl Supervisor {
                                 line = lines.next_line() => line,
                             };
                             let Ok(Some(line)) = line else { break };
-                            if let Some((id, code)) = died_container(&line) {
-                                self.exited_with(&id, code);
+                            if let Some((id, code, died_at)) = died_container(&line) {
+                                self.exited_with(&id, code, died_at);
                             }
                         }
                     }
@@ -229,14 +244,20 @@ impl Supervisor {
     }
 }
 
-/// The container id and exit code of a `died` event line of `podman events --format json`.
-fn died_container(line: &str) -> Option<(String, Option<i32>)> {
+/// The container id, exit code and time of a `died` event line of `podman events --format
+/// json`.
+fn died_container(line: &str) -> Option<(String, Option<i32>, Option<DateTime<Utc>>)> {
     let event: serde_json::Value = serde_json::from_str(line).ok()?;
     if event["Status"] != "died" {
         return None;
     }
     let code = event["ContainerExitCode"].as_i64().and_then(|c| i32::try_from(c).ok());
-    Some((event["ID"].as_str()?.to_string(), code))
+    Some((event["ID"].as_str()?.to_string(), code, rfc3339(&event["Time"])))
+}
+
+/// A time podman wrote in RFC 3339 (`Time` of an event, `State.FinishedAt` of a container).
+pub fn rfc3339(value: &serde_json::Value) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value.as_str()?).ok().map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -253,9 +274,15 @@ mod tests {
 
     #[test]
     fn died_events_name_their_container_and_its_exit_code() {
-        let line = r#"{"ContainerExitCode":5,"ID":"0c4eb4","Image":"x","Name":"n","Status":"died","Type":"container"}"#;
-        assert_eq!(died_container(line), Some(("0c4eb4".to_string(), Some(5))));
-        assert_eq!(died_container(r#"{"ID":"0c4eb4","Status":"died"}"#), Some(("0c4eb4".to_string(), None)));
+        let line = r#"{"ContainerExitCode":5,"ID":"0c4eb4","Image":"x","Name":"n","Status":"died","Time":"2026-12-07T21:01:45.222429379Z","Type":"container"}"#;
+        let at = DateTime::parse_from_rfc3339("2026-12-07T21:01:45.222429379Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        assert_eq!(died_container(line), Some(("0c4eb4".to_string(), Some(5), at)));
+        assert_eq!(
+            died_container(r#"{"ID":"0c4eb4","Status":"died"}"#),
+            Some(("0c4eb4".to_string(), None, None))
+        );
         assert_eq!(died_container(r#"{"ID":"0c4eb4","Status":"start"}"#), None);
         assert_eq!(died_container("not json"), None);
     }
@@ -269,10 +296,10 @@ mod tests {
         supervisor.watch("a");
         assert_eq!(supervisor.failures("a"), None, "a released id stays released");
         assert_eq!(supervisor.failures("b"), Some(0));
-        supervisor.exited("a");
+        supervisor.exited("a", None);
         assert_eq!(supervisor.failures("a"), None);
-        supervisor.exited("b");
-        supervisor.exited("b");
+        supervisor.exited("b", None);
+        supervisor.exited("b", None);
         assert_eq!(supervisor.failures("b"), Some(1), "one exit counts once");
         assert_eq!(supervisor.restarts("b"), Some(1), "and is one restart");
         assert_eq!(supervisor.restarts("a"), None);
@@ -280,5 +307,21 @@ mod tests {
         assert_eq!(supervisor.failures("a"), Some(0));
         supervisor.retain(&["a"].into_iter().collect());
         assert_eq!(supervisor.failures("b"), None, "gone containers are forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_death_reported_from_before_the_current_run_is_not_counted() {
+        let supervisor = Supervisor::new(Podman::new(None));
+        supervisor.watch("a");
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        supervisor.exited_with("a", Some(7), Some(before));
+        assert_eq!(supervisor.restarts("a"), Some(0), "an earlier run's death, reported late");
+        assert_eq!(supervisor.last_exit("a"), None);
+        supervisor.exited_with("a", Some(7), Some(Utc::now() + chrono::Duration::seconds(1)));
+        assert_eq!(
+            (supervisor.restarts("a"), supervisor.last_exit("a")),
+            (Some(1), Some(7)),
+            "this run's death"
+        );
     }
 }
