@@ -105,12 +105,9 @@ async fn drain_queue(pool: &PgPool, worker: i64) -> f64 {
                 return done;
             }
             let batch: Vec<&jobs::Ready> = ready.iter().collect();
-            let leased = jobs::lease(&mut tx, worker, &batch).await.expect("lease");
+            jobs::lease(&mut tx, worker, &batch).await.expect("lease");
             tx.commit().await.expect("commit");
-            let fences: Vec<Fence> = leased
-                .into_iter()
-                .map(|(job_id, attempt)| Fence { job_id, attempt, worker_id: worker })
-                .collect();
+            let fences: Vec<Fence> = ready.iter().map(|j| j.fence(worker)).collect();
             // The worker accepts the batch's jobs together: the applier accepts them in one
             // statement.
             let accepted = jobs::accept(&pool, &fences).await.expect("accept");

@@ -175,11 +175,9 @@ impl Dispatcher {
         }
         let mut leased = Vec::new();
         for (worker_id, batch) in &chosen {
-            for (job_id, attempt) in jobs::lease(&mut tx, *worker_id, batch).await? {
-                if let Some(job) = batch.iter().find(|j| j.id == job_id) {
-                    leased.push(((*job).clone(), *worker_id, attempt));
-                }
-            }
+            jobs::lease(&mut tx, *worker_id, batch).await?;
+            leased
+                .extend(batch.iter().map(|job| ((*job).clone(), *worker_id, job.fence(*worker_id).attempt)));
         }
         tx.commit().await?;
         for (job, worker_id, attempt) in leased {

@@ -262,10 +262,11 @@ async fn result(
         .as_deref()
         .map(|e| e.chars().filter(|c| *c != '\0').take(MAX_ERROR_CHARS).collect::<String>());
     let outcome = Outcome { ok: msg.ok, error: error.as_deref(), fault: msg.fault };
-    let Some(job) = jobs::finish(&mut *tx, fence, outcome).await? else {
+    let Some(ended) = jobs::finish(&mut *tx, fence, outcome).await? else {
         stale(worker_id, msg.job_id, msg.attempt, "job_result");
         return Ok(None);
     };
+    let job = &ended.job;
     let mut settled = None;
     match (job.kind, msg.ok) {
         (JobKind::Deploy, true) => {
@@ -313,7 +314,7 @@ async fn result(
         // A lifecycle job that failed leaves the app as it was; the job shows the reason.
         (JobKind::Stop | JobKind::Start | JobKind::Restart | JobKind::Remove, false) => {}
     }
-    Ok(Some((job, settled)))
+    Ok(Some((ended, settled)))
 }
 
 /// Log lines go to the bus; build lines also to their deployment's stored log. Only lines

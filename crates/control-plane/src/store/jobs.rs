@@ -119,19 +119,12 @@ impl Ready {
     pub fn is_standby(&self) -> bool {
         matches!(&self.goes, Goes::Placed(p) if p.standby)
     }
-}
 
-/// A job locked by [`lock_ready`], before what placement weighs is read (only for the jobs
-/// placement chooses a worker for).
-struct Claimed {
-    id: i64,
-    kind: JobKind,
-    app_id: i64,
-    deployment_id: Option<i64>,
-    payload_sealed: Option<String>,
-    attempt: i32,
-    app_worker_id: Option<i64>,
-    needs_placement: bool,
+    /// The lease [`lease`] gives it on `worker_id` (the next attempt: the job is locked, its
+    /// attempt cannot change meanwhile).
+    pub fn fence(&self, worker_id: i64) -> Fence {
+        Fence { job_id: self.id, attempt: self.attempt + 1, worker_id }
+    }
 }
 
 /// A row of [`claim_in_window`]: the window's size and last id, and a job locked in it (none,
@@ -150,27 +143,6 @@ struct ClaimRow {
     needs_placement: Option<bool>,
 }
 
-impl ClaimRow {
-    fn claimed(self) -> Result<Option<Claimed>, sqlx::Error> {
-        let (Some(id), Some(kind), Some(app_id), Some(attempt), Some(needs_placement)) =
-            (self.id, self.kind, self.app_id, self.attempt, self.needs_placement)
-        else {
-            return Ok(None);
-        };
-        let kind = JobKind::try_from(kind).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        Ok(Some(Claimed {
-            id,
-            kind,
-            app_id,
-            deployment_id: self.deployment_id,
-            payload_sealed: self.payload_sealed,
-            attempt,
-            app_worker_id: self.app_worker_id,
-            needs_placement,
-        }))
-    }
-}
-
 /// Locks up to `limit` ready jobs this control plane can act on: those of apps on a worker
 /// connected here (`local`), and those that need placing. Jobs of apps held by another control
 /// plane of a pair are left to it (and never crowd these out). At most one job per app, its
@@ -186,14 +158,12 @@ impl ClaimRow {
 /// afterwards, only for the jobs placement chooses a worker for: most go to their app's worker.
 pub async fn lock_ready(tx: &mut PgConnection, limit: i64, local: &[i64]) -> Result<Vec<Ready>, sqlx::Error> {
     let window = limit.saturating_mul(4).max(1);
-    let mut claimed: Vec<Claimed> = Vec::new();
+    let mut claimed: Vec<ClaimRow> = Vec::new();
     let mut after = 0i64;
     loop {
         let rows = claim_in_window(&mut *tx, (after, window), limit - claimed.len() as i64, local).await?;
         let (window_len, window_last) = rows.first().map_or((0, None), |r| (r.window_len, r.window_last));
-        for row in rows {
-            claimed.extend(row.claimed()?);
-        }
+        claimed.extend(rows.into_iter().filter(|r| r.id.is_some()));
         match window_last {
             Some(last) if (claimed.len() as i64) < limit && window_len >= window => after = last,
             _ => break,
@@ -255,8 +225,9 @@ async fn claim_in_window(
 /// The claimed jobs with where each goes: what placement weighs is read, in one statement, for
 /// the jobs placement chooses a worker for. (Such a job whose rows are gone — none can be, the
 /// job is locked and its app and owner are its keys — is left queued.)
-async fn with_placing(tx: &mut PgConnection, claimed: Vec<Claimed>) -> Result<Vec<Ready>, sqlx::Error> {
-    let ids: Vec<i64> = claimed.iter().filter(|c| c.needs_placement).map(|c| c.id).collect();
+async fn with_placing(tx: &mut PgConnection, claimed: Vec<ClaimRow>) -> Result<Vec<Ready>, sqlx::Error> {
+    let ids: Vec<i64> =
+        claimed.iter().filter(|c| c.needs_placement == Some(true)).filter_map(|c| c.id).collect();
     let mut placing: HashMap<i64, Placing> = HashMap::new();
     if !ids.is_empty() {
         let rows: Vec<(i64, Option<String>, String, bool)> = sqlx::query_as(
@@ -273,25 +244,33 @@ async fn with_placing(tx: &mut PgConnection, claimed: Vec<Claimed>) -> Result<Ve
                 .map(|(id, zone, owner_plan, standby)| (id, Placing { zone, owner_plan, standby })),
         );
     }
-    Ok(claimed
-        .into_iter()
-        .filter_map(|c| {
-            let goes = match (c.needs_placement, c.app_worker_id) {
-                (false, Some(worker_id)) => Goes::ToAppWorker(worker_id),
-                _ => Goes::Placed(placing.remove(&c.id)?),
-            };
-            Some(Ready {
-                id: c.id,
-                kind: c.kind,
-                app_id: c.app_id,
-                deployment_id: c.deployment_id,
-                payload_sealed: c.payload_sealed,
-                attempt: c.attempt,
-                app_worker_id: c.app_worker_id,
-                goes,
-            })
-        })
-        .collect())
+    let mut ready = Vec::with_capacity(claimed.len());
+    for c in claimed {
+        // A locked job's columns are never NULL (only a window without one gives NULLs).
+        let (Some(id), Some(kind), Some(app_id), Some(attempt), Some(needs_placement)) =
+            (c.id, c.kind, c.app_id, c.attempt, c.needs_placement)
+        else {
+            continue;
+        };
+        let goes = match (needs_placement, c.app_worker_id) {
+            (false, Some(worker_id)) => Goes::ToAppWorker(worker_id),
+            _ => match placing.remove(&id) {
+                Some(placing) => Goes::Placed(placing),
+                None => continue,
+            },
+        };
+        ready.push(Ready {
+            id,
+            kind: JobKind::try_from(kind).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            app_id,
+            deployment_id: c.deployment_id,
+            payload_sealed: c.payload_sealed,
+            attempt,
+            app_worker_id: c.app_worker_id,
+            goes,
+        });
+    }
+    Ok(ready)
 }
 
 /// Tells every control plane that `worker_id`'s desired state changed (the one holding it sends
@@ -366,13 +345,9 @@ pub async fn fail_queued(tx: &mut PgConnection, job_id: i64, reason: &str) -> Re
 }
 
 /// Leases jobs (locked by [`lock_ready`] in this transaction) to one worker and places their
-/// apps there, in two statements whatever their number; returns each job's new attempt (the
-/// next after the one the claim read: the rows are locked, none can change meanwhile).
-pub async fn lease(
-    tx: &mut PgConnection,
-    worker_id: i64,
-    jobs: &[&Ready],
-) -> Result<Vec<(i64, i32)>, sqlx::Error> {
+/// apps there, in two statements whatever their number; each job's lease is
+/// [`Ready::fence`].
+pub async fn lease(tx: &mut PgConnection, worker_id: i64, jobs: &[&Ready]) -> Result<(), sqlx::Error> {
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     // Most jobs are for apps already on the worker: only the others are moved (a standby's
     // app moves at its switch).
@@ -398,7 +373,7 @@ pub async fn lease(
     if !apps.is_empty() {
         move_apps(tx, worker_id, &apps).await?;
     }
-    Ok(jobs.iter().map(|j| (j.id, j.attempt + 1)).collect())
+    Ok(())
 }
 
 /// Puts back a lease whose frame could not be sent (the worker never saw it).
@@ -563,10 +538,8 @@ pub struct Outcome<'a> {
 /// A job [`finish`] ended.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Ended {
-    #[sqlx(try_from = "String")]
-    pub kind: JobKind,
-    pub app_id: i64,
-    pub deployment_id: Option<i64>,
+    #[sqlx(flatten)]
+    pub job: Leased,
     /// A job of the same app waits in the queue (it can go now: see [`wake`]).
     pub queued_behind: bool,
 }

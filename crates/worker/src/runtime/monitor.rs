@@ -129,7 +129,7 @@ impl Monitor {
                     app_id,
                     running: c["State"]["Running"].as_bool().unwrap_or(false),
                     exit_code: c["State"]["ExitCode"].as_i64().and_then(|v| i32::try_from(v).ok()),
-                    finished_at: super::supervisor::rfc3339(&c["State"]["FinishedAt"]),
+                    finished_at: super::podman::time(&c["State"]["FinishedAt"]),
                     restarts: 0,
                 })
             })

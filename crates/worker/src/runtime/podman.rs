@@ -277,6 +277,11 @@ impl Podman {
     }
 }
 
+/// A time podman wrote, in RFC 3339 (an event's `Time`, a container's `State.FinishedAt`).
+pub fn time(value: &serde_json::Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str()?).ok().map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// Reads `podman ps --format json` into container inventory entries.
 pub fn parse_ps(json: &[u8]) -> Vec<wisehosting_proto::messages::ContainerInfo> {
     use wisehosting_proto::messages::ContainerInfo;

@@ -252,12 +252,7 @@ fn died_container(line: &str) -> Option<(String, Option<i32>, Option<DateTime<Ut
         return None;
     }
     let code = event["ContainerExitCode"].as_i64().and_then(|c| i32::try_from(c).ok());
-    Some((event["ID"].as_str()?.to_string(), code, rfc3339(&event["Time"])))
-}
-
-/// A time podman wrote in RFC 3339 (`Time` of an event, `State.FinishedAt` of a container).
-pub fn rfc3339(value: &serde_json::Value) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(value.as_str()?).ok().map(|t| t.with_timezone(&Utc))
+    Some((event["ID"].as_str()?.to_string(), code, super::podman::time(&event["Time"])))
 }
 
 #[cfg(test)]
